@@ -1,0 +1,103 @@
+"""NOR flash of a virtual module: erase sets bytes to 0xFF, programming can only clear bits."""
+
+from __future__ import annotations
+
+import mmap
+import threading
+from pathlib import Path
+
+SECTOR = 4096
+
+
+class FlashError(Exception):
+    """An access outside the chip or a misaligned erase."""
+
+
+class NorFlash:
+    """A flash chip of ``size`` bytes, in memory or backed by a file (``path``) that persists.
+
+    ``program`` ANDs data into the array like real NOR flash: writing over unerased data does
+    not silently succeed, it corrupts (and ``program`` reports whether every bit took).
+    Thread-safe: the ROM loader and the AT firmware of one module may touch it concurrently.
+    """
+
+    def __init__(self, size: int, path: str | Path | None = None) -> None:
+        if size <= 0 or size % SECTOR:
+            raise FlashError(f"flash size {size:#x} is not a multiple of {SECTOR:#x}")
+        self.size = size
+        self.path = Path(path) if path is not None else None
+        self._lock = threading.RLock()
+        self._file = None
+        if self.path is None:
+            self._mem: bytearray | mmap.mmap = bytearray(b"\xff") * size
+        else:
+            fresh = not self.path.exists()
+            if fresh:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                with open(self.path, "wb") as f:
+                    f.write(b"\xff" * size)
+            elif self.path.stat().st_size != size:
+                raise FlashError(f"{self.path}: holds {self.path.stat().st_size} bytes, expected {size}")
+            self._file = open(self.path, "r+b")
+            self._mem = mmap.mmap(self._file.fileno(), size)
+
+    def _check(self, addr: int, length: int) -> None:
+        if addr < 0 or length < 0 or addr + length > self.size:
+            raise FlashError(f"access {addr:#x}+{length:#x} outside flash of {self.size:#x} bytes")
+
+    def read(self, addr: int, length: int) -> bytes:
+        """Bytes at ``addr``."""
+        with self._lock:
+            self._check(addr, length)
+            return bytes(self._mem[addr:addr + length])
+
+    def erase(self, addr: int, length: int) -> None:
+        """Erase whole sectors covering ``addr``..``addr+length`` (both must be sector aligned)."""
+        with self._lock:
+            self._check(addr, length)
+            if addr % SECTOR or length % SECTOR:
+                raise FlashError(f"erase {addr:#x}+{length:#x} is not sector aligned")
+            self._mem[addr:addr + length] = b"\xff" * length
+
+    def erase_all(self) -> None:
+        """Erase the whole chip."""
+        self.erase(0, self.size)
+
+    def program(self, addr: int, data: bytes) -> bool:
+        """AND ``data`` into flash at ``addr``; True when the result equals ``data`` (all bits took)."""
+        with self._lock:
+            self._check(addr, len(data))
+            old = self._mem[addr:addr + len(data)]
+            n = len(data)
+            new = (int.from_bytes(old, "little") & int.from_bytes(data, "little")).to_bytes(n, "little")
+            self._mem[addr:addr + len(data)] = new
+            return new == bytes(data)
+
+    def snapshot(self) -> bytes:
+        """A copy of the whole chip."""
+        with self._lock:
+            return bytes(self._mem)
+
+    def flush(self) -> None:
+        """Push a file-backed flash to disk."""
+        with self._lock:
+            if isinstance(self._mem, mmap.mmap):
+                self._mem.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if isinstance(self._mem, mmap.mmap):
+                self._mem.flush()
+                self._mem.close()
+            if self._file is not None:
+                self._file.close()
+                self._file = None
+
+    def __enter__(self) -> "NorFlash":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+__all__ = ["NorFlash", "FlashError", "SECTOR"]
