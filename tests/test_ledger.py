@@ -1,0 +1,232 @@
+"""The unit ledger: identities, concurrency across processes, attempts, certificates, rotations."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from atfab.errors import InputError
+from atfab.ledger import Ledger, LedgerError
+from atfab.serials import SerialScheme, normalize_mac
+
+
+@dataclass
+class FakeRecipe:
+    name: str
+    serial: SerialScheme
+
+
+COUNTER = FakeRecipe("c2-default", SerialScheme("counter", prefix="SN-", width=5, start=1))
+BY_MAC = FakeRecipe("by-mac", SerialScheme("mac", prefix="M"))
+
+
+def mac(i: int, hi: int = 0) -> str:
+    return f"24:0a:c4:{hi:02x}:{i >> 8:02x}:{i & 0xFF:02x}"
+
+
+@pytest.fixture
+def ledger(tmp_path: Path):
+    with Ledger(tmp_path / "line.sqlite") as led:
+        yield led
+
+
+def test_file_is_wal(tmp_path: Path) -> None:
+    Ledger(tmp_path / "a.sqlite").close()
+    conn = sqlite3.connect(tmp_path / "a.sqlite")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_missing_file_refused_without_create(tmp_path: Path) -> None:
+    with pytest.raises(InputError) as err:
+        Ledger(tmp_path / "none.sqlite", create=False)
+    assert "none.sqlite" in str(err.value)
+    assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_counter_serials_and_idempotent_rereserve(ledger: Ledger) -> None:
+    a = ledger.reserve_identity(mac(1), COUNTER)
+    b = ledger.reserve_identity(mac(2), COUNTER)
+    assert (a.serial, a.new, b.serial) == ("SN-00001", True, "SN-00002")
+    again = ledger.reserve_identity(mac(1).upper().replace(":", "-"), COUNTER)
+    assert again.serial == "SN-00001" and again.new is False and again.mac == mac(1)
+    # a re-run under another recipe keeps the unit's identity
+    other = ledger.reserve_identity(bytes.fromhex(mac(2).replace(":", "")), BY_MAC)
+    assert other.serial == "SN-00002" and not other.new and other.recipe == "c2-default"
+    assert ledger.reserve_identity(mac(3), COUNTER).serial == "SN-00003"
+
+
+def test_counter_start_and_shared_prefix(ledger: Ledger) -> None:
+    r1 = FakeRecipe("r1", SerialScheme("counter", prefix="X", width=3, start=100))
+    r2 = FakeRecipe("r2", SerialScheme("counter", prefix="X", width=3, start=1))
+    assert ledger.reserve_identity(mac(1), r1).serial == "X100"
+    assert ledger.reserve_identity(mac(2), r2).serial == "X101"  # same counter, no collision
+
+
+def test_counter_skips_taken_serials_and_exhausts(ledger: Ledger) -> None:
+    small = FakeRecipe("s", SerialScheme("counter", prefix="Z", width=1, start=8))
+    assert ledger.reserve_identity(mac(1), small).serial == "Z8"
+    assert ledger.reserve_identity(mac(2), small).serial == "Z9"
+    with pytest.raises(LedgerError, match="exhausted"):
+        ledger.reserve_identity(mac(3), small)
+    assert ledger.unit(mac(3)) is None  # nothing half-written
+
+
+def test_mac_scheme(ledger: Ledger) -> None:
+    ident = ledger.reserve_identity("24:0A:C4:00:01:02", BY_MAC)
+    assert ident.serial == "M240AC4000102"
+
+
+def test_unique_constraints(ledger: Ledger) -> None:
+    ledger.reserve_identity(mac(1), COUNTER)
+    conn = sqlite3.connect(ledger.path)
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO units (mac, serial, recipe, created, updated) VALUES (?, 'other', 'r', 'x', 'x')",
+                     (mac(1),))
+    with pytest.raises(sqlite3.IntegrityError):
+        conn.execute("INSERT INTO units (mac, serial, recipe, created, updated) VALUES (?, 'SN-00001', 'r', 'x', 'x')",
+                     (mac(9),))
+    conn.close()
+
+
+def test_bad_mac_is_input_error(ledger: Ledger) -> None:
+    with pytest.raises(InputError):
+        ledger.reserve_identity("24:0a:c4", COUNTER)
+    assert normalize_mac(b"\x24\x0a\xc4\x00\x00\x01") == "24:0a:c4:00:00:01"
+
+
+def _allocate(path: str, worker: int, shared: int, count: int, start, out) -> None:
+    start.wait(10)
+    led = Ledger(path, timeout=60)
+    got = []
+    for i in range(count):
+        got.append((mac(i, hi=worker + 1), led.reserve_identity(mac(i, hi=worker + 1), COUNTER).serial))
+        if i < shared:  # both processes also race for the same units
+            got.append((mac(i, hi=0xFF), led.reserve_identity(mac(i, hi=0xFF), COUNTER).serial))
+    led.close()
+    out.put(got)
+
+
+def test_two_processes_never_collide(tmp_path: Path) -> None:
+    path = str(tmp_path / "line.sqlite")
+    ctx = multiprocessing.get_context("fork")
+    start, out = ctx.Event(), ctx.Queue()
+    count, shared = 200, 40
+    procs = [ctx.Process(target=_allocate, args=(path, w, shared, count, start, out)) for w in range(2)]
+    for p in procs:
+        p.start()
+    start.set()
+    results = []
+    try:
+        for _ in procs:
+            results.append(out.get(timeout=120))
+    finally:
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
+    assert all(p.exitcode == 0 for p in procs)
+    by_mac: dict[str, set[str]] = {}
+    for got in results:
+        for m, s in got:
+            by_mac.setdefault(m, set()).add(s)
+    assert all(len(s) == 1 for s in by_mac.values())  # a MAC always got one identity
+    serials = [next(iter(s)) for s in by_mac.values()]
+    assert len(serials) == len(set(serials)) == 2 * count + shared
+    with Ledger(path) as led:
+        units = led.units()
+    assert len(units) == 2 * count + shared
+    assert sorted(u.serial for u in units) == [f"SN-{i:05d}" for i in range(1, 2 * count + shared + 1)]
+
+
+def test_attempts_and_retries(ledger: Ledger) -> None:
+    first = ledger.begin_attempt(recipe="c2-default", station="st1", port="socket://x:1", operator="ann")
+    assert first.attempt == 1 and first.open and first.mac is None
+    with pytest.raises(LedgerError):
+        ledger.begin_attempt(recipe="c2-default", station="st1", port="p", retry_of=first.id)  # still open
+    ident = ledger.reserve_identity(mac(1), COUNTER)
+    ledger.set_attempt_unit(first.id, mac(1))
+    ended = ledger.end_attempt(first.id, "ERROR", report_path="r/1.json", detail="link lost")
+    assert ended.serial == ident.serial and ended.outcome == "ERROR" and not ended.open
+    assert ledger.end_attempt(first.id, "ERROR").report_path == "r/1.json"  # idempotent
+    with pytest.raises(LedgerError):
+        ledger.end_attempt(first.id, "PASS")
+    with pytest.raises(LedgerError):
+        ledger.end_attempt(first.id, "MAYBE")
+    second = ledger.begin_attempt(recipe="c2-default", station="st1", port="p", mac=mac(1), retry_of=first.id)
+    assert (second.attempt, second.retry_of, second.serial) == (2, first.id, ident.serial)
+    ledger.end_attempt(second.id, "PASS")
+    assert [a.outcome for a in ledger.attempts_for(mac(1))] == ["ERROR", "PASS"]
+    assert ledger.unit(ident.serial).last_outcome == "PASS"
+
+
+def test_interrupted_attempts_are_closed(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    led = Ledger(path)
+    led.reserve_identity(mac(1), COUNTER)
+    a = led.begin_attempt(recipe="r", station="st1", port="p", mac=mac(1))
+    led.begin_attempt(recipe="r", station="st2", port="p")
+    led.close()  # the station "crashes" here
+    with Ledger(path) as again:
+        assert len(again.attempts(open_only=True)) == 2
+        closed = again.close_interrupted(station="st1")
+        assert [c.id for c in closed] == [a.id] and closed[0].outcome == "ABORTED"
+        assert len(again.attempts(open_only=True)) == 1
+        assert again.unit(mac(1)).last_outcome == "ABORTED"
+
+
+def test_certificates(ledger: Ledger) -> None:
+    with pytest.raises(LedgerError):
+        ledger.record_certificate(mac(1), "client.0", issuer="CA1", cert_serial=5, fingerprint="aa")
+    ledger.reserve_identity(mac(1), COUNTER)
+    ledger.reserve_identity(mac(2), COUNTER)
+    rec = ledger.record_certificate(mac(1), "client.0", issuer="CA1", cert_serial=0x5A, fingerprint="AA:BB")
+    assert (rec.cert_serial, rec.fingerprint) == ("5a", "aabb")
+    same = ledger.record_certificate(mac(1), "client.0", issuer="CA1", cert_serial="5A", fingerprint="aabb")
+    assert same.id == rec.id
+    with pytest.raises(LedgerError, match="already recorded"):
+        ledger.record_certificate(mac(2), "client.0", issuer="CA1", cert_serial=0x5A, fingerprint="cc")
+    ledger.record_certificate(mac(2), "client.0", issuer="CA2", cert_serial=0x5A, fingerprint="cc")  # other issuer
+    assert [c.issuer for c in ledger.certificates_for(mac(2))] == ["CA2"]
+    csv_text = ledger.export_units_csv()
+    assert "client.0=aabb" in csv_text and csv_text.startswith("serial,mac,")
+
+
+def test_rotation_journal(ledger: Ledger) -> None:
+    rot = ledger.journal_rotation(mac(1), "client.0", old_cert_fp="old", old_key_fp="oldk",
+                                  new_cert_fp="new", new_key_fp="newk")
+    assert rot.state == "intent" and rot.pending
+    with pytest.raises(LedgerError, match="pending"):
+        ledger.journal_rotation(mac(1), "client.0", new_cert_fp="other")
+    other_slot = ledger.journal_rotation(mac(1), "server.0", new_cert_fp="x")
+    assert [r.id for r in ledger.pending_rotations(mac(1))] == [rot.id, other_slot.id]
+    assert ledger.pending_rotations(mac(2)) == []
+    ledger.update_rotation(rot.id, "key_written")
+    assert ledger.update_rotation(rot.id, "key_written").state == "key_written"  # no-op
+    with pytest.raises(LedgerError, match="back"):
+        ledger.update_rotation(rot.id, "intent")
+    ledger.update_rotation(rot.id, "cert_written")
+    ledger.update_rotation(rot.id, "verified")
+    done = ledger.update_rotation(rot.id, "done", detail="ok")
+    assert not done.pending and done.detail == "ok"
+    with pytest.raises(LedgerError):
+        ledger.update_rotation(rot.id, "rolled_back")
+    ledger.update_rotation(other_slot.id, "rolled_back")
+    assert ledger.pending_rotations(mac(1)) == []
+    again = ledger.journal_rotation(mac(1), "client.0", new_cert_fp="newer", old_cert_fp="new")
+    assert [r.state for r in ledger.rotations_for(mac(1))] == ["done", "rolled_back", "intent"]
+    with pytest.raises(LedgerError):
+        ledger.update_rotation(again.id, "bogus")
+
+
+def test_pending_rotation_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as led:
+        led.update_rotation(led.journal_rotation(mac(1), "client.0", new_cert_fp="n").id, "key_written")
+    with Ledger(path, create=False) as led:
+        (pending,) = led.pending_rotations(mac(1))
+        assert pending.state == "key_written" and pending.new_cert_fp == "n"
