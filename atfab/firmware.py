@@ -73,6 +73,17 @@ class FirmwareProfile:
     busy_text: str = "busy p..."
     #: Max NVS string value in bytes, including the NUL (§8.6).
     nvs_string_max: int = 4000
+    #: Flash offset of the primary partition table the bootloader reads (§11.2: 0xC000 on C5/C61).
+    partition_table_offset: int = 0x8000
+    #: UART source clock in Hz; ``AT+UART_CUR?`` reports the baud the divider really gives (§3.2).
+    #: C2 default clock PLL_F40M; ESP32/C3 use the 80 MHz APB clock.
+    uart_clock_hz: int = 40_000_000
+    #: Highest accepted baud (§3.1: 80 … SOC_UART_BITRATE_MAX).
+    uart_baud_max: int = 5_000_000
+    #: ``+RFPOWER:`` Wi-Fi value when factory_param/max_tx_power is missing (driver default 20 dBm).
+    rfpower_default: int = 80
+    #: ``+RFPOWER:`` BLE fields before ``AT+BLEINIT`` (observed 0, contradiction 21).
+    rfpower_ble_uninit_value: int = 0
 
     def with_overrides(self, overrides: dict[str, Any], *, source: str = "<profile>") -> "FirmwareProfile":
         """A copy with fields replaced from a TOML table; unknown names are an :class:`InputError`."""

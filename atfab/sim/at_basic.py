@@ -1,0 +1,171 @@
+"""Basic commands of the virtual AT firmware (§2): AT, ATE0/1, RST, GMR, CMD, RESTORE, SYSSTORE,
+SYSLOG, SYSMSG.
+
+* ``AT+RST=<mode>[,<x>]`` exists when ``firmware.download_mode_commands`` is not empty (C2/C3,
+  §2.3); the undocumented second parameter is accepted only when ``"AT+RST=1,1"`` is listed.
+  Mode 1 answers OK and puts the module into ROM download mode (the AT port goes silent).
+* ``AT+SYSSTORE``: RAM only; boot default ``factory_param/sys_store`` (u8), 1 when missing.
+* ``AT+SYSLOG``: RAM only, default 0.
+* ``AT+SYSMSG``: kept in RAM; persisted when SYSSTORE=1 under the simulator's own system-NVS key
+  ``at_sys/sysmsg`` (u8) — only this firmware reads it back, and AT+RESTORE erases it.
+* ``AT+GMR`` (§2.4, G3 ``at_init.c`` formats): the app description of the booted image gives
+  the AT core version, IDF version, project commit, build date/time and app version; the module
+  name comes from ``factory_param/module_name`` read at boot ("" when missing).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .at_boot import nvs_editor, read_nvs_region
+from .at_parser import Params, exec_fail
+from .at_firmware import After, CommandSpec
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .at_firmware import Ctx, RunState
+
+SYSMSG_NS, SYSMSG_KEY = "at_sys", "sysmsg"
+
+
+# -- AT / ATE ----------------------------------------------------------------------------------
+def _at(ctx: "Ctx", p: Params) -> None:
+    return None
+
+
+def _ate0(ctx: "Ctx", p: Params) -> None:
+    ctx.st.echo = False
+
+
+def _ate1(ctx: "Ctx", p: Params) -> None:
+    ctx.st.echo = True
+
+
+# -- AT+RST --------------------------------------------------------------------------------------
+def _rst_exec(ctx: "Ctx", p: Params) -> After:
+    return lambda: ctx.fw.reboot(ctx)
+
+
+def _rst_set(ctx: "Ctx", p: Params) -> After:
+    two = "AT+RST=1,1" in ctx.profile.download_mode_commands
+    p.count(1, 2 if two else 1)
+    mode = p.int(0, 0, 1)
+    if len(p) > 1:
+        p.int(1)
+    if mode == 0:
+        return lambda: ctx.fw.reboot(ctx)
+
+    def download() -> str:
+        ctx.host.enter_download_mode()
+        return "state"
+
+    return download
+
+
+# -- AT+GMR --------------------------------------------------------------------------------------
+def gmr_lines(ctx: "Ctx") -> list[str]:
+    """The four G3 ``AT+GMR`` lines for the booted app and flashed module name (§2.4)."""
+    app = ctx.boot.app
+    chip = ctx.profile.gmr_chip
+    core = app.at_core
+    if not core:  # a real esp-at image carries no AT-core record: derive one from the app version
+        core = f"{app.version.lstrip('vV')}(unknown - {chip} - {app.date} {app.time})"
+    commit = app.commit or ""
+    return [
+        f"AT version:{core}",
+        f"SDK version:{app.idf_ver}",
+        f"compile time({commit}):{app.date} {app.time}",
+        f"Bin version:{app.version}({ctx.boot.module_name})",
+    ]
+
+
+def _gmr(ctx: "Ctx", p: Params) -> None:
+    for line in gmr_lines(ctx):
+        ctx.info(line)
+
+
+# -- AT+CMD? -------------------------------------------------------------------------------------
+def _cmd_query(ctx: "Ctx", p: Params) -> None:
+    for i, spec in enumerate(ctx.fw.order):
+        t, q, s, e = spec.flags()
+        ctx.info(f'+CMD:{i},"{spec.name}",{t},{q},{s},{e}')
+
+
+# -- AT+RESTORE ----------------------------------------------------------------------------------
+def _restore(ctx: "Ctx", p: Params) -> After:
+    def after() -> str | None:
+        part = ctx.boot.sys_nvs
+        if part is not None:
+            ctx.host.flash.erase(part.offset, part.size)
+        return ctx.fw.reboot(ctx)
+
+    return after
+
+
+# -- SYSSTORE / SYSLOG / SYSMSG ------------------------------------------------------------------
+def _sysstore_q(ctx: "Ctx", p: Params) -> None:
+    ctx.info(f"+SYSSTORE:{ctx.st.sysstore}")
+
+
+def _sysstore_s(ctx: "Ctx", p: Params) -> None:
+    p.count(1)
+    ctx.st.sysstore = p.int(0, 0, 1)
+
+
+def _syslog_q(ctx: "Ctx", p: Params) -> None:
+    ctx.info(f"+SYSLOG:{ctx.st.syslog}")
+
+
+def _syslog_s(ctx: "Ctx", p: Params) -> None:
+    p.count(1)
+    ctx.st.syslog = p.int(0, 0, 1)
+
+
+def _sysmsg_q(ctx: "Ctx", p: Params) -> None:
+    ctx.info(f"+SYSMSG:{ctx.st.sysmsg}")
+
+
+def _sysmsg_s(ctx: "Ctx", p: Params) -> None:
+    p.count(1)
+    value = p.int(0, 0, 7)
+    ctx.st.sysmsg = value
+    if ctx.st.sysstore and ctx.boot.sys_nvs is not None:
+        try:
+            nvs_editor(ctx.host.flash, ctx.boot.sys_nvs).set(SYSMSG_NS, SYSMSG_KEY, "u8", value)
+        except (InputError, ValueError) as exc:
+            raise exec_fail(str(exc)) from None
+
+
+def init_basic(st: "RunState", host: Any) -> None:
+    """Boot defaults of the basic settings."""
+    sys_store = st.boot.fint("sys_store")
+    st.sysstore = sys_store if sys_store in (0, 1) else 1
+    st.syslog = 0
+    st.sysmsg = 0
+    if st.boot.sys_nvs is not None:
+        try:
+            entry = read_nvs_region(host.flash, st.boot.sys_nvs, "nvs").get(SYSMSG_NS, SYSMSG_KEY)
+        except (InputError, ValueError):
+            entry = None
+        if entry is not None and isinstance(entry.value, int) and 0 <= entry.value <= 7:
+            st.sysmsg = entry.value
+
+
+def commands(profile: Any) -> list[CommandSpec]:
+    """The basic command specs, in esp-at's registration order where known (§2.5)."""
+    rst_set = _rst_set if profile.download_mode_commands else None
+    return [
+        CommandSpec("AT", exec=_at),
+        CommandSpec("ATE0", exec=_ate0),
+        CommandSpec("ATE1", exec=_ate1),
+        CommandSpec("AT+RST", set=rst_set, exec=_rst_exec),
+        CommandSpec("AT+GMR", exec=_gmr),
+        CommandSpec("AT+CMD", query=_cmd_query),
+        CommandSpec("AT+RESTORE", exec=_restore),
+        CommandSpec("AT+SYSMSG", query=_sysmsg_q, set=_sysmsg_s),
+        CommandSpec("AT+SYSSTORE", query=_sysstore_q, set=_sysstore_s),
+        CommandSpec("AT+SYSLOG", query=_syslog_q, set=_syslog_s),
+    ]
+
+
+__all__ = ["commands", "init_basic", "gmr_lines"]

@@ -1,0 +1,193 @@
+"""BLE commands of the virtual AT firmware (§7, §6.3), present only when ``firmware.ble``
+(ESP32-C2 Wi-Fi builds have none: those commands answer ERROR 0x01090000).
+
+* ``AT+BLEINIT=<role>`` (0 deinit, 1 client, 2 server, 3 dual); changing the role needs
+  ``AT+BLEINIT=0`` first (initialising again while initialised -> ERROR). ``AT+BLEINIT?`` ->
+  ``+BLEINIT:<role>``.
+* Server roles read the GATT table from mfg_nvs ``ble_data/cfg0, cfg1, ...`` (consecutive keys,
+  §8.3) when BLE is initialised, so ble_data edits take effect on the next init. With
+  ``firmware.gatts_auto_create`` the services are created and started at init; a table that is
+  missing or invalid then leaves the server without services (init still OK). Otherwise
+  ``AT+BLEGATTSSRVCRE`` creates them (ERROR for a missing/invalid table) and
+  ``AT+BLEGATTSSRVSTART[=<srv_index>]`` starts them.
+* Discovery lines come from :func:`atfab.gatt.discover` (the §7 derivation rule) and are printed
+  per ``firmware.gattschar_style``; ``AT+BLEGATTSSRV?`` shows ``<start>`` = 1 once started.
+* ``AT+BLEADDR?`` (after init): the public address (base MAC + 2), or the random address once
+  ``AT+BLEADDR=1,"<addr>"`` set one; quoted per ``firmware.bleaddr_quoted``. Not persisted.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .at_boot import read_nvs_region
+from .at_parser import Params, exec_fail, invalid
+from .at_firmware import CommandSpec
+from .at_wifi import mac_offset, mac_text, parse_mac
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .at_firmware import Ctx, RunState
+
+_CFG = re.compile(r"cfg(\d+)$")
+
+
+def init_ble(st: "RunState", host: Any) -> None:
+    st.extra.update(ble_role=0, ble_services=None, ble_started=set(), ble_random=None, ble_addr_type=0)
+
+
+def load_rows(ctx: "Ctx") -> list[Any] | None:
+    """The ble_data GATT rows now in mfg_nvs (cfg0, cfg1, ... until a gap), None if unusable."""
+    from ..gatt import parse_cfg_string, validate_rows
+
+    boot = ctx.boot
+    if boot.mfg is None or not boot.mfg_ok:
+        return None
+    try:
+        image = read_nvs_region(ctx.host.flash, boot.mfg, "mfg_nvs")
+        rows = []
+        i = 0
+        while True:
+            e = image.get("ble_data", f"cfg{i}")
+            if e is None or not isinstance(e.value, str):
+                break
+            rows.append(parse_cfg_string(e.value, source="ble_data", line=i))
+            i += 1
+        if not rows:
+            return None
+        validate_rows(rows, source="ble_data")
+        return rows
+    except (InputError, ValueError):
+        return None
+
+
+def _create(ctx: "Ctx") -> bool:
+    from ..gatt import discover
+
+    rows = load_rows(ctx)
+    if rows is None:
+        return False
+    ctx.st.extra["ble_services"] = discover(rows)
+    ctx.st.extra["ble_started"] = set()
+    return True
+
+
+def _role(ctx: "Ctx") -> int:
+    return int(ctx.st.extra.get("ble_role", 0))
+
+
+def _init_q(ctx: "Ctx", p: Params) -> None:
+    ctx.info(f"+BLEINIT:{_role(ctx)}")
+
+
+def _init_s(ctx: "Ctx", p: Params) -> None:
+    p.count(1)
+    role = p.int(0, 0, 3)
+    ex = ctx.st.extra
+    if role == 0:
+        ex.update(ble_role=0, ble_services=None, ble_started=set(), rf_ble=None)
+        return
+    if _role(ctx):
+        raise exec_fail("BLE already initialised")
+    ex["ble_role"] = role
+    ex["ble_services"] = None
+    if role in (2, 3) and ctx.profile.gatts_auto_create and _create(ctx):
+        ex["ble_started"] = {s.srv_index for s in ex["ble_services"]}
+
+
+def _need_server(ctx: "Ctx") -> list[Any]:
+    if _role(ctx) not in (2, 3):
+        raise exec_fail("not a GATT server")
+    services = ctx.st.extra.get("ble_services")
+    if services is None:
+        raise exec_fail("no services created")
+    return services
+
+
+def _srvcre(ctx: "Ctx", p: Params) -> None:
+    if _role(ctx) not in (2, 3):
+        raise exec_fail("not a GATT server")
+    if ctx.st.extra.get("ble_services") is not None:
+        raise exec_fail("services already created")
+    if not _create(ctx):
+        raise exec_fail("ble_data table missing or invalid")
+
+
+def _srvstart(ctx: "Ctx", p: Params) -> None:
+    services = _need_server(ctx)
+    ctx.st.extra["ble_started"] = {s.srv_index for s in services}
+
+
+def _srvstart_one(ctx: "Ctx", p: Params) -> None:
+    services = _need_server(ctx)
+    p.count(1)
+    idx = p.int(0, 1, max(1, len(services)))
+    if idx > len(services):
+        raise invalid(0)
+    ctx.st.extra["ble_started"].add(idx)
+
+
+def _srv_q(ctx: "Ctx", p: Params) -> None:
+    started = ctx.st.extra.get("ble_started", set())
+    for s in _need_server(ctx):
+        ctx.info(f"+BLEGATTSSRV:{s.srv_index},{1 if s.srv_index in started else 0},{s.uuid},{1 if s.primary else 0}")
+
+
+def _char_q(ctx: "Ctx", p: Params) -> None:
+    full = ctx.profile.gattschar_style == "full"
+    for s in _need_server(ctx):
+        for c in s.chars:
+            if not full:
+                ctx.info(f'+BLEGATTSCHAR:"char",{s.srv_index},{c.char_index},{c.uuid}')
+                continue
+            ctx.info(f'+BLEGATTSCHAR:"char",{s.srv_index},{c.char_index},{c.uuid},0x{c.prop:02X}')
+            for d, duuid in enumerate(c.descriptors, start=1):
+                ctx.info(f'+BLEGATTSCHAR:"desc",{s.srv_index},{c.char_index},{d},{duuid}')
+
+
+def _addr_q(ctx: "Ctx", p: Params) -> None:
+    if not _role(ctx):
+        raise exec_fail("BLE not initialised")
+    ex = ctx.st.extra
+    addr = ex["ble_random"] if ex.get("ble_addr_type") == 1 and ex.get("ble_random") else mac_offset(ctx.host.mac, 2)
+    text = mac_text(addr)
+    ctx.info(f'+BLEADDR:"{text}"' if ctx.profile.bleaddr_quoted else f"+BLEADDR:{text}")
+
+
+def _addr_s(ctx: "Ctx", p: Params) -> None:
+    if not _role(ctx):
+        raise exec_fail("BLE not initialised")
+    p.count(1, 2)
+    kind = p.int(0, 0, 1)
+    ex = ctx.st.extra
+    if len(p) == 2:
+        addr = parse_mac(p.str(1, 17, min_len=17), 1)
+        if kind != 1 or addr[0] & 0xC0 != 0xC0:
+            raise invalid(1, "not a static random address")
+        ex["ble_random"] = addr
+    elif kind == 1 and not ex.get("ble_random"):
+        raise invalid(0, "no random address set")
+    ex["ble_addr_type"] = kind
+
+
+def commands(profile: Any) -> list[CommandSpec]:
+    if not profile.ble:
+        return []
+    out = [
+        CommandSpec("AT+BLEINIT", query=_init_q, set=_init_s),
+        CommandSpec("AT+BLEADDR", query=_addr_q, set=_addr_s),
+    ]
+    if not profile.gatts_auto_create:
+        out += [
+            CommandSpec("AT+BLEGATTSSRVCRE", exec=_srvcre),
+            CommandSpec("AT+BLEGATTSSRVSTART", set=_srvstart_one, exec=_srvstart),
+        ]
+    out += [
+        CommandSpec("AT+BLEGATTSSRV", query=_srv_q),
+        CommandSpec("AT+BLEGATTSCHAR", query=_char_q),
+    ]
+    return out
+
+
+__all__ = ["commands", "init_ble", "load_rows"]

@@ -1,0 +1,345 @@
+"""The AT firmware of a virtual module: boots from flash, answers AT commands byte-exact (§1.2).
+
+:class:`AtFirmware` is driven by the module (``atfab.sim.module``): ``boot()`` after every
+power-on or reset, ``serve(link, token)`` for a connected AT host. Command groups live in
+``at_basic`` (AT, ATE, RST, GMR, CMD, RESTORE, SYSSTORE, SYSLOG, SYSMSG), ``at_uart``,
+``at_sysflash``, ``at_sysmfg``, ``at_wifi`` (RFPOWER, CWCOUNTRY, MACs) and ``at_ble``.
+
+Framing choices (G3, each from §1.2 or a :class:`~atfab.firmware.FirmwareProfile` field):
+
+* A command is a line ending in CR LF; at most 256 bytes including CR LF, a longer line is
+  discarded up to its CR LF and answered ``ERROR`` (ERR CODE 0x01020000). Empty lines are ignored.
+* Echo (ATE1, on after boot per ``firmware.echo_default``) sends the received line plus CR LF
+  before anything else; ``ATE0`` is echoed when ``firmware.ate0_echoed``.
+* Info lines ``+CMD:...\\r\\n``; final ``\\r\\nOK\\r\\n`` / ``\\r\\nERROR\\r\\n``; with ``AT+SYSLOG=1`` an
+  ``ERR CODE:0x%08x\\r\\n`` line precedes ERROR.
+* Bytes that arrive while a command runs (seen when it ends, or after a raw payload was read)
+  are discarded with one ``busy p...\\r\\n`` per line, before the command's result code.
+* Raw payloads after a ``>`` prompt are read exactly; the firmware waits for them as long as the
+  link and the power last (no timeout: esp-at blocks on its data-mode semaphore).
+
+Faults (``host.faults``, one-shot each): ``busy_next`` answers ``busy p...`` instead of running
+the next N commands; ``garbage_between_lines`` / ``urc_between_lines`` are sent between the last
+info line and the final OK of the next command that has info lines; ``stall_reply_seconds``
+delays the next reply; ``corrupt_next_read`` / ``error_next_write`` / ``power_loss_after_writes``
+are applied by the SYSFLASH/SYSMFG handlers.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
+
+from .at_boot import BootInfo, UartConfig, boot_from_flash
+from .at_parser import (
+    MAX_COMMAND, SUB_CMD_OP_ERROR, SUB_CMD_PROCESSING, SUB_NO_TERMINATOR, SUB_UNSUPPORT_CMD, AtCmdError, Params,
+    err_code, parse_line,
+)
+from .link import Link, LinkClosed
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..firmware import FirmwareProfile
+
+READY = b"\r\nready\r\n"
+OK = b"\r\nOK\r\n"
+ERROR = b"\r\nERROR\r\n"
+POLL = 0.05
+
+#: A handler runs one form of a command. It returns None (then OK is sent) or an "after" hook
+#: run once OK was sent; the hook may return "state"/"closed" to end ``serve``.
+After = Callable[[], Optional[str]]
+Handler = Callable[["Ctx", Params], Optional[After]]
+
+
+class ModuleHost(Protocol):
+    """What the firmware needs from the module it runs in (implemented by VirtualModule)."""
+
+    flash: Any
+    mac: bytes
+    chip: str
+    chip_revision: tuple[int, int]
+    firmware: "FirmwareProfile"
+    faults: Any
+    state_token: int
+
+    def enter_download_mode(self) -> None: ...
+    def power_loss(self) -> None: ...
+    def set_at_baud(self, baud: int) -> None: ...
+
+
+@dataclass
+class CommandSpec:
+    """One AT command and its handlers per form (None = form not supported)."""
+
+    name: str
+    test: Handler | None = None
+    query: Handler | None = None
+    set: Handler | None = None
+    exec: Handler | None = None
+
+    def handler(self, form: str) -> Handler | None:
+        return {"test": self.test, "query": self.query, "set": self.set, "exec": self.exec}[form]
+
+    def flags(self) -> tuple[int, int, int, int]:
+        return tuple(int(h is not None) for h in (self.test, self.query, self.set, self.exec))  # type: ignore
+
+
+@dataclass
+class RunState:
+    """RAM state of one boot of the firmware (lost on reset)."""
+
+    boot: BootInfo
+    echo: bool = True
+    syslog: int = 0
+    sysstore: int = 1
+    sysmsg: int = 0
+    uart_cur: UartConfig = field(default_factory=UartConfig)
+    extra: dict[str, Any] = field(default_factory=dict)   # per command group (rf, country, ble ...)
+
+
+class StopServing(Exception):
+    """Leave ``serve`` without a final result code (power loss, download mode)."""
+
+    def __init__(self, result: str) -> None:
+        super().__init__(result)
+        self.result = result
+
+
+class Ctx:
+    """What a command handler sees: the module, the run state and the output primitives."""
+
+    def __init__(self, fw: "AtFirmware", link: Link, token: int) -> None:
+        self.fw = fw
+        self.link = link
+        self.token = token
+        self.info_lines = 0
+
+    # -- accessors -------------------------------------------------------------------------
+    @property
+    def host(self) -> ModuleHost:
+        return self.fw.host
+
+    @property
+    def profile(self) -> "FirmwareProfile":
+        return self.fw.host.firmware
+
+    @property
+    def st(self) -> RunState:
+        assert self.fw.state is not None
+        return self.fw.state
+
+    @property
+    def boot(self) -> BootInfo:
+        return self.st.boot
+
+    @property
+    def faults(self) -> Any:
+        return self.fw.host.faults
+
+    # -- output -------------------------------------------------------------------------------
+    def send(self, data: bytes) -> None:
+        self.link.send(data)
+
+    def info(self, line: str | bytes) -> None:
+        """Send one information line (``+CMD:...``) followed by CR LF."""
+        data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
+        self.link.send(data + b"\r\n")
+        self.info_lines += 1
+
+    def info_raw(self, head: str, payload: bytes, trailer: bytes) -> None:
+        """Send ``head`` + raw ``payload`` + ``trailer`` as one information item (binary reads)."""
+        self.link.send(head.encode("utf-8", "surrogateescape") + payload + trailer)
+        self.info_lines += 1
+
+    def prompt(self, style: str) -> None:
+        """Data prompt: "ok_prompt" = ``\\r\\nOK\\r\\n\\r\\n>``; "bare_prompt" = ``\\r\\n>`` (§1.2)."""
+        self.link.send(b"\r\nOK\r\n\r\n>" if style == "ok_prompt" else b"\r\n>")
+
+    # -- input ---------------------------------------------------------------------------------
+    def check_state(self) -> None:
+        if self.fw.host.state_token != self.token:
+            raise StopServing("state")
+
+    def read_payload(self, n: int) -> bytes:
+        """Exactly ``n`` raw bytes from the host (waits while the link and the power last)."""
+        data = bytearray()
+        while len(data) < n:
+            self.check_state()
+            data += self.link.recv(n - len(data), POLL)
+        return bytes(data)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` while watching for power loss / mode change."""
+        end = time.monotonic() + seconds
+        while True:
+            self.check_state()
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, POLL))
+
+
+class AtFirmware:
+    """The AT interpreter of one virtual module (see the module docstring)."""
+
+    def __init__(self, host: ModuleHost) -> None:
+        self.host = host
+        self.state: RunState | None = None
+        self.commands: dict[str, CommandSpec] = {}
+        self.order: list[CommandSpec] = []
+        self._lock = threading.RLock()
+
+    # -- boot ---------------------------------------------------------------------------------
+    def boot(self) -> bytes:
+        """Read flash like a real boot and return what the AT port prints (``\\r\\nready\\r\\n``).
+
+        Returns ``b""`` and leaves the AT port silent when no firmware would run (blank or
+        corrupt partition table, no valid app image).
+        """
+        from .at_registry import build_table, init_run_state
+
+        with self._lock:
+            info = boot_from_flash(self.host.flash, self.host.firmware, getattr(self.host, "chip", None))
+            if not info.runs:
+                self.state = None
+                return b""
+            self.order = build_table(self.host.firmware)
+            self.commands = {c.name: c for c in self.order}
+            st = RunState(boot=info, echo=self.host.firmware.echo_default, uart_cur=info.uart_def)
+            init_run_state(st, self.host)
+            self.state = st
+            self.host.set_at_baud(info.uart_def.baud)
+            return READY
+
+    @property
+    def running(self) -> bool:
+        """True when an AT firmware booted (False = silent module)."""
+        return self.state is not None
+
+    # -- serving ------------------------------------------------------------------------------
+    def serve(self, link: Link, token: int) -> str:
+        """Answer commands from ``link`` until it closes ("closed") or the module changes state ("state")."""
+        ctx = Ctx(self, link, token)
+        try:
+            return self._serve(ctx)
+        except LinkClosed:
+            return "closed"
+        except StopServing as stop:
+            return stop.result
+
+    def _serve(self, ctx: Ctx) -> str:
+        link = ctx.link
+        buf = bytearray()
+        overflow = False
+        while True:
+            ctx.check_state()
+            if self.state is None:  # no firmware runs: input is lost
+                link.recv(4096, POLL)
+                buf.clear()
+                continue
+            end = buf.find(b"\r\n")
+            if end < 0:
+                if len(buf) >= MAX_COMMAND:
+                    overflow = True
+                    keep = buf[-1:] if buf.endswith(b"\r") else b""
+                    buf[:] = keep
+                buf += link.recv(4096, POLL)
+                continue
+            line = bytes(buf[:end])
+            rest = bytes(buf[end + 2:])
+            buf.clear()
+            if rest:
+                link.unread(rest)
+            if overflow or end + 2 > MAX_COMMAND:
+                overflow = False
+                self._finish(ctx, AtCmdError(SUB_NO_TERMINATOR))
+                continue
+            if not line:
+                continue
+            result = self._run_line(ctx, line)
+            if result is not None:
+                return result
+
+    def _run_line(self, ctx: Ctx, line: bytes) -> str | None:
+        st = self.state
+        assert st is not None
+        faults = self.host.faults
+        if getattr(faults, "busy_next", 0) > 0:
+            faults.busy_next -= 1
+            self._send_busy(ctx)
+            return None
+        is_ate0 = line == b"ATE0"
+        if st.echo and (not is_ate0 or self.host.firmware.ate0_echoed):
+            ctx.send(line + b"\r\n")
+        stall = getattr(faults, "stall_reply_seconds", 0.0)
+        if stall:
+            faults.stall_reply_seconds = 0.0
+            ctx.sleep(stall)
+        ctx.info_lines = 0
+        after: After | None = None
+        try:
+            cmd = parse_line(line)
+            spec = self.commands.get(cmd.name)
+            if spec is None:
+                raise AtCmdError(SUB_UNSUPPORT_CMD, 0, f"unknown command {cmd.name}")
+            handler = spec.handler(cmd.form)
+            if handler is None:
+                raise AtCmdError(SUB_CMD_OP_ERROR, 0, f"{cmd.name}: {cmd.form} form not supported")
+            after = handler(ctx, cmd.params)
+        except AtCmdError as exc:
+            self._finish(ctx, exc)
+            return None
+        self._finish(ctx, None)
+        if after is not None:
+            return after()
+        return None
+
+    def _finish(self, ctx: Ctx, error: AtCmdError | None) -> None:
+        """Busy lines for input that arrived meanwhile, injected faults, then OK or ERROR."""
+        self._drain_busy(ctx)
+        faults = self.host.faults
+        if ctx.info_lines:
+            garbage = getattr(faults, "garbage_between_lines", None)
+            if garbage:
+                faults.garbage_between_lines = None
+                ctx.send(garbage)
+            urc = getattr(faults, "urc_between_lines", None)
+            if urc:
+                faults.urc_between_lines = None
+                ctx.send(urc.encode() + b"\r\n")
+        if error is None:
+            ctx.send(OK)
+            return
+        st = self.state
+        if st is not None and st.syslog:
+            ctx.send(f"ERR CODE:0x{error.code:08x}\r\n".encode())
+        ctx.send(ERROR)
+
+    def _send_busy(self, ctx: Ctx) -> None:
+        st = self.state
+        if st is not None and st.syslog:
+            ctx.send(f"ERR CODE:0x{err_code(SUB_CMD_PROCESSING):08x}\r\n".encode())
+        ctx.send(self.host.firmware.busy_text.encode() + b"\r\n")
+
+    def _drain_busy(self, ctx: Ctx) -> None:
+        """Discard input that arrived while the command ran: one busy line per received line."""
+        if not ctx.link.has_pending():
+            return
+        data = bytearray()
+        while ctx.link.has_pending():
+            data += ctx.link.recv(4096, 0)
+        for _ in range(max(1, data.count(b"\r\n"))):
+            self._send_busy(ctx)
+
+    # -- used by handlers -----------------------------------------------------------------------
+    def reboot(self, ctx: Ctx) -> str | None:
+        """Restart in place (AT+RST, AT+RESTORE): boot again and print its output."""
+        out = self.boot()
+        if out:
+            ctx.send(out)
+        return None
+
+
+__all__ = ["AtFirmware", "ModuleHost", "CommandSpec", "RunState", "Ctx", "StopServing", "READY", "OK", "ERROR"]

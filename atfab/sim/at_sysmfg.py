@@ -1,0 +1,193 @@
+"""``AT+SYSMFG`` of the virtual AT firmware (§5): key/value access to the mfg_nvs partition.
+
+Reads come from the NVS image in flash at the time of the command, writes go through
+:class:`atfab.nvs.editor.NvsEditor` (append the new copy, then mark the old one erased), so a
+reboot - or a power loss between two writes - sees exactly what a chip would.
+
+* No ``mfg_nvs`` partition, or an mfg NVS whose init failed at boot (not NVS at all) -> every
+  form answers ERROR. ``AT+SYSMFG?`` == ``AT+SYSMFG=1``: namespaces holding at least one key,
+  in the order their first entry sits in flash (``nvs_entry_find`` order).
+* ``=1,"ns"`` -> ``+SYSMFG:"ns","key",<type>`` per key; unknown namespace -> ERROR.
+* ``=1,"ns","key"[,<off>,<len>]`` -> ``+SYSMFG:"ns","key",<type>,<len>,<value>``. Numbers: value
+  in decimal, length per ``firmware.sysmfg_numeric_length`` ("decimal_text": characters of the
+  decimal text, "type_size": bytes of the type), line ends in CR LF; offset/length on a number ->
+  ERROR. Strings/blobs: raw bytes (the string without its NUL) + ``firmware.raw_read_trailer``;
+  ``off+len`` beyond the value -> ERROR.
+* ``=2,"ns","key",<type 1-6>,<value>`` -> range checked for the type, stored, OK.
+  ``=2,"ns","key",<7|8>,<len>`` -> prompt per ``firmware.sysmfg_write_prompt``, exactly ``len``
+  bytes, stored, OK. Strings must leave room for the NUL (``firmware.nvs_string_max``).
+* ``=0,"ns"`` erases every key of the namespace (OK even when empty); ``=0,"ns","key"`` erases
+  one key, ERROR when it does not exist.
+Faults: ``error_next_write`` (ERROR, nothing stored - after the payload for types 7/8),
+``corrupt_next_read`` (one byte of the next string/blob read), ``power_loss_after_writes``
+(after the N-th committed write the module loses power before answering).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..errors import InputError
+from .at_boot import nvs_editor, read_nvs_region
+from .at_parser import Params, exec_fail, invalid
+from .at_firmware import CommandSpec, StopServing
+from .at_sysflash import corrupt, take_fault
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .at_firmware import Ctx
+
+#: AT+SYSMFG type numbers (§5) <-> NVS type names.
+TYPE_NUMBERS = {"u8": 1, "i8": 2, "u16": 3, "i16": 4, "u32": 5, "i32": 6, "string": 7, "blob": 8}
+TYPE_NAMES = {v: k for k, v in TYPE_NUMBERS.items()}
+RANGES = {
+    "u8": (0, 0xFF), "i8": (-0x80, 0x7F), "u16": (0, 0xFFFF), "i16": (-0x8000, 0x7FFF),
+    "u32": (0, 0xFFFFFFFF), "i32": (-0x80000000, 0x7FFFFFFF),
+}
+SIZES = {"u8": 1, "i8": 1, "u16": 2, "i16": 2, "u32": 4, "i32": 4}
+NAME_MAX = 15
+
+
+def _image(ctx: "Ctx") -> Any:
+    boot = ctx.boot
+    if boot.mfg is None or not boot.mfg_ok:
+        raise exec_fail("mfg_nvs not available")
+    try:
+        return read_nvs_region(ctx.host.flash, boot.mfg, "mfg_nvs")
+    except (InputError, ValueError) as exc:
+        raise exec_fail(f"mfg_nvs unreadable: {exc}") from None
+
+
+def _namespaces(image: Any) -> list[str]:
+    seen: list[str] = []
+    for e in image.entries:
+        if e.namespace not in seen:
+            seen.append(e.namespace)
+    return seen
+
+
+def _value_bytes(entry: Any) -> bytes:
+    if entry.type == "string":
+        return entry.value.encode("utf-8", "surrogateescape")
+    return bytes(entry.value)
+
+
+def _numeric_length(ctx: "Ctx", entry: Any) -> int:
+    if ctx.profile.sysmfg_numeric_length == "type_size":
+        return SIZES.get(entry.type, 8)
+    return len(str(entry.value))
+
+
+def _query(ctx: "Ctx", p: Params) -> None:
+    for ns in _namespaces(_image(ctx)):
+        ctx.info(f'+SYSMFG:"{ns}"')
+
+
+def _read(ctx: "Ctx", p: Params) -> None:
+    image = _image(ctx)
+    if len(p) == 1:
+        for ns in _namespaces(image):
+            ctx.info(f'+SYSMFG:"{ns}"')
+        return
+    p.count(2, 5)
+    ns = p.str(1, NAME_MAX, min_len=1)
+    if len(p) == 2:
+        keys = [e for e in image.keys(ns) if e.type in TYPE_NUMBERS]
+        if not keys:
+            raise invalid(1, f"no namespace {ns!r}")
+        for e in keys:
+            ctx.info(f'+SYSMFG:"{ns}","{e.key}",{TYPE_NUMBERS[e.type]}')
+        return
+    key = p.str(2, NAME_MAX, min_len=1)
+    entry = image.get(ns, key)
+    if entry is None or entry.type not in TYPE_NUMBERS:
+        raise invalid(2, f"no key {ns}/{key}")
+    tnum = TYPE_NUMBERS[entry.type]
+    head = f'+SYSMFG:"{ns}","{key}",{tnum},'
+    if entry.type in RANGES:
+        if len(p) > 3:
+            raise invalid(3, "offset/length on a numeric value")
+        ctx.info(f"{head}{_numeric_length(ctx, entry)},{entry.value}")
+        return
+    data = _value_bytes(entry)
+    if len(p) > 3:
+        p.count(5)
+        off = p.int(3, 0)
+        length = p.int(4, 1)
+        if off + length > len(data):
+            raise invalid(4, "range beyond the value")
+        data = data[off:off + length]
+    if take_fault(ctx.faults, "corrupt_next_read"):
+        data = corrupt(data)
+    ctx.info_raw(f"{head}{len(data)},", data, ctx.profile.raw_read_trailer)
+
+
+def _committed(ctx: "Ctx") -> None:
+    """Count a committed write for ``power_loss_after_writes``; lose power when it runs out."""
+    faults = ctx.faults
+    left = getattr(faults, "power_loss_after_writes", None)
+    if left is None:
+        return
+    left -= 1
+    if left > 0:
+        faults.power_loss_after_writes = left
+        return
+    faults.power_loss_after_writes = None
+    ctx.host.power_loss()
+    raise StopServing("state")
+
+
+def _write(ctx: "Ctx", p: Params) -> None:
+    boot = ctx.boot
+    image = _image(ctx)  # mfg NVS must be usable
+    del image
+    p.count(5)
+    ns = p.str(1, NAME_MAX, min_len=1)
+    key = p.str(2, NAME_MAX, min_len=1)
+    tnum = p.int(3, 1, 8)
+    tname = TYPE_NAMES[tnum]
+    if tname in RANGES:
+        low, high = RANGES[tname]
+        value: int | str | bytes = p.int(4, low, high)
+        if take_fault(ctx.faults, "error_next_write"):
+            raise exec_fail("fault: write refused")
+    else:
+        limit = ctx.profile.nvs_string_max - 1 if tname == "string" else boot.mfg.size
+        length = p.int(4, 1, limit)
+        ctx.prompt(ctx.profile.sysmfg_write_prompt)
+        payload = ctx.read_payload(length)
+        if take_fault(ctx.faults, "error_next_write"):
+            raise exec_fail("fault: write refused")
+        value = payload.decode("utf-8", "surrogateescape") if tname == "string" else payload
+    try:
+        nvs_editor(ctx.host.flash, boot.mfg).set(ns, key, tname, value)
+    except (InputError, ValueError) as exc:
+        raise exec_fail(f"nvs write failed: {exc}") from None
+    _committed(ctx)
+
+
+def _erase(ctx: "Ctx", p: Params) -> None:
+    _image(ctx)
+    p.count(2, 3)
+    ns = p.str(1, NAME_MAX, min_len=1)
+    editor = nvs_editor(ctx.host.flash, ctx.boot.mfg)
+    try:
+        if len(p) == 2:
+            editor.erase_namespace(ns)
+            return
+        key = p.str(2, NAME_MAX, min_len=1)
+        if not editor.erase_key(ns, key):
+            raise invalid(2, f"no key {ns}/{key}")
+    except (InputError, ValueError) as exc:
+        raise exec_fail(f"nvs erase failed: {exc}") from None
+
+
+def _set(ctx: "Ctx", p: Params) -> None:
+    op = p.int(0, 0, 2)
+    (_erase, _read, _write)[op](ctx, p)
+
+
+def commands(profile: Any) -> list[CommandSpec]:
+    return [CommandSpec("AT+SYSMFG", query=_query, set=_set)]
+
+
+__all__ = ["commands", "TYPE_NUMBERS", "TYPE_NAMES"]

@@ -1,0 +1,192 @@
+"""Test support for the virtual AT firmware: a fake module host, flash images built with the real
+builders, and a loopback AT session with timeouts on every read."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from atfab.appimage import default_at_core, make_app_image
+from atfab.firmware import FirmwareProfile
+from atfab.gatt import cfg_strings, load_gatts_csv
+from atfab.mfg_nvs import UnitContent, build_mfg_nvs
+from atfab.partition_table import encode
+from atfab.profiles import load_profile
+from atfab.sim.at_firmware import AtFirmware
+from atfab.sim.flash import NorFlash
+from atfab.sim.link import Link
+
+REF = Path("/work/shared/reference/esp-at")
+GATTS_CSV = REF / "components/customized_partitions/raw_data/ble_data/gatts_data.csv"
+MAC = bytes.fromhex("24d7eb0a1b2c")
+TIMEOUT = 5.0
+
+
+@dataclass
+class Faults:
+    """Same fields as atfab.sim.faults.FaultPlan (the AT-side ones)."""
+
+    busy_next: int = 0
+    garbage_between_lines: bytes | None = None
+    urc_between_lines: str | None = None
+    stall_reply_seconds: float = 0.0
+    corrupt_next_read: bool = False
+    error_next_write: bool = False
+    power_loss_after_writes: int | None = None
+
+
+@dataclass
+class FakeHost:
+    """The ModuleHost protocol, recording what the firmware asked of it."""
+
+    flash: NorFlash
+    firmware: FirmwareProfile
+    mac: bytes = MAC
+    chip: str = "esp32c2"
+    chip_revision: tuple[int, int] = (1, 2)
+    faults: Faults = field(default_factory=Faults)
+    state_token: int = 1
+    bauds: list[int] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)
+
+    def enter_download_mode(self) -> None:
+        self.events.append("download")
+        self.state_token += 1
+
+    def power_loss(self) -> None:
+        self.events.append("power_loss")
+        self.state_token += 1
+
+    def set_at_baud(self, baud: int) -> None:
+        self.bauds.append(baud)
+
+
+def c2_profile():
+    return load_profile("esp32c2-4mb")
+
+
+def default_content(profile, **factory_overrides) -> UnitContent:
+    fp = dict(profile.factory_param)
+    fp.update(factory_overrides)
+    rows = cfg_strings(load_gatts_csv(GATTS_CSV))
+    return UnitContent(factory_param=fp, ble_rows=rows)
+
+
+def build_flash(profile=None, *, content: UnitContent | None = None, app: bool = True, mfg: bool = True,
+                app_version: str = "v3.3.0.0") -> NorFlash:
+    """A 4 MB flash laid out like a factory-flashed ESP32-C2 module."""
+    profile = profile or c2_profile()
+    flash = NorFlash(profile.flash_size)
+    flash.program(profile.partition_table_offset, encode(profile.primary, md5=False))
+    flash.program(profile.at_customize_offset, encode(profile.at_customize, md5=True))
+    if mfg:
+        content = content or default_content(profile)
+        image = build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware).image
+        flash.program(profile.mfg_nvs.offset, image)
+    if app:
+        flash.program(profile.app_offset, make_app_image(
+            chip=profile.chip, version=app_version, idf_ver="v5.0.6-dirty",
+            at_core=default_at_core("3.3.0.0", "ESP32C2")))
+    return flash
+
+
+class Session:
+    """One AT host connected to an AtFirmware over a socketpair; every read has a timeout."""
+
+    def __init__(self, host: FakeHost, *, boot: bool = True) -> None:
+        self.host = host
+        self.fw = AtFirmware(host)
+        self.boot_out = self.fw.boot() if boot else b""
+        self.sock, peer = socket.socketpair()
+        self.link = Link(peer)
+        self.result: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        self.buf = b""
+
+    def _run(self) -> None:
+        self.result.append(self.fw.serve(self.link, self.host.state_token))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def read_until(self, *ends: bytes, timeout: float = TIMEOUT) -> bytes:
+        """Bytes up to and including the first of ``ends``; AssertionError on timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            hits = [(self.buf.find(e), e) for e in ends if e in self.buf]
+            if hits:
+                pos, e = min(hits)
+                out, self.buf = self.buf[:pos + len(e)], self.buf[pos + len(e):]
+                return out
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timeout waiting for {ends!r}; got {self.buf!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise AssertionError(f"connection closed waiting for {ends!r}; got {self.buf!r}")
+            self.buf += chunk
+
+    def read_exact(self, n: int, timeout: float = TIMEOUT) -> bytes:
+        deadline = time.monotonic() + timeout
+        while len(self.buf) < n:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"timeout reading {n} bytes; got {self.buf!r}")
+            self.sock.settimeout(left)
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            if not chunk:
+                raise AssertionError("connection closed")
+            self.buf += chunk
+        out, self.buf = self.buf[:n], self.buf[n:]
+        return out
+
+    def cmd(self, line: str | bytes, timeout: float = TIMEOUT) -> bytes:
+        """Send a command and return everything up to its final OK/ERROR (inclusive)."""
+        data = line.encode() if isinstance(line, str) else line
+        self.send(data + b"\r\n")
+        return self.read_until(b"\r\nOK\r\n", b"\r\nERROR\r\n", timeout=timeout)
+
+    def quiet(self, seconds: float = 0.15) -> bytes:
+        """Whatever arrives within ``seconds`` (used to assert silence)."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.sock.settimeout(max(0.01, end - time.monotonic()))
+            try:
+                chunk = self.sock.recv(65536)
+            except socket.timeout:
+                break
+            if not chunk:
+                break
+            self.buf += chunk
+        out, self.buf = self.buf, b""
+        return out
+
+    def close(self) -> str | None:
+        self.sock.close()
+        self.thread.join(TIMEOUT)
+        assert not self.thread.is_alive(), "serve() did not return after the link closed"
+        return self.result[0] if self.result else None
+
+    def wait_result(self, timeout: float = TIMEOUT) -> str | None:
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "serve() still running"
+        return self.result[0] if self.result else None
+
+
+def new_host(flash: NorFlash | None = None, firmware: FirmwareProfile | None = None, **fw_changes) -> FakeHost:
+    profile = c2_profile()
+    fw = firmware or profile.firmware
+    if fw_changes:
+        fw = replace(fw, **fw_changes)
+    return FakeHost(flash=flash or build_flash(profile), firmware=fw)
