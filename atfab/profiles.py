@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from . import factory_param
 from .errors import InputError
 from .firmware import FirmwareProfile, firmware_for
 from .partition_table import (
@@ -151,6 +152,10 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     firmware_tbl = data.get("firmware", {})
     if not isinstance(firmware_tbl, dict):
         raise InputError("must be a table", file=src, field="firmware")
+    firmware_tbl = dict(firmware_tbl)
+    table_offset = _int(data, "partition_table_offset", src, 0x8000)
+    if "partition_table_offset" in {f.name for f in fields(FirmwareProfile)}:
+        firmware_tbl.setdefault("partition_table_offset", table_offset)
     firmware = firmware_for(chip, firmware_tbl, source=src)
 
     flash_size = parse_flash_size(_str(data, "flash_size", src), source=src)
@@ -170,7 +175,6 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     if boot_offset != rom.BOOTLOADER_FLASH_OFFSET:
         raise InputError(f"{chip} boots from 0x{rom.BOOTLOADER_FLASH_OFFSET:x}, not 0x{boot_offset:x}",
                          file=src, field="bootloader_offset")
-    table_offset = _int(data, "partition_table_offset", src, 0x8000)
     if table_offset % SECTOR or table_offset <= boot_offset:
         raise InputError(f"partition table offset 0x{table_offset:x} must be 4 KB aligned and after the "
                          "bootloader", file=src, field="partition_table_offset")
@@ -204,14 +208,16 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     factory = data.get("factory_param", {})
     if not isinstance(factory, dict):
         raise InputError("must be a table", file=src, field="factory_param")
-    for key, value in factory.items():
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise InputError("must be an integer or a string", file=src, field=f"factory_param.{key}")
     factory = dict(factory)
     if module_name:
         factory.setdefault("module_name", module_name)
     else:
         module_name = str(factory.get("module_name", profile_name))
+    try:
+        factory = factory_param.validate(factory, chip=chip, file=src)
+    except InputError as exc:
+        raise InputError(exc.message, file=src, field=f"factory_param.{exc.field}" if exc.field else
+                         "factory_param") from None
 
     return ModuleProfile(
         name=profile_name, chip=chip, flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq,

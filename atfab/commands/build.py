@@ -1,0 +1,39 @@
+"""``atfab build``: one unit's output folder (bins, mfg_nvs.csv, flash_args, manifest, factory image)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.command("build")
+@click.option("-m", "--module", required=True, help="Module profile name (see partitions/README.md), folder or .toml.")
+@click.option("--params", type=click.Path(dir_okay=False), help="params.toml with [factory_param] overrides.")
+@click.option("--pki-dir", type=click.Path(file_okay=False), help="Folder with one sub-folder per PKI namespace.")
+@click.option("--gatt", type=click.Path(dir_okay=False), help="esp-at gatts_data.csv (default: esp-at's table on BLE builds).")
+@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--firmware", type=click.Path(file_okay=False), help="esp-at build output folder: also copy it and merge a factory image.")
+@click.option("--synthetic-firmware", metavar="VERSION", help="Use atfab's synthetic AT firmware of this version (e.g. v3.3.0.0).")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+def build(module: str, params: str | None, pki_dir: str | None, gatt: str | None, out_dir: str,
+          firmware: str | None, synthetic_firmware: str | None, as_json: bool) -> None:
+    """Build at_customize.bin, mfg_nvs.bin/.csv, flash_args and manifest.json for one unit."""
+    from ..build import build as run_build  # noqa: PLC0415 (keep `atfab --help` fast)
+
+    manifest = run_build(module, out_dir, params=params, pki_dir=pki_dir, gatt=gatt, firmware=firmware,
+                         synthetic_firmware=synthetic_firmware)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+        return
+    click.echo(f"built {manifest['module']} ({manifest['module_name']}, {manifest['chip']}, "
+               f"{manifest['flash']['size']}) into {manifest['out_dir']}")
+    for entry in manifest["files"]:
+        where = entry.get("offset", "")
+        click.echo(f"  {where:>9}  {entry['name']:<24} {entry['size']:>9} bytes  sha256 {entry['sha256'][:16]}")
+    if manifest["factory_image"]:
+        fi = manifest["factory_image"]
+        click.echo(f"  {'0x0':>9}  {fi['name']:<24} {fi['size']:>9} bytes  (full-flash image)")
+    if manifest["app"]:
+        app = manifest["app"]
+        click.echo(f"  app {app['project']} {app['version']} (IDF {app['idf_ver']})")
