@@ -35,6 +35,9 @@ FACTORY_NAMESPACE = "factory_param"
 BLE_NAMESPACE = "ble_data"
 RESERVED_PAGES = 1          # the generator leaves the last page empty for garbage collection
 MIN_SIZE = 3 * nf.PAGE_SIZE
+#: Longest string (bytes incl. NUL) the generator accepts: it needs the whole entry run plus one
+#: spare entry on a fresh page (``entry_num + span >= 126`` is "page full"), below NVS's 4000.
+GEN_STRING_MAX = (nf.ENTRY_COUNT - 2) * nf.ENTRY_SIZE
 
 
 @dataclass(frozen=True)
@@ -122,9 +125,12 @@ class _Plan:
         checked = nf.check_value(type_name, value, field=where, file=self.source)
         if type_name == "string":
             try:
-                str(value).encode("utf-8")
+                size = len(str(value).encode("utf-8")) + 1
             except UnicodeEncodeError:
                 raise InputError("string value is not valid UTF-8", file=self.source, field=where) from None
+            if size > GEN_STRING_MAX:
+                raise InputError(f"string of {size - 1} bytes is longer than the NVS generator's limit of "
+                                 f"{GEN_STRING_MAX - 1}", file=self.source, field=where)
             row = (key, type_name, "string", value, f"data,string,{_quote(str(value))}")
         elif type_name == "blob":
             if file_ref is not None:
