@@ -134,9 +134,11 @@ class _Plan:
             row = (key, type_name, "string", value, f"data,string,{_quote(str(value))}")
         elif type_name == "blob":
             if file_ref is not None:
-                shown = f"file,binary,{file_ref}"
-            else:   # private key material never goes into the csv
-                shown = "data,hex2bin," + ("<redacted>" if "_key" in ns else bytes(checked).hex())  # type: ignore[arg-type]
+                shown = "file,binary," + (_quote(file_ref) if "," in file_ref or '"' in file_ref else file_ref)
+            elif "_key" in ns:   # key material never goes into the csv
+                shown = "data,hex2bin,<redacted>"
+            else:
+                shown = "data,hex2bin," + bytes(checked).hex()  # type: ignore[arg-type]
             row = (key, type_name, "binary", checked, shown)
         else:
             row = (key, type_name, type_name, checked, f"data,{type_name},{checked}")
