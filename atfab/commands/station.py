@@ -1,0 +1,241 @@
+"""Station commands: ``atfab check``, ``atfab report ...``, ``atfab ledger ...`` (and ``run``/``demo``).
+
+Commands only parse options, call the library and print; ``--json`` prints the returned data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ..errors import InputError
+from ..fsutil import atomic_write
+from ..ledger import Ledger
+from ..recipe import check_recipe, load_recipe
+from ..report import jsonable, list_reports, read_report
+from ..report_export import junit_xml, summary_csv
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(jsonable(data), indent=2))
+
+
+# ------------------------------------------------------------------------------------- check
+
+
+@click.command("check")
+@click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder that output paths (reports, ledger) are relative to [default: current folder].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.pass_context
+def check(ctx: click.Context, recipes: tuple[Path, ...], workdir: Path | None, as_json: bool) -> None:
+    """Validate recipes: one line per problem (FILE: FIELD: what is wrong); exit 2 if any."""
+    results = []
+    failed = False
+    for path in recipes:
+        problems = check_recipe(path, workdir=workdir)
+        entry: dict[str, Any] = {"recipe": str(path), "ok": not problems, "problems": [str(p) for p in problems]}
+        if not problems:
+            recipe = load_recipe(path, workdir=workdir)
+            entry.update(name=recipe.name, module=recipe.module, hash=recipe.hash, checks=list(recipe.verify.checks))
+        failed = failed or bool(problems)
+        results.append(entry)
+        if as_json:
+            continue
+        for line in entry["problems"]:
+            click.echo(line)
+        if not problems:
+            click.echo(f"{path}: ok ({entry['name']}, module {entry['module']}, {entry['hash'][:19]})")
+    if as_json:
+        _echo_json(results if len(results) > 1 else results[0])
+    if failed:
+        ctx.exit(InputError.exit_code)
+
+
+# ------------------------------------------------------------------------------------ report
+
+_filters = [
+    click.option("--outcome", type=click.Choice(["PASS", "FAIL", "ERROR", "ABORTED"], case_sensitive=False)),
+    click.option("--serial", help="Only this unit serial."),
+    click.option("--mac", help="Only this MAC (any notation)."),
+    click.option("--recipe", "recipe_name", help="Only this recipe name."),
+]
+
+
+def _with_filters(f):
+    for option in reversed(_filters):
+        f = option(f)
+    return f
+
+
+@click.group("report")
+def report() -> None:
+    """List, show and export per-unit reports."""
+
+
+@report.command("list")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@_with_filters
+@click.option("--json", "as_json", is_flag=True, help="Print the reports' summaries as JSON.")
+def report_list(directory: Path, outcome: str | None, serial: str | None, mac: str | None,
+                recipe_name: str | None, as_json: bool) -> None:
+    """List the unit reports under DIRECTORY, oldest first."""
+    entries = list_reports(directory, outcome=outcome, serial=serial, mac=mac, recipe=recipe_name)
+    rows = [{"path": str(e.path), "started": e.report.started, "outcome": e.report.outcome,
+             "serial": e.report.serial, "mac": e.report.mac, "attempt": e.report.attempt,
+             "attempt_id": e.report.attempt_id, "recipe": e.report.recipe_name, "port": e.report.port,
+             "failed": [m.name for m in e.report.failed_measurements], "error": e.report.error}
+            for e in entries]
+    if as_json:
+        _echo_json(rows)
+        return
+    for r in rows:
+        extra = f"  failed: {', '.join(r['failed'])}" if r["failed"] else (f"  {r['error']}" if r["error"] else "")
+        click.echo(f"{r['started']}  {r['outcome'] or '-':7}  {r['serial'] or '-':16}  {r['mac'] or '-':17}  "
+                   f"#{r['attempt']}  {r['recipe']}  {r['path']}{extra}")
+    click.echo(f"{len(rows)} report(s)", err=True)
+
+
+@report.command("show")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the whole report document.")
+def report_show(path: Path, as_json: bool) -> None:
+    """Show one unit report."""
+    rep = read_report(path)
+    if as_json:
+        _echo_json(rep.to_dict())
+        return
+    click.echo(f"{rep.outcome}  {rep.serial or '-'}  {rep.mac or '-'}  ({rep.chip or '?'})  attempt {rep.attempt}"
+               + (f" (retry of {rep.retry_of})" if rep.retry_of else ""))
+    click.echo(f"recipe {rep.recipe_name} {rep.recipe_hash}  station {rep.station_id}  port {rep.port}"
+               + (f"  operator {rep.operator}" if rep.operator else ""))
+    click.echo(f"{rep.started} .. {rep.ended}  ({rep.duration_s} s)")
+    if rep.error:
+        click.echo(f"error: {rep.error}")
+    for s in rep.steps:
+        click.echo(f"  step {s.name:20} {s.outcome:8} {s.duration_s} s" + (f"  {s.detail}" if s.detail else ""))
+    for m in rep.measurements:
+        click.echo(f"  {m.outcome:4}  {m.describe()}")
+    for c in rep.certificates:
+        click.echo(f"  cert {c.get('slot')}: serial {c.get('serial')} sha256 {c.get('fingerprint_sha256')}")
+    for name, digest in rep.images.items():
+        click.echo(f"  image {name}: sha256 {digest}")
+
+
+@report.command("export")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["junit", "csv"]), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write to this file (atomically) instead of standard output.")
+@_with_filters
+def report_export(directory: Path, fmt: str, output: Path | None, outcome: str | None, serial: str | None,
+                  mac: str | None, recipe_name: str | None) -> None:
+    """Export the reports under DIRECTORY as JUnit XML or a CSV summary."""
+    entries = list_reports(directory, outcome=outcome, serial=serial, mac=mac, recipe=recipe_name)
+    text = junit_xml(entries) if fmt == "junit" else summary_csv(entries)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(output, text)
+        click.echo(f"{output}: {len(entries)} unit attempt(s)", err=True)
+
+
+# ------------------------------------------------------------------------------------ ledger
+
+
+@click.group("ledger")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), envvar="ATFAB_LEDGER",
+              default=Path("ledger.sqlite"), show_default=True, help="Ledger file (or $ATFAB_LEDGER).")
+@click.pass_context
+def ledger(ctx: click.Context, ledger_path: Path) -> None:
+    """Inspect the unit ledger (units, attempts, certificates, rotations)."""
+    ctx.obj = ledger_path
+
+
+def _open(ctx: click.Context) -> Ledger:
+    return Ledger(ctx.obj, create=False)
+
+
+@ledger.command("list")
+@click.option("--recipe", "recipe_name", help="Only units first provisioned with this recipe.")
+@click.option("--outcome", type=click.Choice(["PASS", "FAIL", "ERROR", "ABORTED"], case_sensitive=False))
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ledger_list(ctx: click.Context, recipe_name: str | None, outcome: str | None, as_json: bool) -> None:
+    """List units in the order they were first seen."""
+    with _open(ctx) as led:
+        units = led.units(recipe=recipe_name, outcome=outcome.upper() if outcome else None)
+    if as_json:
+        _echo_json(units)
+        return
+    for u in units:
+        click.echo(f"{u.serial:16}  {u.mac}  {u.last_outcome or '-':7}  {u.recipe}  {u.created}")
+    click.echo(f"{len(units)} unit(s)", err=True)
+
+
+@ledger.command("show")
+@click.argument("unit")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ledger_show(ctx: click.Context, unit: str, as_json: bool) -> None:
+    """Show one unit (by serial or MAC) with its attempts, certificates and rotations."""
+    with _open(ctx) as led:
+        detail = led.unit_detail(unit)
+    if detail is None:
+        raise InputError(f"no unit {unit!r} in the ledger", file=ctx.obj, field="unit")
+    if as_json:
+        _echo_json(dataclasses.asdict(detail))
+        return
+    u = detail.unit
+    click.echo(f"{u.serial}  {u.mac}  recipe {u.recipe}  last outcome {u.last_outcome or '-'}  first seen {u.created}")
+    for a in detail.attempts:
+        click.echo(f"  attempt {a.id} (#{a.attempt}{', retry of ' + str(a.retry_of) if a.retry_of else ''}) "
+                   f"{a.outcome or 'OPEN'}  {a.started} .. {a.ended or ''}  {a.station}:{a.port}"
+                   + (f"  {a.report_path}" if a.report_path else ""))
+    for c in detail.certificates:
+        click.echo(f"  cert {c.slot}: serial {c.cert_serial} issuer {c.issuer} sha256 {c.fingerprint}")
+    for r in detail.rotations:
+        click.echo(f"  rotation {r.id} {r.slot}: {r.state}  {r.updated}")
+
+
+@ledger.command("rotations")
+@click.argument("mac", required=False)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ledger_rotations(ctx: click.Context, mac: str | None, as_json: bool) -> None:
+    """List pending certificate rotations (of one MAC, or all)."""
+    with _open(ctx) as led:
+        pending = led.pending_rotations(mac)
+    if as_json:
+        _echo_json(pending)
+        return
+    for r in pending:
+        click.echo(f"{r.id}  {r.mac}  {r.slot}  {r.state}  since {r.created}")
+    click.echo(f"{len(pending)} pending rotation(s)", err=True)
+
+
+@ledger.command("export")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the CSV to this file (atomically) instead of standard output.")
+@click.pass_context
+def ledger_export(ctx: click.Context, output: Path | None) -> None:
+    """Export all units as CSV (serial, MAC, recipe, outcome, attempts, certificate fingerprints)."""
+    with _open(ctx) as led:
+        text = led.export_units_csv()
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        atomic_write(output, text)
+
+
+# ======================================================================================
+# RUN / DEMO SECTION: `atfab run` and `atfab demo` are added below by the runner/station
+# work (atfab/runner.py, atfab/station.py). Define them as module-level click commands
+# named `run` and `demo`; atfab/cli.py already registers ("station", "run") and
+# ("station", "demo").
+# ======================================================================================

@@ -1,0 +1,298 @@
+"""Recipe checks against the module profile, firmware files, GATT table, PKI material and mfg_nvs size.
+
+Each function appends :class:`InputError` lines to ``ctx.problems`` and carries on, so one
+``atfab check`` shows everything that is wrong. The modules used here belong to other areas;
+a check whose module is not importable is skipped (see :func:`_optional`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from .profiles import ModuleProfile
+    from .recipe import FirmwareSource, GattSpec, PkiSpec, VerifySpec
+
+#: Bytes assumed per generated certificate / key when estimating the mfg_nvs size (generous).
+PKI_SIZE_ESTIMATE = {
+    "ec-p256": (900, 300), "ec-p384": (1000, 400),
+    "rsa-2048": (1400, 1800), "rsa-3072": (1800, 2600), "rsa-4096": (2300, 3400),
+}
+#: Sets whose namespaces hold one file named after the namespace (reference §8.2, §5.5).
+SINGLE_FILE_SETS = ("server", "mqtt", "wpa_ent")
+
+
+@dataclass
+class Context:
+    source: str
+    base: Path
+    problems: list[InputError]
+
+    def bad(self, field: str | None, message: str, *, file: str | Path | None = None) -> None:
+        self.problems.append(InputError(message, file=str(file) if file is not None else self.source, field=field))
+
+    def add(self, exc: InputError, field: str | None = None) -> None:
+        """Record an error raised by another module; it keeps its own file/field when it has them."""
+        self.problems.append(exc.located(file=self.source, field=field))
+
+
+def _optional(name: str) -> ModuleType | None:
+    """``atfab.<name>`` if that area is built yet, else None (its checks are skipped)."""
+    try:
+        return importlib.import_module(f"atfab.{name}")
+    except ImportError:
+        return None
+
+
+def module_profile(ctx: Context, module: str, base: Path) -> "ModuleProfile | None":
+    from .profiles import load_profile
+
+    name = module
+    if "/" in module or module.endswith(".toml"):
+        name = str((base / module).resolve())
+    try:
+        return load_profile(name)
+    except InputError as exc:
+        ctx.problems.append(InputError(exc.message, file=exc.file or ctx.source,
+                                       field=exc.field if exc.file else "module", line=exc.line))
+        return None
+
+
+def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dict[str, Any]) -> dict[str, int | str] | None:
+    """The merged factory_param set (profile defaults + recipe values), checked for the chip."""
+    fp = _optional("factory_param")
+    chip = profile.chip if profile is not None else None
+    bad_keys: set[str] = set()
+    if fp is not None:
+        for key, value in overrides.items():
+            try:
+                fp.validate_value(key, value, chip=chip, file=ctx.source)
+            except InputError as exc:
+                bad_keys.add(key)
+                ctx.bad(f"factory_param.{key}", exc.message)
+    if profile is None or bad_keys:
+        return None
+    merged = {**profile.factory_param, **overrides}
+    if fp is None:
+        return merged
+    try:
+        return fp.validate(merged, chip=chip, file=ctx.source)
+    except InputError as exc:
+        ctx.bad(f"factory_param.{exc.field}" if exc.field else "factory_param", exc.message)
+        return None
+
+
+def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") -> "GattSpec | None":
+    """The GATT table to use (esp-at's default on BLE modules without one), validated."""
+    from .profiles import BUILTIN_DIR
+    from .recipe import GattSpec
+
+    if gatt is None:
+        if not profile.firmware.ble:
+            return None
+        gatt = GattSpec(file=BUILTIN_DIR / "gatts_data.csv", default=True)
+    elif not profile.firmware.ble:
+        ctx.bad("gatt", f"module {profile.name} has no BLE commands (its firmware cannot serve a GATT table)")
+        return None
+    if not gatt.file.is_file():
+        ctx.bad("gatt.file", f"no such file: {gatt.file}")
+        return None
+    if gatt.file.suffix not in (".toml", ".csv"):
+        ctx.bad("gatt.file", "must be a .toml description or a gatts_data .csv")
+        return None
+    if _optional("gatt") is None or (gatt.file.suffix == ".toml" and _optional("gatt_desc") is None):
+        return gatt
+    try:
+        gatt.rows()
+    except InputError as exc:
+        ctx.add(exc, "gatt.file")
+        return None
+    return gatt
+
+
+def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattSpec | None") -> tuple[str, ...]:
+    """The checks run when a recipe's ``[verify] checks`` is not given."""
+    from .recipe import CHECKS, WIFI_CHECKS
+
+    out = []
+    for name in CHECKS:
+        if name in WIFI_CHECKS and not profile.firmware.wifi:
+            continue
+        if (name == "pki" and pki is None) or (name == "gatt" and gatt is None):
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def verify_checks(ctx: Context, profile: "ModuleProfile", verify: "VerifySpec", pki: "PkiSpec | None",
+                  gatt: "GattSpec | None", firmware: "FirmwareSource | None") -> "VerifySpec":
+    from .recipe import WIFI_CHECKS
+
+    checks = verify.checks
+    if not checks:
+        checks = default_checks(profile, pki, gatt)
+    for name in verify.checks:
+        if name in WIFI_CHECKS and not profile.firmware.wifi:
+            ctx.bad("verify.checks", f"{name}: module {profile.name} has no Wi-Fi commands")
+        elif name == "gatt" and gatt is None:
+            ctx.bad("verify.checks", f"gatt: module {profile.name} serves no GATT table")
+        elif name == "pki" and pki is None:
+            ctx.bad("verify.checks", "pki: the recipe has no [pki] table")
+    if len(set(verify.checks)) != len(verify.checks):
+        ctx.bad("verify.checks", "a check is listed twice")
+    at_version = verify.at_version
+    if at_version is None and firmware is not None and firmware.kind == "synthetic":
+        at_version = firmware.version
+    return replace(verify, checks=tuple(dict.fromkeys(checks)), at_version=at_version)
+
+
+def _app_partition_size(profile: "ModuleProfile") -> int | None:
+    for p in profile.primary.entries:
+        if p.offset == profile.app_offset:
+            return p.size
+    return None
+
+
+def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSource") -> None:
+    """The firmware files exist, are for this chip and layout, and fit their partitions."""
+    if firmware.kind == "synthetic":
+        return
+    where = f"firmware.{firmware.kind}"
+    path = firmware.path
+    assert path is not None
+    app_size = _app_partition_size(profile)
+    if firmware.kind == "build_dir":
+        if not path.is_dir():
+            ctx.bad(where, f"no such folder: {path}")
+            return
+        build = _optional("build")
+        if build is None:
+            return
+        try:
+            fw = build.load_firmware(path, profile)
+        except InputError as exc:
+            ctx.add(exc, where)
+            return
+        app = fw.files["app"][1]
+        if app_size is not None and len(app) > app_size:
+            ctx.bad(where, f"esp-at.bin is {len(app):#x} bytes, the app partition holds {app_size:#x}")
+        boot = fw.files["bootloader"][1]
+        room = profile.partition_table_offset - profile.bootloader_offset
+        if len(boot) > room:
+            ctx.bad(where, f"bootloader.bin is {len(boot):#x} bytes, only {room:#x} fit before the partition table")
+        return
+    if not path.is_file():
+        ctx.bad(where, f"no such file: {path}")
+        return
+    data = path.read_bytes()
+    if len(data) > profile.flash_size:
+        ctx.bad(where, f"image is {len(data):#x} bytes, the module's flash is {profile.flash_size:#x}")
+        return
+    pt, appimage = _optional("partition_table"), _optional("appimage")
+    if pt is not None:
+        off = profile.partition_table_offset
+        try:
+            table = pt.decode(data[off: off + 0xC00], source=f"{path}@{off:#x}")
+        except InputError as exc:
+            ctx.bad(where, f"no partition table at {off:#x}: {exc.message}")
+            return
+        if table.entries != profile.primary.entries:
+            ctx.bad(where, f"partition table does not match module profile {profile.name}")
+    if appimage is not None:
+        for what, off in (("bootloader", profile.bootloader_offset), ("app", profile.app_offset)):
+            chip = appimage.image_chip(data[off:])
+            if chip != profile.chip:
+                ctx.bad(where, f"{what} at {off:#x} is {'no ESP image' if chip is None else chip + ' code'}, "
+                               f"module {profile.name} is {profile.chip}")
+
+
+def pki_material(ctx: Context, profile: "ModuleProfile", pki: "PkiSpec") -> None:
+    """Key types, slot layout, the CA folder and trust files."""
+    keys = _optional("pki.keys")
+    key_types = tuple(keys.KEY_TYPES) if keys is not None else tuple(PKI_SIZE_ESTIMATE)
+    if pki.key_type not in key_types:
+        ctx.bad("pki.key_type", f"{pki.key_type!r} is not one of {', '.join(key_types)}")
+    by_set: dict[str, list[int]] = {}
+    for i, slot in enumerate(pki.slots):
+        w = f"pki.slot[{i}]"
+        if slot.key_type != pki.key_type and slot.key_type not in key_types:
+            ctx.bad(f"{w}.key_type", f"{slot.key_type!r} is not one of {', '.join(key_types)}")
+        if slot.set in SINGLE_FILE_SETS and slot.index != 0:
+            ctx.bad(f"{w}.index", f"{slot.set} holds one certificate set (index 0 only)")
+        if slot.set == "wpa_ent" and not profile.firmware.wifi:
+            ctx.bad(f"{w}.set", f"module {profile.name} has no Wi-Fi (no enterprise namespaces)")
+        by_set.setdefault(slot.set, []).append(slot.index)
+        if slot.trust is not None:
+            _cert_file(ctx, slot.trust, f"{w}.trust")
+    for set_name, indexes in by_set.items():
+        if set_name not in SINGLE_FILE_SETS and sorted(indexes) != list(range(len(indexes))):
+            ctx.bad("pki.slot", f"{set_name} slots must be numbered 0, 1, ... without gaps (mfg_nvs keys are "
+                                f"numbered by file count), got {sorted(indexes)}")
+    ca = pki.ca_dir
+    if not ca.is_dir():
+        if not pki.demo_ca:
+            ctx.bad("pki.ca", f"no CA folder {ca} (create one with `atfab ca`, or set demo_ca = true "
+                              f"for a throwaway demo CA)")
+        return
+    if _cert_file(ctx, ca / "ca.crt", "pki.ca") is not None and not (ca / "ca.key").is_file() and not pki.demo_ca:
+        ctx.bad("pki.ca", f"{ca / 'ca.key'} is missing: the station cannot issue certificates")
+
+
+def _cert_file(ctx: Context, path: Path, where: str) -> object | None:
+    if not path.is_file():
+        ctx.bad(where, f"no such file: {path}")
+        return None
+    checks = _optional("pki.checks")
+    if checks is None:
+        return True
+    try:
+        return checks.check_cert_file(path.read_bytes(), at=dt.datetime.now(dt.timezone.utc), file=str(path),
+                                      field=where)
+    except InputError as exc:
+        ctx.add(exc, where)
+        return None
+
+
+def _pem_size(paths: list[Path]) -> int:
+    return sum(p.stat().st_size for p in paths if p.is_file()) or 800
+
+
+def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
+                 gatt: "GattSpec | None") -> None:
+    """Build a stand-in mfg_nvs (PKI files of the expected sizes) to prove the content fits."""
+    mfg = _optional("mfg_nvs")
+    if mfg is None:
+        return
+    rows: list[str] = []
+    if gatt is not None and _optional("gatt") is not None:
+        try:
+            from .gatt import cfg_strings
+
+            rows = cfg_strings(gatt.rows())
+        except InputError:
+            return  # already reported by gatt_table
+    content_pki: dict[str, list[Any]] = {}
+    if pki is not None:
+        ca_size = _pem_size([pki.ca_dir / "ca.crt", pki.ca_dir / "chain.pem"])
+        for slot in sorted(pki.slots, key=lambda s: (s.set, s.index)):
+            cert_n, key_n = PKI_SIZE_ESTIMATE.get(slot.key_type, PKI_SIZE_ESTIMATE["rsa-4096"])
+            trust_n = _pem_size([slot.trust]) if slot.trust is not None else ca_size
+            for ns, n in zip(slot.namespaces(profile.firmware.enterprise_namespace), (cert_n, key_n, trust_n)):
+                content_pki.setdefault(ns, []).append(mfg.PkiFile(f"{ns}_{slot.index}.pem", b"A" * n))
+    content = mfg.UnitContent(factory_param=dict(factory), pki=content_pki, ble_rows=rows)
+    try:
+        mfg.build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=ctx.source)
+    except InputError as exc:
+        ctx.bad("pki" if pki is not None else "gatt",
+                f"mfg_nvs content does not fit module {profile.name}: {exc.message}")
+
+
+__all__ = ["Context", "module_profile", "factory_params", "gatt_table", "verify_checks", "default_checks",
+           "firmware_files", "pki_material", "mfg_nvs_fits"]
