@@ -114,35 +114,42 @@ class _Plan:
 
     def add(self, ns: str, key: str, type_name: str, value: object, *, file_ref: str | None = None) -> None:
         block = self.namespace(ns)
-        nf.encode_name(key, file=self.source)
-        where = f"{ns}/{key}"
         seen = self._seen[ns]
-        if key in seen:
-            raise InputError("duplicate key", file=self.source, field=where)
+        if key in seen or not (isinstance(key, str) and key.isascii() and 0 < len(key) <= nf.KEY_MAX):
+            nf.encode_name(key, file=self.source)          # raises for a bad name
+            if key in seen:
+                raise InputError("duplicate key", file=self.source, field=f"{ns}/{key}")
         seen.add(key)
-        if type_name == "string" and not isinstance(value, str):
-            raise InputError(f"string value must be text, got {type(value).__name__}", file=self.source, field=where)
-        checked = nf.check_value(type_name, value, field=where, file=self.source)
         if type_name == "string":
-            try:
-                size = len(str(value).encode("utf-8")) + 1
-            except UnicodeEncodeError:
-                raise InputError("string value is not valid UTF-8", file=self.source, field=where) from None
-            if size > GEN_STRING_MAX:
-                raise InputError(f"string of {size - 1} bytes is longer than the NVS generator's limit of "
-                                 f"{GEN_STRING_MAX - 1}", file=self.source, field=where)
-            row = (key, type_name, "string", value, f"data,string,{_quote(str(value))}")
+            block.append((key, type_name, "string", value, "data,string," + self._string(ns, key, value)))
         elif type_name == "blob":
+            checked = nf.check_value(type_name, value, field=f"{ns}/{key}", file=self.source)
             if file_ref is not None:
                 shown = "file,binary," + (_quote(file_ref) if "," in file_ref or '"' in file_ref else file_ref)
             elif "_key" in ns:   # key material never goes into the csv
                 shown = "data,hex2bin,<redacted>"
             else:
                 shown = "data,hex2bin," + bytes(checked).hex()  # type: ignore[arg-type]
-            row = (key, type_name, "binary", checked, shown)
+            block.append((key, type_name, "binary", checked, shown))
         else:
-            row = (key, type_name, type_name, checked, f"data,{type_name},{checked}")
-        block.append(row)
+            checked = nf.check_value(type_name, value, field=f"{ns}/{key}", file=self.source)
+            block.append((key, type_name, type_name, checked, f"data,{type_name},{checked}"))
+
+    def _string(self, ns: str, key: str, value: object) -> str:
+        """Check a string for the generator; its quoted csv form."""
+        where = f"{ns}/{key}"
+        if not isinstance(value, str):
+            raise InputError(f"string value must be text, got {type(value).__name__}", file=self.source, field=where)
+        try:
+            size = len(value.encode("utf-8")) + 1
+        except UnicodeEncodeError:
+            raise InputError("string value is not valid UTF-8", file=self.source, field=where) from None
+        if "\x00" in value:
+            raise InputError("string value contains a NUL byte", file=self.source, field=where)
+        if size > GEN_STRING_MAX:
+            raise InputError(f"string of {size - 1} bytes is longer than the NVS generator's limit of "
+                             f"{GEN_STRING_MAX - 1}", file=self.source, field=where)
+        return '"' + value.replace('"', '""') + '"' if '"' in value else '"' + value + '"'
 
 
 def _plan(content: UnitContent, firmware: FirmwareProfile, source: str) -> _Plan:

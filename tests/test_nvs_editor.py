@@ -178,10 +178,10 @@ OPS = st.lists(st.one_of(
               st.sampled_from(["u8", "i32", "string", "blob"]), st.integers(0, 3000)),
     st.tuples(st.just("erase"), st.sampled_from(["n1", "n2"]), st.sampled_from(["a", "b", "c"])),
     st.tuples(st.just("erase_ns"), st.sampled_from(["n1", "n2"])),
-), max_size=25)
+), max_size=40)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(OPS)
 def test_random_operations_match_model(ops):
     _, ed, region = make(None, size=0x5000)
