@@ -93,6 +93,15 @@ def build_flash(profile=None, *, content: UnitContent | None = None, app: bool =
     return flash
 
 
+def tcp_pair() -> tuple[socket.socket, socket.socket]:
+    """A connected loopback TCP pair (Link sets TCP_NODELAY, which socketpair() lacks)."""
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        srv.settimeout(TIMEOUT)
+        client = socket.create_connection(srv.getsockname(), timeout=TIMEOUT)
+        peer, _ = srv.accept()
+    return client, peer
+
+
 class Session:
     """One AT host connected to an AtFirmware over a socketpair; every read has a timeout."""
 
@@ -100,7 +109,7 @@ class Session:
         self.host = host
         self.fw = AtFirmware(host)
         self.boot_out = self.fw.boot() if boot else b""
-        self.sock, peer = socket.socketpair()
+        self.sock, peer = tcp_pair()
         self.link = Link(peer)
         self.result: list[str] = []
         self.thread = threading.Thread(target=self._run, daemon=True)

@@ -17,8 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
-from .at_boot import nvs_editor, read_nvs_region
+from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_parser import Params, exec_fail
 from .at_firmware import After, CommandSpec
 
@@ -132,7 +131,7 @@ def _sysmsg_s(ctx: "Ctx", p: Params) -> None:
     if ctx.st.sysstore and ctx.boot.sys_nvs is not None:
         try:
             nvs_editor(ctx.host.flash, ctx.boot.sys_nvs).set(SYSMSG_NS, SYSMSG_KEY, "u8", value)
-        except (InputError, ValueError) as exc:
+        except NVS_ERRORS as exc:
             raise exec_fail(str(exc)) from None
 
 
@@ -145,7 +144,7 @@ def init_basic(st: "RunState", host: Any) -> None:
     if st.boot.sys_nvs is not None:
         try:
             entry = read_nvs_region(host.flash, st.boot.sys_nvs, "nvs").get(SYSMSG_NS, SYSMSG_KEY)
-        except (InputError, ValueError):
+        except NVS_ERRORS:
             entry = None
         if entry is not None and isinstance(entry.value, int) and 0 <= entry.value <= 7:
             st.sysmsg = entry.value

@@ -21,8 +21,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
-from .at_boot import read_nvs_region
+from .at_boot import NVS_ERRORS, read_nvs_region
 from .at_parser import Params, exec_fail, invalid
 from .at_firmware import CommandSpec
 from .at_wifi import mac_offset, mac_text, parse_mac
@@ -58,7 +57,7 @@ def load_rows(ctx: "Ctx") -> list[Any] | None:
             return None
         validate_rows(rows, source="ble_data")
         return rows
-    except (InputError, ValueError):
+    except NVS_ERRORS:
         return None
 
 

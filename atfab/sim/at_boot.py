@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import InputError
+from ..errors import DeviceError, InputError
 
 TYPE_APP = 0x00
 TYPE_DATA = 0x01
@@ -41,6 +41,9 @@ SUBTYPE_NVS = 0x02
 SUBTYPE_FACTORY = 0x00
 SUBTYPE_OTA_0 = 0x10
 TABLE_BYTES = 0xC00
+
+#: What reading or editing an NVS region may raise (not NVS at all, full, flash did not take).
+NVS_ERRORS = (InputError, ValueError, DeviceError)
 SECTOR = 4096
 
 #: ESP-IDF default Wi-Fi country when nothing configures it: world safe mode.
@@ -165,7 +168,7 @@ def _load_app(flash: Any, table: Any, info: BootInfo, chip: str | None) -> bool:
     for part in _app_candidates(flash, table):
         try:
             app = read_app_info(flash.read(part.offset, part.size), source=part.name)
-        except (InputError, ValueError) as exc:
+        except NVS_ERRORS as exc:
             info.problems.append(f"{part.name}: {exc}")
             continue
         if not app.checksum_ok or app.digest_ok is False:
@@ -228,7 +231,7 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
     pt_off = getattr(firmware, "partition_table_offset", 0x8000)
     try:
         info.primary = _decode_table(flash.read(pt_off, TABLE_BYTES), f"partition table @{pt_off:#x}")
-    except (InputError, ValueError) as exc:
+    except NVS_ERRORS as exc:
         info.reason = f"no valid partition table: {exc}"
         return info
     if not info.primary.entries:
@@ -244,7 +247,7 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
     if atc is not None:
         try:
             info.secondary = _decode_table(flash.read(atc.offset, TABLE_BYTES), f"at_customize @{atc.offset:#x}")
-        except (InputError, ValueError) as exc:
+        except NVS_ERRORS as exc:
             info.problems.append(f"at_customize unreadable: {exc}")
     if info.secondary is not None:
         mfg = info.secondary.find("mfg_nvs")
@@ -258,12 +261,12 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
             image = read_nvs_region(flash, info.mfg, "mfg_nvs")
             info.mfg_ok = True
             info.factory = {e.key: e.value for e in image.keys("factory_param")}
-        except (InputError, ValueError) as exc:
+        except NVS_ERRORS as exc:
             info.problems.append(f"mfg_nvs init failed: {exc}")
     info.uart_def = load_uart_def(flash, info.sys_nvs, info.fint("uart_baudrate"),
                                   firmware.uart_default_flow_control, info.problems)
     return info
 
 
-__all__ = ["BootInfo", "UartConfig", "boot_from_flash", "load_uart_def", "store_uart_def", "nvs_editor",
+__all__ = ["NVS_ERRORS", "BootInfo", "UartConfig", "boot_from_flash", "load_uart_def", "store_uart_def", "nvs_editor",
            "read_nvs_region", "IDF_DEFAULT_COUNTRY", "PARITY_AT_TO_IDF", "PARITY_IDF_TO_AT"]

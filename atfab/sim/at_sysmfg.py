@@ -27,8 +27,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
-from .at_boot import nvs_editor, read_nvs_region
+from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_parser import Params, exec_fail, invalid
 from .at_firmware import CommandSpec, StopServing
 from .at_sysflash import corrupt, take_fault
@@ -53,7 +52,7 @@ def _image(ctx: "Ctx") -> Any:
         raise exec_fail("mfg_nvs not available")
     try:
         return read_nvs_region(ctx.host.flash, boot.mfg, "mfg_nvs")
-    except (InputError, ValueError) as exc:
+    except NVS_ERRORS as exc:
         raise exec_fail(f"mfg_nvs unreadable: {exc}") from None
 
 
@@ -160,7 +159,7 @@ def _write(ctx: "Ctx", p: Params) -> None:
         value = payload.decode("utf-8", "surrogateescape") if tname == "string" else payload
     try:
         nvs_editor(ctx.host.flash, boot.mfg).set(ns, key, tname, value)
-    except (InputError, ValueError) as exc:
+    except NVS_ERRORS as exc:
         raise exec_fail(f"nvs write failed: {exc}") from None
     _committed(ctx)
 
@@ -177,7 +176,7 @@ def _erase(ctx: "Ctx", p: Params) -> None:
         key = p.str(2, NAME_MAX, min_len=1)
         if not editor.erase_key(ns, key):
             raise invalid(2, f"no key {ns}/{key}")
-    except (InputError, ValueError) as exc:
+    except NVS_ERRORS as exc:
         raise exec_fail(f"nvs erase failed: {exc}") from None
 
 

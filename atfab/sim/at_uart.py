@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from ..errors import InputError
-from .at_boot import PARITY_IDF_TO_AT, UartConfig, read_nvs_region, store_uart_def
+from .at_boot import NVS_ERRORS, PARITY_IDF_TO_AT, UartConfig, read_nvs_region, store_uart_def
 from .at_parser import Params, exec_fail
 from .at_firmware import After, CommandSpec
 
@@ -87,7 +86,7 @@ def stored_uart_def(ctx: "Ctx") -> UartConfig:
         return ctx.st.extra.get("uart_def", ctx.boot.uart_def)
     try:
         image = read_nvs_region(ctx.host.flash, part, "nvs")
-    except (InputError, ValueError) as exc:
+    except NVS_ERRORS as exc:
         raise exec_fail(f"system nvs unreadable: {exc}") from None
     vals = [image.get("UART", k) for k in ("rate", "databits", "stopbits", "parity", "flow_ctrl")]
     if any(v is None for v in vals):
@@ -104,7 +103,7 @@ def _def_s(ctx: "Ctx", p: Params) -> After:
     cfg = _parse(ctx, p)
     try:
         store_uart_def(ctx.host.flash, ctx.boot.sys_nvs, cfg)
-    except (InputError, ValueError) as exc:
+    except NVS_ERRORS as exc:
         raise exec_fail(f"cannot store UART settings: {exc}") from None
     ctx.st.extra["uart_def"] = cfg
     return _apply_after(ctx, cfg)
