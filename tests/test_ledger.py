@@ -230,3 +230,34 @@ def test_pending_rotation_survives_reopen(tmp_path: Path) -> None:
     with Ledger(path, create=False) as led:
         (pending,) = led.pending_rotations(mac(1))
         assert pending.state == "key_written" and pending.new_cert_fp == "n"
+
+
+def test_cli_ledger_commands(tmp_path: Path) -> None:
+    import json
+
+    from click.testing import CliRunner
+
+    from atfab.cli import main
+
+    path = tmp_path / "l.sqlite"
+    with Ledger(path) as led:
+        ident = led.reserve_identity(mac(1), COUNTER)
+        a = led.begin_attempt(recipe="c2-default", station="st1", port="p0", mac=mac(1))
+        led.end_attempt(a.id, "PASS", report_path="r.json")
+        led.record_certificate(mac(1), "client.0", issuer="CA", cert_serial=7, fingerprint="ab")
+        led.journal_rotation(mac(1), "client.0", new_cert_fp="cd")
+    runner = CliRunner()
+    base = ["ledger", "--ledger", str(path)]
+    res = runner.invoke(main, base + ["list"])
+    assert res.exit_code == 0 and ident.serial in res.output and "PASS" in res.output
+    res = runner.invoke(main, base + ["show", ident.serial])
+    assert res.exit_code == 0 and "cert client.0: serial 7" in res.output and "rotation 1 client.0: intent" in res.output
+    detail = json.loads(runner.invoke(main, base + ["show", mac(1).upper(), "--json"]).output)
+    assert detail["unit"]["serial"] == ident.serial and detail["attempts"][0]["outcome"] == "PASS"
+    res = runner.invoke(main, base + ["rotations", "--json"])
+    assert [r["state"] for r in json.loads(res.output)] == ["intent"]
+    res = runner.invoke(main, base + ["export"])
+    assert res.output.splitlines()[1].startswith(ident.serial)
+    assert runner.invoke(main, base + ["show", "SN-99999"]).exit_code == 2
+    assert runner.invoke(main, ["ledger", "--ledger", str(tmp_path / "none.sqlite"), "list"]).exit_code == 2
+    assert not (tmp_path / "none.sqlite").exists()

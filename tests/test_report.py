@@ -213,3 +213,27 @@ def test_evaluate_rules() -> None:
         evaluate("x", 1, 1, "nonsense")
     with pytest.raises(ValueError):
         Measurement("x", 1, 1, "equal", "PASS")
+
+
+def test_cli_report_commands(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from atfab.cli import main
+
+    out = _batch(tmp_path)
+    runner = CliRunner()
+    res = runner.invoke(main, ["report", "list", str(out), "--outcome", "fail"])
+    assert res.exit_code == 0 and "SN-000001" in res.output and "failed: rf_power" in res.output
+    res = runner.invoke(main, ["report", "list", str(out), "--json"])
+    assert res.exit_code == 0 and [r["outcome"] for r in json.loads(res.output)] == ["FAIL", "ERROR", "PASS"]
+    first = list_reports(out)[0].path
+    res = runner.invoke(main, ["report", "show", str(first)])
+    assert res.exit_code == 0 and res.output.startswith("FAIL  SN-000001") and "rf_power" in res.output
+    assert json.loads(runner.invoke(main, ["report", "show", str(first), "--json"]).output)["outcome"] == "FAIL"
+    res = runner.invoke(main, ["report", "export", str(out), "--format", "csv", "--serial", "SN-000002"])
+    assert res.exit_code == 0 and len(res.output.splitlines()) == 2
+    target = tmp_path / "junit.xml"
+    res = runner.invoke(main, ["report", "export", str(out), "--format", "junit", "-o", str(target)])
+    assert res.exit_code == 0 and ET.parse(target).getroot().find("testsuite").get("tests") == "3"
+    res = runner.invoke(main, ["report", "show", str(tmp_path / "none.json")])
+    assert res.exit_code == 2
