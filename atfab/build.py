@@ -72,8 +72,7 @@ def _locate_pki_error(exc: InputError, content: UnitContent, profile: ModuleProf
     if files:
         for name, item in zip(pki_key_names(ns, len(files), profile.firmware), files):
             if name == key:
-                return InputError(f"{exc.message} (mfg_nvs partition of 0x{profile.mfg_nvs.size:x} bytes)",
-                                  file=item.path or item.name, field=ns)
+                return InputError(f"mfg_nvs: {exc.message}", file=item.path or item.name, field=ns)
     return exc
 
 
