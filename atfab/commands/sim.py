@@ -1,0 +1,71 @@
+"""``atfab sim``: serve virtual modules on 127.0.0.1 until interrupted."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+
+import click
+
+from ..sim.chip import MB
+from ..sim.server import ModulePool
+
+
+@click.command("sim")
+@click.option("--count", "-n", type=click.IntRange(1, 256), default=1, show_default=True,
+              help="Number of virtual modules.")
+@click.option("--baud", type=click.IntRange(300, 5_000_000), default=None,
+              help="Emulate UART pacing at this rate on both endpoints (default: unpaced). "
+                   "The flash endpoint follows esptool's baud-rate change.")
+@click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Keep each module's flash in DIR/module-<i>.flash across restarts.")
+@click.option("--json", "as_json", is_flag=True, help="Print the module list as one JSON line.")
+@click.option("--chip", default=None, help="Chip to emulate (default: the profile's, else esp32c2).")
+@click.option("--module-profile", "profile_name", default=None,
+              help="Module profile giving chip, flash size and firmware settings (e.g. esp32c2-4mb).")
+@click.option("--seed", default="0", show_default=True, help="Seed of the modules' MAC addresses.")
+@click.option("--chip-revision", default="2.0", show_default=True,
+              help="Chip revision MAJOR.MINOR (0.0 makes esptool refuse its stub on the C2).")
+def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chip: str | None,
+        profile_name: str | None, seed: str, chip_revision: str) -> None:
+    """Serve virtual ESP-AT modules: one flash (download-mode) URL and one AT URL each.
+
+    Point esptool at the flash URL (``--port socket://127.0.0.1:P``) and an AT client at the AT
+    URL. Runs until Ctrl-C.
+    """
+    from ..errors import InputError
+
+    flash_size = 4 * MB
+    firmware = None
+    if profile_name:
+        from ..profiles import load_profile
+
+        profile = load_profile(profile_name)
+        if chip and chip != profile.chip:
+            raise InputError(f"profile {profile_name} is for {profile.chip}, not {chip}", field="--chip")
+        chip, flash_size, firmware = profile.chip, profile.flash_size, profile.firmware
+    try:
+        major, minor = (int(x) for x in chip_revision.split("."))
+    except ValueError:
+        raise InputError("must look like 2.0", field="--chip-revision") from None
+    pool = ModulePool(count, chip=chip or "esp32c2", flash_size=flash_size, baud=baud, state_dir=state_dir,
+                      seed=seed, firmware=firmware, chip_revision=(major, minor))
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        with pool:
+            rows = pool.describe()
+            if as_json:
+                click.echo(json.dumps(rows))
+            else:
+                for r in rows:
+                    click.echo(f"{r['index']}  {r['mac']}  flash {r['flash_url']}  at {r['at_url']}")
+            try:
+                while not stop.wait(0.5):
+                    pass
+            except KeyboardInterrupt:
+                pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)

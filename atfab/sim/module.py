@@ -1,0 +1,424 @@
+"""One virtual ESP-AT module: identity, NOR flash, and two TCP endpoints on 127.0.0.1.
+
+* ``flash_url`` (``socket://127.0.0.1:P``) is UART0 in ROM download mode: a new connection
+  is a power-on with the boot strap held, served by :class:`~atfab.sim.rom_loader.DownloadSession`
+  (the real esptool drives it). While it is open the AT endpoint goes silent (it reads and
+  discards). When it closes the module boots its AT firmware from flash; a connected AT host
+  receives the boot output (``\\r\\nready\\r\\n``).
+* ``at_url`` is UART1 with the AT firmware. One host at a time; others wait in the backlog.
+
+State machine: ``"at"`` (firmware running) / ``"download"`` / ``"off"``; ``state_token``
+changes on every transition and every boot. ``AT+RST=1`` calls :meth:`enter_download_mode`.
+
+Contract with the AT firmware (``atfab/sim/at_firmware.py``)::
+
+    class AtFirmware:
+        def __init__(self, host: "ModuleHost") -> None      # reads nothing yet
+        def boot(self) -> bytes            # parse flash (partition table at 0x8000, at_customize,
+                                           # mfg_nvs, system nvs) -> boot output b"\\r\\nready\\r\\n"
+        def serve(self, link: Link, token: int) -> str
+            # handle AT commands from link until: the link closes -> return "closed"; or
+            # host.state_token != token (download mode / reboot by the host / power loss) ->
+            # return "state". Polls host.state_token at least every 50 ms while idle.
+            # AT+RST reboots internally: sends OK, then re-runs boot() and sends its output itself.
+    class ModuleHost (Protocol, implemented by VirtualModule):
+        flash: NorFlash; mac: bytes (base MAC; STA = base, softAP = base+1, BT = base+2); chip: str
+        chip_revision: tuple[int, int]; firmware: FirmwareProfile; faults: FaultPlan
+        state_token: int                   # changes on every mode change / boot
+        def enter_download_mode(self) -> None    # AT+RST=1: AT port goes silent until the next
+                                                 # flash session ends
+        def power_loss(self) -> None             # fault: power lost (e.g. between two SYSMFG writes)
+        def set_at_baud(self, baud: int) -> None # pacing of the AT endpoint after AT+UART_CUR/DEF
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import threading
+from pathlib import Path
+from typing import Callable, Protocol
+
+from ..firmware import FirmwareProfile, firmware_for
+from .chip import MB, ChipIdentity, derive_mac
+from .faults import FaultPlan
+from .flash import NorFlash
+from .link import Link, LinkClosed
+from .rom_loader import CLOSED, RAM_APP, RUN_USER_CODE, DownloadSession, SessionStats
+
+
+class ModuleHost(Protocol):
+    """What the AT firmware may use of its module (see the module docstring)."""
+
+    flash: NorFlash
+    mac: bytes
+    chip: str
+    chip_revision: tuple[int, int]
+    firmware: FirmwareProfile
+    faults: FaultPlan
+    state_token: int
+
+    def enter_download_mode(self) -> None: ...
+    def power_loss(self) -> None: ...
+    def set_at_baud(self, baud: int) -> None: ...
+
+
+class AtFirmwareLike(Protocol):
+    def boot(self) -> bytes: ...
+    def serve(self, link: Link, token: int) -> str: ...
+
+
+FirmwareFactory = Callable[[ModuleHost], AtFirmwareLike]
+
+
+def _default_firmware(host: ModuleHost) -> AtFirmwareLike:
+    from .at_firmware import AtFirmware   # written separately; imported when first booted
+
+    return AtFirmware(host)
+
+
+class _Waker:
+    """A socketpair a thread can select() on, so state changes and stop() wake it at once."""
+
+    def __init__(self) -> None:
+        self.r, self.w = socket.socketpair()
+        self.r.setblocking(False)
+        self.w.setblocking(False)
+
+    def notify(self) -> None:
+        try:
+            self.w.send(b"!")
+        except (BlockingIOError, OSError):
+            pass
+
+    def drain(self) -> None:
+        try:
+            while self.r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def close(self) -> None:
+        self.r.close()
+        self.w.close()
+
+
+class _Link(Link):
+    """A Link that remembers whether its receive-side drop fault fired (for one-shot faults)."""
+
+    rx_fault_fired = False
+
+    def recv(self, max_bytes: int = 4096, timeout: float | None = None) -> bytes:
+        try:
+            return super().recv(max_bytes, timeout)
+        except LinkClosed as exc:
+            if str(exc).startswith("fault:"):
+                self.rx_fault_fired = True
+            raise
+
+
+class VirtualModule:
+    """A simulated module (ESP32-C2 ROM + AT firmware) reachable over ``socket://`` URLs.
+
+    ``seed`` makes the MAC deterministic (unless ``mac`` is given); ``baud`` paces both
+    endpoints like a UART at that rate (``None``: unpaced); ``state_dir`` keeps the flash in
+    ``<state_dir>/<name>.flash`` across restarts; ``firmware_factory`` builds the AT firmware
+    at each boot (default :class:`atfab.sim.at_firmware.AtFirmware`).
+    """
+
+    def __init__(self, *, chip: str = "esp32c2", flash_size: int = 4 * MB, seed: object = 0,
+                 mac: bytes | None = None, chip_revision: tuple[int, int] = (2, 0),
+                 baud: int | None = None, state_dir: str | Path | None = None, name: str = "module",
+                 flash: NorFlash | None = None, faults: FaultPlan | None = None,
+                 firmware: FirmwareProfile | None = None,
+                 firmware_factory: FirmwareFactory | None = None, host: str = "127.0.0.1") -> None:
+        self.name = name
+        self.identity = ChipIdentity(chip=chip, mac=bytes(mac) if mac else derive_mac(seed),
+                                     revision=tuple(chip_revision), flash_size=flash_size)  # type: ignore[arg-type]
+        self.chip = chip
+        self.mac = self.identity.mac
+        self.chip_revision = self.identity.revision
+        self.baud = baud
+        self.faults = faults if faults is not None else FaultPlan()
+        self.firmware = firmware if firmware is not None else firmware_for(chip)
+        self._own_flash = flash is None
+        if flash is None:
+            path = Path(state_dir) / f"{name}.flash" if state_dir is not None else None
+            flash = NorFlash(flash_size, path)
+        elif flash.size != flash_size:
+            flash_size = flash.size
+            self.identity = ChipIdentity(chip=chip, mac=self.mac, revision=self.chip_revision,
+                                         flash_size=flash_size)
+        self.flash = flash
+        self._factory: FirmwareFactory = firmware_factory or _default_firmware
+        self._host = host
+        self._cond = threading.Condition(threading.RLock())
+        self._power = threading.RLock()      # serialises power-on/boot transitions
+        self.state = "off"
+        self.state_token = 0
+        self.flash_url = ""
+        self.at_url = ""
+        self.last_session: SessionStats | None = None
+        self.session_count = 0
+        self.boot_count = 0
+        self.boot_error: BaseException | None = None
+        self._firmware_obj: AtFirmwareLike | None = None
+        self._boot_output = b""
+        self._boot_seq = 0
+        self._at_baud = baud
+        self._flash_link: Link | None = None
+        self._at_link: Link | None = None
+        self._stopped = threading.Event()
+        self._wake_flash = _Waker()
+        self._wake_at = _Waker()
+        self._threads: list[threading.Thread] = []
+        self._lsocks: list[socket.socket] = []
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> "VirtualModule":
+        """Open both endpoints, power on (boot the firmware) and start serving."""
+        flash_l = self._listen()
+        at_l = self._listen()
+        self.flash_url = f"socket://{self._host}:{flash_l.getsockname()[1]}"
+        self.at_url = f"socket://{self._host}:{at_l.getsockname()[1]}"
+        self._boot()
+        for target, lsock in ((self._flash_loop, flash_l), (self._at_loop, at_l)):
+            t = threading.Thread(target=target, args=(lsock,), daemon=True,
+                                 name=f"{self.name}-{target.__name__.strip('_')}")
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def _listen(self) -> socket.socket:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self._host, 0))
+        s.listen(8)
+        self._lsocks.append(s)
+        return s
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Close both endpoints and stop every thread of this module (idempotent)."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        with self._cond:
+            links = [self._flash_link, self._at_link]
+            self._set_state("off")
+        for link in links:
+            if link is not None:
+                link.close()
+        for t in self._threads:
+            t.join(timeout)
+        for s in self._lsocks:
+            s.close()
+        self._wake_flash.close()
+        self._wake_at.close()
+        if self._own_flash:
+            self.flash.close()
+
+    def __enter__(self) -> "VirtualModule":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- ModuleHost --------------------------------------------------------------------------
+    def enter_download_mode(self) -> None:
+        """AT+RST=1: the AT port goes silent until the next flash session ends."""
+        with self._power, self._cond:
+            self._set_state("download")
+
+    def power_cycle(self) -> None:
+        """Power off and on: an open download session is cut; the AT host stays connected
+        and receives the boot output."""
+        with self._power:
+            with self._cond:
+                self._set_state("off")
+                link = self._flash_link
+            if link is not None:
+                link.close()
+            self._boot()
+
+    def power_loss(self) -> None:
+        """Power lost: both connections drop, the module is off, then boots from flash."""
+        with self._power:
+            with self._cond:
+                self._set_state("off")
+                links = [self._flash_link, self._at_link]
+            for link in links:
+                if link is not None:
+                    link.close()
+            self._boot()
+
+    def set_at_baud(self, baud: int | None) -> None:
+        """Pace the AT endpoint at ``baud`` (no effect on an unpaced module)."""
+        with self._cond:
+            self._at_baud = baud if self.baud is not None else None
+            if self._at_link is not None:
+                self._at_link.set_baud(self._at_baud)
+
+    def wait_state(self, state: str, timeout: float) -> bool:
+        """Wait until the module is in ``state``; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.state == state, timeout)
+
+    def describe(self) -> dict:
+        """Plain data about this module (for listings and --json)."""
+        return {"name": self.name, "chip": self.chip, "mac": self.mac.hex(":"),
+                "chip_revision": f"v{self.chip_revision[0]}.{self.chip_revision[1]}",
+                "flash_size": self.flash.size, "flash_url": self.flash_url, "at_url": self.at_url,
+                "baud": self.baud, "flash_file": str(self.flash.path) if self.flash.path else None}
+
+    # -- state -------------------------------------------------------------------------------
+    def _set_state(self, state: str) -> int:
+        """Caller holds ``_cond``."""
+        self.state = state
+        self.state_token += 1
+        self._cond.notify_all()
+        self._wake_flash.notify()
+        self._wake_at.notify()
+        return self.state_token
+
+    def _boot(self) -> int:
+        """Power-on of the firmware: a fresh AtFirmware boots from the flash contents."""
+        with self._power:
+            self.set_at_baud(self.baud)
+            firmware = self._factory(self)
+            try:
+                output = firmware.boot()
+                self.boot_error = None
+            except Exception as exc:     # a firmware bug must not kill the module's threads
+                self.boot_error = exc
+                output = b""
+            with self._cond:
+                self._firmware_obj = firmware
+                self._boot_output = output
+                self._boot_seq += 1
+                self.boot_count += 1
+                return self._set_state("at")
+
+    # -- threads -----------------------------------------------------------------------------
+    def _accept(self, lsock: socket.socket, waker: _Waker) -> socket.socket | None:
+        while not self._stopped.is_set():
+            try:
+                ready, _, _ = select.select([lsock, waker.r], [], [])
+            except (OSError, ValueError):
+                return None
+            if waker.r in ready:
+                waker.drain()
+            if lsock in ready and not self._stopped.is_set():
+                try:
+                    sock, _ = lsock.accept()
+                except OSError:
+                    return None
+                return sock
+        return None
+
+    def _idle(self, link: Link, waker: _Waker, until: Callable[[], bool]) -> str:
+        """Read and discard from ``link`` until ``until()`` holds ("state") or it closes ("closed")."""
+        while True:
+            if self._stopped.is_set() or link.closed:
+                return CLOSED
+            with self._cond:
+                if until():
+                    return "state"
+            try:
+                if not link.has_pending():
+                    ready, _, _ = select.select([link.sock, waker.r], [], [])
+                    if waker.r in ready:
+                        waker.drain()
+                    if link.sock not in ready:
+                        continue
+                link.recv(65536, timeout=0.05)
+            except LinkClosed:
+                return CLOSED
+            except (OSError, ValueError):
+                return CLOSED
+
+    def _flash_loop(self, lsock: socket.socket) -> None:
+        while not self._stopped.is_set():
+            sock = self._accept(lsock, self._wake_flash)
+            if sock is None:
+                return
+            self._flash_connection(sock)
+
+    def _flash_connection(self, sock: socket.socket) -> None:
+        link = _Link(sock, self.baud, self.faults.live("flash"))  # type: ignore[arg-type]
+        with self._power, self._cond:
+            if self._stopped.is_set():
+                link.close()
+                return
+            self._flash_link = link
+            token = self._set_state("download")
+        try:
+            while True:
+                session = DownloadSession(link, self.flash, self.identity, baud=self.baud or 115200,
+                                          paced=self.baud is not None)
+                result = session.serve()
+                self.last_session = session.stats
+                self.session_count += 1
+                if result == RUN_USER_CODE:
+                    # The ROM jumped to the firmware; UART0 now carries its log (discarded).
+                    self._boot()
+                    if self._idle(link, self._wake_flash, lambda: self.state == "download") == CLOSED:
+                        break
+                    with self._cond:        # AT+RST=1: the ROM listens on this link again
+                        token = self.state_token
+                    continue
+                if result == RAM_APP:
+                    self._idle(link, self._wake_flash, lambda: False)
+                break
+        finally:
+            link.close()
+            self.faults.consume_fired("flash", link)
+            with self._power:
+                with self._cond:
+                    self._flash_link = None
+                    ours = self.state == "download" and self.state_token == token
+                if ours and not self._stopped.is_set():
+                    self._boot()
+
+    def _at_loop(self, lsock: socket.socket) -> None:
+        while not self._stopped.is_set():
+            sock = self._accept(lsock, self._wake_at)
+            if sock is None:
+                return
+            self._at_connection(sock)
+
+    def _at_connection(self, sock: socket.socket) -> None:
+        link = _Link(sock, self._at_baud, self.faults.live("at"))  # type: ignore[arg-type]
+        with self._cond:
+            if self._stopped.is_set():
+                link.close()
+                return
+            self._at_link = link
+            seen_boot = self._boot_seq
+        try:
+            while not link.closed and not self._stopped.is_set():
+                with self._cond:
+                    state, token = self.state, self.state_token
+                    firmware, boot_seq, output = self._firmware_obj, self._boot_seq, self._boot_output
+                if state == "at" and firmware is not None:
+                    if boot_seq != seen_boot:
+                        seen_boot = boot_seq
+                        if output:
+                            link.send(output)
+                    if firmware.serve(link, token) == CLOSED:
+                        break
+                else:
+                    woke = self._idle(link, self._wake_at,
+                                      lambda: self.state == "at" and self._firmware_obj is not None)
+                    if woke == CLOSED:
+                        break
+        except LinkClosed:
+            pass
+        finally:
+            link.close()
+            self.faults.consume_fired("at", link)
+            with self._cond:
+                if self._at_link is link:
+                    self._at_link = None
+
+
+__all__ = ["VirtualModule", "ModuleHost", "AtFirmwareLike", "FirmwareFactory"]

@@ -1,0 +1,537 @@
+"""ROM download mode of a virtual ESP32-C2, and the esptool flasher stub it can be turned into.
+
+One :class:`DownloadSession` serves one host on a :class:`~atfab.sim.link.Link` against a
+:class:`~atfab.sim.flash.NorFlash`. It answers exactly what the chip answers, so that the real
+esptool (CLI and Python API) drives it over ``socket://``:
+
+* ROM format until a RAM program is started (MEM_END with the execute flag): replies carry a
+  4-byte status ``[status, error, 0, 0]``; MD5 is 32 hex characters; flash reads go through
+  READ_FLASH_SLOW (64 bytes); FLASH_BEGIN erases the whole region before answering; every
+  written block is read back and a mismatch answers error 0x08 ("flash write error").
+* Stub format after the raw ``OHAI`` frame (esp-flasher-stub as shipped with esptool 5.x):
+  2-byte big-endian status (0xC000.. codes), raw 16-byte MD5, READ_FLASH with 4 KB frames each
+  acknowledged by the host and a final raw MD5 frame, ERASE_FLASH/ERASE_REGION, just-in-time
+  sector erase while writing, and replies to *_DATA sent *before* the data is written: a
+  failure of that deferred work is answered to the next command, as the stub does.
+
+Modelling choices where the ROM's behaviour is not documented: ROM FLASH_DATA writes block
+``seq`` at ``offset + seq * block_size``; FLASH_END value 0 ("reboot") returns to a fresh ROM
+session on the same connection (the boot strapping was latched as download mode); value 1
+("run user code") ends the session with :data:`RUN_USER_CODE` so the module boots its
+firmware. A RAM program started from the stub (``load-ram``) silences the port.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import zlib
+from collections import deque
+from dataclasses import dataclass, field
+
+from .chip import ChipIdentity, Registers
+from .flash import SECTOR, FlashError, NorFlash
+from .link import Link, LinkClosed
+from .slip import SlipDecoder, encode
+
+# Opcodes (esptool ESPLoader.ESP_CMDS)
+FLASH_BEGIN, FLASH_DATA, FLASH_END = 0x02, 0x03, 0x04
+MEM_BEGIN, MEM_END, MEM_DATA = 0x05, 0x06, 0x07
+SYNC, WRITE_REG, READ_REG = 0x08, 0x09, 0x0A
+SPI_SET_PARAMS, SPI_ATTACH, READ_FLASH_SLOW, CHANGE_BAUDRATE = 0x0B, 0x0D, 0x0E, 0x0F
+FLASH_DEFL_BEGIN, FLASH_DEFL_DATA, FLASH_DEFL_END, SPI_FLASH_MD5 = 0x10, 0x11, 0x12, 0x13
+GET_SECURITY_INFO = 0x14
+ERASE_FLASH, ERASE_REGION, READ_FLASH, RUN_USER_CODE_OP = 0xD0, 0xD1, 0xD2, 0xD3
+
+SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
+OHAI = b"OHAI"
+
+# ROM error byte (status byte 1; esptool shows them as 0x1xx)
+ROM_INVALID_MSG, ROM_FAILED, ROM_BAD_CRC = 0x05, 0x06, 0x07
+ROM_FLASH_WRITE_ERR, ROM_FLASH_READ_ERR, ROM_READ_LEN_ERR, ROM_DEFLATE_ERR = 0x08, 0x09, 0x0A, 0x0B
+ROM_BAD_RAM_ADDR = 0x0F
+# Stub status codes (big-endian u16)
+STUB_BAD_DATA_LEN, STUB_BAD_CHECKSUM, STUB_INVALID_COMMAND = 0xC000, 0xC100, 0xC300
+STUB_FAILED_SPI_OP, STUB_NOT_IN_FLASH_MODE, STUB_INFLATE_ERROR = 0xC400, 0xC600, 0xC700
+STUB_NOT_ENOUGH_DATA, STUB_TOO_MUCH_DATA = 0xC800, 0xC900
+
+#: :meth:`DownloadSession.serve` results
+CLOSED = "closed"              # the host went away (or the link was dropped)
+RUN_USER_CODE = "run"          # the ROM left download mode to run the firmware in flash
+RAM_APP = "ram_app"            # a RAM program other than the stub took over the port
+
+READ_PACKET_MAX = 4096
+
+
+class _Fail(Exception):
+    """A command failed: ``rom`` is the ROM error byte, ``stub`` the stub status code."""
+
+    def __init__(self, rom: int, stub: int, why: str = "") -> None:
+        super().__init__(why)
+        self.rom = rom
+        self.stub = stub
+
+
+def checksum(data: bytes, state: int = 0xEF) -> int:
+    """XOR of ``data`` seeded with 0xEF (the *_DATA checksum), computed by folding a big int."""
+    if not data:
+        return state
+    v = int.from_bytes(data, "little")
+    width = len(data) * 8
+    while width > 8:
+        half = ((width // 8 + 1) // 2) * 8
+        v = (v & ((1 << half) - 1)) ^ (v >> half)
+        width = half
+    return (v & 0xFF) ^ state
+
+
+@dataclass
+class SessionStats:
+    """What one session moved; ``rx_bytes`` is every byte the host sent (the wire payload)."""
+
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    commands: int = 0
+    stub_started: bool = False
+    #: (rx_bytes so far, new baud) at each CHANGE_BAUDRATE
+    baud_changes: list[tuple[int, int]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _FlashOp:
+    offset: int            # next write address (stub) / region start (ROM)
+    size: int              # bytes expected (stub: remaining)
+    blocks: int
+    block_size: int
+    compressed: bool
+    end: int               # end of the region the begin command covers
+    next_erase: int = 0    # stub: first sector not erased yet
+    inflater: "zlib._Decompress | None" = None
+    written: int = 0       # ROM deflate: bytes written so far
+
+
+class DownloadSession:
+    """One power-on in download mode, served until the host goes away.
+
+    ``baud`` is the rate the host syncs at (the ROM auto-bauds to it); ``paced`` makes the
+    link follow CHANGE_BAUDRATE. ``serve()`` returns :data:`CLOSED`, :data:`RUN_USER_CODE`
+    or :data:`RAM_APP`.
+    """
+
+    def __init__(self, link: Link, flash: NorFlash, identity: ChipIdentity, *,
+                 baud: int = 115200, paced: bool = False) -> None:
+        self.link = link
+        self.flash = flash
+        self.identity = identity
+        self.spec = identity.spec
+        self.paced = paced
+        self.stats = SessionStats()
+        self._decoder = SlipDecoder()
+        self._frames: deque[bytes | None] = deque()
+        self._rx_base = link.rx_count
+        self._tx_base = link.tx_count
+        self._baud = baud
+        self._reset_rom()
+
+    # -- state -------------------------------------------------------------------------------
+    def _reset_rom(self) -> None:
+        """Power-on (or software reset) state of the ROM loader."""
+        self.stub = False
+        self.regs = Registers(self.identity, clkdiv=self.spec.xtal_hz // self._baud)
+        self.flash_size_cfg = self.spec.rom_default_flash_size
+        self._mem: dict | None = None
+        self._op: _FlashOp | None = None
+        self._pending: int | None = None   # stub: error of deferred work, told to the next command
+
+    # -- I/O ---------------------------------------------------------------------------------
+    def _next_frame(self) -> bytes | None:
+        while not self._frames:
+            data = self.link.recv(65536, timeout=1.0)
+            if data:
+                self._frames.extend(self._decoder.feed(data))
+        return self._frames.popleft()
+
+    def _send_frame(self, payload: bytes) -> None:
+        self.link.send(encode(payload))
+
+    def _respond(self, op: int, value: int = 0, data: bytes = b"", error: _Fail | None = None) -> None:
+        if error is not None:
+            data = b""
+            status = struct.pack(">H", error.stub) if self.stub else bytes([1, error.rom, 0, 0])
+        else:
+            status = b"\x00\x00" if self.stub else b"\x00\x00\x00\x00"
+        body = data + status
+        self._send_frame(struct.pack("<BBHI", 1, op, len(body), value) + body)
+
+    def _update_stats(self) -> None:
+        self.stats.rx_bytes = self.link.rx_count - self._rx_base
+        self.stats.tx_bytes = self.link.tx_count - self._tx_base
+
+    # -- main loop ---------------------------------------------------------------------------
+    def serve(self) -> str:
+        """Answer commands until the host leaves or the chip leaves download mode."""
+        try:
+            while True:
+                frame = self._next_frame()
+                result = self._handle(frame)
+                if result is not None:
+                    return result
+        except LinkClosed:
+            return CLOSED
+        finally:
+            self._update_stats()
+
+    def _handle(self, frame: bytes | None) -> str | None:
+        if frame is None or len(frame) < 8:
+            return None                     # line noise: the loader waits for the next frame
+        direction, op, size, chk = struct.unpack_from("<BBHI", frame)
+        payload = frame[8:]
+        self.stats.commands += 1
+        if direction != 0:
+            self._respond(op, error=_Fail(ROM_INVALID_MSG, STUB_INVALID_COMMAND, "not a request"))
+            return None
+        if len(payload) != size:
+            self._respond(op, error=_Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "size field"))
+            return None
+        if self.stub and self._pending is not None:
+            code, self._pending = self._pending, None
+            self._respond(op, error=_Fail(0, code))
+            return None
+        handler = self._handlers().get(op)
+        try:
+            if handler is None:
+                raise _Fail(ROM_INVALID_MSG, STUB_INVALID_COMMAND, f"unknown command {op:#04x}")
+            return handler(op, payload, chk)
+        except _Fail as fail:
+            self.stats.errors.append(f"{op:#04x}: {fail}")
+            self._respond(op, error=fail)
+            return None
+        except FlashError as exc:
+            self.stats.errors.append(f"{op:#04x}: {exc}")
+            self._respond(op, error=_Fail(ROM_FAILED, STUB_FAILED_SPI_OP, str(exc)))
+            return None
+
+    def _handlers(self):
+        common = {
+            SYNC: self._sync, READ_REG: self._read_reg, WRITE_REG: self._write_reg,
+            GET_SECURITY_INFO: self._security_info, SPI_ATTACH: self._spi_attach,
+            SPI_SET_PARAMS: self._spi_set_params, CHANGE_BAUDRATE: self._change_baud,
+            MEM_BEGIN: self._mem_begin, MEM_DATA: self._mem_data, MEM_END: self._mem_end,
+            FLASH_BEGIN: self._flash_begin, FLASH_DATA: self._flash_data, FLASH_END: self._flash_end,
+            FLASH_DEFL_BEGIN: self._flash_begin, FLASH_DEFL_DATA: self._defl_data,
+            FLASH_DEFL_END: self._flash_end, SPI_FLASH_MD5: self._md5,
+        }
+        if self.stub:
+            common.update({READ_FLASH: self._read_flash, ERASE_FLASH: self._erase_flash,
+                           ERASE_REGION: self._erase_region, RUN_USER_CODE_OP: self._run_user_code})
+        else:
+            common[READ_FLASH_SLOW] = self._read_flash_slow
+        return common
+
+    # -- basic commands ----------------------------------------------------------------------
+    def _sync(self, op: int, payload: bytes, chk: int) -> None:
+        if payload != SYNC_PAYLOAD:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "bad sync pattern")
+        value = 0 if self.stub else self.spec.rom_sync_value
+        for _ in range(8):
+            self._respond(op, value=value)
+
+    def _read_reg(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 4:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        (addr,) = struct.unpack("<I", payload)
+        self._respond(op, value=self.regs.read(addr))
+
+    def _write_reg(self, op: int, payload: bytes, chk: int) -> None:
+        if not payload or len(payload) % 16:
+            raise _Fail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
+        for i in range(0, len(payload), 16):
+            addr, value, mask, _delay_us = struct.unpack_from("<IIII", payload, i)
+            self.regs.write(addr, value, mask)
+        self._respond(op)
+
+    def _security_info(self, op: int, payload: bytes, chk: int) -> None:
+        if payload:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        # flags, flash_crypt_cnt, 7 key purposes, chip_id, api/eco version
+        info = struct.pack("<IBBBBBBBBII", 0, 0, 0, 0, 0, 0, 0, 0, 0, self.spec.chip_id, 0)
+        self._respond(op, data=info)
+
+    def _spi_attach(self, op: int, payload: bytes, chk: int) -> None:
+        # The ROM takes an extra "is legacy" word; the stub only the pin word.
+        if len(payload) != (4 if self.stub else 8):
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        self._respond(op)
+
+    def _spi_set_params(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 24:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        _fl_id, total, _block, _sector, _page, _mask = struct.unpack("<6I", payload)
+        self.flash_size_cfg = total
+        self._respond(op)
+
+    def _change_baud(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 8:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        new, _old = struct.unpack("<II", payload)
+        if new == 0:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "baud 0")
+        self._respond(op)
+        if self.stub:
+            actual = new
+            self.regs.clkdiv = self.spec.xtal_hz // new
+        else:
+            # The ROM computes its divider from the crystal it assumes, not the one fitted.
+            actual = round(new * self.spec.xtal_hz / self.spec.rom_assumed_xtal_hz)
+            self.regs.clkdiv = self.spec.rom_assumed_xtal_hz // new
+        self._baud = actual
+        self._update_stats()
+        self.stats.baud_changes.append((self.stats.rx_bytes, actual))
+        if self.paced:
+            self.link.set_baud(actual)
+
+    # -- RAM download (stub upload) ----------------------------------------------------------
+    def _mem_begin(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 16:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        size, blocks, block_size, addr = struct.unpack("<IIII", payload)
+        if not self.stub and not any(lo <= addr and addr + size <= hi for lo, hi in self.spec.ram_ranges):
+            raise _Fail(ROM_BAD_RAM_ADDR, STUB_BAD_DATA_LEN, f"RAM load to {addr:#x}")
+        self._mem = {"remaining": size, "addr": addr}
+        self._respond(op)
+
+    def _mem_data(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) < 16:
+            raise _Fail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
+        if self._mem is None:
+            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
+        length, _seq = struct.unpack_from("<II", payload)
+        data = payload[16:]
+        if length != len(data) or length > self._mem["remaining"]:
+            raise _Fail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA)
+        if not self.stub and checksum(data) != chk & 0xFF:
+            raise _Fail(ROM_BAD_CRC, STUB_BAD_CHECKSUM)
+        self._mem["remaining"] -= length
+        self._respond(op)
+
+    def _mem_end(self, op: int, payload: bytes, chk: int) -> str | None:
+        if len(payload) != 8:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        if self._mem is None:
+            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
+        no_execute, _entry = struct.unpack("<II", payload)
+        self._mem = None
+        self._respond(op)
+        if no_execute:
+            return None
+        if self.stub:
+            return RAM_APP
+        # The RAM program is taken to be esptool's flasher stub: it greets and takes over.
+        self._send_frame(OHAI)
+        self.stub = True
+        self._op = None
+        self._pending = None
+        self.stats.stub_started = True
+        return None
+
+    # -- flash writing -----------------------------------------------------------------------
+    def _flash_limit(self) -> int:
+        """Highest address + 1 that flash commands may touch."""
+        if self.stub:
+            return self.flash.size
+        return min(self.flash_size_cfg, self.flash.size)
+
+    def _flash_begin(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) not in (16, 20):
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        size, blocks, block_size, offset = struct.unpack_from("<IIII", payload)
+        encrypted = len(payload) == 20 and struct.unpack_from("<I", payload, 16)[0]
+        if encrypted:
+            raise _Fail(ROM_FAILED, STUB_FAILED_SPI_OP, "flash encryption is not enabled")
+        compressed = op == FLASH_DEFL_BEGIN
+        start = offset - offset % SECTOR
+        end = -(-(offset + size) // SECTOR) * SECTOR
+        if end > self._flash_limit():
+            raise _Fail(ROM_FAILED, STUB_FAILED_SPI_OP, f"region ends at {end:#x}, beyond flash")
+        self._op = _FlashOp(offset=offset, size=size, blocks=blocks, block_size=block_size,
+                            compressed=compressed, end=end, next_erase=start,
+                            inflater=zlib.decompressobj() if compressed else None)
+        if not self.stub and end > start:
+            self.flash.erase(start, end - start)      # the ROM erases everything up front
+            self._op.next_erase = end
+        elif self.stub and end > start:
+            self._erase_to(start + SECTOR)            # the stub starts the first erase at once
+        self._respond(op)
+
+    def _erase_to(self, target: int) -> None:
+        op = self._op
+        assert op is not None
+        while op.next_erase < min(target, op.end):
+            self.flash.erase(op.next_erase, SECTOR)
+            op.next_erase += SECTOR
+
+    def _data_header(self, payload: bytes, chk: int) -> tuple[int, bytes]:
+        if len(payload) < 16:
+            raise _Fail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
+        if self._op is None:
+            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no FLASH_BEGIN")
+        length, seq = struct.unpack_from("<II", payload)
+        data = payload[16:]
+        if length != len(data):
+            raise _Fail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA, "length field")
+        if checksum(data) != chk & 0xFF:
+            raise _Fail(ROM_BAD_CRC, STUB_BAD_CHECKSUM, f"checksum of block {seq}")
+        return seq, data
+
+    def _program(self, addr: int, data: bytes) -> bool:
+        """Program ``data``; False when a bit would have had to go from 0 to 1."""
+        if addr + len(data) > self._flash_limit():
+            return False
+        return self.flash.program(addr, data)
+
+    def _flash_data(self, op: int, payload: bytes, chk: int) -> None:
+        seq, data = self._data_header(payload, chk)
+        fop = self._op
+        assert fop is not None
+        if fop.compressed:
+            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "FLASH_DATA after FLASH_DEFL_BEGIN")
+        if not self.stub:
+            addr = fop.offset + seq * fop.block_size
+            if not self._program(addr, data):
+                raise _Fail(ROM_FLASH_WRITE_ERR, STUB_FAILED_SPI_OP, f"read-back mismatch at {addr:#x}")
+            self._respond(op)
+            return
+        self._respond(op)                 # the stub acknowledges, then writes
+        self._stub_write(data[:fop.size])
+
+    def _stub_write(self, data: bytes) -> None:
+        fop = self._op
+        assert fop is not None
+        if len(data) > fop.size:
+            self._pending = STUB_TOO_MUCH_DATA
+            return
+        self._erase_to(fop.offset + len(data))
+        if not self._program(fop.offset, data):
+            self.stats.errors.append(f"stub write mismatch at {fop.offset:#x}")
+            self._pending = STUB_FAILED_SPI_OP
+        fop.offset += len(data)
+        fop.size -= len(data)
+
+    def _defl_data(self, op: int, payload: bytes, chk: int) -> None:
+        _seq, data = self._data_header(payload, chk)
+        fop = self._op
+        assert fop is not None and fop.inflater is not None
+        if not fop.compressed:
+            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "FLASH_DEFL_DATA after FLASH_BEGIN")
+        if self.stub:
+            self._respond(op)
+        try:
+            out = fop.inflater.decompress(data)
+        except zlib.error as exc:
+            if self.stub:
+                self._pending = STUB_INFLATE_ERROR
+                return
+            raise _Fail(ROM_DEFLATE_ERR, STUB_INFLATE_ERROR, str(exc)) from None
+        if self.stub:
+            self._stub_write(out)
+            return
+        addr = fop.offset + fop.written
+        if fop.written + len(out) > fop.size:
+            raise _Fail(ROM_DEFLATE_ERR, STUB_TOO_MUCH_DATA, "inflated past the region")
+        if out and not self._program(addr, out):
+            raise _Fail(ROM_FLASH_WRITE_ERR, STUB_FAILED_SPI_OP, f"read-back mismatch at {addr:#x}")
+        fop.written += len(out)
+        self._respond(op)
+
+    def _flash_end(self, op: int, payload: bytes, chk: int) -> str | None:
+        if len(payload) != 4:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        if self.stub:
+            if self._op is None:
+                raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE)
+            if self._op.size != 0:
+                raise _Fail(ROM_FAILED, STUB_BAD_DATA_LEN, f"{self._op.size} bytes still expected")
+        (run_user_code,) = struct.unpack("<I", payload)
+        self._op = None
+        self._respond(op)
+        if run_user_code and not self.stub:
+            return RUN_USER_CODE
+        if not run_user_code:
+            self._reset_rom()                 # software reset: straps still say download mode
+        return None
+
+    # -- flash reading and erasing -----------------------------------------------------------
+    def _md5(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 16:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        addr, size, _, _ = struct.unpack("<IIII", payload)
+        if addr + size > self._flash_limit():
+            raise _Fail(ROM_FLASH_READ_ERR, STUB_FAILED_SPI_OP, "MD5 beyond flash")
+        digest = hashlib.md5(self.flash.read(addr, size))
+        self._respond(op, data=digest.digest() if self.stub else digest.hexdigest().encode())
+
+    def _read_flash_slow(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 8:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        addr, length = struct.unpack("<II", payload)
+        if length > 64:
+            raise _Fail(ROM_READ_LEN_ERR, STUB_BAD_DATA_LEN)
+        if addr + length > self._flash_limit():
+            raise _Fail(ROM_FLASH_READ_ERR, STUB_FAILED_SPI_OP)
+        data = self.flash.read(addr, min(64, self.flash.size - addr))
+        self._respond(op, data=data.ljust(64, b"\x00"))   # always a 64-byte buffer
+
+    def _read_flash(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 16:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        offset, length, packet, _inflight = struct.unpack("<IIII", payload)
+        self._respond(op)
+        # Everything below is the stub's deferred work: failures go to the next command.
+        if packet > READ_PACKET_MAX or packet == 0:
+            self._pending = STUB_BAD_DATA_LEN
+            return
+        if offset + length > self.flash.size:
+            self._pending = STUB_FAILED_SPI_OP
+            return
+        self._frames.clear()
+        self._decoder.reset()
+        md5 = hashlib.md5()
+        sent = acked = unacked = 0
+        while sent < length or acked < length:
+            if sent < length and unacked < 1:       # the stub keeps one packet in flight
+                chunk = self.flash.read(offset + sent, min(packet, length - sent))
+                md5.update(chunk)
+                self._send_frame(chunk)
+                sent += len(chunk)
+                unacked += 1
+                continue
+            ack = self._next_frame()
+            if ack is None or len(ack) != 4:
+                break
+            (acked,) = struct.unpack("<I", ack)
+            unacked = max(0, unacked - 1)
+        self._send_frame(md5.digest())
+
+    def _erase_flash(self, op: int, payload: bytes, chk: int) -> None:
+        self.flash.erase_all()
+        self._respond(op)
+
+    def _erase_region(self, op: int, payload: bytes, chk: int) -> None:
+        if len(payload) != 8:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        addr, size = struct.unpack("<II", payload)
+        if addr % SECTOR or size % SECTOR:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "not sector aligned")
+        if addr + size > self.flash.size:
+            raise _Fail(ROM_FAILED, STUB_FAILED_SPI_OP, "erase beyond flash")
+        self.flash.erase(addr, size)
+        self._respond(op)
+
+    def _run_user_code(self, op: int, payload: bytes, chk: int) -> None:
+        # esp-flasher-stub: no reply, and the reset it would do is not implemented.
+        return None
+
+
+__all__ = ["DownloadSession", "SessionStats", "checksum", "CLOSED", "RUN_USER_CODE",
+           "RAM_APP", "SYNC_PAYLOAD"]
