@@ -1,0 +1,243 @@
+"""Key escrow: unit private keys encrypted to an operator's public key (never stored in plaintext).
+
+File format ``atfab.key-escrow/1`` (UTF-8 JSON Lines, mode 0600; one file per batch or per unit):
+
+line 1, header::
+
+    {"format": "atfab.key-escrow/1", "scheme": "<scheme>", "recipient_spki_sha256": "<hex>",
+     "created": "<ISO 8601 UTC>"}
+
+every further line, one unit::
+
+    {"unit": "<unit id>", "cert_sha256": "<hex>", "spki_sha256": "<hex of the unit public key>",
+     "ek": "<base64>", "nonce": "<base64, 12 bytes>", "ct": "<base64 AES-256-GCM ciphertext+tag>"}
+
+The plaintext is the unit key as unencrypted PKCS#8 DER. AES-GCM's associated data is the
+UTF-8 JSON (sorted keys, no spaces) of ``{"format", "recipient_spki_sha256", "unit",
+"cert_sha256", "spki_sha256"}``, so a record cannot be moved to another unit or file unnoticed.
+The 32-byte AES key per record comes from the scheme:
+
+* ``ecies-hkdf-sha256-aes256gcm`` (operator key EC P-256 or P-384): a fresh ephemeral key on the
+  operator's curve; ``ek`` = its public point (X9.62 uncompressed); AES key =
+  HKDF-SHA256(ECDH(ephemeral, operator), salt = empty, info = ``b"atfab key escrow v1" + ek``).
+* ``rsa-oaep-sha256-aes256gcm`` (operator key RSA ≥ 2048): a random AES key; ``ek`` = that key
+  encrypted with RSA-OAEP (MGF1-SHA256, SHA-256, no label).
+
+:func:`decrypt_escrow` is the operator's side.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from cryptography.exceptions import InvalidTag
+
+from ..errors import InputError
+from ..fsutil import atomic_write
+from .ca import utcnow
+from .issue import UnitIdentity
+from .keys import PrivateKey, cert_sha256, describe_key, spki_sha256
+
+FORMAT = "atfab.key-escrow/1"
+ECIES = "ecies-hkdf-sha256-aes256gcm"
+RSA_OAEP = "rsa-oaep-sha256-aes256gcm"
+_INFO = b"atfab key escrow v1"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _unb64(text: str, *, file, field) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, TypeError):
+        raise InputError("not base64", file=file, field=field) from None
+
+
+def scheme_for(public_key) -> str:
+    """The escrow scheme for an operator public key; InputError for unsupported keys."""
+    if isinstance(public_key, rsa.RSAPublicKey) and public_key.key_size >= 2048:
+        return RSA_OAEP
+    if isinstance(public_key, ec.EllipticCurvePublicKey) and public_key.curve.name in ("secp256r1", "secp384r1"):
+        return ECIES
+    raise InputError(f"operator key {describe_key(public_key)} cannot receive escrow (use RSA >= 2048 or EC P-256/P-384)",
+                     field="escrow.recipient")
+
+
+def load_recipient(path: str | Path):
+    """The operator's public key from a PEM public key or certificate file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read operator public key: {exc.strerror or exc}", file=path,
+                         field="escrow.recipient") from None
+    if b"PRIVATE KEY" in data:
+        raise InputError("this is a private key; give the operator's PUBLIC key", file=path, field="escrow.recipient")
+    try:
+        if b"BEGIN CERTIFICATE" in data:
+            from cryptography import x509
+            key = x509.load_pem_x509_certificate(data).public_key()
+        else:
+            key = serialization.load_pem_public_key(data)
+    except ValueError as exc:
+        raise InputError(f"not a PEM public key or certificate: {exc}", file=path, field="escrow.recipient") from None
+    scheme_for(key)
+    return key
+
+
+def _aad(recipient: str, unit: str, cert_fp: str, spki_fp: str) -> bytes:
+    return json.dumps({"format": FORMAT, "recipient_spki_sha256": recipient, "unit": unit,
+                       "cert_sha256": cert_fp, "spki_sha256": spki_fp}, sort_keys=True,
+                      separators=(",", ":")).encode()
+
+
+def _hkdf(shared: bytes, ek: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=_INFO + ek).derive(shared)
+
+
+_OAEP = padding.OAEP(mgf=padding.MGF1(algorithm=hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+
+
+def _header(recipient) -> dict:
+    return {"format": FORMAT, "scheme": scheme_for(recipient), "recipient_spki_sha256": spki_sha256(recipient),
+            "created": utcnow().isoformat()}
+
+
+def _record(recipient, unit_id: str, identity: UnitIdentity) -> dict:
+    key = identity.private_key_object_for_escrow()
+    plaintext = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                                  serialization.NoEncryption())
+    rfp, cfp, kfp = spki_sha256(recipient), cert_sha256(identity.cert), spki_sha256(identity.cert)
+    if isinstance(recipient, rsa.RSAPublicKey):
+        aes_key = AESGCM.generate_key(bit_length=256)
+        ek = recipient.encrypt(aes_key, _OAEP)
+    else:
+        eph = ec.generate_private_key(recipient.curve)
+        ek = eph.public_key().public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+        aes_key = _hkdf(eph.exchange(ec.ECDH(), recipient), ek)
+    nonce = os.urandom(12)
+    ct = AESGCM(aes_key).encrypt(nonce, plaintext, _aad(rfp, unit_id, cfp, kfp))
+    return {"unit": unit_id, "cert_sha256": cfp, "spki_sha256": kfp, "ek": _b64(ek), "nonce": _b64(nonce),
+            "ct": _b64(ct)}
+
+
+def _line(obj: dict) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def write_escrow(path: str | Path, recipient, identities: Mapping[str, UnitIdentity]) -> Path:
+    """Write one escrow file (atomically, mode 0600) holding every identity's key."""
+    scheme_for(recipient)
+    text = _line(_header(recipient)) + "".join(_line(_record(recipient, uid, ident))
+                                               for uid, ident in identities.items())
+    return atomic_write(path, text, mode=0o600)
+
+
+class EscrowWriter:
+    """Appends one record per unit to a batch escrow file (created with its header on first use)."""
+
+    def __init__(self, path: str | Path, recipient) -> None:
+        self.path = Path(path)
+        self.recipient = recipient
+        scheme_for(recipient)
+        if self.path.exists():
+            header = _read_header(self.path)
+            if header["recipient_spki_sha256"] != spki_sha256(recipient):
+                raise InputError("escrow file is encrypted to another operator key", file=self.path,
+                                 field="recipient_spki_sha256")
+        else:
+            atomic_write(self.path, _line(_header(recipient)), mode=0o600)
+
+    def add(self, unit_id: str, identity: UnitIdentity) -> None:
+        """Append the unit's record (one write + fsync)."""
+        line = _line(_record(self.recipient, unit_id, identity)).encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            os.write(fd, line)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"cannot read escrow file: {exc}", file=path) from None
+
+
+def _parse(line: str, path: Path, n: int) -> dict:
+    try:
+        obj = json.loads(line)
+    except ValueError:
+        raise InputError("not a JSON line (truncated write?)", file=path, field=f"line {n}") from None
+    if not isinstance(obj, dict):
+        raise InputError("not a JSON object", file=path, field=f"line {n}")
+    return obj
+
+
+def _read_header(path: Path) -> dict:
+    lines = _read_lines(path)
+    header = _parse(lines[0], path, 1) if lines else {}
+    if header.get("format") != FORMAT or header.get("scheme") not in (ECIES, RSA_OAEP):
+        raise InputError(f"not an {FORMAT} file", file=path, field="format")
+    return header
+
+
+def list_escrow(path: str | Path) -> list[dict]:
+    """The public part of each record (unit, fingerprints) without decrypting."""
+    path = Path(path)
+    _read_header(path)
+    return [{k: rec.get(k) for k in ("unit", "cert_sha256", "spki_sha256")}
+            for n, line in enumerate(_read_lines(path)[1:], start=2) if line for rec in [_parse(line, path, n)]]
+
+
+def decrypt_escrow(path: str | Path, operator_key: PrivateKey) -> dict[str, PrivateKey]:
+    """Decrypt every record with the operator's private key → ``{unit id: private key}``."""
+    path = Path(path)
+    header = _read_header(path)
+    rfp = spki_sha256(operator_key)
+    if header.get("recipient_spki_sha256") != rfp:
+        raise InputError("escrow file is encrypted to another operator key", file=path, field="recipient_spki_sha256")
+    out: dict[str, PrivateKey] = {}
+    for n, line in enumerate(_read_lines(path)[1:], start=2):
+        if not line:
+            continue
+        rec = _parse(line, path, n)
+        where = f"line {n}"
+        try:
+            unit, cfp, kfp = rec["unit"], rec["cert_sha256"], rec["spki_sha256"]
+            ek = _unb64(rec["ek"], file=path, field=where)
+            nonce = _unb64(rec["nonce"], file=path, field=where)
+            ct = _unb64(rec["ct"], file=path, field=where)
+        except KeyError as exc:
+            raise InputError(f"record lacks {exc.args[0]!r}", file=path, field=where) from None
+        try:
+            if header["scheme"] == RSA_OAEP:
+                aes_key = operator_key.decrypt(ek, _OAEP)
+            else:
+                eph = ec.EllipticCurvePublicKey.from_encoded_point(operator_key.curve, ek)
+                aes_key = _hkdf(operator_key.exchange(ec.ECDH(), eph), ek)
+            der = AESGCM(aes_key).decrypt(nonce, ct, _aad(rfp, unit, cfp, kfp))
+        except (InvalidTag, ValueError, TypeError, AttributeError):
+            raise InputError(f"record of unit {unit!r} does not decrypt (damaged or altered)", file=path,
+                             field=where) from None
+        key = serialization.load_der_private_key(der, password=None)
+        if spki_sha256(key) != kfp:
+            raise InputError(f"record of unit {unit!r} holds a different key than recorded", file=path, field=where)
+        out[unit] = key
+    return out
+
+
+__all__ = ["FORMAT", "ECIES", "RSA_OAEP", "scheme_for", "load_recipient", "write_escrow", "EscrowWriter",
+           "list_escrow", "decrypt_escrow"]
