@@ -145,7 +145,7 @@ def _find_table(data: bytes, offsets: tuple[int, ...]) -> tuple[int, PartitionTa
 def _flash_image(data: bytes, table_off: int, primary: PartitionTable, profile: ModuleProfile | None,
                  source: str) -> dict[str, Any]:
     problems: list[str] = []
-    boot_offsets = (profile.bootloader_offset,) if profile else BOOTLOADER_OFFSETS
+    boot_offsets = (profile.bootloader_offset,) + BOOTLOADER_OFFSETS if profile else BOOTLOADER_OFFSETS
     out: dict[str, Any] = {"kind": "flash_image", "bootloader": _bootloader(data, boot_offsets),
                            "partition_table": _table(primary, table_off)}
     out["chip"] = out["bootloader"]["chip"] if out["bootloader"] else (profile.chip if profile else None)
@@ -174,6 +174,8 @@ def _flash_image(data: bytes, table_off: int, primary: PartitionTable, profile: 
         problems.append(f"dump of 0x{len(data):x} bytes ends before the last partition")
     if profile is not None:
         out["profile_differences"] = _differences(profile, primary, secondary, table_off)
+        if out["bootloader"] and out["bootloader"]["chip"] != profile.chip:
+            out["profile_differences"].append(f"bootloader is for {out['bootloader']['chip']}, profile is {profile.chip}")
         out["profile_match"] = not out["profile_differences"]
     else:
         out["matching_profiles"] = _matching(primary, secondary, out["chip"])
