@@ -265,7 +265,6 @@ def resolve(sc: Scan) -> tuple[NvsImage, dict[tuple[int, str], Live], dict[int, 
     for it in sc.items:
         if it.code == f.TYPE_BLOB_DATA and it.ns != f.NS_INDEX:
             chunks[(it.ns, it.key, it.chunk)] = it    # newest copy of a chunk wins
-    used_chunks: set[int] = set()
     for it in sc.items:
         if it.ns == f.NS_INDEX or it.code == f.TYPE_BLOB_DATA:
             continue
@@ -300,12 +299,9 @@ def resolve(sc: Scan) -> tuple[NvsImage, dict[tuple[int, str], Live], dict[int, 
                                 f"{len(value)}/{total} bytes), skipped")
                 continue
             parts += pieces
-        old = live.get((it.ns, it.key))
-        if old is not None and old.rank > it.rank:   # cannot happen (items are in order); keep newest
-            continue
+        # items come in write order, so a later copy of the key replaces an earlier one
         live[(it.ns, it.key)] = Live(it.ns, it.key, type_name, value, it.rank, parts, chunk_start)
-    for entry in live.values():
-        used_chunks.update(id(p) for p in entry.items)
+    used_chunks = {id(p) for entry in live.values() for p in entry.items}
     orphans = sum(1 for c in chunks.values() if id(c) not in used_chunks)
     if orphans:
         problems.append(f"{orphans} blob chunk(s) belong to no complete blob, ignored")
