@@ -246,3 +246,19 @@ def test_missing_out_dir_not_created_on_error(tmp_path: Path):
 def test_firmware_and_synthetic_are_exclusive(tmp_path: Path):
     with pytest.raises(InputError):
         build("esp32c2-4mb", tmp_path / "o", firmware=tmp_path, synthetic_firmware="v3.3.0.0")
+
+
+def test_flash_args_is_an_esptool_argument_file(tmp_path: Path):
+    """esptool reads flash_args with @: merge-bin of it equals the factory image (unfilled part)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    manifest = build("esp32c2-2mb", out, synthetic_firmware="v3.3.0.0")
+    merged = tmp_path / "merged.bin"
+    res = subprocess.run([sys.executable, "-m", "esptool", "--chip", "esp32c2", "merge-bin", "-o", str(merged),
+                          "@flash_args"], cwd=out, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stdout + res.stderr
+    data = merged.read_bytes()
+    factory = (out / manifest["factory_image"]["name"]).read_bytes()
+    assert len(factory) == 2 << 20 and factory[:len(data)] == data
