@@ -221,7 +221,7 @@ class Flasher:
             try:
                 with self._step("connect", ser, self.step_timeout):
                     esp = cmds.detect_chip(ser, self.initial_baud, self.before, self.trace, self.connect_attempts)
-                _quiet_bulk_commands(esp)
+                _own_loader(esp)
                 found = esp.CHIP_NAME
                 if expect_chip is not None and CHIP_DEFS[expect_chip].CHIP_NAME != found:
                     raise WrongChip(
@@ -241,7 +241,7 @@ class Flasher:
                 if fast and self.stub:
                     with self._step("run stub", ser, self.step_timeout):
                         esp = cmds.run_stub(esp)
-                    _quiet_bulk_commands(esp)
+                    _own_loader(esp)
                 if fast and self.baud > self.initial_baud:
                     with self._step("change baud", ser, self.step_timeout):
                         try:
@@ -264,7 +264,8 @@ class Flasher:
             raise FlashError(str(self.at_port), "open AT port", str(exc)) from exc
         try:
             with self._step("enter download mode (AT)", at, self.step_timeout, name=self.at_port):
-                AtClient(at, firmware=self.firmware).enter_download_mode()
+                used = AtClient(at, firmware=self.firmware).enter_download_mode()
+            self.sink.text("info", f"download mode entered with {used} on {self.at_port}")
         finally:
             at.close()
 
@@ -369,6 +370,18 @@ class _Watchdog:
 # --------------------------------------------------------------------------- trace-free bulk data
 
 _BULK_OPS = frozenset(ESPLoader.ESP_CMDS[name] for name in ("FLASH_DATA", "FLASH_DEFL_DATA", "MEM_DATA"))
+
+
+def _own_loader(esp: ESPLoader) -> None:
+    """Per-object settings of every loader object the flasher uses (nothing class-wide).
+
+    * no in-place reconnect inside ``write_flash``: esptool would replace the loader object
+      internally and leave ours stale (wrong IS_STUB, baud); a lost link is a :class:`FlashError`
+      and the caller decides whether to provision the unit again;
+    * bulk data without trace strings (:func:`_quiet_bulk_commands`).
+    """
+    esp.WRITE_FLASH_ATTEMPTS = 1
+    _quiet_bulk_commands(esp)
 
 
 def _quiet_bulk_commands(esp: ESPLoader) -> None:
