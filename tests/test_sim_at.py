@@ -216,6 +216,7 @@ def test_uart_queries_fresh_module(quiet_sess):
 def test_uart_cur_is_ram_only(quiet_sess):
     s = quiet_sess
     assert s.cmd("AT+UART_CUR=921600,8,1,0,0") == OK
+    assert s.cmd("AT") == OK                     # the switch happens right after OK was sent
     assert s.host.bauds[-1] == 921600
     assert s.cmd("AT+UART_CUR?").startswith(b"+UART_CUR:9")
     assert s.cmd("AT+UART_DEF?") == b"+UART_DEF:115200,8,1,0,1\r\n" + OK
@@ -230,6 +231,7 @@ def test_uart_def_persists_across_rst_and_restore_reseeds():
     try:
         assert s.cmd("ATE0") == b"ATE0\r\n" + OK
         assert s.cmd("AT+UART_DEF=921600,7,3,1,3") == OK
+        assert s.cmd("AT") == OK
         assert host.bauds[-1] == 921600
         s.send(b"AT+RST\r\n")
         s.read_until(b"ready\r\n")
