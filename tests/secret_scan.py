@@ -59,13 +59,14 @@ def key_markers(key) -> list[bytes]:
 
 
 def _really_encrypted(block: bytes) -> bool:
-    try:
-        serialization.load_pem_private_key(block, password=None)
-    except TypeError:
-        return True          # "password was not given but private key is encrypted"
-    except ValueError:
-        return True          # not loadable without a passphrase either way
-    return False
+    """False when the block loads without a passphrase, under its own label or as plain PKCS#8."""
+    for candidate in (block, block.replace(b"ENCRYPTED PRIVATE KEY", b"PRIVATE KEY")):
+        try:
+            serialization.load_pem_private_key(candidate, password=None)
+        except (TypeError, ValueError):
+            continue
+        return False
+    return True
 
 
 def _texts(data: bytes, path: Path) -> list[bytes]:

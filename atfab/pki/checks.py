@@ -221,6 +221,7 @@ def check_pki_content(pki: Mapping[str, list], *, at: dt.datetime,
 
 _ENTRIES_PER_PAGE = 126
 _PAGE = 4096
+_MIN_PAGES = 3          # a read/write NVS partition is at least 0x3000 bytes
 _PRIMITIVES = {"u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64"}
 
 
@@ -261,7 +262,11 @@ class _Packer:
 
 
 def estimate_mfg_nvs_pages(content) -> int:
-    """Pages (4 KiB) the content of an :class:`atfab.mfg_nvs.UnitContent` needs, reserved page included."""
+    """Pages (4 KiB) the content of an :class:`atfab.mfg_nvs.UnitContent` needs, reserved page included.
+
+    Replays the generator's packing (entries per page, strings never split, blobs split into
+    chunks at page ends) in the order of §8.5; the partition must be at least this many pages.
+    """
     p = _Packer()
     for files in content.pki.values():
         if files:
@@ -287,7 +292,7 @@ def estimate_mfg_nvs_pages(content) -> int:
                 p.string(len(str(value).encode("utf-8")) + 1)
             else:
                 p.blob(len(value))
-    return p.pages + 1
+    return max(p.pages + 1, _MIN_PAGES)
 
 
 def check_fits(content, size: int, *, source: str | None = None) -> int:
