@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-import string
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,10 +32,8 @@ OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
 CHECKS = ("boot", "gmr", "mac", "factory_param", "uart", "rf_power", "country", "sysflash", "pki", "gatt")
 #: Checks that need Wi-Fi / BLE commands in the firmware, or a recipe section.
 WIFI_CHECKS = ("rf_power", "country")
-#: Placeholders a certificate subject template may use.
-SUBJECT_FIELDS = ("serial", "mac", "mac_hex", "module_name", "recipe")
-#: PKI sets and the namespaces they fill (reference §8.2); "wpa_ent" follows the firmware naming.
-PKI_SETS = ("client", "server", "mqtt", "wpa_ent", "https", "wss")
+#: Placeholders the identity template (subject, SANs) may use (:meth:`Recipe.identity_values`).
+SUBJECT_FIELDS = ("serial", "mac", "mac_hex", "module", "recipe")
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\.(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOP_KEYS = ("name", "description", "module", "firmware", "factory_param", "pki", "gatt", "serial",
@@ -62,36 +59,37 @@ class FirmwareSource:
 
 
 @dataclass(frozen=True)
-class PkiSlot:
-    """One certificate set on the unit: ``<set>_cert``/``<set>_key``/``<set>_ca``, file index ``index``."""
+class PkiSpec:
+    """The factory CA, the unit identity template and the TLS slots to fill on every unit.
 
-    set: str
-    index: int
-    subject: str
-    key_type: str
-    validity_days: int
-    trust: Path | None = None       # PEM file(s) for <set>_ca; None = the factory CA (and its chain)
+    ``identity`` is an :class:`atfab.pki.issue.IdentityTemplate`; ``slots`` are
+    :class:`atfab.pki.slots.SlotSpec` (file paths already absolute). Build a unit's PKI files with
+    ``plan_slots(slots, firmware=..., factory_ca=...)`` and ``issue_unit(ca, identity, values)``.
+    """
+
+    ca_dir: Path | None
+    identity: Any
+    slots: tuple[Any, ...]
+    demo_ca: bool = False           # the CA may be missing: `atfab demo` creates a throwaway one
 
     @property
-    def name(self) -> str:
-        """``client.0``: how reports, the ledger and the rotation journal name the slot."""
-        return f"{self.set}.{self.index}"
+    def needs_ca(self) -> bool:
+        """True when a slot uses the unit identity or ``factory_ca`` (so the CA must be loaded)."""
+        from .pki.slots import FACTORY_CA, UNIT
 
-    def namespaces(self, enterprise: str = "wpa_ent") -> tuple[str, str, str]:
-        """The (cert, key, ca) mfg_nvs namespaces of this slot (``enterprise``: the firmware's
-        name for the wpa_ent set, ``FirmwareProfile.enterprise_namespace``)."""
-        prefix = enterprise if self.set == "wpa_ent" else self.set
-        return f"{prefix}_cert", f"{prefix}_key", f"{prefix}_ca"
+        return any(s.cert == UNIT or FACTORY_CA in s.ca or s.issuer == FACTORY_CA for s in self.slots)
+
+    @property
+    def needs_identity(self) -> bool:
+        """True when a slot installs the identity issued for the unit."""
+        from .pki.slots import UNIT
+
+        return any(s.cert == UNIT for s in self.slots)
 
 
-@dataclass(frozen=True)
-class PkiSpec:
-    """The factory CA and the slots to fill on every unit."""
-
-    ca_dir: Path
-    slots: tuple[PkiSlot, ...]
-    key_type: str = "ec-p256"       # default of the slots
-    demo_ca: bool = False           # the CA may be missing: `atfab demo` creates a throwaway one
+def slot_name(slot: Any) -> str:
+    """``client.0``: how reports, the ledger and the rotation journal name a slot."""
+    return f"{slot.family}.{slot.index}"
 
 
 @dataclass(frozen=True)
@@ -171,11 +169,12 @@ class Recipe:
     ledger: Path
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
-    def subject_for(self, slot: PkiSlot, *, serial: str, mac: str) -> str:
-        """The certificate subject of ``slot`` for one unit."""
-        hexmac = mac.replace(":", "").upper()
-        return slot.subject.format(serial=serial, mac=mac, mac_hex=hexmac, recipe=self.name,
-                                   module_name=self.factory_param.get("module_name", ""))
+    def identity_values(self, *, serial: str, mac: str | bytes) -> dict[str, str]:
+        """Placeholder values for the identity template: serial, mac, mac_hex, module, recipe."""
+        from .pki.issue import identity_values
+
+        return identity_values(serial=serial, mac=mac, module=str(self.factory_param.get("module_name", "")),
+                               recipe=self.name)
 
 
 class _Reader:
@@ -287,68 +286,44 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
     return FirmwareSource(kind, path=r.path(base, value))
 
 
-def _subject(r: _Reader, value: str | None, where: str) -> str | None:
-    if value is None:
-        return None
-    try:
-        names = [f for _, f, _, _ in string.Formatter().parse(value) if f is not None]
-    except ValueError as exc:
-        r.bad(where, f"bad template: {exc}")
-        return None
-    unknown = [n for n in names if n not in SUBJECT_FIELDS]
-    if unknown:
-        r.bad(where, f"unknown placeholder {{{unknown[0]}}} (known: {', '.join(SUBJECT_FIELDS)})")
-        return None
-    if not value.strip():
-        r.bad(where, "subject must not be empty")
-        return None
-    return value
-
-
 def _pki(r: _Reader, data: dict, base: Path) -> PkiSpec | None:
     if "pki" not in data:
         return None
-    known = ("ca", "demo_ca", "key_type", "subject", "validity_days", "slot")
-    t = r.table(data, "pki", known)
-    ca = r.get(t, "ca", "pki.ca", str, required=True)
-    key_type = r.get(t, "key_type", "pki.key_type", str, "ec-p256")
-    subject = _subject(r, r.get(t, "subject", "pki.subject", str, "CN={serial}"), "pki.subject") or "CN={serial}"
-    days = r.number(t, "validity_days", "pki.validity_days", 3650, 1, 36500)
+    from .pki.issue import IdentityTemplate
+    from .pki.slots import parse_slots
+
+    t = r.table(data, "pki", ("ca", "demo_ca", "identity", "slot"))
+    ca = r.get(t, "ca", "pki.ca", str)
     demo = r.get(t, "demo_ca", "pki.demo_ca", bool, False)
+    identity = IdentityTemplate(source=r.source)
+    table = r.get(t, "identity", "pki.identity", dict, {})
+    try:
+        identity = IdentityTemplate.from_table(table, source=r.source, field="pki.identity")
+    except InputError as exc:
+        r.problems.append(exc)
     raw_slots = r.get(t, "slot", "pki.slot", list, [])
-    if not raw_slots:
+    if not raw_slots and "slot" in t:
         r.bad("pki.slot", "at least one [[pki.slot]] is needed")
-    slots: list[PkiSlot] = []
-    seen: set[str] = set()
-    for i, s in enumerate(raw_slots):
-        w = f"pki.slot[{i}]"
-        if not isinstance(s, dict):
-            r.bad(w, "must be a table")
+    elif "slot" not in t:
+        r.bad("pki.slot", "required: at least one [[pki.slot]]")
+    slots: list[Any] = []
+    seen: dict[str, int] = {}
+    for i, table in enumerate(raw_slots):
+        where = f"pki.slot[{i}]"
+        try:
+            (slot,) = parse_slots([table], source=r.source, base_dir=base, field="pki.slot")
+        except InputError as exc:
+            field_name = (exc.field or "pki.slot").replace("pki.slot[0]", where, 1)
+            r.problems.append(InputError(exc.message, file=exc.file, field=field_name, line=exc.line))
             continue
-        for k in s:
-            if k not in ("set", "index", "subject", "key_type", "validity_days", "trust"):
-                r.bad(f"{w}.{k}", "unknown field (known: set, index, subject, key_type, validity_days, trust)")
-        set_name = r.get(s, "set", f"{w}.set", str, required=True)
-        if set_name is not None and set_name not in PKI_SETS:
-            r.bad(f"{w}.set", f"{set_name!r} is not one of {', '.join(PKI_SETS)}")
-            set_name = None
-        index = r.number(s, "index", f"{w}.index", 0, 0, 7)
-        trust = r.get(s, "trust", f"{w}.trust", str)
-        slot = PkiSlot(
-            set=set_name or "?", index=index,
-            subject=_subject(r, r.get(s, "subject", f"{w}.subject", str), f"{w}.subject") or subject,
-            key_type=r.get(s, "key_type", f"{w}.key_type", str, key_type),
-            validity_days=r.number(s, "validity_days", f"{w}.validity_days", days, 1, 36500),
-            trust=r.path(base, trust) if trust else None,
-        )
-        if set_name is not None:
-            if slot.name in seen:
-                r.bad(w, f"slot {slot.name} is given twice")
-            seen.add(slot.name)
-            slots.append(slot)
-    if ca is None:
-        return None
-    return PkiSpec(ca_dir=r.path(base, ca), slots=tuple(slots), key_type=key_type, demo_ca=bool(demo))
+        name = slot_name(slot)
+        if name in seen:
+            r.bad(where, f"slot {name} is also pki.slot[{seen[name]}]")
+            continue
+        seen[name] = i
+        slots.append(replace(slot, field=where))
+    return PkiSpec(ca_dir=r.path(base, ca) if ca else None, identity=identity, slots=tuple(slots),
+                   demo_ca=bool(demo))
 
 
 def _serial(r: _Reader, data: dict) -> SerialScheme:
@@ -468,14 +443,17 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
         verify = recipe_checks.verify_checks(ctx, profile, verify, pki, gatt, firmware)
         if firmware is not None:
             recipe_checks.firmware_files(ctx, profile, firmware)
-        if pki is not None:
-            recipe_checks.pki_material(ctx, profile, pki)
+        plan = recipe_checks.pki_material(ctx, profile, pki, recipe=name) if pki is not None else None
         if factory is not None:
-            recipe_checks.mfg_nvs_fits(ctx, profile, factory, pki, gatt)
+            recipe_checks.mfg_nvs_fits(ctx, profile, factory, pki, plan, gatt)
     if r.problems or profile is None or firmware is None or factory is None:
         return None, r.problems
-    extra = [x for x in (gatt.file if gatt else None, pki.ca_dir / "ca.crt" if pki else None) if x is not None]
-    extra += [s.trust for s in (pki.slots if pki else ()) if s.trust is not None]
+    extra = [gatt.file] if gatt is not None else []
+    if pki is not None:
+        if pki.ca_dir is not None:
+            extra += [pki.ca_dir / "ca.crt", pki.ca_dir / "chain.pem"]
+        for slot in pki.slots:
+            extra += [Path(f) for f in (slot.cert, *slot.ca, slot.issuer) if f and Path(f).is_absolute()]
     recipe = Recipe(
         name=name, description=r.get(data, "description", "description", str, ""), path=p.resolve(),
         hash=recipe_hash(p, extra), module=module, profile=profile, firmware=firmware, factory_param=factory,
@@ -498,7 +476,7 @@ def load_recipe(path: str | Path, *, workdir: str | Path | None = None) -> Recip
 
 
 __all__ = [
-    "Recipe", "RecipeError", "FirmwareSource", "PkiSpec", "PkiSlot", "GattSpec", "VerifySpec", "ReportSpec",
+    "Recipe", "RecipeError", "FirmwareSource", "PkiSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
     "RetryPolicy", "SerialScheme", "load_recipe", "check_recipe", "recipe_hash", "version_tuple",
-    "CHECKS", "PKI_SETS", "SUBJECT_FIELDS",
+    "CHECKS", "SUBJECT_FIELDS",
 ]

@@ -25,8 +25,6 @@ PKI_SIZE_ESTIMATE = {
     "ec-p256": (900, 300), "ec-p384": (1000, 400),
     "rsa-2048": (1400, 1800), "rsa-3072": (1800, 2600), "rsa-4096": (2300, 3400),
 }
-#: Sets whose namespaces hold one file named after the namespace (reference §8.2, §5.5).
-SINGLE_FILE_SETS = ("server", "mqtt", "wpa_ent")
 
 
 @dataclass
@@ -213,62 +211,89 @@ def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSo
                                f"module {profile.name} is {profile.chip}")
 
 
-def pki_material(ctx: Context, profile: "ModuleProfile", pki: "PkiSpec") -> None:
-    """Key types, slot layout, the CA folder and trust files."""
-    keys = _optional("pki.keys")
-    key_types = tuple(keys.KEY_TYPES) if keys is not None else tuple(PKI_SIZE_ESTIMATE)
-    if pki.key_type not in key_types:
-        ctx.bad("pki.key_type", f"{pki.key_type!r} is not one of {', '.join(key_types)}")
-    by_set: dict[str, list[int]] = {}
-    for i, slot in enumerate(pki.slots):
-        w = f"pki.slot[{i}]"
-        if slot.key_type != pki.key_type and slot.key_type not in key_types:
-            ctx.bad(f"{w}.key_type", f"{slot.key_type!r} is not one of {', '.join(key_types)}")
-        if slot.set in SINGLE_FILE_SETS and slot.index != 0:
-            ctx.bad(f"{w}.index", f"{slot.set} holds one certificate set (index 0 only)")
-        if slot.set == "wpa_ent" and not profile.firmware.wifi:
-            ctx.bad(f"{w}.set", f"module {profile.name} has no Wi-Fi (no enterprise namespaces)")
-        by_set.setdefault(slot.set, []).append(slot.index)
-        if slot.trust is not None:
-            _cert_file(ctx, slot.trust, f"{w}.trust")
-    for set_name, indexes in by_set.items():
-        if set_name not in SINGLE_FILE_SETS and sorted(indexes) != list(range(len(indexes))):
-            ctx.bad("pki.slot", f"{set_name} slots must be numbered 0, 1, ... without gaps (mfg_nvs keys are "
-                                f"numbered by file count), got {sorted(indexes)}")
+def _stand_in_ca() -> list[Any]:
+    """A throwaway CA certificate standing in for a demo CA that does not exist yet (check only)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "atfab check stand-in CA")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return [cert]
+
+
+def _factory_ca(ctx: Context, pki: "PkiSpec") -> list[Any] | None:
+    """The factory CA chain (CA first, root last); None after recording a problem."""
+    from .pki.checks import check_cert_file, parse_pem_certs
+
     ca = pki.ca_dir
+    if ca is None:
+        if pki.needs_ca:
+            ctx.bad("pki.ca", "required: a slot uses the unit identity or factory_ca")
+            return None
+        return []
     if not ca.is_dir():
-        if not pki.demo_ca:
-            ctx.bad("pki.ca", f"no CA folder {ca} (create one with `atfab ca`, or set demo_ca = true "
-                              f"for a throwaway demo CA)")
-        return
-    if _cert_file(ctx, ca / "ca.crt", "pki.ca") is not None and not (ca / "ca.key").is_file() and not pki.demo_ca:
-        ctx.bad("pki.ca", f"{ca / 'ca.key'} is missing: the station cannot issue certificates")
-
-
-def _cert_file(ctx: Context, path: Path, where: str) -> object | None:
-    if not path.is_file():
-        ctx.bad(where, f"no such file: {path}")
+        if pki.demo_ca:
+            return _stand_in_ca()
+        ctx.bad("pki.ca", f"no CA folder {ca} (create one with `atfab ca init`, or set demo_ca = true "
+                          f"for a throwaway demo CA)")
         return None
-    checks = _optional("pki.checks")
-    if checks is None:
-        return True
+    now = dt.datetime.now(dt.timezone.utc)
     try:
-        return checks.check_cert_file(path.read_bytes(), at=dt.datetime.now(dt.timezone.utc), file=str(path),
-                                      field=where)
-    except InputError as exc:
-        ctx.add(exc, where)
+        certs = check_cert_file((ca / "ca.crt").read_bytes(), at=now, file=str(ca / "ca.crt"), field="pki.ca")
+        if (ca / "chain.pem").is_file():
+            certs += parse_pem_certs((ca / "chain.pem").read_bytes(), file=str(ca / "chain.pem"), field="pki.ca")
+    except FileNotFoundError:
+        ctx.bad("pki.ca", f"no CA certificate {ca / 'ca.crt'}")
         return None
+    except InputError as exc:
+        ctx.add(exc, "pki.ca")
+        return None
+    if not (ca / "ca.key").is_file() and not pki.demo_ca and pki.needs_identity:
+        ctx.bad("pki.ca", f"{ca / 'ca.key'} is missing: the station cannot issue certificates")
+        return None
+    return certs
 
 
-def _pem_size(paths: list[Path]) -> int:
-    return sum(p.stat().st_size for p in paths if p.is_file()) or 800
+def pki_material(ctx: Context, profile: "ModuleProfile", pki: "PkiSpec", *, recipe: str = "recipe") -> Any:
+    """The CA folder, the identity template and the slots' files; returns the slot plan (or None)."""
+    from .pki.issue import identity_values
+    from .pki.slots import plan_slots
+
+    for slot in pki.slots:
+        if slot.family == "wpa_ent" and not profile.firmware.wifi:
+            ctx.bad(f"{slot.field}.set", f"module {profile.name} has no Wi-Fi (no enterprise namespaces)")
+    if pki.needs_identity:
+        values = identity_values(serial="SN-000001", mac="24:0a:c4:00:00:01",
+                                 module=str(profile.factory_param.get("module_name", "")), recipe=recipe)
+        try:
+            pki.identity.subject_name(values)
+            pki.identity.san(values)
+        except InputError as exc:
+            ctx.add(exc, "pki.identity")
+    factory_ca = _factory_ca(ctx, pki)
+    try:   # check the slots even when the CA has a problem (against a stand-in CA then)
+        plan = plan_slots(list(pki.slots), firmware=profile.firmware,
+                          factory_ca=(factory_ca if factory_ca is not None else _stand_in_ca()) or None,
+                          source=ctx.source)
+    except InputError as exc:
+        ctx.add(exc, "pki.slot")
+        return None
+    return plan if factory_ca is not None else None
 
 
 def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
-                 gatt: "GattSpec | None") -> None:
-    """Build a stand-in mfg_nvs (PKI files of the expected sizes) to prove the content fits."""
+                 plan: Any, gatt: "GattSpec | None") -> None:
+    """Build a stand-in mfg_nvs (unit certificate and key of the expected sizes) to prove the content fits."""
     mfg = _optional("mfg_nvs")
-    if mfg is None:
+    if mfg is None or (pki is not None and plan is None):
         return
     rows: list[str] = []
     if gatt is not None and _optional("gatt") is not None:
@@ -279,13 +304,13 @@ def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int 
         except InputError:
             return  # already reported by gatt_table
     content_pki: dict[str, list[Any]] = {}
-    if pki is not None:
-        ca_size = _pem_size([pki.ca_dir / "ca.crt", pki.ca_dir / "chain.pem"])
-        for slot in sorted(pki.slots, key=lambda s: (s.set, s.index)):
-            cert_n, key_n = PKI_SIZE_ESTIMATE.get(slot.key_type, PKI_SIZE_ESTIMATE["rsa-4096"])
-            trust_n = _pem_size([slot.trust]) if slot.trust is not None else ca_size
-            for ns, n in zip(slot.namespaces(profile.firmware.enterprise_namespace), (cert_n, key_n, trust_n)):
-                content_pki.setdefault(ns, []).append(mfg.PkiFile(f"{ns}_{slot.index}.pem", b"A" * n))
+    if plan is not None:
+        items = dict(plan.static)
+        cert_n, key_n = PKI_SIZE_ESTIMATE.get(pki.identity.key_type, PKI_SIZE_ESTIMATE["rsa-4096"])
+        for ns, index, kind in plan.unit_items:
+            items[(ns, index)] = mfg.PkiFile(f"{ns}_{index}.pem", b"A" * (cert_n if kind == "cert" else key_n))
+        for (ns, index) in sorted(items, key=lambda k: k[1]):
+            content_pki.setdefault(ns, []).append(items[(ns, index)])
     content = mfg.UnitContent(factory_param=dict(factory), pki=content_pki, ble_rows=rows)
     try:
         mfg.build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=ctx.source)

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from atfab.cli import main
 from atfab.errors import InputError
-from atfab.recipe import RecipeError, RetryPolicy, check_recipe, load_recipe
+from atfab.recipe import RecipeError, RetryPolicy, check_recipe, load_recipe, slot_name
 from atfab.serials import SerialScheme
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,9 +31,16 @@ country_code = "CN"
 ca = "ca"
 demo_ca = true
 
+[pki.identity]
+subject = { CN = "{serial}" }
+key_type = "ec-p256"
+
 [[pki.slot]]
 set = "client"
 index = 0
+cert = "unit"
+key = "unit"
+ca = ["factory_ca"]
 
 [serial]
 scheme = "counter"
@@ -85,10 +92,12 @@ def test_ble_sensor_recipe(tmp_path: Path) -> None:
 def test_wroom_recipe_defaults(tmp_path: Path) -> None:
     recipe = load_recipe(REPO / "recipes" / "esp32-wroom-32.toml", workdir=tmp_path)
     assert recipe.gatt is not None and recipe.gatt.default  # BLE module: esp-at's default table
-    assert [s.name for s in recipe.pki.slots] == ["client.0", "mqtt.0"]
+    assert [slot_name(s) for s in recipe.pki.slots] == ["client.0", "mqtt.0"]
     assert recipe.factory_param["country_code"] == "US" and recipe.factory_param["uart_tx_pin"] == 17
-    mqtt = recipe.pki.slots[1]
-    assert recipe.subject_for(mqtt, serial="W32-0000001", mac="24:0a:c4:00:00:01") == "CN=240AC4000001,O=atfab demo"
+    values = recipe.identity_values(serial="W32-0000001", mac="24:0a:c4:00:00:01")
+    subject = recipe.pki.identity.subject_name(values).rfc4514_string()
+    assert subject == "O=atfab demo,OU=WROOM-32,CN=W32-0000001"
+    assert recipe.pki.needs_ca and recipe.pki.needs_identity
     assert "rf_power" in recipe.verify.checks and "gatt" in recipe.verify.checks
 
 
@@ -113,10 +122,12 @@ BAD_FIELDS = [
     ('country_code = "CN"', 'country_code = "China"', "factory_param.country_code"),
     ('country_code = "CN"', 'colour = "red"', "factory_param.colour"),
     ('demo_ca = true', 'demo_ca = false', "pki.ca"),
-    ('demo_ca = true', 'demo_ca = true\nkey_type = "dsa-1024"', "pki.key_type"),
-    ('demo_ca = true', 'demo_ca = true\nsubject = "CN={serial}/{colour}"', "pki.subject"),
+    ('key_type = "ec-p256"', 'key_type = "dsa-1024"', "pki.identity.key_type"),
+    ('CN = "{serial}"', 'CN = "{serial}/{colour}"', "pki.identity.subject.CN"),
+    ('ca = ["factory_ca"]', 'ca = ["factory_ca"]\nflavour = 1', "pki.slot[0].flavour"),
+    ('ca = "ca"\n', '', "pki.ca"),
     ('set = "client"', 'set = "ftp"', "pki.slot[0].set"),
-    ('set = "client"\nindex = 0', 'set = "server"\nindex = 2', "pki.slot[0].index"),
+    ('set = "client"\nindex = 0', 'set = "server"\nindex = 1', "pki.slot[0].index"),
     ('index = 0', 'index = 1', "pki.slot"),
     ('prefix = "T-"', 'prefix = "T #"', "serial.prefix"),
     ('scheme = "counter"', 'scheme = "random"', "serial.scheme"),
@@ -152,12 +163,14 @@ def test_each_bad_field_is_one_line(tmp_path: Path, old: str, new: str, field: s
 
 
 def test_all_problems_are_collected(tmp_path: Path) -> None:
+    fields = ["firmware.synthetic", "factory_param.max_tx_power", "pki.slot[0].set", "serial.prefix",
+              "retry.attempts"]
     text = BASE
-    for old, new, _ in (BAD_FIELDS[1], BAD_FIELDS[5], BAD_FIELDS[15], BAD_FIELDS[18], BAD_FIELDS[27]):
+    for field in fields:
+        old, new, _ = next(c for c in BAD_FIELDS if c[2] == field)
         text = text.replace(old, new, 1)
     problems = check_recipe(write(tmp_path, text), workdir=tmp_path)
-    assert {p.field for p in problems} == {"firmware.synthetic", "factory_param.max_tx_power", "pki.slot[0].set",
-                                           "serial.prefix", "retry.attempts"}
+    assert {p.field for p in problems} == set(fields)
     with pytest.raises(RecipeError) as err:
         load_recipe(tmp_path / "r.toml", workdir=tmp_path)
     assert len(err.value.problems) == 5
@@ -200,9 +213,12 @@ def test_factory_image_checks(tmp_path: Path) -> None:
 
 
 def test_mfg_nvs_must_fit(tmp_path: Path) -> None:
-    slots = "".join(f'\n[[pki.slot]]\nset = "{s}"\nindex = {i}\nkey_type = "rsa-4096"\n'
-                    for s in ("https", "wss") for i in range(8))
+    bundle = _ca_cert(tmp_path) * 25   # a large trust bundle per slot
+    (tmp_path / "bundle.pem").write_bytes(bundle)
+    slots = "".join(f'\n[[pki.slot]]\nset = "{s}"\nindex = {i}\ncert = "unit"\nkey = "unit"\nca = ["bundle.pem"]\n'
+                    for s in ("https", "wss") for i in range(2))
     text = BASE.replace('module = "esp32c2-4mb"', 'module = "esp32c2-2mb"').replace("[serial]", slots + "\n[serial]")
+    text = text.replace('key_type = "ec-p256"', 'key_type = "rsa-4096"')
     problems = check_recipe(write(tmp_path, text), workdir=tmp_path)
     assert [p.field for p in problems] == ["pki"] and "does not fit" in str(problems[0])
 
@@ -225,12 +241,14 @@ def _ca_cert(tmp_path: Path) -> bytes:
 
 def test_ca_folder_checks(tmp_path: Path) -> None:
     path = write(tmp_path, BASE.replace("demo_ca = true", "demo_ca = false"))
+    (p,) = check_recipe(path, workdir=tmp_path)
+    assert p.field == "pki.ca" and "no CA folder" in str(p)
     (tmp_path / "ca").mkdir()
     (p,) = check_recipe(path, workdir=tmp_path)
     assert p.field == "pki.ca" and "ca.crt" in str(p)
     (tmp_path / "ca" / "ca.crt").write_bytes(b"not a certificate")
     (p,) = check_recipe(path, workdir=tmp_path)
-    assert p.field == "pki.ca"
+    assert p.field == "pki.ca" and p.file.endswith("ca.crt")
     (tmp_path / "ca" / "ca.crt").write_bytes(_ca_cert(tmp_path))
     (p,) = check_recipe(path, workdir=tmp_path)
     assert p.field == "pki.ca" and "ca.key" in str(p)
@@ -239,6 +257,17 @@ def test_ca_folder_checks(tmp_path: Path) -> None:
     before = load_recipe(path, workdir=tmp_path).hash
     (tmp_path / "ca" / "ca.crt").write_bytes(_ca_cert(tmp_path))
     assert load_recipe(path, workdir=tmp_path).hash != before  # the hash covers the CA certificate
+
+
+def test_static_slot_files(tmp_path: Path) -> None:
+    text = BASE.replace('ca = ["factory_ca"]', 'ca = ["factory_ca"]\n\n[[pki.slot]]\nset = "mqtt"\nca = ["cloud.pem"]')
+    path = write(tmp_path, text)
+    (p,) = check_recipe(path, workdir=tmp_path)
+    assert p.field.startswith("pki.slot") and "cloud.pem" in str(p)
+    (tmp_path / "cloud.pem").write_bytes(_ca_cert(tmp_path))
+    recipe = load_recipe(path, workdir=tmp_path)
+    assert [slot_name(s) for s in recipe.pki.slots] == ["client.0", "mqtt.0"]
+    assert recipe.pki.slots[1].ca == (str(tmp_path / "cloud.pem"),)
 
 
 def test_retry_policy_and_serials() -> None:
