@@ -292,3 +292,24 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
                                        f"{bad}: factory_param.max_tx_power: 100 is out of range 40..84 (0.25 dBm units)"]
     res = runner.invoke(main, ["check", str(bad), "--json"])
     assert res.exit_code == 2 and '"ok": false' in res.output
+
+
+def test_real_firmware_sources(tmp_path: Path) -> None:
+    from atfab.build import merge_factory_image, synthetic_firmware_files, write_synthetic_firmware
+    from atfab.profiles import load_profile
+
+    c2, wroom = load_profile("esp32c2-4mb"), load_profile("esp32-wroom-32")
+    write_synthetic_firmware(c2, tmp_path / "fw-c2", version="v4.1.0.0")
+    write_synthetic_firmware(wroom, tmp_path / "fw-esp32", version="v4.1.0.0")
+    parts = synthetic_firmware_files(wroom, version="v4.1.0.0").values()
+    (tmp_path / "factory-esp32.bin").write_bytes(merge_factory_image(wroom, list(parts)))
+    base = 'module = "esp32c2-4mb"\n[firmware]\n'
+    assert check_recipe(write(tmp_path, base + 'build_dir = "fw-c2"\n'), workdir=tmp_path) == []
+    (p,) = check_recipe(write(tmp_path, base + 'build_dir = "fw-esp32"\n'), workdir=tmp_path)
+    assert "0x1000" in str(p) and "esp32c2-4mb" in str(p)
+    problems = check_recipe(write(tmp_path, base + 'factory_image = "factory-esp32.bin"\n'), workdir=tmp_path)
+    assert problems and all(p.field == "firmware.factory_image" for p in problems)
+    wroom_recipe = write(tmp_path, base.replace("esp32c2-4mb", "esp32-wroom-32") + 'factory_image = "factory-esp32.bin"\n')
+    recipe = load_recipe(wroom_recipe, workdir=tmp_path)
+    assert recipe.firmware.kind == "factory_image" and recipe.firmware.path == tmp_path / "factory-esp32.bin"
+    assert recipe.verify.at_version is None
