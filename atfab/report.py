@@ -74,8 +74,9 @@ def jsonable(value: Any) -> Any:
         return _iso(value)
     if isinstance(value, Path):
         return str(value)
-    if hasattr(value, "to_dict"):
-        return jsonable(value.to_dict())
+    for method in ("to_dict", "to_json"):
+        if callable(getattr(value, method, None)):
+            return jsonable(getattr(value, method)())
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
     if isinstance(value, dict):
