@@ -72,7 +72,7 @@ class GattRow:
     def fields(self) -> tuple[str, ...]:
         return (self.index, self.uuid_len, self.uuid, self.perm, self.val_max_len, self.val_cur_len, self.value)
 
-    # numeric views (raise InputError via _int when the text is not a number)
+    # numeric views of the text fields (ValueError on rows that have not passed validate_rows)
     @property
     def uuid_value(self) -> int:
         return int(_strip_hex(self.uuid), 16)
@@ -363,12 +363,14 @@ class DiscoveryLines:
     chars: list[str]
 
 
-def expected_discovery_lines(rows: list[GattRow], style: str = "c2", *, started: bool = True) -> DiscoveryLines:
+def expected_discovery_lines(rows: list[GattRow], style="c2", *, started: bool = True) -> DiscoveryLines:
     """The exact ``+BLEGATTSSRV:``/``+BLEGATTSCHAR:`` lines for ``rows`` (§7).
 
-    ``style`` is :attr:`atfab.firmware.FirmwareProfile.gattschar_style`: "c2" prints char lines
-    without property and no desc lines; "full" prints ``0x<prop>`` and one desc line per descriptor.
+    ``style`` is :attr:`atfab.firmware.FirmwareProfile.gattschar_style` (or the profile itself):
+    "c2" prints char lines without property and no desc lines; "full" prints ``0x<prop>`` and
+    one desc line per descriptor. ``started`` is the service line's start field.
     """
+    style = getattr(style, "gattschar_style", style)
     if style not in ("c2", "full"):
         raise InputError(f"unknown GATT char style {style!r} (c2 or full)", field="gattschar_style")
     services = discover(rows)

@@ -11,6 +11,7 @@ Format (every key optional unless marked)::
     uuid = "0xC300"                 # required
     properties = ["read", "notify"] # names of PROPERTIES, or the hex text of the property byte
     permissions = ["read"]          # names of PERMISSIONS, or hex text such as "0x11"
+                                    # (default: read for read/notify/indicate, write for writes)
     max_len = 1                     # default: length of the value
     value = "30"                    # initial value as hex … or:  text = "0"
     cur_len = 512                   # only when no value is given (the firmware zero-fills)
@@ -175,7 +176,7 @@ def compile_description(desc: dict[str, Any], *, source: str = "<gatt.toml>") ->
             dperm = c.bits(ch["declaration_perm"], PERMISSIONS, f"{cw}.declaration_perm", "permission") \
                 if "declaration_perm" in ch else _DEFAULT_DECL_PERM
             c.add("0x2803", dperm, 1, 1, prop_text, cw)
-            c.attribute(cuuid, ch, cw, _perm_text(0))
+            c.attribute(cuuid, ch, cw, _perm_text(_perms_for(int(prop_text, 16))))
             extra = ch.get("descriptor", [])
             if not isinstance(extra, list):
                 raise c.err(f"{cw}.descriptor", "must be an array of tables [[...descriptor]]")
@@ -198,6 +199,18 @@ def compile_description(desc: dict[str, Any], *, source: str = "<gatt.toml>") ->
                     raise c.err(dw, "must be a table")
                 c.attribute(c.uuid(d, dw), d, dw, _perm_text(PERMISSIONS["read"]))
     return c.rows
+
+
+def _perms_for(props: int) -> int:
+    """Default value permissions for a property byte: read for read/notify/indicate, write for writes."""
+    perm = 0
+    if props & (PROPERTIES["read"] | PROPERTIES["notify"] | PROPERTIES["indicate"]):
+        perm |= PERMISSIONS["read"]
+    if props & (PROPERTIES["write"] | PROPERTIES["write_no_rsp"]):
+        perm |= PERMISSIONS["write"]
+    if props & PROPERTIES["auth_signed_write"]:
+        perm |= PERMISSIONS["write_signed"]
+    return perm
 
 
 def _is_uuid(text: Any, value: int) -> bool:

@@ -198,6 +198,19 @@ def test_hand_written_description_compiles():
     assert compile_description(decompile(rows)) == rows
 
 
+def test_default_permissions_follow_properties():
+    rows = compile_description(tomllib.loads(
+        '[[service]]\nuuid = 0xA00A\n'
+        '[[service.characteristic]]\nuuid = "0xC3A0"\nproperties = ["read", "write_no_rsp"]\nmax_len = 20\n'
+        '[[service.characteristic]]\nuuid = "0xC3A1"\nproperties = ["indicate"]\nvalue = "00"\n'))
+    validate_rows(rows)
+    assert cfg_strings(rows) == ["0,16,0x2800,0x01,2,2,A00A", "1,16,0x2803,0x01,1,1,06",
+                                 "2,16,0xC3A0,0x11,20,0,", "3,16,0x2803,0x01,1,1,20",
+                                 "4,16,0xC3A1,0x01,1,1,00", "5,16,0x2902,0x11,2,2,0000"]
+    from atfab.firmware import firmware_for
+    assert expected_discovery_lines(rows, firmware_for("esp32c3")).chars[-1] == '+BLEGATTSCHAR:"desc",1,2,1,0x2902'
+
+
 @pytest.mark.parametrize("snippet,field", [
     ('[[service]]\n[[service.characteristic]]\nuuid="0xC300"', "service[0].uuid"),
     ('[[service]]\nuuid="0xA002"\n[[service.characteristic]]\nuuid="0xC300"\nproperties=["reed"]',

@@ -420,6 +420,16 @@ def test_cli_ca_workflow(tmp_path):
     r = runner.invoke(main, ["ca", "issue-test", "--dir", str(tmp_path / "int"), "--serial", "x"],
                       env={"ATFAB_CA_PASSPHRASE": "wrong passphrase"})
     assert r.exit_code == 2 and "passphrase" in r.output
+    # import the root (cert + its encrypted key) into a new folder under a new passphrase
+    r = runner.invoke(main, ["ca", "import", "--dir", str(tmp_path / "imported"), "--cert",
+                             str(tmp_path / "root" / "ca.crt"), "--key", str(tmp_path / "root" / "ca.key"),
+                             "--key-passphrase-env", "ATFAB_CA_PASSPHRASE", "--passphrase-env", "INT_PW", "--json"],
+                      env=env)
+    assert r.exit_code == 0, r.output
+    assert load_ca(tmp_path / "imported", PASS2).cert == load_ca(tmp_path / "root", PASS).cert
+    r = runner.invoke(main, ["ca", "import", "--dir", str(tmp_path / "imp2"), "--cert",
+                             str(tmp_path / "root" / "ca.crt"), "--key", str(tmp_path / "root" / "ca.key")], env=env)
+    assert r.exit_code == 2 and "no passphrase was given" in r.output
     # external CA mode through the CLI (only {serial} is known there)
     r = runner.invoke(main, ["ca", "csr-emit", "--template", str(tmpl), "--serial", "U1", "-o", str(tmp_path / "b0")],
                       env=env)

@@ -242,7 +242,8 @@ def import_ca(directory: str | Path, cert_file: str | Path, key_file: str | Path
     certs = parse_pem_certs(_read(cert_file, "CA certificate"), file=cert_file, field="certificate")
     cert, extra = certs[0], certs[1:]
     _require_ca_cert(cert, cert_file)
-    key = parse_private_key(_read(key_file, "CA key"), file=key_file, field="key", password=key_passphrase)
+    key = parse_private_key(_read(key_file, "CA key"), file=key_file, field="key", password=key_passphrase,
+                            device=False)
     check_key_supported(key, file=key_file, field="key")
     check_pair(cert, key, file=key_file, field="key")
     chain = extra + (parse_pem_certs(_read(Path(chain_file), "CA chain"), file=chain_file, field="chain")

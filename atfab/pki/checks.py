@@ -20,6 +20,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
@@ -61,10 +62,12 @@ def parse_pem_certs(data: bytes, *, file=None, field: str | None = None) -> list
     return certs
 
 
-def parse_private_key(data: bytes, *, file=None, field: str | None = None, password: bytes | None = None):
+def parse_private_key(data: bytes, *, file=None, field: str | None = None, password: bytes | None = None,
+                      device: bool = True):
     """The private key of a PEM file holding exactly one key block.
 
-    Without ``password`` the key must be unencrypted (what the device can load).
+    Without ``password`` the key must be unencrypted; ``device`` words that error for a key
+    meant for a unit (the firmware has no passphrase) rather than for an import.
     """
     labels = _pem_labels(data, file=file, field=field)
     keys = [label for label in labels if label.endswith("PRIVATE KEY")]
@@ -72,8 +75,8 @@ def parse_private_key(data: bytes, *, file=None, field: str | None = None, passw
         raise InputError(f"key file must hold exactly one private key block, found {', '.join(labels)}",
                          file=file, field=field)
     if password is None and (keys[0] == "ENCRYPTED PRIVATE KEY" or b"Proc-Type: 4,ENCRYPTED" in data):
-        raise InputError("private key is encrypted; ESP-AT needs an unencrypted key in mfg_nvs",
-                         file=file, field=field)
+        raise InputError("private key is encrypted; ESP-AT needs an unencrypted key in mfg_nvs" if device else
+                         "private key is encrypted and no passphrase was given", file=file, field=field)
     try:
         return serialization.load_pem_private_key(bytes(data), password=password)
     except TypeError:
@@ -81,7 +84,7 @@ def parse_private_key(data: bytes, *, file=None, field: str | None = None, passw
     except ValueError as exc:
         msg = str(exc).splitlines()[0] if str(exc) else "bad key data"
         raise InputError(f"malformed PEM private key or wrong passphrase: {msg}", file=file, field=field) from None
-    except Exception as exc:  # cryptography raises UnsupportedAlgorithm for unknown key types
+    except UnsupportedAlgorithm as exc:
         raise InputError(f"unsupported private key: {exc}", file=file, field=field) from None
 
 
@@ -134,7 +137,7 @@ def check_chain(cert: x509.Certificate, anchors: Iterable[x509.Certificate],
                 continue
             try:
                 current.verify_directly_issued_by(candidate)
-            except (ValueError, TypeError, Exception):  # InvalidSignature, unsupported algorithm
+            except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
                 continue
             if not _is_ca(candidate):
                 continue
