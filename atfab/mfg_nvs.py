@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterable
 
 from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 
@@ -206,10 +207,34 @@ def _pages_needed(plan: _Plan) -> int:
 def build_mfg_nvs(content: UnitContent, size: int, *, firmware: FirmwareProfile, source: str = "") -> MfgNvs:
     """Build the mfg_nvs partition image (exactly ``size`` bytes, last page reserved) and its csv."""
     source = source or "mfg_nvs"
+    _check_size(size, source)
+    return _build(_plan(content, firmware, source), size, source)
+
+
+def build_nvs_from_entries(entries: Iterable[Any], size: int, *, namespaces: Iterable[str] = (),
+                           source: str = "") -> MfgNvs:
+    """An NVS image of ``entries`` (anything with ``namespace``/``key``/``type``/``value``, e.g.
+    :class:`atfab.nvs.reader.NvsEntry`) in their order, grouped by namespace: ``namespaces``
+    (declared first, in that order, even without keys), then the others by first appearance.
+    Used to rebuild an existing mfg_nvs with a few keys changed (``atfab customize``)."""
+    source = source or "nvs"
+    _check_size(size, source)
+    plan = _Plan(source)
+    for ns in namespaces:
+        plan.namespace(ns)
+    for e in entries:
+        plan.add(e.namespace, e.key, e.type, e.value)
+    return _build(plan, size, source)
+
+
+def _check_size(size: int, source: str) -> None:
     if isinstance(size, bool) or not isinstance(size, int) or size % nf.PAGE_SIZE or size < MIN_SIZE:
         raise InputError(f"partition size {size!r} must be a multiple of 0x1000 and at least {MIN_SIZE:#x}",
                          file=source, field="size")
-    plan = _plan(content, firmware, source)
+
+
+def _build(plan: _Plan, size: int, source: str) -> MfgNvs:
+    """Generate the image of ``plan`` (exactly ``size`` bytes, last page reserved) and its csv."""
     out = io.BytesIO()
     where = [""]
     try:
@@ -237,5 +262,5 @@ def build_mfg_nvs(content: UnitContent, size: int, *, firmware: FirmwareProfile,
     return MfgNvs(image, "\n".join(lines) + "\n", keys)
 
 
-__all__ = ["PkiFile", "UnitContent", "MfgNvs", "build_mfg_nvs", "pki_key_names", "pki_namespaces",
-           "load_pki_dir", "PKI_NAMESPACE_ORDER"]
+__all__ = ["PkiFile", "UnitContent", "MfgNvs", "build_mfg_nvs", "build_nvs_from_entries", "pki_key_names",
+           "pki_namespaces", "load_pki_dir", "PKI_NAMESPACE_ORDER"]
