@@ -185,6 +185,7 @@ class Session:
         self.sock.close()
         self.thread.join(TIMEOUT)
         assert not self.thread.is_alive(), "serve() did not return after the link closed"
+        assert self.fw.errors == [], f"firmware handler errors: {self.fw.errors!r}"
         return self.result[0] if self.result else None
 
     def wait_result(self, timeout: float = TIMEOUT) -> str | None:

@@ -370,3 +370,19 @@ def test_sysmsg_persists_with_sysstore(sess):
 
 def test_default_content_builds():
     assert default_content(c2_profile()).ble_rows[0] == "0,16,0x2800,0x01,2,2,A002"
+
+
+def test_partition_outside_the_chip_does_not_crash():
+    from atfab.partition_table import Partition, PartitionTable, encode
+
+    profile = c2_profile()
+    flash = build_flash(profile)
+    entries = list(profile.at_customize.entries) + [Partition("far", 1, 0x81, 0x3FF000, 0x10000)]
+    flash.erase(profile.at_customize_offset, 4096)
+    flash.program(profile.at_customize_offset, encode(PartitionTable(entries), md5=True))
+    s = start(new_host(flash))
+    try:
+        assert s.cmd('AT+SYSFLASH=2,"far",0x1000,4') == ERROR
+        assert s.cmd('AT+SYSFLASH=2,"far",0,4') == b"+SYSFLASH:4,\xff\xff\xff\xff\r\n" + OK
+    finally:
+        s.close()

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import DeviceError, InputError
+from .flash import FlashError
 
 TYPE_APP = 0x00
 TYPE_DATA = 0x01
@@ -42,8 +43,9 @@ SUBTYPE_FACTORY = 0x00
 SUBTYPE_OTA_0 = 0x10
 TABLE_BYTES = 0xC00
 
-#: What reading or editing an NVS region may raise (not NVS at all, full, flash did not take).
-NVS_ERRORS = (InputError, ValueError, DeviceError)
+#: What reading or editing a flash region may raise (not NVS / not a table, NVS full, flash did
+#: not take, region outside the chip): the firmware step fails, the firmware keeps running.
+NVS_ERRORS = (InputError, ValueError, DeviceError, FlashError)
 SECTOR = 4096
 
 #: ESP-IDF default Wi-Fi country when nothing configures it: world safe mode.
@@ -124,6 +126,10 @@ def _decode_table(data: bytes, source: str) -> Any:
     return decode(data, source=source)
 
 
+def _fits(flash: Any, part: Any) -> bool:
+    return part.size > 0 and part.offset + part.size <= flash.size
+
+
 # -- app selection --------------------------------------------------------------------------
 def _otadata_slot(flash: Any, otadata: Any) -> int | None:
     """OTA slot chosen by the two ota_select records, or None when both are blank/invalid."""
@@ -166,6 +172,9 @@ def _load_app(flash: Any, table: Any, info: BootInfo, chip: str | None) -> bool:
     from ..appimage import read_app_info
 
     for part in _app_candidates(flash, table):
+        if not _fits(flash, part):
+            info.problems.append(f"{part.name}: outside the flash chip")
+            continue
         try:
             app = read_app_info(flash.read(part.offset, part.size), source=part.name)
         except NVS_ERRORS as exc:
@@ -193,7 +202,7 @@ def load_uart_def(flash: Any, sys_nvs: Any, factory_baud: int | None, default_fl
         return seed
     try:
         image = read_nvs_region(flash, sys_nvs, "nvs")
-    except InputError as exc:
+    except NVS_ERRORS as exc:
         problems.append(f"system nvs unreadable ({exc}): erased")
         flash.erase(sys_nvs.offset, sys_nvs.size)
         image = None
@@ -208,7 +217,10 @@ def load_uart_def(flash: Any, sys_nvs: Any, factory_baud: int | None, default_fl
                 )
             except KeyError:
                 problems.append("system nvs UART/parity holds an unknown value: default used")
-    store_uart_def(flash, sys_nvs, seed)
+    try:
+        store_uart_def(flash, sys_nvs, seed)
+    except NVS_ERRORS as exc:
+        problems.append(f"cannot store UART defaults: {exc}")
     return seed
 
 
@@ -241,8 +253,8 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
         info.reason = "no bootable app image"
         return info
     info.runs = True
-    info.sys_nvs = next((p for p in info.primary.entries
-                         if p.type == TYPE_DATA and p.subtype == SUBTYPE_NVS and p.name == "nvs"), None)
+    info.sys_nvs = next((p for p in info.primary.entries if p.type == TYPE_DATA and p.subtype == SUBTYPE_NVS
+                         and p.name == "nvs" and _fits(flash, p) and p.size % SECTOR == 0), None)
     atc = next((p for p in info.primary.entries if p.type == TYPE_AT_CUSTOMIZE), None)
     if atc is not None:
         try:
@@ -251,7 +263,7 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
             info.problems.append(f"at_customize unreadable: {exc}")
     if info.secondary is not None:
         mfg = info.secondary.find("mfg_nvs")
-        if mfg is not None and mfg.type == TYPE_DATA and mfg.subtype == SUBTYPE_NVS:
+        if mfg is not None and mfg.type == TYPE_DATA and mfg.subtype == SUBTYPE_NVS and _fits(flash, mfg):
             info.param_mode = 1
             info.mfg = mfg
         elif any(p.type == TYPE_AT_CUSTOMIZE and p.name == "factory_param" for p in info.secondary.entries):

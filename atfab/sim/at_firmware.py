@@ -32,9 +32,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-from .at_boot import BootInfo, UartConfig, boot_from_flash
+from .at_boot import NVS_ERRORS, BootInfo, UartConfig, boot_from_flash
 from .at_parser import (
-    MAX_COMMAND, SUB_CMD_OP_ERROR, SUB_CMD_PROCESSING, SUB_NO_TERMINATOR, SUB_UNSUPPORT_CMD, AtCmdError, Params,
+    MAX_COMMAND, SUB_CMD_EXEC_FAIL, SUB_CMD_OP_ERROR, SUB_CMD_PROCESSING, SUB_NO_TERMINATOR, SUB_UNSUPPORT_CMD, AtCmdError, Params,
     err_code, parse_line,
 )
 from .link import Link, LinkClosed
@@ -190,6 +190,8 @@ class AtFirmware:
         self.commands: dict[str, CommandSpec] = {}
         self.order: list[CommandSpec] = []
         self._lock = threading.RLock()
+        #: Unexpected exceptions of command handlers (answered ERROR); tests assert it stays empty.
+        self.errors: list[BaseException] = []
 
     # -- boot ---------------------------------------------------------------------------------
     def boot(self) -> bytes:
@@ -291,10 +293,25 @@ class AtFirmware:
         except AtCmdError as exc:
             self._finish(ctx, exc)
             return None
+        except NVS_ERRORS as exc:          # a flash/NVS step failed: the command fails
+            self._finish(ctx, AtCmdError(SUB_CMD_EXEC_FAIL, 0, str(exc)))
+            return None
+        except (StopServing, LinkClosed):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a simulator bug must not kill the AT port
+            self.errors.append(exc)
+            self._finish(ctx, AtCmdError(SUB_CMD_EXEC_FAIL, 0, repr(exc)))
+            return None
         self._finish(ctx, None)
-        if after is not None:
+        if after is None:
+            return None
+        try:
             return after()
-        return None
+        except (StopServing, LinkClosed):
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. a boot that broke: keep the port alive
+            self.errors.append(exc)
+            return None
 
     def _finish(self, ctx: Ctx, error: AtCmdError | None) -> None:
         """Busy lines for input that arrived meanwhile, injected faults, then OK or ERROR."""
