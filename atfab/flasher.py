@@ -308,6 +308,11 @@ class Flasher:
         return self.sink.bars > bars_before
 
     def _finish(self, esp: ESPLoader) -> None:
+        if self.after == "hard-reset" and self.port.startswith("socket://"):
+            # RTS does not travel over TCP (esptool says so for the reset before connecting);
+            # closing the connection is all a socket port can do, so skip the 0.1 s RTS pulse
+            self.sink.text("note", "no hard reset over a TCP socket; closing the port")
+            return
         with self._step("reset", esp._port, self.step_timeout):
             cmds.reset_chip(esp, self.after)
 
