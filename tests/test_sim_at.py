@@ -194,8 +194,10 @@ def test_state_change_ends_serve(sess):
     sess.sock.close()
 
 
-def test_link_close_ends_serve(sess):
-    pass  # the fixture's close() asserts serve returned
+def test_link_close_ends_serve():
+    s = Session(new_host())
+    assert s.cmd("AT") == b"AT\r\n" + OK
+    assert s.close() == "closed"
 
 
 # -- UART ----------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ Framing choices (G3, each from §1.2 or a :class:`~atfab.firmware.FirmwareProfil
 Faults (``host.faults``, one-shot each): ``busy_next`` answers ``busy p...`` instead of running
 the next N commands; ``garbage_between_lines`` / ``urc_between_lines`` are sent between the last
 info line and the final OK of the next command that has info lines; ``stall_reply_seconds``
-delays the next reply; ``corrupt_next_read`` / ``error_next_write`` / ``power_loss_after_writes``
+delays the next reply (its echo included); ``corrupt_next_read`` / ``error_next_write`` / ``power_loss_after_writes``
 are applied by the SYSFLASH/SYSMFG handlers.
 """
 
@@ -272,13 +272,13 @@ class AtFirmware:
             faults.busy_next -= 1
             self._send_busy(ctx)
             return None
+        stall = getattr(faults, "stall_reply_seconds", 0.0)
+        if stall:  # the whole reply (echo included) is held back
+            faults.stall_reply_seconds = 0.0
+            ctx.sleep(stall)
         is_ate0 = line == b"ATE0"
         if st.echo and (not is_ate0 or self.host.firmware.ate0_echoed):
             ctx.send(line + b"\r\n")
-        stall = getattr(faults, "stall_reply_seconds", 0.0)
-        if stall:
-            faults.stall_reply_seconds = 0.0
-            ctx.sleep(stall)
         ctx.info_lines = 0
         after: After | None = None
         try:

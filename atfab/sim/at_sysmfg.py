@@ -6,7 +6,8 @@ reboot - or a power loss between two writes - sees exactly what a chip would.
 
 * No ``mfg_nvs`` partition, or an mfg NVS whose init failed at boot (not NVS at all) -> every
   form answers ERROR. ``AT+SYSMFG?`` == ``AT+SYSMFG=1``: namespaces holding at least one key,
-  in the order their first entry sits in flash (``nvs_entry_find`` order).
+  in the order their first entry sits in flash (``nvs_entry_find`` order); a blank (valid,
+  empty) mfg_nvs lists nothing and answers OK, while every key read on it answers ERROR.
 * ``=1,"ns"`` -> ``+SYSMFG:"ns","key",<type>`` per key; unknown namespace -> ERROR.
 * ``=1,"ns","key"[,<off>,<len>]`` -> ``+SYSMFG:"ns","key",<type>,<len>,<value>``. Numbers: value
   in decimal, length per ``firmware.sysmfg_numeric_length`` ("decimal_text": characters of the
