@@ -110,22 +110,22 @@ class FirmwareProfile:
 #: Baseline per chip family for G3 (ESP-AT v3.1+); profiles override what differs.
 G3_DEFAULTS: dict[str, FirmwareProfile] = {
     "esp32c2": FirmwareProfile(gmr_chip="ESP32C2", rfpower_fields=1, gattschar_style="c2", uart_rx_buffer=1024),
-    "esp32s2": FirmwareProfile(gmr_chip="ESP32S2", rfpower_fields=1, uart_rx_buffer=2048),
+    "esp32s2": FirmwareProfile(gmr_chip="ESP32S2", rfpower_fields=1, uart_rx_buffer=2048, uart_clock_hz=80_000_000),
     "esp32": FirmwareProfile(
         gmr_chip="ESP32", rfpower_fields=4, rfpower_ble_min=0, rfpower_ble_max=7, rfpower_readback="esp32_steps",
         gattschar_style="full", gatts_auto_create=False, ble=True, uart_rx_buffer=2048,
-        download_mode_commands=(),
+        download_mode_commands=(), uart_clock_hz=80_000_000,
     ),
     "esp32c3": FirmwareProfile(
         gmr_chip="ESP32C3", rfpower_fields=4, gattschar_style="full", gatts_auto_create=False, ble=True,
-        uart_rx_buffer=2048,
+        uart_rx_buffer=2048, uart_clock_hz=80_000_000,
     ),
     "esp32c5": FirmwareProfile(gmr_chip="ESP32C5", rfpower_fields=4, gattschar_style="full", ble=True,
-                               uart_rx_buffer=2048, download_mode_commands=()),
+                               uart_rx_buffer=2048, download_mode_commands=(), uart_clock_hz=80_000_000),
     "esp32c6": FirmwareProfile(gmr_chip="ESP32C6", rfpower_fields=4, rfpower_ble_min=3, gattschar_style="full",
-                               ble=True, uart_rx_buffer=2048, download_mode_commands=()),
+                               ble=True, uart_rx_buffer=2048, download_mode_commands=(), uart_clock_hz=80_000_000),
     "esp32c61": FirmwareProfile(gmr_chip="ESP32C61", rfpower_fields=4, rfpower_ble_min=3, gattschar_style="full",
-                                ble=True, uart_rx_buffer=2048, download_mode_commands=()),
+                                ble=True, uart_rx_buffer=2048, download_mode_commands=(), uart_clock_hz=80_000_000),
 }
 
 
