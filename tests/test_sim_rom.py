@@ -7,7 +7,6 @@ import functools
 import hashlib
 import json
 import operator
-import os
 import random
 import signal
 import socket
@@ -426,11 +425,21 @@ def test_soft_reset_and_no_reset_after_modes(module):
         finally:
             esp._port.close()
 
+    def watchdog(url):
+        esp = connect(url)
+        try:
+            cmds.reset_chip(esp, "watchdog-reset")   # RTC WDT armed: the chip resets into the ROM
+            val, _ = esp.command(rom_loader.SYNC, rom_loader.SYNC_PAYLOAD, timeout=1)
+            return val
+        finally:
+            esp._port.close()
+
     boots = module.boot_count
     run_with_timeout(soft, T, module.flash_url)
     assert module.wait_state("at", 5)
     assert module.boot_count == boots + 1                 # booted once, not again at close
     assert run_with_timeout(back_to_rom, T, module.flash_url) != 0
+    assert run_with_timeout(watchdog, T, module.flash_url) != 0
 
 
 def test_state_dir_persists_flash(tmp_path):
@@ -504,3 +513,12 @@ def test_atfab_sim_cli_serves_until_interrupted(tmp_path):
         finally:
             proc.kill()
     assert rc == 0, proc.stderr.read()
+
+
+def test_firmware_boot_failure_surfaces_at_start():
+    class Broken(StandInFirmware):
+        def boot(self) -> bytes:
+            raise RuntimeError("firmware bug")
+
+    with pytest.raises(RuntimeError, match="firmware bug"):
+        VirtualModule(firmware_factory=Broken).start()

@@ -43,6 +43,8 @@ class ChipSpec:
     rom_sync_value: int = 0x20120707
     #: Memory ranges (start, end) the stub may be loaded to (esptool MEMORY_MAP IRAM/DRAM).
     ram_ranges: tuple[tuple[int, int], ...] = ()
+    #: RTC watchdog config register; bit 31 enables it (esptool ``--after watchdog-reset``).
+    rtc_wdt_config0: int = 0
 
 
 CHIPS: dict[str, ChipSpec] = {
@@ -50,7 +52,7 @@ CHIPS: dict[str, ChipSpec] = {
         name="esp32c2", chip_id=12, efuse_block2=0x60008840, spi1_base=0x60002000,
         uart_clkdiv_reg=0x60000014, xtal_hz=26_000_000, rom_assumed_xtal_hz=40_000_000,
         rom_default_flash_size=2 * MB,
-        ram_ranges=((0x3FCA0000, 0x3FCE0000), (0x4037C000, 0x403C0000)),
+        ram_ranges=((0x3FCA0000, 0x3FCE0000), (0x4037C000, 0x403C0000)), rtc_wdt_config0=0x60008084,
     ),
 }
 
@@ -163,6 +165,8 @@ class Registers:
         self._sfdp = identity.sfdp()
         self._mem: dict[int, int] = {}
         self.spi_commands: list[int] = []   # command bytes run, for tests and debugging
+        #: Set when the RTC watchdog was armed: the chip resets (the session restarts its ROM).
+        self.reset_requested = False
 
     def read(self, addr: int) -> int:
         """Value at ``addr`` (32-bit)."""
@@ -182,6 +186,8 @@ class Registers:
         if mask != 0xFFFFFFFF:
             value = (value & mask) | (self._mem.get(addr, 0) & ~mask & 0xFFFFFFFF)
         self._mem[addr] = value
+        if addr == self.spec.rtc_wdt_config0 and value & (1 << 31):
+            self.reset_requested = True
         base = self.spec.spi1_base
         if addr == base + SPI_CMD and value & SPI_CMD_USR:
             self._run_spi_user_command()

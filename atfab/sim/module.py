@@ -123,7 +123,9 @@ class VirtualModule:
     ``seed`` makes the MAC deterministic (unless ``mac`` is given); ``baud`` paces both
     endpoints like a UART at that rate (``None``: unpaced); ``state_dir`` keeps the flash in
     ``<state_dir>/<name>.flash`` across restarts; ``firmware_factory`` builds the AT firmware
-    at each boot (default :class:`atfab.sim.at_firmware.AtFirmware`).
+    at each boot (default :class:`atfab.sim.at_firmware.AtFirmware`). A firmware that raises
+    while booting makes :meth:`start` raise; later boots keep the error in ``boot_error`` and
+    leave the AT port silent.
     """
 
     def __init__(self, *, chip: str = "esp32c2", flash_size: int = 4 * MB, seed: object = 0,
@@ -177,11 +179,15 @@ class VirtualModule:
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> "VirtualModule":
         """Open both endpoints, power on (boot the firmware) and start serving."""
+        self._boot()
+        if self.boot_error is not None:
+            error = self.boot_error
+            self.stop()
+            raise error
         flash_l = self._listen()
         at_l = self._listen()
         self.flash_url = f"socket://{self._host}:{flash_l.getsockname()[1]}"
         self.at_url = f"socket://{self._host}:{at_l.getsockname()[1]}"
-        self._boot()
         for target, lsock in ((self._flash_loop, flash_l), (self._at_loop, at_l)):
             t = threading.Thread(target=target, args=(lsock,), daemon=True,
                                  name=f"{self.name}-{target.__name__.strip('_')}")
@@ -284,13 +290,14 @@ class VirtualModule:
         """Power-on of the firmware: a fresh AtFirmware boots from the flash contents."""
         with self._power:
             self.set_at_baud(self.baud)
-            firmware = self._factory(self)
+            firmware: AtFirmwareLike | None = None
             try:
+                firmware = self._factory(self)
                 output = firmware.boot()
                 self.boot_error = None
             except Exception as exc:     # a firmware bug must not kill the module's threads
                 self.boot_error = exc
-                output = b""
+                firmware, output = None, b""
             with self._cond:
                 self._firmware_obj = firmware
                 self._boot_output = output

@@ -15,8 +15,9 @@ esptool (CLI and Python API) drives it over ``socket://``:
   failure of that deferred work is answered to the next command, as the stub does.
 
 Modelling choices where the ROM's behaviour is not documented: ROM FLASH_DATA writes block
-``seq`` at ``offset + seq * block_size``; FLASH_END value 0 ("reboot") returns to a fresh ROM
-session on the same connection (the boot strapping was latched as download mode); value 1
+``seq`` at ``offset + seq * block_size``; FLASH_END value 0 ("reboot") and an armed RTC
+watchdog return to a fresh ROM session on the same connection (an open connection stands for
+the boot strap held in download mode; esp-flasher-stub leaves this reboot as a TODO); value 1
 ("run user code") ends the session with :data:`RUN_USER_CODE` so the module boots its
 firmware. A RAM program started from the stub (``load-ram``) silences the port.
 """
@@ -250,6 +251,8 @@ class DownloadSession:
             addr, value, mask, _delay_us = struct.unpack_from("<IIII", payload, i)
             self.regs.write(addr, value, mask)
         self._respond(op)
+        if self.regs.reset_requested:
+            self._reset_rom()      # watchdog reset; the straps (connection) keep download mode
 
     def _security_info(self, op: int, payload: bytes, chk: int) -> None:
         if payload:
