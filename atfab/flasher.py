@@ -258,10 +258,9 @@ class Flasher:
     def _enter_download_mode_via_at(self) -> None:
         from .at_client import AtClient  # written in parallel; only needed for boards without auto-reset
 
-        try:
-            at = serial.serial_for_url(self.at_port, baudrate=self.at_baud, timeout=self.io_timeout)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise FlashError(str(self.at_port), "open AT port", str(exc)) from exc
+        from .transport import open_port
+
+        at = open_port(self.at_port, self.at_baud, timeout=0.05)
         try:
             with self._step("enter download mode (AT)", at, self.step_timeout, name=self.at_port):
                 used = AtClient(at, firmware=self.firmware).enter_download_mode()

@@ -1,0 +1,97 @@
+"""``atfab flash`` and ``atfab verify``: write a build output folder to a module; check the running unit."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+PORT_HELP = "Device, pyserial URL (socket://host:port), serial:<usb serial> or location:<usb path>."
+
+
+def _progress_printer(port: str):
+    """A progress callback drawing one status line on a terminal's stderr (nothing otherwise)."""
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        pct = 100 * done // total if total else 100
+        click.echo(f"\r{port}: writing {done}/{total} bytes ({pct}%)", nl=done >= total, err=True)
+
+    return show
+
+
+@click.command("flash")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--port", "-p", help=PORT_HELP + " Default $ESPPORT.")
+@click.option("--baud", "-b", type=int, help="Baud rate after connecting (default $ESPBAUD or 460800).")
+@click.option("--at-port", help="AT port: enter download mode with AT+RST=1 there (boards without auto-reset).")
+@click.option("--no-stub", is_flag=True, help="Talk to the ROM loader only (slower, uncompressed).")
+@click.option("--force", is_flag=True, help="Write every region even when the device already holds it.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def flash(out_dir: str, port: str | None, baud: int | None, at_port: str | None, no_stub: bool, force: bool,
+          as_json: bool) -> None:
+    """Write the flash_args set of an `atfab build` OUT_DIR; regions already on the device are skipped."""
+    from ..flash_set import load_flash_set  # noqa: PLC0415 (keep `atfab --help` fast)
+    from ..flasher import Flasher
+    from ..transport import resolve_baud, resolve_port
+
+    flash_set = load_flash_set(out_dir)
+    device = resolve_port(port)
+    at_device = resolve_port(at_port) if at_port else None
+    flasher = Flasher(device, baud=resolve_baud(baud, default=460800), at_port=at_device, stub=not no_stub,
+                      progress=None if as_json else _progress_printer(device))
+    result = flasher.flash(flash_set, force=force)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    chip = result.chip
+    click.echo(f"{device}: {chip.description}, MAC {chip.mac}, {'stub' if result.stub else 'ROM'} at {result.baud} baud")
+    for r in result.regions:
+        click.echo(f"  0x{r.offset:06x}  {r.name:<24} {r.size:>9} bytes  {r.action}")
+    click.echo(f"wrote {result.bytes_written} bytes in {result.seconds:.1f} s")
+
+
+@click.command("verify")
+@click.option("--port", "-p", required=True, help="AT port. " + PORT_HELP)
+@click.option("--expect", "expect", required=True, type=click.Path(file_okay=False),
+              help="The `atfab build` output folder of this unit.")
+@click.option("--mac-from", help="Flash port: read the MAC with esptool (the STA MAC must equal it).")
+@click.option("--mac", help="Expected STA MAC (instead of --mac-from).")
+@click.option("--baud", "-b", type=int, help="AT port baud rate (default $ESPBAUD or 115200).")
+@click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for each reply.")
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
+def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: int | None, timeout: float,
+           as_json: bool) -> None:
+    """Check the running module on the AT port against what was built for it (exit 1 if a check fails)."""
+    from ..at_client import AtClient  # noqa: PLC0415
+    from ..errors import InputError, UnitFailed
+    from ..flasher import Flasher
+    from ..transport import open_port, resolve_port
+    from ..verify import load_built, normalize_mac, verify_unit, wait_alive
+
+    if mac and mac_from:
+        raise InputError("give either --mac or --mac-from", field="mac")
+    built = load_built(expect)
+    firmware = built.firmware()
+    expected_mac = normalize_mac(mac)
+    if mac_from:
+        expected_mac = Flasher(resolve_port(mac_from)).chip_info().mac
+    with AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
+        wait_alive(client)
+        result = verify_unit(client, built, mac=expected_mac, firmware=firmware)
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "mac": expected_mac}, indent=2))
+    else:
+        for m in result.measurements:
+            click.echo(f"{m.outcome.upper():4}  {m.name:<34} {_short(m.measured)}")
+    if not result.passed:
+        raise UnitFailed("verification failed: " + ", ".join(m.name for m in result.failed))
+    if not as_json:
+        click.echo(f"PASS  {len(result.measurements)} checks")
+
+
+def _short(value: object, limit: int = 60) -> str:
+    text = json.dumps(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[:limit - 3] + "..."

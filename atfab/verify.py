@@ -1,0 +1,343 @@
+"""On-device verification of a provisioned unit: every check becomes a :class:`Measurement`.
+
+Given what ``atfab build`` wrote for the unit (:class:`BuiltUnit`: manifest, at_customize.bin and
+mfg_nvs.bin of the output folder) and an :class:`~atfab.at_client.AtClient` on the running
+module, :func:`verify_unit` checks:
+
+* ``at.alive`` / ``at.echo_off`` - ``AT`` answers; after ``ATE0`` nothing is echoed;
+* ``gmr.*`` - ``AT+GMR``: AT core line, SDK, compile time (when the build knew the app) and
+  ``Bin version:<app version>(<module_name>)``;
+* ``at_customize.partitions`` - ``AT+SYSFLASH?`` against the built at_customize table;
+* ``mfg_nvs.<ns>.keys`` - ``AT+SYSMFG=1,"<ns>"`` lists exactly the built keys and types (sorted);
+* ``factory_param.<key>`` (and ``<ns>.<key>`` of other text/number namespaces) - the value read
+  back with ``AT+SYSMFG`` equals the built value;
+* ``<ns>.<key>.sha256`` - blobs (PKI objects) by SHA-256 of the read-back bytes;
+* ``uart_def`` / ``uart_cur.baud`` / ``uart_cur.format`` - ``AT+UART_DEF?`` equals the expected
+  configuration; ``AT+UART_CUR?`` baud within ±2 % (clock division), format equal;
+* ``rf_power.range`` / ``rf_power.wifi`` - ``AT+RFPOWER?`` inside the firmware's range and equal
+  to the built ``max_tx_power`` (as this firmware reads it back);
+* ``sta_mac`` - ``AT+CIPSTAMAC?`` equals the MAC esptool read (``present`` when none is given);
+* ``gatt.services`` / ``gatt.chars`` (BLE firmware with a ble_data table) - the discovery lines
+  the firmware prints against those the built table yields (:mod:`atfab.gatt`).
+
+A wrong value is a failing measurement. A check that cannot be made because the link or the
+station failed (timeout, lost link, busy, garbled reply) raises that
+:class:`~atfab.errors.DeviceError`: a station problem, not a unit verdict. An ``ERROR`` answer
+to a read (e.g. a key the unit lacks) is a failing measurement of the unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .at_client import AtClient
+from .at_errors import AtBusy, AtError, AtResponseError, AtTimeout
+from .at_parse import UartConfig, format_mac, parse_mac_text
+from .errors import InputError
+from .firmware import FirmwareProfile
+from .gatt import expected_discovery_lines, rows_from_cfg_strings
+from .measurement import FAIL, Measurement, evaluate
+from .nvs.reader import NvsImage, read_nvs
+from .partition_table import PartitionTable, decode
+
+T = TypeVar("T")
+
+UART_BAUD_TOLERANCE_PCT = 2.0
+
+
+@dataclass
+class BuiltUnit:
+    """What the build wrote for one unit (the expectations of verification)."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    at_customize: PartitionTable
+    mfg_nvs: NvsImage
+
+    @property
+    def factory_param(self) -> dict[str, int | str]:
+        return {e.key: e.value for e in self.mfg_nvs.keys("factory_param")}  # type: ignore[misc]
+
+    @property
+    def app(self) -> dict[str, Any] | None:
+        app = self.manifest.get("app")
+        return app if isinstance(app, dict) else None
+
+    def firmware(self) -> FirmwareProfile:
+        """The firmware behaviour of the module profile the unit was built for."""
+        from .profiles import load_profile
+
+        return load_profile(str(self.manifest.get("module"))).firmware
+
+
+def load_built(folder: str | Path) -> BuiltUnit:
+    """Read manifest.json, at_customize.bin and mfg_nvs.bin of an ``atfab build`` folder."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no manifest.json here (not an `atfab build` output folder?)", file=manifest_path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read: {exc}", file=manifest_path) from None
+    if not isinstance(manifest, dict) or "module" not in manifest:
+        raise InputError("not an atfab build manifest", file=manifest_path, field="module")
+    images: dict[str, bytes] = {}
+    for name in ("at_customize.bin", "mfg_nvs.bin"):
+        try:
+            images[name] = (folder / name).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", file=folder / name) from None
+    return BuiltUnit(folder, manifest, decode(images["at_customize.bin"], source=str(folder / "at_customize.bin")),
+                     read_nvs(images["mfg_nvs.bin"], source=str(folder / "mfg_nvs.bin")))
+
+
+@dataclass
+class VerifyResult:
+    """All measurements of one verification; ``passed`` when every one passed."""
+
+    measurements: list[Measurement]
+    passed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.passed = all(m.passed for m in self.measurements)
+
+    @property
+    def failed(self) -> list[Measurement]:
+        return [m for m in self.measurements if not m.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failed": [m.name for m in self.failed],
+                "measurements": [m.to_dict() for m in self.measurements]}
+
+
+class _Refused(Exception):
+    """The module answered ERROR to a read: the unit, not the station, is at fault."""
+
+    def __init__(self, error: AtError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _ask(fn: Callable[[], T]) -> T:
+    """Run one AT read; an ERROR reply becomes :class:`_Refused`, link/station trouble propagates."""
+    try:
+        return fn()
+    except (AtBusy, AtResponseError):
+        raise
+    except AtError as exc:
+        raise _Refused(exc) from exc
+
+
+def _refused(name: str, expected: Any, rule: str, exc: _Refused) -> Measurement:
+    return Measurement(name, expected, None, rule, FAIL, detail=f"module refused: {exc}")
+
+
+def rfpower_readback(value: int, firmware: FirmwareProfile) -> int:
+    """What ``AT+RFPOWER?`` shows after ``value`` was applied (§6.1)."""
+    if firmware.rfpower_readback != "esp32_steps":
+        return value
+    for low, shown in ((78, 78), (72, 72), (66, 66), (60, 60), (56, 56), (52, 52), (44, 44)):
+        if value >= low:
+            return shown
+    return 34
+
+
+class _Verifier:
+    def __init__(self, at: AtClient, built: BuiltUnit, firmware: FirmwareProfile) -> None:
+        self.at = at
+        self.built = built
+        self.fw = firmware
+        self.out: list[Measurement] = []
+
+    def add(self, name: str, expected: Any, measured: Any, rule: str = "equal", detail: str | None = None) -> None:
+        self.out.append(evaluate(name, expected, measured, rule, detail=detail))
+
+    def check(self, name: str, expected: Any, read: Callable[[], Any], rule: str = "equal") -> Any:
+        try:
+            measured = _ask(read)
+        except _Refused as exc:
+            self.out.append(_refused(name, expected, rule, exc))
+            return None
+        self.add(name, expected, measured, rule)
+        return measured
+
+    # -- checks --------------------------------------------------------------------------------
+    def basics(self) -> None:
+        self.check("at.alive", "OK", lambda: (self.at.at(), "OK")[1])
+        try:
+            _ask(self.at.echo_off)
+            start = len(self.at.transcript)
+            _ask(self.at.at)
+            echoed = any(e.direction == "rx" and e.kind == "echo" for e in self.at.transcript[start:])
+            self.add("at.echo_off", "off", "on" if echoed else "off")
+        except _Refused as exc:
+            self.out.append(_refused("at.echo_off", "off", "equal", exc))
+
+    def gmr(self) -> None:
+        try:
+            gmr = _ask(self.at.gmr)
+        except _Refused as exc:
+            self.out.append(_refused("gmr.module_name", self.built.factory_param.get("module_name"), "equal", exc))
+            return
+        self.add("gmr.module_name", self.built.factory_param.get("module_name"), gmr.module_name)
+        app = self.built.app
+        if app is None:
+            return
+        version_line = next((ln for ln in gmr.lines if ln.startswith("AT version:")), None)
+        if app.get("at_core"):
+            self.add("gmr.at_version", app["at_core"],
+                     version_line[len("AT version:"):].strip() if version_line else None)
+        self.add("gmr.sdk_version", app.get("idf_ver"), gmr.sdk_version)
+        self.add("gmr.compile_time", f"{app.get('date')} {app.get('time')}", gmr.compile_time)
+        self.add("gmr.bin_version", app.get("version"), gmr.bin_version)
+
+    def partitions(self) -> None:
+        expected = [f"{p.name},{p.type},{p.subtype},0x{p.offset:x},0x{p.size:x}" for p in self.built.at_customize.entries]
+        self.check("at_customize.partitions", expected, lambda: [
+            f"{p.name},{p.type},{p.subtype},0x{p.offset:x},0x{p.size:x}" for p in self.at.sysflash_partitions()])
+
+    def mfg_nvs(self) -> None:
+        image = self.built.mfg_nvs
+        for ns in dict.fromkeys(e.namespace for e in image.entries):
+            entries = image.keys(ns)
+            # order is not a property of the unit: an in-place edit moves a key to the end
+            self.check(f"mfg_nvs.{ns}.keys", sorted(f"{e.key}:{e.type}" for e in entries),
+                       lambda ns=ns: sorted(f"{k.key}:{k.type}" for k in self.at.sysmfg_keys(ns)))
+            for e in entries:
+                name = f"{ns}.{e.key}"
+                if isinstance(e.value, bytes):
+                    self.check(f"{name}.sha256", hashlib.sha256(e.value).hexdigest(),
+                               lambda e=e: _sha256(self.at.sysmfg_read(e.namespace, e.key)))
+                else:
+                    self.check(name, e.value, lambda e=e: self.at.sysmfg_read(e.namespace, e.key))
+
+    def uart(self, expected: UartConfig | None) -> None:
+        fp = self.built.factory_param
+        if expected is None:
+            baud = fp.get("uart_baudrate")
+            if not isinstance(baud, int) or baud <= 0 or fp.get("uart_port", 1) == -1:
+                return  # SPI/SDIO build: no AT UART
+            expected = UartConfig(baud, 8, 1, 0, self.fw.uart_default_flow_control)
+        want = [expected.baud, expected.databits, expected.stopbits, expected.parity, expected.flow]
+        self.check("uart_def", want, lambda: list(_uart_fields(self.at.uart_def())))
+        try:
+            cur = _ask(self.at.uart_cur)
+        except _Refused as exc:
+            self.out.append(_refused("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], "tolerance_pct", exc))
+            return
+        self.add("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], cur.baud, "tolerance_pct")
+        self.add("uart_cur.format", want[1:], list(_uart_fields(cur))[1:])
+
+    def rf_power(self, expected: int | None) -> None:
+        if not self.fw.wifi:
+            return
+        if expected is None:
+            power = self.built.factory_param.get("max_tx_power")
+            expected = power if isinstance(power, int) else None
+        measured = self.check("rf_power.range", [self.fw.rfpower_min, self.fw.rfpower_max],
+                              lambda: self.at.rf_power()[0], "range")
+        if expected is not None:
+            self.add("rf_power.wifi", rfpower_readback(expected, self.fw), measured)
+
+    def sta_mac(self, mac: str | None) -> None:
+        if not self.fw.wifi:
+            return
+        self.check("sta_mac", mac, lambda: format_mac(self.at.sta_mac()), "equal" if mac else "present")
+
+    def gatt(self) -> None:
+        cfgs = [e for e in self.built.mfg_nvs.keys("ble_data") if isinstance(e.value, str)]
+        if not self.fw.ble or not cfgs:
+            return
+        cfgs.sort(key=lambda e: int(e.key[3:]) if e.key[3:].isdigit() else 0)
+        rows = rows_from_cfg_strings([str(e.value) for e in cfgs], source=str(self.built.folder / "mfg_nvs.bin"))
+        lines = expected_discovery_lines(rows, self.fw)
+        try:
+            if _ask(self.at.ble_role) != 2:
+                _ask(lambda: self.at.ble_init(2))
+                _ask(self.at.gatts_create_and_start)
+        except _Refused as exc:
+            self.out.append(_refused("gatt.services", lines.services, "equal", exc))
+            return
+        try:
+            self.check("gatt.services", lines.services, lambda: self.at.command("AT+BLEGATTSSRV?"))
+            self.check("gatt.chars", lines.chars, lambda: self.at.command("AT+BLEGATTSCHAR?"))
+        finally:
+            try:
+                _ask(lambda: self.at.ble_init(0))
+            except _Refused:
+                pass
+
+
+def _sha256(data: int | str | bytes) -> str:
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    if not isinstance(raw, bytes):
+        raw = str(raw).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _uart_fields(cfg: UartConfig) -> tuple[int, int, int, int, int]:
+    return cfg.baud, cfg.databits, cfg.stopbits, cfg.parity, cfg.flow
+
+
+def normalize_mac(mac: str | bytes | None) -> str | None:
+    """``AA-BB…``/``aa:bb:…``/6 bytes → ``aa:bb:cc:dd:ee:ff``; :class:`InputError` if not a MAC."""
+    if mac is None:
+        return None
+    if isinstance(mac, (bytes, bytearray)):
+        if len(mac) != 6:
+            raise InputError("a MAC address has 6 bytes", field="mac")
+        return format_mac(bytes(mac))
+    try:
+        return format_mac(parse_mac_text(mac.replace("-", ":").lower()))
+    except AtError:
+        raise InputError(f"not a MAC address: {mac!r}", field="mac") from None
+
+
+def wait_alive(at: AtClient, timeout: float = 10.0, *, per_try: float = 0.5) -> None:
+    """Send ``AT`` until the module answers (it may still be booting after a reset or a flash).
+
+    The last :class:`~atfab.at_errors.AtTimeout` (a :class:`DeviceError`) propagates when the
+    module stays silent for ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            at.call("AT", timeout=per_try)
+            return
+        except AtTimeout:
+            if time.monotonic() >= deadline:
+                raise
+
+
+def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes | None = None,
+                firmware: FirmwareProfile | None = None, uart: UartConfig | None = None,
+                rf_power: int | None = None) -> VerifyResult:
+    """Check the running module on ``at`` against what was built for it (see the module doc).
+
+    ``mac``: the MAC esptool read (STA MAC must equal it). ``firmware``: behaviour of the module's
+    firmware (default: that of the build's module profile). ``uart``/``rf_power`` override the
+    expectations derived from the built factory parameters (e.g. from a recipe).
+    """
+    if not isinstance(built, BuiltUnit):
+        built = load_built(built)
+    v = _Verifier(at, built, firmware or built.firmware())
+    v.basics()
+    v.gmr()
+    v.partitions()
+    v.mfg_nvs()
+    v.uart(uart)
+    v.rf_power(rf_power)
+    v.sta_mac(normalize_mac(mac))
+    v.gatt()
+    return VerifyResult(v.out)
+
+
+__all__ = ["BuiltUnit", "VerifyResult", "load_built", "normalize_mac", "rfpower_readback", "verify_unit", "wait_alive",
+           "UART_BAUD_TOLERANCE_PCT"]
