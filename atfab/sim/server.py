@@ -7,6 +7,7 @@ from typing import Any
 
 from ..errors import InputError
 from .chip import CHIPS, MB
+from .flash import FlashError
 from .module import FirmwareFactory, VirtualModule
 
 
@@ -27,12 +28,15 @@ class ModulePool:
         if chip not in CHIPS:
             raise InputError(f"no virtual module for chip {chip!r} (available: {', '.join(CHIPS)})",
                              field="chip")
-        self.modules: list[VirtualModule] = [
-            VirtualModule(chip=chip, flash_size=flash_size, seed=f"{seed}:{i}", baud=baud,
-                          state_dir=state_dir, name=f"module-{i}", firmware=firmware,
-                          firmware_factory=firmware_factory, **module_kwargs)
-            for i in range(count)
-        ]
+        self.modules: list[VirtualModule] = []
+        try:
+            for i in range(count):
+                self.modules.append(VirtualModule(
+                    chip=chip, flash_size=flash_size, seed=f"{seed}:{i}", baud=baud, state_dir=state_dir,
+                    name=f"module-{i}", firmware=firmware, firmware_factory=firmware_factory, **module_kwargs))
+        except (ValueError, FlashError) as exc:   # revision, flash size, MAC, flash file of another size
+            self.stop()
+            raise InputError(str(exc), field="module") from None
         self._started = False
 
     def start(self) -> "ModulePool":
