@@ -1,0 +1,143 @@
+"""verify_unit against the virtual module: passing units, each kind of wrong value, broken links."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from atfab.at_client import AtClient
+from atfab.build import build
+from atfab.errors import DeviceError, InputError
+from atfab.flash_set import load_flash_set
+from atfab.flasher import Flasher
+from atfab.measurement import FAIL
+from atfab.profiles import load_profile
+from atfab.sim.chip import MB
+from atfab.sim.module import VirtualModule
+from atfab.transport import open_port
+from atfab.verify import load_built, normalize_mac, rfpower_readback, verify_unit, wait_alive
+from tests.conftest import run_with_timeout
+
+RAW_DATA = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data")
+T = 60
+
+
+@pytest.fixture(scope="module")
+def built_pki(tmp_path_factory) -> Path:
+    """esp32c2-4mb unit with esp-at's public test certificates/keys (read at run time)."""
+    if not RAW_DATA.is_dir():
+        pytest.skip("esp-at reference data not available")
+    out = tmp_path_factory.mktemp("verify") / "unit"
+    build("esp32c2-4mb", out, synthetic_firmware="v3.3.0.0", pki_dir=RAW_DATA)
+    return out
+
+
+def provision(module: VirtualModule, folder: Path) -> str:
+    """Flash ``folder``; return the MAC esptool read. The module then boots its AT firmware."""
+    result = run_with_timeout(Flasher(module.flash_url).flash, T, load_flash_set(folder))
+    assert module.wait_state("at", 5)
+    return result.chip.mac
+
+
+def client(module: VirtualModule, folder: Path) -> AtClient:
+    at = AtClient(open_port(module.at_url, 115200), firmware=load_built(folder).firmware())
+    run_with_timeout(wait_alive, 15, at)
+    return at
+
+
+def failed(result) -> list[str]:
+    return [m.name for m in result.failed]
+
+
+def test_provisioned_unit_passes(virtual_module, built_pki):
+    mac = provision(virtual_module, built_pki)
+    with client(virtual_module, built_pki) as at:
+        result = run_with_timeout(verify_unit, T, at, built_pki, mac=mac)
+    assert result.passed, [m.describe() for m in result.failed]
+    names = {m.name for m in result.measurements}
+    assert {"at.alive", "at.echo_off", "gmr.module_name", "gmr.bin_version", "gmr.at_version",
+            "at_customize.partitions", "factory_param.max_tx_power", "factory_param.module_name",
+            "uart_def", "uart_cur.baud", "rf_power.range", "rf_power.wifi", "sta_mac"} <= names
+    # every built mfg_nvs key was checked; PKI blobs by hash, never by content
+    built = load_built(built_pki)
+    for e in built.mfg_nvs.entries:
+        assert (f"{e.namespace}.{e.key}.sha256" if isinstance(e.value, bytes) else f"{e.namespace}.{e.key}") in names
+    blob = next(m for m in result.measurements if m.name == "client_key.client_key.0.sha256")
+    assert len(blob.expected) == 64 and blob.expected == blob.measured
+    text = json.dumps(result.to_dict())
+    assert "PRIVATE KEY" not in text
+
+
+def test_wrong_values_fail_by_name(virtual_module, built_pki):
+    mac = provision(virtual_module, built_pki)
+    with client(virtual_module, built_pki) as at:
+        at.sysmfg_write("factory_param", "max_tx_power", "i8", 60)
+        at.sysmfg_write("client_ca", "client_ca.1", "blob", b"-----BEGIN CERTIFICATE-----\nnot it\n")
+        at.sysmfg_erase("factory_param", "channel_num")
+        result = run_with_timeout(verify_unit, T, at, built_pki, mac="02:00:00:00:00:01")
+    assert set(failed(result)) == {"factory_param.max_tx_power", "client_ca.client_ca.1.sha256",
+                                   "factory_param.channel_num", "mfg_nvs.factory_param.keys", "sta_mac"}
+    by_name = {m.name: m for m in result.measurements}
+    assert by_name["factory_param.max_tx_power"].measured == 60
+    missing = by_name["factory_param.channel_num"]
+    assert missing.measured is None and "refused" in (missing.detail or "")
+    assert by_name["sta_mac"].measured == mac
+    # not applied until a reboot: the RF power still reads the built value
+    assert by_name["rf_power.wifi"].outcome != FAIL
+
+
+def test_uart_and_rf_power_expectations(virtual_module, built_pki):
+    provision(virtual_module, built_pki)
+    with client(virtual_module, built_pki) as at:
+        at.set_uart_def(115200, 8, 1, 0, 0)
+        result = run_with_timeout(verify_unit, T, at, built_pki, rf_power=70)
+    assert set(failed(result)) == {"uart_def", "uart_cur.format", "rf_power.wifi"}
+    sta = next(m for m in result.measurements if m.name == "sta_mac")
+    assert sta.rule == "present" and sta.passed
+
+
+def test_broken_link_is_a_device_error_not_a_verdict(virtual_module, built_pki):
+    provision(virtual_module, built_pki)
+    with client(virtual_module, built_pki) as at:
+        virtual_module.faults.at.drop_after_tx = 400   # a few replies in, the AT link dies
+        with pytest.raises(DeviceError):
+            run_with_timeout(verify_unit, T, at, built_pki)
+
+
+def test_ble_build_checks_gatt_discovery(tmp_path):
+    profile = load_profile("esp32c2-2mb-ble")
+    out = tmp_path / "ble"
+    build(profile, out, synthetic_firmware="v3.3.0.0")
+    module = VirtualModule(flash_size=2 * MB, firmware=profile.firmware).start()
+    try:
+        mac = provision(module, out)
+        with client(module, out) as at:
+            result = run_with_timeout(verify_unit, T, at, out, mac=mac)
+            names = {m.name for m in result.measurements}
+            assert {"gatt.services", "gatt.chars"} <= names
+            assert "rf_power.wifi" not in names and "sta_mac" not in names  # BLE-only firmware
+            assert result.passed, [m.describe() for m in result.failed]
+            # verification leaves BLE de-initialised
+            assert at.ble_role() == 0
+    finally:
+        module.stop()
+
+
+def test_helpers():
+    assert [rfpower_readback(v, load_profile("esp32-wroom-32").firmware) for v in (40, 44, 51, 60, 77, 84)] == \
+        [34, 44, 44, 60, 72, 78]
+    assert rfpower_readback(81, load_profile("esp32c2-4mb").firmware) == 81
+    assert normalize_mac("7C-DF-A1-68-75-60") == "7c:df:a1:68:75:60"
+    assert normalize_mac(bytes(range(6))) == "00:01:02:03:04:05"
+    with pytest.raises(InputError):
+        normalize_mac("7c:df")
+
+
+def test_load_built_errors(tmp_path):
+    with pytest.raises(InputError, match="manifest.json"):
+        load_built(tmp_path)
+    (tmp_path / "manifest.json").write_text('{"module": "esp32c2-4mb"}')
+    with pytest.raises(InputError, match="at_customize.bin"):
+        load_built(tmp_path)
