@@ -37,7 +37,9 @@ SUBJECT_FIELDS = ("serial", "mac", "mac_hex", "module", "recipe")
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\.(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOP_KEYS = ("name", "description", "module", "firmware", "factory_param", "pki", "gatt", "serial",
-             "verify", "report", "retry", "ledger")
+             "verify", "report", "retry", "ledger", "rotate")
+#: Rotation modes of ``[rotate]``: a new key pair, or a new certificate for the key on the unit.
+ROTATE_MODES = ("new-key", "recertify")
 
 
 class RecipeError(InputError):
@@ -149,6 +151,19 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class RotateSpec:
+    """``[rotate]``: how ``atfab rotate`` renews unit identities (docs/rotation.md).
+
+    ``slots`` empty = every slot with ``cert = "unit"``; ``restart`` = ``AT+RST`` after a
+    unit's slots were rotated so the firmware uses the new pair.
+    """
+
+    mode: str = "new-key"
+    slots: tuple[str, ...] = ()
+    restart: bool = True
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A loaded, checked recipe. Paths are absolute; ``factory_param`` is the full merged set."""
 
@@ -167,6 +182,7 @@ class Recipe:
     report: ReportSpec
     retry: RetryPolicy
     ledger: Path
+    rotate: RotateSpec = field(default_factory=RotateSpec)
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def identity_values(self, *, serial: str, mac: str | bytes) -> dict[str, str]:
@@ -393,6 +409,30 @@ def _retry(r: _Reader, data: dict) -> RetryPolicy:
                        delay_s=r.number(t, "delay_s", "retry.delay_s", 0.0, 0.0, 3600.0, float))
 
 
+def _rotate(r: _Reader, data: dict, pki: PkiSpec | None) -> RotateSpec:
+    if "rotate" not in data:
+        return RotateSpec()
+    t = r.table(data, "rotate", ("mode", "slots", "restart"))
+    mode = r.get(t, "mode", "rotate.mode", str, "new-key")
+    if mode not in ROTATE_MODES:
+        r.bad("rotate.mode", f"must be one of {', '.join(ROTATE_MODES)}, not {mode!r}")
+        mode = "new-key"
+    slots = r.str_list(t, "slots", "rotate.slots", ())
+    if pki is None:
+        r.bad("rotate", "needs a [pki] table with a unit identity slot")
+    else:
+        from .pki.slots import UNIT
+
+        unit_slots = [slot_name(s) for s in pki.slots if s.cert == UNIT]
+        if not unit_slots:
+            r.bad("rotate", 'no [[pki.slot]] with cert = "unit" to rotate')
+        for i, name in enumerate(slots):
+            if name not in unit_slots:
+                r.bad(f"rotate.slots[{i}]", f"{name!r} is not a unit identity slot (those are: "
+                      f"{', '.join(unit_slots) or 'none'})")
+    return RotateSpec(mode=mode, slots=slots, restart=r.get(t, "restart", "rotate.restart", bool, True))
+
+
 def recipe_hash(path: Path, extra: list[Path]) -> str:
     """``sha256:<hex>`` over the recipe file and the input files it names (those that exist)."""
     h = hashlib.sha256()
@@ -435,6 +475,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     verify = _verify(r, data)
     report, ledger = _outputs(r, data, workdir)
     retry = _retry(r, data)
+    rotate = _rotate(r, data, pki)
     ctx = recipe_checks.Context(source=source, base=base, problems=r.problems)
     profile = recipe_checks.module_profile(ctx, module, base) if module else None
     factory = recipe_checks.factory_params(ctx, profile, overrides)
@@ -457,7 +498,8 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     recipe = Recipe(
         name=name, description=r.get(data, "description", "description", str, ""), path=p.resolve(),
         hash=recipe_hash(p, extra), module=module, profile=profile, firmware=firmware, factory_param=factory,
-        pki=pki, gatt=gatt, serial=serial, verify=verify, report=report, retry=retry, ledger=ledger, raw=data,
+        pki=pki, gatt=gatt, serial=serial, verify=verify, report=report, retry=retry, ledger=ledger, rotate=rotate,
+        raw=data,
     )
     return recipe, []
 
@@ -477,6 +519,6 @@ def load_recipe(path: str | Path, *, workdir: str | Path | None = None) -> Recip
 
 __all__ = [
     "Recipe", "RecipeError", "FirmwareSource", "PkiSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
-    "RetryPolicy", "SerialScheme", "load_recipe", "check_recipe", "recipe_hash", "version_tuple",
+    "RetryPolicy", "RotateSpec", "ROTATE_MODES", "SerialScheme", "load_recipe", "check_recipe", "recipe_hash", "version_tuple",
     "CHECKS", "SUBJECT_FIELDS",
 ]

@@ -156,6 +156,9 @@ class UnitReport:
     outcome: str | None = None
     error: str | None = None
     schema: str = SCHEMA
+    #: Extra top-level sections of report kinds built on this one (e.g. ``rotations`` in an
+    #: ``atfab.rotation-report/1``); written after ``transcript``.
+    sections: dict[str, Any] = field(default_factory=dict)
 
     @property
     def duration_s(self) -> float | None:
@@ -188,6 +191,7 @@ class UnitReport:
             "steps": [s.to_dict() for s in self.steps],
             "measurements": [m.to_dict() for m in self.measurements],
             "transcript": jsonable(self.transcript),
+            **{k: jsonable(v) for k, v in self.sections.items()},
         }
 
     @classmethod
@@ -244,7 +248,7 @@ class ReportBuilder:
                  usb_serial: str | None = None, usb_location: str | None = None,
                  attempt_id: int | None = None, attempt: int = 1, retry_of: int | None = None,
                  started: datetime | str | None = None, tools: dict[str, str | None] | None = None,
-                 clock: Callable[[], datetime] | None = None) -> None:
+                 clock: Callable[[], datetime] | None = None, schema: str = SCHEMA) -> None:
         self.out_dir = Path(out_dir)
         self._clock = clock or (lambda: datetime.now(timezone.utc))
         self.report = UnitReport(
@@ -253,6 +257,7 @@ class ReportBuilder:
             station_id=station_id, port=port, operator=operator, usb_serial=usb_serial,
             usb_location=usb_location, attempt_id=attempt_id, attempt=attempt, retry_of=retry_of,
             started=_iso(started) or self.now(), tools=tool_versions() if tools is None else dict(tools),
+            schema=schema,
         )
         self.path: Path | None = None
 
@@ -331,6 +336,10 @@ class ReportBuilder:
 
     def add_measurements(self, measurements: Iterable[Measurement]) -> None:
         self.report.measurements.extend(measurements)
+
+    def set_section(self, name: str, value: Any) -> None:
+        """An extra top-level section (for report kinds with their own ``schema``)."""
+        self.report.sections[name] = value
 
     def set_transcript(self, entries: Iterable[Any]) -> None:
         """The (already redacted) AT transcript; entries are converted with :func:`jsonable`."""
