@@ -1,0 +1,240 @@
+"""Customise one live module over AT (§3, §4, §5, §6): the ``atfab customize --port`` half.
+
+Per-key mode: the planned edits (:func:`atfab.customize.plan_edits`, same refusals as for an
+image) are written with ``AT+SYSMFG=2`` (removed GATT rows erased with ``AT+SYSMFG=0``), every
+changed key is read back, ``--tx-power`` is also applied at once with ``AT+RFPOWER`` and
+``--baud`` saved with ``AT+UART_DEF`` (the host port follows). ``whole_partition``: mfg_nvs is
+read with ``AT+SYSFLASH=2``, rebuilt offline (:func:`atfab.customize.customize_nvs`), erased,
+rewritten and read back. Then ``AT+RST`` and the production checks: ``AT+GMR`` module name,
+``AT+UART_DEF?``, ``AT+RFPOWER?``, ``AT+CWCOUNTRY?``, as the request makes them applicable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .at_errors import AtError
+from .customize import BLE_NS, FACTORY_NS, Change, CustomizeRequest, Edit, customize_nvs, plan_edits, show_value
+from .errors import InputError, UnitFailed
+from .firmware import FirmwareProfile
+from .measurement import Measurement, evaluate
+
+MFG_NVS = "mfg_nvs"
+#: ESP32 G3 RF power readback steps (set range -> value shown), §6.1.
+_ESP32_STEPS = ((40, 43, 34), (44, 51, 44), (52, 55, 52), (56, 59, 56), (60, 65, 60), (66, 71, 66),
+                (72, 77, 72), (78, 84, 78))
+_COUNTRY_KEYS = ("country_code", "start_channel", "channel_num")
+
+
+def expected_rfpower(value: int, firmware: FirmwareProfile) -> int:
+    """What ``+RFPOWER:`` shows for a Wi-Fi power ``value`` on this firmware (§6.1)."""
+    if firmware.rfpower_readback == "esp32_steps":
+        return next((shown for lo, hi, shown in _ESP32_STEPS if lo <= value <= hi), value)
+    return value
+
+
+class LiveView:
+    """:class:`atfab.customize.KeyView` of a module, read over AT+SYSMFG (cached)."""
+
+    local = False
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self._namespaces: list[str] | None = None
+        self._keys: dict[str, dict[str, str]] = {}
+        self._values: dict[tuple[str, str], Any] = {}
+
+    def namespaces(self) -> list[str]:
+        if self._namespaces is None:
+            self._namespaces = list(self.client.sysmfg_namespaces())
+        return self._namespaces
+
+    def keys(self, namespace: str) -> dict[str, str]:
+        if namespace not in self.namespaces():
+            return {}
+        if namespace not in self._keys:
+            self._keys[namespace] = {k.key: k.type for k in self.client.sysmfg_keys(namespace)}
+        return self._keys[namespace]
+
+    def value(self, namespace: str, key: str) -> Any:
+        if key not in self.keys(namespace):
+            return None
+        if (namespace, key) not in self._values:
+            self._values[(namespace, key)] = self.client.sysmfg_read(namespace, key)
+        return self._values[(namespace, key)]
+
+
+@dataclass
+class ModuleResult:
+    """What :func:`customize_module` changed and measured."""
+
+    target: str
+    chip: str | None
+    whole_partition: bool
+    changes: list[Change] = field(default_factory=list)
+    measurements: list[Measurement] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(m.passed for m in self.measurements)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "chip": self.chip, "whole_partition": self.whole_partition,
+                "passed": self.passed, "changes": [c.to_dict() for c in self.changes],
+                "measurements": [m.to_dict() for m in self.measurements]}
+
+    def require_pass(self) -> None:
+        """:class:`UnitFailed` naming the failed checks, if any."""
+        failed = [m for m in self.measurements if not m.passed]
+        if failed:
+            raise UnitFailed(f"{self.target}: {len(failed)} check(s) failed after customising: "
+                             + "; ".join(m.describe() for m in failed))
+
+
+def _reread(client: Any, namespace: str, key: str, expected: Any, removed: bool) -> Measurement:
+    name = f"sysmfg {namespace}/{key}"
+    if removed:
+        present = any(k.key == key for k in client.sysmfg_keys(namespace))
+        return evaluate(name, "absent", "present" if present else "absent")
+    try:
+        got = show_value(namespace, key, client.sysmfg_read(namespace, key))
+    except AtError as exc:
+        return evaluate(name, expected, None, detail=f"read failed: {exc}")
+    return evaluate(name, expected, got)
+
+
+def _per_key(client: Any, view: LiveView, edits: list[Edit], firmware: FirmwareProfile,
+             out: list[Measurement]) -> list[Change]:
+    changes = []
+    for ed in edits:
+        secret = "_key" in ed.namespace or "_key" in ed.key
+        old = None if ed.action == "add" or secret else view.value(ed.namespace, ed.key)
+        if ed.action != "remove" and not secret and old is not None and old == ed.value:
+            continue   # already holds the value
+        action = {"set": "changed", "add": "added", "remove": "removed"}[ed.action]
+        changes.append(Change(ed.namespace, ed.key, ed.type, action,
+                              "<not read>" if secret and ed.action != "add" else show_value(ed.namespace, ed.key, old),
+                              show_value(ed.namespace, ed.key, ed.value)))
+    if firmware.ble and any(c.namespace == BLE_NS for c in changes) and client.ble_role() != 0:
+        client.ble_init(0)     # ble_data may only change while BLE is de-initialised (§5.4)
+    todo = {(c.namespace, c.key) for c in changes}
+    for ed in edits:
+        if (ed.namespace, ed.key) not in todo:
+            continue
+        if ed.action == "remove":
+            client.sysmfg_erase(ed.namespace, ed.key)
+        else:
+            client.sysmfg_write(ed.namespace, ed.key, ed.type, ed.value)
+    for c in changes:
+        out.append(_reread(client, c.namespace, c.key, c.new, c.action == "removed"))
+    return changes
+
+
+def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, firmware: FirmwareProfile,
+                     target: str, out: list[Measurement]) -> tuple[list[Change], Callable[[str, str], Any]]:
+    parts = {p.name: p for p in client.sysflash_partitions()}
+    part = parts.get(MFG_NVS)
+    if part is None:
+        raise InputError(f"module lists no {MFG_NVS} partition in AT+SYSFLASH?", file=target, field="--whole-partition")
+    old = client.sysflash_read(MFG_NVS, 0, part.size)
+    new, changes, before = customize_nvs(old, request, chip=chip, firmware=firmware, target=target)
+    client.sysflash_erase(MFG_NVS)
+    client.sysflash_write(MFG_NVS, 0, new)
+    back = client.sysflash_read(MFG_NVS, 0, part.size)
+    out.append(evaluate("sysflash mfg_nvs sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
+    return changes, lambda ns, key: (lambda e: None if e is None else e.value)(before.get(ns, key))
+
+
+def _runtime(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, out: list[Measurement]) -> Any:
+    """AT+RFPOWER now (best effort: needs Wi-Fi on) and AT+UART_DEF (switches the host); the
+    UART_DEF configuration to expect after the reboot, or None."""
+    power = request.factory_param.get("max_tx_power")
+    if isinstance(power, int):
+        try:
+            client.set_rf_power(power)
+            out.append(evaluate("rfpower now", expected_rfpower(power, firmware), client.rf_power()[0]))
+        except AtError as exc:
+            client.note(f"AT+RFPOWER not applied now ({exc}); checked after the reboot")
+    baud = request.factory_param.get("uart_baudrate")
+    if not isinstance(baud, int) or baud < 0:
+        return None
+    cur = client.uart_def()
+    client.set_uart_def(baud, cur.databits, cur.stopbits, cur.parity, cur.flow)
+    return (baud, cur.databits, cur.stopbits, cur.parity, cur.flow)
+
+
+def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, uart: Any,
+                  current: Callable[[str, str], Any], out: list[Measurement]) -> None:
+    fpv = request.factory_param
+    if "module_name" in fpv:
+        out.append(evaluate("gmr module_name", fpv["module_name"], client.gmr().module_name))
+    if uart is not None:
+        d = client.uart_def()
+        out.append(evaluate("uart_def", list(uart), [d.baud, d.databits, d.stopbits, d.parity, d.flow]))
+    if isinstance(fpv.get("max_tx_power"), int):
+        out.append(evaluate("rfpower after reboot", expected_rfpower(int(fpv["max_tx_power"]), firmware),
+                            client.rf_power()[0]))
+    if firmware.wifi and set(_COUNTRY_KEYS) & set(fpv):
+        want = [fpv[k] if k in fpv else current(FACTORY_NS, k) for k in _COUNTRY_KEYS]
+        c = client.country()
+        out.append(evaluate("cwcountry", want, [c.code, c.start_channel, c.channel_count]))
+
+
+def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None = None,
+                     whole_partition: bool = False, target: str | None = None,
+                     ready_timeout: float = 10.0) -> ModuleResult:
+    """Apply ``request`` to the module behind ``client`` (an :class:`atfab.at_client.AtClient`),
+    reboot it and verify. Returns the changes and measurements (check ``result.passed`` or call
+    ``result.require_pass()``); :class:`InputError` before anything is written when an option
+    is invalid or the module lacks its key (without ``request.add_missing``)."""
+    if request.is_empty():
+        raise InputError("nothing to change: give at least one option to customise", field="options")
+    firmware = client.firmware
+    chip = chip or (firmware.gmr_chip.lower() if firmware.gmr_chip else None)
+    target = target or str(getattr(client.port, "portstr", None) or getattr(client.port, "port", None) or "module")
+    result = ModuleResult(target, chip, whole_partition)
+    client.note(f"atfab customize: {' '.join(request.options())}")
+    client.at()
+    if whole_partition:
+        result.changes, current = _whole_partition(client, request, chip, firmware, target, result.measurements)
+    else:
+        view = LiveView(client)
+        edits = plan_edits(view, request, chip=chip, firmware=firmware, target=target, noun="module")
+        result.changes = _per_key(client, view, edits, firmware, result.measurements)
+        current = view.value
+    uart = _runtime(client, request, firmware, result.measurements)
+    client.restart(wait_ready=True, timeout=ready_timeout)
+    if whole_partition:
+        for c in result.changes:
+            result.measurements.append(_reread(client, c.namespace, c.key, c.new, c.action == "removed"))
+    _after_reboot(client, request, firmware, uart, current, result.measurements)
+    return result
+
+
+def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_serial: str | None = None,
+                location: str | None = None, connect_baud: int | None = None, module: str | None = None,
+                chip: str | None = None, whole_partition: bool = False, timeout: float = 3.0) -> ModuleResult:
+    """Open the AT port, run :func:`customize_module`, close the port. The firmware behaviour is
+    the ``module`` profile's, else that of ``chip`` (default esp32c2)."""
+    from .at_client import AtClient  # noqa: PLC0415
+    from .firmware import firmware_for  # noqa: PLC0415
+    from .profiles import load_profile  # noqa: PLC0415
+    from .transport import open_port, selector_from_options  # noqa: PLC0415
+
+    if module is not None:
+        profile = load_profile(module)
+        if chip is not None and chip != profile.chip:
+            raise InputError(f"--chip {chip} contradicts --module {module} ({profile.chip})", field="--chip")
+        firmware, chip = profile.firmware, profile.chip
+    else:
+        firmware = firmware_for(chip or "esp32c2")
+    selector = selector_from_options(port, usb_serial, location)
+    serial_port = open_port(selector, connect_baud)
+    with AtClient(serial_port, firmware=firmware, timeout=timeout) as client:
+        return customize_module(client, request, chip=chip, whole_partition=whole_partition,
+                                target=str(selector or serial_port.portstr))
+
+
+__all__ = ["customize_module", "run_on_port", "ModuleResult", "LiveView", "expected_rfpower"]
