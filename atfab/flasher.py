@@ -62,8 +62,9 @@ class FlashError(DeviceError):
 class WrongChip(InputError):
     """The flash set was built for another chip than the one on the port (exit 2)."""
 
-    def __init__(self, message: str, *, port: str, expected: str, found: str, file: str | None = None) -> None:
-        super().__init__(message, file=file, field="chip")
+    def __init__(self, message: str, *, port: str = "", expected: str = "", found: str = "",
+                 file: str | None = None, field: str | None = "chip", line: int | None = None) -> None:
+        super().__init__(message, file=file, field=field, line=line)
         self.port = port
         self.expected = expected
         self.found = found
@@ -181,7 +182,7 @@ class Flasher:
                 size = len(padded(region.data))
                 same = False
                 if not force:
-                    with self._step("md5", esp, 10 + size / 1e5):
+                    with self._step(f"md5 {region.name}", esp._port, self.step_timeout + 8 * size / 2**20):
                         same = esp.flash_md5sum(region.offset, size) == region.md5
                 if same:
                     results[region.offset] = RegionResult(region.offset, region.name, len(region.data),
@@ -197,9 +198,10 @@ class Flasher:
                 self._report(done, total)
                 results[region.offset] = RegionResult(region.offset, region.name, len(region.data), region.md5,
                                                       "written" if wrote else "skipped")
+            baud = int(esp._port.baudrate)   # the initial rate when the ROM could not change it
             self._finish(esp)
         return FlashResult(
-            port=self.port, chip=info, stub=bool(esp.IS_STUB), baud=self.baud, flash_size=flash_size,
+            port=self.port, chip=info, stub=bool(esp.IS_STUB), baud=baud, flash_size=flash_size,
             regions=[results[r.offset] for r in flash_set.regions], seconds=time.monotonic() - started,
         )
 
