@@ -258,11 +258,13 @@ class Flasher:
                     pass
 
     def _enter_download_mode_via_at(self) -> None:
-        from .at_client import AtClient  # written in parallel; only needed for boards without auto-reset
-
+        from .at_client import AtClient  # only needed for boards without auto-reset
         from .transport import open_port
 
-        at = open_port(self.at_port, self.at_baud, timeout=0.05)
+        try:
+            at = open_port(self.at_port, self.at_baud, timeout=0.05)
+        except DeviceError as exc:
+            raise FlashError(str(self.at_port), "open AT port", str(exc)) from exc
         try:
             with self._step("enter download mode (AT)", at, self.step_timeout, name=self.at_port):
                 used = AtClient(at, firmware=self.firmware).enter_download_mode()
@@ -330,8 +332,10 @@ class Flasher:
         try:
             with dog:
                 yield
-        except (InputError, DeviceError):
+        except (InputError, FlashError):
             raise
+        except DeviceError as exc:  # e.g. the AT client's timeout while entering download mode
+            raise FlashError(name, step, str(exc)) from exc
         except Exception as exc:  # noqa: BLE001 - esptool raises many kinds once the port is gone
             if dog.fired:
                 raise FlashError(name, step, f"no answer within {seconds:.0f} s") from exc

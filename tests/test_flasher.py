@@ -294,3 +294,11 @@ def test_quiet_bulk_commands_send_the_same_bytes_without_formatting(monkeypatch)
     assert "command" not in vars(plain) and ESPLoader.command is loader.ESPLoader.command
     quiet.flash_begin(4096, 0x1000)
     assert quiet._port.written.count(b"\xc0\x00\x02") == 1
+
+
+def test_silent_at_port_is_a_flash_error(virtual_module, built):
+    """An erased module has no AT firmware: AT+RST=1 gets no answer -> FlashError on the AT port."""
+    flasher = Flasher(virtual_module.flash_url, at_port=virtual_module.at_url, step_timeout=20)
+    with pytest.raises(FlashError) as info:
+        run_with_timeout(flasher.flash, T, load_flash_set(built))
+    assert info.value.port == virtual_module.at_url and info.value.step == "enter download mode (AT)"
