@@ -131,18 +131,21 @@ def locate(data: bytes, *, table_offset: int | None = None, source: str = "<imag
     for off in offsets:
         if len(data) >= off + 32 and looks_like_table(data[off:off + 32]):
             return locate_in_flash(data, off, source=source)
-    if table_offset is not None and len(data) > table_offset + 32:
-        raise InputError(f"no partition table at 0x{table_offset:x}", file=source, field="partition_table")
     if data[:2] == b"\xfc\xfc" and len(data) <= LEGACY_SIZE:
         return Located(BARE_LEGACY, LEGACY, 0, len(data))
-    if len(data) % NVS_PAGE == 0 and not _blank(data) and len(data) <= 0x1000000:
+    why = "size is not a multiple of 4 KB"
+    if len(data) % NVS_PAGE == 0 and not _blank(data):
         from .nvs.reader import read_nvs  # noqa: PLC0415
 
-        read_nvs(data, source=source)     # InputError when it is not NVS at all
-        return Located(BARE_NVS, NVS, 0, len(data))
-    raise InputError("not a flash image (no partition table at "
-                     + "/".join(f"0x{o:x}" for o in offsets) + "), mfg_nvs image or legacy factory_param block",
-                     file=source, field="image")
+        try:
+            read_nvs(data, source=source)
+            return Located(BARE_NVS, NVS, 0, len(data))
+        except InputError as exc:
+            why = exc.message
+    elif _blank(data):
+        why = "all 0xFF"
+    raise InputError("not a flash image (no partition table at " + "/".join(f"0x{o:x}" for o in offsets)
+                     + f"), an mfg_nvs image ({why}) or a legacy factory_param block", file=source, field="image")
 
 
 __all__ = ["Located", "locate", "locate_in_flash", "app_chip", "FLASH_IMAGE", "BARE_NVS", "BARE_LEGACY",
