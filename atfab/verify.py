@@ -258,9 +258,11 @@ class _Verifier:
         cfgs.sort(key=lambda e: int(e.key[3:]) if e.key[3:].isdigit() else 0)
         rows = rows_from_cfg_strings([str(e.value) for e in cfgs], source=str(self.built.folder / "mfg_nvs.bin"))
         lines = expected_discovery_lines(rows, self.fw)
+        started_here = False
         try:
             if _ask(self.at.ble_role) != 2:
                 _ask(lambda: self.at.ble_init(2))
+                started_here = True
                 _ask(self.at.gatts_create_and_start)
         except _Refused as exc:
             self.out.append(_refused("gatt.services", lines.services, "equal", exc))
@@ -269,10 +271,11 @@ class _Verifier:
             self.check("gatt.services", lines.services, lambda: self.at.command("AT+BLEGATTSSRV?"))
             self.check("gatt.chars", lines.chars, lambda: self.at.command("AT+BLEGATTSCHAR?"))
         finally:
-            try:
-                _ask(lambda: self.at.ble_init(0))
-            except _Refused:
-                pass
+            if started_here:  # leave BLE as we found it
+                try:
+                    _ask(lambda: self.at.ble_init(0))
+                except _Refused:
+                    pass
 
 
 def _sha256(data: int | str | bytes) -> str:
