@@ -1,0 +1,518 @@
+"""The per-unit state machine: one unit on one port, from blank module to sealed report.
+
+Steps (each one ``start`` → ``ok``/``fail``/``error``/``aborted``/``skipped`` event on the
+:class:`~atfab.events.EventBus`)::
+
+    connect      open the AT port (the flash port is opened by each esptool session)
+    chip         esptool: chip type and MAC (wrong chip → ERROR; MAC outside verify.mac_prefixes → FAIL)
+    identity     ledger: close attempts a killed station left open on this MAC, open this attempt,
+                 reserve the unit's identity (a MAC seen before keeps its serial)
+    certificate  key generated in memory, certificate issued by the factory CA, recorded in the ledger
+    build        mfg_nvs.bin + at_customize.bin for this unit (in memory)
+    flash        esptool: firmware + unit images; regions the unit already holds are skipped (MD5)
+    boot         the AT firmware boots (``ready``) and answers ``AT``
+    configure    AT+UART_DEF and AT+RFPOWER set to the recipe's values
+    verify       :func:`atfab.verify.verify_unit` → measurements (only the recipe's checks)
+
+Outcome: **PASS** every measurement held; **FAIL** one did not (the unit is bad; not retried by
+default); **ERROR** the station, link or a tool failed (:class:`~atfab.errors.DeviceError`, a
+lost link, an esptool failure; retried by default); **ABORTED** the operator stopped the run.
+Every attempt is its own ledger row and report; a retry names the attempt it retries.
+
+Certificates: a unit seen again keeps its serial, but gets a *new* key and certificate on every
+attempt that reaches the certificate step (recorded in the ledger; the older ones stay as
+history). The station never stores private keys, so it cannot re-install an old certificate,
+and it does not read keys back out of a unit. The private key exists only in this process's
+memory and in the unit's mfg_nvs image; events, reports and the ledger get fingerprints.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import Aborted, AtfabError, DeviceError, InputError, UnitFailed
+from .events import Event, EventBus
+from .flash_set import FlashSet, Region
+from .ledger import Ledger
+from .measurement import Measurement, evaluate
+from .recipe import Recipe, slot_name
+from .recorder import ReportRecorder, close_stale_attempt, iso
+
+#: Step names in order (what the console shows and the reports list).
+STEPS = ("connect", "chip", "identity", "certificate", "build", "flash", "boot", "configure", "verify")
+#: Measurement name prefix → the recipe check (``[verify] checks``) it belongs to.
+CHECK_OF_PREFIX = (("at.", "boot"), ("gmr.", "gmr"), ("sta_mac", "mac"), ("mac.", "mac"),
+                   ("at_customize.", "sysflash"), ("mfg_nvs.factory_param.", "factory_param"),
+                   ("factory_param.", "factory_param"), ("uart_", "uart"), ("rf_power.", "rf_power"),
+                   ("country", "country"), ("gatt.", "gatt"), ("mfg_nvs.ble_data.", "gatt"), ("ble_data.", "gatt"))
+
+
+class StopToken:
+    """How a station asks its ports to stop: ``finish`` (no new units) or ``abort`` (now)."""
+
+    def __init__(self) -> None:
+        self._finish = threading.Event()
+        self._abort = threading.Event()
+
+    def finish(self) -> None:
+        self._finish.set()
+
+    def abort(self) -> None:
+        self._abort.set()
+        self._finish.set()
+
+    @property
+    def finishing(self) -> bool:
+        return self._finish.is_set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._abort.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Aborted` once an abort was requested."""
+        if self._abort.is_set():
+            raise Aborted("stopped by the operator")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (early) when a stop was requested."""
+        return self._finish.wait(seconds)
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One unit slot of a station: its flash (download) port and its AT port (selectors or URLs)."""
+
+    label: str
+    flash: str
+    at: str | None = None
+
+
+@dataclass(frozen=True)
+class FirmwareImages:
+    """The firmware part of every unit's flash set (same for all units of a recipe)."""
+
+    regions: tuple[Region, ...]
+    info: dict[str, Any]                 # version / source for reports
+    app: dict[str, Any] | None           # app description (what AT+GMR will say), if known
+
+
+@dataclass
+class RunContext:
+    """What all ports of one station run share. Read-only during a run (the ledger is thread-safe)."""
+
+    recipe: Recipe
+    ledger: Ledger
+    bus: EventBus
+    stop: StopToken
+    reports_dir: Path
+    station_id: str
+    firmware: FirmwareImages
+    operator: str | None = None
+    ca: Any = None                       # atfab.pki.ca.CertificateAuthority
+    plan: Any = None                     # atfab.pki.slots.SlotPlan
+    ble_rows: list[str] = field(default_factory=list)
+    flash_baud: int = 460800
+    at_baud: int = 115200
+    flasher_options: dict[str, Any] = field(default_factory=dict)
+    ca_lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How one attempt ended."""
+
+    port: str
+    attempt_id: int | None
+    outcome: str
+    mac: str | None
+    serial: str | None
+    report: Path | None
+    error: str | None
+    retry_of: int | None = None
+    seconds: float = 0.0
+
+
+def check_of(measurement: str) -> str | None:
+    """The recipe check a measurement belongs to (PKI namespaces → ``pki``), or None."""
+    for prefix, check in CHECK_OF_PREFIX:
+        if measurement.startswith(prefix):
+            return check
+    name = measurement.removeprefix("mfg_nvs.")
+    if name.split(".", 1)[0].endswith(("_cert", "_key", "_ca")):
+        return "pki"
+    return None
+
+
+@dataclass
+class _Step:
+    detail: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None            # "skipped" / "fail" without raising
+
+
+class _State:
+    """What one attempt learned so far (never outlives the attempt)."""
+
+    def __init__(self) -> None:
+        self.attempt_id: int | None = None
+        self.mac: str | None = None
+        self.serial: str | None = None
+        self.at: Any = None                # AtClient
+        self.images: Any = None            # UnitImages (holds the private key: memory only)
+        self.measurements: list[Measurement] = []
+
+
+class UnitRunner:
+    """Provisions the unit on one port. One runner per port; not shared between threads."""
+
+    def __init__(self, ctx: RunContext, port: PortSpec) -> None:
+        self.ctx = ctx
+        self.port = port
+        self._unit: str | None = None
+        self._last_progress = -1.0
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def emit(self, step: str, status: str, *, detail: str | None = None, progress: float | None = None,
+             data: dict[str, Any] | None = None, attempt_id: int | None = None) -> Event:
+        ev = Event(self.port.label, self._unit, step, status, progress, detail, time.time(), data or None, attempt_id)
+        self.ctx.bus.emit(ev)
+        return ev
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[_Step]:
+        self.ctx.stop.check()
+        self.emit(name, "start")
+        s = _Step()
+        try:
+            yield s
+        except UnitFailed as exc:
+            self.emit(name, "fail", detail=s.detail or str(exc), data=s.data)
+            raise
+        except (Aborted, KeyboardInterrupt) as exc:
+            self.emit(name, "aborted", detail=str(exc) or "aborted", data=s.data)
+            raise
+        except BaseException as exc:
+            self.emit(name, "error", detail=_describe(exc), data=s.data)
+            raise
+        self.emit(name, s.status or "ok", detail=s.detail, data=s.data)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.ctx.stop.check()           # Ctrl-C lands here during a long write
+        frac = done / total if total else 1.0
+        if frac - self._last_progress >= 0.02 or (frac >= 1.0 > self._last_progress):
+            self._last_progress = frac
+            self.emit("flash", "progress", progress=frac)
+
+    # -- a unit ---------------------------------------------------------------------------------
+
+    def provision(self) -> list[AttemptResult]:
+        """Attempts on the unit now on the port until PASS or the retry policy says stop."""
+        policy = self.ctx.recipe.retry
+        results: list[AttemptResult] = []
+        retry_of: int | None = None
+        while True:
+            result = self.attempt(retry_of=retry_of)
+            results.append(result)
+            if result.outcome == "PASS" or self.ctx.stop.aborted or not policy.should_retry(result.outcome, len(results)):
+                return results
+            if policy.delay_s and self.ctx.stop.wait(policy.delay_s) and self.ctx.stop.aborted:
+                return results
+            retry_of = result.attempt_id
+
+    def attempt(self, *, retry_of: int | None = None) -> AttemptResult:
+        """One attempt: every step, then the report is sealed and the ledger row ended."""
+        ctx, recipe = self.ctx, self.ctx.recipe
+        self._unit = None
+        started = time.time()
+        rec = ReportRecorder(ctx.reports_dir, port=self.port.label, recipe_name=recipe.name,
+                             recipe_hash=recipe.hash, recipe_path=recipe.path, station_id=ctx.station_id,
+                             operator=ctx.operator, transcript=recipe.report.transcript)
+        ctx.bus.subscribe(rec)
+        st = _State()
+        error: str | None = None
+        try:
+            self.emit("unit", "start", data={"firmware": ctx.firmware.info, "retry_of": retry_of})
+            try:
+                self._run_steps(st, retry_of, started)
+                failed = [m for m in st.measurements if not m.passed]
+                outcome = "FAIL" if failed else "PASS"
+                error = f"failed: {', '.join(m.name for m in failed)}" if failed else None
+            except UnitFailed as exc:
+                outcome, error = "FAIL", str(exc)
+            except (Aborted, KeyboardInterrupt) as exc:
+                outcome, error = "ABORTED", str(exc) or "aborted"
+            except AtfabError as exc:
+                outcome, error = "ERROR", _describe(exc)
+            except Exception as exc:  # noqa: BLE001 - a bug or an unexpected tool failure: recorded, not fatal
+                outcome, error = "ERROR", _describe(exc)
+            finally:
+                transcript = [e.to_json() for e in st.at.transcript] if st.at is not None else []
+                if st.at is not None:
+                    st.at.close()
+                st.images = None
+            if st.attempt_id is None:       # failed before the identity step: still one row per attempt
+                st.attempt_id = self._begin(st, retry_of, started)
+            self.emit("unit", outcome, detail=error, attempt_id=st.attempt_id,
+                      data={"transcript": transcript, "attempt_id": st.attempt_id})
+        finally:
+            ctx.bus.unsubscribe(rec)
+        if rec.error is not None:
+            outcome, error = "ERROR", f"report not written: {_describe(rec.error)}"
+        ctx.ledger.end_attempt(st.attempt_id, outcome, report_path=rec.path, detail=error)
+        return AttemptResult(self.port.label, st.attempt_id, outcome, st.mac, st.serial, rec.path, error,
+                             retry_of=(rec.report.retry_of if rec.report else retry_of),
+                             seconds=time.time() - started)
+
+    def _begin(self, st: _State, retry_of: int | None, started: float) -> int:
+        ctx = self.ctx
+        return ctx.ledger.begin_attempt(recipe=ctx.recipe.name, station=ctx.station_id, port=self.port.label,
+                                        mac=st.mac, serial=st.serial, operator=ctx.operator, retry_of=retry_of,
+                                        started=iso(started)).id
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _run_steps(self, st: _State, retry_of: int | None, started: float) -> None:
+        from .at_client import AtClient
+        from .flasher import Flasher
+        from .transport import open_port, resolve_port
+
+        ctx, recipe, profile = self.ctx, self.ctx.recipe, self.ctx.recipe.profile
+        with self._step("connect") as s:
+            flash_dev = resolve_port(self.port.flash)
+            if self.port.at is not None:
+                at_port = open_port(self.port.at, ctx.at_baud)
+                st.at = AtClient(at_port, firmware=profile.firmware, timeout=recipe.verify.command_timeout_s)
+            elif recipe.verify.checks:
+                raise InputError(f"port {self.port.label}: no AT port to verify the unit on (--port FLASH,AT)",
+                                 field="port")
+            s.detail = f"flash {flash_dev}" + (f", AT {self.port.at} at {ctx.at_baud} baud" if st.at else "")
+        flasher = Flasher(flash_dev, baud=ctx.flash_baud, firmware=profile.firmware, progress=self._progress,
+                          **ctx.flasher_options)
+
+        with self._step("chip") as s:
+            info = flasher.chip_info()
+            expected = _esptool_chip_name(profile.chip)
+            st.mac = info.mac
+            self._unit = info.mac
+            s.data = {"chip": profile.chip, "mac": info.mac}
+            s.detail = f"{info.description}, MAC {info.mac}"
+            if info.chip != expected:
+                raise InputError(f"port {self.port.label}: the unit is {info.chip}, recipe {recipe.name} is for "
+                                 f"{expected}", field="module")
+            if recipe.verify.mac_prefixes:
+                m = evaluate("mac.prefix", list(recipe.verify.mac_prefixes), info.mac, "prefix")
+                st.measurements.append(m)
+                s.data["measurements"] = [m]
+                if not m.passed:
+                    raise UnitFailed(f"MAC {info.mac} is not in verify.mac_prefixes")
+
+        with self._step("identity") as s:
+            ident = ctx.ledger.reserve_identity(st.mac, recipe)
+            st.serial = ident.serial
+            resumed = []
+            for old in ctx.ledger.attempts_for(st.mac):
+                if old.open:
+                    close_stale_attempt(ctx.ledger, old, ctx.reports_dir, recipe_name=recipe.name,
+                                        recipe_hash=recipe.hash, recipe_path=recipe.path,
+                                        detected_by=f"{ctx.station_id}:{self.port.label}")
+                    resumed.append(old.id)
+            if retry_of is None:
+                last = ctx.ledger.attempts_for(st.mac)
+                if last and last[-1].outcome != "PASS":
+                    retry_of = last[-1].id      # the unit is tried again: this attempt retries that one
+            st.attempt_id = self._begin(st, retry_of, started)
+            attempt = ctx.ledger.attempt(st.attempt_id)
+            self._unit = ident.serial
+            s.data = {"serial": ident.serial, "mac": st.mac, "attempt_id": st.attempt_id,
+                      "attempt": attempt.attempt if attempt else 1, "retry_of": retry_of}
+            s.detail = (f"serial {ident.serial} ({'new' if ident.new else 'known unit'}), attempt {st.attempt_id}"
+                        + (f", retry of {retry_of}" if retry_of else "")
+                        + (f", closed stale attempt(s) {', '.join(map(str, resumed))} as ABORTED" if resumed else ""))
+
+        identity = None
+        with self._step("certificate") as s:
+            if ctx.plan is None or not ctx.plan.needs_identity:
+                s.status, s.detail = "skipped", "the recipe installs no unit certificate"
+            else:
+                identity = self._issue(st, s)
+
+        with self._step("build") as s:
+            from .build import build_unit_images
+            from .mfg_nvs import UnitContent
+
+            pki = ctx.plan.pki_for(identity) if ctx.plan is not None else {}
+            identity = None                 # the key now lives only in the content / image
+            content = UnitContent(factory_param=dict(recipe.factory_param), pki=pki, ble_rows=list(ctx.ble_rows))
+            st.images = build_unit_images(profile, content, source=str(recipe.path))
+            del content, pki
+            s.data = {"images": {**{r.name: _sha256(r.data) for r in ctx.firmware.regions},
+                                 "at_customize.bin": _sha256(st.images.at_customize),
+                                 "mfg_nvs.bin": _sha256(st.images.mfg_nvs.image)}}
+            s.detail = f"mfg_nvs {len(st.images.mfg_nvs.keys)} keys"
+
+        with self._step("flash") as s:
+            regions = (*ctx.firmware.regions, Region(profile.at_customize_offset, "at_customize.bin", st.images.at_customize),
+                       Region(profile.mfg_nvs.offset, "mfg_nvs.bin", st.images.mfg_nvs.image))
+            flash_set = FlashSet(tuple(sorted(regions, key=lambda r: r.offset)), flash_mode=profile.flash_mode,
+                                 flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
+                                 chip=profile.chip, source=str(recipe.path))
+            if st.at is not None:
+                st.at.drain()               # boot output of the chip read's reset
+            self._last_progress = -1.0
+            result = flasher.flash(flash_set)
+            if result.chip.mac != st.mac:
+                raise DeviceError(f"port {self.port.label}: unit changed during the attempt "
+                                  f"(MAC {st.mac}, now {result.chip.mac})")
+            written = [r.name for r in result.regions if r.action == "written"]
+            s.data = {"flash": {"written": written, "skipped": [r.name for r in result.regions if r.action != "written"],
+                                "bytes_written": result.bytes_written, "baud": result.baud}}
+            s.detail = (f"wrote {', '.join(written) or 'nothing'} ({result.bytes_written} bytes), "
+                        f"{len(result.regions) - len(written)} region(s) already on the unit")
+
+        if st.at is None:
+            for name in ("boot", "configure", "verify"):
+                with self._step(name) as s:
+                    s.status, s.detail = "skipped", "no AT port"
+            return
+        with self._step("boot") as s:
+            s.detail = _boot(st.at, recipe.verify.boot_timeout_s)
+        with self._step("configure") as s:
+            s.detail = self._configure(st.at)
+        with self._step("verify") as s:
+            st.measurements += self._verify(st)
+            failed = [m.name for m in st.measurements if not m.passed]
+            s.data = {"measurements": [m for m in st.measurements if m.name != "mac.prefix"]}
+            s.detail = f"{len(st.measurements) - len(failed)}/{len(st.measurements)} checks passed" + (
+                f"; failed: {', '.join(failed)}" if failed else "")
+            if failed:
+                s.status = "fail"
+        st.images = None
+
+    def _issue(self, st: _State, s: _Step) -> Any:
+        from .pki.issue import issue_unit
+        from .pki.slots import UNIT
+
+        ctx, recipe = self.ctx, self.ctx.recipe
+        values = recipe.identity_values(serial=st.serial, mac=st.mac)
+        with ctx.ca_lock:
+            identity = issue_unit(ctx.ca, recipe.pki.identity, values, usages=ctx.plan.usages or ("clientAuth",))
+        ctx.plan.check_identity(identity)
+        info = identity.public_info()
+        slots = [slot_name(x) for x in recipe.pki.slots if x.cert == UNIT]
+        ctx.ledger.record_certificate(st.mac, slots[0], issuer=info["issuer"], cert_serial=info["serial"],
+                                      fingerprint=info["sha256"], key_fingerprint=info["spki_sha256"],
+                                      not_before=info["not_before"], not_after=info["not_after"],
+                                      attempt_id=st.attempt_id)
+        s.data = {"certificates": [{"slot": name, "serial": info["serial"], "issuer": info["issuer"],
+                                    "subject": info["subject"], "fingerprint": info["sha256"],
+                                    "key_fingerprint": info["spki_sha256"], "not_after": info["not_after"]}
+                                   for name in slots]}
+        s.detail = f"{info['subject']} serial {info['serial'][:16]}… for {', '.join(slots)}"
+        return identity
+
+    def _configure(self, at: Any) -> str:
+        fp, fw = self.ctx.recipe.factory_param, self.ctx.recipe.profile.firmware
+        done = []
+        baud = fp.get("uart_baudrate")
+        if isinstance(baud, int) and baud > 0 and fp.get("uart_port", 1) != -1:
+            at.set_uart_def(baud, 8, 1, 0, fw.uart_default_flow_control)
+            done.append(f"UART_DEF={baud},8,1,0,{fw.uart_default_flow_control}")
+        power = fp.get("max_tx_power")
+        if fw.wifi and isinstance(power, int):
+            at.set_rf_power(power)
+            done.append(f"RFPOWER={power}")
+        return ", ".join(done) or "nothing to set"
+
+    def _verify(self, st: _State) -> list[Measurement]:
+        from .at_parse import UartConfig
+        from .nvs.reader import read_nvs
+        from .verify import BuiltUnit, verify_unit
+
+        recipe, fw = self.ctx.recipe, self.ctx.recipe.profile.firmware
+        fp = recipe.factory_param
+        built = BuiltUnit(Path(f"<unit {st.serial}>"), {"module": recipe.profile.name, "app": self.ctx.firmware.app},
+                          recipe.profile.at_customize, read_nvs(st.images.mfg_nvs.image, source="mfg_nvs.bin"))
+        baud = fp.get("uart_baudrate")
+        uart = UartConfig(baud, 8, 1, 0, fw.uart_default_flow_control) if isinstance(baud, int) and baud > 0 else None
+        power = fp.get("max_tx_power")
+        result = verify_unit(st.at, built, mac=st.mac, firmware=fw, uart=uart,
+                             rf_power=power if isinstance(power, int) else None)
+        wanted = set(recipe.verify.checks)
+        return [m for m in result.measurements if check_of(m.name) in wanted or check_of(m.name) is None]
+
+    # -- loop mode ------------------------------------------------------------------------------
+
+    def wait_for_unit(self, previous_mac: str | None, *, poll_s: float = 1.0) -> bool:
+        """Wait until a new unit is on the port: another MAC, or the port came back. False if stopped."""
+        import os
+
+        from .flasher import Flasher
+        from .transport import is_url, resolve_port
+
+        self._unit = None
+        self.emit("wait", "start", detail="waiting for the next unit")
+        gone = previous_mac is None
+        while not self.ctx.stop.finishing:
+            try:
+                dev = resolve_port(self.port.flash)
+                if not is_url(dev) and not os.path.exists(dev):
+                    raise DeviceError(f"{dev} is not there")
+                mac = Flasher(dev, firmware=self.ctx.recipe.profile.firmware, connect_attempts=1,
+                              io_timeout=1.0, step_timeout=5.0).chip_info().mac
+            except (DeviceError, InputError):
+                gone = True
+            else:
+                if gone or mac != previous_mac:
+                    self.emit("wait", "ok", detail=f"unit {mac} on the port")
+                    return True
+            self.ctx.stop.wait(poll_s)
+        return False
+
+
+def _boot(at: Any, timeout: float) -> str:
+    """Wait for ``ready``; without it (output missed) poll ``AT`` until ``timeout``."""
+    from .at_errors import AtError, AtTimeout
+
+    start = time.monotonic()
+    try:
+        at.wait_ready(timeout)
+        how = "ready"
+    except AtTimeout:
+        how = "no ready seen; answered AT"
+    while True:
+        try:
+            at.at()
+            return f"{how} after {time.monotonic() - start:.2f} s"
+        except (AtTimeout, AtError):
+            if time.monotonic() - start > timeout:
+                raise
+
+
+def _esptool_chip_name(chip: str) -> str:
+    from esptool.targets import CHIP_DEFS
+
+    return CHIP_DEFS[chip].CHIP_NAME
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, AtfabError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+__all__ = ["UnitRunner", "RunContext", "PortSpec", "FirmwareImages", "AttemptResult", "StopToken", "STEPS",
+           "check_of"]
