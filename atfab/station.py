@@ -177,8 +177,7 @@ class Station:
         self.csv = _output(csv, recipe.report.csv, recipe.report.dir, self.reports_dir, "summary.csv")
         self.ca = ca
         self.flash_baud = flash_baud
-        fp_baud = recipe.factory_param.get("uart_baudrate")
-        self.at_baud = at_baud or (fp_baud if isinstance(fp_baud, int) and fp_baud > 0 else 115200)
+        self.at_baud = at_baud or uart_baud(recipe)
         self.flasher_options = dict(flasher_options or {})
         self.bus = bus or EventBus()
         self.stop_token = StopToken()
@@ -286,6 +285,12 @@ def _default_station_id() -> str:
     return socket.gethostname().split(".")[0] or "station"
 
 
+def uart_baud(recipe: Recipe) -> int:
+    """The recipe's AT UART baud rate (``factory_param.uart_baudrate``; 115200 when it has none)."""
+    baud = recipe.factory_param.get("uart_baudrate")
+    return baud if isinstance(baud, int) and baud > 0 else 115200
+
+
 def run_sim(recipe: Recipe, count: int, *, sim_baud: int | None = None, seed: str = "0",
             state_dir: str | Path | None = None, **station_options: Any) -> StationSummary:
     """Run a station on ``count`` in-process virtual modules (paced at ``sim_baud``; None = unpaced).
@@ -321,12 +326,13 @@ class DemoResult:
 
 
 def demo(out_dir: str | Path = "atfab-demo", *, recipe: str | Path | None = None, count: int = 4,
-         sim_baud: int | None = 0, **station_options: Any) -> DemoResult:
+         sim_baud: int | None = None, **station_options: Any) -> DemoResult:
     """``atfab demo``: a ready recipe on ``count`` virtual modules with a throwaway CA.
 
     The CA is created in ``<out_dir>/ca`` (a new one every time; its key encrypted with a random
     passphrase that is only held in memory); the ledger and the reports go where the recipe says,
-    relative to ``out_dir``. ``sim_baud`` 0 paces the modules at the recipe's UART baud rate.
+    relative to ``out_dir``. ``sim_baud``: None paces the modules at the recipe's UART baud rate,
+    0 leaves them unpaced.
     """
     from .pki.ca import create_ca
 
@@ -344,13 +350,11 @@ def demo(out_dir: str | Path = "atfab-demo", *, recipe: str | Path | None = None
         ca = create_ca(ca_dir, common_name=f"atfab demo CA {secrets.token_hex(4)}", organization="atfab demo",
                        passphrase=passphrase, days=3650, force=True)
         del passphrase
-    if sim_baud == 0:
-        fp_baud = rec.factory_param.get("uart_baudrate")
-        sim_baud = fp_baud if isinstance(fp_baud, int) and fp_baud > 0 else 115200
+    sim_baud = uart_baud(rec) if sim_baud is None else (sim_baud or None)
     station_options.setdefault("station_id", "demo")
     summary = run_sim(rec, count, sim_baud=sim_baud, ca=ca, **station_options)
     return DemoResult(summary, out, ca_dir, path.resolve(), time.monotonic() - t0)
 
 
 __all__ = ["Station", "StationSummary", "PortSpec", "parse_port", "firmware_images", "load_recipe_ca", "run_sim",
-           "demo", "DemoResult", "DEFAULT_FLASH_BAUD", "DEMO_RECIPE"]
+           "demo", "DemoResult", "uart_baud", "DEFAULT_FLASH_BAUD", "DEMO_RECIPE"]

@@ -239,3 +239,133 @@ def ledger_export(ctx: click.Context, output: Path | None) -> None:
 # named `run` and `demo`; atfab/cli.py already registers ("station", "run") and
 # ("station", "demo").
 # ======================================================================================
+
+
+def _console(ports: list[str], as_json: bool):
+    """The live status renderer (stderr when stdout carries --json)."""
+    import sys
+
+    from ..console import StatusRenderer
+
+    return StatusRenderer(sys.stderr if as_json else sys.stdout, ports)
+
+
+def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> None:
+    if as_json:
+        _echo_json(summary_data)
+    for line in lines:
+        click.echo(line, err=as_json)
+
+
+@click.command("run")
+@click.argument("recipe_path", metavar="RECIPE", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--port", "ports", multiple=True, metavar="[LABEL=]FLASH[,AT]",
+              help="A unit slot: its download (flash) port and its AT port, e.g. /dev/ttyUSB0,/dev/ttyUSB1 or "
+                   "slot1=serial:5A6B0012,serial:5A6B0013 (devices, pyserial URLs or serial:/location:/usb: "
+                   "selectors). Repeat for parallel slots.")
+@click.option("--sim", "sim_count", type=click.IntRange(1, 64), default=None,
+              help="Run on N in-process virtual modules instead of --port.")
+@click.option("--sim-baud", type=click.IntRange(0, 5_000_000), default=None,
+              help="Pace the virtual modules at this baud [default: the recipe's uart_baudrate; 0 = unpaced].")
+@click.option("--sim-seed", default="0", show_default=True, help="Seed of the virtual modules' MACs.")
+@click.option("--loop", is_flag=True, help="Keep each port waiting for the next unit (a new MAC, or the port "
+                                           "coming back) until Ctrl-C.")
+@click.option("--baud", "flash_baud", type=click.IntRange(9600, 5_000_000), default=None,
+              help="esptool baud rate for flashing [default: $ESPBAUD or 460800].")
+@click.option("--at-baud", type=click.IntRange(80, 5_000_000), default=None,
+              help="AT port baud rate [default: the recipe's uart_baudrate].")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Ledger file [default: the recipe's ledger.path].")
+@click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder of the unit reports [default: the recipe's report.dir].")
+@click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="JUnit XML of this run [default: the recipe's report.junit].")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV summary of this run [default: the recipe's report.csv].")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the recipe's output paths are relative to [default: current folder].")
+@click.option("--station-id", default=None, help="Station name in reports and the ledger [default: host name].")
+@click.option("--operator", default=None, help="Operator name in reports and the ledger.")
+@click.option("--passphrase-env", default="ATFAB_CA_PASSPHRASE", show_default=True,
+              help="Environment variable holding the factory CA key passphrase (prompted when unset).")
+@click.option("--poll", "poll_s", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
+              help="Seconds between looks for the next unit (--loop).")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (status goes to stderr).")
+@click.pass_context
+def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count: int | None, sim_baud: int | None,
+        sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: Path | None,
+        reports_dir: Path | None, junit: Path | None, csv_path: Path | None, workdir: Path | None,
+        station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, as_json: bool) -> None:
+    """Provision units with RECIPE on every --port in parallel (or on --sim N virtual modules).
+
+    Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C records the
+    units in flight as ABORTED; the next run resumes them).
+    """
+    from ..station import DEFAULT_FLASH_BAUD, Station, load_recipe_ca, parse_port, run_sim, uart_baud
+    from ..transport import resolve_baud
+
+    if bool(ports) == bool(sim_count):
+        raise InputError("give either --port (one or more) or --sim N", field="--port")
+    recipe = load_recipe(recipe_path, workdir=workdir)
+    ca = None
+    if recipe.pki is not None and recipe.pki.needs_ca:
+        from ..pki.ca import read_passphrase
+
+        def prompt() -> str:
+            return click.prompt("Passphrase for the factory CA key", hide_input=True, default="", show_default=False)
+
+        ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, prompt))
+    options: dict[str, Any] = dict(station_id=station_id, operator=operator, ledger=ledger_path,
+                                   reports_dir=reports_dir, junit=junit, csv=csv_path, ca=ca, at_baud=at_baud,
+                                   flash_baud=resolve_baud(flash_baud, default=DEFAULT_FLASH_BAUD))
+    if sim_count:
+        labels = [f"sim{i}" for i in range(sim_count)]
+        baud = uart_baud(recipe) if sim_baud is None else (sim_baud or None)
+    else:
+        specs = [parse_port(p, i) for i, p in enumerate(ports)]
+        labels = [s.label for s in specs]
+    from ..events import EventBus
+
+    bus = EventBus()
+    console = bus.subscribe(_console(labels, as_json))
+    if sim_count:
+        summary = run_sim(recipe, sim_count, sim_baud=baud, seed=sim_seed, loop=loop, bus=bus, **options)
+    else:
+        summary = Station(recipe, specs, bus=bus, **options).run(loop=loop, poll_s=poll_s)
+    console.close()
+    from ..console import summary_lines
+
+    _finish(summary.to_dict(), summary_lines(summary), as_json)
+    ctx.exit(summary.exit_code)
+
+
+@click.command("demo")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("atfab-demo"),
+              show_default=True, help="Folder for the throwaway CA, the ledger and the reports.")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Recipe to run [default: recipes/esp32c2-4mb-default.toml].")
+@click.option("--count", type=click.IntRange(1, 64), default=4, show_default=True, help="Virtual modules.")
+@click.option("--sim-baud", type=click.IntRange(0, 5_000_000), default=None,
+              help="Pace the virtual modules at this baud [default: the recipe's uart_baudrate; 0 = unpaced].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (status goes to stderr).")
+@click.pass_context
+def demo(ctx: click.Context, out_dir: Path, recipe_path: Path | None, count: int, sim_baud: int | None,
+         as_json: bool) -> None:
+    """Provision 4 virtual modules with a ready recipe and a throwaway CA; reports go to ./atfab-demo."""
+    from ..console import summary_lines
+    from ..events import EventBus
+    from ..station import demo as run_demo
+
+    bus = EventBus()
+    console = bus.subscribe(_console([f"sim{i}" for i in range(count)], as_json))
+    result = run_demo(out_dir, recipe=recipe_path, count=count, sim_baud=sim_baud, bus=bus)
+    console.close()
+    s = result.summary
+    lines = summary_lines(s)
+    passed = [r.report for r in s.finals if r.outcome == "PASS" and r.report is not None]
+    lines.append(f"throwaway CA: {result.ca_dir} (its passphrase was never stored; each demo makes a new one)")
+    lines.append(f"{len(passed)} PASS report(s) in {s.reports_dir}; look at one with: atfab report show {passed[0]}"
+                 if passed else "no unit passed")
+    lines.append(f"demo took {result.seconds:.1f} s")
+    _finish(result.to_dict(), lines, as_json)
+    ctx.exit(s.exit_code)
