@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .at_errors import AtError
-from .customize import BLE_NS, FACTORY_NS, Change, CustomizeRequest, Edit, customize_nvs, plan_edits, show_value
+from .customize import (
+    BLE_NS, FACTORY_NS, Change, CustomizeRequest, Edit, ImageView, customize_nvs, plan_edits, show_value,
+)
 from .errors import InputError, UnitFailed
 from .firmware import FirmwareProfile
 from .measurement import Measurement, evaluate
@@ -75,6 +77,7 @@ class ModuleResult:
     whole_partition: bool
     changes: list[Change] = field(default_factory=list)
     measurements: list[Measurement] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)   # damage in the module's mfg_nvs (whole partition)
 
     @property
     def passed(self) -> bool:
@@ -83,7 +86,7 @@ class ModuleResult:
     def to_dict(self) -> dict[str, Any]:
         return {"target": self.target, "chip": self.chip, "whole_partition": self.whole_partition,
                 "passed": self.passed, "changes": [c.to_dict() for c in self.changes],
-                "measurements": [m.to_dict() for m in self.measurements]}
+                "measurements": [m.to_dict() for m in self.measurements], "problems": list(self.problems)}
 
     def require_pass(self) -> None:
         """:class:`UnitFailed` naming the failed checks, if any."""
@@ -133,7 +136,8 @@ def _per_key(client: Any, view: LiveView, edits: list[Edit], firmware: FirmwareP
 
 
 def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, firmware: FirmwareProfile,
-                     target: str, out: list[Measurement]) -> tuple[list[Change], Callable[[str, str], Any]]:
+                     target: str, out: list[Measurement],
+                     problems: list[str]) -> tuple[list[Change], Callable[[str, str], Any]]:
     parts = {p.name: p for p in client.sysflash_partitions()}
     part = parts.get(MFG_NVS)
     if part is None:
@@ -144,7 +148,8 @@ def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, f
     client.sysflash_write(MFG_NVS, 0, new)
     back = client.sysflash_read(MFG_NVS, 0, part.size)
     out.append(evaluate("sysflash mfg_nvs sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
-    return changes, lambda ns, key: (lambda e: None if e is None else e.value)(before.get(ns, key))
+    problems.extend(before.problems)
+    return changes, ImageView(before).value
 
 
 def _runtime(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, out: list[Measurement]) -> Any:
@@ -198,7 +203,8 @@ def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None
     client.note(f"atfab customize: {' '.join(request.options())}")
     client.at()
     if whole_partition:
-        result.changes, current = _whole_partition(client, request, chip, firmware, target, result.measurements)
+        result.changes, current = _whole_partition(client, request, chip, firmware, target, result.measurements,
+                                                   result.problems)
     else:
         view = LiveView(client)
         edits = plan_edits(view, request, chip=chip, firmware=firmware, target=target, noun="module")

@@ -97,6 +97,8 @@ def customize(image: str | None, output: str | None, in_place: bool, port: str |
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), indent=2))
     else:
+        for problem in outcome.problems:
+            click.echo(f"warning: {problem}")
         for change in outcome.changes:
             click.echo(f"  {change.describe()}")
         for m in outcome.measurements:
