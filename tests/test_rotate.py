@@ -1,0 +1,366 @@
+"""Certificate rotation on virtual modules (atfab.rotate): parallel fleet, journal recovery, rollback."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+
+from atfab.at_client import AtClient
+from atfab.build import build_unit_images, synthetic_firmware_files
+from atfab.cli import main
+from atfab.errors import InputError
+from atfab.ledger import Ledger
+from atfab.mfg_nvs import UnitContent
+from atfab.nvs.reader import read_nvs
+from atfab.pki.ca import create_ca, load_ca
+from atfab.pki.issue import issue_unit
+from atfab.pki.keys import cert_sha256, spki_sha256
+from atfab.pki.slots import plan_slots
+from atfab.recipe import check_recipe, load_recipe
+from atfab.rotate import ROTATION_SCHEMA, RotateOptions, rotate_fleet
+from atfab.rotate_device import leaf_certificate
+from atfab.rotate_inventory import RotateTarget, load_inventory, targets_from_ports
+from atfab.serials import normalize_mac
+from atfab.transport import open_port
+from tests.conftest import run_with_timeout
+from tests.secret_scan import assert_no_private_keys, key_markers
+
+PASS = "correct horse battery staple"
+RUN_TIMEOUT = 60.0
+
+RECIPE = """
+name = "rot-test"
+module = "esp32c2-4mb"
+[firmware]
+synthetic = "v4.1.0.0"
+[pki]
+ca = "ca"
+[pki.identity]
+subject = {{ CN = "{{serial}}", O = "atfab test" }}
+days = 30
+[[pki.slot]]
+set = "client"
+cert = "unit"
+key = "unit"
+ca = ["factory_ca"]
+[serial]
+prefix = "ROT-"
+[report]
+dir = "reports"
+{extra}
+"""
+
+
+class Env:
+    """A recipe, its CA, a ledger and helpers to provision / inspect virtual modules."""
+
+    def __init__(self, tmp: Path, extra: str = "") -> None:
+        self.tmp = tmp
+        create_ca(tmp / "ca", common_name="Rotation Test CA", passphrase=PASS.encode())
+        (tmp / "r.toml").write_text(RECIPE.format(extra=extra))
+        self.recipe = load_recipe(tmp / "r.toml", workdir=tmp)
+        self.ca = load_ca(tmp / "ca", PASS.encode())
+        self.ledger = Ledger(self.recipe.ledger)
+        self.profile = self.recipe.profile
+        self.plan = plan_slots(list(self.recipe.pki.slots), firmware=self.profile.firmware,
+                               factory_ca=self.ca.chain_certs())
+        self.keys: list = []        # every private key the test made or found (for the leak scan)
+
+    def provision(self, module) -> None:
+        """Flash a unit the way the station would: firmware, at_customize, mfg_nvs with an identity."""
+        mac = normalize_mac(module.mac)
+        unit = self.ledger.reserve_identity(mac, self.recipe)
+        ident = issue_unit(self.ca, self.recipe.pki.identity, self.recipe.identity_values(serial=unit.serial, mac=mac))
+        self.keys.append(ident.private_key_object_for_escrow())
+        self.ledger.record_certificate(mac, "client.0", issuer=ident.cert.issuer.rfc4514_string(),
+                                       cert_serial=ident.serial, fingerprint=ident.fingerprint_sha256,
+                                       key_fingerprint=spki_sha256(ident.cert))
+        content = UnitContent(factory_param=dict(self.recipe.factory_param), pki=self.plan.pki_for(ident))
+        images = build_unit_images(self.profile, content)
+        flash = module.flash
+        flash.erase_all()
+        for offset, data in synthetic_firmware_files(self.profile, version="v4.1.0.0").values():
+            flash.program(offset, data)
+        flash.program(self.profile.at_customize_offset, images.at_customize)
+        flash.program(self.profile.mfg_nvs.offset, images.mfg_nvs.image)
+        module.power_cycle()
+
+    def device_pair(self, module):
+        """(cert fp, cert spki, key spki) straight from the module's flash (independent of atfab.rotate)."""
+        mfg = self.profile.mfg_nvs
+        image = read_nvs(module.flash.read(mfg.offset, mfg.size))
+        cert = leaf_certificate(image.get("client_cert", "client_cert").value)
+        key = serialization.load_pem_private_key(image.get("client_key", "client_key").value, None)
+        self.keys.append(key)
+        return cert_sha256(cert), spki_sha256(cert), spki_sha256(key)
+
+    def rotate(self, ports, **kw):
+        targets = ports if ports and isinstance(ports[0], RotateTarget) else targets_from_ports(ports)
+        opts = RotateOptions(**kw)
+        return run_with_timeout(rotate_fleet, RUN_TIMEOUT, self.recipe, targets,
+                                ca=None if opts.dry_run else self.ca, ledger=self.ledger, options=opts)
+
+    def reports(self) -> list[dict]:
+        return [json.loads(p.read_text()) for p in sorted((self.tmp / "reports" / "rotations").glob("*.json"))]
+
+    @staticmethod
+    def report(module_result) -> dict:
+        return json.loads(Path(module_result.report_path).read_text())
+
+    def scan(self) -> None:
+        markers = [m for k in self.keys for m in key_markers(k)]
+        assert_no_private_keys(self.tmp, allow_encrypted=("ca.key",), secrets=markers)
+
+
+@pytest.fixture
+def env(tmp_path):
+    e = Env(tmp_path)
+    yield e
+    e.ledger.close()
+
+
+def _pool(module_pool, env, count):
+    pool = module_pool(count, firmware=env.profile.firmware, seed="rot")
+    for m in pool:
+        env.provision(m)
+    return pool
+
+
+def test_rotate_ten_modules_in_parallel(env, module_pool):
+    pool = _pool(module_pool, env, 10)
+    before = [env.device_pair(m) for m in pool]
+    fleet = env.rotate([m.at_url for m in pool])
+    assert fleet.exit_code == 0, [m.line() for m in fleet.modules]
+    assert fleet.counts == {"PASS": 10, "FAIL": 0, "ERROR": 0}
+    for m, old, res in zip(pool, before, fleet.modules):
+        cert_fp, cert_spki, key_spki = env.device_pair(m)
+        assert cert_spki == key_spki                       # key matches the certificate's public key
+        assert cert_fp != old[0] and key_spki != old[2]    # new pair
+        (slot,) = res.slots
+        assert (slot.action, slot.state, slot.new_cert_fp) == ("rotate", "done", cert_fp)
+        mac = normalize_mac(m.mac)
+        (rot,) = env.ledger.rotations_for(mac)
+        assert (rot.state, rot.old_cert_fp, rot.new_cert_fp, rot.new_key_fp) == ("done", old[0], cert_fp, key_spki)
+        assert env.ledger.certificates_for(mac, "client.0")[-1].fingerprint == cert_fp
+    reports = env.reports()
+    assert len(reports) == 10 and {r["schema"] for r in reports} == {ROTATION_SCHEMA}
+    rep = reports[0]
+    assert rep["outcome"] == "PASS" and rep["rotations"][0]["state"] == "done"
+    assert [s["name"] for s in rep["steps"]] == ["connect", "identify", "rotate client.0", "restart"]
+    assert all(m["outcome"] == "pass" for m in rep["measurements"])
+    tr = rep["transcript"]
+    key_raws = [t["text"] for t in tr if t["kind"] == "raw" and '"client_key"' in t["text"]]
+    payloads = [t["text"] for t in tr if t["kind"] == "payload"]
+    assert len(key_raws) == 2 and all("<redacted " in t for t in key_raws)       # old key read, read-back
+    assert payloads[0].startswith("<redacted ") and not payloads[1].startswith("<redacted")   # key, cert
+    env.scan()
+
+
+def _arm(module, how):
+    def progress(port, slot, event):
+        if event == "key_written" and port == module.at_url:
+            if how == "drop_rx":
+                module.faults.at.drop_after_rx = 1      # the next byte from the host closes the link
+            else:
+                module.faults.at.drop_after_tx = 1      # the next reply byte closes the link
+    return progress
+
+
+@pytest.mark.parametrize("how", ["drop_rx", "drop_tx", "power_loss"])
+def test_interrupted_between_key_and_cert_is_repaired_next_run(env, module_pool, how):
+    pool = _pool(module_pool, env, 2)
+    old = [env.device_pair(m) for m in pool]
+    victim = pool[0]
+    if how == "power_loss":
+        victim.faults.power_loss_after_writes = 1
+    fleet = env.rotate([m.at_url for m in pool], progress=None if how == "power_loss" else _arm(victim, how))
+    assert fleet.exit_code == 3
+    bad, good = fleet.modules
+    assert bad.outcome == "ERROR" and good.outcome == "PASS"
+    assert "left pending" in bad.slots[0].message
+    cert_fp, _, key_spki = env.device_pair(victim)
+    assert cert_fp == old[0][0] and key_spki != old[0][2]          # new key, old certificate
+    (pending,) = env.ledger.pending_rotations(normalize_mac(victim.mac))
+    assert pending.new_key_fp == key_spki
+    assert pending.state == ("intent" if how == "power_loss" else "key_written")
+
+    fleet2 = env.rotate([victim.at_url])
+    assert fleet2.exit_code == 0, fleet2.modules[0].line()
+    (slot,) = fleet2.modules[0].slots
+    assert (slot.action, slot.state, slot.rotation_id) == ("resume", "done", pending.id)
+    cert_fp, cert_spki, key_spki2 = env.device_pair(victim)
+    assert key_spki2 == key_spki == cert_spki and cert_fp == pending.new_cert_fp
+    assert env.ledger.rotation(pending.id).state == "done"
+    assert env.ledger.certificates_for(normalize_mac(victim.mac))[-1].fingerprint == cert_fp
+    rep = env.report(fleet2.modules[0])
+    assert rep["outcome"] == "PASS" and rep["rotations"][0]["action"] == "resume"
+    env.scan()
+
+
+def test_write_error_keeps_old_pair(env, module_pool):
+    (m,) = _pool(module_pool, env, 1)
+    old = env.device_pair(m)
+    m.faults.error_next_write = True
+    fleet = env.rotate([m.at_url])
+    assert fleet.exit_code == 1
+    (res,) = fleet.modules
+    assert res.outcome == "FAIL" and res.slots[0].state == "rolled_back"
+    assert env.device_pair(m) == old
+    (rot,) = env.ledger.rotations_for(normalize_mac(m.mac))
+    assert rot.state == "rolled_back" and not env.ledger.pending_rotations()
+    rep = env.report(res)
+    assert rep["outcome"] == "FAIL"
+    assert [s["outcome"] for s in rep["steps"] if s["name"] == "rotate client.0"] == ["fail"]
+    assert "restart" not in [s["name"] for s in rep["steps"]]
+    # the next run rotates normally
+    assert env.rotate([m.at_url]).exit_code == 0
+    assert env.device_pair(m)[0] != old[0]
+    env.scan()
+
+
+def test_unknown_state_is_an_error_and_stays_pending(env, module_pool):
+    (m,) = _pool(module_pool, env, 1)
+    old = env.device_pair(m)
+    mac = normalize_mac(m.mac)
+    rot = env.ledger.journal_rotation(mac, "client.0", new_cert_fp="ab" * 32, new_key_fp="cd" * 32,
+                                      old_cert_fp="ef" * 32, old_key_fp="01" * 32)
+    fleet = env.rotate([m.at_url])
+    assert fleet.exit_code == 3
+    (res,) = fleet.modules
+    assert res.outcome == "ERROR" and res.slots[0].action == "resume"
+    assert "neither the old pair" in res.slots[0].message
+    assert env.ledger.rotation(rot.id).state == "intent"
+    assert env.device_pair(m) == old                            # nothing written
+    assert env.report(res)["outcome"] == "ERROR"
+
+
+def test_pending_with_old_pair_is_rolled_back_then_rotated(env, module_pool):
+    (m,) = _pool(module_pool, env, 1)
+    old = env.device_pair(m)
+    mac = normalize_mac(m.mac)
+    rot = env.ledger.journal_rotation(mac, "client.0", new_cert_fp="ab" * 32, new_key_fp="cd" * 32,
+                                      old_cert_fp=old[0], old_key_fp=old[2])
+    fleet = env.rotate([m.at_url])
+    assert fleet.exit_code == 0, fleet.modules[0].line()
+    resumed, rotated = fleet.modules[0].slots
+    assert (resumed.action, resumed.state) == ("resume", "rolled_back")
+    assert (rotated.action, rotated.state) == ("rotate", "done")
+    assert env.ledger.rotation(rot.id).state == "rolled_back"
+    assert env.device_pair(m)[0] == rotated.new_cert_fp
+
+
+def test_recertify_keeps_the_key(tmp_path, module_pool):
+    env = Env(tmp_path, extra='[rotate]\nmode = "recertify"\nrestart = false\n')
+    try:
+        (m,) = _pool(module_pool, env, 1)
+        old = env.device_pair(m)
+        fleet = env.rotate([m.at_url])
+        assert fleet.exit_code == 0, fleet.modules[0].line()
+        cert_fp, cert_spki, key_spki = env.device_pair(m)
+        assert cert_fp != old[0] and key_spki == old[2] == cert_spki
+        (rot,) = env.ledger.rotations_for(normalize_mac(m.mac))
+        assert rot.state == "done" and rot.new_key_fp == rot.old_key_fp
+        assert "restart" not in [s["name"] for s in env.report(fleet.modules[0])["steps"]]
+    finally:
+        env.ledger.close()
+
+
+def test_dry_run_changes_nothing(env, module_pool):
+    pool = _pool(module_pool, env, 2)
+    old = [env.device_pair(m) for m in pool]
+    fleet = env.rotate([m.at_url for m in pool], dry_run=True)
+    assert fleet.exit_code == 0 and fleet.dry_run
+    assert all(s.action == "plan" and s.state is None for mod in fleet.modules for s in mod.slots)
+    assert "would issue a new key" in fleet.modules[0].slots[0].message
+    assert [env.device_pair(m) for m in pool] == old
+    assert all(not env.ledger.rotations_for(normalize_mac(m.mac)) for m in pool)
+    assert not (env.tmp / "reports").exists()
+
+
+def test_inventory_expectations(env, module_pool):
+    pool = _pool(module_pool, env, 2)
+    old = env.device_pair(pool[1])
+    serial0 = env.ledger.unit(normalize_mac(pool[0].mac)).serial
+    inv = env.tmp / "inv.csv"
+    inv.write_text("# rotation batch\nport,mac,serial,name\n"
+                   f"{pool[0].at_url},{pool[0].mac.hex()},{serial0},first\n"
+                   f"{pool[1].at_url},02:00:00:00:00:99,,second\n")
+    fleet = env.rotate(load_inventory(inv))
+    first, second = fleet.modules
+    assert first.outcome == "PASS" and first.name == "first"
+    assert second.outcome == "ERROR" and "inventory expects 02:00:00:00:00:99" in second.error
+    assert env.device_pair(pool[1]) == old
+
+
+def test_inventory_formats_and_errors(tmp_path):
+    toml = tmp_path / "inv.toml"
+    toml.write_text('[[module]]\nport = "socket://127.0.0.1:1"\nmac = "240AC4000001"\nserial = "S1"\n'
+                    '[[module]]\nport = "/dev/ttyUSB1"\nname = "b"\n')
+    a, b = load_inventory(toml)
+    assert (a.port, a.mac, a.serial, b.name) == ("socket://127.0.0.1:1", "24:0a:c4:00:00:01", "S1", "b")
+    cases = {
+        "port,colour\nx,red\n": ("colour", 1),
+        "mac\n24:0a:c4:00:00:01\n": ("port", 1),
+        "# c\nport,mac\nx,nonsense\n": ("mac", 3),
+        "port\nx\nx\n": ("port", None),
+        "port,name\n,x\n": ("port", 2),
+        "port\nx,y\n": (None, 2),
+    }
+    for text, (field, line) in cases.items():
+        p = tmp_path / "bad.csv"
+        p.write_text(text)
+        with pytest.raises(InputError) as info:
+            load_inventory(p)
+        assert (info.value.field, info.value.line, info.value.file) == (field, line, str(p)), text
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[module]]\nport = "x"\ncolour = "red"\n')
+    with pytest.raises(InputError, match="unknown field"):
+        load_inventory(bad)
+
+
+def test_recipe_rotate_table_checks(tmp_path):
+    create_ca(tmp_path / "ca", common_name="CA", passphrase=PASS.encode())
+    (tmp_path / "r.toml").write_text(RECIPE.format(extra='[rotate]\nmode = "sideways"\nslots = ["mqtt.0"]\n'))
+    fields = {p.field for p in check_recipe(tmp_path / "r.toml", workdir=tmp_path)}
+    assert fields == {"rotate.mode", "rotate.slots[0]"}
+
+
+def test_cli_rotate(env, module_pool, monkeypatch):
+    pool = _pool(module_pool, env, 2)
+    inv = env.tmp / "inv.toml"
+    inv.write_text("".join(f'[[module]]\nport = "{m.at_url}"\n' for m in pool))
+    monkeypatch.setenv("ATFAB_CA_PASSPHRASE", PASS)
+    args = ["rotate", "--recipe", str(env.tmp / "r.toml"), "--workdir", str(env.tmp), "--inventory", str(inv)]
+    runner = CliRunner()
+    dry = run_with_timeout(runner.invoke, RUN_TIMEOUT, main, args + ["--dry-run", "--json"])
+    assert dry.exit_code == 0, dry.output
+    assert json.loads(dry.stdout)["dry_run"] is True
+    res = run_with_timeout(runner.invoke, RUN_TIMEOUT, main, args + ["--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
+    assert data["counts"] == {"PASS": 2, "FAIL": 0, "ERROR": 0}
+    assert all(mod["slots"][0]["state"] == "done" for mod in data["modules"])
+    text = run_with_timeout(runner.invoke, RUN_TIMEOUT, main, args[:5] + ["--port", pool[0].at_url, "--slot", "mqtt.0"])
+    assert text.exit_code == 2 and "mqtt.0" in text.output
+    both = runner.invoke(main, args + ["--port", "x"])
+    assert both.exit_code == 2
+
+
+def test_transcript_redacts_key_namespaces(env, module_pool):
+    """The AT client's transcript hides *_key payloads, in both directions."""
+    (m,) = _pool(module_pool, env, 1)
+    port = open_port(m.at_url)
+    try:
+        client = AtClient(port, firmware=env.profile.firmware, timeout=5.0)
+        key = run_with_timeout(client.sysmfg_read, 10, "client_key", "client_key")
+        run_with_timeout(client.sysmfg_write, 10, "client_key", "client_key", 8, key)
+    finally:
+        port.close()
+    env.keys.append(serialization.load_pem_private_key(key, None))
+    text = "\n".join(e.text for e in client.transcript)
+    assert "PRIVATE KEY" not in text and key.splitlines()[1].decode() not in text
+    assert text.count("redacted") >= 2
