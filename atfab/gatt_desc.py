@@ -167,7 +167,10 @@ def compile_description(desc: dict[str, Any], *, source: str = "<gatt.toml>") ->
             raise c.err(f"{sw}.uuid", f"UUID {uuid!r} must have 4, 8 or 32 hex digits")
         perm = c.bits(srv["perm"], PERMISSIONS, f"{sw}.perm", "permission") if "perm" in srv else _DEFAULT_DECL_PERM
         c.add("0x2800" if primary else "0x2801", perm, len(digits) // 2, len(digits) // 2, digits, sw)
-        for ci, ch in enumerate(srv.get("characteristic", [])):
+        chars = srv.get("characteristic", [])
+        if not isinstance(chars, list):
+            raise c.err(f"{sw}.characteristic", "must be an array of tables [[service.characteristic]]")
+        for ci, ch in enumerate(chars):
             cw = f"{sw}.characteristic[{ci}]"
             if not isinstance(ch, dict):
                 raise c.err(cw, "must be a table")
@@ -225,7 +228,7 @@ def load_description(path: str | Path) -> list[GattRow]:
     path = Path(path)
     try:
         desc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read GATT description: {exc}", file=path) from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=path) from None

@@ -56,7 +56,15 @@ class Ledger:
         self._conn.row_factory = sqlite3.Row
         self._timeout = timeout
         try:
+            if not create and self._conn.execute(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+                raise InputError("not an atfab ledger (no ledger tables in it)", file=self.path)
             self._setup()
+        except sqlite3.DatabaseError as exc:
+            self._conn.close()
+            if isinstance(exc, sqlite3.OperationalError):
+                raise LedgerError(f"cannot open ledger {self.path}: {exc}") from exc
+            raise InputError(f"not a ledger: {exc}", file=self.path) from None
         except BaseException:
             self._conn.close()
             raise

@@ -281,6 +281,9 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
     if "firmware" not in data:
         r.bad("firmware", "required table is missing (synthetic, build_dir or factory_image)")
         return None
+    if not isinstance(data["firmware"], dict):
+        r.bad("firmware", "must be a table")
+        return None
     fw = r.table(data, "firmware", FIRMWARE_KINDS)
     given = [k for k in FIRMWARE_KINDS if k in fw]
     if len(given) != 1:
@@ -308,6 +311,9 @@ def _pki(r: _Reader, data: dict, base: Path) -> PkiSpec | None:
     from .pki.issue import IdentityTemplate
     from .pki.slots import parse_slots
 
+    if not isinstance(data["pki"], dict):
+        r.bad("pki", "must be a table")
+        return None
     t = r.table(data, "pki", ("ca", "demo_ca", "identity", "slot"))
     ca = r.get(t, "ca", "pki.ca", str)
     demo = r.get(t, "demo_ca", "pki.demo_ca", bool, False)
@@ -318,7 +324,7 @@ def _pki(r: _Reader, data: dict, base: Path) -> PkiSpec | None:
     except InputError as exc:
         r.problems.append(exc)
     raw_slots = r.get(t, "slot", "pki.slot", list, [])
-    if not raw_slots and "slot" in t:
+    if not raw_slots and isinstance(t.get("slot"), list):
         r.bad("pki.slot", "at least one [[pki.slot]] is needed")
     elif "slot" not in t:
         r.bad("pki.slot", "required: at least one [[pki.slot]]")
@@ -476,6 +482,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     report, ledger = _outputs(r, data, workdir)
     retry = _retry(r, data)
     rotate = _rotate(r, data, pki)
+    description = r.get(data, "description", "description", str, "")
     ctx = recipe_checks.Context(source=source, base=base, problems=r.problems)
     profile = recipe_checks.module_profile(ctx, module, base) if module else None
     factory = recipe_checks.factory_params(ctx, profile, overrides)
@@ -496,7 +503,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
         for slot in pki.slots:
             extra += [Path(f) for f in (slot.cert, *slot.ca, slot.issuer) if f and Path(f).is_absolute()]
     recipe = Recipe(
-        name=name, description=r.get(data, "description", "description", str, ""), path=p.resolve(),
+        name=name, description=description, path=p.resolve(),
         hash=recipe_hash(p, extra), module=module, profile=profile, firmware=firmware, factory_param=factory,
         pki=pki, gatt=gatt, serial=serial, verify=verify, report=report, retry=retry, ledger=ledger, rotate=rotate,
         raw=data,

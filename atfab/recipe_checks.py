@@ -190,8 +190,9 @@ def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSo
         ctx.bad(where, f"no such file: {path}")
         return
     data = path.read_bytes()
+    # problems inside the image name the image file (the recipe line names only the field)
     if len(data) > profile.flash_size:
-        ctx.bad(where, f"image is {len(data):#x} bytes, the module's flash is {profile.flash_size:#x}")
+        ctx.bad(where, f"image is {len(data):#x} bytes, the module's flash is {profile.flash_size:#x}", file=path)
         return
     pt, appimage = _optional("partition_table"), _optional("appimage")
     if pt is not None:
@@ -199,16 +200,24 @@ def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSo
         try:
             table = pt.decode(data[off: off + 0xC00], source=f"{path}@{off:#x}")
         except InputError as exc:
-            ctx.bad(where, f"no partition table at {off:#x}: {exc.message}")
+            ctx.bad(where, f"no partition table at {off:#x}: {exc.message}", file=path)
             return
         if table.entries != profile.primary.entries:
-            ctx.bad(where, f"partition table does not match module profile {profile.name}")
+            ctx.bad(where, f"partition table does not match module profile {profile.name}", file=path)
     if appimage is not None:
         for what, off in (("bootloader", profile.bootloader_offset), ("app", profile.app_offset)):
             chip = appimage.image_chip(data[off:])
             if chip != profile.chip:
                 ctx.bad(where, f"{what} at {off:#x} is {'no ESP image' if chip is None else chip + ' code'}, "
-                               f"module {profile.name} is {profile.chip}")
+                               f"module {profile.name} is {profile.chip}", file=path)
+                continue
+            try:   # a cut-off or corrupted image (the chip id alone says nothing about the rest)
+                info = appimage.read_image_summary(data[off:])
+            except InputError as exc:
+                ctx.bad(where, f"{what} at {off:#x}: {exc.message}", file=path)
+                continue
+            if not info.checksum_ok or info.digest_ok is False:
+                ctx.bad(where, f"{what} at {off:#x}: image checksum or SHA-256 digest is wrong", file=path)
 
 
 def _stand_in_ca() -> list[Any]:

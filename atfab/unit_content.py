@@ -26,6 +26,7 @@ from . import factory_param as fp
 from .errors import InputError
 from .gatt import GattRow, cfg_strings, load_gatts_csv, validate_rows
 from .mfg_nvs import PkiFile, UnitContent, load_pki_dir, pki_namespaces
+from .nvs import format as nvs_format
 from .profiles import BUILTIN_DIR, ModuleProfile
 
 #: esp-at's default GATT table (verbatim copy of raw_data/ble_data/gatts_data.csv).
@@ -68,11 +69,31 @@ def load_params(path: str | Path) -> Params:
     for ns, table in (data.get("custom") or {}).items():
         if not isinstance(table, dict):
             raise InputError("must be a table of keys", file=src, field=f"custom.{ns}")
-        custom[ns] = {key: _custom_value(spec, src, f"custom.{ns}.{key}") for key, spec in table.items()}
+        if ns in _NOT_PKI:
+            raise InputError("atfab writes this namespace itself (from [factory_param] / the GATT table); "
+                             "use another namespace", file=src, field=f"custom.{ns}")
+        _check_name(ns, "namespace", src, f"custom.{ns}")
+        custom[ns] = {}
+        for key, spec in table.items():
+            _check_name(key, "key", src, f"custom.{ns}.{key}")
+            custom[ns][key] = _custom_value(spec, src, f"custom.{ns}.{key}")
     return Params(factory_param=dict(factory), custom=custom, source=src)
 
 
+def _check_name(name: str, what: str, src: str, where: str) -> None:
+    try:
+        nvs_format.encode_name(name, what=what)
+    except InputError as exc:
+        raise InputError(exc.message, file=src, field=where) from None
+
+
 def _custom_value(spec: Any, src: str, where: str) -> tuple[str, int | str | bytes]:
+    type_name, value = _custom_raw(spec, src, where)
+    nvs_format.check_value(type_name, value, field=where, file=src)   # ranges, string length
+    return type_name, value
+
+
+def _custom_raw(spec: Any, src: str, where: str) -> tuple[str, int | str | bytes]:
     if not isinstance(spec, dict) or "type" not in spec:
         raise InputError('must be { type = "...", value = ... }', file=src, field=where)
     type_name = spec["type"]

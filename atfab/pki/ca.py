@@ -26,7 +26,7 @@ from cryptography.x509.oid import NameOID
 
 from ..errors import InputError
 from ..fsutil import atomic_write
-from .checks import check_key_supported, check_pair, parse_pem_certs, parse_private_key
+from .checks import check_key_supported, check_pair, check_validity, parse_pem_certs, parse_private_key
 from .keys import DEFAULT_KEY_TYPE, PrivateKey, cert_sha256, describe_key, generate_key, signing_hash, spki_sha256
 
 CA_CERT = "ca.crt"
@@ -242,6 +242,7 @@ def import_ca(directory: str | Path, cert_file: str | Path, key_file: str | Path
     certs = parse_pem_certs(_read(cert_file, "CA certificate"), file=cert_file, field="certificate")
     cert, extra = certs[0], certs[1:]
     _require_ca_cert(cert, cert_file)
+    check_validity(cert, utcnow(), file=cert_file, field="certificate")   # an expired CA issues nothing valid
     key = parse_private_key(_read(key_file, "CA key"), file=key_file, field="key", password=key_passphrase,
                             device=False)
     check_key_supported(key, file=key_file, field="key")

@@ -1,0 +1,599 @@
+"""Bad-input corpus (issue 8): every malformed input gives one error line, exit 2, and writes nothing.
+
+The cases are listed in ``tests/bad_inputs/cases.toml`` (format in its header). Committed inputs
+live next to it; binaries, big files and everything key-shaped are made at test time by the
+generators below (``gen = "<name>"``), so no private key is ever committed.
+
+Each case runs through the real CLI (``atfab.cli.main`` under click's CliRunner, standalone mode,
+exceptions not caught so a traceback fails the test); :func:`test_subprocess_matches` runs a few
+through ``python -m atfab.cli`` and checks the user sees the same line and exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import functools
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+from click.testing import CliRunner
+
+from atfab.cli import main
+
+HERE = Path(__file__).parent
+CORPUS = HERE / "bad_inputs"
+REPO = HERE.parent
+MANIFEST = tomllib.loads((CORPUS / "cases.toml").read_text(encoding="utf-8"))
+PASSPHRASE = b"bad-inputs-key-passphrase"
+SENTINEL = "sentinel: this output existed before the failing command\n"
+
+
+# ------------------------------------------------------------------------- shared material
+
+
+@functools.cache
+def _profile(name: str):
+    from atfab.profiles import load_profile
+
+    return load_profile(name)
+
+
+@functools.cache
+def _ca_material() -> tuple[bytes, bytes]:
+    """(CA certificate PEM, its unencrypted key PEM): generated, kept in memory and tmp_path only."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _cert(key, "bad-inputs CA", ca=True)
+    return cert.public_bytes(serialization.Encoding.PEM), _key_pem(key)
+
+
+def _key_pem(key, password: bytes | None = None) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
+
+
+def _cert(key, cn: str, *, ca: bool, days: int = 365, past: bool = False):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+
+    now = dt.datetime.now(dt.timezone.utc)
+    start, end = (now - dt.timedelta(days=400), now - dt.timedelta(days=30)) if past else (
+        now - dt.timedelta(minutes=5), now + dt.timedelta(days=days))
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start).not_valid_after(end)
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+
+
+@functools.cache
+def _synthetic_files(module: str) -> dict[str, tuple[int, bytes]]:
+    from atfab.build import synthetic_firmware_files
+
+    return synthetic_firmware_files(_profile(module), version="v4.1.0.0")
+
+
+@functools.cache
+def _factory_image(module: str) -> bytes:
+    from atfab.build import build_unit_images, merge_factory_image
+    from atfab.unit_content import unit_content
+
+    profile = _profile(module)
+    images = build_unit_images(profile, unit_content(profile))
+    parts = [v for v in _synthetic_files(module).values()]
+    parts += [(profile.at_customize_offset, images.at_customize), (profile.mfg_nvs.offset, images.mfg_nvs.image)]
+    return merge_factory_image(profile, parts)
+
+
+@functools.cache
+def _mfg_nvs_image() -> bytes:
+    from atfab.build import build_unit_images
+    from atfab.unit_content import unit_content
+
+    profile = _profile("esp32c2-4mb")
+    return build_unit_images(profile, unit_content(profile)).mfg_nvs.image
+
+
+GARBAGE = bytes((i * 131 + 7) % 256 for i in range(5000))
+
+
+# ------------------------------------------------------------------------------ generators
+# Each takes the workspace and returns placeholders ({"file": ...} at least, unless the case
+# has a committed file). Inputs are written under ws/"in".
+
+Generator = Callable[[Path], dict[str, Path]]
+GENERATORS: dict[str, Generator] = {}
+
+
+def gen(fn: Generator) -> Generator:
+    GENERATORS[fn.__name__] = fn
+    return fn
+
+
+def _write(ws: Path, name: str, data: bytes | str) -> Path:
+    path = ws / "in" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+    return path
+
+
+def _ca_cert_file(ws: Path) -> Path:
+    return _write(ws, "ca_import.crt", _ca_material()[0])
+
+
+# -- keys (never committed) --
+
+
+@gen
+def pki_key(ws: Path) -> dict[str, Path]:
+    """Only the key of a ca import case whose certificate file is the committed input."""
+    return {"key": _write(ws, "ca_import.key", _ca_material()[1])}
+
+
+def _key_case(name: str, data: Callable[[], bytes]) -> None:
+    def make(ws: Path) -> dict[str, Path]:
+        path = _write(ws, f"{name}.key", data())
+        return {"file": _ca_cert_file(ws), "key": path, "pki_file": path}
+    make.__name__ = name
+    gen(make)
+
+
+def _garbled_key() -> bytes:
+    body = __import__("base64").encodebytes(bytes(range(48)) * 3).decode()   # not DER of any key
+    return f"-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----\n".encode()
+
+
+def _truncated_key() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    lines = _key_pem(ec.generate_private_key(ec.SECP256R1())).splitlines(keepends=True)
+    return b"".join(lines[:2]) + lines[-1]          # header, one body line, footer
+
+
+def _encrypted_key() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return _key_pem(ec.generate_private_key(ec.SECP256R1()), PASSPHRASE)
+
+
+def _other_key() -> bytes:
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    return _key_pem(ec.generate_private_key(ec.SECP256R1()))
+
+
+_key_case("key_armor_only", lambda: b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
+_key_case("key_garbled_body", _garbled_key)
+_key_case("key_truncated", _truncated_key)
+_key_case("key_encrypted", _encrypted_key)
+_key_case("key_is_a_cert", lambda: _ca_material()[0])
+_key_case("key_mismatch", _other_key)
+_key_case("key_binary_garbage", lambda: GARBAGE[:700])
+_key_case("key_empty", lambda: b"")
+
+
+# -- certificates --
+
+
+def _cert_case(name: str, make_cert: Callable[[Any], bytes]) -> None:
+    def make(ws: Path) -> dict[str, Path]:
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        cert = _write(ws, f"{name}.crt", make_cert(key))
+        return {"file": cert, "key": _write(ws, f"{name}.key", _key_pem(key)), "pki_file": cert}
+    make.__name__ = name
+    gen(make)
+
+
+def _pem(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _der(cert) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def _truncated_cert(key) -> bytes:
+    lines = _pem(_cert(key, "truncated", ca=True)).splitlines(keepends=True)
+    return b"".join(lines[:len(lines) // 2]) + lines[-1]
+
+
+_cert_case("cert_not_ca", lambda key: _pem(_cert(key, "leaf", ca=False)))
+_cert_case("cert_expired", lambda key: _pem(_cert(key, "expired CA", ca=True, past=True)))
+_cert_case("cert_der", lambda key: _der(_cert(key, "DER CA", ca=True)))
+_cert_case("cert_truncated", _truncated_cert)
+
+
+@gen
+def pki_unknown_namespace(ws: Path) -> dict[str, Path]:
+    path = ws / "pki" / "client_certs"
+    path.mkdir(parents=True)
+    (path / "client.crt").write_bytes(_ca_material()[0])
+    return {"pki": ws / "pki"}
+
+
+@gen
+def pki_overflow(ws: Path) -> dict[str, Path]:
+    path = ws / "pki" / "client_ca"
+    path.mkdir(parents=True)
+    bundle = _ca_material()[0]
+    (path / "bundle.crt").write_bytes(bundle * (200_000 // len(bundle)))   # ~200 KB of valid PEM
+    return {"pki": ws / "pki"}
+
+
+# -- partition table binaries, app images, NVS images (atfab inspect) --
+
+
+def _table(module: str = "esp32c2-4mb", *, md5: bool = True) -> bytes:
+    from atfab.partition_table import encode
+
+    return encode(_profile(module).at_customize, md5=md5)
+
+
+def _simple(name: str, make: Callable[[], bytes], ext: str = "bin") -> None:
+    def fn(ws: Path) -> dict[str, Path]:
+        return {"file": _write(ws, f"{name}.{ext}", make())}
+    fn.__name__ = name
+    gen(fn)
+
+
+def _flip(data: bytes, pos: int) -> bytes:
+    out = bytearray(data)
+    out[pos] ^= 0x55
+    return bytes(out)
+
+
+def _bad_name_table() -> bytes:
+    t = bytearray(_table(md5=False))
+    t[12:16] = b"\xff\xfe\xc3\x28"
+    return bytes(t)
+
+
+def _no_end_table() -> bytes:
+    entry = _table(md5=False)[:32]
+    return entry * (0xC00 // 32)
+
+
+def _nvs_pages(fix_crc: bool, change: Callable[[bytearray], None]) -> bytes:
+    from atfab.nvs import format as nf
+
+    data = bytearray(_mfg_nvs_image())
+    for base in range(0, len(data), nf.PAGE_SIZE):
+        if data[base:base + 4] == b"\xff\xff\xff\xff":
+            continue
+        header = bytearray(data[base:base + nf.HEADER_SIZE])
+        change(header)
+        if fix_crc:
+            header[28:32] = nf.header_crc(bytes(header)).to_bytes(4, "little")
+        data[base:base + nf.HEADER_SIZE] = header
+    return bytes(data)
+
+
+def _app(chip: str = "esp32c2") -> bytes:
+    from atfab.appimage import default_at_core, make_app_image
+
+    return make_app_image(chip=chip, version="v4.1.0.0", at_core=default_at_core("v4.1.0.0", chip),
+                          idf_ver="v5.0.6")
+
+
+def _unknown_chip_app() -> bytes:
+    data = bytearray(_app())
+    data[12:14] = (0x7777).to_bytes(2, "little")
+    return bytes(data)
+
+
+_simple("ptbin_bad_md5", lambda: _flip(_table(), 3 * 32 - 1))
+_simple("ptbin_truncated", lambda: _table(md5=False)[:64])
+_simple("ptbin_name_not_utf8", _bad_name_table)
+_simple("ptbin_no_end", _no_end_table)
+_simple("ptbin_bad_magic_second", lambda: _flip(_table(md5=False), 32))
+_simple("app_truncated", lambda: _app()[:300])
+_simple("app_unknown_chip", _unknown_chip_app)
+_simple("app_header_only", lambda: _app()[:24])
+_simple("nvs_truncated", lambda: _mfg_nvs_image()[:2 * 4096 + 100])
+_simple("nvs_bad_headers", lambda: _nvs_pages(False, lambda h: h.__setitem__(slice(28, 32), b"\0\0\0\0")))
+_simple("nvs_bad_version", lambda: _nvs_pages(True, lambda h: h.__setitem__(8, 0x07)))
+_simple("empty_file", lambda: b"")
+_simple("binary_garbage", lambda: GARBAGE)
+_simple("text_file", lambda: "hello, I am not a flash image\n" * 100, "txt")
+
+
+# -- esp-at build folders (atfab build --firmware) --
+
+
+def _fw_case(name: str, change: Callable[[Path], None]) -> None:
+    def make(ws: Path) -> dict[str, Path]:
+        from atfab.build import BUILD_PATHS
+
+        folder = ws / "fw"
+        files = _synthetic_files("esp32c2-4mb")
+        lines = [" ".join(_profile("esp32c2-4mb").flash_settings())]
+        for role, (offset, data) in sorted(files.items(), key=lambda kv: kv[1][0]):
+            _put(folder / BUILD_PATHS[role], data)
+            lines.append(f"0x{offset:x} {BUILD_PATHS[role]}")
+        (folder / "download.config").write_text("\n".join(lines) + "\n")
+        change(folder)
+        return {"fw": folder}
+    make.__name__ = name
+    gen(make)
+
+
+def _put(path: Path, data: bytes | str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data.encode() if isinstance(data, str) else data)
+
+
+def _edit(rel: str, fn: Callable[[bytes], bytes]) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        path = folder / rel
+        path.write_bytes(fn(path.read_bytes()))
+    return change
+
+
+def _config(old: str, new: str) -> Callable[[Path], None]:
+    def fn(data: bytes) -> bytes:
+        assert old.encode() in data
+        return data.replace(old.encode(), new.encode())
+    return _edit("download.config", fn)
+
+
+def _flasher_args(data: bytes) -> Callable[[Path], None]:
+    def change(folder: Path) -> None:
+        (folder / "download.config").unlink()
+        (folder / "flasher_args.json").write_bytes(data)
+    return change
+
+
+APP_REL, BOOT_REL, TABLE_REL = "esp-at.bin", "bootloader/bootloader.bin", "partition_table/partition-table.bin"
+_fw_case("fw_app_truncated", _edit(APP_REL, lambda d: d[:len(d) // 2]))
+_fw_case("fw_app_wrong_chip", _edit(APP_REL, lambda d: _app("esp32c3")))
+_fw_case("fw_app_bad_checksum", _edit(APP_REL, lambda d: _flip(d, len(d) // 2)))
+_fw_case("fw_app_missing", lambda folder: (folder / APP_REL).unlink())
+_fw_case("fw_app_garbage", _edit(APP_REL, lambda d: GARBAGE))
+_fw_case("fw_bootloader_garbage", _edit(BOOT_REL, lambda d: GARBAGE[:2000]))
+_fw_case("fw_bootloader_wrong_chip", _edit(BOOT_REL, lambda d: _synthetic_files("esp32c3-mini-1")["bootloader"][1]))
+_fw_case("fw_table_other_module", _edit(TABLE_REL, lambda d: _synthetic_files("esp32c2-2mb")["partition_table"][1]))
+_fw_case("fw_table_bad_md5", _edit(TABLE_REL, lambda d: _flip(_table(), 3 * 32 - 1)))
+_fw_case("fw_table_garbage", _edit(TABLE_REL, lambda d: GARBAGE[:0xC00]))
+_fw_case("fw_config_bad_offset", _config("0x60000 esp-at.bin", "0x6zz00 esp-at.bin"))
+_fw_case("fw_config_wrong_offset", _config("0x60000 esp-at.bin", "0x70000 esp-at.bin"))
+_fw_case("fw_config_dangling", _edit("download.config", lambda d: d + b"0x3f0000\n"))
+_fw_case("fw_flasher_args_garbage", _flasher_args(b'{"flash_files": {"0x0": '))
+_fw_case("fw_flasher_args_not_utf8", _flasher_args(b'{"flash_files": {"0x0": "boot\xff.bin"}}'))
+_fw_case("fw_otadata_too_big", _edit("ota_data_initial.bin", lambda d: b"\xff" * 0x3000))
+
+
+# -- merged factory images named by a recipe (atfab check) --
+
+FACTORY_RECIPE = 'module = "{module}"\n\n[firmware]\nfactory_image = "factory.bin"\n'
+
+
+def _fi_case(name: str, make: Callable[[], bytes], module: str = "esp32c2-4mb") -> None:
+    def fn(ws: Path) -> dict[str, Path]:
+        _write(ws, "factory.bin", make())
+        return {"file": _write(ws, f"{name}.toml", FACTORY_RECIPE.format(module=module))}
+    fn.__name__ = name
+    gen(fn)
+
+
+_fi_case("fi_truncated", lambda: _factory_image("esp32c2-4mb")[:0x60000 + 0xC8])
+_fi_case("fi_too_large", lambda: _factory_image("esp32c2-4mb") + b"\xff" * 0x1000)
+_fi_case("fi_wrong_chip", lambda: _factory_image("esp32c3-mini-1"))
+_fi_case("fi_other_layout", lambda: _factory_image("esp32c2-2mb"))
+_fi_case("fi_zeros", lambda: bytes(0x10000))
+_fi_case("fi_empty", lambda: b"")
+
+
+# -- reports --
+
+
+@gen
+def reports_dir_broken(ws: Path) -> dict[str, Path]:
+    folder = ws / "in" / "reports"
+    folder.mkdir(parents=True)
+    (folder / "broken.json").write_bytes(b'{"schema": "atfab.unit-report/1", ')
+    return {"file": folder}
+
+
+# -- ledgers --
+
+_simple("ledger_empty", lambda: b"", "sqlite")
+
+
+@gen
+def ledger_foreign_db(ws: Path) -> dict[str, Path]:
+    """A valid SQLite database of some other program: a read-only command must not touch it."""
+    import sqlite3
+
+    path = ws / "in" / "other.sqlite"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.execute("CREATE TABLE stock (item TEXT, count INTEGER)")
+        db.commit()
+    return {"file": path}
+
+
+# ------------------------------------------------------------------------------- harness
+
+ENTRY_KEYS = {"expect", "setup", "gen", "names", "lines", "out_exists"}
+TEMPLATE_KEYS = {"cmd", "setup", "out", "stream", "env", "gen", "names"}
+
+
+def _load_cases() -> dict[str, dict[str, Any]]:
+    """Case id "<template>:<key>" -> the template's fields updated by the entry's."""
+    cases: dict[str, dict[str, Any]] = {}
+    for tname, entries in MANIFEST["cases"].items():
+        template = MANIFEST["template"][tname]
+        assert set(template) <= TEMPLATE_KEYS, (tname, set(template) - TEMPLATE_KEYS)
+        for key, entry in entries.items():
+            entry = {"expect": entry} if isinstance(entry, list) else dict(entry)
+            assert set(entry) <= ENTRY_KEYS, (tname, key, set(entry) - ENTRY_KEYS)
+            case = {**template, **entry}
+            if key.startswith("gen:"):
+                case["gen"] = key[4:]
+            else:
+                case["file"] = key
+            cases[f"{tname}:{key}"] = case
+    return cases
+
+
+CASES = _load_cases()
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    """Every path under ``root`` (hidden ones too) -> content hash ("dir" for folders)."""
+    out: dict[str, str] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
+
+
+def _prepare(name: str, case: dict[str, Any], ws: Path) -> tuple[list[str], dict[str, str]]:
+    """Build the case's workspace; returns (argv, env)."""
+    values: dict[str, Path] = {}
+    if "file" in case:
+        values["file"] = CORPUS / case["file"]
+    if "gen" in case:
+        values.update(GENERATORS[case["gen"]](ws))
+    setup = case.get("setup", "")
+    kind, _, target = setup.partition(":")
+    source = values.get("pki_file", values.get("file"))
+    if kind == "profile":
+        folder = ws / "profile" / "esp32c2-bad"
+        shutil.copytree(REPO / "partitions" / "esp32c2-4mb", folder)
+        shutil.copyfile(source, folder / target)
+        values["profile"] = folder
+    elif kind == "pki":
+        dest = ws / "pki" / target / Path(source).name
+        dest.parent.mkdir(parents=True)
+        shutil.copyfile(source, dest)
+        values["pki"] = ws / "pki"
+    elif setup:
+        raise AssertionError(f"{name}: unknown setup {setup!r}")
+    out = case.get("out")
+    values["out"] = ws / ("OUT" if out != "file" else "out.file")
+    if case.get("out_exists"):
+        if out == "dir":
+            values["out"].mkdir()
+            (values["out"] / "sentinel.txt").write_text(SENTINEL)
+        else:
+            values["out"].write_text(SENTINEL)
+    argv = [part.format(**{k: str(v) for k, v in values.items()}) for part in case["cmd"]]
+    case["_named"] = case.get("names", Path(values.get("pki_file") or values["file"]).name
+                              if "file" in values or "pki_file" in values else "")
+    return argv, {k: str(v) for k, v in case.get("env", {}).items()}
+
+
+def _check_result(name: str, case: dict[str, Any], exit_code: int, stdout: str, stderr: str) -> str:
+    """Assert the issue-8 contract on one result; returns the error line(s)."""
+    stream = case.get("stream", "stderr")
+    text, other = (stderr, stdout) if stream == "stderr" else (stdout, stderr)
+    both = stdout + stderr
+    assert "Traceback" not in both, f"{name}: traceback\n{both}"
+    assert exit_code == case.get("exit", 2), f"{name}: exit {exit_code}\n{both}"
+    assert other == "", f"{name}: unexpected output on the other stream: {other!r}"
+    lines = text.splitlines()
+    assert len(lines) == case.get("lines", 1), f"{name}: expected {case.get('lines', 1)} line(s), got:\n{text}"
+    first = lines[0]
+    if stream == "stderr":
+        assert first.startswith("atfab: error: "), f"{name}: {first!r}"
+    named = case["_named"]
+    if named:
+        assert named in first, f"{name}: the error does not name {named!r}: {first!r}"
+    for want in case.get("expect", []):
+        assert want in first, f"{name}: {want!r} missing from {first!r}"
+    # the problem itself is said: more than the file name and a field
+    message = first.removeprefix("atfab: error: ")
+    assert len(message.rsplit(": ", 1)[-1]) >= 3, f"{name}: no problem text in {first!r}"
+    assert "PRIVATE KEY" not in both and "\x1b" not in both, f"{name}: {both!r}"
+    return text
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_bad_input(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    case = dict(CASES[name])
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    monkeypatch.chdir(ws)
+    argv, env = _prepare(name, case, ws)
+    before = _snapshot(ws)
+    inputs_before = _snapshot(CORPUS) if "file" in case else None
+    result = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
+    _check_result(name, case, result.exit_code, result.stdout, result.stderr)
+    after = _snapshot(ws)
+    assert after == before, f"{name}: the workspace changed: " \
+        f"{sorted(set(after.items()) ^ set(before.items()))}"
+    if inputs_before is not None:
+        assert _snapshot(CORPUS) == inputs_before, f"{name}: the corpus changed"
+
+
+def test_corpus_count():
+    committed = [c for c in CASES.values() if "file" in c]
+    generated = [c for c in CASES.values() if "file" not in c]
+    kinds = sorted({c.get("file", c.get("gen", "")).split("/")[0] for c in committed})
+    print(f"\nbad-input corpus: {len(CASES)} cases ({len(committed)} committed files, {len(generated)} generated); "
+          f"committed kinds: {', '.join(kinds)}")
+    assert len(CASES) >= 100, f"only {len(CASES)} cases"
+
+
+def test_manifest_is_consistent():
+    for name, case in CASES.items():
+        if "file" in case:
+            assert (CORPUS / case["file"]).is_file(), name
+        if "gen" in case:
+            assert case["gen"] in GENERATORS, name
+        if "{out}" in case["cmd"]:
+            assert case.get("out") in ("dir", "file"), name
+    # every committed file is a case input or referenced by a recipe case
+    used = {c["file"] for c in CASES.values() if "file" in c}
+    recipes = "\n".join((CORPUS / u).read_bytes().decode("utf-8", "replace") for u in used if u.endswith(".toml"))
+    for p in CORPUS.rglob("*"):
+        if not p.is_file() or p.name == "cases.toml":
+            continue
+        rel = str(p.relative_to(CORPUS))
+        assert rel in used or p.name in recipes, f"{rel} is not used by any case"
+        data = p.read_bytes()
+        assert len(data) <= 20_000, p
+        assert b"PRIVATE KEY" not in data, p
+
+
+#: A few cases of each command, run as a user runs them.
+SUBPROCESS_CASES = ["check:recipes/fp_tx_power_range.toml", "build_params:params/custom_bad_hex.toml",
+                    "profile_primary:partition_csv/overlap.csv", "gatt_check:gatt/notify_without_cccd.csv",
+                    "ca_import:pem/cert_garbage_body.pem", "inspect:gen:ptbin_bad_md5",
+                    "pki_dir:gen:key_garbled_body", "report_show:reports/garbage.json"]
+
+
+@pytest.mark.parametrize("name", SUBPROCESS_CASES)
+def test_subprocess_matches(name: str, tmp_path: Path):
+    case = dict(CASES[name])
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    argv, env = _prepare(name, case, ws)
+    before = _snapshot(ws)
+    proc = subprocess.run([sys.executable, "-m", "atfab.cli", *argv], cwd=ws, capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **env, "PYTHONWARNINGS": "ignore"})
+    text = _check_result(name, case, proc.returncode, proc.stdout, proc.stderr)
+    assert _snapshot(ws) == before
+    in_process = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
+    assert in_process.exit_code == proc.returncode
+    assert (in_process.stderr or in_process.stdout) == text
