@@ -79,7 +79,7 @@ class AtClient(AtCommands):
     def __init__(self, port: Any, *, firmware: FirmwareProfile | None = None,
                  redact: Callable[[str], bool] = is_sensitive_name, timeout: float = 3.0,
                  busy_retries: int = 3, busy_delay: float = 0.2, poll: float = 0.05,
-                 max_transcript: int = 50_000, max_urcs: int = 1000) -> None:
+                 max_transcript: int = 50_000, max_urcs: int = 1000, max_raw: int = 1 << 20) -> None:
         self.port = port
         self.firmware = firmware or FirmwareProfile()
         self.redact = redact
@@ -87,6 +87,7 @@ class AtClient(AtCommands):
         self.busy_retries = busy_retries
         self.busy_delay = busy_delay
         self.poll = poll
+        self.max_raw = max_raw
         self.transcript: list[TranscriptEntry] = []
         self.max_transcript = max_transcript
         self.urcs: deque[str] = deque(maxlen=max_urcs)
@@ -191,6 +192,7 @@ class AtClient(AtCommands):
     def _run(self, parser: ReplyParser, timeout: float, *, sensitive: bool) -> None:
         start = time.monotonic()
         seen = bytearray()
+        extended = False
         try:
             if self._buf:
                 data = bytes(self._buf)
@@ -199,6 +201,10 @@ class AtClient(AtCommands):
                 parser.feed(data)
                 self._log_events(parser, sensitive)
             while not parser.done:
+                item = parser.in_raw()
+                if item is not None and not extended:   # header known: allow for its payload
+                    extended = True
+                    timeout += self.transfer_time(min(int(item.fields[-1]), self.max_raw))
                 elapsed = time.monotonic() - start
                 if elapsed >= timeout:
                     self._resync = True
@@ -211,8 +217,10 @@ class AtClient(AtCommands):
                     seen += data
                     parser.feed(data)
                     self._log_events(parser, sensitive)
-        except AtError:
+        except AtError as exc:
             self._log_events(parser, sensitive)
+            if isinstance(exc, AtResponseError):
+                self._resync = True   # the rest of a reply we could not frame is still coming
             raise
         except LinkLost:
             self._resync = True
@@ -237,7 +245,7 @@ class AtClient(AtCommands):
         self._write(data + b"\r\n", command)
 
     def exchange(self, command: str, *, timeout: float | None = None, info: tuple[str, ...] | None = None,
-                 raw: str | None | bool = True, prompt: bool = False) -> Reply:
+                 raw: str | None | bool = True, prompt: bool = False, raw_length: int | None = None) -> Reply:
         """Send ``command`` and parse its reply (``prompt=True``: until the ``>`` data prompt).
 
         ``raw=True`` reads raw payloads when the command is a SYSFLASH/SYSMFG read.
@@ -247,14 +255,14 @@ class AtClient(AtCommands):
         command = command.strip()
         kind = raw_kind(command) if raw is True else (raw or None)
         self._send_command(command)
-        return self._reply(command, timeout=timeout, info=info, raw=kind, prompt=prompt)
+        return self._reply(command, timeout=timeout, info=info, raw=kind, prompt=prompt, raw_length=raw_length)
 
     def _reply(self, command: str, *, timeout: float | None = None, info: tuple[str, ...] | None = None,
                raw: str | None = None, prompt: bool = False, echo: bool = True,
-               finals: tuple[str, ...] = ()) -> Reply:
+               finals: tuple[str, ...] = (), raw_length: int | None = None) -> Reply:
         parser = ReplyParser(command, info=info if info is not None else info_prefixes(command), raw=raw,
                              prompt=prompt, echo=echo, busy_text=self.firmware.busy_text,
-                             trailer=self.firmware.raw_read_trailer, finals=finals)
+                             trailer=self.firmware.raw_read_trailer, finals=finals, raw_length=raw_length)
         self._run(parser, self.timeout if timeout is None else timeout, sensitive=self.sensitive(command))
         return Reply(command, parser.lines, parser.raws, list(parser.urcs), parser.result, parser.ok_before_prompt)
 
@@ -270,7 +278,7 @@ class AtClient(AtCommands):
 
     def command(self, command: str, *, timeout: float | None = None) -> list[str]:
         """Send one command; its information lines (raw payloads shown as text or a summary)."""
-        reply = self.exchange(command, timeout=self.reply_timeout(command, timeout))
+        reply = self.exchange(command, timeout=timeout)
         return self.display_lines(reply)
 
     def display_lines(self, reply: Reply) -> list[str]:
@@ -296,16 +304,11 @@ class AtClient(AtCommands):
         baud = getattr(self.port, "baudrate", None) or 115200
         return 2.0 * nbytes * 10 / baud
 
-    def reply_timeout(self, command: str, timeout: float | None = None) -> float:
-        """The timeout for ``command``: ``timeout`` (or the default) plus transfer time of a SYSFLASH read."""
-        base = self.timeout if timeout is None else timeout
-        m = re.match(r'AT\+SYSFLASH=2,"(?:[^"\\]|\\.)*",\d+,(\d+)', command.strip().upper())
-        return base + (self.transfer_time(int(m.group(1))) if m else 0.0)
-
     def call(self, command: str, *, timeout: float | None = None, info: tuple[str, ...] | None = None,
-             raw: str | None | bool = True) -> Reply:
+             raw: str | None | bool = True, raw_length: int | None = None) -> Reply:
         """:meth:`exchange` with up to ``busy_retries`` resends after ``busy p...``."""
-        return self._retry_busy(lambda: self.exchange(command, timeout=timeout, info=info, raw=raw))
+        return self._retry_busy(lambda: self.exchange(command, timeout=timeout, info=info, raw=raw,
+                                                      raw_length=raw_length))
 
     def _retry_busy(self, fn: Callable[[], Any]) -> Any:
         attempt = 0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .at_errors import AtBusy, AtError
+from .at_errors import AtBusy, AtError, AtResponseError
 
 #: Information-line prefixes of commands whose lines are not ``+NAME:`` (§2.4).
 SPECIAL_INFO: dict[str, tuple[str, ...]] = {
@@ -104,6 +104,8 @@ class ReplyParser:
     finals: tuple[str, ...] = ()
     max_line: int = 8192
     ready_is_error: bool = True
+    #: When set, a raw header announcing another length is an error (before reading it).
+    raw_length: int | None = None
 
     buf: bytearray = field(default_factory=bytearray)
     lines: list[str] = field(default_factory=list)
@@ -202,9 +204,14 @@ class ReplyParser:
         if self.raw == "sysmfg" and int(groups[2]) not in RAW_SYSMFG_TYPES:
             return False  # numeric value: an ordinary line
         header = bytes(self.buf[: m.end()]).decode("utf-8", "replace")
+        length = int(groups[-1])
+        if self.raw_length is not None and length != self.raw_length:
+            self.done, self.result = True, "error"
+            raise AtResponseError(self.command, f"module announced {length} bytes, asked for {self.raw_length}",
+                                  self.lines)
         del self.buf[: m.end()]
         self._raw_item = RawItem(self.raw, header, groups)
-        self._raw_need = int(groups[-1])
+        self._raw_need = length
         return True
 
     def _raw_may_start(self) -> bool:

@@ -177,7 +177,7 @@ class AtCommands:
         while len(out) < length:
             n = min(chunk, length - len(out))
             cmd = build_command("AT+SYSFLASH", 2, partition, pos, n)
-            reply = self.call(cmd, timeout=self.timeout + self.transfer_time(n), raw="sysflash")  # type: ignore[attr-defined]
+            reply = self.call(cmd, raw="sysflash", raw_length=n)  # type: ignore[attr-defined]
             if len(reply.raws) != 1:
                 raise AtResponseError(cmd, "no +SYSFLASH:<len>, payload in the reply", reply.lines)
             data = reply.raws[0].data
@@ -232,16 +232,12 @@ class AtCommands:
         if (offset is None) != (length is None):
             raise InputError("give both offset and length, or neither", field="length")
         params: list[Any] = [1, namespace, key]
-        extra = 0.0
         if offset is not None:
             _check_range(offset, 0, 0xFFFFFFFF, "offset")
             _check_range(length, 1, 0xFFFFFFFF, "length")
             params += [offset, length]
-            extra = self.transfer_time(length)  # type: ignore[attr-defined,arg-type]
-        else:
-            extra = self.transfer_time(self.firmware.nvs_string_max * 2)  # type: ignore[attr-defined]
         cmd = build_command("AT+SYSMFG", *params)
-        reply = self.call(cmd, timeout=self.timeout + extra, raw="sysmfg")  # type: ignore[attr-defined]
+        reply = self.call(cmd, raw="sysmfg", raw_length=length)  # type: ignore[attr-defined]
         if reply.raws:
             item = reply.raws[0]
             ns, k, t, n = item.fields[0], item.fields[1], int(item.fields[2]), int(item.fields[3])

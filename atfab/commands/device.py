@@ -55,7 +55,7 @@ def at(commands: tuple[str, ...], port: str | None, usb_serial: str | None, loca
     with AtClient(serial_port, firmware=firmware_for(chip), timeout=timeout) as client:
         results = []
         for cmd in commands:
-            reply = client.exchange(cmd, timeout=client.reply_timeout(cmd, None))
+            reply = client.exchange(cmd)
             lines = client.display_lines(reply)
             if as_json:
                 results.append({"command": cmd, "lines": lines, "urcs": reply.urcs})
@@ -83,7 +83,7 @@ def _repl(client: AtClient) -> None:
             _print_urcs(client.drain())
             continue
         try:
-            reply = client.exchange(line, timeout=client.reply_timeout(line, None))
+            reply = client.exchange(line)
         except AtTimeout as exc:
             click.echo(f"TIMEOUT: {exc}")
             continue
