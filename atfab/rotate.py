@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .at_client import AtClient
-from .at_errors import AtBusy, AtError, AtResponseError, LinkLost
+from .at_errors import AtBusy, AtError, AtResponseError
 from .errors import DeviceError, InputError
 from .ledger import Ledger
 from .measurement import FAIL as M_FAIL, Measurement, evaluate
@@ -43,9 +43,8 @@ from .recipe import ROTATE_MODES, Recipe, slot_name
 from .report import ReportBuilder, StepHandle
 from .rotate_device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
 from .rotate_inventory import RotateTarget
-from .rotate_journal import (
-    ERROR, FAIL, PASS, JournalDetail, SlotResult, certificate_facts, pem_of, record_done, resume,
-)
+from .rotate_journal import JournalDetail, certificate_facts, pem_of, record_done, resume
+from .rotate_results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
 from .serials import normalize_mac
 
 ROTATION_SCHEMA = "atfab.rotation-report/1"
@@ -69,61 +68,6 @@ class RotateOptions:
     workers: int | None = None              # default: one thread per module
     progress: Progress | None = None        # called from the module threads
     opener: Callable[[str, int | None], Any] | None = None   # port opener (default transport.open_port)
-
-
-@dataclass
-class ModuleResult:
-    """The outcome of one module: PASS (every slot holds its new pair), FAIL, ERROR."""
-
-    port: str
-    name: str | None
-    outcome: str = ERROR
-    mac: str | None = None
-    serial: str | None = None
-    error: str | None = None
-    slots: list[SlotResult] = field(default_factory=list)
-    report_path: str | None = None
-    duration_s: float | None = None
-
-    def line(self) -> str:
-        """One summary line: label, outcome, unit, then each slot."""
-        parts = [f"{self.name or self.port}: {self.outcome}", self.mac or "-", self.serial or "-"]
-        for s in self.slots:
-            fps = ""
-            if s.before and s.before.cert_fp and s.new_cert_fp:
-                fps = f" {s.before.cert_fp[:12]}->{s.new_cert_fp[:12]}"
-            parts.append(f"{s.slot} {s.action} {s.state or '-'}{fps}" + (f" ({s.message})" if s.outcome != PASS else ""))
-        if self.error:
-            parts.append(f"error: {self.error}")
-        return "  ".join(parts)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"port": self.port, "name": self.name, "outcome": self.outcome, "mac": self.mac,
-                "serial": self.serial, "error": self.error, "slots": [s.to_json() for s in self.slots],
-                "report": self.report_path, "duration_s": self.duration_s}
-
-
-@dataclass
-class FleetResult:
-    """Every module's result; ``exit_code`` 0 all PASS, 1 some FAIL, 3 some ERROR."""
-
-    recipe: str
-    mode: str
-    dry_run: bool
-    modules: list[ModuleResult]
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {o: sum(m.outcome == o for m in self.modules) for o in (PASS, FAIL, ERROR)}
-
-    @property
-    def exit_code(self) -> int:
-        c = self.counts
-        return DeviceError.exit_code if c[ERROR] else (1 if c[FAIL] else 0)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"recipe": self.recipe, "mode": self.mode, "dry_run": self.dry_run, "counts": self.counts,
-                "modules": [m.to_json() for m in self.modules]}
 
 
 @dataclass(frozen=True)
@@ -421,24 +365,31 @@ class _ModuleRun:
             r.certificate = certificate_facts(new_cert)
             r.message = f"rotated (rotation {rot.id})"
             self._event(slot, "done")
-        except LinkLost:
-            r.message = (f"link lost at {r.state}: rotation {rot.id} left pending, resolved on the next contact")
-            self._event(slot, "interrupted")
-            raise
-        except (DeviceError, _Readback) as exc:
-            refused = isinstance(exc, _Readback) or (isinstance(exc, AtError)
-                                                     and not isinstance(exc, (AtBusy, AtResponseError)))
+        except (AtError, _Readback) as exc:
+            if isinstance(exc, (AtBusy, AtResponseError)):
+                self._left_pending(r, rot.id, exc)
+                raise
+            # The unit answered ERROR (it is back in command mode) or stored other bytes: put the
+            # old pair back while the link is up.
             try:
                 r.after = self._rollback(io, rot.id, old_file, old_key if wrote_key else None, wrote_cert,
                                          detail, str(exc))
             except DeviceError as rb:
-                r.message = (f"{exc}; rollback failed ({rb}): rotation {rot.id} left pending at {r.state}, "
-                             f"resolved on the next contact")
-                self._event(slot, "interrupted")
+                self._left_pending(r, rot.id, rb, f"{exc}; rollback failed")
                 raise DeviceError(r.message) from rb
-            r.state, r.outcome = "rolled_back", FAIL if refused else ERROR
+            r.state, r.outcome = "rolled_back", FAIL
             r.message = f"{exc}: old pair restored and verified (rotation {rot.id} rolled_back)"
             self._event(slot, "rolled_back")
+        except DeviceError as exc:
+            # Lost link, timeout (the unit may still wait for payload bytes), ledger trouble: the
+            # unit's state is settled on the next contact from the journal, not guessed now.
+            self._left_pending(r, rot.id, exc)
+            raise
+
+    def _left_pending(self, r: SlotResult, rotation_id: int, exc: BaseException, what: str | None = None) -> None:
+        r.message = (f"{what or exc} at {r.state}: rotation {rotation_id} left pending, resolved on the next "
+                     f"contact")
+        self._event(r.slot, "interrupted")
 
     def _rollback(self, io: SlotIo, rotation_id: int, old_file: bytes, old_key: Secret | None,
                   wrote_cert: bool, detail: JournalDetail, reason: str) -> PairState:

@@ -34,44 +34,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from .at_errors import AtBusy, AtError, AtResponseError, LinkLost
-from .errors import DeviceError
 from .ledger import Ledger, Rotation
 from .pki.keys import cert_sha256, spki_sha256
-from .rotate_device import PairState, SlotIo, leaf_certificate
-
-#: Slot outcomes (same words as report outcomes).
-PASS, FAIL, ERROR = "PASS", "FAIL", "ERROR"
-
-
-@dataclass
-class SlotResult:
-    """What happened to one slot of one unit (a line of the rotation report's ``rotations``).
-
-    ``action``: ``rotate`` (a new rotation), ``resume`` (a pending one resolved), ``plan``
-    (dry run). ``state``: the journal state at the end (None when nothing was journalled).
-    """
-
-    slot: str
-    action: str
-    outcome: str
-    state: str | None = None
-    rotation_id: int | None = None
-    mode: str | None = None
-    before: PairState | None = None
-    after: PairState | None = None
-    new_cert_fp: str | None = None
-    new_key_fp: str | None = None
-    certificate: dict[str, Any] | None = None
-    message: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {"slot": self.slot, "action": self.action, "outcome": self.outcome, "state": self.state,
-                "rotation_id": self.rotation_id, "mode": self.mode,
-                "before": self.before.to_json() if self.before else None,
-                "after": self.after.to_json() if self.after else None,
-                "new_cert_sha256": self.new_cert_fp, "new_key_spki_sha256": self.new_key_fp,
-                "certificate": self.certificate, "message": self.message}
-
+from .rotate_device import SlotIo, leaf_certificate
+from .rotate_results import ERROR, PASS, SlotResult
 
 @dataclass
 class JournalDetail:
@@ -225,5 +191,4 @@ def pem_of(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-__all__ = ["SlotResult", "JournalDetail", "certificate_facts", "record_done", "classify", "resume", "pem_of",
-           "PASS", "FAIL", "ERROR", "DeviceError"]
+__all__ = ["JournalDetail", "certificate_facts", "record_done", "classify", "resume", "pem_of"]

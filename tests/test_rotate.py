@@ -165,19 +165,22 @@ def _arm(module, how):
         if event == "key_written" and port == module.at_url:
             if how == "drop_rx":
                 module.faults.at.drop_after_rx = 1      # the next byte from the host closes the link
-            else:
+            elif how == "drop_tx":
                 module.faults.at.drop_after_tx = 1      # the next reply byte closes the link
+            else:
+                module.faults.stall_reply_seconds = 1.0  # the prompt comes after the client gave up
     return progress
 
 
-@pytest.mark.parametrize("how", ["drop_rx", "drop_tx", "power_loss"])
+@pytest.mark.parametrize("how", ["drop_rx", "drop_tx", "power_loss", "stall"])
 def test_interrupted_between_key_and_cert_is_repaired_next_run(env, module_pool, how):
     pool = _pool(module_pool, env, 2)
     old = [env.device_pair(m) for m in pool]
     victim = pool[0]
     if how == "power_loss":
         victim.faults.power_loss_after_writes = 1
-    fleet = env.rotate([m.at_url for m in pool], progress=None if how == "power_loss" else _arm(victim, how))
+    fleet = env.rotate([m.at_url for m in pool], progress=None if how == "power_loss" else _arm(victim, how),
+                       timeout=0.3 if how == "stall" else None)
     assert fleet.exit_code == 3
     bad, good = fleet.modules
     assert bad.outcome == "ERROR" and good.outcome == "PASS"

@@ -1,0 +1,100 @@
+"""Results of ``atfab rotate``: per slot, per module and for the fleet (plain data, ``to_json``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import DeviceError
+from .rotate_device import PairState
+
+#: Outcomes (the report outcomes): PASS, FAIL (unit refused; old pair kept), ERROR.
+PASS, FAIL, ERROR = "PASS", "FAIL", "ERROR"
+
+
+@dataclass
+class SlotResult:
+    """What happened to one slot of one unit (a line of the rotation report's ``rotations``).
+
+    ``action``: ``rotate`` (a new rotation), ``resume`` (a pending one resolved), ``plan``
+    (dry run). ``state``: the journal state at the end (None when nothing was journalled).
+    """
+
+    slot: str
+    action: str
+    outcome: str
+    state: str | None = None
+    rotation_id: int | None = None
+    mode: str | None = None
+    before: PairState | None = None
+    after: PairState | None = None
+    new_cert_fp: str | None = None
+    new_key_fp: str | None = None
+    certificate: dict[str, Any] | None = None
+    message: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"slot": self.slot, "action": self.action, "outcome": self.outcome, "state": self.state,
+                "rotation_id": self.rotation_id, "mode": self.mode,
+                "before": self.before.to_json() if self.before else None,
+                "after": self.after.to_json() if self.after else None,
+                "new_cert_sha256": self.new_cert_fp, "new_key_spki_sha256": self.new_key_fp,
+                "certificate": self.certificate, "message": self.message}
+
+
+@dataclass
+class ModuleResult:
+    """The outcome of one module: PASS (every slot holds its new pair), FAIL, ERROR."""
+
+    port: str
+    name: str | None
+    outcome: str = ERROR
+    mac: str | None = None
+    serial: str | None = None
+    error: str | None = None
+    slots: list[SlotResult] = field(default_factory=list)
+    report_path: str | None = None
+    duration_s: float | None = None
+
+    def line(self) -> str:
+        """One summary line: label, outcome, unit, then each slot."""
+        parts = [f"{self.name or self.port}: {self.outcome}", self.mac or "-", self.serial or "-"]
+        for s in self.slots:
+            fps = ""
+            if s.before and s.before.cert_fp and s.new_cert_fp:
+                fps = f" {s.before.cert_fp[:12]}->{s.new_cert_fp[:12]}"
+            parts.append(f"{s.slot} {s.action} {s.state or '-'}{fps}" + (f" ({s.message})" if s.outcome != PASS else ""))
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return "  ".join(parts)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"port": self.port, "name": self.name, "outcome": self.outcome, "mac": self.mac,
+                "serial": self.serial, "error": self.error, "slots": [s.to_json() for s in self.slots],
+                "report": self.report_path, "duration_s": self.duration_s}
+
+
+@dataclass
+class FleetResult:
+    """Every module's result; ``exit_code`` 0 all PASS, 1 some FAIL, 3 some ERROR."""
+
+    recipe: str
+    mode: str
+    dry_run: bool
+    modules: list[ModuleResult]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {o: sum(m.outcome == o for m in self.modules) for o in (PASS, FAIL, ERROR)}
+
+    @property
+    def exit_code(self) -> int:
+        c = self.counts
+        return DeviceError.exit_code if c[ERROR] else (1 if c[FAIL] else 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "mode": self.mode, "dry_run": self.dry_run, "counts": self.counts,
+                "modules": [m.to_json() for m in self.modules]}
+
+
+__all__ = ["PASS", "FAIL", "ERROR", "SlotResult", "ModuleResult", "FleetResult"]
