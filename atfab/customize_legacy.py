@@ -82,6 +82,9 @@ def customize_legacy_block(block: bytes, request: CustomizeRequest, *, chip: str
                 raise InputError(f"{target} holds an invalid {key} ({value!r}); give {OPTION_KEYS.get(key, key)} too",
                                  file=target, field=OPTION_KEYS.get(key, key)) from None
             merged[key] = _STAND_IN[key]
+    if cur["channel_num"] is None and not changing & {"start_channel", "channel_num"}:
+        # invalid channel bytes that stay as they are: encode consistent stand-ins (bytes are kept)
+        merged["start_channel"], merged["channel_num"] = _STAND_IN["start_channel"], _STAND_IN["channel_num"]
     related = changing | (set(fp.PIN_KEYS) if changing & set(fp.PIN_KEYS) else set())
     try:
         fp.validate({k: merged[k] for k in related}, require_all=False)

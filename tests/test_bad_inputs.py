@@ -99,11 +99,11 @@ def _factory_image(module: str) -> bytes:
 
 
 @functools.cache
-def _mfg_nvs_image() -> bytes:
+def _mfg_nvs_image(module: str = "esp32c2-4mb") -> bytes:
     from atfab.build import build_unit_images
     from atfab.unit_content import unit_content
 
-    profile = _profile("esp32c2-4mb")
+    profile = _profile(module)
     return build_unit_images(profile, unit_content(profile)).mfg_nvs.image
 
 
@@ -431,6 +431,66 @@ def ledger_foreign_db(ws: Path) -> dict[str, Path]:
     return {"file": path}
 
 
+# -- images given to atfab customize --image --
+
+
+def _legacy(**changes: int) -> bytes:
+    from atfab.factory_param import encode_legacy_block
+
+    block = bytearray(encode_legacy_block(dict(_profile("esp32c2-4mb").factory_param), version=3))
+    for pos, value in changes.items():
+        block[int(pos[1:])] = value
+    return bytes(block)
+
+
+def _factory_part(start: int, end: int, data: bytes) -> bytes:
+    fi = _factory_image("esp32c2-4mb")
+    return fi[:start] + data + fi[end:]
+
+
+_simple("cz_empty", lambda: b"")
+_simple("cz_garbage", lambda: GARBAGE)
+_simple("cz_zeros", lambda: bytes(0x10000))
+_simple("cz_all_ff", lambda: b"\xff" * 0x10000)
+_simple("cz_factory_truncated", lambda: _factory_image("esp32c2-4mb")[:0x1f000 + 0x3000])
+_simple("cz_factory_bad_md5", lambda: _flip(_factory_image("esp32c2-4mb"), 0x1e000 + 95))
+_simple("cz_factory_blank_at_customize", lambda: _factory_part(0x1e000, 0x1f000, b"\xff" * 0x1000))
+_simple("cz_factory_mfg_garbage", lambda: _factory_part(0x1f000, 0x3e000, (GARBAGE * 30)[:0x1f000]))
+_simple("cz_factory_wrong_table", lambda: _factory_part(0x8000, 0x8C00, _table(md5=True)))
+_simple("cz_mfg_truncated", lambda: _mfg_nvs_image()[:0x2064])
+_simple("cz_mfg_bad_headers", lambda: _nvs_pages(False, lambda h: h.__setitem__(slice(28, 32), b"\0\0\0\0")))
+_simple("cz_legacy_bad_version", lambda: _legacy(b2=9))
+_simple("cz_legacy_short", lambda: _legacy()[:12])
+_simple("cz_legacy_v3_short", lambda: _legacy()[:40])
+_simple("cz_legacy_bad_channels", lambda: _legacy(b6=10, b7=5))
+
+
+@gen
+def cz_huge(ws: Path) -> dict[str, Path]:
+    """A 64 MB file (sparse, all zero bytes): bigger than any module's flash."""
+    path = ws / "in" / "huge.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        f.truncate(64 << 20)
+    return {"file": path}
+
+
+@gen
+def cz_mfg_image(ws: Path) -> dict[str, Path]:
+    """A good mfg_nvs.bin (the bad input is the PKI/GATT file given with it)."""
+    return {"image": _write(ws, "mfg_nvs.bin", _mfg_nvs_image())}
+
+
+@gen
+def cz_ble_mfg_image(ws: Path) -> dict[str, Path]:
+    return {"image": _write(ws, "mfg_nvs.bin", _mfg_nvs_image("esp32c2-2mb-ble"))}
+
+
+@gen
+def cz_wrong_module(ws: Path) -> dict[str, Path]:
+    return {"file": _write(ws, "factory.bin", _factory_image("esp32c2-4mb"))}
+
+
 # ------------------------------------------------------------------------------- harness
 
 ENTRY_KEYS = {"expect", "setup", "gen", "names", "lines", "out_exists"}
@@ -447,10 +507,11 @@ def _load_cases() -> dict[str, dict[str, Any]]:
             entry = {"expect": entry} if isinstance(entry, list) else dict(entry)
             assert set(entry) <= ENTRY_KEYS, (tname, key, set(entry) - ENTRY_KEYS)
             case = {**template, **entry}
-            if key.startswith("gen:"):
-                case["gen"] = key[4:]
+            source = key.split("#")[0]       # "#label" tells two cases of one input apart
+            if source.startswith("gen:"):
+                case["gen"] = source[4:]
             else:
-                case["file"] = key
+                case["file"] = source
             cases[f"{tname}:{key}"] = case
     return cases
 
@@ -550,7 +611,7 @@ def test_corpus_count():
     committed = [c for c in CASES.values() if "file" in c]
     generated = [c for c in CASES.values() if "file" not in c]
     kinds = sorted({c.get("file", c.get("gen", "")).split("/")[0] for c in committed})
-    print(f"\nbad-input corpus: {len(CASES)} cases ({len(committed)} committed files, {len(generated)} generated); "
+    print(f"\nbad-input corpus: {len(CASES)} cases ({len(committed)} on committed files, {len(generated)} on inputs generated at test time); "
           f"committed kinds: {', '.join(kinds)}")
     assert len(CASES) >= 100, f"only {len(CASES)} cases"
 
@@ -576,11 +637,24 @@ def test_manifest_is_consistent():
         assert b"PRIVATE KEY" not in data, p
 
 
+def test_legacy_block_with_bad_channel_bytes_can_change_other_fields(tmp_path: Path):
+    """Fixed: the invalid channel bytes of an old block used to fail an unrelated --baud change
+    (with an error that named no file). They are now kept as they are."""
+    image = _write(tmp_path, "legacy.bin", _legacy(b6=10, b7=5))
+    out = tmp_path / "out.bin"
+    res = CliRunner().invoke(main, ["customize", "--image", str(image), "-o", str(out), "--baud", "921600"],
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    before, after = image.read_bytes(), out.read_bytes()
+    assert [i for i in range(len(before)) if before[i] != after[i]] == [13, 14]   # uart_baudrate bytes only
+
+
 #: A few cases of each command, run as a user runs them.
 SUBPROCESS_CASES = ["check:recipes/fp_tx_power_range.toml", "build_params:params/custom_bad_hex.toml",
                     "profile_primary:partition_csv/overlap.csv", "gatt_check:gatt/notify_without_cccd.csv",
                     "ca_import:pem/cert_garbage_body.pem", "inspect:gen:ptbin_bad_md5",
-                    "pki_dir:gen:key_garbled_body", "report_show:reports/garbage.json"]
+                    "pki_dir:gen:key_garbled_body", "report_show:reports/garbage.json",
+                    "customize:gen:cz_factory_bad_md5", "ledger_list:ledger/garbage.sqlite"]
 
 
 @pytest.mark.parametrize("name", SUBPROCESS_CASES)
