@@ -16,6 +16,8 @@ from .errors import InputError
 #: AT+SYSMFG value type numbers (§5) and their names (same names as atfab.nvs).
 SYSMFG_TYPES: dict[str, int] = {"u8": 1, "i8": 2, "u16": 3, "i16": 4, "u32": 5, "i32": 6, "string": 7, "blob": 8}
 SYSMFG_TYPE_NAMES: dict[int, str] = {v: k for k, v in SYSMFG_TYPES.items()}
+#: Byte sizes of the numeric SYSMFG types (length field when firmware.sysmfg_numeric_length is "type_size").
+SYSMFG_SIZES: dict[int, int] = {1: 1, 2: 1, 3: 2, 4: 2, 5: 4, 6: 4}
 #: Value ranges of the numeric SYSMFG types.
 SYSMFG_RANGES: dict[int, tuple[int, int]] = {
     1: (0, 0xFF), 2: (-0x80, 0x7F), 3: (0, 0xFFFF), 4: (-0x8000, 0x7FFF),
@@ -316,6 +318,8 @@ def parse_sysmfg_numeric(line: str, *, numeric_length: str = "decimal_text", com
     value = to_int(fs[4], command=command, what="value")
     if numeric_length == "decimal_text" and length != len(fs[4].text):
         raise AtResponseError(command, f"length {length} does not match value {fs[4].text!r}")
+    if numeric_length == "type_size" and length != SYSMFG_SIZES[t]:
+        raise AtResponseError(command, f"length {length} is not the size of {type_name(t)}")
     lo, hi = SYSMFG_RANGES[t]
     if not lo <= value <= hi:
         raise AtResponseError(command, f"value {value} out of range for {type_name(t)}")

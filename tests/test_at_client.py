@@ -389,3 +389,25 @@ def test_cli_interactive(module):
     r = _cli(["at", "--port", module.at_url, "--interactive"], input="AT\nAT+NOSUCH\nAT+UART_DEF?\n")
     assert r.exit_code == 0, r.output
     assert "ERROR" in r.output and "+UART_DEF:115200" in r.output and r.output.count("OK") >= 2
+
+
+@pytest.mark.parametrize("changes", [
+    {"sysmfg_numeric_length": "type_size"},
+    {"raw_read_trailer": b""},
+    {"echo_default": False, "ate0_echoed": False},
+    {"mac_quoted": False, "busy_text": "busy p..."},
+])
+@guarded
+def test_firmware_variants(changes):
+    m = start_module(**changes)
+    try:
+        c = connect(m)
+        c.echo_off()
+        assert c.sysmfg_read("factory_param", "uart_baudrate") == 115200
+        assert c.sysmfg_read("factory_param", "module_name") == "ESP32C2-4MB"
+        assert len(c.sysflash_read("mfg_nvs", 0, 100)) == 100 and c.sta_mac() == m.mac
+        m.faults.busy_next = 1
+        assert c.gmr().module_name == "ESP32C2-4MB"
+        c.close()
+    finally:
+        m.stop()

@@ -130,6 +130,9 @@ def test_line_parsers():
         P.parse_sysmfg_numeric('+SYSMFG:"factory_param","uart_port",2,3,-1')
     with pytest.raises(AtResponseError):
         P.parse_sysmfg_numeric('+SYSMFG:"f","k",1,3,256')
+    assert P.parse_sysmfg_numeric('+SYSMFG:"f","k",6,4,115200', numeric_length="type_size")[3] == 115200
+    with pytest.raises(AtResponseError):
+        P.parse_sysmfg_numeric('+SYSMFG:"f","k",6,6,115200', numeric_length="type_size")
     assert P.parse_gatts_service("+BLEGATTSSRV:1,1,0xA002,1") == P.GattsService(1, 1, "0xA002", True)
     assert P.parse_gatts_char('+BLEGATTSCHAR:"char",1,1,0xC300') == P.GattsChar("char", 1, 1, "0xC300", None)
     assert P.parse_gatts_char('+BLEGATTSCHAR:"char",1,3,0xC302,0x08').prop == 8
