@@ -491,6 +491,14 @@ def cz_wrong_module(ws: Path) -> dict[str, Path]:
     return {"file": _write(ws, "factory.bin", _factory_image("esp32c2-4mb"))}
 
 
+# -- atfab rotate --
+
+
+@gen
+def shipped_recipe(ws: Path) -> dict[str, Path]:
+    return {"recipe": REPO / "recipes" / "esp32c2-4mb-default.toml"}
+
+
 # ------------------------------------------------------------------------------- harness
 
 ENTRY_KEYS = {"expect", "setup", "gen", "names", "lines", "out_exists"}
