@@ -124,10 +124,18 @@ def _default_opener(port: str, baud: int | None) -> Any:
 
 
 def read_unit_mac(client: AtClient) -> str:
-    """The unit's base MAC: ``AT+CIPSTAMAC?``; on BLE-only firmware ``AT+BLEADDR?`` minus 2 (ESP-IDF)."""
+    """The unit's base MAC: ``AT+CIPSTAMAC?``; on BLE-only firmware ``AT+BLEADDR?`` minus 2 (ESP-IDF
+    convention; BLE is initialised for the query and de-initialised again if it was off)."""
     if client.firmware.wifi:
         return normalize_mac(client.sta_mac())
-    addr = int.from_bytes(client.ble_addr(), "big")
+    started = client.ble_role() == 0
+    if started:                      # the address is only readable with BLE initialised
+        client.ble_init(2)
+    try:
+        addr = int.from_bytes(client.ble_addr(), "big")
+    finally:
+        if started:
+            client.ble_init(0)
     return normalize_mac(((addr - 2) % (1 << 48)).to_bytes(6, "big"))
 
 

@@ -60,10 +60,10 @@ class ModuleResult:
         """One summary line: label, outcome, unit, then each slot."""
         parts = [f"{self.name or self.port}: {self.outcome}", self.mac or "-", self.serial or "-"]
         for s in self.slots:
-            fps = ""
-            if s.before and s.before.cert_fp and s.new_cert_fp:
-                fps = f" {s.before.cert_fp[:12]}->{s.new_cert_fp[:12]}"
-            parts.append(f"{s.slot} {s.action} {s.state or '-'}{fps}" + (f" ({s.message})" if s.outcome != PASS else ""))
+            old = s.before.cert_fp[:12] if s.before and s.before.cert_fp else "?"
+            fps = f" {old}->{s.new_cert_fp[:12]}" if s.new_cert_fp else f" cert {old}"
+            show = s.outcome != PASS or s.action == "plan"
+            parts.append(f"{s.slot} {s.action} {s.state or '-'}{fps}" + (f" ({s.message})" if show else ""))
         if self.error:
             parts.append(f"error: {self.error}")
         return "  ".join(parts)

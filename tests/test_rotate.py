@@ -13,6 +13,7 @@ from atfab.at_client import AtClient
 from atfab.build import build_unit_images, synthetic_firmware_files
 from atfab.cli import main
 from atfab.errors import InputError
+from atfab.gatt import cfg_strings
 from atfab.ledger import Ledger
 from atfab.mfg_nvs import UnitContent
 from atfab.nvs.reader import read_nvs
@@ -34,7 +35,7 @@ RUN_TIMEOUT = 60.0
 
 RECIPE = """
 name = "rot-test"
-module = "esp32c2-4mb"
+module = "{module}"
 [firmware]
 synthetic = "v4.1.0.0"
 [pki]
@@ -58,10 +59,10 @@ dir = "reports"
 class Env:
     """A recipe, its CA, a ledger and helpers to provision / inspect virtual modules."""
 
-    def __init__(self, tmp: Path, extra: str = "") -> None:
+    def __init__(self, tmp: Path, extra: str = "", module: str = "esp32c2-4mb") -> None:
         self.tmp = tmp
         create_ca(tmp / "ca", common_name="Rotation Test CA", passphrase=PASS.encode())
-        (tmp / "r.toml").write_text(RECIPE.format(extra=extra))
+        (tmp / "r.toml").write_text(RECIPE.format(extra=extra, module=module))
         self.recipe = load_recipe(tmp / "r.toml", workdir=tmp)
         self.ca = load_ca(tmp / "ca", PASS.encode())
         self.ledger = Ledger(self.recipe.ledger)
@@ -79,7 +80,9 @@ class Env:
         self.ledger.record_certificate(mac, "client.0", issuer=ident.cert.issuer.rfc4514_string(),
                                        cert_serial=ident.serial, fingerprint=ident.fingerprint_sha256,
                                        key_fingerprint=spki_sha256(ident.cert))
-        content = UnitContent(factory_param=dict(self.recipe.factory_param), pki=self.plan.pki_for(ident))
+        rows = cfg_strings(self.recipe.gatt.rows()) if self.recipe.gatt else []
+        content = UnitContent(factory_param=dict(self.recipe.factory_param), pki=self.plan.pki_for(ident),
+                              ble_rows=rows)
         images = build_unit_images(self.profile, content)
         flash = module.flash
         flash.erase_all()
@@ -272,6 +275,19 @@ def test_recertify_keeps_the_key(tmp_path, module_pool):
         env.ledger.close()
 
 
+def test_ble_only_module_is_identified_by_its_base_mac(tmp_path, module_pool):
+    env = Env(tmp_path, module="esp32c2-2mb-ble")
+    try:
+        assert not env.profile.firmware.wifi
+        (m,) = _pool(module_pool, env, 1)
+        fleet = env.rotate([m.at_url])
+        assert fleet.exit_code == 0, fleet.modules[0].line()
+        assert fleet.modules[0].mac == normalize_mac(m.mac)
+        assert env.device_pair(m)[0] == fleet.modules[0].slots[0].new_cert_fp
+    finally:
+        env.ledger.close()
+
+
 def test_dry_run_changes_nothing(env, module_pool):
     pool = _pool(module_pool, env, 2)
     old = [env.device_pair(m) for m in pool]
@@ -327,7 +343,8 @@ def test_inventory_formats_and_errors(tmp_path):
 
 def test_recipe_rotate_table_checks(tmp_path):
     create_ca(tmp_path / "ca", common_name="CA", passphrase=PASS.encode())
-    (tmp_path / "r.toml").write_text(RECIPE.format(extra='[rotate]\nmode = "sideways"\nslots = ["mqtt.0"]\n'))
+    (tmp_path / "r.toml").write_text(RECIPE.format(extra='[rotate]\nmode = "sideways"\nslots = ["mqtt.0"]\n',
+                                                   module="esp32c2-4mb"))
     fields = {p.field for p in check_recipe(tmp_path / "r.toml", workdir=tmp_path)}
     assert fields == {"rotate.mode", "rotate.slots[0]"}
 
