@@ -189,6 +189,13 @@ class AtClient(AtCommands):
         self._resync = False
         return bytes(dropped)
 
+    def _hides(self, parser: ReplyParser, seen: bytes | bytearray, sensitive: bool) -> bool:
+        """Whether bytes seen during ``parser``'s reply must not appear in an error."""
+        if sensitive or _has_private_key(bytes(seen)):
+            return True
+        items = list(parser.raws) + ([parser.in_raw()] if parser.in_raw() is not None else [])
+        return any(self.redact(f) for item in items if item.kind == "sysmfg" for f in item.fields[:2])
+
     def _run(self, parser: ReplyParser, timeout: float, *, sensitive: bool) -> None:
         start = time.monotonic()
         seen = bytearray()
@@ -208,8 +215,7 @@ class AtClient(AtCommands):
                 elapsed = time.monotonic() - start
                 if elapsed >= timeout:
                     self._resync = True
-                    hide = sensitive or parser.in_raw() is not None and (
-                        any(self.redact(f) for f in parser.in_raw().fields[:2]) or _has_private_key(bytes(seen)))
+                    hide = self._hides(parser, seen, sensitive)
                     raise AtTimeout(parser.command, bytes(seen), elapsed, redacted=bool(hide),
                                     waiting_for="prompt" if parser.prompt else "reply")
                 data = self._read(parser.need(), parser.command)
@@ -227,9 +233,7 @@ class AtClient(AtCommands):
             raise
         finally:
             self._buf[:0] = parser.take_rest()
-            for u in parser.urcs:
-                self.urcs.append(u)
-            parser.urcs.clear()
+            self.urcs.extend(parser.urcs)
 
     # -- exchanges -------------------------------------------------------------------------------------
     def _send_command(self, command: str) -> None:

@@ -195,7 +195,8 @@ def test_garbage_and_urcs_between_info_and_ok(module, client):
     # garbage without CR LF runs into the URC line: both end up queued, the data is right
     assert any("noise" in u and u.endswith("WIFI CONNECTED") for u in client.urcs)
     module.faults.garbage_between_lines = b"\x00\xfe~~noise~~"
-    assert client.uart_def().baud == 115200
+    reply = client.exchange("AT+UART_DEF?")
+    assert reply.lines[0].startswith("+UART_DEF:115200,") and reply.urcs == ["\x00\ufffd~~noise~~"]
     client.sysmfg_write("client_cert", "client_cert.0", "blob", CERT)
     client.urcs.clear()
     module.faults.garbage_between_lines = b"\r\n+BLECONN:0,\"aa:bb\"\r\nXX\r\n"
@@ -368,8 +369,8 @@ def test_ble_gatt_discovery(style):
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
-def _cli(args, input=None):
-    return run_with_timeout(CliRunner().invoke, GUARD, main, args, input=input)
+def _cli(args, input=None, env=None):
+    return run_with_timeout(CliRunner().invoke, GUARD, main, args, input=input, env=env)
 
 
 def test_cli_at_commands_json_and_errors(module):
@@ -383,6 +384,9 @@ def test_cli_at_commands_json_and_errors(module):
     assert r.exit_code == 3 and "AT+NOSUCH" in r.output and "ERROR" in r.output
     r = _cli(["at", "--port", "serial:NO-SUCH-SERIAL", "AT"])
     assert r.exit_code == 2
+    module.faults.urc_between_lines = "WIFI CONNECTED"
+    r = _cli(["at", "AT+UART_DEF?"], env={"ESPPORT": module.at_url})
+    assert r.exit_code == 0 and "[urc] WIFI CONNECTED" in r.output, r.output
 
 
 def test_cli_interactive(module):
