@@ -203,9 +203,9 @@ class _ModuleRun:
             with self._step("identify") as h:
                 self._identify(client)
                 h.detail = {"mac": self.mac, "serial": self.serial}
-            completed = self._recover(client)
+            settled = self._recover(client)
             for place, usages in self.plan.targets:
-                if place.slot not in completed:
+                if place.slot not in settled:
                     self._rotate_slot(client, place, usages)
             if self.plan.restart and not self.opts.dry_run and any(
                     s.state == "done" and s.action != "plan" for s in self.res.slots):
@@ -250,7 +250,8 @@ class _ModuleRun:
         self.res.serial = self.serial
 
     def _recover(self, client: AtClient) -> set[str]:
-        """Resolve pending rotations of this unit; the slots that ended ``done``."""
+        """Resolve pending rotations of this unit; the slots not to rotate now: those that ended
+        ``done`` and those still pending (unresolved: an ERROR already)."""
         pending = self.ledger.pending_rotations(self.mac) if self.ledger is not None else []
         done: set[str] = set()
         if not pending:
@@ -267,12 +268,15 @@ class _ModuleRun:
                     self.res.slots.append(SlotResult(rot.slot, "resume", ERROR, rot.state, rot.id, message=(
                         f"rotation {rot.id}: slot {rot.slot} is not in this recipe and the journal does not "
                         f"say where it lives; left pending")))
+                    done.add(rot.slot)
                     continue
                 result = resume(rot, SlotIo(client, place), self.ledger,  # type: ignore[arg-type]
                                 dry_run=self.opts.dry_run, progress=lambda e, s=rot.slot: self._event(s, e))
                 self.res.slots.append(result)
-                if result.state == "done":
+                if result.state == "done" or result.outcome != PASS or (
+                        self.opts.dry_run and result.unit_holds != "old_pair"):
                     done.add(rot.slot)
+                if result.state == "done":
                     self._add_done(result)
             bad = [s for s in self.res.slots if s.action == "resume" and s.outcome != PASS]
             h.detail = [s.message for s in self.res.slots if s.action == "resume"]

@@ -119,7 +119,7 @@ def resume(rot: Rotation, io: SlotIo, ledger: Ledger, *, dry_run: bool = False,
     state, _cert, key = io.read_pair(with_key=True)
     del key                                   # only its fingerprint is needed
     result.before = state
-    verdict = classify(rot, state)
+    verdict = result.unit_holds = classify(rot, state)
     seen = f"unit holds cert {_short(state.cert_fp)} / key {_short(state.key_fp)}"
     if verdict == "unknown":
         result.message = (f"rotation {rot.id} ({rot.state}): {seen}, which is neither the old pair "
@@ -159,7 +159,8 @@ def resume(rot: Rotation, io: SlotIo, ledger: Ledger, *, dry_run: bool = False,
         return result
     assert detail is not None and detail.new_cert_pem is not None
     pem = detail.new_cert_pem.encode()
-    ledger.update_rotation(rot.id, "key_written")
+    if rot.state == "intent":
+        ledger.update_rotation(rot.id, "key_written")      # what the unit shows
     try:
         io.write_cert(pem)
         ledger.update_rotation(rot.id, "cert_written")

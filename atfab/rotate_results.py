@@ -32,6 +32,8 @@ class SlotResult:
     new_key_fp: str | None = None
     certificate: dict[str, Any] | None = None
     message: str = ""
+    #: For ``resume``: what the unit held (``new_pair``, ``old_pair``, ``new_key_old_cert``, ``unknown``).
+    unit_holds: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "action": self.action, "outcome": self.outcome, "state": self.state,
@@ -39,7 +41,7 @@ class SlotResult:
                 "before": self.before.to_json() if self.before else None,
                 "after": self.after.to_json() if self.after else None,
                 "new_cert_sha256": self.new_cert_fp, "new_key_spki_sha256": self.new_key_fp,
-                "certificate": self.certificate, "message": self.message}
+                "certificate": self.certificate, "message": self.message, "unit_holds": self.unit_holds}
 
 
 @dataclass

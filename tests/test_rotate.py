@@ -194,6 +194,12 @@ def test_interrupted_between_key_and_cert_is_repaired_next_run(env, module_pool,
     assert pending.new_key_fp == key_spki
     assert pending.state == ("intent" if how == "power_loss" else "key_written")
 
+    dry = env.rotate([victim.at_url], dry_run=True)
+    (plan,) = dry.modules[0].slots                 # the slot is completed, not rotated again
+    assert (plan.action, plan.unit_holds, plan.state) == ("resume", "new_key_old_cert", pending.state)
+    assert "would write the journalled certificate" in plan.message
+    assert env.ledger.rotation(pending.id).state == pending.state
+
     fleet2 = env.rotate([victim.at_url])
     assert fleet2.exit_code == 0, fleet2.modules[0].line()
     (slot,) = fleet2.modules[0].slots
@@ -237,8 +243,9 @@ def test_unknown_state_is_an_error_and_stays_pending(env, module_pool):
     fleet = env.rotate([m.at_url])
     assert fleet.exit_code == 3
     (res,) = fleet.modules
-    assert res.outcome == "ERROR" and res.slots[0].action == "resume"
-    assert "neither the old pair" in res.slots[0].message
+    (slot,) = res.slots                                         # no new rotation of that slot
+    assert res.outcome == "ERROR" and slot.action == "resume" and res.error is None
+    assert "neither the old pair" in slot.message
     assert env.ledger.rotation(rot.id).state == "intent"
     assert env.device_pair(m) == old                            # nothing written
     assert env.report(res)["outcome"] == "ERROR"
