@@ -88,9 +88,13 @@ def leaf_certificate(data: bytes) -> x509.Certificate | None:
     try:
         if b"-----BEGIN" in data:
             certs = x509.load_pem_x509_certificates(bytes(data))
-            return certs[0] if certs else None
-        return x509.load_der_x509_certificate(bytes(data))
-    except ValueError:
+            cert = certs[0] if certs else None
+        else:
+            cert = x509.load_der_x509_certificate(bytes(data))
+        if cert is not None:
+            cert.public_key()        # parsed lazily: a damaged key field fails only here
+        return cert
+    except Exception:  # noqa: BLE001 - any damage means "no readable certificate"
         return None
 
 

@@ -213,11 +213,18 @@ def test_interrupted_between_key_and_cert_is_repaired_next_run(env, module_pool,
     env.scan()
 
 
-def test_write_error_keeps_old_pair(env, module_pool):
+@pytest.mark.parametrize("fault", ["error_next_write", "corrupt_readback"])
+def test_write_error_keeps_old_pair(env, module_pool, fault):
     (m,) = _pool(module_pool, env, 1)
     old = env.device_pair(m)
-    m.faults.error_next_write = True
-    fleet = env.rotate([m.at_url])
+    progress = None
+    if fault == "error_next_write":
+        m.faults.error_next_write = True                   # the key write answers ERROR
+    else:
+        def progress(port, slot, event):                    # the certificate read-back differs
+            if event == "cert_written":
+                m.faults.corrupt_next_read = True
+    fleet = env.rotate([m.at_url], progress=progress)
     assert fleet.exit_code == 1
     (res,) = fleet.modules
     assert res.outcome == "FAIL" and res.slots[0].state == "rolled_back"
