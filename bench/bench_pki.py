@@ -34,7 +34,8 @@ from atfab.unit_content import DEFAULT_GATT
 ANCHOR_MS = (17.0, 20.0)      # recorded esp-matter-mfg-tool cost per device
 TARGET_MS = ANCHOR_MS[0] / 10
 PASSPHRASE = b"bench passphrase only"
-CLOUD_CA = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data/client_ca/client_ca_00.crt")
+RAW_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "esp-at" / "components" / "customized_partitions" / "raw_data"
+CLOUD_CA = RAW_DATA / "client_ca" / "client_ca_00.crt"
 TEMPLATE = {"subject": {"CN": "{serial}", "O": "Bench"}, "san_uri": ["urn:bench:mac:{mac_hex}"], "days": 3650}
 
 _state: dict = {}

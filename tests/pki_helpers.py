@@ -10,10 +10,11 @@ import pytest
 from atfab.pki.ca import CertificateAuthority, create_ca, create_intermediate
 from atfab.pki.issue import IdentityTemplate, identity_values, issue_unit
 from tests.secret_scan import assert_no_private_keys
+from tests.paths import RAW_DATA
 
 PASS = b"correct horse battery staple"
 PASS2 = b"another long passphrase"
-REF = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data")
+REF = RAW_DATA
 NOW = dt.datetime.now(dt.timezone.utc)
 
 

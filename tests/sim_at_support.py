@@ -18,8 +18,9 @@ from atfab.profiles import load_profile
 from atfab.sim.at_firmware import AtFirmware
 from atfab.sim.flash import NorFlash
 from atfab.sim.link import Link
+from tests.paths import ESP_AT
 
-REF = Path("/work/shared/reference/esp-at")
+REF = ESP_AT
 GATTS_CSV = REF / "components/customized_partitions/raw_data/ble_data/gatts_data.csv"
 MAC = bytes.fromhex("24d7eb0a1b2c")
 TIMEOUT = 5.0

@@ -16,8 +16,9 @@ from atfab.errors import InputError
 from atfab.nvs.reader import read_nvs
 from atfab.partition_table import decode, encode
 from atfab.profiles import BUILTIN_DIR, load_profile
+from tests.paths import RAW_DATA
 
-RAW = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data")
+RAW = RAW_DATA
 
 
 def run(*args: str):

@@ -24,8 +24,9 @@ from atfab.mfg_nvs import build_nvs_from_entries
 from atfab.nvs.reader import NvsEntry, read_nvs
 from atfab.partition_table import encode, parse_csv
 from atfab.unit_content import Params
+from tests.paths import RAW_DATA
 
-RAW = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data")
+RAW = RAW_DATA
 GATT = RAW / "ble_data" / "gatts_data.csv"
 MFG = (0x1F000, 0x1F000)   # esp32c2-4mb mfg_nvs offset, size
 

@@ -16,8 +16,9 @@ from atfab.gatt import (
     parse_cfg_string, parse_gatts_csv, validate_rows,
 )
 from atfab.gatt_desc import compile_description, decompile, dump_description, load_description
+from tests.paths import RAW_DATA
 
-DEFAULT_CSV = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data/ble_data/gatts_data.csv")
+DEFAULT_CSV = RAW_DATA / "ble_data" / "gatts_data.csv"
 
 # §7: what ESP32/C3 print for the default table
 FULL_SRV = ["+BLEGATTSSRV:1,1,0xA002,1", "+BLEGATTSSRV:2,1,0xA003,1"]

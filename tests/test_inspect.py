@@ -14,8 +14,9 @@ from atfab.build import build
 from atfab.cli import main
 from atfab.errors import InputError
 from atfab.inspect_image import inspect_bytes, inspect_file, render_text
+from tests.paths import RAW_DATA
 
-RAW = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data")
+RAW = RAW_DATA
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,9 @@ from atfab.errors import InputError
 from atfab.firmware import FirmwareProfile, firmware_for
 from atfab.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs, load_pki_dir, pki_key_names, pki_namespaces
 from atfab.nvs import read_nvs
+from tests.paths import RAW_DATA
 
-RAW = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data")
+RAW = RAW_DATA
 needs_raw = pytest.mark.skipif(not RAW.is_dir(), reason="esp-at reference data not available")
 FW = firmware_for("esp32c2")
 SIZE = 0x1F000

@@ -14,8 +14,9 @@ from atfab.errors import InputError
 from atfab.partition_table import (
     Partition, PartitionTable, decode, encode, load_csv, parse_csv, to_csv, validate,
 )
+from tests.paths import MODULE_CONFIG
 
-REF = Path("/work/shared/reference/esp-at/module_config")
+REF = MODULE_CONFIG
 REF_CSVS = sorted(REF.glob("*/*.csv"))
 
 

@@ -10,8 +10,9 @@ from esptool.targets import CHIP_DEFS
 
 from atfab.errors import InputError
 from atfab.profiles import BUILTIN_DIR, ENV_PATH, list_profiles, load_profile
+from tests.paths import MODULE_CONFIG
 
-REF = Path("/work/shared/reference/esp-at/module_config")
+REF = MODULE_CONFIG
 NAMES = {
     "esp32-wroom-32": "module_esp32_default", "esp32-wrover-32": "module_wrover-32",
     "esp32-d2wd": "module_esp32-d2wd", "esp32-sdio": "module_esp32-sdio",

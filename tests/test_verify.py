@@ -19,8 +19,9 @@ from atfab.sim.module import VirtualModule
 from atfab.transport import open_port
 from atfab.verify import load_built, normalize_mac, rfpower_readback, verify_unit, wait_alive
 from tests.conftest import run_with_timeout
+from tests.paths import RAW_DATA
 
-RAW_DATA = Path("/work/shared/reference/esp-at/components/customized_partitions/raw_data")
+RAW_DATA = RAW_DATA
 T = 60
 
 
