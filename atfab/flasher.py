@@ -44,6 +44,7 @@ from .errors import DeviceError, InputError
 from .esptool_log import EsptoolSink, routed
 from .firmware import FirmwareProfile
 from .flash_set import FLASH_PARAM_KEYS, FlashSet, Region, load_flash_set, padded
+from .transport import port_for_url
 
 #: Called with (bytes written, bytes to write) of the whole operation.
 ProgressCallback = Callable[[int, int], None]
@@ -214,7 +215,7 @@ class Flasher:
             if self.at_port:
                 self._enter_download_mode_via_at()
             try:
-                ser = serial.serial_for_url(self.port, do_not_open=True, exclusive=True)
+                ser = port_for_url(self.port, exclusive=True)
                 ser.baudrate = self.initial_baud
                 ser.timeout = self.io_timeout
                 ser.open()

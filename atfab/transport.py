@@ -14,12 +14,15 @@ baud comes from ``$ESPBAUD`` (then ``$ESPTOOL_BAUD``) when none is given.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import serial
 import serial.tools.list_ports
+from serial.urlhandler.protocol_socket import Serial as _SocketSerial
 
 from .errors import DeviceError, InputError
 
@@ -168,6 +171,55 @@ def resolve_baud(baud: int | None, *, env: Mapping[str, str] | None = None, defa
     return baud
 
 
+class SocketPort(_SocketSerial):
+    """A ``socket://`` port that closes at once.
+
+    pyserial's socket port sleeps 0.3 s in ``close()`` so that a server has time before a quick
+    reconnect; a station reconnects to every unit several times, so that sleep would dominate a
+    rotation. Instead :meth:`open` retries a refused connection for a short while, which waits
+    only when the server really needs it.
+    """
+
+    #: How long a refused connection is retried on open (seconds).
+    reconnect_window = 1.0
+
+    def open(self) -> None:
+        deadline = time.monotonic() + self.reconnect_window
+        while True:
+            try:
+                super().open()
+                return
+            except serial.SerialException as exc:
+                refused = isinstance(exc.__cause__, ConnectionRefusedError) or "refused" in str(exc).lower()
+                if not refused or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+
+    def close(self) -> None:
+        if self.is_open:
+            if self._socket:
+                try:
+                    self._socket.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                self._socket.close()
+                self._socket = None
+            self.is_open = False
+
+
+def port_for_url(url: str, **settings: Any) -> serial.SerialBase:
+    """A closed pyserial port object for ``url`` (like ``serial_for_url(..., do_not_open=True)``).
+
+    ``socket://`` URLs get a :class:`SocketPort`; everything else what pyserial chooses.
+    """
+    if url.startswith("socket://"):
+        settings.pop("exclusive", None)
+        port = SocketPort(None, **settings)
+        port.port = url
+        return port
+    return serial.serial_for_url(url, do_not_open=True, **settings)
+
+
 def open_port(selector: str | None = None, baud: int | None = None, *, timeout: float = 0.05,
               write_timeout: float | None = 10.0, exclusive: bool = True,
               ports: Sequence[PortInfo] | None = None,
@@ -180,10 +232,9 @@ def open_port(selector: str | None = None, baud: int | None = None, *, timeout: 
     """
     device = resolve_port(selector, ports=ports, env=env)
     rate = resolve_baud(baud, env=env)
-    kwargs: dict[str, Any] = {"baudrate": rate, "timeout": timeout, "write_timeout": write_timeout,
-                              "do_not_open": True}
+    kwargs: dict[str, Any] = {"baudrate": rate, "timeout": timeout, "write_timeout": write_timeout}
     try:
-        port = serial.serial_for_url(device, **kwargs)
+        port = port_for_url(device, **kwargs)
     except ValueError as exc:
         raise InputError(f"cannot use {device!r}: {exc}", field="port") from None
     except (serial.SerialException, OSError) as exc:
@@ -203,4 +254,5 @@ def open_port(selector: str | None = None, baud: int | None = None, *, timeout: 
 
 
 __all__ = ["PortInfo", "list_ports", "resolve_port", "resolve_baud", "selector_from_options", "open_port",
+           "port_for_url", "SocketPort",
            "is_url", "DEFAULT_BAUD"]
