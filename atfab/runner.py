@@ -39,7 +39,7 @@ from typing import Any
 from .errors import Aborted, AtfabError, DeviceError, InputError, UnitFailed
 from .events import Event, EventBus
 from .flash_set import FlashSet, Region
-from .ledger import Ledger
+from .ledger import Attempt, Ledger
 from .measurement import Measurement, evaluate
 from .recipe import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
@@ -258,10 +258,12 @@ class UnitRunner:
                 if st.at is not None:
                     st.at.close()
                 st.images = None
+            facts: dict[str, Any] = {"transcript": transcript}
             if st.attempt_id is None:       # failed before the identity step: still one row per attempt
-                st.attempt_id = self._begin(st, retry_of, started)
-            self.emit("unit", outcome, detail=error, attempt_id=st.attempt_id,
-                      data={"transcript": transcript, "attempt_id": st.attempt_id})
+                row = self._begin(st, retry_of, started)
+                st.attempt_id = row.id
+                facts.update(attempt_id=row.id, attempt=row.attempt)
+            self.emit("unit", outcome, detail=error, attempt_id=st.attempt_id, data=facts)
         finally:
             ctx.bus.unsubscribe(rec)
         if rec.error is not None:
@@ -271,11 +273,11 @@ class UnitRunner:
                              retry_of=(rec.report.retry_of if rec.report else retry_of),
                              seconds=time.time() - started)
 
-    def _begin(self, st: _State, retry_of: int | None, started: float) -> int:
+    def _begin(self, st: _State, retry_of: int | None, started: float) -> Attempt:
         ctx = self.ctx
         return ctx.ledger.begin_attempt(recipe=ctx.recipe.name, station=ctx.station_id, port=self.port.label,
                                         mac=st.mac, serial=st.serial, operator=ctx.operator, retry_of=retry_of,
-                                        started=iso(started)).id
+                                        started=iso(started))
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -328,11 +330,11 @@ class UnitRunner:
                 last = ctx.ledger.attempts_for(st.mac)
                 if last and last[-1].outcome != "PASS":
                     retry_of = last[-1].id      # the unit is tried again: this attempt retries that one
-            st.attempt_id = self._begin(st, retry_of, started)
-            attempt = ctx.ledger.attempt(st.attempt_id)
+            attempt = self._begin(st, retry_of, started)
+            st.attempt_id = attempt.id
             self._unit = ident.serial
-            s.data = {"serial": ident.serial, "mac": st.mac, "attempt_id": st.attempt_id,
-                      "attempt": attempt.attempt if attempt else 1, "retry_of": retry_of}
+            s.data = {"serial": ident.serial, "mac": st.mac, "attempt_id": attempt.id, "attempt": attempt.attempt,
+                      "retry_of": retry_of}
             s.detail = (f"serial {ident.serial} ({'new' if ident.new else 'known unit'}), attempt {st.attempt_id}"
                         + (f", retry of {retry_of}" if retry_of else "")
                         + (f", closed stale attempt(s) {', '.join(map(str, resumed))} as ABORTED" if resumed else ""))

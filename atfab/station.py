@@ -119,7 +119,9 @@ class StationSummary:
 
     @property
     def units_per_minute(self) -> float:
-        return round(len(self.finals) * 60.0 / self.seconds, 2) if self.seconds > 0 else 0.0
+        """Units that got a verdict (PASS, FAIL or ERROR; not ABORTED) per minute of the run."""
+        done = sum(1 for r in self.finals if r.outcome != "ABORTED")
+        return round(done * 60.0 / self.seconds, 2) if self.seconds > 0 else 0.0
 
     @property
     def exit_code(self) -> int:
@@ -219,15 +221,23 @@ class Station:
                 previous: str | None = None
                 first = True
                 while not self.stop_token.finishing:
-                    if not first and not runner.wait_for_unit(previous, poll_s=poll_s):
-                        break
-                    first = False
-                    attempts = runner.provision()
+                    try:
+                        if not first and not runner.wait_for_unit(previous, poll_s=poll_s):
+                            break
+                        first = False
+                        attempts = runner.provision()
+                    except Exception as exc:  # noqa: BLE001 - e.g. the ledger failed: stop this port, say why
+                        detail = f"port stopped: {type(exc).__name__}: {exc}"
+                        runner.emit("station", "error", detail=detail)
+                        attempts = [AttemptResult(port.label, None, "ERROR", None, None, None, detail)]
+                        loop_on = False
+                    else:
+                        loop_on = loop
                     with lock:
                         results.extend(attempts)
                         finals.append(attempts[-1])
                     previous = attempts[-1].mac or previous
-                    if not loop:
+                    if not loop_on:
                         break
 
             threads = [threading.Thread(target=worker, args=(p,), name=f"atfab-port-{p.label}", daemon=True)

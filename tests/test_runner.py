@@ -193,3 +193,20 @@ def test_events_never_carry_private_keys() -> None:
         bus.emit(Event("p", None, "build", "ok", data={"x": [b"-----BEGIN PRIVATE KEY-----"]}))
     bus.emit(Event("p", None, "build", "ok", detail="fine"))
     assert [e.detail for e in got.events] == ["fine"]
+
+
+def test_nothing_on_the_port_is_error_with_a_report_per_attempt(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:                       # a port number nothing listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"socket://127.0.0.1:{s.getsockname()[1]}"
+    st = Station(load(tmp_path), [parse_port(f"x={dead},{dead}")], ca=load_ca(tmp_path), station_id="t")
+    summary = run_with_timeout(st.run, T)
+    first, second = summary.results
+    assert (first.outcome, second.outcome) == ("ERROR", "ERROR") and second.retry_of == first.attempt_id
+    docs = [check_report(r.report) for r in summary.results]
+    assert [d["attempt"] for d in docs] == [1, 2] and docs[1]["retry_of"] == first.attempt_id
+    assert docs[0]["unit"] == {"chip": None, "mac": None, "serial": None}
+    assert [s["outcome"] for s in docs[0]["steps"]] == ["error"] and "cannot open" in docs[0]["error"]
+    assert summary.exit_code == 3
