@@ -291,7 +291,7 @@ class Campaign:
         if mr is not None:
             problem = report_problem(mr.report_path, schema=ROTATION_SCHEMA, outcome=mr.outcome)
             if problem:
-                t.add("reports_missing", example=f"{where}: rotation report: {problem}")
+                t.add("reports_missing", example=f"{where}: rotation report: {problem} ({mr.outcome}: {mr.error})")
             if unexpected_exception(mr.error):
                 t.add("crashes", example=f"{where}: rotation ERROR from an unexpected exception: {mr.error}")
         if slot.module is None:
