@@ -12,7 +12,6 @@ for it now and the attempt is ended ``ABORTED``.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -154,13 +153,6 @@ def close_stale_attempt(ledger: Ledger, attempt: Attempt, out_dir: str | Path, *
     ended = utc_now()
     path = builder.seal("ABORTED", error=detail, ended=ended)
     return ledger.end_attempt(attempt.id, "ABORTED", report_path=path, detail=detail, ended=ended)
-
-
-def report_summary(path: Path) -> dict[str, Any]:
-    """A few fields of a sealed report (for summaries and --json)."""
-    data = json.loads(path.read_text(encoding="utf-8"))
-    return {"path": str(path), "outcome": data.get("outcome"), "serial": data["unit"].get("serial"),
-            "mac": data["unit"].get("mac"), "attempt_id": data.get("attempt_id"), "retry_of": data.get("retry_of")}
 
 
 __all__ = ["ReportRecorder", "close_stale_attempt", "sealed_report", "iso", "NOT_STEPS"]

@@ -282,29 +282,64 @@ class UnitRunner:
     # -- steps ----------------------------------------------------------------------------------
 
     def _run_steps(self, st: _State, retry_of: int | None, started: float) -> None:
+        flasher = self._connect(st)
+        self._chip(st, flasher)
+        self._identity(st, retry_of, started)
+        with self._step("certificate") as s:
+            identity = None
+            if self.ctx.plan is None or not self.ctx.plan.needs_identity:
+                s.status, s.detail = "skipped", "the recipe installs no unit certificate"
+            else:
+                identity = self._issue(st, s)
+        self._build(st, identity)
+        del identity                        # the key now lives only in the unit image
+        self._flash(st, flasher)
+        if st.at is None:
+            for name in ("boot", "configure", "verify"):
+                with self._step(name) as s:
+                    s.status, s.detail = "skipped", "no AT port"
+            return
+        with self._step("boot") as s:
+            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s)
+        with self._step("configure") as s:
+            s.detail = self._configure(st.at)
+        with self._step("verify") as s:
+            found = self._verify(st)
+            st.measurements += found
+            failed = [m.name for m in st.measurements if not m.passed]
+            s.data = {"measurements": found}
+            s.detail = f"{len(st.measurements) - len(failed)}/{len(st.measurements)} checks passed" + (
+                f"; failed: {', '.join(failed)}" if failed else "")
+            if failed:
+                s.status = "fail"
+        st.images = None
+
+    def _connect(self, st: _State) -> Any:
         from .at_client import AtClient
         from .flasher import Flasher
         from .transport import open_port, resolve_port
 
-        ctx, recipe, profile = self.ctx, self.ctx.recipe, self.ctx.recipe.profile
+        ctx, recipe = self.ctx, self.ctx.recipe
+        firmware = recipe.profile.firmware
         with self._step("connect") as s:
             flash_dev = resolve_port(self.port.flash)
             if self.port.at is not None:
-                at_port = open_port(self.port.at, ctx.at_baud)
-                st.at = AtClient(at_port, firmware=profile.firmware, timeout=recipe.verify.command_timeout_s)
+                st.at = AtClient(open_port(self.port.at, ctx.at_baud), firmware=firmware,
+                                 timeout=recipe.verify.command_timeout_s)
             elif recipe.verify.checks:
                 raise InputError(f"port {self.port.label}: no AT port to verify the unit on (--port FLASH,AT)",
                                  field="port")
             s.detail = f"flash {flash_dev}" + (f", AT {self.port.at} at {ctx.at_baud} baud" if st.at else "")
-        flasher = Flasher(flash_dev, baud=ctx.flash_baud, firmware=profile.firmware, progress=self._progress,
-                          **ctx.flasher_options)
+        return Flasher(flash_dev, baud=ctx.flash_baud, firmware=firmware, progress=self._progress,
+                       **ctx.flasher_options)
 
+    def _chip(self, st: _State, flasher: Any) -> None:
+        recipe = self.ctx.recipe
         with self._step("chip") as s:
             info = flasher.chip_info()
-            expected = _esptool_chip_name(profile.chip)
-            st.mac = info.mac
-            self._unit = info.mac
-            s.data = {"chip": profile.chip, "mac": info.mac}
+            expected = _esptool_chip_name(recipe.profile.chip)
+            st.mac = self._unit = info.mac
+            s.data = {"chip": recipe.profile.chip, "mac": info.mac}
             s.detail = f"{info.description}, MAC {info.mac}"
             if info.chip != expected:
                 raise InputError(f"port {self.port.label}: the unit is {info.chip}, recipe {recipe.name} is for "
@@ -316,6 +351,8 @@ class UnitRunner:
                 if not m.passed:
                     raise UnitFailed(f"MAC {info.mac} is not in verify.mac_prefixes")
 
+    def _identity(self, st: _State, retry_of: int | None, started: float) -> None:
+        ctx, recipe = self.ctx, self.ctx.recipe
         with self._step("identity") as s:
             ident = ctx.ledger.reserve_identity(st.mac, recipe)
             st.serial = ident.serial
@@ -335,37 +372,33 @@ class UnitRunner:
             self._unit = ident.serial
             s.data = {"serial": ident.serial, "mac": st.mac, "attempt_id": attempt.id, "attempt": attempt.attempt,
                       "retry_of": retry_of}
-            s.detail = (f"serial {ident.serial} ({'new' if ident.new else 'known unit'}), attempt {st.attempt_id}"
+            s.detail = (f"serial {ident.serial} ({'new' if ident.new else 'known unit'}), attempt {attempt.id}"
                         + (f", retry of {retry_of}" if retry_of else "")
                         + (f", closed stale attempt(s) {', '.join(map(str, resumed))} as ABORTED" if resumed else ""))
 
-        identity = None
-        with self._step("certificate") as s:
-            if ctx.plan is None or not ctx.plan.needs_identity:
-                s.status, s.detail = "skipped", "the recipe installs no unit certificate"
-            else:
-                identity = self._issue(st, s)
+    def _build(self, st: _State, identity: Any) -> None:
+        from .build import build_unit_images
+        from .mfg_nvs import UnitContent
 
+        ctx, recipe = self.ctx, self.ctx.recipe
         with self._step("build") as s:
-            from .build import build_unit_images
-            from .mfg_nvs import UnitContent
-
             pki = ctx.plan.pki_for(identity) if ctx.plan is not None else {}
-            identity = None                 # the key now lives only in the content / image
             content = UnitContent(factory_param=dict(recipe.factory_param), pki=pki, ble_rows=list(ctx.ble_rows))
-            st.images = build_unit_images(profile, content, source=str(recipe.path))
-            del content, pki
+            st.images = build_unit_images(recipe.profile, content, source=str(recipe.path))
             s.data = {"images": {**{r.name: _sha256(r.data) for r in ctx.firmware.regions},
                                  "at_customize.bin": _sha256(st.images.at_customize),
                                  "mfg_nvs.bin": _sha256(st.images.mfg_nvs.image)}}
             s.detail = f"mfg_nvs {len(st.images.mfg_nvs.keys)} keys"
 
+    def _flash(self, st: _State, flasher: Any) -> None:
+        ctx, profile = self.ctx, self.ctx.recipe.profile
         with self._step("flash") as s:
-            regions = (*ctx.firmware.regions, Region(profile.at_customize_offset, "at_customize.bin", st.images.at_customize),
+            regions = (*ctx.firmware.regions,
+                       Region(profile.at_customize_offset, "at_customize.bin", st.images.at_customize),
                        Region(profile.mfg_nvs.offset, "mfg_nvs.bin", st.images.mfg_nvs.image))
             flash_set = FlashSet(tuple(sorted(regions, key=lambda r: r.offset)), flash_mode=profile.flash_mode,
                                  flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
-                                 chip=profile.chip, source=str(recipe.path))
+                                 chip=profile.chip, source=str(ctx.recipe.path))
             if st.at is not None:
                 st.at.drain()               # boot output of the chip read's reset
             self._last_progress = -1.0
@@ -378,25 +411,6 @@ class UnitRunner:
                                 "bytes_written": result.bytes_written, "baud": result.baud}}
             s.detail = (f"wrote {', '.join(written) or 'nothing'} ({result.bytes_written} bytes), "
                         f"{len(result.regions) - len(written)} region(s) already on the unit")
-
-        if st.at is None:
-            for name in ("boot", "configure", "verify"):
-                with self._step(name) as s:
-                    s.status, s.detail = "skipped", "no AT port"
-            return
-        with self._step("boot") as s:
-            s.detail = _boot(st.at, recipe.verify.boot_timeout_s)
-        with self._step("configure") as s:
-            s.detail = self._configure(st.at)
-        with self._step("verify") as s:
-            st.measurements += self._verify(st)
-            failed = [m.name for m in st.measurements if not m.passed]
-            s.data = {"measurements": [m for m in st.measurements if m.name != "mac.prefix"]}
-            s.detail = f"{len(st.measurements) - len(failed)}/{len(st.measurements)} checks passed" + (
-                f"; failed: {', '.join(failed)}" if failed else "")
-            if failed:
-                s.status = "fail"
-        st.images = None
 
     def _issue(self, st: _State, s: _Step) -> Any:
         from .pki.issue import issue_unit
@@ -449,35 +463,6 @@ class UnitRunner:
                              rf_power=power if isinstance(power, int) else None)
         wanted = set(recipe.verify.checks)
         return [m for m in result.measurements if check_of(m.name) in wanted or check_of(m.name) is None]
-
-    # -- loop mode ------------------------------------------------------------------------------
-
-    def wait_for_unit(self, previous_mac: str | None, *, poll_s: float = 1.0) -> bool:
-        """Wait until a new unit is on the port: another MAC, or the port came back. False if stopped."""
-        import os
-
-        from .flasher import Flasher
-        from .transport import is_url, resolve_port
-
-        self._unit = None
-        self.emit("wait", "start", detail="waiting for the next unit")
-        gone = previous_mac is None
-        while not self.ctx.stop.finishing:
-            try:
-                dev = resolve_port(self.port.flash)
-                if not is_url(dev) and not os.path.exists(dev):
-                    raise DeviceError(f"{dev} is not there")
-                mac = Flasher(dev, firmware=self.ctx.recipe.profile.firmware, connect_attempts=1,
-                              io_timeout=1.0, step_timeout=5.0).chip_info().mac
-            except (DeviceError, InputError):
-                gone = True
-            else:
-                if gone or mac != previous_mac:
-                    self.emit("wait", "ok", detail=f"unit {mac} on the port")
-                    return True
-            self.ctx.stop.wait(poll_s)
-        return False
-
 
 def _boot(at: Any, timeout: float) -> str:
     """Wait for ``ready``; without it (output missed) poll ``AT`` until ``timeout``."""

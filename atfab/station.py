@@ -16,6 +16,7 @@ summary; a second Ctrl-C stops at once (the next run closes what it left open).
 
 from __future__ import annotations
 
+import os
 import re
 import secrets
 import threading
@@ -25,8 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .events import EventBus
+from .errors import DeviceError, InputError
+from .events import Event, EventBus
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
 from .runner import AttemptResult, FirmwareImages, PortSpec, RunContext, StopToken, UnitRunner
@@ -147,6 +148,34 @@ def _result_dict(r: AttemptResult) -> dict[str, Any]:
             "seconds": round(r.seconds, 3)}
 
 
+def wait_for_unit(ctx: RunContext, port: PortSpec, previous_mac: str | None, *, poll_s: float = 1.0) -> bool:
+    """Loop mode: wait until a new unit is on ``port`` (another MAC, or the port went away and came
+    back); False when the station is stopping. Polls the ROM loader (esptool) every ``poll_s``."""
+    from .flasher import Flasher
+    from .transport import is_url, resolve_port
+
+    def emit(status: str, detail: str) -> None:
+        ctx.bus.emit(Event(port.label, None, "wait", status, detail=detail))
+
+    emit("start", "waiting for the next unit")
+    gone = previous_mac is None
+    while not ctx.stop.finishing:
+        try:
+            dev = resolve_port(port.flash)
+            if not is_url(dev) and not os.path.exists(dev):
+                raise DeviceError(f"{dev} is not there")
+            mac = Flasher(dev, firmware=ctx.recipe.profile.firmware, connect_attempts=1, io_timeout=1.0,
+                          step_timeout=5.0).chip_info().mac
+        except (DeviceError, InputError):
+            gone = True
+        else:
+            if gone or mac != previous_mac:
+                emit("ok", f"unit {mac} on the port")
+                return True
+        ctx.stop.wait(poll_s)
+    return False
+
+
 class Station:
     """Runs ``recipe`` on ``ports`` in parallel. Subscribe to :attr:`bus` for live events.
 
@@ -222,7 +251,7 @@ class Station:
                 first = True
                 while not self.stop_token.finishing:
                     try:
-                        if not first and not runner.wait_for_unit(previous, poll_s=poll_s):
+                        if not first and not wait_for_unit(ctx, port, previous, poll_s=poll_s):
                             break
                         first = False
                         attempts = runner.provision()
@@ -367,4 +396,4 @@ def demo(out_dir: str | Path = "atfab-demo", *, recipe: str | Path | None = None
 
 
 __all__ = ["Station", "StationSummary", "PortSpec", "parse_port", "firmware_images", "load_recipe_ca", "run_sim",
-           "demo", "DemoResult", "uart_baud", "DEFAULT_FLASH_BAUD", "DEMO_RECIPE"]
+           "demo", "DemoResult", "uart_baud", "wait_for_unit", "DEFAULT_FLASH_BAUD", "DEMO_RECIPE"]
