@@ -199,6 +199,9 @@ def _load(data: bytes, source: str) -> tuple[str, Any]:
         return chip, LoadFirmwareImage(chip, bytes(data))
     except (FatalError, struct.error, RuntimeError, ValueError, IndexError) as exc:
         raise InputError(f"not a valid {chip} image: {exc}", file=source or None, field="image") from None
+    except TypeError:   # esptool's ord() of a checksum byte past the end of a cut-off image
+        raise InputError(f"not a valid {chip} image: it ends before its checksum (cut off)",
+                         file=source or None, field="image") from None
 
 
 def _summary(chip: str, image: Any) -> ImageSummary:

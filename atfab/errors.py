@@ -42,7 +42,7 @@ class InputError(AtfabError):
             where = self.file
             if self.line is not None:
                 where += f":{self.line}"
-        parts = [p for p in (where, self.field) if p]
+        parts = [_one_line(p) for p in (where, self.field) if p]
         text = " ".join(self.message.split())  # always one line
         return ": ".join(parts + [text])
 
@@ -54,6 +54,14 @@ class InputError(AtfabError):
             field=self.field or field,
             line=self.line,
         )
+
+
+def _one_line(text: str) -> str:
+    """``text`` with line breaks turned into spaces (a file or field name can hold any character)."""
+    return "".join(" " if ch in _LINE_BREAKS else ch for ch in text)
+
+
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
 
 class DeviceError(AtfabError):

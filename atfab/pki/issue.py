@@ -122,7 +122,7 @@ class IdentityTemplate:
         if not isinstance(days, int) or isinstance(days, bool) or days < 1:
             raise InputError("must be a positive number of days", file=source, field=f"{field}.days")
         key_type = table.get("key_type", DEFAULT_KEY_TYPE)
-        if key_type not in KEY_TYPES:
+        if not isinstance(key_type, str) or key_type not in KEY_TYPES:
             raise InputError(f"unknown key type {key_type!r} (choose {', '.join(KEY_TYPES)})", file=source,
                              field=f"{field}.key_type")
         return cls(tuple(subject.items()), days=days, key_type=key_type, source=source, field=field, **sans)

@@ -95,7 +95,8 @@ def parse_slots(tables: list[Mapping], *, source: str | None = None, base_dir: s
         for k in t:
             if k not in known:
                 raise InputError(f"unknown key (known: {', '.join(sorted(known))})", file=source, field=f"{where}.{k}")
-        fam = ALIASES.get(t.get("set", ""), t.get("set", ""))
+        raw_set = t.get("set", "")
+        fam = ALIASES.get(raw_set, raw_set) if isinstance(raw_set, str) else None
         if fam not in FAMILIES:
             raise InputError(f"unknown set {t.get('set')!r} (known: {', '.join(FAMILIES)}, wpa2)", file=source,
                              field=f"{where}.set")
@@ -125,7 +126,7 @@ def parse_slots(tables: list[Mapping], *, source: str | None = None, base_dir: s
                              field=f"{where}.ca")
         usage = t.get("usage")
         if usage is not None:
-            if not isinstance(usage, list) or not usage or any(u not in USAGES for u in usage):
+            if not isinstance(usage, list) or not usage or any(not isinstance(u, str) or u not in USAGES for u in usage):
                 raise InputError(f"must be a list of {', '.join(USAGES)}", file=source, field=f"{where}.usage")
             usage = tuple(usage)
         if cert is None and not ca:
