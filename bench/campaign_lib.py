@@ -44,21 +44,30 @@ PROVISION_FAULTS = ("none", "flash_drop_rx", "flash_drop_tx", "flash_stall", "fl
 ROTATE_FAULTS = ("none", "at_drop_rx", "at_drop_tx", "at_stall", "at_corrupt", "busy", "garbage", "urc",
                  "stall_reply", "corrupt_read", "error_write", "power_loss_writes", "drop_between_writes",
                  "power_cut")
-#: AT-level faults armed at the K-th command of the operation.
+#: AT-level faults, armed just before the n-th command (corrupt_read: raw read; error_write,
+#: power_loss_writes: write command) of the operation.
 AT_LEVEL = ("busy", "garbage", "urc", "stall_reply", "corrupt_read", "error_write", "power_loss_writes")
 URCS = ("WIFI CONNECTED", "WIFI GOT IP", "WIFI DISCONNECT", "+TIME_UPDATED", '+BLECONN:0,"24:0a:c4:00:00:01"',
-        "+CWJAP:1", "+SYSMFG:garbage")
-GARBAGE = (b"\x00\xff\xfe", b"\r\n\r\n", b"+IPD,3:abc", b"\xffready\r\n", b"busy p...\r\n", b"\r\n+\r\n")
+        "+CWJAP:1")
+GARBAGE = (b"\x00\xff\xfe", b"\r\n\r\n", b"+IPD,3:abc", b"\xffready\r\n", b"\r\n+\r\n")
+
+
+#: Command lines that write (AT+SYSMFG=2 / AT+SYSFLASH=1) and read raw values (=1 / =2).
+WRITES = (b"AT+SYSMFG=2,", b"AT+SYSFLASH=1,")
+READS = (b"AT+SYSMFG=1,", b"AT+SYSFLASH=2,")
+_NAMES = {(): "AT command", READS: "raw read", WRITES: "write"}
 
 
 @dataclass
 class Trigger:
-    """Arm ``arm(plan, link)`` at the ``command``-th AT command or the ``write``-th write command."""
+    """Arm ``arm(plan, link)`` just before the ``nth`` command line starting with one of ``match``
+    (any command when ``match`` is empty) runs."""
 
     arm: Callable[[FaultPlan, Any], None]
-    command: int | None = None
-    write: int | None = None
+    nth: int = 0
+    match: tuple[bytes, ...] = ()
     fired: bool = False
+    seen: int = 0
 
 
 class Instrument:
@@ -67,31 +76,29 @@ class Instrument:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.commands = 0                        # AT command lines since reset()
-        self.writes = 0                          # AT+SYSMFG=2 / AT+SYSFLASH=1 lines since reset()
+        self.writes = 0                          # write command lines (WRITES) since reset()
+        self.reads = 0                           # raw read command lines (READS) since reset()
         self.connections: list[tuple[str, int, int]] = []   # closed connections: (side, tx, rx)
         self.trigger: Trigger | None = None
         self.firmwares: list[Any] = []           # firmware objects booted since reset() (their .errors)
 
     def reset(self) -> None:
         with self.lock:
-            self.commands = self.writes = 0
+            self.commands = self.writes = self.reads = 0
             self.connections = []
             self.trigger = None
             self.firmwares = []
 
     def on_command(self, plan: FaultPlan, link: Any, line: bytes) -> None:
         with self.lock:
-            index = self.commands
             self.commands += 1
-            is_write = line.startswith((b"AT+SYSMFG=2,", b"AT+SYSFLASH=1,"))
-            windex = self.writes
-            if is_write:
-                self.writes += 1
+            self.writes += line.startswith(WRITES)
+            self.reads += line.startswith(READS)
             t = self.trigger
-            if t is None or t.fired:
+            if t is None or t.fired or (t.match and not line.startswith(t.match)):
                 return
-            if (t.command is not None and index >= t.command) or (t.write is not None and is_write
-                                                                     and windex >= t.write):
+            t.seen += 1
+            if t.seen > t.nth:
                 t.fired = True
                 t.arm(plan, link)
 
@@ -145,6 +152,7 @@ class Traffic:
     at: list[tuple[int, int]] = field(default_factory=list)
     commands: int = 0
     writes: int = 0
+    reads: int = 0
     seconds: float = 0.0
 
     @classmethod
@@ -152,7 +160,7 @@ class Traffic:
         with inst.lock:
             conns = list(inst.connections)
             return cls([(tx, rx) for s, tx, rx in conns if s == "flash"], [(tx, rx) for s, tx, rx in conns if s == "at"],
-                       inst.commands, inst.writes, seconds)
+                       inst.commands, inst.writes, inst.reads, seconds)
 
 
 @dataclass
@@ -198,12 +206,15 @@ def choose_fault(rng: random.Random, op: str, traffic: Traffic) -> Fault:
         point = f"{side} {'rx' if direction else 'tx'} byte {n}" + (f", {stall} s" if what == "stall" else "")
         return Fault(kind, point, setup=setup)
     if kind in AT_LEVEL:
-        k = rng.randrange(max(1, traffic.commands))
-        busy = rng.randint(1, 4)
-        garbage = rng.choice(GARBAGE)
-        urc = rng.choice(URCS)
+        busy, garbage, urc = rng.randint(1, 4), rng.choice(GARBAGE), rng.choice(URCS)
         stall = round(rng.uniform(0.3, 7.0), 2)
-        writes = rng.randint(1, 3)
+        if kind == "corrupt_read":          # the n-th raw read of the operation
+            trig, count = READS, traffic.reads
+        elif kind in ("error_write", "power_loss_writes"):   # the n-th write (power: right after it)
+            trig, count = WRITES, traffic.writes
+        else:
+            trig, count = (), traffic.commands
+        n = rng.randrange(max(1, count))
 
         def arm(plan: FaultPlan, link: Any, kind: str = kind) -> None:
             if kind == "busy":
@@ -219,10 +230,10 @@ def choose_fault(rng: random.Random, op: str, traffic: Traffic) -> Fault:
             elif kind == "error_write":
                 plan.error_next_write = True
             else:
-                plan.power_loss_after_writes = writes
-        extra = {"busy": f"x{busy}", "garbage": repr(garbage), "urc": repr(urc), "stall_reply": f"{stall} s",
-                 "power_loss_writes": f"after {writes} write(s)"}.get(kind, "")
-        return Fault(kind, f"at command {k} {extra}".strip(), trigger=Trigger(arm, command=k))
+                plan.power_loss_after_writes = 1
+        extra = {"busy": f" x{busy}", "garbage": f" {garbage!r}", "urc": f" {urc!r}",
+                 "stall_reply": f" {stall} s", "power_loss_writes": " (power lost once it is committed)"}.get(kind, "")
+        return Fault(kind, f"{_NAMES[trig]} {n}{extra}", trigger=Trigger(arm, nth=n, match=trig))
     if kind == "drop_between_writes":
         rx = rng.random() < 0.5
         nth = 1 if traffic.writes >= 2 else 0
@@ -233,7 +244,7 @@ def choose_fault(rng: random.Random, op: str, traffic: Traffic) -> Fault:
             else:
                 plan.at.drop_after_tx = link.tx_count + 1
         return Fault(kind, f"link drop at write {nth} ({'before its payload' if rx else 'before it runs'})",
-                     trigger=Trigger(arm_drop, write=nth))
+                     trigger=Trigger(arm_drop, nth=nth, match=WRITES))
     delay = round(rng.uniform(0.0, max(0.2, traffic.seconds)), 3)   # power_cut / abort
     return Fault(kind, f"{delay} s after start", timer=delay)
 

@@ -21,7 +21,7 @@ from atfab.rotate import ROTATION_SCHEMA
 from atfab.serials import normalize_mac
 from atfab.sim.at_boot import nvs_editor
 from bench.campaign_lib import (
-    Trigger, check_duplicates, content_problems, ledger_claims_good, read_device, report_problem,
+    READS, Trigger, check_duplicates, content_problems, ledger_claims_good, read_device, report_problem,
 )
 from bench.fault_campaign import INVARIANTS, NO_FAULT, Campaign, Fault, Slot, unexpected_exception
 from tests.conftest import run_with_timeout
@@ -105,8 +105,8 @@ def test_unexpected_exception_text() -> None:
     assert not unexpected_exception(None)
 
 
-@pytest.mark.parametrize("command", [2, 6])
-def test_rotation_with_an_unreadable_key_still_writes_its_report(campaign, unit, command) -> None:
+@pytest.mark.parametrize("read", [1, 3])        # the key read before the writes, the key read-back
+def test_rotation_with_an_unreadable_key_still_writes_its_report(campaign, unit, read) -> None:
     """Regression: a corrupted key read-back made the rotation report say "readable private key",
     which the report writer refuses (any case): the module ended ERROR without a report."""
     slot, ledger, _ = unit
@@ -114,7 +114,7 @@ def test_rotation_with_an_unreadable_key_still_writes_its_report(campaign, unit,
     def arm(plan, link):
         plan.corrupt_next_read = True
 
-    fault = Fault("corrupt_read", f"command {command}", trigger=Trigger(arm, command=command))
+    fault = Fault("corrupt_read", f"raw read {read}", trigger=Trigger(arm, nth=read, match=READS))
     res = run_with_timeout(campaign.step, 90, slot, "rotate", fault, ledger=ledger, station_id="test", mode="new-key")
     mr = res.module_result
     assert res.fired and mr.outcome == "FAIL", (mr.outcome, mr.error, [s.message for s in mr.slots])
