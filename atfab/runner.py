@@ -249,9 +249,7 @@ class UnitRunner:
                 outcome, error = "FAIL", str(exc)
             except (Aborted, KeyboardInterrupt) as exc:
                 outcome, error = "ABORTED", str(exc) or "aborted"
-            except AtfabError as exc:
-                outcome, error = "ERROR", _describe(exc)
-            except Exception as exc:  # noqa: BLE001 - a bug or an unexpected tool failure: recorded, not fatal
+            except Exception as exc:  # noqa: BLE001 - DeviceError, InputError, or a bug: recorded, not fatal
                 outcome, error = "ERROR", _describe(exc)
             finally:
                 transcript = [e.to_json() for e in st.at.transcript] if st.at is not None else []
