@@ -73,7 +73,10 @@ class BuiltUnit:
         """The firmware behaviour of the module profile the unit was built for."""
         from .profiles import load_profile
 
-        return load_profile(str(self.manifest.get("module"))).firmware
+        try:
+            return load_profile(str(self.manifest.get("module"))).firmware
+        except InputError as exc:   # name the manifest that named the module
+            raise exc.located(file=self.folder / "manifest.json", field="module") from None
 
 
 def load_built(folder: str | Path) -> BuiltUnit:

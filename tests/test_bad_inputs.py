@@ -492,6 +492,51 @@ def cz_wrong_module(ws: Path) -> dict[str, Path]:
     return {"file": _write(ws, "factory.bin", _factory_image("esp32c2-4mb"))}
 
 
+# -- atfab build output folders given to atfab flash / atfab verify --
+
+
+@functools.cache
+def _build_files() -> dict[str, bytes]:
+    import tempfile
+
+    from atfab.build import build
+
+    with tempfile.TemporaryDirectory() as tmp:
+        build("esp32c2-4mb", Path(tmp) / "out")
+        return {p.name: p.read_bytes() for p in (Path(tmp) / "out").iterdir()}
+
+
+def _out_case(name: str, change: Callable[[Path], None]) -> None:
+    def make(ws: Path) -> dict[str, Path]:
+        folder = ws / "in" / "OUT"
+        folder.mkdir(parents=True)
+        for file, data in _build_files().items():
+            (folder / file).write_bytes(data)
+        change(folder)
+        return {"fw": folder}
+    make.__name__ = name
+    gen(make)
+
+
+def _replace(file: str, data: bytes | str) -> Callable[[Path], None]:
+    return lambda folder: _put(folder / file, data)
+
+
+_out_case("out_flash_args_bad_offset", _replace("flash_args", "--flash_mode dio\n0xZZ mfg_nvs.bin\n"))
+_out_case("out_flash_args_missing_file", _replace("flash_args", "0x1f000 no_such.bin\n"))
+_out_case("out_flash_args_dangling", _replace("flash_args", "0x1f000 mfg_nvs.bin 0x1e000\n"))
+_out_case("out_flash_args_not_utf8", _replace("flash_args", GARBAGE[:300]))
+_out_case("out_flash_args_missing", lambda folder: (folder / "flash_args").unlink())
+_out_case("out_manifest_garbage", _replace("manifest.json", b'{"schema": "atfab.build/1", '))
+_out_case("out_manifest_list", _replace("manifest.json", "[1, 2, 3]\n"))
+_out_case("out_manifest_unknown_module", _edit("manifest.json", lambda d: d.replace(b'"module": "esp32c2-4mb"',
+                                                                                    b'"module": "esp32c2-16mb"')))
+_out_case("out_manifest_missing", lambda folder: (folder / "manifest.json").unlink())
+_out_case("out_mfg_nvs_garbage", _replace("mfg_nvs.bin", GARBAGE[:4096]))
+_out_case("out_mfg_nvs_missing", lambda folder: (folder / "mfg_nvs.bin").unlink())
+_out_case("out_at_customize_garbage", _replace("at_customize.bin", GARBAGE[:0xC00]))
+
+
 # -- atfab rotate --
 
 
