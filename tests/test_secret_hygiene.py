@@ -4,10 +4,11 @@ Every private key made during the run is captured by hooking cryptography's key 
 (``ec.generate_private_key`` / ``rsa.generate_private_key``, which atfab.pki calls), then the
 real CLI runs a full ``atfab demo``, a production line (``atfab ca init``, ``atfab run`` on two
 virtual modules over their socket ports, ``atfab rotate`` of both), ``atfab build`` and ``atfab
-customize`` with a unit key. Afterwards every file written and every line printed or logged is
+customize`` with a unit key, and escrows two unit keys (library). Afterwards every file written and every line printed or logged is
 searched for PEM private key blocks and for the DER / base64 / raw bytes of every captured key
 (tests/secret_scan.py). Allowed: device images (mfg_nvs.bin, factory images, module flash) and
-the encrypted CA key. Key and CA files, and images holding keys, are mode 0600.
+the encrypted CA key; escrow files are scanned like everything else (they hold only ciphertext).
+Key, CA and escrow files, and images holding keys, are mode 0600.
 """
 
 from __future__ import annotations
@@ -168,11 +169,24 @@ def test_no_private_key_outside_device_images(tmp_path: Path, module_pool, captu
     _cli(["inspect", ws / "custom" / "mfg_nvs.bin"], outputs)
     _cli(["inspect", ws / "build" / f"factory_{profile.module_name}.bin", "--json"], outputs)
 
+    # 5. key escrow (the one place a unit key may be stored off the device: encrypted to an operator)
+    from atfab.pki.ca import load_ca
+    from atfab.pki.escrow import EscrowWriter, decrypt_escrow
+    from atfab.pki.issue import IdentityTemplate, identity_values, issue_unit
+
+    operator = ec.generate_private_key(ec.SECP256R1())          # the operator's key stays in memory
+    ca = load_ca(line / "ca", PASS.encode())
+    writer = EscrowWriter(ws / "escrow" / "batch.escrow", operator.public_key())
+    escrowed = {f"ESC-{i}": issue_unit(ca, IdentityTemplate(), identity_values(serial=f"ESC-{i}")) for i in range(2)}
+    for uid, ident in escrowed.items():
+        writer.add(uid, ident, info={"serial": uid})
+    assert set(decrypt_escrow(ws / "escrow" / "batch.escrow", operator)) == set(escrowed)
+
     # the hook saw the keys that really went to the units (else the scan below would prove nothing)
     values = {_private_value(k) for k in captured_keys}
     for pem in provisioned + rotated:
         assert _private_value(serialization.load_pem_private_key(pem, None)) in values
-    assert len(captured_keys) >= 2 + 1 + 1 + 2 + 2 + 1, len(captured_keys)   # demo units+CA, CA, run, rotate, build
+    assert len(captured_keys) >= 2 + 1 + 1 + 2 + 2 + 1 + 3, len(captured_keys)   # demo, CA, run, rotate, build, escrow
 
     markers = [m for key in captured_keys for m in key_markers(key)]
     # ... and the markers do find a key where one is by design
@@ -194,6 +208,6 @@ def test_no_private_key_outside_device_images(tmp_path: Path, module_pool, captu
     # key and CA files, and images that hold keys, are readable by the owner only
     private = [p for p in ws.rglob("*") if p.is_file() and (
         p.suffix == ".key" or p.name in allowed or "escrow" in p.name or p.name == "pending-keys.json")]
-    assert any(p.name == "ca.key" for p in private) and any(p.name == "mfg_nvs.bin" for p in private)
+    assert {"ca.key", "mfg_nvs.bin", "batch.escrow"} <= {p.name for p in private}
     for p in private:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, f"{p} has mode {stat.S_IMODE(p.stat().st_mode):o}"
