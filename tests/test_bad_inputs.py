@@ -665,8 +665,8 @@ def test_corpus_count():
     committed = [c for c in CASES.values() if "file" in c]
     generated = [c for c in CASES.values() if "file" not in c]
     kinds = sorted({c.get("file", c.get("gen", "")).split("/")[0] for c in committed})
-    print(f"\nbad-input corpus: {len(CASES)} cases ({len(committed)} on committed files, {len(generated)} on inputs generated at test time); "
-          f"committed kinds: {', '.join(kinds)}")
+    print(f"\nbad-input corpus: {len(CASES)} cases ({len(committed)} on committed files, {len(generated)} on "
+          f"inputs generated at test time); committed kinds: {', '.join(kinds)}")
     assert len(CASES) >= 100, f"only {len(CASES)} cases"
 
 

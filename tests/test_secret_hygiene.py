@@ -4,11 +4,11 @@ Every private key made during the run is captured by hooking cryptography's key 
 (``ec.generate_private_key`` / ``rsa.generate_private_key``, which atfab.pki calls), then the
 real CLI runs a full ``atfab demo``, a production line (``atfab ca init``, ``atfab run`` on two
 virtual modules over their socket ports, ``atfab rotate`` of both), ``atfab build`` and ``atfab
-customize`` with a unit key, and escrows two unit keys (library). Afterwards every file written and every line printed or logged is
-searched for PEM private key blocks and for the DER / base64 / raw bytes of every captured key
-(tests/secret_scan.py). Allowed: device images (mfg_nvs.bin, factory images, module flash) and
-the encrypted CA key; escrow files are scanned like everything else (they hold only ciphertext).
-Key, CA and escrow files, and images holding keys, are mode 0600.
+customize`` with a unit key, and the library escrows two unit keys. Afterwards every file written
+and every line printed or logged is searched for PEM private key blocks and for the DER / base64
+/ raw bytes of every captured key (tests/secret_scan.py). Allowed: device images (mfg_nvs.bin,
+factory images, module flash) and the encrypted CA key; escrow files are scanned like everything
+else (they hold only ciphertext). Key, CA and escrow files, and images holding keys, are 0600.
 """
 
 from __future__ import annotations
