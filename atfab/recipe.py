@@ -61,6 +61,22 @@ class FirmwareSource:
 
 
 @dataclass(frozen=True)
+class EscrowSpec:
+    """``[pki] escrow``: keep each unit key, encrypted to the operator's public key ``recipient``.
+
+    ``file`` is an absolute path template: ``{recipe}`` is filled at load time, ``{station}`` and
+    ``{date}`` (UTC ``YYYYMMDD`` of the run's start) by the station (:meth:`path`).
+    """
+
+    recipient: Path
+    file: str
+
+    def path(self, *, station: str, date: str) -> Path:
+        """The escrow file of one station run."""
+        return Path(self.file.replace("{station}", station).replace("{date}", date))
+
+
+@dataclass(frozen=True)
 class PkiSpec:
     """The factory CA, the unit identity template and the TLS slots to fill on every unit.
 
@@ -73,6 +89,7 @@ class PkiSpec:
     identity: Any
     slots: tuple[Any, ...]
     demo_ca: bool = False           # the CA may be missing: `atfab demo` creates a throwaway one
+    escrow: EscrowSpec | None = None  # keep unit keys, encrypted to an operator key (else memory only)
 
     @property
     def needs_ca(self) -> bool:
@@ -314,7 +331,7 @@ def _pki(r: _Reader, data: dict, base: Path) -> PkiSpec | None:
     if not isinstance(data["pki"], dict):
         r.bad("pki", "must be a table")
         return None
-    t = r.table(data, "pki", ("ca", "demo_ca", "identity", "slot"))
+    t = r.table(data, "pki", ("ca", "demo_ca", "identity", "slot", "escrow"))
     ca = r.get(t, "ca", "pki.ca", str)
     demo = r.get(t, "demo_ca", "pki.demo_ca", bool, False)
     identity = IdentityTemplate(source=r.source)
@@ -480,6 +497,8 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     serial = _serial(r, data)
     verify = _verify(r, data)
     report, ledger = _outputs(r, data, workdir)
+    if pki is not None and isinstance(data["pki"], dict) and "escrow" in data["pki"]:
+        pki = replace(pki, escrow=recipe_checks.escrow_spec(r, data["pki"]["escrow"], base, workdir, pki, name))
     retry = _retry(r, data)
     rotate = _rotate(r, data, pki)
     description = r.get(data, "description", "description", str, "")
@@ -500,6 +519,8 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     if pki is not None:
         if pki.ca_dir is not None:
             extra += [pki.ca_dir / "ca.crt", pki.ca_dir / "chain.pem"]
+        if pki.escrow is not None:
+            extra.append(pki.escrow.recipient)
         for slot in pki.slots:
             extra += [Path(f) for f in (slot.cert, *slot.ca, slot.issuer) if f and Path(f).is_absolute()]
     recipe = Recipe(
@@ -525,7 +546,7 @@ def load_recipe(path: str | Path, *, workdir: str | Path | None = None) -> Recip
 
 
 __all__ = [
-    "Recipe", "RecipeError", "FirmwareSource", "PkiSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
+    "Recipe", "RecipeError", "FirmwareSource", "PkiSpec", "EscrowSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
     "RetryPolicy", "RotateSpec", "ROTATE_MODES", "SerialScheme", "load_recipe", "check_recipe", "recipe_hash", "version_tuple",
     "CHECKS", "SUBJECT_FIELDS",
 ]

@@ -18,7 +18,7 @@ from .errors import InputError
 
 if TYPE_CHECKING:
     from .profiles import ModuleProfile
-    from .recipe import FirmwareSource, GattSpec, PkiSpec, VerifySpec
+    from .recipe import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
 
 #: Bytes assumed per generated certificate / key when estimating the mfg_nvs size (generous).
 PKI_SIZE_ESTIMATE = {
@@ -298,6 +298,47 @@ def pki_material(ctx: Context, profile: "ModuleProfile", pki: "PkiSpec", *, reci
     return plan if factory_ca is not None else None
 
 
+#: Placeholders of ``[pki] escrow.file``.
+ESCROW_FIELDS = ("recipe", "station", "date")
+
+
+def escrow_spec(r: Any, raw: Any, base: Path, workdir: Path, pki: "PkiSpec", recipe: str) -> "EscrowSpec | None":
+    """``[pki] escrow = { recipient = "op.pub.pem", file = "escrow/{recipe}.escrow" }`` (``r``: the
+    recipe reader). The recipient must be an RSA (>= 2048) or EC P-256/P-384 public key (PEM key
+    or certificate); the file is an output path (relative to ``workdir``)."""
+    from .pki.escrow import load_recipient
+    from .pki.issue import render
+    from .recipe import EscrowSpec
+
+    if not isinstance(raw, dict):
+        r.bad("pki.escrow", 'must be a table: { recipient = "operator.pub.pem", file = "escrow/{recipe}.escrow" }')
+        return None
+    for key in raw:
+        if key not in ("recipient", "file"):
+            r.bad(f"pki.escrow.{key}", "unknown field (known: recipient, file)")
+    recipient = r.get(raw, "recipient", "pki.escrow.recipient", str, required=True)
+    template = r.get(raw, "file", "pki.escrow.file", str, "escrow/{recipe}.escrow")
+    if not pki.needs_identity:
+        r.bad("pki.escrow", 'no [[pki.slot]] with cert = "unit": the station generates no key to escrow')
+    try:
+        rendered = render(template, {"recipe": recipe, "station": "{station}", "date": "{date}"},
+                          source=r.source, field="pki.escrow.file")
+    except InputError as exc:
+        r.problems.append(exc)
+        rendered = None
+    if recipient is None:
+        return None
+    path = r.path(base, recipient)
+    try:
+        load_recipient(path)
+    except InputError as exc:
+        r.bad("pki.escrow.recipient", f"{path}: {exc.message}")
+        return None
+    if rendered is None:
+        return None
+    return EscrowSpec(recipient=path, file=str(r.path(workdir, rendered)))
+
+
 def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
                  plan: Any, gatt: "GattSpec | None") -> None:
     """Build a stand-in mfg_nvs (unit certificate and key of the expected sizes) to prove the content fits."""
@@ -329,4 +370,5 @@ def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int 
 
 
 __all__ = ["Context", "module_profile", "factory_params", "gatt_table", "verify_checks", "default_checks",
-           "firmware_files", "pki_material", "mfg_nvs_fits"]
+           "firmware_files", "pki_material", "mfg_nvs_fits",
+           "escrow_spec", "ESCROW_FIELDS"]

@@ -23,7 +23,10 @@ Certificates: a unit seen again keeps its serial, but gets a *new* key and certi
 attempt that reaches the certificate step (recorded in the ledger; the older ones stay as
 history). The station never stores private keys, so it cannot re-install an old certificate,
 and it does not read keys back out of a unit. The private key exists only in this process's
-memory and in the unit's mfg_nvs image; events, reports and the ledger get fingerprints.
+memory and in the unit's mfg_nvs image; events, reports and the ledger get fingerprints. A
+recipe with ``[pki] escrow`` also gets every issued key appended to its escrow file, encrypted
+to the operator's public key (:mod:`atfab.pki.escrow`), right after issuance and before the
+unit is flashed.
 """
 
 from __future__ import annotations
@@ -122,6 +125,7 @@ class RunContext:
     at_baud: int = 115200
     flasher_options: dict[str, Any] = field(default_factory=dict)
     ca_lock: threading.Lock = field(default_factory=threading.Lock)
+    escrow: Any = None                   # atfab.pki.escrow.EscrowWriter when the recipe keeps unit keys
 
 
 @dataclass(frozen=True)
@@ -421,6 +425,10 @@ class UnitRunner:
         ctx.plan.check_identity(identity)
         info = identity.public_info()
         slots = [slot_name(x) for x in recipe.pki.slots if x.cert == UNIT]
+        if ctx.escrow is not None:      # before the key goes anywhere else (one whole record, fsynced)
+            ctx.escrow.add(st.serial, identity, info={
+                "serial": st.serial, "mac": st.mac, "slots": ",".join(slots), "cert_serial": info["serial"],
+                "attempt_id": str(st.attempt_id), "recipe": recipe.name, "station": ctx.station_id})
         ctx.ledger.record_certificate(st.mac, slots[0], issuer=info["issuer"], cert_serial=info["serial"],
                                       fingerprint=info["sha256"], key_fingerprint=info["spki_sha256"],
                                       not_before=info["not_before"], not_after=info["not_after"],
@@ -429,7 +437,8 @@ class UnitRunner:
                                     "subject": info["subject"], "fingerprint": info["sha256"],
                                     "key_fingerprint": info["spki_sha256"], "not_after": info["not_after"]}
                                    for name in slots]}
-        s.detail = f"{info['subject']} serial {info['serial'][:16]}… for {', '.join(slots)}"
+        s.detail = (f"{info['subject']} serial {info['serial'][:16]}… for {', '.join(slots)}"
+                    + (f"; key escrowed to {ctx.escrow.path}" if ctx.escrow is not None else ""))
         return identity
 
     def _configure(self, at: Any) -> str:

@@ -239,11 +239,13 @@ class Station:
         finals: list[AttemptResult] = []
         lock = threading.Lock()
         interrupted = False
+        escrow = self._escrow_writer(started)
         with Ledger(self.ledger_path) as ledger:
             ctx = RunContext(recipe=self.recipe, ledger=ledger, bus=self.bus, stop=self.stop_token,
                              reports_dir=self.reports_dir, station_id=self.station_id, firmware=self._firmware,
                              operator=self.operator, ca=self.ca, plan=self._plan, ble_rows=self._ble_rows,
-                             flash_baud=self.flash_baud, at_baud=self.at_baud, flasher_options=self.flasher_options)
+                             flash_baud=self.flash_baud, at_baud=self.at_baud, flasher_options=self.flasher_options,
+                             escrow=escrow)
 
             def worker(port: PortSpec) -> None:
                 runner = UnitRunner(ctx, port)
@@ -286,7 +288,19 @@ class Station:
             interrupted=interrupted or self.stop_token.aborted,
         )
         summary.outputs = [str(p) for p in self._batch_outputs(results)]
+        if escrow is not None:
+            summary.outputs.append(str(escrow.path))
         return summary
+
+    def _escrow_writer(self, started: str) -> Any:
+        """The key escrow file of this run (``[pki] escrow``), created with its header; else None."""
+        spec = self.recipe.pki.escrow if self.recipe.pki is not None else None
+        if spec is None:
+            return None
+        from .pki.escrow import EscrowWriter, load_recipient
+
+        path = spec.path(station=self.station_id, date=started[:10].replace("-", ""))
+        return EscrowWriter(path, load_recipient(spec.recipient))
 
     def _batch_outputs(self, results: list[AttemptResult]) -> list[Path]:
         from .report import ReportEntry, read_report

@@ -292,3 +292,41 @@ def ca_csr_ingest(batch_dir: Path, cert_dir: Path, ca_cert, passphrase_env: str,
     else:
         click.echo(f"{len(result.identities)} matched, {len(result.missing)} missing"
                    + (f": {', '.join(result.missing)}" if result.missing else ""))
+
+
+@ca.command("escrow-decrypt")
+@click.argument("escrow_file", metavar="ESCROW", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--key", "key_file", type=click.Path(path_type=Path, dir_okay=False), required=True,
+              help="the operator's private key (PEM) the escrow file is encrypted to")
+@click.option("--passphrase-env", default=None,
+              help="environment variable holding the operator key passphrase (prompted when the key is "
+                   "encrypted and this is not given)")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="write the decrypted unit keys (PEM) to this file, mode 0600")
+@click.option("--stdout", "to_stdout", is_flag=True, help="print the decrypted unit keys to standard output")
+@click.option("--json", "as_json", is_flag=True, help="print what was decrypted (units, fingerprints; no keys) as JSON")
+def ca_escrow_decrypt(escrow_file: Path, key_file: Path, passphrase_env: str | None, output: Path | None,
+                      to_stdout: bool, as_json: bool) -> None:
+    """Decrypt a key escrow file with the operator's private key (keys go only to -o FILE or --stdout)."""
+    from ..pki.escrow import decrypt_records, load_operator_key, pem_bundle
+
+    if output is None and not to_stdout:
+        raise InputError("give -o FILE for the decrypted keys (or --stdout to print them)", field="--output")
+    if to_stdout and (output is not None or as_json):
+        raise InputError("--stdout prints the keys and nothing else: drop -o/--json", field="--stdout")
+
+    def passphrase() -> bytes:
+        return _passphrase(passphrase_env or "", new=False, what="operator key")
+
+    records = decrypt_records(escrow_file, load_operator_key(key_file, passphrase))
+    bundle = pem_bundle(records)
+    if to_stdout:
+        click.echo(bundle.decode("ascii"), nl=False)
+        return
+    atomic_write(output, bundle, mode=0o600)
+    facts = [{"unit": r.unit, "info": r.info, "cert_sha256": r.cert_sha256, "spki_sha256": r.spki_sha256}
+             for r in records]
+    if as_json:
+        _echo_json({"escrow": str(escrow_file), "output": str(output), "keys": facts})
+    else:
+        click.echo(f"{output}: {len(records)} key(s) of {len({r.unit for r in records})} unit(s) (mode 0600)")
