@@ -5,6 +5,10 @@ issued to units, and the journal of certificate rotations. Every change is one `
 IMMEDIATE`` transaction, so several processes (stations on one line) can share the file: serial
 allocation is atomic and a run interrupted anywhere leaves either the old or the new state.
 
+A certificate serial (per issuer) belongs to one unit; one certificate may be installed in
+several slots of that unit. The schema version is kept in ``meta``; older files are migrated
+when opened (:data:`atfab.ledger_records.MIGRATIONS`).
+
 Times are ISO 8601 UTC strings. Outcomes are the report outcomes ``PASS``/``FAIL``/``ERROR``/
 ``ABORTED``. Rotation states go ``intent -> key_written -> cert_written -> verified -> done``,
 or to ``rolled_back`` from any state before ``done``.
@@ -18,13 +22,14 @@ import io
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
 from .errors import InputError
 from .ledger_records import (
-    OUTCOMES, ROTATION_CHAIN, ROTATION_FINAL, ROTATION_STATES, SCHEMA, SCHEMA_VERSION, Attempt,
+    CERT_SLOTS_ORDER, CERT_SLOTS_SELECT, MIGRATIONS, OUTCOMES, ROTATION_CHAIN, ROTATION_FINAL, ROTATION_STATES,
+    SCHEMA, SCHEMA_VERSION, Attempt,
     CertificateRecord, HasSerialScheme, LedgerError, Rotation, UnitDetail, UnitIdentity, UnitRecord,
     from_row as _row, utc_now, when_text as _when,
 )
@@ -98,6 +103,11 @@ class Ledger:
                 raise LedgerError(
                     f"ledger {self.path} has schema {row[0]}; this atfab knows up to {SCHEMA_VERSION}"
                 )
+            elif int(row[0]) < SCHEMA_VERSION:     # an older ledger: migrate it in this transaction
+                for version in range(int(row[0]) + 1, SCHEMA_VERSION + 1):
+                    for statement in MIGRATIONS.get(version, ()):
+                        c.execute(statement)
+                c.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -226,7 +236,7 @@ class Ledger:
             attempts = [_row(Attempt, r) for r in c.execute(
                 "SELECT * FROM attempts WHERE mac = ? ORDER BY id", (unit.mac,))]
             certs = [_row(CertificateRecord, r) for r in c.execute(
-                "SELECT * FROM certificates WHERE mac = ? ORDER BY id", (unit.mac,))]
+                CERT_SLOTS_SELECT + " WHERE c.mac = ?" + CERT_SLOTS_ORDER, (unit.mac,))]
             rots = [_row(Rotation, r) for r in c.execute(
                 "SELECT * FROM rotations WHERE mac = ? ORDER BY id", (unit.mac,))]
         return UnitDetail(unit=unit, attempts=attempts, certificates=certs, rotations=rots)
@@ -241,9 +251,7 @@ class Ledger:
             units = c.execute("SELECT * FROM units ORDER BY id").fetchall()
             for u in units:
                 n = c.execute("SELECT COUNT(*) FROM attempts WHERE mac = ?", (u["mac"],)).fetchone()[0]
-                certs = c.execute(
-                    "SELECT slot, fingerprint FROM certificates WHERE mac = ? ORDER BY id", (u["mac"],)
-                ).fetchall()
+                certs = c.execute(CERT_SLOTS_SELECT + " WHERE c.mac = ?" + CERT_SLOTS_ORDER, (u["mac"],)).fetchall()
                 latest: dict[str, str] = {r["slot"]: r["fingerprint"] for r in certs}
                 writer.writerow([u["serial"], u["mac"], u["recipe"], u["created"], u["updated"],
                                  u["last_outcome"] or "", n,
@@ -366,49 +374,61 @@ class Ledger:
 
     # -- certificates ---------------------------------------------------------------------------
 
-    def record_certificate(self, mac: str | bytes, slot: str, *, issuer: str, cert_serial: str | int,
-                           fingerprint: str, key_fingerprint: str | None = None,
+    def record_certificate(self, mac: str | bytes, slot: str | Sequence[str], *, issuer: str,
+                           cert_serial: str | int, fingerprint: str, key_fingerprint: str | None = None,
                            not_before: datetime | str | None = None, not_after: datetime | str | None = None,
                            attempt_id: int | None = None) -> CertificateRecord:
-        """Record a certificate issued to a unit. ``cert_serial`` is unique per ``issuer``.
+        """Record a certificate issued to a unit and installed in ``slot`` (one name or several).
 
-        Recording the same certificate (issuer, serial, fingerprint, unit) again returns the
-        existing record; any other reuse of an issuer's serial is a :class:`LedgerError`.
+        ``cert_serial`` is unique per ``issuer`` and belongs to one unit: recording the same
+        certificate (issuer, serial, fingerprint, unit) again adds the slots it lacks and returns
+        the record of the first slot given; the same serial with another unit or fingerprint is
+        a :class:`LedgerError`. One transaction for all slots.
         """
         mac = normalize_mac(mac)
+        slots = [slot] if isinstance(slot, str) else list(dict.fromkeys(slot))
+        if not slots:
+            raise LedgerError("record_certificate: no slot given")
         serial_text = format(cert_serial, "x") if isinstance(cert_serial, int) else str(cert_serial).lower()
         fp = fingerprint.lower().replace(":", "")
         nb = _when(not_before) if not_before is not None else None
         na = _when(not_after) if not_after is not None else None
+        now = utc_now()
         with self._write() as c:
             if c.execute("SELECT 1 FROM units WHERE mac = ?", (mac,)).fetchone() is None:
                 raise LedgerError(f"certificate for unknown unit {mac} (reserve its identity first)")
             row = c.execute("SELECT * FROM certificates WHERE issuer = ? AND cert_serial = ?",
                             (issuer, serial_text)).fetchone()
             if row is not None:
-                if row["fingerprint"] == fp and row["mac"] == mac and row["slot"] == slot:
-                    return _row(CertificateRecord, row)
-                raise LedgerError(
-                    f"certificate serial {serial_text} of issuer {issuer!r} is already recorded "
-                    f"for {row['mac']} slot {row['slot']}"
-                )
-            cur = c.execute(
-                "INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, key_fingerprint,"
-                " not_before, not_after, attempt_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (mac, slot, issuer, serial_text, fp, key_fingerprint, nb, na, attempt_id, utc_now()),
-            )
-            row = c.execute("SELECT * FROM certificates WHERE id = ?", (cur.lastrowid,)).fetchone()
+                if row["fingerprint"] != fp or row["mac"] != mac:
+                    raise LedgerError(
+                        f"certificate serial {serial_text} of issuer {issuer!r} is already recorded "
+                        f"for {row['mac']} slot {row['slot']}"
+                    )
+                cert_id = row["id"]
+            else:
+                cert_id = c.execute(
+                    "INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, key_fingerprint,"
+                    " not_before, not_after, attempt_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (mac, slots[0], issuer, serial_text, fp, key_fingerprint, nb, na, attempt_id, now),
+                ).lastrowid
+            for name in slots:
+                c.execute("INSERT OR IGNORE INTO certificate_slots (certificate_id, slot, attempt_id, created)"
+                          " VALUES (?, ?, ?, ?)", (cert_id, name, attempt_id, now))
+            row = c.execute(CERT_SLOTS_SELECT + " WHERE c.id = ? AND COALESCE(s.slot, c.slot) = ?",
+                            (cert_id, slots[0])).fetchone()
         return _row(CertificateRecord, row)
 
     def certificates_for(self, mac: str | bytes, slot: str | None = None) -> list[CertificateRecord]:
-        """Certificates recorded for a unit (one slot or all), oldest first."""
+        """Certificates recorded for a unit, one record per slot it is installed in (all slots or
+        one), oldest certificate first."""
         mac = normalize_mac(mac)
-        sql, args = "SELECT * FROM certificates WHERE mac = ?", [mac]
+        sql, args = CERT_SLOTS_SELECT + " WHERE c.mac = ?", [mac]
         if slot is not None:
-            sql += " AND slot = ?"
+            sql += " AND COALESCE(s.slot, c.slot) = ?"
             args.append(slot)
         with self._lock:
-            return [_row(CertificateRecord, r) for r in self._conn.execute(sql + " ORDER BY id", args)]
+            return [_row(CertificateRecord, r) for r in self._conn.execute(sql + CERT_SLOTS_ORDER, args)]
 
     # -- rotation journal -----------------------------------------------------------------------
 

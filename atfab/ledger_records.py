@@ -10,7 +10,9 @@ from typing import Any, Protocol
 from .errors import DeviceError
 from .serials import SerialScheme
 
-SCHEMA_VERSION = 1
+#: 1: first schema. 2: ``certificate_slots`` (one certificate installed in several slots of its
+#: unit); a version-1 file is migrated when it is opened (:data:`MIGRATIONS`).
+SCHEMA_VERSION = 2
 OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
 ROTATION_CHAIN = ("intent", "key_written", "cert_written", "verified", "done")
 ROTATION_STATES = ROTATION_CHAIN + ("rolled_back",)
@@ -60,6 +62,13 @@ CREATE TABLE IF NOT EXISTS certificates (
     UNIQUE (issuer, cert_serial)
 );
 CREATE INDEX IF NOT EXISTS certificates_by_mac ON certificates(mac);
+CREATE TABLE IF NOT EXISTS certificate_slots (
+    certificate_id INTEGER NOT NULL REFERENCES certificates(id),
+    slot TEXT NOT NULL,
+    attempt_id INTEGER REFERENCES attempts(id),
+    created TEXT NOT NULL,
+    PRIMARY KEY (certificate_id, slot)
+);
 CREATE TABLE IF NOT EXISTS rotations (
     id INTEGER PRIMARY KEY,
     mac TEXT NOT NULL,
@@ -76,6 +85,25 @@ CREATE TABLE IF NOT EXISTS rotations (
 CREATE UNIQUE INDEX IF NOT EXISTS rotations_one_pending ON rotations(mac, slot)
     WHERE state NOT IN ('done', 'rolled_back');
 """
+
+
+#: Statements that bring a ledger of schema N-1 to N (run in the transaction that opens it, after
+#: SCHEMA created any missing table). Version 2: every certificate of a version-1 file was
+#: recorded for exactly one slot, its ``certificates.slot``.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("INSERT OR IGNORE INTO certificate_slots (certificate_id, slot, attempt_id, created)"
+        " SELECT id, slot, attempt_id, created FROM certificates",),
+}
+
+#: One row per (certificate, slot) as a :class:`CertificateRecord`. ``certificates.slot`` (the
+#: first slot) stands in for a certificate without slot rows (written by a version-1 atfab).
+CERT_SLOTS_SELECT = (
+    "SELECT c.id, c.mac, COALESCE(s.slot, c.slot) AS slot, c.issuer, c.cert_serial, c.fingerprint,"
+    " c.key_fingerprint, c.not_before, c.not_after, COALESCE(s.attempt_id, c.attempt_id) AS attempt_id,"
+    " COALESCE(s.created, c.created) AS created"
+    " FROM certificates c LEFT JOIN certificate_slots s ON s.certificate_id = c.id"
+)
+CERT_SLOTS_ORDER = " ORDER BY c.id, s.rowid"
 
 
 class LedgerError(DeviceError):
@@ -136,6 +164,10 @@ class Attempt:
 
 @dataclass(frozen=True)
 class CertificateRecord:
+    """A certificate issued to a unit, as installed in one ``slot`` (a certificate installed in
+    two slots is two records with the same ``id``). ``cert_serial`` (hex) is unique per issuer
+    and belongs to one unit only."""
+
     id: int
     mac: str
     slot: str
@@ -201,7 +233,7 @@ def from_row(cls: type, row: sqlite3.Row) -> Any:
 
 
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "OUTCOMES", "ROTATION_CHAIN", "ROTATION_STATES", "ROTATION_FINAL",
+    "SCHEMA", "SCHEMA_VERSION", "MIGRATIONS", "CERT_SLOTS_SELECT", "CERT_SLOTS_ORDER", "OUTCOMES", "ROTATION_CHAIN", "ROTATION_STATES", "ROTATION_FINAL",
     "LedgerError", "HasSerialScheme", "UnitIdentity", "UnitRecord", "Attempt", "CertificateRecord",
     "Rotation", "UnitDetail", "utc_now", "when_text", "from_row",
 ]

@@ -429,7 +429,7 @@ class UnitRunner:
             ctx.escrow.add(st.serial, identity, info={
                 "serial": st.serial, "mac": st.mac, "slots": ",".join(slots), "cert_serial": info["serial"],
                 "attempt_id": str(st.attempt_id), "recipe": recipe.name, "station": ctx.station_id})
-        ctx.ledger.record_certificate(st.mac, slots[0], issuer=info["issuer"], cert_serial=info["serial"],
+        ctx.ledger.record_certificate(st.mac, slots, issuer=info["issuer"], cert_serial=info["serial"],
                                       fingerprint=info["sha256"], key_fingerprint=info["spki_sha256"],
                                       not_before=info["not_before"], not_after=info["not_after"],
                                       attempt_id=st.attempt_id)

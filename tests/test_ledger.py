@@ -261,3 +261,89 @@ def test_cli_ledger_commands(tmp_path: Path) -> None:
     assert runner.invoke(main, base + ["show", "SN-99999"]).exit_code == 2
     assert runner.invoke(main, ["ledger", "--ledger", str(tmp_path / "none.sqlite"), "list"]).exit_code == 2
     assert not (tmp_path / "none.sqlite").exists()
+
+
+def test_one_certificate_in_several_slots_of_one_unit(ledger: Ledger) -> None:
+    ledger.reserve_identity(mac(1), COUNTER)
+    ledger.reserve_identity(mac(2), COUNTER)
+    rec = ledger.record_certificate(mac(1), ["client.0", "mqtt.0"], issuer="CA", cert_serial=0x77,
+                                    fingerprint="ee", attempt_id=None)
+    assert rec.slot == "client.0"
+    both = ledger.certificates_for(mac(1))
+    assert [(c.id, c.slot, c.cert_serial) for c in both] == [(rec.id, "client.0", "77"), (rec.id, "mqtt.0", "77")]
+    assert [c.fingerprint for c in ledger.certificates_for(mac(1), "mqtt.0")] == ["ee"]
+    # the same certificate recorded again, for a slot it lacks: added, not a conflict
+    assert ledger.record_certificate(mac(1), "server.0", issuer="CA", cert_serial=0x77, fingerprint="ee").id == rec.id
+    assert [c.slot for c in ledger.certificates_for(mac(1))] == ["client.0", "mqtt.0", "server.0"]
+    # the invariant: a serial never belongs to two units (nor to two certificates of one)
+    with pytest.raises(LedgerError, match="already recorded"):
+        ledger.record_certificate(mac(2), "client.0", issuer="CA", cert_serial=0x77, fingerprint="ee")
+    with pytest.raises(LedgerError, match="already recorded"):
+        ledger.record_certificate(mac(1), "client.0", issuer="CA", cert_serial=0x77, fingerprint="ff")
+    with pytest.raises(sqlite3.IntegrityError):          # also below the API
+        ledger._conn.execute("INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, created)"
+                             " VALUES (?, 'client.0', 'CA', '77', 'ee', 'now')", (mac(2),))
+    assert "client.0=ee;mqtt.0=ee;server.0=ee" in ledger.export_units_csv()
+    assert [c.slot for c in ledger.unit_detail(mac(1)).certificates] == ["client.0", "mqtt.0", "server.0"]
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL);
+CREATE TABLE units (id INTEGER PRIMARY KEY, mac TEXT NOT NULL UNIQUE, serial TEXT NOT NULL UNIQUE,
+    recipe TEXT NOT NULL, created TEXT NOT NULL, updated TEXT NOT NULL, last_outcome TEXT);
+CREATE TABLE attempts (id INTEGER PRIMARY KEY, mac TEXT, serial TEXT, attempt INTEGER NOT NULL, recipe TEXT NOT NULL,
+    station TEXT NOT NULL, port TEXT NOT NULL, operator TEXT, started TEXT NOT NULL, ended TEXT,
+    outcome TEXT CHECK (outcome IS NULL OR outcome IN ('PASS', 'FAIL', 'ERROR', 'ABORTED')), report_path TEXT,
+    retry_of INTEGER REFERENCES attempts(id), detail TEXT);
+CREATE INDEX attempts_by_mac ON attempts(mac);
+CREATE TABLE certificates (id INTEGER PRIMARY KEY, mac TEXT NOT NULL REFERENCES units(mac), slot TEXT NOT NULL,
+    issuer TEXT NOT NULL, cert_serial TEXT NOT NULL, fingerprint TEXT NOT NULL, key_fingerprint TEXT,
+    not_before TEXT, not_after TEXT, attempt_id INTEGER REFERENCES attempts(id), created TEXT NOT NULL,
+    UNIQUE (issuer, cert_serial));
+CREATE INDEX certificates_by_mac ON certificates(mac);
+CREATE TABLE rotations (id INTEGER PRIMARY KEY, mac TEXT NOT NULL, slot TEXT NOT NULL, old_cert_fp TEXT,
+    old_key_fp TEXT, new_cert_fp TEXT NOT NULL, new_key_fp TEXT, state TEXT NOT NULL, created TEXT NOT NULL,
+    updated TEXT NOT NULL, detail TEXT);
+CREATE UNIQUE INDEX rotations_one_pending ON rotations(mac, slot) WHERE state NOT IN ('done', 'rolled_back');
+INSERT INTO meta VALUES ('schema', '1');
+INSERT INTO counters VALUES ('prefix:SN-', 2);
+INSERT INTO units VALUES (1, '24:0a:c4:00:00:01', 'SN-00001', 'c2-default', 't0', 't1', 'PASS');
+INSERT INTO attempts VALUES (1, '24:0a:c4:00:00:01', 'SN-00001', 1, 'c2-default', 'st', 'p0', NULL, 't0', 't1',
+    'PASS', 'r.json', NULL, NULL);
+INSERT INTO certificates VALUES (1, '24:0a:c4:00:00:01', 'client.0', 'CA', '5a', 'aa', NULL, NULL, NULL, 1, 't0');
+"""
+
+
+def test_a_version_1_ledger_opens_and_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "v1.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(V1_SCHEMA)
+    conn.close()
+    with Ledger(path, create=False) as led:
+        (old,) = led.certificates_for(mac(1))
+        assert (old.slot, old.cert_serial, old.attempt_id) == ("client.0", "5a", 1)
+        assert led.reserve_identity(mac(1), COUNTER).serial == "SN-00001"
+        assert led.reserve_identity(mac(2), COUNTER).serial == "SN-00002"        # the counter carried over
+        led.record_certificate(mac(1), ["client.0", "mqtt.0"], issuer="CA", cert_serial=0x5B, fingerprint="bb")
+        assert [(c.slot, c.cert_serial) for c in led.certificates_for(mac(1))] == [
+            ("client.0", "5a"), ("client.0", "5b"), ("mqtt.0", "5b")]
+        with pytest.raises(LedgerError):
+            led.record_certificate(mac(2), "client.0", issuer="CA", cert_serial=0x5A, fingerprint="aa")
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    assert conn.execute("SELECT COUNT(*) FROM certificate_slots").fetchone()[0] == 3
+    conn.close()
+    with Ledger(path, create=False) as led:       # opening a migrated file again changes nothing
+        assert len(led.certificates_for(mac(1))) == 3
+
+
+def test_a_ledger_of_a_newer_atfab_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "new.sqlite"
+    Ledger(path).close()
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE meta SET value = '99' WHERE key = 'schema'")
+    conn.commit()
+    conn.close()
+    with pytest.raises(LedgerError, match="schema 99"):
+        Ledger(path)

@@ -210,3 +210,25 @@ def test_nothing_on_the_port_is_error_with_a_report_per_attempt(tmp_path: Path) 
     assert docs[0]["unit"] == {"chip": None, "mac": None, "serial": None}
     assert [s["outcome"] for s in docs[0]["steps"]] == ["error"] and "cannot open" in docs[0]["error"]
     assert summary.exit_code == 3
+
+
+def test_one_identity_in_two_slots_is_recorded_for_both(module_pool, tmp_path: Path) -> None:
+    """Like recipes/esp32-wroom-32.toml (client.0 + mqtt.0 share the unit identity), on a C2."""
+    from atfab.recipe import load_recipe
+    from tests.station_support import write_recipe
+
+    path = write_recipe(tmp_path)
+    path.write_text(path.read_text() + '\n[[pki.slot]]\nset = "mqtt"\ncert = "unit"\nkey = "unit"\n'
+                                       'ca = ["factory_ca"]\n')
+    recipe = load_recipe(path, workdir=tmp_path)
+    summary = run_with_timeout(station(module_pool(1), tmp_path, recipe=recipe).run, T)
+    (result,) = summary.results
+    assert result.outcome == "PASS", result.error
+    data = check_report(result.report)
+    assert [c["slot"] for c in data["certificates"]] == ["client.0", "mqtt.0"]
+    assert len({c["serial"] for c in data["certificates"]}) == 1
+    with Ledger(recipe.ledger) as led:
+        certs = led.certificates_for(result.mac)
+    assert [(c.slot, c.cert_serial, c.attempt_id) for c in certs] == [
+        ("client.0", data["certificates"][0]["serial"], result.attempt_id),
+        ("mqtt.0", data["certificates"][0]["serial"], result.attempt_id)]
