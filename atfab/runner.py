@@ -12,7 +12,7 @@ Steps (each one ``start`` → ``ok``/``fail``/``error``/``aborted``/``skipped`` 
     flash        esptool: firmware + unit images; regions the unit already holds are skipped (MD5)
     boot         the AT firmware boots (``ready``) and answers ``AT``
     configure    AT+UART_DEF and AT+RFPOWER set to the recipe's values
-    verify       :func:`atfab.verify.verify_unit` → measurements (only the recipe's checks)
+    verify       :func:`atfab.verify.verify_unit` → measurements (``checks=`` the recipe's checks)
 
 Outcome: **PASS** every measurement held; **FAIL** one did not (the unit is bad; not retried by
 default); **ERROR** the station, link or a tool failed (:class:`~atfab.errors.DeviceError`, a
@@ -46,14 +46,10 @@ from .ledger import Attempt, Ledger
 from .measurement import Measurement, evaluate
 from .recipe import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
+from .verify import check_of  # noqa: F401 - kept here for callers of runner.check_of
 
 #: Step names in order (what the console shows and the reports list).
 STEPS = ("connect", "chip", "identity", "certificate", "build", "flash", "boot", "configure", "verify")
-#: Measurement name prefix → the recipe check (``[verify] checks``) it belongs to.
-CHECK_OF_PREFIX = (("at.", "boot"), ("gmr.", "gmr"), ("sta_mac", "mac"), ("mac.", "mac"),
-                   ("at_customize.", "sysflash"), ("mfg_nvs.factory_param.", "factory_param"),
-                   ("factory_param.", "factory_param"), ("uart_", "uart"), ("rf_power.", "rf_power"),
-                   ("country", "country"), ("gatt.", "gatt"), ("mfg_nvs.ble_data.", "gatt"), ("ble_data.", "gatt"))
 
 
 class StopToken:
@@ -141,17 +137,6 @@ class AttemptResult:
     error: str | None
     retry_of: int | None = None
     seconds: float = 0.0
-
-
-def check_of(measurement: str) -> str | None:
-    """The recipe check a measurement belongs to (PKI namespaces → ``pki``), or None."""
-    for prefix, check in CHECK_OF_PREFIX:
-        if measurement.startswith(prefix):
-            return check
-    name = measurement.removeprefix("mfg_nvs.")
-    if name.split(".", 1)[0].endswith(("_cert", "_key", "_ca")):
-        return "pki"
-    return None
 
 
 @dataclass
@@ -467,9 +452,9 @@ class UnitRunner:
         uart = UartConfig(baud, 8, 1, 0, fw.uart_default_flow_control) if isinstance(baud, int) and baud > 0 else None
         power = fp.get("max_tx_power")
         result = verify_unit(st.at, built, mac=st.mac, firmware=fw, uart=uart,
-                             rf_power=power if isinstance(power, int) else None)
-        wanted = set(recipe.verify.checks)
-        return [m for m in result.measurements if check_of(m.name) in wanted or check_of(m.name) is None]
+                             rf_power=power if isinstance(power, int) else None, checks=recipe.verify.checks,
+                             at_version=recipe.verify.at_version)
+        return result.measurements
 
 def _boot(at: Any, timeout: float) -> str:
     """Wait for ``ready``; without it (output missed) poll ``AT`` until ``timeout``."""

@@ -16,9 +16,22 @@ module, :func:`verify_unit` checks:
   configuration; ``AT+UART_CUR?`` baud within ±2 % (clock division), format equal;
 * ``rf_power.range`` / ``rf_power.wifi`` - ``AT+RFPOWER?`` inside the firmware's range and equal
   to the built ``max_tx_power`` (as this firmware reads it back);
+* ``country`` - ``AT+CWCOUNTRY?`` code, start channel and channel count equal the built
+  ``country_code``/``start_channel``/``channel_num`` (Wi-Fi firmware; the policy is not compared:
+  the firmware shows 0 after applying the factory values, §6.2);
+* ``gmr.recipe_version`` (when ``at_version`` is given) - the ``Bin version`` (else ``AT version``)
+  of ``AT+GMR`` starts with it (a leading ``v`` is ignored on both sides);
 * ``sta_mac`` - ``AT+CIPSTAMAC?`` equals the MAC esptool read (``present`` when none is given);
 * ``gatt.services`` / ``gatt.chars`` (BLE firmware with a ble_data table) - the discovery lines
   the firmware prints against those the built table yields (:mod:`atfab.gatt`).
+
+``checks`` (names of :data:`atfab.recipe.CHECKS`) limits verification to those checks:
+``boot`` (``at.*``), ``gmr`` (``gmr.*``), ``mac`` (``sta_mac``), ``factory_param`` (the
+``factory_param`` namespace), ``uart``, ``rf_power``, ``country``, ``sysflash``
+(``at_customize.partitions``), ``pki`` (the ``*_cert``/``*_key``/``*_ca`` namespaces), ``gatt``
+(``gatt.*`` and the ``ble_data`` namespace); other mfg_nvs namespaces are always checked.
+:func:`check_of` maps a measurement name to its check. Measurement names do not depend on
+``checks``.
 
 A wrong value is a failing measurement. A check that cannot be made because the link or the
 station failed (timeout, lost link, busy, garbled reply) raises that
@@ -31,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,13 +55,40 @@ from .at_parse import UartConfig, format_mac, parse_mac_text
 from .errors import InputError
 from .firmware import FirmwareProfile
 from .gatt import expected_discovery_lines, rows_from_cfg_strings
-from .measurement import FAIL, Measurement, evaluate
+from .measurement import FAIL, PASS, Measurement, evaluate
 from .nvs.reader import NvsImage, read_nvs
 from .partition_table import PartitionTable, decode
+from .recipe import CHECKS
 
 T = TypeVar("T")
 
 UART_BAUD_TOLERANCE_PCT = 2.0
+#: Every check :func:`verify_unit` knows: the names of ``[verify] checks`` in a recipe.
+ALL_CHECKS = CHECKS
+#: Measurement name prefix → the check it belongs to (see :func:`check_of`).
+_CHECK_OF_PREFIX = (("at.", "boot"), ("gmr.", "gmr"), ("sta_mac", "mac"), ("mac.", "mac"),
+                    ("at_customize.", "sysflash"), ("mfg_nvs.factory_param.", "factory_param"),
+                    ("factory_param.", "factory_param"), ("uart_", "uart"), ("rf_power.", "rf_power"),
+                    ("country", "country"), ("gatt.", "gatt"), ("mfg_nvs.ble_data.", "gatt"), ("ble_data.", "gatt"))
+
+
+def namespace_check(namespace: str) -> str | None:
+    """The check an mfg_nvs namespace belongs to (None: checked whatever the checks)."""
+    if namespace == "factory_param":
+        return "factory_param"
+    if namespace == "ble_data":
+        return "gatt"
+    if namespace.endswith(("_cert", "_key", "_ca")):
+        return "pki"
+    return None
+
+
+def check_of(measurement: str) -> str | None:
+    """The check a measurement name belongs to (PKI namespaces → ``pki``), or None."""
+    for prefix, check in _CHECK_OF_PREFIX:
+        if measurement.startswith(prefix):
+            return check
+    return namespace_check(measurement.removeprefix("mfg_nvs.").split(".", 1)[0])
 
 
 @dataclass
@@ -158,6 +198,7 @@ class _Verifier:
         self.built = built
         self.fw = firmware
         self.out: list[Measurement] = []
+        self.gmr_reply: Any = None          # AT+GMR as read by gmr() (recipe_version reuses it)
 
     def add(self, name: str, expected: Any, measured: Any, rule: str = "equal", detail: str | None = None) -> None:
         self.out.append(evaluate(name, expected, measured, rule, detail=detail))
@@ -185,7 +226,7 @@ class _Verifier:
 
     def gmr(self) -> None:
         try:
-            gmr = _ask(self.at.gmr)
+            gmr = self.gmr_reply = _ask(self.at.gmr)
         except _Refused as exc:
             self.out.append(_refused("gmr.module_name", self.built.factory_param.get("module_name"), "equal", exc))
             return
@@ -206,9 +247,11 @@ class _Verifier:
         self.check("at_customize.partitions", expected, lambda: [
             f"{p.name},{p.type},{p.subtype},0x{p.offset:x},0x{p.size:x}" for p in self.at.sysflash_partitions()])
 
-    def mfg_nvs(self) -> None:
+    def mfg_nvs(self, wanted: frozenset[str]) -> None:
         image = self.built.mfg_nvs
         for ns in dict.fromkeys(e.namespace for e in image.entries):
+            if namespace_check(ns) not in wanted and namespace_check(ns) is not None:
+                continue
             entries = image.keys(ns)
             # order is not a property of the unit: an in-place edit moves a key to the end
             self.check(f"mfg_nvs.{ns}.keys", sorted(f"{e.key}:{e.type}" for e in entries),
@@ -248,6 +291,23 @@ class _Verifier:
                               lambda: self.at.rf_power()[0], "range")
         if expected is not None:
             self.add("rf_power.wifi", rfpower_readback(expected, self.fw), measured)
+
+    def country(self) -> None:
+        fp = self.built.factory_param
+        want = [fp.get("country_code"), fp.get("start_channel"), fp.get("channel_num")]
+        if not self.fw.wifi or None in want:
+            return
+        self.check("country", want, lambda: (lambda c: [c.code, c.start_channel, c.channel_count])(self.at.country()))
+
+    def recipe_version(self, expected: str) -> None:
+        gmr = self.gmr_reply
+        if gmr is None:
+            self.out.append(Measurement("gmr.recipe_version", expected, None, "prefix", FAIL,
+                                        detail="AT+GMR was refused"))
+            return
+        measured = gmr.bin_version or gmr.at_version
+        ok = measured is not None and measured.lstrip("vV").startswith(expected.lstrip("vV"))
+        self.out.append(Measurement("gmr.recipe_version", expected, measured, "prefix", PASS if ok else FAIL))
 
     def sta_mac(self, mac: str | None) -> None:
         if not self.fw.wifi:
@@ -324,26 +384,45 @@ def wait_alive(at: AtClient, timeout: float = 10.0, *, per_try: float = 0.5) -> 
 
 def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes | None = None,
                 firmware: FirmwareProfile | None = None, uart: UartConfig | None = None,
-                rf_power: int | None = None) -> VerifyResult:
+                rf_power: int | None = None, checks: Iterable[str] | None = None,
+                at_version: str | None = None) -> VerifyResult:
     """Check the running module on ``at`` against what was built for it (see the module doc).
 
     ``mac``: the MAC esptool read (STA MAC must equal it). ``firmware``: behaviour of the module's
     firmware (default: that of the build's module profile). ``uart``/``rf_power`` override the
-    expectations derived from the built factory parameters (e.g. from a recipe).
+    expectations derived from the built factory parameters (e.g. from a recipe). ``checks``: only
+    these checks (:data:`ALL_CHECKS` names; None = all). ``at_version``: the esp-at version the
+    unit must report (``gmr.recipe_version``, part of the ``gmr`` check).
     """
+    wanted = frozenset(ALL_CHECKS if checks is None else checks)
+    unknown = wanted - set(ALL_CHECKS)
+    if unknown:
+        raise InputError(f"unknown check(s) {', '.join(sorted(unknown))} (known: {', '.join(ALL_CHECKS)})",
+                         field="checks")
     if not isinstance(built, BuiltUnit):
         built = load_built(built)
     v = _Verifier(at, built, firmware or built.firmware())
-    v.basics()
-    v.gmr()
-    v.partitions()
-    v.mfg_nvs()
-    v.uart(uart)
-    v.rf_power(rf_power)
-    v.sta_mac(normalize_mac(mac))
-    v.gatt()
+    if "boot" in wanted:
+        v.basics()
+    if "gmr" in wanted:
+        v.gmr()
+        if at_version:
+            v.recipe_version(at_version)
+    if "sysflash" in wanted:
+        v.partitions()
+    v.mfg_nvs(wanted)
+    if "uart" in wanted:
+        v.uart(uart)
+    if "rf_power" in wanted:
+        v.rf_power(rf_power)
+    if "country" in wanted:
+        v.country()
+    if "mac" in wanted:
+        v.sta_mac(normalize_mac(mac))
+    if "gatt" in wanted:
+        v.gatt()
     return VerifyResult(v.out)
 
 
-__all__ = ["BuiltUnit", "VerifyResult", "load_built", "normalize_mac", "rfpower_readback", "verify_unit", "wait_alive",
+__all__ = ["ALL_CHECKS", "check_of", "namespace_check", "BuiltUnit", "VerifyResult", "load_built", "normalize_mac", "rfpower_readback", "verify_unit", "wait_alive",
            "UART_BAUD_TOLERANCE_PCT"]

@@ -65,7 +65,7 @@ def test_one_unit_passes_and_the_report_is_built_from_events(module_pool, tmp_pa
     assert any(e.step == "flash" and e.status == "progress" for e in seen.events)
     names = {m["name"] for m in data["measurements"]}
     assert {"at.alive", "gmr.module_name", "sta_mac", "uart_def", "rf_power.wifi", "at_customize.partitions",
-            "factory_param.max_tx_power"} <= names
+            "factory_param.max_tx_power", "country", "gmr.recipe_version"} <= names
     assert any(check_of(n) == "pki" for n in names)
     # certificate: in the report, in the ledger, chained to the test CA
     (cert,) = data["certificates"]

@@ -142,3 +142,27 @@ def test_load_built_errors(tmp_path):
     (tmp_path / "manifest.json").write_text('{"module": "esp32c2-4mb"}')
     with pytest.raises(InputError, match="at_customize.bin"):
         load_built(tmp_path)
+
+
+def test_checks_select_measurements_country_and_recipe_version(virtual_module, built_pki):
+    from atfab.verify import ALL_CHECKS, check_of
+
+    provision(virtual_module, built_pki)
+    fp = load_built(built_pki).factory_param
+    with client(virtual_module, built_pki) as at:
+        full = run_with_timeout(verify_unit, T, at, built_pki, at_version="v3.3.0.0")
+        some = run_with_timeout(verify_unit, T, at, built_pki, checks=("boot", "gmr", "country"), at_version="3.3")
+        at.command('AT+CWCOUNTRY=1,"JP",1,13')
+        moved = run_with_timeout(verify_unit, T, at, built_pki, checks=["country"], at_version="v4.0.0.0")
+        with pytest.raises(InputError, match="bogus"):
+            verify_unit(at, built_pki, checks=["boot", "bogus"])
+    assert full.passed, [m.describe() for m in full.failed]
+    by_name = {m.name: m for m in full.measurements}
+    assert by_name["country"].measured == [fp["country_code"], fp["start_channel"], fp["channel_num"]]
+    assert by_name["gmr.recipe_version"].passed and by_name["gmr.recipe_version"].measured == "v3.3.0.0"
+    assert {check_of(m.name) for m in full.measurements} - {None} == set(ALL_CHECKS) - {"gatt"}  # C2-4MB: no BLE
+    assert {check_of(m.name) for m in some.measurements} == {"boot", "gmr", "country"} and some.passed
+    assert [m.name for m in some.measurements if m.name.startswith("gmr.")] == [
+        "gmr.module_name", "gmr.at_version", "gmr.sdk_version", "gmr.compile_time", "gmr.bin_version",
+        "gmr.recipe_version"]
+    assert [(m.name, m.measured) for m in moved.failed] == [("country", ["JP", 1, 13])]
