@@ -6,6 +6,10 @@
   unchanged writes only what changed (its ``mfg_nvs``). Written regions go through esptool's
   ``write_flash`` (compressed with the stub, as esptool's CLI does; verified by MD5 by esptool).
 * Reads the chip description and the MAC.
+* :meth:`Flasher.session` keeps one esptool connection for a whole unit: the chip and MAC are
+  read when it opens, the caller decides what to write (e.g. builds the unit's images from the
+  MAC), and :meth:`FlashSession.write` uploads the stub and writes over the same connection, so
+  a unit costs one connect (reset into the ROM loader, sync) instead of two.
 * No process-wide state: esptool's output and progress are routed per port
   (:mod:`atfab.esptool_log`); each operation opens its own serial port.
 * Every esptool call is bounded in time: the port is opened with a read timeout (esptool
@@ -176,31 +180,57 @@ class Flasher:
         """Write ``flash_set``; regions the device already holds are skipped unless ``force``."""
         started = time.monotonic()
         with self._session(fast=True, expect_chip=flash_set.chip, source=flash_set.source) as (esp, info):
-            flash_size = self._prepare_flash(esp, flash_set)
-            to_write: list[Region] = []
-            results: dict[int, RegionResult] = {}
-            for region in flash_set.regions:
-                size = len(padded(region.data))
-                same = False
-                if not force:
-                    with self._step(f"md5 {region.name}", esp._port, self.step_timeout + 8 * size / 2**20):
-                        same = esp.flash_md5sum(region.offset, size) == region.md5
-                if same:
-                    results[region.offset] = RegionResult(region.offset, region.name, len(region.data),
-                                                          region.md5, "skipped")
-                else:
-                    to_write.append(region)
-            total = sum(len(r.data) for r in to_write)
-            done = 0
-            self._report(0, total)
-            for region in to_write:
-                wrote = self._write_region(esp, flash_set, region, done, total, force=force)
-                done += len(region.data)
-                self._report(done, total)
-                results[region.offset] = RegionResult(region.offset, region.name, len(region.data), region.md5,
-                                                      "written" if wrote else "skipped")
-            baud = int(esp._port.baudrate)   # the initial rate when the ROM could not change it
+            result = self._write_set(esp, info, flash_set, force=force, started=started)
             self._finish(esp)
+        return result
+
+    @contextmanager
+    def session(self) -> Iterator["FlashSession"]:
+        """One esptool connection for a whole unit (see :class:`FlashSession`).
+
+        Opens the port, connects to the ROM loader and reads the chip; on a normal exit resets
+        the chip (``after``) and closes the port. When the body raises, the chip is reset on a
+        best-effort basis and the port closed; the exception propagates.
+        """
+        with self._session(fast=False) as (esp, info):
+            sess = FlashSession(self, esp, info)
+            try:
+                yield sess
+            except BaseException as exc:
+                if not isinstance(exc, FlashError):      # a broken link cannot take a reset
+                    try:
+                        self._finish(sess._esp)
+                    except Exception:  # noqa: BLE001 - best effort; the body's error is the news
+                        pass
+                raise
+            self._finish(sess._esp)
+
+    def _write_set(self, esp: ESPLoader, info: ChipInfo, flash_set: FlashSet, *, force: bool,
+                   started: float) -> FlashResult:
+        flash_size = self._prepare_flash(esp, flash_set)
+        to_write: list[Region] = []
+        results: dict[int, RegionResult] = {}
+        for region in flash_set.regions:
+            size = len(padded(region.data))
+            same = False
+            if not force:
+                with self._step(f"md5 {region.name}", esp._port, self.step_timeout + 8 * size / 2**20):
+                    same = esp.flash_md5sum(region.offset, size) == region.md5
+            if same:
+                results[region.offset] = RegionResult(region.offset, region.name, len(region.data),
+                                                      region.md5, "skipped")
+            else:
+                to_write.append(region)
+        total = sum(len(r.data) for r in to_write)
+        done = 0
+        self._report(0, total)
+        for region in to_write:
+            wrote = self._write_region(esp, flash_set, region, done, total, force=force)
+            done += len(region.data)
+            self._report(done, total)
+            results[region.offset] = RegionResult(region.offset, region.name, len(region.data), region.md5,
+                                                  "written" if wrote else "skipped")
+        baud = int(esp._port.baudrate)   # the initial rate when the ROM could not change it
         return FlashResult(
             port=self.port, chip=info, stub=bool(esp.IS_STUB), baud=baud, flash_size=flash_size,
             regions=[results[r.offset] for r in flash_set.regions], seconds=time.monotonic() - started,
@@ -241,22 +271,29 @@ class Flasher:
                         mac=":".join(f"{b:02x}" for b in esp.read_mac()),
                         crystal_mhz=esp.get_crystal_freq(),
                     )
-                if fast and self.stub:
-                    with self._step("run stub", ser, self.step_timeout):
-                        esp = cmds.run_stub(esp)
-                    _own_loader(esp)
-                if fast and self.baud > self.initial_baud:
-                    with self._step("change baud", ser, self.step_timeout):
-                        try:
-                            esp.change_baud(self.baud)
-                        except NotImplementedInROMError:
-                            self.sink.text("warning", f"ROM cannot change baud; keeping {self.initial_baud}")
+                if fast:
+                    esp = self._speed_up(esp)
                 yield esp, info
             finally:
                 try:
                     ser.close()
                 except Exception:  # noqa: BLE001 - closing a port that failed is best effort
                     pass
+
+    def _speed_up(self, esp: ESPLoader) -> ESPLoader:
+        """Upload the stub (``stub``) and switch to ``baud``; returns the loader to use from now on."""
+        ser = esp._port
+        if self.stub:
+            with self._step("run stub", ser, self.step_timeout):
+                esp = cmds.run_stub(esp)
+            _own_loader(esp)
+        if self.baud > self.initial_baud:
+            with self._step("change baud", ser, self.step_timeout):
+                try:
+                    esp.change_baud(self.baud)
+                except NotImplementedInROMError:
+                    self.sink.text("warning", f"ROM cannot change baud; keeping {self.initial_baud}")
+        return esp
 
     def _enter_download_mode_via_at(self) -> None:
         from .at_client import AtClient  # only needed for boards without auto-reset
@@ -346,6 +383,36 @@ class Flasher:
             raise
 
 
+class FlashSession:
+    """An open esptool connection to one unit (from :meth:`Flasher.session`).
+
+    ``chip_info`` was read when the session opened. :meth:`write` checks the set is for this
+    chip, uploads the stub and raises the baud rate (first call only), then writes like
+    :meth:`Flasher.flash` (MD5 skip, progress, watchdogs). The session may write several sets.
+    """
+
+    def __init__(self, flasher: Flasher, esp: ESPLoader, info: ChipInfo) -> None:
+        self._flasher = flasher
+        self._esp = esp
+        self._fast = False
+        self.chip_info = info
+
+    def write(self, flash_set: FlashSet, *, force: bool = False) -> FlashResult:
+        """Write ``flash_set`` over this connection; regions the unit holds are skipped unless ``force``."""
+        f, started = self._flasher, time.monotonic()
+        expected = CHIP_DEFS[flash_set.chip].CHIP_NAME
+        if expected != self.chip_info.chip:
+            source = flash_set.source
+            raise WrongChip(f"the images are for {expected} but the device on {f.port} is {self.chip_info.chip}",
+                            port=f.port, expected=flash_set.chip, found=self.chip_info.chip,
+                            file=str(Path(source) / "manifest.json") if source else None)
+        with routed(f.sink):
+            if not self._fast:
+                self._esp = f._speed_up(self._esp)
+                self._fast = True
+            return f._write_set(self._esp, self.chip_info, flash_set, force=force, started=started)
+
+
 class _Watchdog:
     """Close ``port`` when a step takes longer than ``seconds`` so esptool's read/write fails."""
 
@@ -422,6 +489,6 @@ def _quiet_bulk_commands(esp: ESPLoader) -> None:
 
 
 __all__ = [
-    "ChipInfo", "FlashError", "FlashResult", "FlashSet", "Flasher", "ProgressCallback", "Region",
+    "ChipInfo", "FlashError", "FlashResult", "FlashSession", "FlashSet", "Flasher", "ProgressCallback", "Region",
     "RegionResult", "WrongChip", "load_flash_set",
 ]

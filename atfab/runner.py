@@ -3,13 +3,15 @@
 Steps (each one ``start`` → ``ok``/``fail``/``error``/``aborted``/``skipped`` event on the
 :class:`~atfab.events.EventBus`)::
 
-    connect      open the AT port (the flash port is opened by each esptool session)
-    chip         esptool: chip type and MAC (wrong chip → ERROR; MAC outside verify.mac_prefixes → FAIL)
+    connect      open the AT port (the flash port is opened by the unit's one esptool session)
+    chip         esptool: connect (the session stays open until the flash step), chip type and MAC
+                 (wrong chip → ERROR; MAC outside verify.mac_prefixes → FAIL)
     identity     ledger: close attempts a killed station left open on this MAC, open this attempt,
                  reserve the unit's identity (a MAC seen before keeps its serial)
     certificate  key generated in memory, certificate issued by the factory CA, recorded in the ledger
     build        mfg_nvs.bin + at_customize.bin for this unit (in memory)
-    flash        esptool: firmware + unit images; regions the unit already holds are skipped (MD5)
+    flash        esptool, same connection: stub, firmware + unit images (regions the unit already holds
+                 are skipped by MD5), reset
     boot         the AT firmware boots (``ready``) and answers ``AT``
     configure    AT+UART_DEF and AT+RFPOWER set to the recipe's values
     verify       :func:`atfab.verify.verify_unit` → measurements (``checks=`` the recipe's checks)
@@ -34,7 +36,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,17 +272,18 @@ class UnitRunner:
 
     def _run_steps(self, st: _State, retry_of: int | None, started: float) -> None:
         flasher = self._connect(st)
-        self._chip(st, flasher)
-        self._identity(st, retry_of, started)
-        with self._step("certificate") as s:
-            identity = None
-            if self.ctx.plan is None or not self.ctx.plan.needs_identity:
-                s.status, s.detail = "skipped", "the recipe installs no unit certificate"
-            else:
-                identity = self._issue(st, s)
-        self._build(st, identity)
-        del identity                        # the key now lives only in the unit image
-        self._flash(st, flasher)
+        with ExitStack() as esptool:        # one esptool connection from the chip step to the flash step
+            session = self._chip(st, flasher, esptool)
+            self._identity(st, retry_of, started)
+            with self._step("certificate") as s:
+                identity = None
+                if self.ctx.plan is None or not self.ctx.plan.needs_identity:
+                    s.status, s.detail = "skipped", "the recipe installs no unit certificate"
+                else:
+                    identity = self._issue(st, s)
+            self._build(st, identity)
+            del identity                    # the key now lives only in the unit image
+            self._flash(st, session, esptool)
         if st.at is None:
             for name in ("boot", "configure", "verify"):
                 with self._step(name) as s:
@@ -320,10 +323,12 @@ class UnitRunner:
         return Flasher(flash_dev, baud=ctx.flash_baud, firmware=firmware, progress=self._progress,
                        **ctx.flasher_options)
 
-    def _chip(self, st: _State, flasher: Any) -> None:
+    def _chip(self, st: _State, flasher: Any, esptool: ExitStack) -> Any:
+        """Open the unit's esptool session (closed by ``esptool``) and read chip and MAC."""
         recipe = self.ctx.recipe
         with self._step("chip") as s:
-            info = flasher.chip_info()
+            session = esptool.enter_context(flasher.session())
+            info = session.chip_info
             expected = _esptool_chip_name(recipe.profile.chip)
             st.mac = self._unit = info.mac
             s.data = {"chip": recipe.profile.chip, "mac": info.mac}
@@ -337,6 +342,7 @@ class UnitRunner:
                 s.data["measurements"] = [m]
                 if not m.passed:
                     raise UnitFailed(f"MAC {info.mac} is not in verify.mac_prefixes")
+        return session
 
     def _identity(self, st: _State, retry_of: int | None, started: float) -> None:
         ctx, recipe = self.ctx, self.ctx.recipe
@@ -377,7 +383,7 @@ class UnitRunner:
                                  "mfg_nvs.bin": _sha256(st.images.mfg_nvs.image)}}
             s.detail = f"mfg_nvs {len(st.images.mfg_nvs.keys)} keys"
 
-    def _flash(self, st: _State, flasher: Any) -> None:
+    def _flash(self, st: _State, session: Any, esptool: ExitStack) -> None:
         ctx, profile = self.ctx, self.ctx.recipe.profile
         with self._step("flash") as s:
             regions = (*ctx.firmware.regions,
@@ -387,9 +393,10 @@ class UnitRunner:
                                  flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
                                  chip=profile.chip, source=str(ctx.recipe.path))
             if st.at is not None:
-                st.at.drain()               # boot output of the chip read's reset
+                st.at.drain()               # anything the unit printed before it entered download mode
             self._last_progress = -1.0
-            result = flasher.flash(flash_set)
+            result = session.write(flash_set)
+            esptool.close()                 # reset: the unit boots its new firmware
             if result.chip.mac != st.mac:
                 raise DeviceError(f"port {self.port.label}: unit changed during the attempt "
                                   f"(MAC {st.mac}, now {result.chip.mac})")

@@ -302,3 +302,40 @@ def test_silent_at_port_is_a_flash_error(virtual_module, built):
     with pytest.raises(FlashError) as info:
         run_with_timeout(flasher.flash, T, load_flash_set(built))
     assert info.value.port == virtual_module.at_url and info.value.step == "enter download mode (AT)"
+
+
+def test_one_session_reads_the_chip_then_writes(virtual_module, built, tmp_path):
+    flash_set = load_flash_set(built)
+    sessions = virtual_module.session_count
+
+    def unit():
+        with Flasher(virtual_module.flash_url, baud=460800).session() as s:
+            info = s.chip_info                      # read when the session opened, before any decision
+            state = virtual_module.state
+            first = s.write(flash_set)
+            second = s.write(flash_set)             # same connection: everything is already there
+        return info, state, first, second
+
+    info, state, first, second = run_with_timeout(unit, T)
+    assert info.mac == virtual_module.mac.hex(":") and state == "download"
+    assert first.chip == info and first.stub is True and "written" in _actions(first).values()
+    assert set(_actions(second).values()) == {"skipped"}
+    for region in flash_set.regions:
+        assert virtual_module.flash.read(region.offset, len(region.data)) == region.data, region.name
+    assert virtual_module.wait_state("at", 5)
+    assert virtual_module.session_count - sessions == 1     # one ROM loader connection for the unit
+    # a set for another chip is refused before anything is sent; the body's error ends the session
+    other = tmp_path / "c3"
+    other.mkdir()
+    for f in built.iterdir():
+        (other / f.name).write_bytes(f.read_bytes())
+    manifest = json.loads((other / "manifest.json").read_text())
+    (other / "manifest.json").write_text(json.dumps({**manifest, "chip": "esp32c3"}))
+
+    def wrong():
+        with Flasher(virtual_module.flash_url).session() as s:
+            s.write(load_flash_set(other))
+
+    with pytest.raises(WrongChip):
+        run_with_timeout(wrong, T)
+    assert virtual_module.wait_state("at", 5)
