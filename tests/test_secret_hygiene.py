@@ -4,7 +4,7 @@ Every private key made during the run is captured by hooking cryptography's key 
 (``ec.generate_private_key`` / ``rsa.generate_private_key``, which atfab.pki calls), then the
 real CLI runs a full ``atfab demo``, a production line (``atfab ca init``, ``atfab run`` on two
 virtual modules over their socket ports, ``atfab rotate`` of both), ``atfab build`` and ``atfab
-customize`` with a unit key, and the library escrows two unit keys. Afterwards every file written
+customize`` with a unit key; the line escrows its unit keys to an operator key. Afterwards every file written
 and every line printed or logged is searched for PEM private key blocks and for the DER / base64
 / raw bytes of every captured key (tests/secret_scan.py). Allowed: device images (mfg_nvs.bin,
 factory images, module flash) and the encrypted CA key; escrow files are scanned like everything
@@ -37,8 +37,9 @@ module = "esp32c2-4mb"
 synthetic = "v4.1.0.0"
 [pki]
 ca = "ca"
+escrow = {{ recipient = "{recipient}", file = "escrow/{{recipe}}.escrow" }}
 [pki.identity]
-subject = { CN = "{serial}", O = "atfab hygiene" }
+subject = {{ CN = "{{serial}}", O = "atfab hygiene" }}
 days = 30
 [[pki.slot]]
 set = "client"
@@ -133,10 +134,14 @@ def test_no_private_key_outside_device_images(tmp_path: Path, module_pool, captu
     # 1. the demo: throwaway CA, two virtual modules provisioned, reports and ledger
     _cli(["demo", "--out", ws / "demo", "--count", "2", "--sim-baud", "0"], outputs)
 
-    # 2. a production line: a CA, a recipe with two identities, `atfab run` on real (socket) ports
+    # 2. a production line: a CA, a recipe with two identities and key escrow to an operator key,
+    #    `atfab run` on real (socket) ports
     line = ws / "line"
     _cli(["ca", "init", "--dir", line / "ca", "--cn", "Hygiene Factory CA"], outputs, env=env)
-    (line / "recipe.toml").write_text(RECIPE)
+    operator = ec.generate_private_key(ec.SECP256R1())          # the operator's key stays in memory
+    (inputs / "operator.pub.pem").write_bytes(operator.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    (line / "recipe.toml").write_text(RECIPE.format(recipient=inputs / "operator.pub.pem"))
     profile = load_profile("esp32c2-4mb")
     pool = module_pool(2, firmware=profile.firmware, seed="hygiene")
     ports = [arg for m in pool for arg in ("--port", f"{m.flash_url},{m.at_url}")]
@@ -169,24 +174,18 @@ def test_no_private_key_outside_device_images(tmp_path: Path, module_pool, captu
     _cli(["inspect", ws / "custom" / "mfg_nvs.bin"], outputs)
     _cli(["inspect", ws / "build" / f"factory_{profile.module_name}.bin", "--json"], outputs)
 
-    # 5. key escrow (the one place a unit key may be stored off the device: encrypted to an operator)
-    from atfab.pki.ca import load_ca
-    from atfab.pki.escrow import EscrowWriter, decrypt_escrow
-    from atfab.pki.issue import IdentityTemplate, identity_values, issue_unit
+    # the escrow (the one place a unit key is kept off the device) holds the provisioned keys, encrypted
+    from atfab.pki.escrow import decrypt_escrow
 
-    operator = ec.generate_private_key(ec.SECP256R1())          # the operator's key stays in memory
-    ca = load_ca(line / "ca", PASS.encode())
-    writer = EscrowWriter(ws / "escrow" / "batch.escrow", operator.public_key())
-    escrowed = {f"ESC-{i}": issue_unit(ca, IdentityTemplate(), identity_values(serial=f"ESC-{i}")) for i in range(2)}
-    for uid, ident in escrowed.items():
-        writer.add(uid, ident, info={"serial": uid})
-    assert set(decrypt_escrow(ws / "escrow" / "batch.escrow", operator)) == set(escrowed)
+    escrow = line / "escrow" / "hygiene.escrow"
+    escrowed = {_private_value(k) for k in decrypt_escrow(escrow, operator).values()}
+    assert {_private_value(serialization.load_pem_private_key(pem, None)) for pem in provisioned} <= escrowed
 
     # the hook saw the keys that really went to the units (else the scan below would prove nothing)
     values = {_private_value(k) for k in captured_keys}
     for pem in provisioned + rotated:
         assert _private_value(serialization.load_pem_private_key(pem, None)) in values
-    assert len(captured_keys) >= 2 + 1 + 1 + 2 + 2 + 1 + 3, len(captured_keys)   # demo, CA, run, rotate, build, escrow
+    assert len(captured_keys) >= 2 + 1 + 1 + 1 + 2 + 2 + 1, len(captured_keys)   # demo, CA, operator, run, rotate, build
 
     markers = [m for key in captured_keys for m in key_markers(key)]
     # ... and the markers do find a key where one is by design
@@ -208,6 +207,6 @@ def test_no_private_key_outside_device_images(tmp_path: Path, module_pool, captu
     # key and CA files, and images that hold keys, are readable by the owner only
     private = [p for p in ws.rglob("*") if p.is_file() and (
         p.suffix == ".key" or p.name in allowed or "escrow" in p.name or p.name == "pending-keys.json")]
-    assert {"ca.key", "mfg_nvs.bin", "batch.escrow"} <= {p.name for p in private}
+    assert {"ca.key", "mfg_nvs.bin", "hygiene.escrow"} <= {p.name for p in private}
     for p in private:
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, f"{p} has mode {stat.S_IMODE(p.stat().st_mode):o}"
