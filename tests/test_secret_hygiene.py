@@ -4,9 +4,9 @@ Every private key made during the run is captured by hooking cryptography's key 
 (``ec.generate_private_key`` / ``rsa.generate_private_key``, which atfab.pki calls), then the
 real CLI runs a full ``atfab demo``, a production line (``atfab ca init``, ``atfab run`` on two
 virtual modules over their socket ports, ``atfab rotate`` of both), ``atfab build`` and ``atfab
-customize`` with a unit key; the line escrows its unit keys to an operator key. Afterwards every file written
-and every line printed or logged is searched for PEM private key blocks and for the DER / base64
-/ raw bytes of every captured key (tests/secret_scan.py). Allowed: device images (mfg_nvs.bin,
+customize`` with a unit key; the line escrows its unit keys to an operator key. Afterwards every
+file written and every line printed or logged is searched for PEM private key blocks and for the
+DER / base64 / raw bytes of every captured key (tests/secret_scan.py). Allowed: device images (mfg_nvs.bin,
 factory images, module flash) and the encrypted CA key; escrow files are scanned like everything
 else (they hold only ciphertext). Key, CA and escrow files, and images holding keys, are 0600.
 """
@@ -185,7 +185,8 @@ def test_no_private_key_outside_device_images(tmp_path: Path, module_pool, captu
     values = {_private_value(k) for k in captured_keys}
     for pem in provisioned + rotated:
         assert _private_value(serialization.load_pem_private_key(pem, None)) in values
-    assert len(captured_keys) >= 2 + 1 + 1 + 1 + 2 + 2 + 1, len(captured_keys)   # demo, CA, operator, run, rotate, build
+    # demo units + CA, line CA, operator, run, rotate, build
+    assert len(captured_keys) >= 2 + 1 + 1 + 1 + 2 + 2 + 1, len(captured_keys)
 
     markers = [m for key in captured_keys for m in key_markers(key)]
     # ... and the markers do find a key where one is by design
