@@ -9,7 +9,8 @@ Without ``loop`` every port provisions the unit it holds once (with the recipe's
 the run ends. With ``loop`` each port then waits for the next unit (another MAC on the port, or
 the port disappearing and coming back) until :meth:`Station.stop` or Ctrl-C. Ctrl-C aborts the
 units in flight at their next step (or flash block), records them ``ABORTED`` and returns the
-summary; a second Ctrl-C stops at once (the next run closes what it left open).
+summary; a second Ctrl-C stops at once (the next run closes what it left open). SIGTERM does the
+same as Ctrl-C when the station runs in the main thread (a second SIGTERM ends the process).
 
 :func:`run_sim` runs a station on in-process virtual modules; :func:`demo` is ``atfab demo``.
 """
@@ -19,9 +20,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
+import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -276,7 +280,8 @@ class Station:
             for t in threads:
                 t.start()
             try:
-                _join(threads)
+                with _sigterm_aborts(self.stop_token):
+                    _join(threads)
             except KeyboardInterrupt:
                 interrupted = True
                 self.stop_token.abort()
@@ -310,6 +315,27 @@ class Station:
             return []
         entries = [ReportEntry(r.report, read_report(r.report)) for r in results if r.report is not None]
         return write_batch_outputs(entries, junit=self.junit, csv_path=self.csv, suite_name=f"atfab.{self.recipe.name}")
+
+
+@contextmanager
+def _sigterm_aborts(stop: StopToken) -> Iterator[None]:
+    """While the block runs (main thread only): SIGTERM aborts the run like Ctrl-C (units in flight
+    end ABORTED at their next step, reports written); a second SIGTERM gets the previous handler
+    (by default: the process ends at once; the next run closes what it left open)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        stop.abort()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _join(threads: list[threading.Thread]) -> None:

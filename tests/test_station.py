@@ -123,6 +123,42 @@ def test_killed_mid_flash_then_rerun_leaves_one_pass_marked_as_retry(module_pool
     assert check_report(done.report)["retry_of"] == killed.id
 
 
+def test_sigterm_mid_flash_aborts_like_ctrl_c(module_pool, tmp_path: Path) -> None:
+    pool = module_pool(1, baud=115200)          # paced: the flash step takes about a second
+    m = pool[0]
+    recipe = write_recipe(tmp_path)
+    proc = subprocess.Popen([sys.executable, "-m", "atfab.cli", "run", str(recipe), "--port",
+                             f"u0={m.flash_url},{m.at_url}", "--baud", "115200", "--station-id", "termed", "--json"],
+                            cwd=tmp_path, env={**os.environ, "ATFAB_CA_PASSPHRASE": PASSPHRASE},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    q: queue.Queue = queue.Queue()
+    threading.Thread(target=_lines, args=(proc.stderr, q), daemon=True).start()   # --json: status on stderr
+    seen = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = q.get(timeout=max(0.1, deadline - time.monotonic()))
+            assert line is not None, "".join(seen)
+            seen.append(line)
+            if "flash   start" in line:
+                break
+        time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        stdout = proc.stdout.read()
+        proc.wait(30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, "".join(seen)
+    summary = json.loads(stdout)
+    assert summary["interrupted"] and summary["counts"]["ABORTED"] == 1
+    (unit,) = summary["units_detail"]
+    data = check_report(Path(unit["report"]))
+    assert data["outcome"] == "ABORTED" and [s["outcome"] for s in data["steps"] if s["name"] == "flash"] == ["aborted"]
+    with Ledger(load(tmp_path).ledger) as led:
+        (attempt,) = led.attempts()
+    assert attempt.outcome == "ABORTED" and attempt.report_path == unit["report"]
+
+
 def test_loop_waits_for_the_next_unit(module_pool, tmp_path: Path) -> None:
     pool = module_pool(1)
     m = pool[0]

@@ -298,8 +298,8 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
         station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, as_json: bool) -> None:
     """Provision units with RECIPE on every --port in parallel (or on --sim N virtual modules).
 
-    Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C records the
-    units in flight as ABORTED; the next run resumes them).
+    Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C or SIGTERM records
+    the units in flight as ABORTED; the next run resumes them).
     """
     from ..station import DEFAULT_FLASH_BAUD, Station, load_recipe_ca, parse_port, run_sim, uart_baud
     from ..transport import resolve_baud
