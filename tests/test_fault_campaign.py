@@ -121,3 +121,49 @@ def test_rotation_with_an_unreadable_key_still_writes_its_report(campaign, unit,
     assert report_problem(mr.report_path, schema=ROTATION_SCHEMA, outcome="FAIL") is None
     good, current = ledger_claims_good(ledger, normalize_mac(slot.module.mac))
     assert good and content_problems(_view(campaign, slot), campaign.expected, current) == []
+
+
+def test_link_recv_racing_a_close_is_link_closed() -> None:
+    """Regression: power_loss() closes the AT link from another thread; when that landed between
+    recv's closed-check and ``settimeout`` the OSError (EBADF) escaped, killed the module's AT
+    thread and left the module deaf for good (found by the campaign: power_cut)."""
+    import socket
+
+    from atfab.sim.link import Link, LinkClosed
+
+    server = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(server.getsockname())
+    conn, _ = server.accept()
+    try:
+        link = Link(conn)
+        conn.close()                       # the socket is gone, the flag not yet set: the race window
+        with pytest.raises(LinkClosed):
+            link.recv(16, timeout=0.01)
+    finally:
+        client.close()
+        server.close()
+
+
+def test_module_answers_after_power_losses_during_an_idle_at_connection(unit) -> None:
+    from atfab.transport import open_port
+
+    module = unit[0].module
+    for _ in range(30):
+        port = open_port(module.at_url, 115200)
+        module.power_loss()
+        port.close()
+    port = open_port(module.at_url, 115200)
+    port.timeout = 0.2
+
+    def ask() -> bytes:
+        seen = b""
+        for _ in range(50):
+            port.write(b"AT\r\n")
+            seen += port.read(64)
+            if b"OK" in seen:
+                return seen
+        return seen
+    try:
+        assert b"OK" in run_with_timeout(ask, 30)
+    finally:
+        port.close()

@@ -75,8 +75,8 @@ class Link:
         if self.closed:
             raise LinkClosed("link closed")
         if not self._pending:
-            self.sock.settimeout(timeout)
-            try:
+            try:                   # close() from another thread (power loss) may win the race
+                self.sock.settimeout(timeout)
                 chunk = self.sock.recv(max(max_bytes, 4096))
             except socket.timeout:
                 return b""
