@@ -245,7 +245,7 @@ def choose_fault(rng: random.Random, op: str, traffic: Traffic) -> Fault:
                 plan.at.drop_after_tx = link.tx_count + 1
         return Fault(kind, f"link drop at write {nth} ({'before its payload' if rx else 'before it runs'})",
                      trigger=Trigger(arm_drop, nth=nth, match=WRITES))
-    delay = round(rng.uniform(0.0, max(0.2, traffic.seconds)), 3)   # power_cut / abort
+    delay = round(rng.uniform(0.0, max(0.01, traffic.seconds)), 4)   # power_cut / abort
     return Fault(kind, f"{delay} s after start", timer=delay)
 
 

@@ -5,7 +5,8 @@ recipe's retry policy; or rotate its certificate with ``rotate_fleet``), a fault
 random point in the traffic that operation makes (byte offsets, AT command, write command, or a
 moment), runs the operation through the library API exactly as the CLI does, then - when the
 result was ERROR/ABORTED - the "next contact" (the same operation without faults, as the line
-would). After each step the module's flash is decoded independently (bench/campaign_lib.py)
+would; with ``--faulty-next`` of the failed runs first one more contact with another fault, so
+the recovery paths meet faults too). After each step the module's flash is decoded independently (bench/campaign_lib.py)
 and the invariants are checked:
 
   false PASS                a PASS report while the device content differs from the recipe
@@ -133,13 +134,14 @@ class Campaign:
     """A fault campaign in ``workdir`` (CA, recipe, ledger, reports are created there)."""
 
     def __init__(self, workdir: str | Path, *, seed: str = "1", workers: int = 6, modules_per_worker: int = 2,
-                 step_timeout: float = 240.0, progress: bool = False) -> None:
+                 step_timeout: float = 240.0, faulty_next: float = 0.3, progress: bool = False) -> None:
         self.workdir = Path(workdir).resolve()
         self.seed = str(seed)
         self.workers = max(1, workers)
         self.mpw = max(1, modules_per_worker)
         self.step_timeout = step_timeout
         self.progress = progress
+        self.faulty_next = faulty_next
         self.tally = Tally()
         self.done = 0
         self.started = 0.0
@@ -332,7 +334,7 @@ class Campaign:
     def count(self, res: StepResult, tag: str) -> None:
         t = self.tally
         t.add(f"outcome:{tag}:{res.op}:{res.outcome or 'CRASH'}")
-        if tag == "first":
+        if tag in ("first", "faulty"):
             t.add(f"fault:{res.op}:{res.fault.kind}")
             if res.fired:
                 t.add(f"fired:{res.op}:{res.fault.kind}")
@@ -411,9 +413,12 @@ class Campaign:
         rng = random.Random(f"{self.seed}:{i}")
         j = rng.randrange(len(slots))
         slot = slots[j]
-        good = not slot.blank and ledger_claims_good(ledger, normalize_mac(slot.module.mac))[0]
+        mac = normalize_mac(slot.module.mac)
+        good = not slot.blank and ledger_claims_good(ledger, mac)[0]
         r = rng.random()
-        if slot.blank or not good:
+        if not slot.blank and ledger.pending_rotations(mac):
+            op = "rotate"                       # a unit with a pending rotation goes back to rotation
+        elif slot.blank or not good:
             op = "provision"
         elif r < 0.55:
             op = "rotate"
@@ -424,8 +429,10 @@ class Campaign:
             slot.module, slot.blank, op = self.new_module(w, j), True, "provision"
         mode = rng.choice(("new-key", "recertify"))
         restart = rng.random() < 0.5
+        faulty_next = rng.random() < self.faulty_next
         key = ("provision_fresh" if slot.blank else "provision_again") if op == "provision" else f"rotate_{mode}"
         fault = choose_fault(rng, op, self.traffic[key])
+        second = choose_fault(rng, op, self.traffic["provision_again" if op == "provision" else key])
         self.tally.add(f"runs:{op}")
         res = self.step(slot, op, fault, ledger=ledger, station_id=station_id, mode=mode, restart=restart)
         if op == "provision":
@@ -435,16 +442,26 @@ class Campaign:
         if slot.module is None:
             slot.module, slot.blank = self.new_module(w, j), True
             return
-        if res.outcome in ("ERROR", "ABORTED") or res.outcome is None:
-            again = self.step(slot, op, NO_FAULT, ledger=ledger, station_id=station_id, mode=mode, restart=restart)
-            self.count(again, "next")
-            self.check(i, slot, again, ledger, "next contact")
-            if again.outcome != "PASS":
-                self.tally.add("next_not_pass", example=(
-                    f"run {i} ({op}, first {res.outcome} after {res.fault.kind} @ {res.fault.point}): next contact "
-                    f"{again.outcome}: {self._why(again)}"))
+        if res.outcome not in ("ERROR", "ABORTED", None):
+            return
+        if faulty_next:                         # recovery itself hit by a fault, then a clean contact
+            res = self.step(slot, op, second, ledger=ledger, station_id=station_id, mode=mode, restart=restart)
+            self.count(res, "faulty")
+            self.check(i, slot, res, ledger, "faulty next contact")
             if slot.module is None:
                 slot.module, slot.blank = self.new_module(w, j), True
+                return
+            if res.outcome not in ("ERROR", "ABORTED", None):
+                return
+        again = self.step(slot, op, NO_FAULT, ledger=ledger, station_id=station_id, mode=mode, restart=restart)
+        self.count(again, "next")
+        self.check(i, slot, again, ledger, "next contact")
+        if again.outcome != "PASS":
+            self.tally.add("next_not_pass", example=(
+                f"run {i} ({op}, {res.outcome} after {res.fault.kind} @ {res.fault.point}): clean next contact "
+                f"{again.outcome}: {self._why(again)}"))
+        if slot.module is None:
+            slot.module, slot.blank = self.new_module(w, j), True
 
     @staticmethod
     def _why(res: StepResult) -> str:
@@ -463,18 +480,23 @@ class Campaign:
         c = self.tally.c
         lines = [f"fault campaign: {runs} runs, seed {self.seed}, {self.workers} workers x {self.mpw} modules "
                  f"(unpaced virtual ESP32-C2, recipe {BASE_RECIPE.name})", ""]
-        lines.append(f"{'operation':<12}{'runs':>6}")
+        lines.append("calibration (fault-free traffic the fault points are drawn from)")
+        for name, tr in self.traffic.items():
+            lines.append(f"  {name:<18} flash tx/rx {tr.flash}  AT tx/rx {tr.at}  {tr.commands} commands, "
+                         f"{tr.reads} raw reads, {tr.writes} writes, {tr.seconds:.2f} s")
+        lines += ["", f"{'operation':<12}{'runs':>6}"]
         for op in ("provision", "rotate"):
             lines.append(f"{op:<12}{c[f'runs:{op}']:>6}")
-        lines += ["", f"{'fault kind':<28}{'runs':>6}{'fired':>7}"]
+        lines += ["", f"{'fault kind (first + faulty next)':<34}{'runs':>6}{'fired':>7}"]
         for key in sorted(k for k in c if k.startswith("fault:")):
             _, op, kind = key.split(":")
-            lines.append(f"{op + ':' + kind:<28}{c[key]:>6}{c[f'fired:{op}:{kind}']:>7}")
+            lines.append(f"{op + ':' + kind:<34}{c[key]:>6}{c[f'fired:{op}:{kind}']:>7}")
         lines += ["", f"{'outcomes':<28}{'PASS':>6}{'FAIL':>6}{'ERROR':>7}{'ABORTED':>9}{'CRASH':>7}"]
-        for tag in ("first", "next"):
+        names = {"first": "first contact", "faulty": "faulty next", "next": "clean next"}
+        for tag in ("first", "faulty", "next"):
             for op in ("provision", "rotate"):
                 row = [c[f"outcome:{tag}:{op}:{o}"] for o in ("PASS", "FAIL", "ERROR", "ABORTED", "CRASH")]
-                label = f"{op} ({'first contact' if tag == 'first' else 'next contact'})"
+                label = f"{op} ({names[tag]})"
                 lines.append(f"{label:<28}{row[0]:>6}{row[1]:>6}{row[2]:>7}{row[3]:>9}{row[4]:>7}")
         lines += ["", "rotation slots (action -> journal state)"]
         for key in sorted(k for k in c if k.startswith("rotation:")):
@@ -504,12 +526,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modules", type=int, default=2, help="module positions per worker")
     ap.add_argument("--workdir", type=Path, default=None, help="keep CA, ledger and reports here [temporary]")
     ap.add_argument("--step-timeout", type=float, default=240.0, help="seconds before a step counts as a hang")
+    ap.add_argument("--faulty-next", type=float, default=0.3,
+                    help="share of failed runs whose next contact gets a fault too (a clean contact follows)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="atfab-campaign-") as tmp:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         camp = Campaign(workdir, seed=args.seed, workers=args.workers, modules_per_worker=args.modules,
-                        step_timeout=args.step_timeout, progress=True)
+                        step_timeout=args.step_timeout, faulty_next=args.faulty_next, progress=True)
         camp.run(args.runs)
         print(camp.table(args.runs))
     return 0 if camp.ok() else 1

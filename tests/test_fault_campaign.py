@@ -53,11 +53,11 @@ def _view(campaign, slot):
 
 def test_seeded_slice_keeps_every_invariant(tmp_path: Path) -> None:
     camp = Campaign(tmp_path, seed="7", workers=4, modules_per_worker=1, step_timeout=60.0)
-    run_with_timeout(camp.run, 170, 24)
-    table = camp.table(24)
-    assert camp.done == 24, table
+    run_with_timeout(camp.run, 170, 30)
+    table = camp.table(30)
+    assert camp.done == 30, table
     assert {k: camp.tally.c[k] for k in INVARIANTS} == dict.fromkeys(INVARIANTS, 0), table
-    assert camp.tally.c["runs:provision"] + camp.tally.c["runs:rotate"] == 24
+    assert camp.tally.c["runs:provision"] + camp.tally.c["runs:rotate"] == 30
     assert camp.tally.c["runs:rotate"] > 0 and any(k.startswith("fired:") for k in camp.tally.c), table
 
 
