@@ -9,6 +9,10 @@ ESP-AT image costs.
 * re-provision: the same module gets the set of *another* unit (same firmware, different
   factory parameters): only mfg_nvs differs, every other region is skipped after its MD5.
 
+* a station's unit already up to date: chip read + write as two esptool connections
+  (``chip_info()`` then ``flash()``, the runner before ``Flasher.session()``) against one
+  (``session()``), 3 rounds each.
+
 Also measures esptool's trace formatting cost: the same 1 MB of random data flashed unpaced
 with esptool's own ``command`` and with the flasher's trace-free bulk path.
 
@@ -72,9 +76,41 @@ def wire_bound(stats) -> float:
 
 
 def provision(module: VirtualModule, folder: Path, baud: int) -> tuple[float, object, object]:
+    previous = module.last_session
     t0 = time.perf_counter()
     result = Flasher(module.flash_url, baud=baud).flash(load_flash_set(folder))
-    return time.perf_counter() - t0, result, module.last_session
+    wall = time.perf_counter() - t0
+    deadline = time.monotonic() + 10      # the module files its session stats once it saw the port close
+    while module.last_session is previous and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return wall, result, module.last_session
+
+
+def per_unit_connections(module: VirtualModule, folder: Path, baud: int, rounds: int = 3) -> list[str]:
+    """A station's unit on an up-to-date module: chip read + write as two esptool connections
+    (``chip_info()`` then ``flash()``) against one (``session()``)."""
+    fs = load_flash_set(folder)
+
+    def two() -> None:
+        flasher = Flasher(module.flash_url, baud=baud)
+        flasher.chip_info()
+        flasher.flash(fs)
+
+    def one() -> None:
+        with Flasher(module.flash_url, baud=baud).session() as s:
+            s.chip_info
+            s.write(fs)
+
+    lines = []
+    for label, fn in (("chip_info() + flash(): 2 connections", two), ("session(): 1 connection", one)):
+        times = []
+        for _ in range(rounds):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+            module.wait_state("at", 10)
+        lines.append(f"  {label:<40} mean {sum(times) / rounds:5.2f} s  (min {min(times):.2f}, max {max(times):.2f})")
+    return lines
 
 
 def trace_cost() -> None:
@@ -108,6 +144,7 @@ def main() -> None:
         try:
             full, r_full, s_full = provision(module, unit_a, args.baud)
             again, r_again, s_again = provision(module, unit_b, args.baud)
+            per_unit = per_unit_connections(module, unit_b, args.baud)
         finally:
             module.stop()
     print(f"virtual ESP32-C2, {ROM_BAUD} baud until CHANGE_BAUDRATE, then {args.baud}; app {args.app_kb} KB")
@@ -118,6 +155,8 @@ def main() -> None:
               f"host->device {stats.rx_bytes:>9} B   wrote {result.bytes_written:>8} B ({written})")
     print(f"ratio full / re-provision: {full / again:.1f}x (target >= 10x)")
     print("  (each esptool connection also pays pyserial's 0.3 s socket close, not in the wire bound)")
+    print("a station's unit that is already up to date: chip read + write")
+    print("\n".join(per_unit))
     if not args.no_trace_cost:
         print("esptool trace formatting (hex dumps built even with tracing off):")
         trace_cost()
