@@ -283,8 +283,11 @@ class Campaign:
         where = f"run {run} ({tag}, seed {self.seed}:{run}, {res.op}, fault {res.fault.kind} @ {res.fault.point})"
         if res.crash:
             t.add("crashes", example=f"{where}:\n{res.crash}")
+        unit = ledger.unit(normalize_mac(slot.module.mac)) if slot.module is not None else None
         for a in res.attempts:
             problem = report_problem(a.report, schema=SCHEMA, outcome=a.outcome, attempt_id=a.attempt_id)
+            if problem is None and unit is not None:
+                problem = self._wrong_unit(a.report, unit)
             if problem:
                 t.add("reports_missing", example=f"{where}: attempt {a.attempt_id}: {problem}")
             if unexpected_exception(a.error):
@@ -292,6 +295,8 @@ class Campaign:
         mr = res.module_result
         if mr is not None:
             problem = report_problem(mr.report_path, schema=ROTATION_SCHEMA, outcome=mr.outcome)
+            if problem is None and unit is not None and mr.mac is not None:
+                problem = self._wrong_unit(mr.report_path, unit)
             if problem:
                 t.add("reports_missing", example=f"{where}: rotation report: {problem} ({mr.outcome}: {mr.error})")
             if unexpected_exception(mr.error):
@@ -312,6 +317,22 @@ class Campaign:
             problems = content_problems(view, self.expected, current)
             if problems:
                 t.add("unknown_mismatch", example=f"{where}: {mac}: {'; '.join(problems)}")
+        elif view.cert_fp is not None and unit is not None:     # whatever state: no identity the ledger never saw
+            known = {c.fingerprint for c in ledger.certificates_for(mac)}
+            known |= {r.new_cert_fp for r in ledger.pending_rotations(mac)}
+            if view.cert_fp not in known:
+                t.add("unknown_mismatch", example=f"{where}: {mac}: holds certificate {view.cert_fp[:16]} the "
+                                                  f"ledger never recorded for it")
+
+    @staticmethod
+    def _wrong_unit(path: Any, unit: Any) -> str | None:
+        """The report names another MAC or serial than the ledger has for the unit on the port."""
+        import json
+
+        got = json.loads(Path(path).read_text(encoding="utf-8")).get("unit") or {}
+        if got.get("mac") not in (None, unit.mac) or got.get("serial") not in (None, unit.serial):
+            return f"report names unit {got.get('mac')}/{got.get('serial')}, ledger {unit.mac}/{unit.serial}"
+        return None
 
     @staticmethod
     def _reported_cert(res: StepResult) -> str | None:

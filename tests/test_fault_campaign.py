@@ -167,3 +167,20 @@ def test_module_answers_after_power_losses_during_an_idle_at_connection(unit) ->
         assert b"OK" in run_with_timeout(ask, 30)
     finally:
         port.close()
+
+
+def test_a_bug_the_runner_swallows_counts_as_a_crash(campaign, unit, monkeypatch) -> None:
+    from atfab.runner import UnitRunner
+
+    slot, ledger, _ = unit
+
+    def broken(self, at):
+        raise TypeError("planted bug")
+
+    monkeypatch.setattr(UnitRunner, "_configure", broken)
+    before = campaign.tally.c["crashes"]
+    res = run_with_timeout(campaign.step, 90, slot, "provision", NO_FAULT, ledger=ledger, station_id="test")
+    assert res.outcome == "ERROR"
+    campaign.check(0, slot, res, ledger, "test")
+    assert campaign.tally.c["crashes"] > before
+    assert any("planted bug" in ex for ex in campaign.tally.examples["crashes"])
