@@ -6,10 +6,10 @@ For each module (one thread and one :class:`~atfab.at_client.AtClient` per port)
 2. ``recover``: resolve every pending rotation the ledger journalled for this unit, from what the
    unit holds now (:func:`atfab.rotate_journal.resume`).
 3. ``rotate <slot>``: read the slot's certificate and key (fingerprints; the old key stays in
-   memory for a rollback), issue the new identity (``new-key``: new key + certificate;
-   ``recertify``: a new certificate for the public key of the certificate on the unit),
-   journal the intent, write key then certificate, read both back (SHA-256, key matches
-   certificate), record the certificate, ``done``. A write the unit refuses, or a read-back that
+   memory for a rollback), issue the new identity (``new-key``: new key + certificate, the key
+   appended to the recipe's ``[pki] escrow`` file if it has one; ``recertify``: a new certificate
+   for the public key of the certificate on the unit), journal the intent, write key then
+   certificate, read both back (SHA-256, key matches certificate), record the certificate, ``done``. A write the unit refuses, or a read-back that
    differs, puts the old pair back (verified) and ends ``rolled_back``. A lost link leaves the
    journal pending for the next contact.
 4. ``restart``: ``AT+RST`` when a slot changed (recipe ``[rotate] restart``).
@@ -25,14 +25,15 @@ import socket
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from .at_client import AtClient
 from .at_errors import AtBusy, AtError, AtResponseError
 from .errors import DeviceError, InputError
-from .ledger import Ledger
+from .escrow_policy import ROTATION, escrow_identity, open_escrow
+from .ledger import Ledger, utc_now
 from .measurement import FAIL as M_FAIL, Measurement, evaluate
 from .pki.ca import CertificateAuthority
 from .pki.checks import parse_pem_certs
@@ -79,6 +80,7 @@ class _Plan:
     places: dict[str, SlotPlace]                              # every unit slot (for recovery)
     restart: bool
     options: RotateOptions
+    escrow: Any = None                                        # EscrowWriter (new-key mode, [pki] escrow)
 
 
 def _factory_chain(recipe: Recipe, ca: CertificateAuthority | None) -> list:
@@ -316,13 +318,16 @@ class _ModuleRun:
             if r.state == "done":
                 self._add_done(r)
 
-    def _issue(self, old_cert: Any, usages: tuple[str, ...]) -> tuple[Any, bytes, Secret | None]:
+    def _issue(self, slot: str, old_cert: Any, usages: tuple[str, ...]) -> tuple[Any, bytes, Secret | None]:
         recipe, ca = self.plan.recipe, self.plan.ca
         assert ca is not None and recipe.pki is not None
         template = recipe.pki.identity
         values = recipe.identity_values(serial=self.serial or "", mac=self.mac)
         if self.plan.mode == "new-key":
             ident = issue_unit(ca, template, values, usages=usages)
+            if self.plan.escrow is not None:    # before the key goes anywhere else (one whole record, fsynced)
+                escrow_identity(self.plan.escrow, ident, serial=self.serial or self.mac, mac=self.mac, slots=[slot],
+                                context=ROTATION, recipe=recipe.name, station=self.opts.station_id)
             return ident.cert, ident.cert_file_pem(), Secret(ident.private_key_pem_for_mfg())
         cert = sign_unit_certificate(ca, old_cert.public_key(), template.subject_name(values), template.san(values),
                                      days=template.days, usages=usages, source=template.source)
@@ -342,7 +347,7 @@ class _ModuleRun:
             r.outcome = FAIL
             r.message = f"not rotated: the slot does not hold a valid pair ({state.problem or 'key mismatch'})"
             return
-        new_cert, new_file, new_key = self._issue(leaf_certificate(old_file), usages)
+        new_cert, new_file, new_key = self._issue(slot, leaf_certificate(old_file), usages)
         r.new_cert_fp, r.new_key_fp = cert_sha256(new_cert), spki_sha256(new_cert)
         p = io.place
         detail = JournalDetail(self.plan.mode, f"{p.cert_ns}/{p.cert_key}", f"{p.key_ns}/{p.key_key}",
@@ -430,10 +435,13 @@ def rotate_fleet(recipe: Recipe, targets: list[RotateTarget], *, ca: Certificate
     if ledger is None and not options.dry_run:
         raise InputError("rotation needs the ledger (journal)", field="--ledger")
     plan = plan_rotation(recipe, ca, options)
+    if plan.mode == "new-key" and not options.dry_run:
+        plan = replace(plan, escrow=open_escrow(recipe, station_id=options.station_id, started=utc_now()))
     workers = max(1, min(options.workers or len(targets), len(targets)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="atfab-rotate") as pool:
         results = list(pool.map(lambda t: _ModuleRun(plan, t, ledger).run(), targets))
-    return FleetResult(recipe.name, plan.mode, options.dry_run, results)
+    return FleetResult(recipe.name, plan.mode, options.dry_run, results,
+                       escrow=str(plan.escrow.path) if plan.escrow is not None else None)
 
 
 __all__ = ["ROTATION_SCHEMA", "RotateOptions", "ModuleResult", "FleetResult", "plan_rotation", "rotate_fleet",

@@ -84,6 +84,7 @@ class FleetResult:
     mode: str
     dry_run: bool
     modules: list[ModuleResult]
+    escrow: str | None = None           # the escrow file the new keys were appended to ([pki] escrow)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -96,7 +97,7 @@ class FleetResult:
 
     def to_json(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "mode": self.mode, "dry_run": self.dry_run, "counts": self.counts,
-                "modules": [m.to_json() for m in self.modules]}
+                "escrow": self.escrow, "modules": [m.to_json() for m in self.modules]}
 
 
 __all__ = ["PASS", "FAIL", "ERROR", "SlotResult", "ModuleResult", "FleetResult"]

@@ -27,7 +27,7 @@ history). The station never stores private keys, so it cannot re-install an old 
 and it does not read keys back out of a unit. The private key exists only in this process's
 memory and in the unit's mfg_nvs image; events, reports and the ledger get fingerprints. A
 recipe with ``[pki] escrow`` also gets every issued key appended to its escrow file, encrypted
-to the operator's public key (:mod:`atfab.pki.escrow`), right after issuance and before the
+to the operator's public key (:mod:`atfab.escrow_policy`), right after issuance and before the
 unit is flashed.
 """
 
@@ -407,6 +407,7 @@ class UnitRunner:
                         f"{len(result.regions) - len(written)} region(s) already on the unit")
 
     def _issue(self, st: _State, s: _Step) -> Any:
+        from .escrow_policy import PROVISION, escrow_identity
         from .pki.issue import issue_unit
         from .pki.slots import UNIT
 
@@ -418,9 +419,8 @@ class UnitRunner:
         info = identity.public_info()
         slots = [slot_name(x) for x in recipe.pki.slots if x.cert == UNIT]
         if ctx.escrow is not None:      # before the key goes anywhere else (one whole record, fsynced)
-            ctx.escrow.add(st.serial, identity, info={
-                "serial": st.serial, "mac": st.mac, "slots": ",".join(slots), "cert_serial": info["serial"],
-                "attempt_id": str(st.attempt_id), "recipe": recipe.name, "station": ctx.station_id})
+            escrow_identity(ctx.escrow, identity, serial=st.serial, mac=st.mac, slots=slots, context=PROVISION,
+                            attempt_id=st.attempt_id, recipe=recipe.name, station=ctx.station_id)
         ctx.ledger.record_certificate(st.mac, slots, issuer=info["issuer"], cert_serial=info["serial"],
                                       fingerprint=info["sha256"], key_fingerprint=info["spki_sha256"],
                                       not_before=info["not_before"], not_after=info["not_after"],

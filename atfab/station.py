@@ -299,13 +299,9 @@ class Station:
 
     def _escrow_writer(self, started: str) -> Any:
         """The key escrow file of this run (``[pki] escrow``), created with its header; else None."""
-        spec = self.recipe.pki.escrow if self.recipe.pki is not None else None
-        if spec is None:
-            return None
-        from .pki.escrow import EscrowWriter, load_recipient
+        from .escrow_policy import open_escrow
 
-        path = spec.path(station=self.station_id, date=started[:10].replace("-", ""))
-        return EscrowWriter(path, load_recipient(spec.recipient))
+        return open_escrow(self.recipe, station_id=self.station_id, started=started)
 
     def _batch_outputs(self, results: list[AttemptResult]) -> list[Path]:
         from .report import ReportEntry, read_report

@@ -81,6 +81,7 @@ def test_station_escrows_every_unit_key_before_flashing(module_pool, tmp_path: P
         rec = by_mac[module.mac.hex(":")]
         assert rec.unit == rec.info["serial"] == result.serial
         assert rec.info["slots"] == "client.0" and rec.info["attempt_id"] == str(result.attempt_id)
+        assert rec.info["context"] == "provision" and rec.info["station"] == "esc"
         assert rec.cert_sha256 == cert.fingerprint(cert.signature_hash_algorithm.__class__()).hex()
         assert spki_sha256(rec.key) == spki_sha256(cert) == spki_sha256(key)
         assert rec.key.private_numbers() == key.private_numbers()

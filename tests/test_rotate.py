@@ -289,6 +289,58 @@ def test_recertify_keeps_the_key(tmp_path, module_pool):
         env.ledger.close()
 
 
+def test_new_key_rotation_escrows_the_new_key(tmp_path, tmp_path_factory, module_pool):
+    """[pki] escrow: each key a new-key rotation generates is appended to the recipe's escrow file
+    (context "rotation") before the first AT write; the record decrypts to the key on the unit."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from atfab.pki import escrow
+
+    operator = ec.generate_private_key(ec.SECP256R1())       # the operator's key: memory only
+    pub = tmp_path_factory.mktemp("operator") / "op.pub.pem"
+    pub.write_bytes(operator.public_key().public_bytes(serialization.Encoding.PEM,
+                                                       serialization.PublicFormat.SubjectPublicKeyInfo))
+    env = Env(tmp_path)
+    try:
+        recipe = tmp_path / "r.toml"
+        recipe.write_text(recipe.read_text().replace(
+            'ca = "ca"\n', f'ca = "ca"\nescrow = {{ recipient = "{pub}", file = "escrow/{{recipe}}-{{station}}.escrow" }}\n', 1))
+        env.recipe = load_recipe(recipe, workdir=tmp_path)
+        pool = _pool(module_pool, env, 2)
+        path = tmp_path / "escrow" / "rot-test-st9.escrow"
+        at_intent: list[tuple[str, set]] = []
+
+        def progress(port, slot, event):
+            if event == "intent":      # journalled after issuance, before the first AT write
+                at_intent.append((port, {r["info"]["mac"] for r in escrow.list_escrow(path)}))
+
+        fleet = env.rotate([m.at_url for m in pool], station_id="st9", progress=progress)
+        assert fleet.exit_code == 0, [m.line() for m in fleet.modules]
+        assert fleet.escrow == str(path) and fleet.to_json()["escrow"] == str(path)
+        macs = {m.at_url: normalize_mac(m.mac) for m in pool}
+        assert len(at_intent) == 2 and all(macs[port] in escrowed for port, escrowed in at_intent)
+        records = escrow.decrypt_records(path, operator)
+        assert len(records) == 2
+        by_mac = {r.info["mac"]: r for r in records}
+        for m, res in zip(pool, fleet.modules):
+            cert_fp, _cert_spki, key_spki = env.device_pair(m)
+            unit_key = env.keys[-1]
+            rec = by_mac[normalize_mac(m.mac)]
+            (slot,) = res.slots
+            assert rec.unit == rec.info["serial"] == res.serial
+            assert (rec.info["context"], rec.info["slots"], rec.info["station"]) == ("rotation", "client.0", "st9")
+            assert rec.info["cert_serial"] == slot.certificate["serial"]
+            assert rec.cert_sha256 == cert_fp == slot.new_cert_fp and spki_sha256(rec.key) == key_spki
+            assert rec.key.private_numbers() == unit_key.private_numbers()
+        env.scan()                      # the escrow holds ciphertext only; no key anywhere else either
+        # recertify keeps the unit's key: nothing new to escrow
+        again = env.rotate([pool[0].at_url], station_id="st9", mode="recertify")
+        assert again.exit_code == 0 and again.escrow is None
+        assert len(escrow.list_escrow(path)) == 2
+    finally:
+        env.ledger.close()
+
+
 def test_ble_only_module_is_identified_by_its_base_mac(tmp_path, module_pool):
     env = Env(tmp_path, module="esp32c2-2mb-ble")
     try:

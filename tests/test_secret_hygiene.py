@@ -174,12 +174,13 @@ def test_no_private_key_outside_device_images(tmp_path: Path, module_pool, captu
     _cli(["inspect", ws / "custom" / "mfg_nvs.bin"], outputs)
     _cli(["inspect", ws / "build" / f"factory_{profile.module_name}.bin", "--json"], outputs)
 
-    # the escrow (the one place a unit key is kept off the device) holds the provisioned keys, encrypted
-    from atfab.pki.escrow import decrypt_escrow
+    # the escrow (the one place a unit key is kept off the device) holds the provisioned and the
+    # rotated keys, encrypted
+    from atfab.pki.escrow import decrypt_records
 
     escrow = line / "escrow" / "hygiene.escrow"
-    escrowed = {_private_value(k) for k in decrypt_escrow(escrow, operator).values()}
-    assert {_private_value(serialization.load_pem_private_key(pem, None)) for pem in provisioned} <= escrowed
+    escrowed = {_private_value(r.key) for r in decrypt_records(escrow, operator)}
+    assert {_private_value(serialization.load_pem_private_key(pem, None)) for pem in provisioned + rotated} <= escrowed
 
     # the hook saw the keys that really went to the units (else the scan below would prove nothing)
     values = {_private_value(k) for k in captured_keys}

@@ -91,4 +91,6 @@ def rotate(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], invent
         c = result.counts
         click.echo(f"{'dry run: ' if dry_run else ''}{len(result.modules)} module(s): {c['PASS']} PASS, "
                    f"{c['FAIL']} FAIL, {c['ERROR']} ERROR ({result.mode})", err=True)
+        if result.escrow:
+            click.echo(f"new keys escrowed to {result.escrow}", err=True)
     ctx.exit(result.exit_code)
