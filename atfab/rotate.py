@@ -9,9 +9,10 @@ For each module (one thread and one :class:`~atfab.at_client.AtClient` per port)
    memory for a rollback), issue the new identity (``new-key``: new key + certificate, the key
    appended to the recipe's ``[pki] escrow`` file if it has one; ``recertify``: a new certificate
    for the public key of the certificate on the unit), journal the intent, write key then
-   certificate, read both back (SHA-256, key matches certificate), record the certificate, ``done``. A write the unit refuses, or a read-back that
-   differs, puts the old pair back (verified) and ends ``rolled_back``. A lost link leaves the
-   journal pending for the next contact.
+   certificate, read both back (SHA-256, key matches certificate), record the certificate,
+   ``done``. A write the unit refuses, or a read-back that differs, puts the old pair back
+   (verified) and ends ``rolled_back``. A lost link leaves the journal pending for the next
+   contact.
 4. ``restart``: ``AT+RST`` when a slot changed (recipe ``[rotate] restart``).
 
 Each module gets an ``atfab.rotation-report/1`` report (the unit report's layout, plus a
