@@ -160,6 +160,20 @@ def test_operator_key_loading(tmp_path: Path) -> None:
         escrow.load_operator_key(pub)
 
 
+def test_cli_escrow_decrypt_names_the_operator_key_passphrase(tmp_path: Path) -> None:
+    _pub, priv, _key = operator_files(tmp_path)
+    path = tmp_path / "empty.escrow"
+    escrow.EscrowWriter(path, escrow.load_recipient(_pub))
+    base = ["ca", "escrow-decrypt", str(path), "--key", str(priv), "-o", str(tmp_path / "keys.pem")]
+    for extra, wanted in (([], "give --passphrase-env VAR"), (["--passphrase-env", "OPK_UNSET"], "set $OPK_UNSET")):
+        res = CliRunner().invoke(main, base + extra, input="\n", env={"OPK_UNSET": None})
+        assert res.exit_code == 2, res.output
+        (line,) = [x for x in res.output.splitlines() if "error" in x]
+        assert "no operator key passphrase" in line and wanted in line and "CA" not in line
+    res = CliRunner().invoke(main, base + ["--passphrase-env", "OPK"], env={"OPK": "not it"})
+    assert res.exit_code == 2 and "operator key: wrong passphrase" in res.output and "CA" not in res.output
+
+
 def test_cli_escrow_decrypt_runs_as_a_process(tmp_path: Path) -> None:
     """Smoke test of the real entry point: refuses to print keys without -o or --stdout."""
     pub, priv, _key = operator_files(tmp_path)

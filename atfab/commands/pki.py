@@ -98,7 +98,7 @@ def _passphrase(env_var: str, *, new: bool, what: str = "CA key") -> bytes:
         return click.prompt(f"Passphrase for the {what}", hide_input=True, confirmation_prompt=new,
                             default="", show_default=False)
 
-    return read_passphrase(env_var, prompt, new=new)
+    return read_passphrase(env_var, prompt, new=new, what=what)
 
 
 def _print_ca(info: dict, as_json: bool) -> None:

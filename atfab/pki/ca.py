@@ -94,8 +94,9 @@ def certificate_info(cert: x509.Certificate) -> dict:
 
 
 def read_passphrase(env_var: str | None, prompt: Callable[[], str] | None = None, *,
-                    environ: Mapping[str, str] | None = None, new: bool = False) -> bytes:
-    """The CA passphrase from ``$env_var`` if set, else from ``prompt()``; InputError when neither.
+                    environ: Mapping[str, str] | None = None, new: bool = False, what: str = "CA") -> bytes:
+    """The passphrase of the ``what`` key (the CA's unless said) from ``$env_var`` if set, else
+    from ``prompt()``; InputError when neither.
 
     ``new=True`` (creating a key) enforces :data:`MIN_PASSPHRASE` characters.
     """
@@ -104,9 +105,10 @@ def read_passphrase(env_var: str | None, prompt: Callable[[], str] | None = None
     if not value and prompt is not None:
         value = prompt()
     if not value:
-        raise InputError(f"no CA passphrase: set ${env_var} or run interactively", field=env_var or "passphrase")
+        where = f"set ${env_var} or run interactively" if env_var else "give --passphrase-env VAR or run interactively"
+        raise InputError(f"no {what} passphrase: {where}", field=env_var or "passphrase")
     if new and len(value) < MIN_PASSPHRASE:
-        raise InputError(f"CA passphrase must have at least {MIN_PASSPHRASE} characters",
+        raise InputError(f"{what} passphrase must have at least {MIN_PASSPHRASE} characters",
                          field=env_var or "passphrase")
     return value.encode("utf-8")
 
