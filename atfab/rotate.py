@@ -2,7 +2,8 @@
 
 For each module (one thread and one :class:`~atfab.at_client.AtClient` per port):
 
-1. ``identify``: ``AT+CIPSTAMAC?`` (the MAC keys the ledger); check the inventory's expectations.
+1. ``identify``: the base MAC (:func:`atfab.module_mac.read_base_mac`: ``AT+CIPSTAMAC?``, or
+   ``AT+BLEADDR?`` − 2 on BLE-only firmware) keys the ledger; check the inventory's expectations.
 2. ``recover``: resolve every pending rotation the ledger journalled for this unit, from what the
    unit holds now (:func:`atfab.rotate_journal.resume`).
 3. ``rotate <slot>``: read the slot's certificate and key (fingerprints; the old key stays in
@@ -36,6 +37,7 @@ from .errors import DeviceError, InputError
 from .escrow_policy import ROTATION, escrow_identity, open_escrow
 from .ledger import Ledger, utc_now
 from .measurement import FAIL as M_FAIL, Measurement, evaluate
+from .module_mac import read_base_mac
 from .pki.ca import CertificateAuthority
 from .pki.checks import parse_pem_certs
 from .pki.issue import issue_unit, sign_unit_certificate
@@ -47,7 +49,6 @@ from .rotate_device import PairState, Secret, SlotIo, SlotPlace, leaf_certificat
 from .rotate_inventory import RotateTarget
 from .rotate_journal import JournalDetail, certificate_facts, pem_of, record_done, resume
 from .rotate_results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
-from .serials import normalize_mac
 
 ROTATION_SCHEMA = "atfab.rotation-report/1"
 Progress = Callable[[str, str, str], None]          # (port, slot, event)
@@ -124,22 +125,6 @@ def _default_opener(port: str, baud: int | None) -> Any:
     from .transport import open_port
 
     return open_port(port, baud)
-
-
-def read_unit_mac(client: AtClient) -> str:
-    """The unit's base MAC: ``AT+CIPSTAMAC?``; on BLE-only firmware ``AT+BLEADDR?`` minus 2 (ESP-IDF
-    convention; BLE is initialised for the query and de-initialised again if it was off)."""
-    if client.firmware.wifi:
-        return normalize_mac(client.sta_mac())
-    started = client.ble_role() == 0
-    if started:                      # the address is only readable with BLE initialised
-        client.ble_init(2)
-    try:
-        addr = int.from_bytes(client.ble_addr(), "big")
-    finally:
-        if started:
-            client.ble_init(0)
-    return normalize_mac(((addr - 2) % (1 << 48)).to_bytes(6, "big"))
 
 
 class _Readback(Exception):
@@ -236,7 +221,7 @@ class _ModuleRun:
         return FAIL if FAIL in outcomes else PASS
 
     def _identify(self, client: AtClient) -> None:
-        self.mac = self.res.mac = read_unit_mac(client)
+        self.mac = self.res.mac = read_base_mac(client)
         t = self.target
         if t.mac is not None and t.mac != self.mac:
             raise DeviceError(f"unit on {t.port} has MAC {self.mac}, the inventory expects {t.mac}: not touched")
@@ -446,4 +431,4 @@ def rotate_fleet(recipe: Recipe, targets: list[RotateTarget], *, ca: Certificate
 
 
 __all__ = ["ROTATION_SCHEMA", "RotateOptions", "ModuleResult", "FleetResult", "plan_rotation", "rotate_fleet",
-           "read_unit_mac", "RotateTarget", "SlotResult"]
+           "RotateTarget", "SlotResult"]

@@ -22,11 +22,13 @@ module, :func:`verify_unit` checks:
 * ``gmr.recipe_version`` (when ``at_version`` is given) - the ``Bin version`` (else ``AT version``)
   of ``AT+GMR`` starts with it (a leading ``v`` is ignored on both sides);
 * ``sta_mac`` - ``AT+CIPSTAMAC?`` equals the MAC esptool read (``present`` when none is given);
+  on BLE-only firmware (no Wi-Fi commands) ``mac.base`` instead: ``AT+BLEADDR?`` minus
+  ``bt_mac_offset`` (BT = base + 2, §6.3; :func:`atfab.module_mac.read_module_mac`) equals it;
 * ``gatt.services`` / ``gatt.chars`` (BLE firmware with a ble_data table) - the discovery lines
   the firmware prints against those the built table yields (:mod:`atfab.gatt`).
 
 ``checks`` (names of :data:`atfab.recipe.CHECKS`) limits verification to those checks:
-``boot`` (``at.*``), ``gmr`` (``gmr.*``), ``mac`` (``sta_mac``), ``factory_param`` (the
+``boot`` (``at.*``), ``gmr`` (``gmr.*``), ``mac`` (``sta_mac`` / ``mac.base``), ``factory_param`` (the
 ``factory_param`` namespace), ``uart``, ``rf_power``, ``country``, ``sysflash``
 (``at_customize.partitions``), ``pki`` (the ``*_cert``/``*_key``/``*_ca`` namespaces), ``gatt``
 (``gatt.*`` and the ``ble_data`` namespace); other mfg_nvs namespaces are always checked.
@@ -56,6 +58,7 @@ from .errors import InputError
 from .firmware import FirmwareProfile
 from .gatt import expected_discovery_lines, rows_from_cfg_strings
 from .measurement import FAIL, PASS, Measurement, evaluate
+from .module_mac import read_module_mac
 from .nvs.reader import NvsImage, read_nvs
 from .partition_table import PartitionTable, decode
 from .recipe import CHECKS
@@ -309,10 +312,14 @@ class _Verifier:
         ok = measured is not None and measured.lstrip("vV").startswith(expected.lstrip("vV"))
         self.out.append(Measurement("gmr.recipe_version", expected, measured, "prefix", PASS if ok else FAIL))
 
-    def sta_mac(self, mac: str | None) -> None:
-        if not self.fw.wifi:
+    def mac(self, mac: str | None) -> None:
+        name, rule = ("sta_mac" if self.fw.wifi else "mac.base"), ("equal" if mac else "present")
+        try:
+            got = _ask(lambda: read_module_mac(self.at, self.fw))
+        except _Refused as exc:
+            self.out.append(_refused(name, mac, rule, exc))
             return
-        self.check("sta_mac", mac, lambda: format_mac(self.at.sta_mac()), "equal" if mac else "present")
+        self.add(name, mac, got.base, rule, detail=got.detail if got.offset else None)
 
     def gatt(self) -> None:
         cfgs = [e for e in self.built.mfg_nvs.keys("ble_data") if isinstance(e.value, str)]
@@ -388,7 +395,7 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
                 at_version: str | None = None) -> VerifyResult:
     """Check the running module on ``at`` against what was built for it (see the module doc).
 
-    ``mac``: the MAC esptool read (STA MAC must equal it). ``firmware``: behaviour of the module's
+    ``mac``: the MAC esptool read (the module's base MAC must equal it). ``firmware``: behaviour of the module's
     firmware (default: that of the build's module profile). ``uart``/``rf_power`` override the
     expectations derived from the built factory parameters (e.g. from a recipe). ``checks``: only
     these checks (:data:`ALL_CHECKS` names; None = all). ``at_version``: the esp-at version the
@@ -418,7 +425,7 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
     if "country" in wanted:
         v.country()
     if "mac" in wanted:
-        v.sta_mac(normalize_mac(mac))
+        v.mac(normalize_mac(mac))
     if "gatt" in wanted:
         v.gatt()
     return VerifyResult(v.out)

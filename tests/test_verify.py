@@ -122,11 +122,26 @@ def test_ble_build_checks_gatt_discovery(tmp_path):
             assert result.passed, [m.describe() for m in result.failed]
             # verification leaves BLE de-initialised
             assert at.ble_role() == 0
+            # the base MAC comes from AT+BLEADDR? (BT = base + 2) and is compared with esptool's
+            (base,) = [m for m in result.measurements if m.name == "mac.base"]
+            bt = (int.from_bytes(bytes.fromhex(mac.replace(":", "")), "big") + 2).to_bytes(6, "big").hex(":")
+            assert (base.expected, base.measured, base.detail) == (mac, mac, f"AT+BLEADDR? {bt} - 2")
+            wrong = run_with_timeout(verify_unit, T, at, out, mac="24:0a:c4:00:00:01", checks=["mac"])
+            assert [(m.name, m.measured) for m in wrong.failed] == [("mac.base", mac)]
+            at.ble_init(2)                      # BLE already on: read without de-initialising it
+            again = run_with_timeout(verify_unit, T, at, out, mac=mac, checks=["mac"])
+            assert again.passed and at.ble_role() == 2
     finally:
         module.stop()
 
 
 def test_helpers():
+    from atfab.module_mac import base_from_bt
+    from atfab.verify import check_of
+
+    assert check_of("mac.base") == check_of("sta_mac") == "mac"
+    assert base_from_bt(bytes.fromhex("240ac4000001")).hex() == "240ac3ffffff"
+    assert base_from_bt(bytes(6)).hex() == "fffffffffffe"            # 48-bit wrap
     assert [rfpower_readback(v, load_profile("esp32-wroom-32").firmware) for v in (40, 44, 51, 60, 77, 84)] == \
         [34, 44, 44, 60, 72, 78]
     assert rfpower_readback(81, load_profile("esp32c2-4mb").firmware) == 81

@@ -12,8 +12,9 @@
   ``AT+BLEGATTSSRVSTART[=<srv_index>]`` starts them.
 * Discovery lines come from :func:`atfab.gatt.discover` (the §7 derivation rule) and are printed
   per ``firmware.gattschar_style``; ``AT+BLEGATTSSRV?`` shows ``<start>`` = 1 once started.
-* ``AT+BLEADDR?`` (after init): the public address (base MAC + 2), or the random address once
-  ``AT+BLEADDR=1,"<addr>"`` set one; quoted per ``firmware.bleaddr_quoted``. Not persisted.
+* ``AT+BLEADDR?`` (after init): the public address (base MAC + ``firmware.bt_mac_offset``), or
+  the random address once ``AT+BLEADDR=1,"<addr>"`` set one; quoted per
+  ``firmware.bleaddr_quoted``. Not persisted.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def _addr_q(ctx: "Ctx", p: Params) -> None:
     if not _role(ctx):
         raise exec_fail("BLE not initialised")
     ex = ctx.st.extra
-    addr = ex["ble_random"] if ex.get("ble_addr_type") == 1 and ex.get("ble_random") else mac_offset(ctx.host.mac, 2)
+    public = mac_offset(ctx.host.mac, ctx.profile.bt_mac_offset)
+    addr = ex["ble_random"] if ex.get("ble_addr_type") == 1 and ex.get("ble_random") else public
     text = mac_text(addr)
     ctx.info(f'+BLEADDR:"{text}"' if ctx.profile.bleaddr_quoted else f"+BLEADDR:{text}")
 
