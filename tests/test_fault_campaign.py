@@ -184,3 +184,25 @@ def test_a_bug_the_runner_swallows_counts_as_a_crash(campaign, unit, monkeypatch
     campaign.check(0, slot, res, ledger, "test")
     assert campaign.tally.c["crashes"] > before
     assert any("planted bug" in ex for ex in campaign.tally.examples["crashes"])
+
+
+def test_a_planted_false_pass_is_counted(campaign, unit, monkeypatch) -> None:
+    """A runner that builds the wrong content and verifies nothing: PASS report, wrong device."""
+    import atfab.build
+    from atfab.runner import UnitRunner
+
+    slot, ledger, _ = unit
+    real = atfab.build.build_unit_images
+
+    def wrong(profile, content, **kw):
+        content.factory_param["max_tx_power"] = 60
+        return real(profile, content, **kw)
+
+    monkeypatch.setattr(atfab.build, "build_unit_images", wrong)
+    monkeypatch.setattr(UnitRunner, "_verify", lambda self, st: [])
+    before = {k: campaign.tally.c[k] for k in ("false_pass", "unknown_mismatch")}
+    res = run_with_timeout(campaign.step, 90, slot, "provision", NO_FAULT, ledger=ledger, station_id="test")
+    assert res.outcome == "PASS"
+    campaign.check(0, slot, res, ledger, "test")
+    assert {k: campaign.tally.c[k] - before[k] for k in before} == {"false_pass": 1, "unknown_mismatch": 1}
+    assert "max_tx_power" in campaign.tally.examples["false_pass"][-1]
