@@ -273,7 +273,8 @@ class Campaign:
 
     def _take_thread_crashes(self, label: str) -> list[tuple[str, str]]:
         with self._hook_lock:
-            mine = [c for c in self._thread_crashes if c[0].endswith(label) or f"{label}-" in c[0]]
+            names = (f"atfab-port-{label}", f"campaign-{label}", f"campaign-timer-{label}")
+            mine = [c for c in self._thread_crashes if c[0] in names or c[0].startswith(f"{label}-")]
             self._thread_crashes = [c for c in self._thread_crashes if c not in mine]
         return mine
 
