@@ -11,7 +11,13 @@ ESP-AT image costs.
 
 * a station's unit already up to date: chip read + write as two esptool connections
   (``chip_info()`` then ``flash()``, the runner before ``Flasher.session()``) against one
-  (``session()``), 3 rounds each.
+  (``session()``), 3 rounds each. The difference is what a second connection costs: opening
+  the port, esptool's ROM sync and chip/eFuse reads at 115200 baud. Closing costs nothing fixed:
+  ``socket://`` ports are :class:`atfab.transport.SocketPort`, which closes at once (no pyserial
+  0.3 s close sleep) and retries a refused reconnect every 0.05 s while the module restarts.
+
+Wall time minus the wire-time bound is host and simulator work (esptool's round trips: sync,
+stub upload, MD5 checks, the reset), not a fixed close delay.
 
 Also measures esptool's trace formatting cost: the same 1 MB of random data flashed unpaced
 with esptool's own ``command`` and with the flasher's trace-free bulk path.
@@ -154,8 +160,10 @@ def main() -> None:
         print(f"{label:<34} {secs:6.2f} s   wire-time bound {wire_bound(stats):6.2f} s   "
               f"host->device {stats.rx_bytes:>9} B   wrote {result.bytes_written:>8} B ({written})")
     print(f"ratio full / re-provision: {full / again:.1f}x (target >= 10x)")
-    print("  (each esptool connection also pays pyserial's 0.3 s socket close, not in the wire bound)")
-    print("a station's unit that is already up to date: chip read + write")
+    print("  (wall - wire bound = esptool round trips and host/simulator work; socket:// ports close at once,\n"
+          "   atfab.transport.SocketPort: no pyserial 0.3 s close sleep)")
+    print("a station's unit that is already up to date: chip read + write "
+          "(the difference = a second port open, ROM sync and chip reads)")
     print("\n".join(per_unit))
     if not args.no_trace_cost:
         print("esptool trace formatting (hex dumps built even with tracing off):")
