@@ -134,7 +134,8 @@ class Campaign:
     """A fault campaign in ``workdir`` (CA, recipe, ledger, reports are created there)."""
 
     def __init__(self, workdir: str | Path, *, seed: str = "1", workers: int = 6, modules_per_worker: int = 2,
-                 step_timeout: float = 240.0, faulty_next: float = 0.3, progress: bool = False) -> None:
+                 step_timeout: float = 240.0, faulty_next: float = 0.3, baud: int | None = None,
+                 progress: bool = False) -> None:
         self.workdir = Path(workdir).resolve()
         self.seed = str(seed)
         self.workers = max(1, workers)
@@ -142,6 +143,7 @@ class Campaign:
         self.step_timeout = step_timeout
         self.progress = progress
         self.faulty_next = faulty_next
+        self.baud = baud
         self.tally = Tally()
         self.done = 0
         self.started = 0.0
@@ -172,7 +174,7 @@ class Campaign:
             n = self._macs[worker]
             self._macs[worker] += 1
         mac = bytes([0x24, 0x0A, 0xC4, worker & 0xFF, (n >> 8) & 0xFF, n & 0xFF])
-        return VirtualModule(mac=mac, firmware=self.recipe.profile.firmware, faults=CampaignFaults(),
+        return VirtualModule(mac=mac, firmware=self.recipe.profile.firmware, faults=CampaignFaults(), baud=self.baud,
                              firmware_factory=instrumented_firmware, name=f"w{worker}m{slot}").start()
 
     # -- one step -------------------------------------------------------------------------------
@@ -501,7 +503,8 @@ class Campaign:
     def table(self, runs: int) -> str:
         c = self.tally.c
         lines = [f"fault campaign: {runs} runs, seed {self.seed}, {self.workers} workers x {self.mpw} modules "
-                 f"(unpaced virtual ESP32-C2, recipe {BASE_RECIPE.name})", ""]
+                 f"({'unpaced' if not self.baud else f'{self.baud} baud'} virtual ESP32-C2, recipe {BASE_RECIPE.name})",
+                 ""]
         lines.append("calibration (fault-free traffic the fault points are drawn from)")
         for name, tr in self.traffic.items():
             lines.append(f"  {name:<18} flash tx/rx {tr.flash}  AT tx/rx {tr.at}  {tr.commands} commands, "
@@ -548,6 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modules", type=int, default=2, help="module positions per worker")
     ap.add_argument("--workdir", type=Path, default=None, help="keep CA, ledger and reports here [temporary]")
     ap.add_argument("--step-timeout", type=float, default=240.0, help="seconds before a step counts as a hang")
+    ap.add_argument("--baud", type=int, default=None, help="pace the virtual modules' links [unpaced]")
     ap.add_argument("--faulty-next", type=float, default=0.3,
                     help="share of failed runs whose next contact gets a fault too (a clean contact follows)")
     args = ap.parse_args(argv)
@@ -555,7 +559,7 @@ def main(argv: list[str] | None = None) -> int:
         workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         camp = Campaign(workdir, seed=args.seed, workers=args.workers, modules_per_worker=args.modules,
-                        step_timeout=args.step_timeout, faulty_next=args.faulty_next, progress=True)
+                        step_timeout=args.step_timeout, faulty_next=args.faulty_next, baud=args.baud, progress=True)
         camp.run(args.runs)
         print(camp.table(args.runs))
     return 0 if camp.ok() else 1
