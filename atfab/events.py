@@ -16,7 +16,7 @@ Event statuses:
 
 ``data`` carries structured facts for subscribers (the chip, the serial, certificate
 fingerprints, image hashes, measurements). It never carries key material: :meth:`EventBus.emit`
-refuses (raises :class:`SecretInEvent`) any non-progress event whose text holds ``PRIVATE KEY``.
+refuses (raises :class:`SecretInEvent`) any non-progress event whose text holds private-key armor (:mod:`atfab.keyguard`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import DeviceError
+from .keyguard import find_private_key
 
 STEP_END = ("ok", "fail", "error", "aborted", "skipped")
 OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
@@ -60,20 +61,6 @@ class Event:
 Subscriber = Callable[[Event], None]
 
 
-def _holds_private_key(value: Any) -> bool:
-    if isinstance(value, (bytes, bytearray)):
-        return b"PRIVATE KEY" in value
-    if isinstance(value, str):
-        return "PRIVATE KEY" in value
-    if isinstance(value, Mapping):
-        return any(_holds_private_key(k) or _holds_private_key(v) for k, v in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return any(_holds_private_key(v) for v in value)
-    if hasattr(value, "__dataclass_fields__"):
-        return any(_holds_private_key(getattr(value, f)) for f in value.__dataclass_fields__)
-    return False
-
-
 class EventBus:
     """Delivers events to subscribers, synchronously, in the emitting thread.
 
@@ -99,7 +86,7 @@ class EventBus:
 
     def emit(self, event: Event) -> None:
         """Deliver ``event`` to every subscriber (after the private-key guard)."""
-        if event.status != "progress" and (_holds_private_key(event.detail) or _holds_private_key(event.data)):
+        if event.status != "progress" and find_private_key([event.detail, event.data]):
             raise SecretInEvent(f"refusing to emit a {event.step}/{event.status} event holding private key text")
         for subscriber in self._subscribers:
             try:

@@ -2,7 +2,7 @@
 
 :class:`ReportBuilder` collects what happened during one attempt (steps, measurements, images,
 certificates, the redacted AT transcript) and :meth:`ReportBuilder.seal` writes the report
-atomically. The writer refuses any report holding the text ``PRIVATE KEY``.
+atomically. The writer refuses any report holding private-key armor (:mod:`atfab.keyguard`).
 Batch outputs (JUnit XML, CSV summary) live in :mod:`atfab.report_export`.
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 
 from .errors import Aborted, DeviceError, InputError, UnitFailed
 from .fsutil import atomic_write
+from .keyguard import find_private_key
 from .measurement import Measurement
 
 SCHEMA = "atfab.unit-report/1"
@@ -29,7 +30,6 @@ OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
 STEP_OUTCOMES = ("ok", "fail", "error", "skipped", "aborted")
 #: Distributions whose versions go into every report.
 TOOLS = ("atfab", "esptool", "esp-idf-nvs-partition-gen", "cryptography", "pyserial")
-FORBIDDEN = "PRIVATE KEY"
 
 
 class ReportLeakError(DeviceError):
@@ -87,20 +87,8 @@ def jsonable(value: Any) -> Any:
 
 
 def find_private_key_text(data: Any, where: str = "$") -> str | None:
-    """The JSON path of the first string (key or value) containing ``PRIVATE KEY``, else None."""
-    if isinstance(data, str):
-        return where if FORBIDDEN in data.upper() else None
-    if isinstance(data, dict):
-        for k, v in data.items():
-            hit = find_private_key_text(str(k), f"{where}.{k}") or find_private_key_text(v, f"{where}.{k}")
-            if hit:
-                return hit
-    if isinstance(data, list):
-        for i, v in enumerate(data):
-            hit = find_private_key_text(v, f"{where}[{i}]")
-            if hit:
-                return hit
-    return None
+    """The JSON path of the first string (key or value) holding private-key armor, else None."""
+    return find_private_key(data, where)
 
 
 @dataclass
@@ -373,7 +361,7 @@ class ReportBuilder:
 
         ``outcome`` defaults to :meth:`derive_outcome`. PASS is refused while a measurement
         failed. Raises :class:`ReportLeakError` (and writes nothing) if any string holds
-        ``PRIVATE KEY``. A report is sealed once.
+        private-key armor (:mod:`atfab.keyguard`). A report is sealed once.
         """
         if self.path is not None:
             raise ValueError(f"report already sealed as {self.path}")

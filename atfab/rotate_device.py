@@ -151,7 +151,6 @@ def pair_state(cert_file: bytes | None, key: Secret | None, *, key_read: bool) -
     if key_read and key is None:
         problems.append("no key item")
     elif key_read and key_fp is None:
-        # not "private key": the report writer refuses that text in any case (atfab.report.FORBIDDEN)
         problems.append("key item does not hold a readable key (PEM or DER)")
     state = PairState(cert_sha256(cert) if cert else None, spki_sha256(cert) if cert else None, key_fp,
                       sha256_hex(cert_file) if cert_file else None, key_read)

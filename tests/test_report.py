@@ -237,3 +237,11 @@ def test_cli_report_commands(tmp_path: Path) -> None:
     assert res.exit_code == 0 and ET.parse(target).getroot().find("testsuite").get("tests") == "3"
     res = runner.invoke(main, ["report", "show", str(tmp_path / "none.json")])
     assert res.exit_code == 2
+
+
+def test_prose_about_a_key_does_not_cost_a_report(tmp_path):
+    """Only key armor is refused: an error message that mentions a private key still gets its report."""
+    b = builder(tmp_path)
+    b.add_step("certificate", T0, T0, "error", {"error": "private key does not match the certificate"})
+    path = b.seal("ERROR", error="client.0: private key does not match the certificate")
+    assert read_report(path).outcome == "ERROR"
