@@ -57,15 +57,8 @@ def main() -> None:
 
 def _register() -> None:
     for module_name, attr in COMMANDS:
-        try:
-            module = importlib.import_module(f"atfab.commands.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"atfab.commands.{module_name}":
-                continue  # area not built yet
-            raise
-        command = getattr(module, attr, None)
-        if command is not None:
-            main.add_command(command)
+        module = importlib.import_module(f"atfab.commands.{module_name}")
+        main.add_command(getattr(module, attr))
 
 
 _register()

@@ -66,7 +66,7 @@ class FirmwareProfile:
     #: Module has Wi-Fi commands (C2 2MB-BLE build has none).
     wifi: bool = True
     #: ``AT+BLEADDR?`` public address = base MAC + this (ESP-IDF convention BT = base + 2, §6.3
-    #: [derived, verify per chip]); how a BLE-only module's base MAC is found (atfab.module_mac).
+    #: [derived, verify per chip]); how a BLE-only module's base MAC is found (atfab.at.mac).
     bt_mac_offset: int = 2
     #: Chip name printed inside ``AT version:`` (from v2.2), e.g. "ESP32C2".
     gmr_chip: str = "ESP32C2"

@@ -296,7 +296,7 @@ class Flasher:
         return esp
 
     def _enter_download_mode_via_at(self) -> None:
-        from .at_client import AtClient  # only needed for boards without auto-reset
+        from .at.client import AtClient  # only needed for boards without auto-reset
         from .transport import open_port
 
         try:

@@ -305,7 +305,7 @@ class UnitRunner:
         st.images = None
 
     def _connect(self, st: _State) -> Any:
-        from .at_client import AtClient
+        from .at.client import AtClient
         from .flasher import Flasher
         from .transport import open_port, resolve_port
 
@@ -447,7 +447,7 @@ class UnitRunner:
         return ", ".join(done) or "nothing to set"
 
     def _verify(self, st: _State) -> list[Measurement]:
-        from .at_parse import UartConfig
+        from .at.parse import UartConfig
         from .nvs.reader import read_nvs
         from .verify import BuiltUnit, verify_unit
 
@@ -465,7 +465,7 @@ class UnitRunner:
 
 def _boot(at: Any, timeout: float) -> str:
     """Wait for ``ready``; without it (output missed) poll ``AT`` until ``timeout``."""
-    from .at_errors import AtError, AtTimeout
+    from .at.errors import AtError, AtTimeout
 
     start = time.monotonic()
     try:

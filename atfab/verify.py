@@ -1,7 +1,7 @@
 """On-device verification of a provisioned unit: every check becomes a :class:`Measurement`.
 
 Given what ``atfab build`` wrote for the unit (:class:`BuiltUnit`: manifest, at_customize.bin and
-mfg_nvs.bin of the output folder) and an :class:`~atfab.at_client.AtClient` on the running
+mfg_nvs.bin of the output folder) and an :class:`~atfab.at.client.AtClient` on the running
 module, :func:`verify_unit` checks:
 
 * ``at.alive`` / ``at.echo_off`` - ``AT`` answers; after ``ATE0`` nothing is echoed;
@@ -23,7 +23,7 @@ module, :func:`verify_unit` checks:
   of ``AT+GMR`` starts with it (a leading ``v`` is ignored on both sides);
 * ``sta_mac`` - ``AT+CIPSTAMAC?`` equals the MAC esptool read (``present`` when none is given);
   on BLE-only firmware (no Wi-Fi commands) ``mac.base`` instead: ``AT+BLEADDR?`` minus
-  ``bt_mac_offset`` (BT = base + 2, §6.3; :func:`atfab.module_mac.read_module_mac`) equals it;
+  ``bt_mac_offset`` (BT = base + 2, §6.3; :func:`atfab.at.mac.read_module_mac`) equals it;
 * ``gatt.services`` / ``gatt.chars`` (BLE firmware with a ble_data table) - the discovery lines
   the firmware prints against those the built table yields (:mod:`atfab.gatt`).
 
@@ -51,14 +51,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .at_client import AtClient
-from .at_errors import AtBusy, AtError, AtResponseError, AtTimeout
-from .at_parse import UartConfig, format_mac, parse_mac_text
+from .at.client import AtClient
+from .at.errors import AtBusy, AtError, AtResponseError, AtTimeout
+from .at.parse import UartConfig, format_mac, parse_mac_text
 from .errors import InputError
 from .firmware import FirmwareProfile
 from .gatt import expected_discovery_lines, rows_from_cfg_strings
 from .measurement import FAIL, PASS, Measurement, evaluate
-from .module_mac import read_module_mac
+from .at.mac import read_module_mac
 from .nvs.reader import NvsImage, read_nvs
 from .partition_table import PartitionTable, decode
 from .recipe import CHECKS
@@ -376,7 +376,7 @@ def normalize_mac(mac: str | bytes | None) -> str | None:
 def wait_alive(at: AtClient, timeout: float = 10.0, *, per_try: float = 0.5) -> None:
     """Send ``AT`` until the module answers (it may still be booting after a reset or a flash).
 
-    The last :class:`~atfab.at_errors.AtTimeout` (a :class:`DeviceError`) propagates when the
+    The last :class:`~atfab.at.errors.AtTimeout` (a :class:`DeviceError`) propagates when the
     module stays silent for ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout

@@ -51,8 +51,8 @@ from atfab.ledger import Ledger  # noqa: E402
 from atfab.pki.ca import create_ca, load_ca  # noqa: E402
 from atfab.recipe import load_recipe  # noqa: E402
 from atfab.report import SCHEMA  # noqa: E402
-from atfab.rotate import ROTATION_SCHEMA, RotateOptions, rotate_fleet  # noqa: E402
-from atfab.rotate_inventory import RotateTarget  # noqa: E402
+from atfab.rotation.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet  # noqa: E402
+from atfab.rotation.inventory import RotateTarget  # noqa: E402
 from atfab.runner import PortSpec  # noqa: E402
 from atfab.serials import normalize_mac  # noqa: E402
 from atfab.sim.faults import FaultPlan  # noqa: E402

@@ -10,9 +10,9 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from atfab.at_client import AtClient
-from atfab.at_errors import AtBusy, AtError, AtTimeout, LinkLost
-from atfab.at_parse import GattsChar, SysflashEntry, SysmfgKey, UartConfig
+from atfab.at.client import AtClient
+from atfab.at.errors import AtBusy, AtError, AtTimeout, LinkLost
+from atfab.at.parse import GattsChar, SysflashEntry, SysmfgKey, UartConfig
 from atfab.cli import main
 from atfab.sim.module import VirtualModule
 from atfab.transport import open_port

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atfab import at_parse as P
-from atfab.at_errors import AtBusy, AtError, AtResponseError
-from atfab.at_framing import ReplyParser, info_prefixes, raw_kind
+from atfab.at import parse as P
+from atfab.at.errors import AtBusy, AtError, AtResponseError
+from atfab.at.framing import ReplyParser, info_prefixes, raw_kind
 from atfab.errors import InputError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

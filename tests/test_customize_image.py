@@ -17,7 +17,7 @@ from atfab import factory_param as fp
 from atfab.appimage import make_app_image
 from atfab.build import build
 from atfab.cli import main
-from atfab.customize import customize_file, customize_image, make_request
+from atfab.customize.image import customize_file, customize_image, make_request
 from atfab.errors import InputError
 from atfab.image_locate import locate
 from atfab.mfg_nvs import build_nvs_from_entries

@@ -8,11 +8,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from atfab.at_client import AtClient
+from atfab.at.client import AtClient
 from atfab.build import build
 from atfab.cli import main
-from atfab.customize import customize_image, make_request
-from atfab.customize_live import customize_module, run_on_port
+from atfab.customize.image import customize_image, make_request
+from atfab.customize.live import customize_module, run_on_port
 from atfab.errors import DeviceError, InputError, UnitFailed
 from atfab.firmware import firmware_for
 from atfab.flash_set import FlashSet, Region

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from atfab.ledger import Ledger
 from atfab.report import SCHEMA
-from atfab.rotate import ROTATION_SCHEMA
+from atfab.rotation.fleet import ROTATION_SCHEMA
 from atfab.serials import normalize_mac
 from atfab.sim.at_boot import nvs_editor
 from bench.campaign_lib import (

@@ -373,8 +373,8 @@ def test_fuzz_inspect_random(data: bytes):
 @given(st.sampled_from(["nvs", "flash", "legacy"]), mutations(max_size=10))
 def test_fuzz_customize_image(kind: str, changes):
     """A damaged image is customised, or refused with an InputError; never a traceback."""
-    from atfab.customize import customize_image
-    from atfab.customize_plan import make_request
+    from atfab.customize.image import customize_image
+    from atfab.customize.plan import make_request
 
     seed = _legacy_block(3) if kind == "legacy" else _seed(kind)
     if kind == "flash":   # damage the parts customize reads: tables and mfg_nvs
@@ -450,7 +450,7 @@ WIRE_PIECE = st.one_of(
 @given(st.integers(0, len(HELPERS) - 1), st.lists(st.lists(WIRE_PIECE, max_size=6).map(b"".join), max_size=3))
 def test_fuzz_at_client_helpers(which: int, replies: list[bytes]):
     """The AT client's typed helpers over a port that answers anything: data, or a typed AtfabError."""
-    from atfab.at_client import AtClient
+    from atfab.at.client import AtClient
     from atfab.firmware import firmware_for
 
     name, args = HELPERS[which]
@@ -579,7 +579,7 @@ INVENTORY_TOKEN = st.sampled_from(["port", "mac", "serial", "name", "socket://12
 @given(name=st.sampled_from(["inv.csv", "inv.toml"]),
        text=st.lists(st.lists(INVENTORY_TOKEN, max_size=4).map(",".join), max_size=5).map("\n".join))
 def test_fuzz_rotate_inventory(name: str, text: str, tmp_path_factory: pytest.TempPathFactory):
-    from atfab.rotate_inventory import load_inventory
+    from atfab.rotation.inventory import load_inventory
 
     path = tmp_path_factory.mktemp("inv") / name
     path.write_text(text, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Certificate rotation on virtual modules (atfab.rotate): parallel fleet, journal recovery, rollback."""
+"""Certificate rotation on virtual modules (atfab.rotation.fleet): parallel fleet, journal recovery, rollback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from atfab.at_client import AtClient
+from atfab.at.client import AtClient
 from atfab.build import build_unit_images, synthetic_firmware_files
 from atfab.cli import main
 from atfab.errors import InputError
@@ -22,9 +22,9 @@ from atfab.pki.issue import issue_unit
 from atfab.pki.keys import cert_sha256, spki_sha256
 from atfab.pki.slots import plan_slots
 from atfab.recipe import check_recipe, load_recipe
-from atfab.rotate import ROTATION_SCHEMA, RotateOptions, rotate_fleet
-from atfab.rotate_device import leaf_certificate
-from atfab.rotate_inventory import RotateTarget, load_inventory, targets_from_ports
+from atfab.rotation.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet
+from atfab.rotation.device import leaf_certificate
+from atfab.rotation.inventory import RotateTarget, load_inventory, targets_from_ports
 from atfab.serials import normalize_mac
 from atfab.transport import open_port
 from tests.conftest import run_with_timeout
@@ -93,7 +93,7 @@ class Env:
         module.power_cycle()
 
     def device_pair(self, module):
-        """(cert fp, cert spki, key spki) straight from the module's flash (independent of atfab.rotate)."""
+        """(cert fp, cert spki, key spki) straight from the module's flash (independent of atfab.rotation.fleet)."""
         mfg = self.profile.mfg_nvs
         image = read_nvs(module.flash.read(mfg.offset, mfg.size))
         cert = leaf_certificate(image.get("client_cert", "client_cert").value)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from atfab.at_client import AtClient
+from atfab.at.client import AtClient
 from atfab.build import build
 from atfab.errors import DeviceError, InputError
 from atfab.flash_set import load_flash_set
@@ -136,7 +136,7 @@ def test_ble_build_checks_gatt_discovery(tmp_path):
 
 
 def test_helpers():
-    from atfab.module_mac import base_from_bt
+    from atfab.at.mac import base_from_bt
     from atfab.verify import check_of
 
     assert check_of("mac.base") == check_of("sta_mac") == "mac"

@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..customize import PKI_FAMILIES, PKI_KINDS, customize_file, make_request, pki_option
+from ..customize.image import PKI_FAMILIES, PKI_KINDS, customize_file, make_request, pki_option
 from ..firmware import G3_DEFAULTS
 
 _PKI_PARAMS = {pki_option(f, k, i).lstrip("-").replace("-", "_"): (f, k, i)
@@ -90,7 +90,7 @@ def customize(image: str | None, output: str | None, in_place: bool, port: str |
             click.echo(f"  {change.describe()}")
         click.echo(f"wrote {output or image} ({len(result.changes)} key(s) changed)")
         return
-    from ..customize_live import run_on_port  # noqa: PLC0415
+    from ..customize.live import run_on_port  # noqa: PLC0415
 
     outcome = run_on_port(request, port=port, usb_serial=usb_serial, location=location, connect_baud=connect_baud,
                           module=module, chip=chip, whole_partition=whole_partition, timeout=timeout)

@@ -6,8 +6,8 @@ import json
 
 import click
 
-from ..at_client import AtClient
-from ..at_errors import AtError, AtTimeout
+from ..at.client import AtClient
+from ..at.errors import AtError, AtTimeout
 from ..firmware import G3_DEFAULTS, firmware_for
 from ..transport import list_ports, open_port, selector_from_options
 

@@ -65,7 +65,7 @@ def flash(out_dir: str, port: str | None, baud: int | None, at_port: str | None,
 def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: int | None, timeout: float,
            as_json: bool) -> None:
     """Check the running module on the AT port against what was built for it (exit 1 if a check fails)."""
-    from ..at_client import AtClient  # noqa: PLC0415
+    from ..at.client import AtClient  # noqa: PLC0415
     from ..errors import InputError, UnitFailed
     from ..flasher import Flasher
     from ..transport import open_port, resolve_port

@@ -58,8 +58,8 @@ def rotate(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], invent
     from ..ledger import Ledger
     from ..pki.ca import load_ca, read_passphrase
     from ..recipe import load_recipe
-    from ..rotate import RotateOptions, rotate_fleet
-    from ..rotate_inventory import load_inventory, targets_from_ports
+    from ..rotation.fleet import RotateOptions, rotate_fleet
+    from ..rotation.inventory import load_inventory, targets_from_ports
 
     if bool(ports) == bool(inventory):
         raise InputError("give either --port (one or more) or --inventory", field="--port")

@@ -1,8 +1,8 @@
 """AT client over a pyserial port: framing, echo, URCs, prompts, raw reads, typed errors, transcript.
 
 One :class:`AtClient` owns one port. :meth:`AtClient.exchange` sends one command and parses the
-reply with :class:`~atfab.at_framing.ReplyParser`; the typed helpers (``gmr()``,
-``sysmfg_read()`` …, in :mod:`atfab.at_helpers`) build on it. Every exchange is kept in
+reply with :class:`~atfab.at.framing.ReplyParser`; the typed helpers (``gmr()``,
+``sysmfg_read()`` …, in :mod:`atfab.at.helpers`) build on it. Every exchange is kept in
 :attr:`AtClient.transcript` with private-key payloads redacted.
 """
 
@@ -18,11 +18,11 @@ from typing import Any
 
 import serial
 
-from .at_errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost
-from .at_framing import RawItem, ReplyParser, info_prefixes, raw_kind
-from .at_helpers import AtCommands
-from .errors import InputError
-from .firmware import FirmwareProfile
+from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost
+from .framing import RawItem, ReplyParser, info_prefixes, raw_kind
+from .helpers import AtCommands
+from ..errors import InputError
+from ..firmware import FirmwareProfile
 
 MAX_COMMAND = 256  # bytes, including the CR LF terminator is not counted (§1.1)
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import factory_param as fp
-from .customize import Change
-from .customize_plan import OPTION_KEYS, CustomizeRequest
-from .errors import AtfabError, InputError
+from .. import factory_param as fp
+from .image import Change
+from .plan import OPTION_KEYS, CustomizeRequest
+from ..errors import AtfabError, InputError
 
 #: field -> byte range in the block (versions 2/3; version 1 has no power/port/name fields).
 FIELD_BYTES: dict[str, tuple[int, int]] = {

@@ -33,11 +33,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .at_errors import AtBusy, AtError, AtResponseError, LinkLost
-from .ledger import Ledger, Rotation
-from .pki.keys import cert_sha256, spki_sha256
-from .rotate_device import SlotIo, leaf_certificate
-from .rotate_results import ERROR, PASS, SlotResult
+from ..at.errors import AtBusy, AtError, AtResponseError, LinkLost
+from ..ledger import Ledger, Rotation
+from ..pki.keys import cert_sha256, spki_sha256
+from .device import SlotIo, leaf_certificate
+from .results import ERROR, PASS, SlotResult
 
 @dataclass
 class JournalDetail:

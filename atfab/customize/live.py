@@ -1,10 +1,10 @@
 """Customise one live module over AT (§3, §4, §5, §6): the ``atfab customize --port`` half.
 
-Per-key mode: the planned edits (:func:`atfab.customize.plan_edits`, same refusals as for an
+Per-key mode: the planned edits (:func:`atfab.customize.image.plan_edits`, same refusals as for an
 image) are written with ``AT+SYSMFG=2`` (removed GATT rows erased with ``AT+SYSMFG=0``), every
 changed key is read back, ``--tx-power`` is also applied at once with ``AT+RFPOWER`` and
 ``--baud`` saved with ``AT+UART_DEF`` (the host port follows). ``whole_partition``: mfg_nvs is
-read with ``AT+SYSFLASH=2``, rebuilt offline (:func:`atfab.customize.customize_nvs`), erased,
+read with ``AT+SYSFLASH=2``, rebuilt offline (:func:`atfab.customize.image.customize_nvs`), erased,
 rewritten and read back. Then ``AT+RST`` and the production checks: ``AT+GMR`` module name,
 ``AT+UART_DEF?``, ``AT+RFPOWER?``, ``AT+CWCOUNTRY?``, as the request makes them applicable.
 """
@@ -15,13 +15,13 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from .at_errors import AtError
-from .customize import (
+from ..at.errors import AtError
+from .image import (
     BLE_NS, FACTORY_NS, Change, CustomizeRequest, Edit, ImageView, customize_nvs, plan_edits, show_value,
 )
-from .errors import InputError, UnitFailed
-from .firmware import FirmwareProfile
-from .measurement import Measurement, evaluate
+from ..errors import InputError, UnitFailed
+from ..firmware import FirmwareProfile
+from ..measurement import Measurement, evaluate
 
 MFG_NVS = "mfg_nvs"
 #: ESP32 G3 RF power readback steps (set range -> value shown), §6.1.
@@ -38,7 +38,7 @@ def expected_rfpower(value: int, firmware: FirmwareProfile) -> int:
 
 
 class LiveView:
-    """:class:`atfab.customize.KeyView` of a module, read over AT+SYSMFG (cached)."""
+    """:class:`atfab.customize.image.KeyView` of a module, read over AT+SYSMFG (cached)."""
 
     local = False
 
@@ -190,7 +190,7 @@ def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProf
 def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None = None,
                      whole_partition: bool = False, target: str | None = None,
                      ready_timeout: float = 10.0) -> ModuleResult:
-    """Apply ``request`` to the module behind ``client`` (an :class:`atfab.at_client.AtClient`),
+    """Apply ``request`` to the module behind ``client`` (an :class:`atfab.at.client.AtClient`),
     reboot it and verify. Returns the changes and measurements (check ``result.passed`` or call
     ``result.require_pass()``); :class:`InputError` before anything is written when an option
     is invalid or the module lacks its key (without ``request.add_missing``)."""
@@ -224,10 +224,10 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
                 chip: str | None = None, whole_partition: bool = False, timeout: float = 3.0) -> ModuleResult:
     """Open the AT port, run :func:`customize_module`, close the port. The firmware behaviour is
     the ``module`` profile's, else that of ``chip`` (default esp32c2)."""
-    from .at_client import AtClient  # noqa: PLC0415
-    from .firmware import firmware_for  # noqa: PLC0415
-    from .profiles import load_profile  # noqa: PLC0415
-    from .transport import open_port, selector_from_options  # noqa: PLC0415
+    from ..at.client import AtClient  # noqa: PLC0415
+    from ..firmware import firmware_for  # noqa: PLC0415
+    from ..profiles import load_profile  # noqa: PLC0415
+    from ..transport import open_port, selector_from_options  # noqa: PLC0415
 
     if module is not None:
         profile = load_profile(module)

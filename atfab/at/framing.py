@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .at_errors import AtBusy, AtError, AtResponseError
+from .errors import AtBusy, AtError, AtResponseError
 
 #: Information-line prefixes of commands whose lines are not ``+NAME:`` (§2.4).
 SPECIAL_INFO: dict[str, tuple[str, ...]] = {

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DeviceError
-from .rotate_device import PairState
+from ..errors import DeviceError
+from .device import PairState
 
 #: Outcomes (the report outcomes): PASS, FAIL (unit refused; old pair kept), ERROR.
 PASS, FAIL, ERROR = "PASS", "FAIL", "ERROR"

@@ -1,24 +1,24 @@
-"""Typed AT command helpers (mixed into :class:`atfab.at_client.AtClient`): return data, never print.
+"""Typed AT command helpers (mixed into :class:`atfab.at.client.AtClient`): return data, never print.
 
 Numbers go out in decimal and strings quoted/escaped (§1.1); replies are parsed by
-:mod:`atfab.at_parse`. Helpers resend after ``busy p...`` up to the client's ``busy_retries``.
+:mod:`atfab.at.parse`. Helpers resend after ``busy p...`` up to the client's ``busy_retries``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .at_errors import AtBusy, AtError, AtResponseError
-from .at_parse import (
+from .errors import AtBusy, AtError, AtResponseError
+from .parse import (
     SYSMFG_RANGES, CmdInfo, Country, GattsChar, GattsService, Gmr, SysflashEntry, SysmfgKey, UartConfig,
     build_command, parse_cmd_line, parse_country, parse_gatts_char, parse_gatts_service, parse_gmr, parse_mac,
     parse_rfpower, parse_single_int, parse_sysflash_entry, parse_sysmfg_key, parse_sysmfg_namespace,
     parse_sysmfg_numeric, parse_uart, type_number,
 )
-from .errors import DeviceError, InputError
+from ..errors import DeviceError, InputError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .at_client import Reply
+    from .client import Reply
 
 NVS_NAME_MAX = 15
 DEFAULT_CHUNK = 4096
@@ -45,7 +45,7 @@ def _one(reply: "Reply", prefix: str) -> str:
 
 
 class AtCommands:
-    """The typed helpers; see :class:`atfab.at_client.AtClient` for the transport underneath."""
+    """The typed helpers; see :class:`atfab.at.client.AtClient` for the transport underneath."""
 
     # Provided by AtClient.
     firmware: Any

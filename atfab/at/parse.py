@@ -1,7 +1,7 @@
 """Pure parsers of AT information lines into typed data, and AT string quoting (no I/O).
 
 Every parser takes the text of an information line (or lines) and returns data or raises
-:class:`~atfab.at_errors.AtResponseError`; nothing else escapes (fuzzed in tests).
+:class:`~atfab.at.errors.AtResponseError`; nothing else escapes (fuzzed in tests).
 """
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .at_errors import AtResponseError
-from .errors import InputError
+from .errors import AtResponseError
+from ..errors import InputError
 
 #: AT+SYSMFG value type numbers (§5) and their names (same names as atfab.nvs).
 SYSMFG_TYPES: dict[str, int] = {"u8": 1, "i8": 2, "u16": 3, "i16": 4, "u32": 5, "i32": 6, "string": 7, "blob": 8}

@@ -4,9 +4,9 @@
 data is found through the partition tables (:mod:`atfab.image_locate`), the mfg_nvs is read
 (:func:`atfab.nvs.reader.read_nvs`) and rebuilt with every key that is not changed kept, in its
 namespace and order (:func:`atfab.mfg_nvs.build_nvs_from_entries`). An option the image has no
-key for is refused (:class:`InputError`) unless ``add_missing`` is set (:mod:`atfab.customize_plan`).
+key for is refused (:class:`InputError`) unless ``add_missing`` is set (:mod:`atfab.customize.plan`).
 The result carries the reader diff of the old and new mfg_nvs, which :func:`customize_nvs`
-checks holds exactly the requested keys. The live mode is :mod:`atfab.customize_live`.
+checks holds exactly the requested keys. The live mode is :mod:`atfab.customize.live`.
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .customize_plan import (
+from .plan import (
     BLE_NS, FACTORY_NS, OPTION_KEYS, PKI_FAMILIES, PKI_KINDS, CustomizeRequest, Edit, ImageView, KeyView, PkiChange,
     load_gatt_rows, make_request, pki_namespace, pki_option, plan_edits,
 )
-from .errors import AtfabError, InputError
-from .firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
-from .fsutil import atomic_write
-from .image_locate import LEGACY, Located, locate
-from .mfg_nvs import build_nvs_from_entries
-from .nvs.reader import NvsEntry, NvsImage, read_nvs
-from .profiles import ModuleProfile, load_profile
+from ..errors import AtfabError, InputError
+from ..firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
+from ..fsutil import atomic_write
+from ..image_locate import LEGACY, Located, locate
+from ..mfg_nvs import build_nvs_from_entries
+from ..nvs.reader import NvsEntry, NvsImage, read_nvs
+from ..profiles import ModuleProfile, load_profile
 
 
 # ----------------------------------------------------------------------------------------- diff
@@ -169,7 +169,7 @@ def customize_image(data: bytes, request: CustomizeRequest, *, module: str | Mod
     region = located.region(data)
     problems: list[str] = []
     if located.param == LEGACY:
-        from .customize_legacy import customize_legacy_block  # noqa: PLC0415
+        from .legacy import customize_legacy_block  # noqa: PLC0415
 
         new_region, changes = customize_legacy_block(region, request, chip=chip, target=source)
         secret = False
@@ -205,8 +205,8 @@ def customize_file(image: str | Path, request: CustomizeRequest, *, output: str 
 
 
 def customize_module(client: Any, request: CustomizeRequest, **kwargs: Any) -> Any:
-    """Customise one live module; see :func:`atfab.customize_live.customize_module`."""
-    from .customize_live import customize_module as run  # noqa: PLC0415
+    """Customise one live module; see :func:`atfab.customize.live.customize_module`."""
+    from .live import customize_module as run  # noqa: PLC0415
 
     return run(client, request, **kwargs)
 

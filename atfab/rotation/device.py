@@ -1,4 +1,4 @@
-"""AT access to the certificate and key of one TLS slot of a unit, for :mod:`atfab.rotate`.
+"""AT access to the certificate and key of one TLS slot of a unit, for :mod:`atfab.rotation.fleet`.
 
 A slot (``client.0``) is two mfg_nvs blobs: the certificate file (leaf, then intermediates)
 and the private key (PEM). :class:`SlotIo` reads and writes them with ``AT+SYSMFG`` (type 8,
@@ -17,10 +17,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .at_client import AtClient
-from .at_errors import AtBusy, AtError
-from .errors import DeviceError
-from .pki.keys import cert_sha256, spki_sha256
+from ..at.client import AtClient
+from ..at.errors import AtBusy, AtError
+from ..errors import DeviceError
+from ..pki.keys import cert_sha256, spki_sha256
 
 BLOB = 8
 
@@ -65,7 +65,7 @@ class SlotPlace:
 def slot_places(plan: Any) -> dict[str, SlotPlace]:
     """``{"client.0": SlotPlace}`` for every slot of a :class:`atfab.pki.slots.SlotPlan` holding
     the unit identity (certificate and key)."""
-    from .pki.slots import UNIT
+    from ..pki.slots import UNIT
 
     found: dict[tuple[str, int], dict[str, tuple[str, str]]] = {}
     for loc in plan.locations():

@@ -1,4 +1,4 @@
-"""The base MAC of a running module, asked over AT (used by :mod:`atfab.verify` and :mod:`atfab.rotate`).
+"""The base MAC of a running module, asked over AT (used by :mod:`atfab.verify` and :mod:`atfab.rotation.fleet`).
 
 Wi-Fi firmware: ``AT+CIPSTAMAC?`` (the station MAC is the base MAC). BLE-only firmware
 (``FirmwareProfile.wifi`` false, e.g. ``esp32c2-2mb-ble``) has no Wi-Fi commands: the base MAC is
@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .at_parse import format_mac
-from .firmware import FirmwareProfile
+from .parse import format_mac
+from ..firmware import FirmwareProfile
 
 
 @dataclass(frozen=True)
@@ -38,10 +38,10 @@ def base_from_bt(addr: bytes, offset: int = 2) -> bytes:
 
 
 def read_module_mac(client: Any, firmware: FirmwareProfile | None = None) -> ModuleMac:
-    """Ask the module on ``client`` (an :class:`~atfab.at_client.AtClient`) for its base MAC;
+    """Ask the module on ``client`` (an :class:`~atfab.at.client.AtClient`) for its base MAC;
     ``firmware``: the module's firmware behaviour (default ``client.firmware``).
 
-    AT errors (:class:`~atfab.at_errors.AtError` and friends) propagate: callers decide whether
+    AT errors (:class:`~atfab.at.errors.AtError` and friends) propagate: callers decide whether
     a refusal is the unit's fault (verify) or a reason to stop (rotate).
     """
     fw = firmware or client.firmware

@@ -1,11 +1,11 @@
 """Certificate rotation on deployed modules over ``AT+SYSMFG`` (``atfab rotate``, docs/rotation.md).
 
-For each module (one thread and one :class:`~atfab.at_client.AtClient` per port):
+For each module (one thread and one :class:`~atfab.at.client.AtClient` per port):
 
-1. ``identify``: the base MAC (:func:`atfab.module_mac.read_base_mac`: ``AT+CIPSTAMAC?``, or
+1. ``identify``: the base MAC (:func:`atfab.at.mac.read_base_mac`: ``AT+CIPSTAMAC?``, or
    ``AT+BLEADDR?`` − 2 on BLE-only firmware) keys the ledger; check the inventory's expectations.
 2. ``recover``: resolve every pending rotation the ledger journalled for this unit, from what the
-   unit holds now (:func:`atfab.rotate_journal.resume`).
+   unit holds now (:func:`atfab.rotation.journal.resume`).
 3. ``rotate <slot>``: read the slot's certificate and key (fingerprints; the old key stays in
    memory for a rollback), issue the new identity (``new-key``: new key + certificate, the key
    appended to the recipe's ``[pki] escrow`` file if it has one; ``recertify``: a new certificate
@@ -31,24 +31,24 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from .at_client import AtClient
-from .at_errors import AtBusy, AtError, AtResponseError
-from .errors import DeviceError, InputError
-from .escrow_policy import ROTATION, escrow_identity, open_escrow
-from .ledger import Ledger, utc_now
-from .measurement import FAIL as M_FAIL, Measurement, evaluate
-from .module_mac import read_base_mac
-from .pki.ca import CertificateAuthority
-from .pki.checks import parse_pem_certs
-from .pki.issue import issue_unit, sign_unit_certificate
-from .pki.keys import cert_sha256, spki_sha256
-from .pki.slots import FAMILIES, UNIT, plan_slots
-from .recipe import ROTATE_MODES, Recipe, slot_name
-from .report import ReportBuilder, StepHandle
-from .rotate_device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
-from .rotate_inventory import RotateTarget
-from .rotate_journal import JournalDetail, certificate_facts, pem_of, record_done, resume
-from .rotate_results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
+from ..at.client import AtClient
+from ..at.errors import AtBusy, AtError, AtResponseError
+from ..errors import DeviceError, InputError
+from ..escrow_policy import ROTATION, escrow_identity, open_escrow
+from ..ledger import Ledger, utc_now
+from ..measurement import FAIL as M_FAIL, Measurement, evaluate
+from ..at.mac import read_base_mac
+from ..pki.ca import CertificateAuthority
+from ..pki.checks import parse_pem_certs
+from ..pki.issue import issue_unit, sign_unit_certificate
+from ..pki.keys import cert_sha256, spki_sha256
+from ..pki.slots import FAMILIES, UNIT, plan_slots
+from ..recipe import ROTATE_MODES, Recipe, slot_name
+from ..report import ReportBuilder, StepHandle
+from .device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
+from .inventory import RotateTarget
+from .journal import JournalDetail, certificate_facts, pem_of, record_done, resume
+from .results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
 
 ROTATION_SCHEMA = "atfab.rotation-report/1"
 Progress = Callable[[str, str, str], None]          # (port, slot, event)
@@ -122,7 +122,7 @@ def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: Rota
 
 
 def _default_opener(port: str, baud: int | None) -> Any:
-    from .transport import open_port
+    from ..transport import open_port
 
     return open_port(port, baud)
 
