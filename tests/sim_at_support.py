@@ -16,6 +16,7 @@ from atfab.mfg_nvs import UnitContent, build_mfg_nvs
 from atfab.partition_table import encode
 from atfab.profiles import load_profile
 from atfab.sim.at_firmware import AtFirmware
+from atfab.sim.faults import FaultPlan
 from atfab.sim.flash import NorFlash
 from atfab.sim.link import Link
 from tests.paths import ESP_AT
@@ -27,19 +28,6 @@ TIMEOUT = 5.0
 
 
 @dataclass
-class Faults:
-    """Same fields as atfab.sim.faults.FaultPlan (the AT-side ones)."""
-
-    busy_next: int = 0
-    garbage_between_lines: bytes | None = None
-    urc_between_lines: str | None = None
-    stall_reply_seconds: float = 0.0
-    corrupt_next_read: bool = False
-    error_next_write: bool = False
-    power_loss_after_writes: int | None = None
-
-
-@dataclass
 class FakeHost:
     """The ModuleHost protocol, recording what the firmware asked of it."""
 
@@ -48,7 +36,7 @@ class FakeHost:
     mac: bytes = MAC
     chip: str = "esp32c2"
     chip_revision: tuple[int, int] = (1, 2)
-    faults: Faults = field(default_factory=Faults)
+    faults: FaultPlan = field(default_factory=FaultPlan)
     state_token: int = 1
     bauds: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
