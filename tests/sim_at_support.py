@@ -91,28 +91,40 @@ def tcp_pair() -> tuple[socket.socket, socket.socket]:
     return client, peer
 
 
-class Session:
-    """One AT host connected to an AtFirmware over a socketpair; every read has a timeout."""
+def connect_url(url: str) -> socket.socket:
+    """A TCP connection to a module endpoint given as ``socket://host:port``."""
+    host, port = url.removeprefix("socket://").rsplit(":", 1)
+    return socket.create_connection((host, int(port)), timeout=TIMEOUT)
 
-    def __init__(self, host: FakeHost, *, boot: bool = True) -> None:
-        self.host = host
-        self.fw = AtFirmware(host)
-        self.boot_out = self.fw.boot() if boot else b""
-        self.sock, peer = tcp_pair()
-        self.link = Link(peer)
-        self.result: list[str] = []
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
+
+class SocketReader:
+    """A socket with a receive buffer; every read is bounded by a timeout.
+
+    A read that times out raises AssertionError; one that finds the connection closed raises
+    ``on_close`` (AssertionError unless a test expects the close and asks for another type).
+    """
+
+    def __init__(self, sock: socket.socket, *, on_close: type[Exception] = AssertionError) -> None:
+        self.sock = sock
         self.buf = b""
+        self.on_close = on_close
 
-    def _run(self) -> None:
-        self.result.append(self.fw.serve(self.link, self.host.state_token))
-
-    def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+    def _fill(self, deadline: float, waiting: str) -> None:
+        """Receive one chunk into the buffer before ``deadline`` (a socket timeout just returns)."""
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise AssertionError(f"timeout {waiting}; got {self.buf!r}")
+        self.sock.settimeout(left)
+        try:
+            chunk = self.sock.recv(65536)
+        except socket.timeout:
+            return
+        if not chunk:
+            raise self.on_close(f"connection closed {waiting}; got {self.buf!r}")
+        self.buf += chunk
 
     def read_until(self, *ends: bytes, timeout: float = TIMEOUT) -> bytes:
-        """Bytes up to and including the first of ``ends``; AssertionError on timeout."""
+        """Bytes up to and including the first of ``ends``; the rest stays buffered."""
         deadline = time.monotonic() + timeout
         while True:
             hits = [(self.buf.find(e), e) for e in ends if e in self.buf]
@@ -120,43 +132,17 @@ class Session:
                 pos, e = min(hits)
                 out, self.buf = self.buf[:pos + len(e)], self.buf[pos + len(e):]
                 return out
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timeout waiting for {ends!r}; got {self.buf!r}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                raise AssertionError(f"connection closed waiting for {ends!r}; got {self.buf!r}")
-            self.buf += chunk
+            self._fill(deadline, f"waiting for {ends!r}")
 
     def read_exact(self, n: int, timeout: float = TIMEOUT) -> bytes:
         deadline = time.monotonic() + timeout
         while len(self.buf) < n:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timeout reading {n} bytes; got {self.buf!r}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                raise AssertionError("connection closed")
-            self.buf += chunk
+            self._fill(deadline, f"reading {n} bytes")
         out, self.buf = self.buf[:n], self.buf[n:]
         return out
 
-    def cmd(self, line: str | bytes, timeout: float = TIMEOUT) -> bytes:
-        """Send a command and return everything up to its final OK/ERROR (inclusive)."""
-        data = line.encode() if isinstance(line, str) else line
-        self.send(data + b"\r\n")
-        return self.read_until(b"\r\nOK\r\n", b"\r\nERROR\r\n", timeout=timeout)
-
     def quiet(self, seconds: float = 0.15) -> bytes:
-        """Whatever arrives within ``seconds`` (used to assert silence)."""
+        """The buffer plus whatever arrives within ``seconds`` (used to assert silence); a close ends it."""
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             self.sock.settimeout(max(0.01, end - time.monotonic()))
@@ -169,6 +155,36 @@ class Session:
             self.buf += chunk
         out, self.buf = self.buf, b""
         return out
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class Session(SocketReader):
+    """One AT host connected to an AtFirmware over a socketpair; every read has a timeout."""
+
+    def __init__(self, host: FakeHost, *, boot: bool = True) -> None:
+        self.host = host
+        self.fw = AtFirmware(host)
+        self.boot_out = self.fw.boot() if boot else b""
+        sock, peer = tcp_pair()
+        super().__init__(sock)
+        self.link = Link(peer)
+        self.result: list[str] = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.result.append(self.fw.serve(self.link, self.host.state_token))
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def cmd(self, line: str | bytes, timeout: float = TIMEOUT) -> bytes:
+        """Send a command and return everything up to its final OK/ERROR (inclusive)."""
+        data = line.encode() if isinstance(line, str) else line
+        self.send(data + b"\r\n")
+        return self.read_until(b"\r\nOK\r\n", b"\r\nERROR\r\n", timeout=timeout)
 
     def close(self) -> str | None:
         self.sock.close()

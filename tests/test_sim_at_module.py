@@ -3,42 +3,20 @@
 from __future__ import annotations
 
 import socket
-import time
 
 from atfab.sim.module import VirtualModule
-from tests.sim_at_support import TIMEOUT, build_flash, c2_profile
+from tests.sim_at_support import TIMEOUT, SocketReader, build_flash, c2_profile, connect_url
 
 OK = b"\r\nOK\r\n"
 ERROR = b"\r\nERROR\r\n"
 
 
-class AtPort:
-    """A raw TCP connection to a module's AT endpoint; every read has a timeout."""
+class AtPort(SocketReader):
+    """A raw TCP connection to a module's AT endpoint; a read that finds it closed raises
+    ConnectionResetError (the power-loss test expects exactly that)."""
 
     def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("socket://").rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=TIMEOUT)
-        self.buf = b""
-
-    def read_until(self, *ends: bytes, timeout: float = TIMEOUT) -> bytes:
-        deadline = time.monotonic() + timeout
-        while True:
-            hits = [(self.buf.find(e), e) for e in ends if e in self.buf]
-            if hits:
-                pos, e = min(hits)
-                out, self.buf = self.buf[:pos + len(e)], self.buf[pos + len(e):]
-                return out
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise AssertionError(f"timeout waiting for {ends!r}; got {self.buf!r}")
-            self.sock.settimeout(left)
-            try:
-                chunk = self.sock.recv(65536)
-            except socket.timeout:
-                continue
-            if not chunk:
-                raise ConnectionResetError(f"closed; got {self.buf!r}")
-            self.buf += chunk
+        super().__init__(connect_url(url), on_close=ConnectionResetError)
 
     def cmd(self, line: str) -> bytes:
         self.sock.sendall(line.encode() + b"\r\n")
@@ -50,9 +28,6 @@ class AtPort:
             return self.sock.recv(100) == b"" and False
         except socket.timeout:
             return True
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 def flashed_module(**kwargs) -> VirtualModule:

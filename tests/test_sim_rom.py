@@ -9,11 +9,9 @@ import json
 import operator
 import random
 import signal
-import socket
 import struct
 import subprocess
 import sys
-import time
 
 import pytest
 from esptool import cmds
@@ -25,8 +23,10 @@ from atfab.sim.link import LinkClosed
 from atfab.sim.module import VirtualModule
 from atfab.sim.slip import SlipDecoder, encode
 from tests.conftest import run_with_timeout
+from tests.sim_at_support import SocketReader, connect_url
 
 MB = 1024 * 1024
+OK = b"\r\nOK\r\n"
 T = 30  # seconds any single esptool operation may take before the test fails as hung
 
 
@@ -337,73 +337,34 @@ def test_cli_failure_is_reported_not_hung(module, tmp_path):
 
 # -- process model ------------------------------------------------------------------------------
 
-class AtHost:
-    """A raw TCP client on the AT endpoint with bounded reads."""
-
-    def __init__(self, url: str) -> None:
-        host, port = url.removeprefix("socket://").rsplit(":", 1)
-        self.sock = socket.create_connection((host, int(port)), timeout=5)
-
-    def read_for(self, seconds: float) -> bytes:
-        data = b""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.sock.settimeout(max(0.01, end - time.monotonic()))
-            try:
-                chunk = self.sock.recv(4096)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    def read_until(self, marker: bytes, seconds: float = 5) -> bytes:
-        data = b""
-        end = time.monotonic() + seconds
-        while marker not in data and time.monotonic() < end:
-            self.sock.settimeout(max(0.01, end - time.monotonic()))
-            try:
-                chunk = self.sock.recv(4096)
-            except socket.timeout:
-                break
-            if not chunk:
-                break
-            data += chunk
-        return data
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 def esptool_session(url: str) -> None:
     esp = cmds.detect_chip(url)
     esp._port.close()
 
 
 def test_flash_session_silences_at_port_then_boots(module):
-    at = AtHost(module.at_url)
+    at = SocketReader(connect_url(module.at_url))
     try:
         at.sock.sendall(b"AT\r\n")
-        assert b"OK" in at.read_until(b"OK")
+        assert b"OK" in at.read_until(OK)
         at.sock.sendall(b"AT+RST=1\r\n")
-        assert b"OK" in at.read_until(b"OK")
+        assert b"OK" in at.read_until(OK)
         assert module.wait_state("download", 5)
         at.sock.sendall(b"AT\r\n")
-        assert at.read_for(0.3) == b""                     # silent in download mode
+        assert at.quiet(0.3) == b""                        # silent in download mode
         run_with_timeout(esptool_session, T, module.flash_url)
-        assert at.read_until(b"ready") == b"\r\nready\r\n"
+        assert at.read_until(b"ready\r\n") == b"\r\nready\r\n"
         assert module.state == "at"
         module.power_cycle()
-        assert at.read_until(b"ready") == b"\r\nready\r\n"
+        assert at.read_until(b"ready\r\n") == b"\r\nready\r\n"
         module.power_loss()
-        assert at.read_for(1.0) == b""                     # connection dropped
+        assert at.quiet(1.0) == b""                        # connection dropped
     finally:
         at.close()
-    at = AtHost(module.at_url)                             # reconnect after the power loss
+    at = SocketReader(connect_url(module.at_url))          # reconnect after the power loss
     try:
         at.sock.sendall(b"AT\r\n")
-        assert b"OK" in at.read_until(b"OK")
+        assert b"OK" in at.read_until(OK)
     finally:
         at.close()
 
