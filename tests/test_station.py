@@ -82,17 +82,20 @@ def _lines(stream, q: queue.Queue) -> None:
     q.put(None)
 
 
-def test_killed_mid_flash_then_rerun_leaves_one_pass_marked_as_retry(module_pool, tmp_path: Path) -> None:
-    pool = module_pool(1, baud=115200)          # paced: the flash step takes about a second
-    m = pool[0]
+def _run_until_flashing(tmp_path: Path, m, station_id: str, *, json_out: bool) -> tuple[subprocess.Popen, list[str]]:
+    """Start ``atfab run`` on module ``m`` in a child process; return it 0.2 s after it logged the
+    flash step's start (or after 60 s), with the status lines seen so far. With ``json_out`` the
+    status goes to stderr and stdout is left unread for the summary; without, both share stdout."""
     recipe = write_recipe(tmp_path)
     proc = subprocess.Popen([sys.executable, "-m", "atfab.cli", "run", str(recipe), "--port",
-                             f"u0={m.flash_url},{m.at_url}", "--baud", "115200", "--station-id", "killed"],
+                             f"u0={m.flash_url},{m.at_url}", "--baud", "115200", "--station-id", station_id,
+                             *(["--json"] if json_out else [])],
                             cwd=tmp_path, env={**os.environ, "ATFAB_CA_PASSPHRASE": PASSPHRASE},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE if json_out else subprocess.STDOUT,
+                            text=True)
     q: queue.Queue = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stdout, q), daemon=True).start()
-    seen = []
+    threading.Thread(target=_lines, args=(proc.stderr if json_out else proc.stdout, q), daemon=True).start()
+    seen: list[str] = []
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -102,6 +105,17 @@ def test_killed_mid_flash_then_rerun_leaves_one_pass_marked_as_retry(module_pool
             if "flash   start" in line:
                 break
         time.sleep(0.2)
+    except BaseException:
+        proc.kill()
+        raise
+    return proc, seen
+
+
+def test_killed_mid_flash_then_rerun_leaves_one_pass_marked_as_retry(module_pool, tmp_path: Path) -> None:
+    pool = module_pool(1, baud=115200)          # paced: the flash step takes about a second
+    m = pool[0]
+    proc, _ = _run_until_flashing(tmp_path, m, "killed", json_out=False)
+    try:
         proc.send_signal(signal.SIGKILL)
         proc.wait(10)
     finally:
@@ -126,23 +140,8 @@ def test_killed_mid_flash_then_rerun_leaves_one_pass_marked_as_retry(module_pool
 def test_sigterm_mid_flash_aborts_like_ctrl_c(module_pool, tmp_path: Path) -> None:
     pool = module_pool(1, baud=115200)          # paced: the flash step takes about a second
     m = pool[0]
-    recipe = write_recipe(tmp_path)
-    proc = subprocess.Popen([sys.executable, "-m", "atfab.cli", "run", str(recipe), "--port",
-                             f"u0={m.flash_url},{m.at_url}", "--baud", "115200", "--station-id", "termed", "--json"],
-                            cwd=tmp_path, env={**os.environ, "ATFAB_CA_PASSPHRASE": PASSPHRASE},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    q: queue.Queue = queue.Queue()
-    threading.Thread(target=_lines, args=(proc.stderr, q), daemon=True).start()   # --json: status on stderr
-    seen = []
+    proc, seen = _run_until_flashing(tmp_path, m, "termed", json_out=True)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            line = q.get(timeout=max(0.1, deadline - time.monotonic()))
-            assert line is not None, "".join(seen)
-            seen.append(line)
-            if "flash   start" in line:
-                break
-        time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         stdout = proc.stdout.read()
         proc.wait(30)
