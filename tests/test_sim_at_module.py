@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from atfab.sim.module import VirtualModule
 from tests.sim_at_support import TIMEOUT, SocketReader, build_flash, c2_profile, connect_url
@@ -30,8 +32,15 @@ class AtPort(SocketReader):
             return True
 
 
-def flashed_module(**kwargs) -> VirtualModule:
-    return VirtualModule(flash=build_flash(c2_profile()), **kwargs).start()
+@contextmanager
+def flashed_port(**kwargs) -> Iterator[tuple[VirtualModule, AtPort]]:
+    """A running module with the default factory flash and an AT port on it; both closed after."""
+    with VirtualModule(flash=build_flash(c2_profile()), **kwargs) as module:
+        port = AtPort(module.at_url)
+        try:
+            yield module, port
+        finally:
+            port.close()
 
 
 def test_blank_module_at_port_is_silent(virtual_module):
@@ -44,24 +53,17 @@ def test_blank_module_at_port_is_silent(virtual_module):
 
 
 def test_module_answers_from_flash():
-    module = flashed_module()
-    port = AtPort(module.at_url)
-    try:
+    with flashed_port() as (module, port):
         assert module.boot_error is None
         assert port.cmd("ATE0") == b"ATE0\r\n" + OK
         assert port.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(ESP32C2-4MB)\r\n" + OK)
         assert port.cmd("AT+CIPSTAMAC?") == f'+CIPSTAMAC:"{module.mac.hex(":")}"\r\n'.encode() + OK
         port.sock.sendall(b"AT+RST\r\n")
         assert port.read_until(b"ready\r\n") == OK + b"\r\nready\r\n"
-    finally:
-        port.close()
-        module.stop()
 
 
 def test_download_mode_and_back():
-    module = flashed_module()
-    port = AtPort(module.at_url)
-    try:
+    with flashed_port() as (module, port):
         assert port.cmd("AT+RST=1") == b"AT+RST=1\r\n" + OK
         assert module.wait_state("download", TIMEOUT)
         port.sock.sendall(b"AT\r\n")
@@ -69,15 +71,10 @@ def test_download_mode_and_back():
         module.power_cycle()
         assert port.read_until(b"ready\r\n") == b"\r\nready\r\n"
         assert port.cmd("AT") == b"AT\r\n" + OK
-    finally:
-        port.close()
-        module.stop()
 
 
 def test_power_loss_drops_the_link_between_writes():
-    module = flashed_module()
-    port = AtPort(module.at_url)
-    try:
+    with flashed_port() as (module, port):
         assert port.cmd("ATE0").endswith(OK)
         module.faults.power_loss_after_writes = 1
         port.sock.sendall(b'AT+SYSMFG=2,"factory_param","max_tx_power",2,60\r\n')
@@ -88,20 +85,15 @@ def test_power_loss_drops_the_link_between_writes():
         assert got == b""
         port.close()
         assert module.wait_state("at", TIMEOUT)
-        port = AtPort(module.at_url)
-        assert port.cmd("AT+RFPOWER?") == b"AT+RFPOWER?\r\n+RFPOWER:60\r\n" + OK   # rebooted, write kept
-    finally:
-        port.close()
-        module.stop()
+        again = AtPort(module.at_url)
+        try:
+            assert again.cmd("AT+RFPOWER?") == b"AT+RFPOWER?\r\n+RFPOWER:60\r\n" + OK   # rebooted, write kept
+        finally:
+            again.close()
 
 
 def test_paced_uart_switch():
-    module = flashed_module(baud=115200)
-    port = AtPort(module.at_url)
-    try:
+    with flashed_port(baud=115200) as (module, port):
         assert port.cmd("ATE0").endswith(OK)
         assert port.cmd("AT+UART_CUR=921600,8,1,0,0") == OK
         assert port.cmd("AT+UART_CUR?") == b"+UART_CUR:922190,8,1,0,0\r\n" + OK
-    finally:
-        port.close()
-        module.stop()
