@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -69,15 +70,19 @@ def test_key_and_certificate_must_belong_together(ca):
     check_pki_content(pki, at=NOW)
 
 
+def _plan_ref_client_slot(**files: Path):
+    """Plan one static client slot from esp-at reference files (skips when they are absent)."""
+    if not files["cert"].exists():
+        pytest.skip("esp-at reference data not available")
+    slot = {"set": "client", **{k: str(v) for k, v in files.items()}}
+    return plan_slots(parse_slots([slot]), firmware=firmware_for("esp32c2"), at=AT_2025)
+
+
 def test_static_slot_pair_from_files():
     cert, good, bad = REF / "client_cert" / "client_cert_00.crt", REF / "client_key" / "client_key_00.key", \
         REF / "client_key" / "client_key_01.key"
-    if not cert.exists():
-        pytest.skip("esp-at reference data not available")
-    fw = firmware_for("esp32c2")
-    plan_slots(parse_slots([{"set": "client", "cert": str(cert), "key": str(good)}]), firmware=fw, at=AT_2025)
-    e = _err(plan_slots, parse_slots([{"set": "client", "cert": str(cert), "key": str(bad)}]), firmware=fw,
-             at=AT_2025)
+    _plan_ref_client_slot(cert=cert, key=good)
+    e = _err(_plan_ref_client_slot, cert=cert, key=bad)
     assert e.file == str(bad) and e.field == "pki.slot[0].key"
 
 
@@ -101,14 +106,9 @@ def test_chain_same_name_different_key(tmp_path, ca):
 def test_static_cert_chain_via_issuer_file():
     cert, key, issuer = REF / "client_cert" / "client_cert_00.crt", REF / "client_key" / "client_key_00.key", \
         REF / "server_ca" / "server_ca.crt"
-    if not cert.exists():
-        pytest.skip("esp-at reference data not available")
-    fw = firmware_for("esp32c2")
-    plan_slots(parse_slots([{"set": "client", "cert": str(cert), "key": str(key), "issuer": str(issuer)}]),
-               firmware=fw, at=AT_2025)
+    _plan_ref_client_slot(cert=cert, key=key, issuer=issuer)
     wrong = REF / "mqtt_ca" / "mqtt_ca.crt"
-    e = _err(plan_slots, parse_slots([{"set": "client", "cert": str(cert), "key": str(key), "issuer": str(wrong)}]),
-             firmware=fw, at=AT_2025)
+    e = _err(_plan_ref_client_slot, cert=cert, key=key, issuer=wrong)
     assert e.file == str(cert) and e.field == "pki.slot[0].cert" and "not signed" in str(e)
 
 
