@@ -9,7 +9,6 @@ repository's ``partitions/`` folder. See ``partitions/README.md``.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from .firmware import FirmwareProfile, firmware_for
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
 )
+from .tomlfile import read_toml
 
 PROFILE_FILE = "profile.toml"
 ENV_PATH = "ATFAB_PROFILE_PATH"
@@ -135,12 +135,7 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     """Load and validate a profile; every problem is an :class:`InputError` naming file and field."""
     toml_path = find_profile(name, search)
     src = str(toml_path)
-    try:
-        data = tomllib.loads(toml_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read profile: {exc}", file=src, field="file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"not valid TOML: {exc}", file=src, field="toml") from None
+    data = read_toml(toml_path, "profile")
     unknown = sorted(set(data) - _KNOWN_KEYS)
     if unknown:
         raise InputError(f"unknown key(s) {', '.join(unknown)}", file=src, field=unknown[0])

@@ -17,7 +17,6 @@ The PKI folder is laid out like esp-at's ``raw_data``: one sub-folder per PKI na
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from .gatt import GattRow, cfg_strings, load_gatts_csv, validate_rows
 from .mfg_nvs import PkiFile, UnitContent, load_pki_dir, pki_namespaces
 from .nvs import format as nvs_format
 from .profiles import BUILTIN_DIR, ModuleProfile
+from .tomlfile import read_toml
 
 #: esp-at's default GATT table (verbatim copy of raw_data/ble_data/gatts_data.csv).
 DEFAULT_GATT = BUILTIN_DIR / "gatts_data.csv"
@@ -48,12 +48,7 @@ def load_params(path: str | Path) -> Params:
     """Read a params.toml; errors name the file and the ``table.key`` field."""
     path = Path(path)
     src = str(path)
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read parameters: {exc}", file=src, field="file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"not valid TOML: {exc}", file=src, field="toml") from None
+    data = read_toml(path, "parameters")
     unknown = sorted(set(data) - {"factory_param", "custom"})
     if unknown:
         raise InputError("unknown table (known: factory_param, custom)", file=src, field=unknown[0])
