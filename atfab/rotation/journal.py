@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import serialization
 from ..at.errors import AtBusy, AtError, AtResponseError, LinkLost
 from ..ledger import Ledger, Rotation
 from ..pki.keys import cert_sha256, spki_sha256
-from .device import SlotIo, leaf_certificate
+from .device import PairState, SlotIo, leaf_certificate
 from .results import ERROR, PASS, SlotResult
 
 @dataclass
@@ -116,6 +116,16 @@ def resume(rot: Rotation, io: SlotIo, ledger: Ledger, *, dry_run: bool = False,
     detail = JournalDetail.loads(rot.detail)
     result = SlotResult(rot.slot, "resume", ERROR, rot.state, rot.id, detail.mode if detail else None,
                         new_cert_fp=rot.new_cert_fp, new_key_fp=rot.new_key_fp)
+
+    def done(cert: x509.Certificate, why: str, after: PairState, message: str) -> SlotResult:
+        """Record ``cert``, close the rotation as done and say so in the result."""
+        record_done(ledger, rot, cert, why, detail)
+        result.state, result.outcome, result.after = "done", PASS, after
+        result.certificate = certificate_facts(cert)
+        result.message = message
+        note("done")
+        return result
+
     state, _cert, key = io.read_pair(with_key=True)
     del key                                   # only its fingerprint is needed
     result.before = state
@@ -145,12 +155,8 @@ def resume(rot: Rotation, io: SlotIo, ledger: Ledger, *, dry_run: bool = False,
         if cert is None or cert_sha256(cert) != rot.new_cert_fp:
             result.message = f"rotation {rot.id}: unit holds the new pair but its certificate is unreadable"
             return result
-        record_done(ledger, rot, cert, "resolved: unit holds the new pair", detail)
-        result.state, result.outcome, result.after = "done", PASS, state
-        result.certificate = certificate_facts(cert)
-        result.message = f"rotation {rot.id} had finished on the unit: recorded, marked done"
-        note("done")
-        return result
+        return done(cert, "resolved: unit holds the new pair", state,
+                    f"rotation {rot.id} had finished on the unit: recorded, marked done")
     # new key, old certificate: complete with the journalled (public) certificate.
     cert = _journal_cert(detail, rot)
     if cert is None or spki_sha256(cert) != state.key_fp:
@@ -173,12 +179,8 @@ def resume(rot: Rotation, io: SlotIo, ledger: Ledger, *, dry_run: bool = False,
     if problems:
         result.message = f"rotation {rot.id}: completing failed ({'; '.join(problems)}); left pending"
         return result
-    record_done(ledger, rot, cert, "resolved: wrote the journalled certificate", detail)
-    result.state, result.outcome, result.after = "done", PASS, after
-    result.certificate = certificate_facts(cert)
-    result.message = f"rotation {rot.id} completed: wrote the journalled certificate, verified, done"
-    note("done")
-    return result
+    return done(cert, "resolved: wrote the journalled certificate", after,
+                f"rotation {rot.id} completed: wrote the journalled certificate, verified, done")
 
 
 def _journal_cert(detail: JournalDetail | None, rot: Rotation) -> x509.Certificate | None:
