@@ -13,8 +13,11 @@ baud comes from ``$ESPBAUD`` (then ``$ESPTOOL_BAUD``) when none is given.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
+import struct
+import termios
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -172,7 +175,7 @@ def resolve_baud(baud: int | None, *, env: Mapping[str, str] | None = None, defa
 
 
 class SocketPort(_SocketSerial):
-    """A ``socket://`` port that closes at once.
+    """A ``socket://`` port that closes at once and reports every byte that is waiting.
 
     pyserial's socket port sleeps 0.3 s in ``close()`` so that a server has time before a quick
     reconnect; a station reconnects to every unit several times, so that sleep would dominate a
@@ -194,6 +197,18 @@ class SocketPort(_SocketSerial):
                 if not refused or time.monotonic() >= deadline:
                     raise
                 time.sleep(0.05)
+
+    @property
+    def in_waiting(self) -> int:
+        """Bytes ready to read now (pyserial's socket port says only 0 or 1, so readers that
+        size their reads by it, like esptool's SLIP reader, would read one byte per call)."""
+        n = super().in_waiting
+        if n and self._socket is not None:
+            try:
+                n = max(n, struct.unpack("i", fcntl.ioctl(self._socket.fileno(), termios.FIONREAD, b"\0" * 4))[0])
+            except OSError:
+                pass
+        return n
 
     def close(self) -> None:
         if self.is_open:

@@ -23,6 +23,7 @@ from esptool import cmds
 from esptool.logger import log
 
 from atfab.sim.module import VirtualModule
+from atfab.transport import port_for_url
 
 MB = 1024 * 1024
 
@@ -118,20 +119,24 @@ def main() -> None:
     print(f"incompressible write unpaced: {unpaced['incompressible']['write']:.2f} s with the formatting, "
           f"{quiet['write']:.2f} s without")
 
-    with VirtualModule(seed="bench") as m:
-        esp = cmds.detect_chip(m.flash_url)
-        try:
-            esp = cmds.run_stub(esp)
-            cmds.attach_flash(esp)
-            n = 256 * 1024
-            t = time.monotonic()
-            cmds.read_flash(esp, 0, n, no_progress=True)
-            dt = time.monotonic() - t
-        finally:
-            esp._port.close()
-    print(f"esptool read-flash over socket:// (unpaced): {n / dt / 1024:.0f} KB/s "
-          f"({dt / n * 1e6:.1f} us per byte; 4 MB would take {4 * MB * dt / n:.0f} s)")
-
+    n = 1 * MB
+    for label, opener in (("pyserial socket://", None), ("atfab SocketPort", port_for_url)):
+        with VirtualModule(seed="bench") as m:
+            port = None
+            if opener is not None:
+                port = opener(m.flash_url, timeout=5)
+                port.open()
+            esp = cmds.detect_chip(port if port is not None else m.flash_url)
+            try:
+                esp = cmds.run_stub(esp)
+                cmds.attach_flash(esp)
+                t = time.monotonic()
+                cmds.read_flash(esp, 0, n, no_progress=True)
+                dt = time.monotonic() - t
+            finally:
+                esp._port.close()
+        print(f"esptool read-flash unpaced via {label}: {n / dt / 1024:.0f} KB/s "
+              f"({dt / n * 1e6:.2f} us per byte; 4 MB in {4 * MB * dt / n:.1f} s)")
 
 if __name__ == "__main__":
     main()

@@ -22,6 +22,7 @@ from atfab.sim.chip import ESPRESSIF_OUIS, derive_mac
 from atfab.sim.link import LinkClosed
 from atfab.sim.module import VirtualModule
 from atfab.sim.slip import SlipDecoder, encode
+from atfab.transport import port_for_url
 from tests.conftest import run_with_timeout
 from tests.sim_at_support import SocketReader, connect_url
 
@@ -77,8 +78,9 @@ def compressible_image(size: int, seed: int) -> bytes:
     return bytes(data)
 
 
-def connect(url: str, stub: bool = True):
-    esp = cmds.detect_chip(url)
+def connect(url: str, stub: bool = True, port=None):
+    """esptool connected to ``url`` (or to an already open pyserial ``port``)."""
+    esp = cmds.detect_chip(port if port is not None else url)
     if stub:
         esp = cmds.run_stub(esp)
     cmds.attach_flash(esp)
@@ -174,6 +176,28 @@ def test_stub_full_4mb_random_and_compressible(module):
     assert module.flash.read(0x20000, 0x3000) == b"\xff" * 0x3000
     assert module.flash.read(0x23000, 0x1000) == comp_img[0x23000:0x24000]
     assert mac == module.mac
+
+
+def test_stub_4mb_written_and_read_back_whole(module):
+    """The whole 4 MB image read back through esptool is identical to what was written.
+
+    esptool sizes its reads by ``in_waiting``; pyserial's socket port reports 0 or 1 there, which
+    makes a 4 MB read take ~30 s, so the read goes through atfab's SocketPort (same bytes on the
+    wire, every waiting byte reported)."""
+    img = random_image(4 * MB, 12)
+
+    def work():
+        port = port_for_url(module.flash_url, timeout=5)
+        port.open()
+        esp = connect(module.flash_url, port=port)
+        try:
+            cmds.write_flash(esp, [(0, img)], no_progress=True)
+            return cmds.read_flash(esp, 0, 4 * MB, no_progress=True)
+        finally:
+            port.close()
+
+    back = run_with_timeout(work, 90)
+    assert len(back) == 4 * MB and back == img
 
 
 def test_rom_only_write_read_verify_erase(module):
