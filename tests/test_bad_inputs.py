@@ -11,7 +11,6 @@ through ``python -m atfab.cli`` and checks the user sees the same line and exit 
 
 from __future__ import annotations
 
-
 import datetime as dt
 import hashlib
 import os
