@@ -53,7 +53,7 @@ from typing import Any, TypeVar
 
 from .at.client import AtClient
 from .at.errors import AtBusy, AtError, AtResponseError, AtTimeout
-from .at.parse import UartConfig, format_mac, parse_mac_text
+from .at.parse import UartConfig
 from .errors import InputError
 from .firmware import FirmwareProfile
 from .gatt import expected_discovery_lines, rows_from_cfg_strings
@@ -62,6 +62,7 @@ from .at.mac import read_module_mac
 from .nvs.reader import NvsImage, read_nvs
 from .partition_table import PartitionTable, decode
 from .recipe import CHECKS
+from .serials import normalize_mac
 
 T = TypeVar("T")
 
@@ -359,20 +360,6 @@ def _uart_fields(cfg: UartConfig) -> tuple[int, int, int, int, int]:
     return cfg.baud, cfg.databits, cfg.stopbits, cfg.parity, cfg.flow
 
 
-def normalize_mac(mac: str | bytes | None) -> str | None:
-    """``AA-BB…``/``aa:bb:…``/6 bytes → ``aa:bb:cc:dd:ee:ff``; :class:`InputError` if not a MAC."""
-    if mac is None:
-        return None
-    if isinstance(mac, (bytes, bytearray)):
-        if len(mac) != 6:
-            raise InputError("a MAC address has 6 bytes", field="mac")
-        return format_mac(bytes(mac))
-    try:
-        return format_mac(parse_mac_text(mac.replace("-", ":").lower()))
-    except AtError:
-        raise InputError(f"not a MAC address: {mac!r}", field="mac") from None
-
-
 def wait_alive(at: AtClient, timeout: float = 10.0, *, per_try: float = 0.5) -> None:
     """Send ``AT`` until the module answers (it may still be booting after a reset or a flash).
 
@@ -425,11 +412,11 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
     if "country" in wanted:
         v.country()
     if "mac" in wanted:
-        v.mac(normalize_mac(mac))
+        v.mac(normalize_mac(mac) if mac is not None else None)
     if "gatt" in wanted:
         v.gatt()
     return VerifyResult(v.out)
 
 
-__all__ = ["ALL_CHECKS", "check_of", "namespace_check", "BuiltUnit", "VerifyResult", "load_built", "normalize_mac", "rfpower_readback", "verify_unit", "wait_alive",
+__all__ = ["ALL_CHECKS", "check_of", "namespace_check", "BuiltUnit", "VerifyResult", "load_built", "rfpower_readback", "verify_unit", "wait_alive",
            "UART_BAUD_TOLERANCE_PCT"]

@@ -17,7 +17,8 @@ from atfab.profiles import load_profile
 from atfab.sim.chip import MB
 from atfab.sim.module import VirtualModule
 from atfab.transport import open_port
-from atfab.verify import load_built, normalize_mac, rfpower_readback, verify_unit, wait_alive
+from atfab.serials import normalize_mac
+from atfab.verify import load_built, rfpower_readback, verify_unit, wait_alive
 from tests.conftest import run_with_timeout
 from tests.paths import RAW_DATA
 

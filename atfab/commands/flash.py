@@ -69,13 +69,14 @@ def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: 
     from ..errors import InputError, UnitFailed
     from ..flasher import Flasher
     from ..transport import open_port, resolve_port
-    from ..verify import load_built, normalize_mac, verify_unit, wait_alive
+    from ..serials import normalize_mac
+    from ..verify import load_built, verify_unit, wait_alive
 
     if mac and mac_from:
         raise InputError("give either --mac or --mac-from", field="mac")
     built = load_built(expect)
     firmware = built.firmware()
-    expected_mac = normalize_mac(mac)
+    expected_mac = normalize_mac(mac, field="--mac") if mac else None
     if mac_from:
         expected_mac = Flasher(resolve_port(mac_from)).chip_info().mac
     with AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
