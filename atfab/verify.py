@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .at.client import AtClient
-from .at.errors import AtBusy, AtError, AtResponseError, AtTimeout
+from .at.errors import AtBusy, AtError, AtResponseError, AtTimeout, ModuleRestarted
 from .at.parse import UartConfig
 from .errors import InputError
 from .firmware import FirmwareProfile
@@ -371,7 +371,7 @@ def wait_alive(at: AtClient, timeout: float = 10.0, *, per_try: float = 0.5) -> 
         try:
             at.call("AT", timeout=per_try)
             return
-        except AtTimeout:
+        except (AtTimeout, ModuleRestarted):   # still booting, or it booted while ``AT`` was on its way
             if time.monotonic() >= deadline:
                 raise
 

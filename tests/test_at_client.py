@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import threading
 import time
 from dataclasses import replace
 
@@ -11,7 +12,7 @@ import pytest
 from click.testing import CliRunner
 
 from atfab.at.client import AtClient
-from atfab.at.errors import AtBusy, AtError, AtTimeout, LinkLost
+from atfab.at.errors import AtBusy, AtError, AtTimeout, LinkLost, ModuleRestarted
 from atfab.at.parse import GattsChar, SysflashEntry, SysmfgKey, UartConfig
 from atfab.cli import main
 from atfab.sim.module import VirtualModule
@@ -324,6 +325,41 @@ def test_restart_restore_and_download_mode(module, client):
     client.restore()
     assert client.enter_download_mode() == "AT+RST=1"
     assert module.wait_state("download", 5.0)
+
+
+def _boot_later(module: VirtualModule, delay: float) -> threading.Thread:
+    t = threading.Thread(target=lambda: (time.sleep(delay), module.power_cycle()), daemon=True)
+    t.start()
+    return t
+
+
+@guarded
+def test_command_lost_in_a_boot_is_resent_once(module, client):
+    """A command that reaches the module while it boots is dropped; ``ready`` then means: send it again."""
+    module.enter_download_mode()               # the AT port is deaf, as while esptool flashes
+    booter = _boot_later(module, 0.3)
+    assert client.gmr().module_name == "ESP32C2-4MB"
+    booter.join(5)
+    notes = [e.text for e in client.transcript if e.kind == "note"]
+    assert any("restarted before replying: resend 1/1" in n for n in notes)
+
+    client.boot_retries = 0
+    module.enter_download_mode()
+    booter = _boot_later(module, 0.3)
+    with pytest.raises(ModuleRestarted):
+        client.exchange("AT+GMR")
+    booter.join(5)
+
+
+@guarded
+def test_wait_alive_rides_out_a_boot(module, client):
+    from atfab.verify import wait_alive
+    module.enter_download_mode()
+    booter = _boot_later(module, 0.3)
+    client.boot_retries = 0                    # wait_alive itself must take the restart as "not yet"
+    wait_alive(client, timeout=5.0)
+    booter.join(5)
+    assert client.gmr().module_name == "ESP32C2-4MB"
 
 
 @guarded

@@ -18,7 +18,7 @@ from typing import Any
 
 import serial
 
-from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost
+from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost, ModuleRestarted
 from .framing import RawItem, ReplyParser, info_prefixes, raw_kind
 from .helpers import AtCommands
 from ..errors import InputError
@@ -72,13 +72,14 @@ class AtClient(AtCommands):
 
     ``timeout`` is the default per-command reply timeout (raw transfers get extra time for their
     bytes at the port's baud); ``busy_retries``/``busy_delay`` bound how often the typed helpers
-    resend a command answered with ``busy p...``; ``redact(name)`` decides which namespaces,
+    resend a command answered with ``busy p...``; ``boot_retries`` how often any command is resent
+    when the module booted before answering it (the boot dropped it); ``redact(name)`` decides which namespaces,
     keys and partitions have their payloads redacted in the transcript.
     """
 
     def __init__(self, port: Any, *, firmware: FirmwareProfile | None = None,
                  redact: Callable[[str], bool] = is_sensitive_name, timeout: float = 3.0,
-                 busy_retries: int = 3, busy_delay: float = 0.2, poll: float = 0.05,
+                 busy_retries: int = 3, busy_delay: float = 0.2, boot_retries: int = 1, poll: float = 0.05,
                  max_transcript: int = 50_000, max_urcs: int = 1000, max_raw: int = 1 << 20) -> None:
         self.port = port
         self.firmware = firmware or FirmwareProfile()
@@ -86,6 +87,7 @@ class AtClient(AtCommands):
         self.timeout = timeout
         self.busy_retries = busy_retries
         self.busy_delay = busy_delay
+        self.boot_retries = boot_retries
         self.poll = poll
         self.max_raw = max_raw
         self.transcript: list[TranscriptEntry] = []
@@ -253,13 +255,25 @@ class AtClient(AtCommands):
         """Send ``command`` and parse its reply (``prompt=True``: until the ``>`` data prompt).
 
         ``raw=True`` reads raw payloads when the command is a SYSFLASH/SYSMFG read.
-        Raises :class:`AtError`/:class:`AtBusy` for an error reply, :class:`AtTimeout`,
-        :class:`LinkLost`.
+        A command lost because the module booted meanwhile (``ready`` before any reply) is sent
+        again, up to ``boot_retries`` times. Raises :class:`AtError`/:class:`AtBusy` for an error
+        reply, :class:`ModuleRestarted`, :class:`AtTimeout`, :class:`LinkLost`.
         """
         command = command.strip()
         kind = raw_kind(command) if raw is True else (raw or None)
-        self._send_command(command)
-        return self._reply(command, timeout=timeout, info=info, raw=kind, prompt=prompt, raw_length=raw_length)
+        attempt = 0
+        while True:
+            self._send_command(command)
+            try:
+                return self._reply(command, timeout=timeout, info=info, raw=kind, prompt=prompt,
+                                   raw_length=raw_length)
+            except ModuleRestarted as exc:
+                # the module booted while the command was on its way: the firmware dropped it
+                self.echo = self.firmware.echo_default
+                if exc.lines or attempt >= self.boot_retries:
+                    raise
+                attempt += 1
+                self._log("note", "note", f"module restarted before replying: resend {attempt}/{self.boot_retries}")
 
     def _reply(self, command: str, *, timeout: float | None = None, info: tuple[str, ...] | None = None,
                raw: str | None = None, prompt: bool = False, echo: bool = True,
@@ -356,4 +370,4 @@ class AtClient(AtCommands):
 
 
 __all__ = ["AtClient", "Reply", "TranscriptEntry", "AtError", "AtBusy", "AtResponseError", "AtTimeout",
-           "LinkLost", "is_sensitive_name", "summarize"]
+           "LinkLost", "ModuleRestarted", "is_sensitive_name", "summarize"]

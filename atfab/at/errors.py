@@ -37,6 +37,17 @@ class AtBusy(AtError):
         super().__init__(command, code, lines, message="module busy (busy p...)")
 
 
+class ModuleRestarted(AtError):
+    """``ready`` arrived before the reply: the module (re)booted and the command was lost.
+
+    A command sent while the firmware boots is dropped, as on a real board; resending it once
+    the module is up is safe.
+    """
+
+    def __init__(self, command: str, lines: list[str] | None = None) -> None:
+        super().__init__(command, None, lines, message="module restarted (ready) before replying")
+
+
 class AtResponseError(AtError):
     """The module answered something that does not parse as the command's documented reply."""
 
@@ -78,4 +89,4 @@ class LinkLost(DeviceError):
         super().__init__(f"{where}link lost: {_one_line(message)}")
 
 
-__all__ = ["AtError", "AtBusy", "AtResponseError", "AtTimeout", "LinkLost"]
+__all__ = ["AtError", "AtBusy", "ModuleRestarted", "AtResponseError", "AtTimeout", "LinkLost"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .errors import AtBusy, AtError, AtResponseError
+from .errors import AtBusy, AtError, AtResponseError, ModuleRestarted
 
 #: Information-line prefixes of commands whose lines are not ``+NAME:`` (§2.4).
 SPECIAL_INFO: dict[str, tuple[str, ...]] = {
@@ -270,7 +270,7 @@ class ReplyParser:
         if s == "ready" and self.ready_is_error and "ready" not in self.finals:
             self.events.append(Event("urc", text))
             self.done, self.result = True, "restarted"
-            raise AtError(self.command, None, self.lines, message="module restarted (ready) before replying")
+            raise ModuleRestarted(self.command, self.lines)
         self._urc(text)
 
 
