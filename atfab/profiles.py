@@ -19,11 +19,12 @@ from .firmware import FirmwareProfile, firmware_for
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
 )
+from .shipped import shipped_dir
 from .tomlfile import read_toml
 
 PROFILE_FILE = "profile.toml"
 ENV_PATH = "ATFAB_PROFILE_PATH"
-BUILTIN_DIR = Path(__file__).resolve().parents[1] / "partitions"
+BUILTIN_DIR = shipped_dir("partitions")
 _KNOWN_KEYS = {
     "esp_at_module", "description", "module_name", "chip", "flash_size", "flash_mode", "flash_freq",
     "bootloader_offset", "partition_table_offset", "partitions", "at_customize", "factory_param", "firmware",

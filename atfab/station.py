@@ -34,11 +34,12 @@ from .errors import DeviceError, InputError
 from .events import Event, EventBus
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
+from .shipped import shipped_dir
 from .runner import AttemptResult, FirmwareImages, PortSpec, RunContext, StopToken, UnitRunner
 
 DEFAULT_FLASH_BAUD = 460800
 #: The recipe atfab demo runs unless told otherwise.
-DEMO_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "esp32c2-4mb-default.toml"
+DEMO_RECIPE = shipped_dir("recipes") / "esp32c2-4mb-default.toml"
 _LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 
 

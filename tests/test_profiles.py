@@ -155,3 +155,15 @@ def test_profile_errors(tmp_path: Path, file: str, old: str, new: str, field: st
     if line is not None:
         assert err.line == line
         assert f"{file}:{line}: {field}: " in str(err)
+
+
+def test_shipped_folders_found_in_checkout_then_in_the_wheel(tmp_path):
+    from atfab.shipped import PACKAGED, shipped_dir
+    package = tmp_path / "site-packages" / "atfab"
+    (package / PACKAGED / "partitions").mkdir(parents=True)
+    assert shipped_dir("partitions", package) == package / PACKAGED / "partitions"      # installed wheel
+    (tmp_path / "site-packages" / "partitions").mkdir()
+    assert shipped_dir("partitions", package) == tmp_path / "site-packages" / "partitions"  # checkout first
+    assert shipped_dir("recipes", package) == tmp_path / "site-packages" / "recipes"    # neither: where expected
+    with pytest.raises(ValueError):
+        shipped_dir("certs", package)
