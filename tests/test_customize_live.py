@@ -12,7 +12,7 @@ from atfab.at.client import AtClient
 from atfab.build import build
 from atfab.cli import main
 from atfab.customize.image import customize_image, make_request
-from atfab.customize.live import customize_module, run_on_port
+from atfab.customize.live import CustomizeIncomplete, customize_module, run_on_port
 from atfab.errors import DeviceError, InputError, UnitFailed
 from atfab.firmware import firmware_for
 from atfab.flash_set import FlashSet, Region
@@ -151,6 +151,41 @@ def test_write_error_is_device_error(module_with):
     module.faults.error_next_write = True
     with pytest.raises(DeviceError):
         run_with_timeout(run_on_port, T, make_request({"max_tx_power": 60}), port=module.at_url)
+
+
+def test_write_error_part_way_restores_what_was_written(module_with):
+    """Two keys written, the third refused: the two are put back; the module's NVS holds what it held."""
+    module = module_with("full")
+    before = _mfg(module)
+    module.faults.error_after_writes = 2
+    changes = {"max_tx_power": 60, "module_name": "ACME-7", "country_code": "US", "channel_num": 11}
+    with pytest.raises(CustomizeIncomplete) as info:
+        run_with_timeout(run_on_port, T, make_request(changes), port=module.at_url)
+    err = info.value
+    assert err.restored and len(err.written) == 2 and err.exit_code == 3
+    assert "restored to its previous values" in str(err) and "\n" not in str(err)
+    assert _differing(before, _mfg(module)) == set()
+
+
+def test_whole_partition_write_error_puts_the_old_image_back(module_with):
+    module = module_with("full")
+    old = module.flash.read(*MFG)
+    module.faults.error_next_write = True
+    with pytest.raises(CustomizeIncomplete) as info:
+        run_with_timeout(run_on_port, T, make_request({"module_name": "ACME-7"}), port=module.at_url,
+                         whole_partition=True)
+    assert info.value.restored
+    assert module.flash.read(*MFG) == old
+
+
+def test_power_loss_part_way_says_what_is_left(module_with):
+    module = module_with("plain")
+    module.faults.power_loss_after_writes = 1       # the link is gone before the second write
+    with pytest.raises(CustomizeIncomplete) as info:
+        run_with_timeout(run_on_port, T, make_request({"max_tx_power": 60, "module_name": "ACME-7"}),
+                         port=module.at_url)
+    err = info.value
+    assert not err.restored and "run the same atfab customize again" in str(err)
 
 
 def test_customised_factory_image_flashes_and_verifies(factory, virtual_module):

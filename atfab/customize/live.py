@@ -5,7 +5,8 @@ image) are written with ``AT+SYSMFG=2`` (removed GATT rows erased with ``AT+SYSM
 changed key is read back, ``--tx-power`` is also applied at once with ``AT+RFPOWER`` and
 ``--baud`` saved with ``AT+UART_DEF`` (the host port follows). ``whole_partition``: mfg_nvs is
 read with ``AT+SYSFLASH=2``, rebuilt offline (:func:`atfab.customize.image.customize_nvs`), erased,
-rewritten and read back. Then ``AT+RST`` and the production checks: ``AT+GMR`` module name,
+rewritten and read back. A write that fails part-way puts back what was already written (the
+old values, read first; the old image) and raises :class:`CustomizeIncomplete`. Then ``AT+RST`` and the production checks: ``AT+GMR`` module name,
 ``AT+UART_DEF?``, ``AT+RFPOWER?``, ``AT+CWCOUNTRY?``, as the request makes them applicable.
 """
 
@@ -15,11 +16,11 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..at.errors import AtError
+from ..at.errors import AtError, AtTimeout, LinkLost
 from .image import (
     BLE_NS, FACTORY_NS, Change, CustomizeRequest, Edit, ImageView, customize_nvs, plan_edits, show_value,
 )
-from ..errors import InputError, UnitFailed
+from ..errors import DeviceError, InputError, UnitFailed
 from ..firmware import FirmwareProfile
 from ..measurement import Measurement, evaluate
 
@@ -108,8 +109,51 @@ def _reread(client: Any, namespace: str, key: str, expected: Any, removed: bool)
     return evaluate(name, expected, got)
 
 
+class CustomizeIncomplete(DeviceError):
+    """A write failed part-way through customising a live module (exit code 3).
+
+    ``restored`` tells whether every value already written was put back (the module then holds
+    exactly what it held before); ``written`` names what had been written before the failure.
+    """
+
+    def __init__(self, target: str, failed: str, cause: Exception, written: list[str], restored: bool,
+                 restore_error: Exception | None = None) -> None:
+        self.target, self.failed, self.cause = target, failed, cause
+        self.written, self.restored, self.restore_error = written, restored, restore_error
+        done = ", ".join(written) if written else "nothing"
+        if restored:
+            tail = f"the module was restored to its previous values ({done} put back)"
+        else:
+            tail = (f"restoring failed too ({restore_error}); written before the failure: {done}, "
+                    f"{failed} unknown; run the same atfab customize again to finish")
+        super().__init__(f"{target}: writing {failed} failed ({cause}); {tail}")
+
+
+_AT_FAULTS = (AtError, AtTimeout, LinkLost)
+
+
+def _snapshot(view: LiveView, edits: list[Edit]) -> dict[tuple[str, str], tuple[str, Any] | None]:
+    """Type and value of every key ``edits`` touch, read before anything is written (secrets too:
+    they stay in memory, for a rollback); None for a key the module does not hold."""
+    return {(ed.namespace, ed.key): ((view.keys(ed.namespace)[ed.key], view.value(ed.namespace, ed.key))
+                                     if ed.key in view.keys(ed.namespace) else None)
+            for ed in edits}
+
+
+def _restore_keys(client: Any, keys: list[tuple[str, str]],
+                  before: dict[tuple[str, str], tuple[str, Any] | None]) -> None:
+    """Put ``keys`` back to ``before`` (newest first): rewrite the old value, or erase an added key."""
+    for namespace, key in reversed(keys):
+        old = before[(namespace, key)]
+        if old is None:
+            if any(k.key == key for k in client.sysmfg_keys(namespace)):
+                client.sysmfg_erase(namespace, key)
+        else:
+            client.sysmfg_write(namespace, key, old[0], old[1])
+
+
 def _per_key(client: Any, view: LiveView, edits: list[Edit], firmware: FirmwareProfile,
-             out: list[Measurement]) -> list[Change]:
+             out: list[Measurement], target: str) -> list[Change]:
     changes = []
     for ed in edits:
         secret = "_key" in ed.namespace or "_key" in ed.key
@@ -123,13 +167,23 @@ def _per_key(client: Any, view: LiveView, edits: list[Edit], firmware: FirmwareP
     if firmware.ble and any(c.namespace == BLE_NS for c in changes) and client.ble_role() != 0:
         client.ble_init(0)     # ble_data may only change while BLE is de-initialised (§5.4)
     todo = {(c.namespace, c.key) for c in changes}
-    for ed in edits:
-        if (ed.namespace, ed.key) not in todo:
-            continue
-        if ed.action == "remove":
-            client.sysmfg_erase(ed.namespace, ed.key)
-        else:
-            client.sysmfg_write(ed.namespace, ed.key, ed.type, ed.value)
+    pending = [ed for ed in edits if (ed.namespace, ed.key) in todo]
+    before = _snapshot(view, pending)
+    touched: list[tuple[str, str]] = []
+    for ed in pending:
+        touched.append((ed.namespace, ed.key))   # a failed write may still have landed: restore it too
+        try:
+            if ed.action == "remove":
+                client.sysmfg_erase(ed.namespace, ed.key)
+            else:
+                client.sysmfg_write(ed.namespace, ed.key, ed.type, ed.value)
+        except _AT_FAULTS as exc:
+            written = [f"{ns}/{k}" for ns, k in touched[:-1]]
+            try:
+                _restore_keys(client, touched, before)
+            except _AT_FAULTS as again:
+                raise CustomizeIncomplete(target, f"{ed.namespace}/{ed.key}", exc, written, False, again) from exc
+            raise CustomizeIncomplete(target, f"{ed.namespace}/{ed.key}", exc, written, True) from exc
     for c in changes:
         out.append(_reread(client, c.namespace, c.key, c.new, c.action == "removed"))
     return changes
@@ -144,8 +198,17 @@ def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, f
         raise InputError(f"module lists no {MFG_NVS} partition in AT+SYSFLASH?", file=target, field="--whole-partition")
     old = client.sysflash_read(MFG_NVS, 0, part.size)
     new, changes, before = customize_nvs(old, request, chip=chip, firmware=firmware, target=target)
-    client.sysflash_erase(MFG_NVS)
-    client.sysflash_write(MFG_NVS, 0, new)
+    try:
+        client.sysflash_erase(MFG_NVS)
+        client.sysflash_write(MFG_NVS, 0, new)
+    except _AT_FAULTS as exc:
+        try:
+            client.sysflash_erase(MFG_NVS)
+            client.sysflash_write(MFG_NVS, 0, old)
+        except _AT_FAULTS as again:
+            raise CustomizeIncomplete(target, f"{MFG_NVS} (whole partition)", exc, [f"{MFG_NVS} (partly)"],
+                                      False, again) from exc
+        raise CustomizeIncomplete(target, f"{MFG_NVS} (whole partition)", exc, [], True) from exc
     back = client.sysflash_read(MFG_NVS, 0, part.size)
     out.append(evaluate("sysflash mfg_nvs sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
     problems.extend(before.problems)
@@ -208,7 +271,7 @@ def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None
     else:
         view = LiveView(client)
         edits = plan_edits(view, request, chip=chip, firmware=firmware, target=target, noun="module")
-        result.changes = _per_key(client, view, edits, firmware, result.measurements)
+        result.changes = _per_key(client, view, edits, firmware, result.measurements, target)
         current = view.value
     uart = _runtime(client, request, firmware, result.measurements)
     client.restart(wait_ready=True, timeout=ready_timeout)
@@ -243,4 +306,4 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
                                 target=str(selector or serial_port.portstr))
 
 
-__all__ = ["customize_module", "run_on_port", "ModuleResult", "LiveView", "expected_rfpower"]
+__all__ = ["customize_module", "run_on_port", "ModuleResult", "LiveView", "CustomizeIncomplete", "expected_rfpower"]

@@ -10,7 +10,7 @@
   like the chip), then OK.
 * ``=2,"<part>",<off>,<len>``: ``+SYSFLASH:<len>,<bytes>`` + ``firmware.raw_read_trailer``.
 * Unknown partition, ranges outside the partition, a zero length -> ERROR.
-Faults: ``error_next_write`` answers ERROR after the payload (nothing written);
+Faults: ``error_next_write`` / ``error_after_writes`` answer ERROR after the payload (nothing written);
 ``corrupt_next_read`` flips one byte of the next read's payload.
 """
 
@@ -41,6 +41,20 @@ def take_fault(faults: Any, name: str) -> bool:
     if getattr(faults, name, False):
         setattr(faults, name, False)
         return True
+    return False
+
+
+def take_write_error(faults: Any) -> bool:
+    """Whether this write answers ERROR: ``error_next_write``, or ``error_after_writes`` run out."""
+    if take_fault(faults, "error_next_write"):
+        return True
+    left = getattr(faults, "error_after_writes", None)
+    if left is None:
+        return False
+    if left <= 0:
+        faults.error_after_writes = None
+        return True
+    faults.error_after_writes = left - 1
     return False
 
 
@@ -82,7 +96,7 @@ def _set(ctx: "Ctx", p: Params) -> None:
     elif op == 1:
         ctx.prompt(ctx.profile.sysflash_write_prompt)
         data = ctx.read_payload(length)
-        if take_fault(ctx.faults, "error_next_write"):
+        if take_write_error(ctx.faults):
             raise exec_fail("fault: write refused")
         flash.program(addr, data)
     else:
@@ -96,4 +110,4 @@ def commands(profile: Any) -> list[CommandSpec]:
     return [CommandSpec("AT+SYSFLASH", query=_query, set=_set)]
 
 
-__all__ = ["commands", "corrupt", "take_fault"]
+__all__ = ["commands", "corrupt", "take_fault", "take_write_error"]

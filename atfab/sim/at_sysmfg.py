@@ -19,7 +19,7 @@ reboot - or a power loss between two writes - sees exactly what a chip would.
   bytes, stored, OK. Strings must leave room for the NUL (``firmware.nvs_string_max``).
 * ``=0,"ns"`` erases every key of the namespace (OK even when empty); ``=0,"ns","key"`` erases
   one key, ERROR when it does not exist.
-Faults: ``error_next_write`` (ERROR, nothing stored - after the payload for types 7/8),
+Faults: ``error_next_write`` / ``error_after_writes`` (ERROR, nothing stored - after the payload for types 7/8),
 ``corrupt_next_read`` (one byte of the next string/blob read), ``power_loss_after_writes``
 (after the N-th committed write the module loses power before answering).
 """
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_parser import Params, exec_fail, invalid
 from .at_firmware import CommandSpec, StopServing
-from .at_sysflash import corrupt, take_fault
+from .at_sysflash import corrupt, take_fault, take_write_error
 
 if TYPE_CHECKING:  # pragma: no cover
     from .at_firmware import Ctx
@@ -148,14 +148,14 @@ def _write(ctx: "Ctx", p: Params) -> None:
     if tname in RANGES:
         low, high = RANGES[tname]
         value: int | str | bytes = p.int(4, low, high)
-        if take_fault(ctx.faults, "error_next_write"):
+        if take_write_error(ctx.faults):
             raise exec_fail("fault: write refused")
     else:
         limit = ctx.profile.nvs_string_max - 1 if tname == "string" else boot.mfg.size
         length = p.int(4, 1, limit)
         ctx.prompt(ctx.profile.sysmfg_write_prompt)
         payload = ctx.read_payload(length)
-        if take_fault(ctx.faults, "error_next_write"):
+        if take_write_error(ctx.faults):
             raise exec_fail("fault: write refused")
         value = payload.decode("utf-8", "surrogateescape") if tname == "string" else payload
     try:

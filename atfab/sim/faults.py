@@ -39,6 +39,8 @@ class FaultPlan:
     corrupt_next_read: bool = False
     #: Answer ERROR to the next SYSMFG/SYSFLASH write.
     error_next_write: bool = False
+    #: Let N more SYSMFG/SYSFLASH writes through, then answer ERROR to the one after them.
+    error_after_writes: int | None = None
     #: Lose power after N more committed SYSMFG writes.
     power_loss_after_writes: int | None = None
 
