@@ -70,9 +70,9 @@ ROM_ONLY = {0x0E}
 STUB_ONLY = {0xD0, 0xD1, 0xD2}
 
 # error codes: ROM (second status byte after 1) / stub (first status byte)
-ROM_INVALID, ROM_FAILED, ROM_CHECKSUM, ROM_FLASH_WRITE, ROM_FLASH_READ, ROM_DEFLATE = 5, 6, 7, 8, 9, 0x0B
+ROM_INVALID, ROM_FAILED, ROM_CHECKSUM, ROM_FLASH_WRITE, ROM_READ_LENGTH, ROM_DEFLATE = 5, 6, 7, 8, 0x0A, 0x0B
 STUB_BAD_LEN, STUB_CHECKSUM, STUB_INVALID_CMD, STUB_NOT_FLASHING = 0xC0, 0xC1, 0xC3, 0xC6
-STUB_INFLATE, STUB_NOT_ENOUGH, STUB_TOO_MUCH, STUB_UNIMPLEMENTED = 0xC7, 0xC8, 0xC9, 0xFF
+STUB_INFLATE, STUB_NOT_ENOUGH, STUB_TOO_MUCH = 0xC7, 0xC8, 0xC9
 
 
 class _Fail(Exception):
@@ -238,6 +238,14 @@ class _Session:
         self.conn = conn
         self._rx = bytearray()
         self._power_on()
+        self._flash_commands = {
+            0x02: lambda op, p, c: self._begin(op, p, compressed=False),
+            0x10: lambda op, p, c: self._begin(op, p, compressed=True),
+            0x03: lambda op, p, c: self._data(op, p, c, compressed=False),
+            0x11: lambda op, p, c: self._data(op, p, c, compressed=True),
+            0x04: lambda op, p, c: self._end(op, p),
+            0x12: lambda op, p, c: self._end(op, p),
+        }
 
     def _power_on(self) -> None:
         self.mode = "rom"                   # "rom" | "stub" | "app"
@@ -324,9 +332,9 @@ class _Session:
                 if size != len(payload):
                     raise _Fail(f"size field {size} but {len(payload)} payload bytes")
                 unsupported = (op in ROM_ONLY and self.mode == "stub") or (op in STUB_ONLY and self.mode == "rom")
-                handler = getattr(self, f"do_{name}", None)
+                handler = self._flash_commands.get(op) or getattr(self, f"do_{name}", None)
                 if handler is None or unsupported:
-                    raise _Fail("command not supported here", ROM_INVALID, STUB_UNIMPLEMENTED)
+                    raise _Fail("command not supported here", ROM_INVALID, STUB_INVALID_CMD)
                 handler(op, payload, chk)
             except _Fail as fail:
                 self.ld.violations.append(f"{self.mode}: {name}: {fail}")
@@ -474,7 +482,8 @@ class _Session:
             raise _Fail("encrypted writes are not supported by this chip's configuration")
         if not 0 < block_size <= (STUB_BLOCK if self.mode == "stub" else ROM_BLOCK):
             raise _Fail(f"block size {block_size:#x}")
-        self._need_flash(offset, size)
+        if size:                            # BEGIN(0, 0) + END is how esptool leaves the loader
+            self._need_flash(offset, size)
         w = _Write(offset, size, blocks, block_size, compressed)
         if compressed:
             w.inflate = zlib.decompressobj()
@@ -516,13 +525,13 @@ class _Session:
             raise _Fail(f"block {seq} beyond the {w.blocks} announced", ROM_INVALID, STUB_TOO_MUCH)
         if len(data) > w.block_size or (not compressed and self.mode == "rom" and len(data) != w.block_size):
             raise _Fail(f"{len(data)}-byte block, block size {w.block_size}", ROM_INVALID, STUB_BAD_LEN)
-        w.next_seq += 1
         if compressed:
             try:
                 data = w.inflate.decompress(data)
             except zlib.error as exc:
                 raise _Fail(f"inflate: {exc}", ROM_DEFLATE, STUB_INFLATE) from None
         self._store(w, data)
+        w.next_seq += 1                     # a failed block may be sent again with the same number
         self.reply(op)
 
     def _end(self, op: int, payload: bytes) -> None:
@@ -540,24 +549,6 @@ class _Session:
         elif self.mode == "rom":
             self.mode = "app"               # "run user code"
 
-    def do_FLASH_BEGIN(self, op: int, payload: bytes, chk: int) -> None:
-        self._begin(op, payload, compressed=False)
-
-    def do_FLASH_DEFL_BEGIN(self, op: int, payload: bytes, chk: int) -> None:
-        self._begin(op, payload, compressed=True)
-
-    def do_FLASH_DATA(self, op: int, payload: bytes, chk: int) -> None:
-        self._data(op, payload, chk, compressed=False)
-
-    def do_FLASH_DEFL_DATA(self, op: int, payload: bytes, chk: int) -> None:
-        self._data(op, payload, chk, compressed=True)
-
-    def do_FLASH_END(self, op: int, payload: bytes, chk: int) -> None:
-        self._end(op, payload)
-
-    def do_FLASH_DEFL_END(self, op: int, payload: bytes, chk: int) -> None:
-        self._end(op, payload)
-
     def do_SPI_FLASH_MD5(self, op: int, payload: bytes, chk: int) -> None:
         addr, size, z1, z2 = self._words(payload, 4)
         if z1 or z2:
@@ -569,7 +560,7 @@ class _Session:
     def do_READ_FLASH_SLOW(self, op: int, payload: bytes, chk: int) -> None:
         addr, size = self._words(payload, 2)
         if size > 64:
-            raise _Fail(f"ROM reads at most 64 bytes, asked {size}", 0x0A, 0)
+            raise _Fail(f"ROM reads at most 64 bytes, asked {size}", ROM_READ_LENGTH, 0)
         self._need_flash(addr, size)
         self.reply(op, data=self.ld.read(addr, size).ljust(64, b"\xff"))
 
