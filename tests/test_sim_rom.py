@@ -271,23 +271,30 @@ def test_bad_commands_get_error_statuses(module):
     assert stub_unknown[1] == b"\xc3\x00"
 
 
-def test_rom_write_over_unerased_flash_is_an_error(module):
+def test_rom_blocks_out_of_sequence_or_short_are_errors(module):
+    """FLASH_DATA must carry block numbers 0, 1, ... below the announced count, full-sized in ROM mode
+    (esptool pads): anything else is refused, so a client that numbers or sizes blocks wrongly fails here."""
     module.flash.program(0x2000, b"\x00" * 1024)
 
     def work():
         esp = connect(module.flash_url, stub=False)
         try:
             esp.flash_set_parameters(4 * MB)
-            esp.flash_begin(1024, 0x1000)               # erases 0x1000..0x1fff only
+            esp.flash_begin(2048, 0x1000)               # 2 blocks; erases 0x1000..0x1fff only
             block = b"\xa5" * 1024
-            esp.flash_block(block, 0)                   # fine: erased
-            with pytest.raises(FatalError, match="0108"):
-                esp.flash_block(block, 4)               # 0x2000: holds zeros, not erased
+            with pytest.raises(FatalError, match="0105"):
+                esp.flash_block(block, 1)               # block 1 before block 0
+            esp.flash_block(block, 0)
+            with pytest.raises(FatalError, match="0105"):
+                esp.flash_block(block[:512], 1)         # not padded to the block size
+            with pytest.raises(FatalError, match="0105"):
+                esp.flash_block(block, 4)               # beyond the announced blocks (0x2000 holds zeros)
         finally:
             esp._port.close()
 
     run_with_timeout(work, T)
     assert module.flash.read(0x1000, 1024) == b"\xa5" * 1024
+    assert module.flash.read(0x2000, 1024) == b"\x00" * 1024
 
 
 def test_power_loss_mid_flash_then_boot(module):

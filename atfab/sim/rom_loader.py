@@ -110,6 +110,7 @@ class _FlashOp:
     next_erase: int = 0    # stub: first sector not erased yet
     inflater: "zlib._Decompress | None" = None
     written: int = 0       # ROM deflate: bytes written so far
+    next_seq: int = 0      # the block number the next data command must carry
 
 
 class DownloadSession:
@@ -301,7 +302,7 @@ class DownloadSession:
         size, blocks, block_size, addr = struct.unpack("<IIII", payload)
         if not self.stub and not any(lo <= addr and addr + size <= hi for lo, hi in self.spec.ram_ranges):
             raise _Fail(ROM_BAD_RAM_ADDR, STUB_BAD_DATA_LEN, f"RAM load to {addr:#x}")
-        self._mem = {"remaining": size, "addr": addr}
+        self._mem = {"remaining": size, "addr": addr, "seq": 0}
         self._respond(op)
 
     def _mem_data(self, op: int, payload: bytes, chk: int) -> None:
@@ -309,13 +310,16 @@ class DownloadSession:
             raise _Fail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
         if self._mem is None:
             raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
-        length, _seq = struct.unpack_from("<II", payload)
+        length, seq = struct.unpack_from("<II", payload)
         data = payload[16:]
         if length != len(data) or length > self._mem["remaining"]:
             raise _Fail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA)
+        if seq != self._mem["seq"]:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"RAM block {seq}, expected {self._mem['seq']}")
         if not self.stub and checksum(data) != chk & 0xFF:
             raise _Fail(ROM_BAD_CRC, STUB_BAD_CHECKSUM)
         self._mem["remaining"] -= length
+        self._mem["seq"] += 1
         self._respond(op)
 
     def _mem_end(self, op: int, payload: bytes, chk: int) -> str | None:
@@ -385,6 +389,12 @@ class DownloadSession:
             raise _Fail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA, "length field")
         if checksum(data) != chk & 0xFF:
             raise _Fail(ROM_BAD_CRC, STUB_BAD_CHECKSUM, f"checksum of block {seq}")
+        op = self._op
+        if seq != op.next_seq or seq >= op.blocks:     # esptool numbers blocks 0, 1, ... < blocks
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"block {seq}, expected {op.next_seq} of {op.blocks}")
+        if not self.stub and not op.compressed and len(data) != op.block_size:
+            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"block of {len(data)} bytes, not {op.block_size}")
+        op.next_seq += 1
         return seq, data
 
     def _program(self, addr: int, data: bytes) -> bool:
