@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import serial
+import serial.rfc2217
 import serial.tools.list_ports
 from serial.urlhandler.protocol_socket import Serial as _SocketSerial
 
@@ -222,16 +223,69 @@ class SocketPort(_SocketSerial):
             self.is_open = False
 
 
+class Rfc2217Port(serial.rfc2217.Serial):
+    """An ``rfc2217://`` port that negotiates line settings only when they change.
+
+    pyserial's RFC 2217 client renegotiates baud, data bits, parity, stop bits and flow control
+    with the server, and waits at least 0.1 s for the answers, whenever *any* setting changes,
+    timeouts included. esptool sets a timeout around almost every command, so flashing a small
+    set through an RFC 2217 server took 20-30 s instead of a fraction of a second. Timeouts are
+    local to the client (``read`` waits on its own queue), so here only a change of the line
+    settings goes to the server.
+
+    pyserial's client also refuses any ``write_timeout`` (``NotImplementedError`` from
+    ``open()``, which :func:`open_port` sets); here it is accepted and not sent anywhere: a write
+    is bounded by the client socket's own timeout (5 s in pyserial). ``close()`` skips pyserial's
+    0.3 s pause for quick reconnects, as :class:`SocketPort` does.
+    """
+
+    _negotiated: tuple[Any, ...] | None = None
+
+    def open(self) -> None:
+        self._negotiated = None
+        super().open()
+
+    def _reconfigure_port(self) -> None:
+        line = (self._baudrate, self._bytesize, self._parity, self._stopbits, self._rtscts, self._xonxoff)
+        if line == self._negotiated:
+            return
+        write_timeout, self._write_timeout = self._write_timeout, None
+        try:
+            super()._reconfigure_port()
+        finally:
+            self._write_timeout = write_timeout
+        self._negotiated = line
+
+    def close(self) -> None:
+        self.is_open = False
+        if self._socket:
+            try:
+                self._socket.shutdown(socket.SHUT_RDWR)
+                self._socket.close()
+            except OSError:
+                pass
+        if self._thread:
+            self._thread.join(7)     # its recv ends at once on the shut-down socket
+            self._thread = None
+        self._socket = None
+
+
 def port_for_url(url: str, **settings: Any) -> serial.SerialBase:
     """A closed pyserial port object for ``url`` (like ``serial_for_url(..., do_not_open=True)``).
 
-    ``socket://`` URLs get a :class:`SocketPort`; everything else what pyserial chooses.
+    ``socket://`` URLs get a :class:`SocketPort`, ``rfc2217://`` URLs an :class:`Rfc2217Port`;
+    everything else what pyserial chooses.
     """
     if url.startswith("socket://"):
         settings.pop("exclusive", None)
         port = SocketPort(None, **settings)
         port.port = url
         return port
+    if url.startswith("rfc2217://"):
+        settings.pop("exclusive", None)
+        rport = Rfc2217Port(None, **settings)
+        rport.port = url
+        return rport
     return serial.serial_for_url(url, do_not_open=True, **settings)
 
 
@@ -269,5 +323,5 @@ def open_port(selector: str | None = None, baud: int | None = None, *, timeout: 
 
 
 __all__ = ["PortInfo", "list_ports", "resolve_port", "resolve_baud", "selector_from_options", "open_port",
-           "port_for_url", "SocketPort",
+           "port_for_url", "SocketPort", "Rfc2217Port",
            "is_url", "DEFAULT_BAUD"]
