@@ -238,6 +238,53 @@ def test_stalled_reply_times_out_with_bytes_seen(module, client):
     assert client.gmr().module_name == "ESP32C2-4MB"      # resync dropped the stale reply
 
 
+class _LaggingPort:
+    """A host port that hands over nothing it received until ``release`` (a slow USB adapter)."""
+
+    def __init__(self, port) -> None:
+        self._port, self.release = port, 0.0
+
+    def __getattr__(self, name):
+        return getattr(self._port, name)
+
+    def __setattr__(self, name, value):
+        if name in ("_port", "release"):
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self._port, name, value)
+
+    @property
+    def in_waiting(self) -> int:
+        return 0 if time.monotonic() < self.release else self._port.in_waiting
+
+    def read(self, n: int = 1) -> bytes:
+        if time.monotonic() < self.release:
+            time.sleep(self._port.timeout or 0.0)
+            return b""
+        return self._port.read(n)
+
+
+@guarded
+def test_late_ok_is_not_taken_for_the_next_commands_answer(module):
+    """A command's OK reaches the host late, after its timeout; the next write is refused. The client
+    must say so, not read the late OK as the refusal's answer (resync probes until it is in step)."""
+    port = _LaggingPort(open_port(module.at_url, env={}))
+    client = AtClient(port, firmware=module.firmware, timeout=0.3)
+    try:
+        port.release = time.monotonic() + 1.0
+        with pytest.raises(AtTimeout):
+            client.set_syslog(False)                    # answered at once; the host sees it 1 s later
+        module.faults.error_next_write = True
+        client.timeout = 3.0
+        with pytest.raises(AtError) as info:
+            client.sysmfg_write("factory_param", "max_tx_power", "u8", 60)
+        assert "AT+SYSMFG" in info.value.command
+        assert client.sysmfg_read("factory_param", "max_tx_power") != 60   # the refused write left it alone
+        assert any("resync discarded" in e.text for e in client.transcript if e.kind == "note")
+    finally:
+        client.close()
+
+
 @guarded
 def test_link_stall_mid_payload_reports_the_bytes_seen(module):
     c = connect(module, timeout=0.3)

@@ -19,7 +19,7 @@ from typing import Any
 import serial
 
 from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost, ModuleRestarted
-from .framing import RawItem, ReplyParser, info_prefixes, raw_kind
+from .framing import RawItem, ReplyParser, command_name, info_prefixes, raw_kind
 from .helpers import AtCommands
 from ..errors import InputError
 from ..firmware import FirmwareProfile
@@ -67,6 +67,11 @@ class Reply:
     ok_before_prompt: bool = False
 
 
+#: Queries :meth:`AtClient.resync` sends to find where the module's replies stand (the first that
+#: differs from the command that timed out): every firmware generation answers them with one line.
+SYNC_PROBES = ("AT+UART_CUR?", "AT+SYSLOG?")
+
+
 class AtClient(AtCommands):
     """AT client over ``port`` (anything with ``read``/``write``/``in_waiting``/``timeout``).
 
@@ -95,7 +100,8 @@ class AtClient(AtCommands):
         self.urcs: deque[str] = deque(maxlen=max_urcs)
         self.echo: bool = self.firmware.echo_default
         self._buf = bytearray()
-        self._resync = False
+        #: A reply may still be on its way: the command that timed out (True: unknown), else None.
+        self._resync: str | bool | None = None
 
     # -- transcript ---------------------------------------------------------------------------------
     def _log(self, direction: str, kind: str, text: str) -> None:
@@ -171,12 +177,30 @@ class AtClient(AtCommands):
                 self._log("rx", "urc", text)
         return new
 
-    def resync(self, quiet: float = 0.2, max_wait: float = 3.0) -> bytes:
-        """Discard input until the port has been quiet for ``quiet`` seconds (after a timeout)."""
-        start = time.monotonic()
+    def resync(self, quiet: float = 0.2, max_wait: float = 3.0, *, after: str | None = None) -> bytes:
+        """Get back in step after a reply went missing (a timeout): returns the bytes discarded.
+
+        Input is discarded until the port has been quiet for ``quiet`` seconds; then a probe query
+        (:data:`SYNC_PROBES`, one that differs from ``after``, the command that timed out) is sent
+        until the module answers it. The module answers commands in order, so whatever arrives
+        before the probe's own information line (a late reply to ``after``, an ``OK`` with no
+        line, ``busy p...``) is stale and dropped; the next command starts clean. A module that
+        does not answer within ``max_wait`` (booting, in download mode) is left to the next
+        command's own timeout.
+        """
         dropped = bytearray(self._buf)
         self._buf.clear()
-        last = time.monotonic()
+        dropped += self._discard_until_quiet(quiet, max_wait)
+        self._resync = None
+        probe = next(p for p in SYNC_PROBES if after is None or command_name(p) != command_name(after))
+        dropped += self._probe(probe, max_wait, min(quiet, 0.05))
+        if dropped:
+            self._log("rx", "note", f"resync discarded {len(dropped)} bytes")
+        return bytes(dropped)
+
+    def _discard_until_quiet(self, quiet: float, max_wait: float) -> bytes:
+        start = last = time.monotonic()
+        dropped = bytearray()
         while time.monotonic() - start < max_wait:
             chunk = self._read(0, None) if self._pending() else b""
             if chunk:
@@ -186,10 +210,44 @@ class AtClient(AtCommands):
                 break
             else:
                 time.sleep(min(0.01, quiet))
-        if dropped:
-            self._log("rx", "note", f"resync discarded {len(dropped)} bytes")
-        self._resync = False
         return bytes(dropped)
+
+    def _probe(self, probe: str, max_wait: float, quiet: float) -> bytes:
+        """Send ``probe`` until its information line and final ``OK`` arrive; the bytes before them.
+
+        It is sent again only when the module refused it (``busy p...``) or booted meanwhile
+        (``ready``): a probe that is merely slow is waited for, so no second answer trails behind.
+        """
+        prefix = info_prefixes(probe)[0].encode()
+        deadline = time.monotonic() + max_wait
+        stale, buf = bytearray(), bytearray()
+        send, seen_info = True, False
+        while time.monotonic() < deadline:
+            if send:
+                self._log("tx", "command", probe)
+                self._write(probe.encode() + b"\r\n", probe)
+                send, seen_info = False, False
+            nl = buf.find(b"\n")
+            if nl < 0:
+                buf += self._read(1, probe)
+                continue
+            line = bytes(buf[:nl + 1])
+            del buf[:nl + 1]
+            text = line.strip()
+            if seen_info and text == b"OK":
+                self._log("rx", "final", "OK")
+                self._buf[:0] = buf
+                return bytes(stale) + self._discard_until_quiet(quiet, max_wait)
+            if text.startswith(prefix):
+                seen_info = True
+                self._log("rx", "info", text.decode("utf-8", "replace"))
+                continue
+            stale += line
+            if text.startswith(b"busy p") or text == b"ready":
+                send = True
+                time.sleep(self.busy_delay if text != b"ready" else 0)
+        self._log("note", "note", f"resync: no answer to {probe} within {max_wait:.1f} s")
+        return bytes(stale + buf)
 
     def _hides(self, parser: ReplyParser, seen: bytes | bytearray, sensitive: bool) -> bool:
         """Whether bytes seen during ``parser``'s reply must not appear in an error."""
@@ -216,7 +274,7 @@ class AtClient(AtCommands):
                     timeout += self.transfer_time(min(int(item.fields[-1]), self.max_raw))
                 elapsed = time.monotonic() - start
                 if elapsed >= timeout:
-                    self._resync = True
+                    self._resync = parser.command
                     hide = self._hides(parser, seen, sensitive)
                     raise AtTimeout(parser.command, bytes(seen), elapsed, redacted=bool(hide),
                                     waiting_for="prompt" if parser.prompt else "reply")
@@ -245,7 +303,7 @@ class AtClient(AtCommands):
         if len(data) > MAX_COMMAND:
             raise InputError(f"AT command is {len(data)} bytes, the firmware accepts {MAX_COMMAND}", field="command")
         if self._resync:
-            self.resync()
+            self.resync(after=self._resync if isinstance(self._resync, str) else None)
         self.drain()
         self._log("tx", "command", command)
         self._write(data + b"\r\n", command)
