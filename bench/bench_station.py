@@ -14,7 +14,7 @@ Per row: units, wall time, units/minute, scaling against one port, CPU seconds p
 station process and of the simulator process (2 cores here: the sum caps what 8 ports can do),
 and the mean wall time per step of one unit. Each unit uses one esptool connection (``chip``
 step to ``flash`` step, :meth:`atfab.flasher.Flasher.session`) and one AT port; ``socket://``
-ports close at once (:class:`atfab.transport.SocketPort`, without pyserial's 0.3 s close
+ports close at once (:class:`atfab.url_ports.SocketPort`, without pyserial's 0.3 s close
 sleep), so no fixed per-connection delay is in the figures.
 
     /tmp/venv/bin/python bench/bench_station.py [--ports 1,2,4,8] [--rounds 2] [--baud 921600] [--app-kb 1536]
@@ -182,7 +182,7 @@ def main() -> None:
         ratio = next(agg["upm"] for n, k, agg in rows if n == top and k == kind) / base[kind]
         print(f"scaling {kind}: {top} ports = {ratio:.2f}x one port (target >= 7x)")
     print("notes: one esptool connection (chip step to flash step) and one AT port per unit; socket:// ports "
-          "close at once (atfab.transport.SocketPort: no pyserial 0.3 s close sleep, no fixed per-connection "
+          "close at once (atfab.url_ports.SocketPort: no pyserial 0.3 s close sleep, no fixed per-connection "
           "delay in these figures); 'CPU use' is "
           "station + simulator CPU over wall time and all cores.")
 

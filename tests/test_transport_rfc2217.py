@@ -15,7 +15,8 @@ from atfab.errors import DeviceError
 from atfab.flash_set import load_flash_set
 from atfab.flasher import Flasher
 from atfab.sim.module import VirtualModule
-from atfab.transport import Rfc2217Port, open_port
+from atfab.transport import open_port
+from atfab.url_ports import Rfc2217Port
 from tests.conftest import run_with_timeout
 from tests.rfc2217_bridge import Rfc2217Bridge
 from tests.sim_at_support import build_flash, c2_profile
