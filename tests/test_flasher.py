@@ -21,6 +21,7 @@ from atfab.flasher import Flasher, FlashError, WrongChip, _quiet_bulk_commands
 from atfab.sim.module import VirtualModule
 from atfab.unit_content import Params
 from tests.conftest import run_with_timeout
+from tests.flash_support import actions, flash_url
 
 T = 60  # seconds: upper bound for any esptool conversation in these tests
 
@@ -33,13 +34,7 @@ def built(tmp_path_factory) -> Path:
 
 
 def _flash(module: VirtualModule, folder: Path, **kwargs):
-    force = kwargs.pop("force", False)
-    flasher = Flasher(module.flash_url, baud=kwargs.pop("baud", 460800), **kwargs)
-    return run_with_timeout(flasher.flash, T, load_flash_set(folder), force=force)
-
-
-def _actions(result) -> dict[str, str]:
-    return {r.name: r.action for r in result.regions}
+    return flash_url(module.flash_url, folder, **kwargs)
 
 
 def test_flash_writes_every_region_and_reads_identity(virtual_module, built):
@@ -48,7 +43,7 @@ def test_flash_writes_every_region_and_reads_identity(virtual_module, built):
     fs = load_flash_set(built)
     for region in fs.regions:
         assert virtual_module.flash.read(region.offset, len(region.data)) == region.data, region.name
-    actions = _actions(result)
+    actions = actions(result)
     # ota_data_initial.bin is all 0xFF: an erased flash already holds it
     assert actions["ota_data_initial.bin"] == "skipped"
     assert {actions[n] for n in ("bootloader.bin", "partition-table.bin", "at_customize.bin", "mfg_nvs.bin",
@@ -67,17 +62,17 @@ def test_flash_writes_every_region_and_reads_identity(virtual_module, built):
 def test_reprovision_writes_only_what_changed(virtual_module, built, tmp_path):
     _flash(virtual_module, built)
     again = _flash(virtual_module, built)
-    assert set(_actions(again).values()) == {"skipped"}
+    assert set(actions(again).values()) == {"skipped"}
     assert again.bytes_written == 0
     # another unit: same firmware, different factory parameters -> only mfg_nvs differs
     other = tmp_path / "other"
     build("esp32c2-4mb", other, synthetic_firmware="v3.3.0.0", params=Params(factory_param={"max_tx_power": 70}))
     result = _flash(virtual_module, other)
-    assert [n for n, a in _actions(result).items() if a == "written"] == ["mfg_nvs.bin"]
+    assert [n for n, a in actions(result).items() if a == "written"] == ["mfg_nvs.bin"]
     mfg = next(r for r in load_flash_set(other).regions if r.name == "mfg_nvs.bin")
     assert virtual_module.flash.read(mfg.offset, len(mfg.data)) == mfg.data
     forced = _flash(virtual_module, other, force=True)
-    assert set(_actions(forced).values()) == {"written"}
+    assert set(actions(forced).values()) == {"written"}
 
 
 def test_rom_only_no_stub(virtual_module, built):
@@ -318,8 +313,8 @@ def test_one_session_reads_the_chip_then_writes(virtual_module, built, tmp_path)
 
     info, state, first, second = run_with_timeout(unit, T)
     assert info.mac == virtual_module.mac.hex(":") and state == "download"
-    assert first.chip == info and first.stub is True and "written" in _actions(first).values()
-    assert set(_actions(second).values()) == {"skipped"}
+    assert first.chip == info and first.stub is True and "written" in actions(first).values()
+    assert set(actions(second).values()) == {"skipped"}
     for region in flash_set.regions:
         assert virtual_module.flash.read(region.offset, len(region.data)) == region.data, region.name
     assert virtual_module.wait_state("at", 5)

@@ -25,6 +25,7 @@ from atfab.flash_set import load_flash_set
 from atfab.flasher import Flasher
 from atfab.unit_content import Params
 from tests.conftest import run_with_timeout
+from tests.flash_support import actions, flash_url
 from tests.independent_rom_loader import IndependentRomLoader
 
 T = 60  # seconds: bound of any esptool conversation
@@ -56,13 +57,7 @@ def loader():
 
 
 def _flash(ld: IndependentRomLoader, folder: Path, **kwargs):
-    force = kwargs.pop("force", False)
-    flasher = Flasher(ld.url, baud=kwargs.pop("baud", 460800), **kwargs)
-    return run_with_timeout(flasher.flash, T, load_flash_set(folder), force=force)
-
-
-def _actions(result) -> dict[str, str]:
-    return {r.name: r.action for r in result.regions}
+    return flash_url(ld.url, folder, **kwargs)
 
 
 def _holds(ld: IndependentRomLoader, folder: Path) -> None:
@@ -87,7 +82,7 @@ def test_flash_with_stub_writes_every_region(loader, built):
     _holds(loader, built)
     assert result.stub is True and loader.stub_runs == 1
     assert result.chip.mac == loader.mac.hex(":") and result.flash_size == "4MB"
-    actions = _actions(result)
+    actions = actions(result)
     assert actions.pop("ota_data_initial.bin") == "skipped"      # all 0xFF: erased flash holds it
     assert set(actions.values()) == {"written"}
     assert loader.ops_named("FLASH_DEFL_DATA", "stub") >= 1        # compressed through the stub
@@ -111,12 +106,12 @@ def test_flash_rom_only_writes_every_region(loader, built):
 def test_reflash_skips_what_the_device_holds(loader, built, other_unit):
     _flash(loader, built)
     again = _flash(loader, built)
-    assert set(_actions(again).values()) == {"skipped"} and again.bytes_written == 0
+    assert set(actions(again).values()) == {"skipped"} and again.bytes_written == 0
     writes = loader.ops_named("FLASH_DEFL_BEGIN") + loader.ops_named("FLASH_BEGIN")
 
     # another unit with the same firmware: only its mfg_nvs is written
     other = _flash(loader, other_unit)
-    assert [n for n, a in _actions(other).items() if a == "written"] == ["mfg_nvs.bin"]
+    assert [n for n, a in actions(other).items() if a == "written"] == ["mfg_nvs.bin"]
     _holds(loader, other_unit)
 
     # one byte of mfg_nvs changes behind the flasher's back: only that region is rewritten
@@ -124,7 +119,7 @@ def test_reflash_skips_what_the_device_holds(loader, built, other_unit):
     with loader._lock:
         loader.flash[mfg.offset + 40] ^= 0x01
     fixed = _flash(loader, other_unit)
-    assert [n for n, a in _actions(fixed).items() if a == "written"] == ["mfg_nvs.bin"]
+    assert [n for n, a in actions(fixed).items() if a == "written"] == ["mfg_nvs.bin"]
     _holds(loader, other_unit)
     assert loader.ops_named("FLASH_DEFL_BEGIN") + loader.ops_named("FLASH_BEGIN") >= writes + 2
 
@@ -133,7 +128,7 @@ def test_reflash_rom_only_skips_then_writes_mfg_nvs(loader, built, other_unit):
     _flash(loader, built, stub=False)
     assert _flash(loader, built, stub=False).bytes_written == 0
     other = _flash(loader, other_unit, stub=False)
-    assert [n for n, a in _actions(other).items() if a == "written"] == ["mfg_nvs.bin"]
+    assert [n for n, a in actions(other).items() if a == "written"] == ["mfg_nvs.bin"]
     _holds(loader, other_unit)
 
 
@@ -149,7 +144,7 @@ def test_one_session_reads_the_chip_then_writes(loader, built):
 
     info, stub_before_write, first, second = run_with_timeout(unit, T)
     assert info.mac == loader.mac.hex(":") and stub_before_write == 0
-    assert "written" in _actions(first).values() and set(_actions(second).values()) == {"skipped"}
+    assert "written" in actions(first).values() and set(actions(second).values()) == {"skipped"}
     assert loader.sessions == 1 and loader.stub_runs == 1
     _holds(loader, built)
 
