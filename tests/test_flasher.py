@@ -43,10 +43,10 @@ def test_flash_writes_every_region_and_reads_identity(virtual_module, built):
     fs = load_flash_set(built)
     for region in fs.regions:
         assert virtual_module.flash.read(region.offset, len(region.data)) == region.data, region.name
-    actions = actions(result)
+    done = actions(result)
     # ota_data_initial.bin is all 0xFF: an erased flash already holds it
-    assert actions["ota_data_initial.bin"] == "skipped"
-    assert {actions[n] for n in ("bootloader.bin", "partition-table.bin", "at_customize.bin", "mfg_nvs.bin",
+    assert done["ota_data_initial.bin"] == "skipped"
+    assert {done[n] for n in ("bootloader.bin", "partition-table.bin", "at_customize.bin", "mfg_nvs.bin",
                                  "esp-at.bin")} == {"written"}
     assert result.chip.chip == "ESP32-C2"
     assert result.chip.mac == virtual_module.mac.hex(":")

@@ -82,9 +82,9 @@ def test_flash_with_stub_writes_every_region(loader, built):
     _holds(loader, built)
     assert result.stub is True and loader.stub_runs == 1
     assert result.chip.mac == loader.mac.hex(":") and result.flash_size == "4MB"
-    actions = actions(result)
-    assert actions.pop("ota_data_initial.bin") == "skipped"      # all 0xFF: erased flash holds it
-    assert set(actions.values()) == {"written"}
+    done = actions(result)
+    assert done.pop("ota_data_initial.bin") == "skipped"      # all 0xFF: erased flash holds it
+    assert set(done.values()) == {"written"}
     assert loader.ops_named("FLASH_DEFL_DATA", "stub") >= 1        # compressed through the stub
     assert loader.ops_named("FLASH_DEFL_END", "stub") >= 1
     assert loader.baud_requests == [("stub", 460800, 115200)]
