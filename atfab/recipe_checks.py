@@ -18,7 +18,7 @@ from .errors import InputError
 
 if TYPE_CHECKING:
     from .profiles import ModuleProfile
-    from .recipe import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
+    from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
 
 #: Bytes assumed per generated certificate / key when estimating the mfg_nvs size (generous).
 PKI_SIZE_ESTIMATE = {
@@ -90,7 +90,7 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
 def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") -> "GattSpec | None":
     """The GATT table to use (esp-at's default on BLE modules without one), validated."""
     from .profiles import BUILTIN_DIR
-    from .recipe import GattSpec
+    from .recipe_spec import GattSpec
 
     if gatt is None:
         if not profile.firmware.ble:
@@ -117,7 +117,7 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") 
 
 def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattSpec | None") -> tuple[str, ...]:
     """The checks run when a recipe's ``[verify] checks`` is not given."""
-    from .recipe import CHECKS, WIFI_CHECKS
+    from .recipe_spec import CHECKS, WIFI_CHECKS
 
     out = []
     for name in CHECKS:
@@ -131,7 +131,7 @@ def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattS
 
 def verify_checks(ctx: Context, profile: "ModuleProfile", verify: "VerifySpec", pki: "PkiSpec | None",
                   gatt: "GattSpec | None", firmware: "FirmwareSource | None") -> "VerifySpec":
-    from .recipe import WIFI_CHECKS
+    from .recipe_spec import WIFI_CHECKS
 
     checks = verify.checks
     if not checks:
@@ -308,7 +308,7 @@ def escrow_spec(r: Any, raw: Any, base: Path, workdir: Path, pki: "PkiSpec", rec
     or certificate); the file is an output path (relative to ``workdir``)."""
     from .pki.escrow import load_recipient
     from .pki.issue import render
-    from .recipe import EscrowSpec
+    from .recipe_spec import EscrowSpec
 
     if not isinstance(raw, dict):
         r.bad("pki.escrow", 'must be a table: { recipient = "operator.pub.pem", file = "escrow/{recipe}.escrow" }')

@@ -46,7 +46,7 @@ from .events import Event, EventBus
 from .flash_set import FlashSet, Region
 from .ledger import Attempt, Ledger
 from .measurement import Measurement, evaluate
-from .recipe import Recipe, slot_name
+from .recipe_spec import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
 from .verify import check_of  # noqa: F401 - kept here for callers of runner.check_of
 

@@ -61,7 +61,7 @@ from .measurement import FAIL, PASS, Measurement, evaluate
 from .at.mac import read_module_mac
 from .nvs.reader import NvsImage, read_nvs
 from .partition_table import PartitionTable, decode
-from .recipe import CHECKS
+from .recipe_spec import CHECKS
 from .serials import normalize_mac
 
 T = TypeVar("T")

@@ -43,7 +43,7 @@ from ..pki.checks import parse_pem_certs
 from ..pki.issue import issue_unit, sign_unit_certificate
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import FAMILIES, UNIT, plan_slots
-from ..recipe import ROTATE_MODES, Recipe, slot_name
+from ..recipe_spec import ROTATE_MODES, Recipe, slot_name
 from ..report import ReportBuilder, StepHandle
 from .device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
 from .inventory import RotateTarget
