@@ -33,57 +33,21 @@ from dataclasses import dataclass, field
 from .chip import ChipIdentity, Registers
 from .flash import SECTOR, FlashError, NorFlash
 from .link import Link, LinkClosed
+from .rom_protocol import (  # noqa: F401 - opcodes and codes are re-exported for tests and tools
+    CHANGE_BAUDRATE, ERASE_FLASH, ERASE_REGION, FLASH_BEGIN, FLASH_DATA, FLASH_DEFL_BEGIN, FLASH_DEFL_DATA,
+    FLASH_DEFL_END, FLASH_END, GET_SECURITY_INFO, MEM_BEGIN, MEM_DATA, MEM_END, OHAI, READ_FLASH,
+    READ_FLASH_SLOW, READ_PACKET_MAX, READ_REG, ROM_BAD_CRC, ROM_BAD_RAM_ADDR, ROM_DEFLATE_ERR, ROM_FAILED,
+    ROM_FLASH_READ_ERR, ROM_FLASH_WRITE_ERR, ROM_INVALID_MSG, ROM_READ_LEN_ERR, RUN_USER_CODE_OP,
+    SPI_ATTACH, SPI_FLASH_MD5, SPI_SET_PARAMS, STUB_BAD_CHECKSUM, STUB_BAD_DATA_LEN, STUB_FAILED_SPI_OP,
+    STUB_INFLATE_ERROR, STUB_INVALID_COMMAND, STUB_NOT_ENOUGH_DATA, STUB_NOT_IN_FLASH_MODE,
+    STUB_TOO_MUCH_DATA, SYNC, SYNC_PAYLOAD, WRITE_REG, CommandFail, checksum)
+from .rom_stub import StubCommands
 from .slip import SlipDecoder, encode
-
-# Opcodes (esptool ESPLoader.ESP_CMDS)
-FLASH_BEGIN, FLASH_DATA, FLASH_END = 0x02, 0x03, 0x04
-MEM_BEGIN, MEM_END, MEM_DATA = 0x05, 0x06, 0x07
-SYNC, WRITE_REG, READ_REG = 0x08, 0x09, 0x0A
-SPI_SET_PARAMS, SPI_ATTACH, READ_FLASH_SLOW, CHANGE_BAUDRATE = 0x0B, 0x0D, 0x0E, 0x0F
-FLASH_DEFL_BEGIN, FLASH_DEFL_DATA, FLASH_DEFL_END, SPI_FLASH_MD5 = 0x10, 0x11, 0x12, 0x13
-GET_SECURITY_INFO = 0x14
-ERASE_FLASH, ERASE_REGION, READ_FLASH, RUN_USER_CODE_OP = 0xD0, 0xD1, 0xD2, 0xD3
-
-SYNC_PAYLOAD = b"\x07\x07\x12\x20" + b"\x55" * 32
-OHAI = b"OHAI"
-
-# ROM error byte (status byte 1; esptool shows them as 0x1xx)
-ROM_INVALID_MSG, ROM_FAILED, ROM_BAD_CRC = 0x05, 0x06, 0x07
-ROM_FLASH_WRITE_ERR, ROM_FLASH_READ_ERR, ROM_READ_LEN_ERR, ROM_DEFLATE_ERR = 0x08, 0x09, 0x0A, 0x0B
-ROM_BAD_RAM_ADDR = 0x0F
-# Stub status codes (big-endian u16)
-STUB_BAD_DATA_LEN, STUB_BAD_CHECKSUM, STUB_INVALID_COMMAND = 0xC000, 0xC100, 0xC300
-STUB_FAILED_SPI_OP, STUB_NOT_IN_FLASH_MODE, STUB_INFLATE_ERROR = 0xC400, 0xC600, 0xC700
-STUB_NOT_ENOUGH_DATA, STUB_TOO_MUCH_DATA = 0xC800, 0xC900
 
 #: :meth:`DownloadSession.serve` results
 CLOSED = "closed"              # the host went away (or the link was dropped)
 RUN_USER_CODE = "run"          # the ROM left download mode to run the firmware in flash
 RAM_APP = "ram_app"            # a RAM program other than the stub took over the port
-
-READ_PACKET_MAX = 4096
-
-
-class _Fail(Exception):
-    """A command failed: ``rom`` is the ROM error byte, ``stub`` the stub status code."""
-
-    def __init__(self, rom: int, stub: int, why: str = "") -> None:
-        super().__init__(why)
-        self.rom = rom
-        self.stub = stub
-
-
-def checksum(data: bytes, state: int = 0xEF) -> int:
-    """XOR of ``data`` seeded with 0xEF (the *_DATA checksum), computed by folding a big int."""
-    if not data:
-        return state
-    v = int.from_bytes(data, "little")
-    width = len(data) * 8
-    while width > 8:
-        half = ((width // 8 + 1) // 2) * 8
-        v = (v & ((1 << half) - 1)) ^ (v >> half)
-        width = half
-    return (v & 0xFF) ^ state
 
 
 @dataclass
@@ -113,7 +77,7 @@ class _FlashOp:
     next_seq: int = 0      # the block number the next data command must carry
 
 
-class DownloadSession:
+class DownloadSession(StubCommands):
     """One power-on in download mode, served until the host goes away.
 
     ``baud`` is the rate the host syncs at (the ROM auto-bauds to it); ``paced`` makes the
@@ -157,7 +121,7 @@ class DownloadSession:
     def _send_frame(self, payload: bytes) -> None:
         self.link.send(encode(payload))
 
-    def _respond(self, op: int, value: int = 0, data: bytes = b"", error: _Fail | None = None) -> None:
+    def _respond(self, op: int, value: int = 0, data: bytes = b"", error: CommandFail | None = None) -> None:
         if error is not None:
             data = b""
             status = struct.pack(">H", error.stub) if self.stub else bytes([1, error.rom, 0, 0])
@@ -191,27 +155,27 @@ class DownloadSession:
         payload = frame[8:]
         self.stats.commands += 1
         if direction != 0:
-            self._respond(op, error=_Fail(ROM_INVALID_MSG, STUB_INVALID_COMMAND, "not a request"))
+            self._respond(op, error=CommandFail(ROM_INVALID_MSG, STUB_INVALID_COMMAND, "not a request"))
             return None
         if len(payload) != size:
-            self._respond(op, error=_Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "size field"))
+            self._respond(op, error=CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "size field"))
             return None
         if self.stub and self._pending is not None:
             code, self._pending = self._pending, None
-            self._respond(op, error=_Fail(0, code))
+            self._respond(op, error=CommandFail(0, code))
             return None
         handler = self._handlers().get(op)
         try:
             if handler is None:
-                raise _Fail(ROM_INVALID_MSG, STUB_INVALID_COMMAND, f"unknown command {op:#04x}")
+                raise CommandFail(ROM_INVALID_MSG, STUB_INVALID_COMMAND, f"unknown command {op:#04x}")
             return handler(op, payload, chk)
-        except _Fail as fail:
+        except CommandFail as fail:
             self.stats.errors.append(f"{op:#04x}: {fail}")
             self._respond(op, error=fail)
             return None
         except FlashError as exc:
             self.stats.errors.append(f"{op:#04x}: {exc}")
-            self._respond(op, error=_Fail(ROM_FAILED, STUB_FAILED_SPI_OP, str(exc)))
+            self._respond(op, error=CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, str(exc)))
             return None
 
     def _handlers(self):
@@ -234,20 +198,20 @@ class DownloadSession:
     # -- basic commands ----------------------------------------------------------------------
     def _sync(self, op: int, payload: bytes, chk: int) -> None:
         if payload != SYNC_PAYLOAD:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "bad sync pattern")
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "bad sync pattern")
         value = 0 if self.stub else self.spec.rom_sync_value
         for _ in range(8):
             self._respond(op, value=value)
 
     def _read_reg(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) != 4:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         (addr,) = struct.unpack("<I", payload)
         self._respond(op, value=self.regs.read(addr))
 
     def _write_reg(self, op: int, payload: bytes, chk: int) -> None:
         if not payload or len(payload) % 16:
-            raise _Fail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
+            raise CommandFail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
         for i in range(0, len(payload), 16):
             addr, value, mask, _delay_us = struct.unpack_from("<IIII", payload, i)
             self.regs.write(addr, value, mask)
@@ -257,7 +221,7 @@ class DownloadSession:
 
     def _security_info(self, op: int, payload: bytes, chk: int) -> None:
         if payload:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         # flags, flash_crypt_cnt, 7 key purposes, chip_id, api/eco version
         info = struct.pack("<IBBBBBBBBII", 0, 0, 0, 0, 0, 0, 0, 0, 0, self.spec.chip_id, 0)
         self._respond(op, data=info)
@@ -265,22 +229,22 @@ class DownloadSession:
     def _spi_attach(self, op: int, payload: bytes, chk: int) -> None:
         # The ROM takes an extra "is legacy" word; the stub only the pin word.
         if len(payload) != (4 if self.stub else 8):
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         self._respond(op)
 
     def _spi_set_params(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) != 24:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         _fl_id, total, _block, _sector, _page, _mask = struct.unpack("<6I", payload)
         self.flash_size_cfg = total
         self._respond(op)
 
     def _change_baud(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) != 8:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         new, _old = struct.unpack("<II", payload)
         if new == 0:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "baud 0")
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "baud 0")
         self._respond(op)
         if self.stub:
             actual = new
@@ -298,35 +262,35 @@ class DownloadSession:
     # -- RAM download (stub upload) ----------------------------------------------------------
     def _mem_begin(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) != 16:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         size, blocks, block_size, addr = struct.unpack("<IIII", payload)
         if not self.stub and not any(lo <= addr and addr + size <= hi for lo, hi in self.spec.ram_ranges):
-            raise _Fail(ROM_BAD_RAM_ADDR, STUB_BAD_DATA_LEN, f"RAM load to {addr:#x}")
+            raise CommandFail(ROM_BAD_RAM_ADDR, STUB_BAD_DATA_LEN, f"RAM load to {addr:#x}")
         self._mem = {"remaining": size, "addr": addr, "seq": 0}
         self._respond(op)
 
     def _mem_data(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) < 16:
-            raise _Fail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
+            raise CommandFail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
         if self._mem is None:
-            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
+            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
         length, seq = struct.unpack_from("<II", payload)
         data = payload[16:]
         if length != len(data) or length > self._mem["remaining"]:
-            raise _Fail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA)
+            raise CommandFail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA)
         if seq != self._mem["seq"]:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"RAM block {seq}, expected {self._mem['seq']}")
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"RAM block {seq}, expected {self._mem['seq']}")
         if not self.stub and checksum(data) != chk & 0xFF:
-            raise _Fail(ROM_BAD_CRC, STUB_BAD_CHECKSUM)
+            raise CommandFail(ROM_BAD_CRC, STUB_BAD_CHECKSUM)
         self._mem["remaining"] -= length
         self._mem["seq"] += 1
         self._respond(op)
 
     def _mem_end(self, op: int, payload: bytes, chk: int) -> str | None:
         if len(payload) != 8:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         if self._mem is None:
-            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
+            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
         no_execute, _entry = struct.unpack("<II", payload)
         self._mem = None
         self._respond(op)
@@ -351,16 +315,16 @@ class DownloadSession:
 
     def _flash_begin(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) not in (16, 20):
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         size, blocks, block_size, offset = struct.unpack_from("<IIII", payload)
         encrypted = len(payload) == 20 and struct.unpack_from("<I", payload, 16)[0]
         if encrypted:
-            raise _Fail(ROM_FAILED, STUB_FAILED_SPI_OP, "flash encryption is not enabled")
+            raise CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, "flash encryption is not enabled")
         compressed = op == FLASH_DEFL_BEGIN
         start = offset - offset % SECTOR
         end = -(-(offset + size) // SECTOR) * SECTOR
         if end > self._flash_limit():
-            raise _Fail(ROM_FAILED, STUB_FAILED_SPI_OP, f"region ends at {end:#x}, beyond flash")
+            raise CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, f"region ends at {end:#x}, beyond flash")
         self._op = _FlashOp(offset=offset, size=size, blocks=blocks, block_size=block_size,
                             compressed=compressed, end=end, next_erase=start,
                             inflater=zlib.decompressobj() if compressed else None)
@@ -380,20 +344,20 @@ class DownloadSession:
 
     def _data_header(self, payload: bytes, chk: int) -> tuple[int, bytes]:
         if len(payload) < 16:
-            raise _Fail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
+            raise CommandFail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
         if self._op is None:
-            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no FLASH_BEGIN")
+            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no FLASH_BEGIN")
         length, seq = struct.unpack_from("<II", payload)
         data = payload[16:]
         if length != len(data):
-            raise _Fail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA, "length field")
+            raise CommandFail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA, "length field")
         if checksum(data) != chk & 0xFF:
-            raise _Fail(ROM_BAD_CRC, STUB_BAD_CHECKSUM, f"checksum of block {seq}")
+            raise CommandFail(ROM_BAD_CRC, STUB_BAD_CHECKSUM, f"checksum of block {seq}")
         op = self._op
         if seq != op.next_seq or seq >= op.blocks:     # esptool numbers blocks 0, 1, ... < blocks
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"block {seq}, expected {op.next_seq} of {op.blocks}")
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"block {seq}, expected {op.next_seq} of {op.blocks}")
         if not self.stub and not op.compressed and len(data) != op.block_size:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"block of {len(data)} bytes, not {op.block_size}")
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"block of {len(data)} bytes, not {op.block_size}")
         op.next_seq += 1
         return seq, data
 
@@ -408,11 +372,11 @@ class DownloadSession:
         fop = self._op
         assert fop is not None
         if fop.compressed:
-            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "FLASH_DATA after FLASH_DEFL_BEGIN")
+            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "FLASH_DATA after FLASH_DEFL_BEGIN")
         if not self.stub:
             addr = fop.offset + seq * fop.block_size
             if not self._program(addr, data):
-                raise _Fail(ROM_FLASH_WRITE_ERR, STUB_FAILED_SPI_OP, f"read-back mismatch at {addr:#x}")
+                raise CommandFail(ROM_FLASH_WRITE_ERR, STUB_FAILED_SPI_OP, f"read-back mismatch at {addr:#x}")
             self._respond(op)
             return
         self._respond(op)                 # the stub acknowledges, then writes
@@ -436,7 +400,7 @@ class DownloadSession:
         fop = self._op
         assert fop is not None and fop.inflater is not None
         if not fop.compressed:
-            raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "FLASH_DEFL_DATA after FLASH_BEGIN")
+            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "FLASH_DEFL_DATA after FLASH_BEGIN")
         if self.stub:
             self._respond(op)
         try:
@@ -445,26 +409,26 @@ class DownloadSession:
             if self.stub:
                 self._pending = STUB_INFLATE_ERROR
                 return
-            raise _Fail(ROM_DEFLATE_ERR, STUB_INFLATE_ERROR, str(exc)) from None
+            raise CommandFail(ROM_DEFLATE_ERR, STUB_INFLATE_ERROR, str(exc)) from None
         if self.stub:
             self._stub_write(out)
             return
         addr = fop.offset + fop.written
         if fop.written + len(out) > fop.size:
-            raise _Fail(ROM_DEFLATE_ERR, STUB_TOO_MUCH_DATA, "inflated past the region")
+            raise CommandFail(ROM_DEFLATE_ERR, STUB_TOO_MUCH_DATA, "inflated past the region")
         if out and not self._program(addr, out):
-            raise _Fail(ROM_FLASH_WRITE_ERR, STUB_FAILED_SPI_OP, f"read-back mismatch at {addr:#x}")
+            raise CommandFail(ROM_FLASH_WRITE_ERR, STUB_FAILED_SPI_OP, f"read-back mismatch at {addr:#x}")
         fop.written += len(out)
         self._respond(op)
 
     def _flash_end(self, op: int, payload: bytes, chk: int) -> str | None:
         if len(payload) != 4:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         if self.stub:
             if self._op is None:
-                raise _Fail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE)
+                raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE)
             if self._op.size != 0:
-                raise _Fail(ROM_FAILED, STUB_BAD_DATA_LEN, f"{self._op.size} bytes still expected")
+                raise CommandFail(ROM_FAILED, STUB_BAD_DATA_LEN, f"{self._op.size} bytes still expected")
         (run_user_code,) = struct.unpack("<I", payload)
         self._op = None
         self._respond(op)
@@ -477,73 +441,23 @@ class DownloadSession:
     # -- flash reading and erasing -----------------------------------------------------------
     def _md5(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) != 16:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         addr, size, _, _ = struct.unpack("<IIII", payload)
         if addr + size > self._flash_limit():
-            raise _Fail(ROM_FLASH_READ_ERR, STUB_FAILED_SPI_OP, "MD5 beyond flash")
+            raise CommandFail(ROM_FLASH_READ_ERR, STUB_FAILED_SPI_OP, "MD5 beyond flash")
         digest = hashlib.md5(self.flash.read(addr, size))
         self._respond(op, data=digest.digest() if self.stub else digest.hexdigest().encode())
 
     def _read_flash_slow(self, op: int, payload: bytes, chk: int) -> None:
         if len(payload) != 8:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         addr, length = struct.unpack("<II", payload)
         if length > 64:
-            raise _Fail(ROM_READ_LEN_ERR, STUB_BAD_DATA_LEN)
+            raise CommandFail(ROM_READ_LEN_ERR, STUB_BAD_DATA_LEN)
         if addr + length > self._flash_limit():
-            raise _Fail(ROM_FLASH_READ_ERR, STUB_FAILED_SPI_OP)
+            raise CommandFail(ROM_FLASH_READ_ERR, STUB_FAILED_SPI_OP)
         data = self.flash.read(addr, min(64, self.flash.size - addr))
         self._respond(op, data=data.ljust(64, b"\x00"))   # always a 64-byte buffer
-
-    def _read_flash(self, op: int, payload: bytes, chk: int) -> None:
-        if len(payload) != 16:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
-        offset, length, packet, _inflight = struct.unpack("<IIII", payload)
-        self._respond(op)
-        # Everything below is the stub's deferred work: failures go to the next command.
-        if packet > READ_PACKET_MAX or packet == 0:
-            self._pending = STUB_BAD_DATA_LEN
-            return
-        if offset + length > self.flash.size:
-            self._pending = STUB_FAILED_SPI_OP
-            return
-        self._frames.clear()
-        self._decoder.reset()
-        md5 = hashlib.md5()
-        sent = acked = unacked = 0
-        while sent < length or acked < length:
-            if sent < length and unacked < 1:       # the stub keeps one packet in flight
-                chunk = self.flash.read(offset + sent, min(packet, length - sent))
-                md5.update(chunk)
-                self._send_frame(chunk)
-                sent += len(chunk)
-                unacked += 1
-                continue
-            ack = self._next_frame()
-            if ack is None or len(ack) != 4:
-                break
-            (acked,) = struct.unpack("<I", ack)
-            unacked = max(0, unacked - 1)
-        self._send_frame(md5.digest())
-
-    def _erase_flash(self, op: int, payload: bytes, chk: int) -> None:
-        self.flash.erase_all()
-        self._respond(op)
-
-    def _erase_region(self, op: int, payload: bytes, chk: int) -> None:
-        if len(payload) != 8:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
-        addr, size = struct.unpack("<II", payload)
-        if addr % SECTOR or size % SECTOR:
-            raise _Fail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, "not sector aligned")
-        if addr + size > self.flash.size:
-            raise _Fail(ROM_FAILED, STUB_FAILED_SPI_OP, "erase beyond flash")
-        self.flash.erase(addr, size)
-        self._respond(op)
-
-    def _run_user_code(self, op: int, payload: bytes, chk: int) -> None:
-        # esp-flasher-stub: no reply, and the reset it would do is not implemented.
-        return None
 
 
 __all__ = ["DownloadSession", "SessionStats", "checksum", "CLOSED", "RUN_USER_CODE",
