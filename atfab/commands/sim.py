@@ -26,10 +26,11 @@ from ..sim.server import ModulePool
 @click.option("--module-profile", "profile_name", default=None,
               help="Module profile giving chip, flash size and firmware settings (e.g. esp32c2-4mb).")
 @click.option("--seed", default="0", show_default=True, help="Seed of the modules' MAC addresses.")
-@click.option("--chip-revision", default="2.0", show_default=True,
-              help="Chip revision MAJOR.MINOR (0.0 makes esptool refuse its stub on the C2).")
+@click.option("--chip-revision", default=None,
+              help="Chip revision MAJOR.MINOR [default: the chip model's, C2 2.0, ESP32 3.0] "
+                   "(0.0 makes esptool refuse its stub on the C2).")
 def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chip: str | None,
-        profile_name: str | None, seed: str, chip_revision: str) -> None:
+        profile_name: str | None, seed: str, chip_revision: str | None) -> None:
     """Serve virtual ESP-AT modules: one flash (download-mode) URL and one AT URL each.
 
     Point esptool at the flash URL (``--port socket://127.0.0.1:P``) and an AT client at the AT
@@ -46,12 +47,15 @@ def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chi
         if chip and chip != profile.chip:
             raise InputError(f"profile {profile_name} is for {profile.chip}, not {chip}", field="--chip")
         chip, flash_size, firmware = profile.chip, profile.flash_size, profile.firmware
-    try:
-        major, minor = (int(x) for x in chip_revision.split("."))
-    except ValueError:
-        raise InputError("must look like 2.0", field="--chip-revision") from None
+    revision: tuple[int, int] | None = None
+    if chip_revision is not None:
+        try:
+            major, minor = (int(x) for x in chip_revision.split("."))
+        except ValueError:
+            raise InputError("must look like 2.0", field="--chip-revision") from None
+        revision = (major, minor)
     pool = ModulePool(count, chip=chip or "esp32c2", flash_size=flash_size, baud=baud, state_dir=state_dir,
-                      seed=seed, firmware=firmware, chip_revision=(major, minor))
+                      seed=seed, firmware=firmware, chip_revision=revision)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -4,8 +4,10 @@
 revision, package, flash JEDEC id). :class:`Registers` is the memory-mapped register file that
 READ_REG/WRITE_REG reach: eFuse words, the UART clock divider esptool uses to guess the
 crystal, and the SPI1 "user command" sequence esptool drives to read the flash JEDEC id and
-SFDP table. Addresses and bit fields are those of esptool's ``targets/esp32c2.py`` and
-``targets/esp32c3.py`` (the C2 class inherits the C3 SPI1 layout).
+SFDP table. Two chip models: ESP32-C2 (esptool ``targets/esp32c2.py``; the C2 class inherits
+the C3 SPI1 layout of ``targets/esp32c3.py``) and the classic ESP32 (``targets/esp32.py``: eFuse
+BLK0, the chip magic register, APB_CTL_DATE, its own SPI1 layout). The per-chip eFuse and fixed
+register images are in :mod:`atfab.sim.efuse`.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from __future__ import annotations
 import hashlib
 import struct
 from dataclasses import dataclass, field
+
+from .efuse import ESP32_ROM_XTAL_ESTIMATE_HZ, efuse_words, embedded_flash_code, fixed_registers
 
 #: Espressif Systems organisationally unique identifiers (IEEE registry).
 ESPRESSIF_OUIS: tuple[bytes, ...] = (
@@ -24,41 +28,89 @@ MB = 1024 * 1024
 
 
 @dataclass(frozen=True)
+class SpiLayout:
+    """SPI1 "user command" register offsets from the SPI1 base (esptool ``SPI_*_OFFS``)."""
+
+    usr: int
+    usr1: int
+    usr2: int
+    mosi_dlen: int
+    miso_dlen: int
+    w0: int
+    #: The address register takes the address left-aligned (esptool ``SPI_ADDR_REG_MSB``).
+    addr_msb: bool
+    cmd: int = 0x00
+    addr: int = 0x04
+
+
+#: esptool ``targets/esp32c3.py`` (inherited by the C2): SPI_ADDR_REG_MSB = False.
+SPI_C3_LAYOUT = SpiLayout(usr=0x18, usr1=0x1C, usr2=0x20, mosi_dlen=0x24, miso_dlen=0x28, w0=0x58,
+                          addr_msb=False)
+#: esptool ``targets/esp32.py``: W0 at 0x80, address register MSB-aligned (ESPLoader default).
+SPI_ESP32_LAYOUT = SpiLayout(usr=0x1C, usr1=0x20, usr2=0x24, mosi_dlen=0x28, miso_dlen=0x2C, w0=0x80,
+                             addr_msb=True)
+
+
+@dataclass(frozen=True)
 class ChipSpec:
-    """Per-chip facts the ROM loader needs (only ESP32-C2 is modelled so far)."""
+    """Per-chip facts the ROM loader needs (ESP32-C2 and ESP32 are modelled)."""
 
     name: str
     #: chip_id returned by GET_SECURITY_INFO (esptool's IMAGE_CHIP_ID).
     chip_id: int
-    efuse_block2: int            # BLOCK2 read base: word0/1 = MAC, revision; word7 = flash
+    #: First eFuse read register the identity fills (C2: BLOCK2 word 0; ESP32: BLK0 word 0).
+    efuse_base: int
+    #: [start, end) of the eFuse register window: writes there are ignored.
+    efuse_window: tuple[int, int]
     spi1_base: int
     uart_clkdiv_reg: int
     xtal_hz: int
-    #: The C2 ROM believes its crystal runs at 40 MHz whatever is fitted, so it programs
-    #: ``40 MHz / arg`` on CHANGE_BAUDRATE (esptool compensates with ``baud * 40 // 26``).
-    rom_assumed_xtal_hz: int
+    #: The crystal frequency the ROM believes in when it programs ``that / arg`` on CHANGE_BAUDRATE.
+    #: C2: 40 MHz whatever is fitted (esptool sends ``baud * 40 // 26``); ESP32: its own estimate
+    #: from the RTC calibration (esptool reads it back and sends ``baud * estimate // 40 MHz``).
+    rom_assumed_xtal_hz: float
     #: Flash size the ROM assumes until SPI_SET_PARAMS (esptool: "The ROM defaults to 2MB").
     rom_default_flash_size: int
+    spi: SpiLayout = SPI_C3_LAYOUT
     #: Value field of the ROM's SYNC replies (any non-zero value means "ROM, not stub").
     rom_sync_value: int = 0x20120707
     #: Memory ranges (start, end) the stub may be loaded to (esptool MEMORY_MAP IRAM/DRAM).
     ram_ranges: tuple[tuple[int, int], ...] = ()
     #: RTC watchdog config register; bit 31 enables it (esptool ``--after watchdog-reset``).
     rtc_wdt_config0: int = 0
+    #: The ROM (and stub) answer GET_SECURITY_INFO (esptool SECURITY_INFO_SUPPORTED).
+    security_info: bool = True
+    #: Value at esptool's CHIP_DETECT_MAGIC_REG_ADDR 0x40001000 when the chip is told apart by it.
+    magic_value: int | None = None
+    #: Payload lengths the ROM takes for FLASH_BEGIN / FLASH_DEFL_BEGIN (16: no "encrypted" word).
+    rom_flash_begin_lengths: tuple[int, ...] = (16, 20)
+    #: 0: the ROM answers an unknown command with one error reply echoing its opcode. N: N error
+    #: replies (status 01 05) whose opcode field is not the request's (the ESP32 ROM, 8 of them).
+    rom_unknown_replies: int = 0
+    #: UART clock once the stub runs (0 = the crystal); the ESP32 stub runs the APB from the PLL.
+    stub_uart_clk_hz: int = 0
+    #: (major, minor) revision of a module that does not say; highest minor the eFuses hold.
+    default_revision: tuple[int, int] = (2, 0)
+    max_minor: int = 15
 
 
 CHIPS: dict[str, ChipSpec] = {
     "esp32c2": ChipSpec(
-        name="esp32c2", chip_id=12, efuse_block2=0x60008840, spi1_base=0x60002000,
-        uart_clkdiv_reg=0x60000014, xtal_hz=26_000_000, rom_assumed_xtal_hz=40_000_000,
+        name="esp32c2", chip_id=12, efuse_base=0x60008840, efuse_window=(0x60008800, 0x600088C0),
+        spi1_base=0x60002000, uart_clkdiv_reg=0x60000014, xtal_hz=26_000_000, rom_assumed_xtal_hz=40_000_000,
         rom_default_flash_size=2 * MB,
         ram_ranges=((0x3FCA0000, 0x3FCE0000), (0x4037C000, 0x403C0000)), rtc_wdt_config0=0x60008084,
     ),
+    "esp32": ChipSpec(
+        name="esp32", chip_id=0, efuse_base=0x3FF5A000, efuse_window=(0x3FF5A000, 0x3FF5A100),
+        spi1_base=0x3FF42000, spi=SPI_ESP32_LAYOUT, uart_clkdiv_reg=0x3FF40014, xtal_hz=40_000_000,
+        rom_assumed_xtal_hz=ESP32_ROM_XTAL_ESTIMATE_HZ, rom_default_flash_size=2 * MB,
+        # DRAM 0x3FFAE000.., IRAM + DIRAM_IRAM 0x40080000..0x400BFFFC (esptool ESP32ROM.MEMORY_MAP)
+        ram_ranges=((0x3FFAE000, 0x40000000), (0x40080000, 0x400BFFFC)),
+        security_info=False, magic_value=0x00F01D83, rom_flash_begin_lengths=(16,),
+        rom_unknown_replies=8, stub_uart_clk_hz=80_000_000, default_revision=(3, 0), max_minor=3,
+    ),
 }
-
-#: JEDEC manufacturer id -> (name, eFuse flash-vendor code of the C2 BLOCK2 word 7).
-FLASH_VENDORS: dict[int, tuple[str, int]] = {0x20: ("XMC", 1), 0xC8: ("GD", 2), 0xA1: ("FM", 3)}
-
 
 def derive_mac(seed: object) -> bytes:
     """A base MAC that depends only on ``seed``: Espressif OUI, last byte a multiple of 4.
@@ -77,8 +129,9 @@ class ChipIdentity:
 
     chip: str = "esp32c2"
     mac: bytes = field(default_factory=lambda: derive_mac(0))
-    #: (major, minor). v0.0 makes esptool refuse its flasher stub on the C2.
-    revision: tuple[int, int] = (2, 0)
+    #: (major, minor); None = the chip model's default (C2 v2.0, ESP32 v3.0). v0.0 makes
+    #: esptool refuse its flasher stub on the C2.
+    revision: tuple[int, int] = None  # type: ignore[assignment]  # set in __post_init__
     flash_size: int = 4 * MB
     #: JEDEC id bytes as the RDID command returns them: manufacturer, memory type (capacity
     #: byte is derived from ``flash_size``). Default GigaDevice GD25Q-series.
@@ -90,8 +143,10 @@ class ChipIdentity:
             raise ValueError(f"no virtual chip model for {self.chip!r} (known: {', '.join(CHIPS)})")
         if len(self.mac) != 6:
             raise ValueError("MAC must be 6 bytes")
+        if self.revision is None:
+            object.__setattr__(self, "revision", self.spec.default_revision)
         major, minor = self.revision
-        if not (0 <= major <= 3 and 0 <= minor <= 15):
+        if not (0 <= major <= 3 and 0 <= minor <= self.spec.max_minor):
             raise ValueError(f"chip revision v{major}.{minor} does not fit the eFuse fields")
         if self.flash_size < 64 * 1024 or self.flash_size & (self.flash_size - 1):
             raise ValueError(f"flash size {self.flash_size:#x} is not a power of two >= 64 KB")
@@ -108,25 +163,17 @@ class ChipIdentity:
 
     @property
     def embedded_flash_code(self) -> int:
-        """eFuse flash-capacity code of an in-package flash (1 = 4 MB, 2 = 2 MB, 3 = 1 MB, 0 = none)."""
-        return {4 * MB: 1, 2 * MB: 2, 1 * MB: 3}.get(self.flash_size, 0)
+        """C2 eFuse flash-capacity code of an in-package flash (1 = 4 MB, 2 = 2 MB, 3 = 1 MB, 0 = none)."""
+        return embedded_flash_code(self.flash_size)
 
     def efuse_words(self) -> dict[int, int]:
-        """eFuse read registers (address -> value); everything else in the eFuse block reads 0.
+        """eFuse read registers (address -> value); everything else in the eFuse block reads 0."""
+        return efuse_words(self)
 
-        An in-package flash size (1/2/4 MB) reports the ESP8684H package (pkg 1) with that
-        embedded flash; other sizes report a bare ESP32-C2 (pkg 0) with external flash.
-        """
-        base = self.spec.efuse_block2
-        m = self.mac
-        major, minor = self.revision
-        cap = self.embedded_flash_code
-        package = 1 if cap else 0
-        vendor = FLASH_VENDORS.get(self.flash_manufacturer, ("", 0))[1] if cap else 0
-        word0 = int.from_bytes(m[2:6], "big")
-        word1 = (m[0] << 8) | m[1] | (minor << 16) | (major << 20) | (package << 22)
-        word7 = (cap << 29) | (vendor << 24)
-        return {base: word0, base + 4: word1, base + 28: word7}
+    def readonly_registers(self) -> dict[int, int]:
+        """Every register READ_REG answers from the identity: eFuse words plus fixed ones (the
+        ESP32 chip magic word, APB_CTL_DATE, RTC calibration)."""
+        return {**efuse_words(self), **fixed_registers(self)}
 
     def sfdp(self) -> bytes:
         """A 256-byte JEDEC SFDP table: signature, basic flash parameter table, vendor header."""
@@ -140,11 +187,10 @@ class ChipIdentity:
         return bytes(t)
 
 
-# SPI1 register offsets and bits (esptool loader.run_spiflash_command, C3 layout).
-SPI_CMD, SPI_ADDR, SPI_USR, SPI_USR1, SPI_USR2, SPI_MOSI_DLEN, SPI_MISO_DLEN, SPI_W0 = (
-    0x00, 0x04, 0x18, 0x1C, 0x20, 0x24, 0x28, 0x58)
+# SPI1 bits (esptool loader.run_spiflash_command); offsets are the chip's SpiLayout.
 SPI_CMD_USR = 1 << 18
 SPI_USR_MISO = 1 << 28
+SPI_USR_ADDR_LEN_SHIFT = 26
 
 RDID, RDSFDP, RDSR, RDSR2, RDSR3 = 0x9F, 0x5A, 0x05, 0x35, 0x15
 
@@ -152,16 +198,16 @@ RDID, RDSFDP, RDSR, RDSR2, RDSR3 = 0x9F, 0x5A, 0x05, 0x35, 0x15
 class Registers:
     """The register window of one download-mode session.
 
-    Plain RAM semantics (what was written reads back) except: eFuse words are read-only,
-    UART_CLKDIV follows the current baud, and writing SPI_CMD_USR to SPI1's CMD register runs
-    the user command at once (RDID, RDSFDP, RDSR) and reads back as done.
+    Plain RAM semantics (what was written reads back) except: eFuse words and the chip's fixed
+    registers are read-only, UART_CLKDIV follows the current baud, and writing SPI_CMD_USR to
+    SPI1's CMD register runs the user command at once (RDID, RDSFDP, RDSR) and reads back as done.
     """
 
     def __init__(self, identity: ChipIdentity, *, clkdiv: int) -> None:
         self.identity = identity
         self.spec = identity.spec
         self.clkdiv = clkdiv
-        self._efuse = identity.efuse_words()
+        self._fixed = identity.readonly_registers()
         self._sfdp = identity.sfdp()
         self._mem: dict[int, int] = {}
         self.spi_commands: list[int] = []   # command bytes run, for tests and debugging
@@ -170,38 +216,47 @@ class Registers:
 
     def read(self, addr: int) -> int:
         """Value at ``addr`` (32-bit)."""
-        if addr in self._efuse:
-            return self._efuse[addr]
+        if addr in self._fixed:
+            return self._fixed[addr]
         if addr == self.spec.uart_clkdiv_reg:
             return self.clkdiv & 0xFFFFF
-        if addr == self.spec.spi1_base + SPI_CMD:
+        if addr == self.spec.spi1_base + self.spec.spi.cmd:
             return self._mem.get(addr, 0) & ~SPI_CMD_USR
         return self._mem.get(addr, 0)
 
     def write(self, addr: int, value: int, mask: int = 0xFFFFFFFF) -> None:
-        """Masked write; eFuse words ignore writes."""
+        """Masked write; eFuse words and fixed registers ignore writes."""
         value &= 0xFFFFFFFF
-        if addr in self._efuse or self.spec.efuse_block2 - 0x40 <= addr < self.spec.efuse_block2 + 0x80:
+        lo, hi = self.spec.efuse_window
+        if addr in self._fixed or lo <= addr < hi:
             return
         if mask != 0xFFFFFFFF:
             value = (value & mask) | (self._mem.get(addr, 0) & ~mask & 0xFFFFFFFF)
         self._mem[addr] = value
         if addr == self.spec.rtc_wdt_config0 and value & (1 << 31):
             self.reset_requested = True
-        base = self.spec.spi1_base
-        if addr == base + SPI_CMD and value & SPI_CMD_USR:
+        cmd = self.spec.spi1_base + self.spec.spi.cmd
+        if addr == cmd and value & SPI_CMD_USR:
             self._run_spi_user_command()
             self._mem[addr] = value & ~SPI_CMD_USR
 
+    def _spi_address(self) -> int:
+        base, spi = self.spec.spi1_base, self.spec.spi
+        reg = self._mem.get(base + spi.addr, 0)
+        if not spi.addr_msb:
+            return reg & 0xFFFFFF
+        bits = ((self._mem.get(base + spi.usr1, 0) >> SPI_USR_ADDR_LEN_SHIFT) & 0x3F) + 1
+        return reg >> (32 - bits)        # the address sits in the top ``bits`` bits
+
     def _run_spi_user_command(self) -> None:
-        base = self.spec.spi1_base
-        command = self._mem.get(base + SPI_USR2, 0) & 0xFF
-        usr = self._mem.get(base + SPI_USR, 0)
+        base, spi = self.spec.spi1_base, self.spec.spi
+        command = self._mem.get(base + spi.usr2, 0) & 0xFF
+        usr = self._mem.get(base + spi.usr, 0)
         self.spi_commands.append(command)
         if not usr & SPI_USR_MISO:
             return
-        miso_bits = (self._mem.get(base + SPI_MISO_DLEN, 0) & 0xFFFFFF) + 1
-        addr = self._mem.get(base + SPI_ADDR, 0) & 0xFFFFFF
+        miso_bits = (self._mem.get(base + spi.miso_dlen, 0) & 0xFFFFFF) + 1
+        addr = self._spi_address()
         if command == RDID:
             j = self.identity.jedec_id
             reply = bytes([j & 0xFF, (j >> 8) & 0xFF, (j >> 16) & 0xFF])
@@ -215,7 +270,6 @@ class Registers:
         word = int.from_bytes(reply[:nbytes].ljust(4, b"\x00"), "little")
         if miso_bits < 32:
             word &= (1 << miso_bits) - 1
-        self._mem[base + SPI_W0] = word
+        self._mem[base + spi.w0] = word
 
-
-__all__ = ["ChipSpec", "CHIPS", "ChipIdentity", "Registers", "derive_mac", "ESPRESSIF_OUIS", "MB"]
+__all__ = ["ChipSpec", "CHIPS", "SpiLayout", "ChipIdentity", "Registers", "derive_mac", "ESPRESSIF_OUIS", "MB"]

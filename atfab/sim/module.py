@@ -118,9 +118,10 @@ class _Link(Link):
 
 
 class VirtualModule:
-    """A simulated module (ESP32-C2 ROM + AT firmware) reachable over ``socket://`` URLs.
+    """A simulated module (ESP32-C2 or ESP32 ROM + AT firmware) reachable over ``socket://`` URLs.
 
-    ``seed`` makes the MAC deterministic (unless ``mac`` is given); ``baud`` paces both
+    ``chip`` is a model of :data:`atfab.sim.chip.CHIPS`; ``chip_revision`` None is its default
+    (C2 v2.0, ESP32 v3.0). ``seed`` makes the MAC deterministic (unless ``mac`` is given); ``baud`` paces both
     endpoints like a UART at that rate (``None``: unpaced); ``state_dir`` keeps the flash in
     ``<state_dir>/<name>.flash`` across restarts; ``firmware_factory`` builds the AT firmware
     at each boot (default :class:`atfab.sim.at_firmware.AtFirmware`). A firmware that raises
@@ -129,14 +130,15 @@ class VirtualModule:
     """
 
     def __init__(self, *, chip: str = "esp32c2", flash_size: int = 4 * MB, seed: object = 0,
-                 mac: bytes | None = None, chip_revision: tuple[int, int] = (2, 0),
+                 mac: bytes | None = None, chip_revision: tuple[int, int] | None = None,
                  baud: int | None = None, state_dir: str | Path | None = None, name: str = "module",
                  flash: NorFlash | None = None, faults: FaultPlan | None = None,
                  firmware: FirmwareProfile | None = None,
                  firmware_factory: FirmwareFactory | None = None, host: str = "127.0.0.1") -> None:
         self.name = name
         self.identity = ChipIdentity(chip=chip, mac=bytes(mac) if mac else derive_mac(seed),
-                                     revision=tuple(chip_revision), flash_size=flash_size)  # type: ignore[arg-type]
+                                     revision=tuple(chip_revision) if chip_revision else None,  # type: ignore[arg-type]
+                                     flash_size=flash_size)
         self.chip = chip
         self.mac = self.identity.mac
         self.chip_revision = self.identity.revision

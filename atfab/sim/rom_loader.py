@@ -167,6 +167,9 @@ class DownloadSession(StubCommands):
         handler = self._handlers().get(op)
         try:
             if handler is None:
+                if not self.stub and self.spec.rom_unknown_replies:
+                    self._unsupported(op)
+                    return None
                 raise CommandFail(ROM_INVALID_MSG, STUB_INVALID_COMMAND, f"unknown command {op:#04x}")
             return handler(op, payload, chk)
         except CommandFail as fail:
@@ -178,16 +181,31 @@ class DownloadSession(StubCommands):
             self._respond(op, error=CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, str(exc)))
             return None
 
+    def _unsupported(self, op: int) -> None:
+        """How the ESP32 ROM refuses a command it does not have (GET_SECURITY_INFO among them).
+
+        esptool (loader.py ``command``) raises UnsupportedCommandError on a reply whose opcode is
+        not the request's and whose status is ``01 05``, then drains "the unsupported command
+        response [...] sent 8 times [...] 14 bytes [...] including delimiter 0xC0 bytes": 8 frames
+        of 8 header + 4 status bytes. Which opcode the ROM puts there is not documented; esptool
+        only needs it to differ, and 0x00 (no command has it) is what this model sends.
+        """
+        self.stats.errors.append(f"{op:#04x}: not supported by the {self.spec.name} ROM")
+        reply = encode(struct.pack("<BBHI", 1, 0x00, 4, 0) + bytes([1, ROM_INVALID_MSG, 0, 0]))
+        self.link.send(reply * self.spec.rom_unknown_replies)
+
     def _handlers(self):
         common = {
             SYNC: self._sync, READ_REG: self._read_reg, WRITE_REG: self._write_reg,
-            GET_SECURITY_INFO: self._security_info, SPI_ATTACH: self._spi_attach,
+            SPI_ATTACH: self._spi_attach,
             SPI_SET_PARAMS: self._spi_set_params, CHANGE_BAUDRATE: self._change_baud,
             MEM_BEGIN: self._mem_begin, MEM_DATA: self._mem_data, MEM_END: self._mem_end,
             FLASH_BEGIN: self._flash_begin, FLASH_DATA: self._flash_data, FLASH_END: self._flash_end,
             FLASH_DEFL_BEGIN: self._flash_begin, FLASH_DEFL_DATA: self._defl_data,
             FLASH_DEFL_END: self._flash_end, SPI_FLASH_MD5: self._md5,
         }
+        if self.spec.security_info:
+            common[GET_SECURITY_INFO] = self._security_info
         if self.stub:
             common.update({READ_FLASH: self._read_flash, ERASE_FLASH: self._erase_flash,
                            ERASE_REGION: self._erase_region, RUN_USER_CODE_OP: self._run_user_code})
@@ -248,11 +266,11 @@ class DownloadSession(StubCommands):
         self._respond(op)
         if self.stub:
             actual = new
-            self.regs.clkdiv = self.spec.xtal_hz // new
+            self.regs.clkdiv = (self.spec.stub_uart_clk_hz or self.spec.xtal_hz) // new
         else:
             # The ROM computes its divider from the crystal it assumes, not the one fitted.
             actual = round(new * self.spec.xtal_hz / self.spec.rom_assumed_xtal_hz)
-            self.regs.clkdiv = self.spec.rom_assumed_xtal_hz // new
+            self.regs.clkdiv = int(self.spec.rom_assumed_xtal_hz // new)
         self._baud = actual
         self._update_stats()
         self.stats.baud_changes.append((self.stats.rx_bytes, actual))
@@ -301,6 +319,8 @@ class DownloadSession(StubCommands):
         # The RAM program is taken to be esptool's flasher stub: it greets and takes over.
         self._send_frame(OHAI)
         self.stub = True
+        if self.spec.stub_uart_clk_hz:       # same baud, now divided from the stub's UART clock
+            self.regs.clkdiv = self.spec.stub_uart_clk_hz // self._baud
         self._op = None
         self._pending = None
         self.stats.stub_started = True
@@ -314,7 +334,7 @@ class DownloadSession(StubCommands):
         return min(self.flash_size_cfg, self.flash.size)
 
     def _flash_begin(self, op: int, payload: bytes, chk: int) -> None:
-        if len(payload) not in (16, 20):
+        if len(payload) not in ((16, 20) if self.stub else self.spec.rom_flash_begin_lengths):
             raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         size, blocks, block_size, offset = struct.unpack_from("<IIII", payload)
         encrypted = len(payload) == 20 and struct.unpack_from("<I", payload, 16)[0]
