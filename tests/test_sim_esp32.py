@@ -63,6 +63,12 @@ def esp32():
     m.stop()
 
 
+def ended_session(module: VirtualModule):
+    """Stats of the flash session the test just closed (the module notices the close and boots)."""
+    assert module.wait_state("at", 10), "the download session did not end"
+    return module.last_session
+
+
 def random_image(size: int, seed: int) -> bytes:
     data = bytearray(random.Random(seed).randbytes(size))
     data[0] = 0            # not an app image header: esptool would patch it
@@ -103,7 +109,7 @@ def test_detect_mac_description_and_identity(esp32):
     assert magic == 0x00F01D83
     assert pads == (0, 0, 0, 0, 0) and not encrypted and not secure
     assert is_stub and flash_id == 0x1640C8 and size == "4MB"
-    assert any("0x14" in e for e in esp32.last_session.errors)
+    assert any("0x14" in e for e in ended_session(esp32).errors)
 
 
 def _frames(sock: socket.socket, count: int) -> list[bytes]:
@@ -157,7 +163,7 @@ def test_stub_write_read_back_verify_erase(esp32):
     assert esp32.flash.read(0x10000, 0x10000) == img[:0x10000]
     assert esp32.flash.read(0x20000, 0x2000) == b"\xff" * 0x2000
     assert esp32.flash.read(0x22000, 0x1000) == img[0x12000:0x13000]
-    stats = esp32.last_session
+    stats = ended_session(esp32)
     assert stats.stub_started and stats.baud_changes[-1][1] == 921600
 
 
@@ -186,7 +192,7 @@ def test_rom_only_write_read_verify_erase(esp32):
     assert esp32.flash.read(0x11000, 0x1000) == b"\xff" * 0x1000
     assert esp32.flash.read(0x12000, 0x1000) == img[0x2000:0x3000]
     assert esp32.flash.read(0x300000, len(packed)) == packed
-    stats = esp32.last_session
+    stats = ended_session(esp32)
     assert not stats.stub_started
     # the ROM divides its own 40.04 MHz estimate; esptool compensated, so the line runs at 460800
     assert stats.baud_changes == [(stats.baud_changes[0][0], 460800)]
