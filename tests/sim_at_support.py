@@ -7,7 +7,6 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 from atfab.appimage import default_at_core, make_app_image
 from atfab.firmware import FirmwareProfile
@@ -18,7 +17,7 @@ from atfab.profiles import load_profile
 from atfab.sim.at_firmware import AtFirmware
 from atfab.sim.faults import FaultPlan
 from atfab.sim.flash import NorFlash
-from atfab.sim.link import Link
+from atfab.sim.link import Link, LinkClosed
 from tests.paths import ESP_AT
 
 REF = ESP_AT
@@ -205,3 +204,28 @@ def new_host(flash: NorFlash | None = None, firmware: FirmwareProfile | None = N
     if fw_changes:
         fw = replace(fw, **fw_changes)
     return FakeHost(flash=flash or build_flash(profile), firmware=fw)
+
+
+class StandInFirmware:
+    """Minimal AtFirmware for these tests: boots with 'ready', answers OK, AT+RST=1 -> download."""
+
+    def __init__(self, host) -> None:
+        self.host = host
+
+    def boot(self) -> bytes:
+        return b"\r\nready\r\n"
+
+    def serve(self, link, token: int) -> str:
+        buf = b""
+        while True:
+            if self.host.state_token != token:
+                return "state"
+            try:
+                buf += link.recv(4096, timeout=0.05)
+            except LinkClosed:
+                return "closed"
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                link.send(b"\r\nOK\r\n")
+                if line == b"AT+RST=1":
+                    self.host.enter_download_mode()

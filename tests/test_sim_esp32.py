@@ -32,33 +32,16 @@ from atfab.sim.slip import SlipDecoder, encode
 from atfab.transport import open_port, port_for_url
 from tests.conftest import run_with_timeout
 from tests.flash_support import actions, flash_url
+from tests.sim_at_support import StandInFirmware
 
 MB = 1024 * 1024
 T = 30            # seconds any single esptool conversation may take before the test fails as hung
 MAGIC_REG = 0x40001000
 
 
-class QuietFirmware:
-    """Stand-in AT firmware for the download-mode tests: boots, then ignores its port."""
-
-    def __init__(self, host) -> None:
-        self.host = host
-
-    def boot(self) -> bytes:
-        return b"\r\nready\r\n"
-
-    def serve(self, link, token: int) -> str:
-        while self.host.state_token == token:
-            try:
-                link.recv(4096, timeout=0.05)
-            except Exception:   # noqa: BLE001 - the link closed
-                return "closed"
-        return "state"
-
-
 @pytest.fixture
 def esp32():
-    m = VirtualModule(chip="esp32", seed="esp32-tests", firmware_factory=QuietFirmware).start()
+    m = VirtualModule(chip="esp32", seed="esp32-tests", firmware_factory=StandInFirmware).start()
     yield m
     m.stop()
 

@@ -19,41 +19,15 @@ from esptool.util import FatalError
 
 from atfab.sim import rom_loader
 from atfab.sim.chip import ESPRESSIF_OUIS, derive_mac
-from atfab.sim.link import LinkClosed
 from atfab.sim.module import VirtualModule
 from atfab.sim.slip import SlipDecoder, encode
 from atfab.transport import port_for_url
 from tests.conftest import run_with_timeout
-from tests.sim_at_support import SocketReader, connect_url
+from tests.sim_at_support import SocketReader, StandInFirmware, connect_url
 
 MB = 1024 * 1024
 OK = b"\r\nOK\r\n"
 T = 30  # seconds any single esptool operation may take before the test fails as hung
-
-
-class StandInFirmware:
-    """Minimal AtFirmware for these tests: boots with 'ready', answers OK, AT+RST=1 -> download."""
-
-    def __init__(self, host) -> None:
-        self.host = host
-
-    def boot(self) -> bytes:
-        return b"\r\nready\r\n"
-
-    def serve(self, link, token: int) -> str:
-        buf = b""
-        while True:
-            if self.host.state_token != token:
-                return "state"
-            try:
-                buf += link.recv(4096, timeout=0.05)
-            except LinkClosed:
-                return "closed"
-            while b"\r\n" in buf:
-                line, buf = buf.split(b"\r\n", 1)
-                link.send(b"\r\nOK\r\n")
-                if line == b"AT+RST=1":
-                    self.host.enter_download_mode()
 
 
 @pytest.fixture
