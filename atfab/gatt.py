@@ -10,7 +10,6 @@ The readable TOML description (services/characteristics/descriptors) lives in
 from __future__ import annotations
 
 import csv
-import io
 from dataclasses import dataclass, field
 from pathlib import Path
 

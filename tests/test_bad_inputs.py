@@ -11,7 +11,6 @@ through ``python -m atfab.cli`` and checks the user sees the same line and exit 
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import shutil
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 from click.testing import CliRunner

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from ..errors import InputError
 from .keys import SUPPORTED_TEXT, describe_key, key_supported, spki_der
