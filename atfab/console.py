@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from .events import OUTCOMES, Event
+from .errors import OUTCOMES
+from .events import Event
 
 
 @dataclass

@@ -82,6 +82,10 @@ class Aborted(AtfabError):
     exit_code = 130
 
 
+#: Final outcomes of one unit attempt: all checks met; :class:`UnitFailed`; :class:`DeviceError`
+#: (station, link or tool); :class:`Aborted`.
+OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
+
 EXIT_OK = 0
 EXIT_UNIT_FAILED = UnitFailed.exit_code
 EXIT_INPUT = InputError.exit_code

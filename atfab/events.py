@@ -27,11 +27,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import DeviceError
+from .errors import OUTCOMES, DeviceError
 from .keyguard import find_private_key
 
 STEP_END = ("ok", "fail", "error", "aborted", "skipped")
-OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
 
 
 class SecretInEvent(DeviceError):
@@ -96,4 +95,4 @@ class EventBus:
                     self.errors.append(exc)
 
 
-__all__ = ["Event", "EventBus", "Subscriber", "SecretInEvent", "STEP_END", "OUTCOMES"]
+__all__ = ["Event", "EventBus", "Subscriber", "SecretInEvent", "STEP_END"]

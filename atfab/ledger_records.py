@@ -7,13 +7,12 @@ from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
-from .errors import DeviceError
+from .errors import OUTCOMES, DeviceError
 from .serials import SerialScheme
 
 #: 1: first schema. 2: ``certificate_slots`` (one certificate installed in several slots of its
 #: unit); a version-1 file is migrated when it is opened (:data:`MIGRATIONS`).
 SCHEMA_VERSION = 2
-OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
 ROTATION_CHAIN = ("intent", "key_written", "cert_written", "verified", "done")
 ROTATION_STATES = ROTATION_CHAIN + ("rolled_back",)
 ROTATION_FINAL = ("done", "rolled_back")

@@ -19,8 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .errors import InputError
-from .report import OUTCOMES
+from .errors import OUTCOMES, InputError
 from .recipe_spec import (
     CHECKS, FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, WIFI_CHECKS, EscrowSpec, FirmwareSource,
     GattSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,

@@ -16,7 +16,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from .events import OUTCOMES, Event
+from .errors import OUTCOMES
+from .events import Event
 from .ledger import Attempt, Ledger, utc_now
 from .report import ReportBuilder, UnitReport
 

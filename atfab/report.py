@@ -20,13 +20,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .errors import Aborted, DeviceError, InputError, UnitFailed
+from .errors import OUTCOMES, Aborted, DeviceError, InputError, UnitFailed
 from .fsutil import atomic_write
 from .keyguard import find_private_key
 from .measurement import Measurement
 
 SCHEMA = "atfab.unit-report/1"
-OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
 STEP_OUTCOMES = ("ok", "fail", "error", "skipped", "aborted")
 #: Distributions whose versions go into every report.
 TOOLS = ("atfab", "esptool", "esp-idf-nvs-partition-gen", "cryptography", "pyserial")

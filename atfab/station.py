@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import DeviceError, InputError
+from .errors import OUTCOMES, DeviceError, InputError
 from .events import Event, EventBus
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
@@ -121,7 +121,7 @@ class StationSummary:
     def counts(self) -> dict[str, int]:
         """Units by final outcome."""
         c = Counter(r.outcome for r in self.finals)
-        return {k: c.get(k, 0) for k in ("PASS", "FAIL", "ERROR", "ABORTED")}
+        return {k: c.get(k, 0) for k in OUTCOMES}
 
     @property
     def units_per_minute(self) -> float:

@@ -31,7 +31,7 @@ from cryptography.hazmat.primitives import serialization
 
 from atfab import partition_table
 from atfab.appimage import read_app_info
-from atfab.errors import InputError
+from atfab.errors import OUTCOMES, InputError
 from atfab.nvs.reader import read_nvs
 from atfab.sim.faults import FaultPlan
 
@@ -402,7 +402,6 @@ def ledger_claims_good(ledger: Any, mac: str, slot: str = "client.0") -> tuple[b
 UNIT_REPORT_KEYS = {"schema", "outcome", "error", "attempt_id", "attempt", "retry_of", "started", "ended",
                     "duration_s", "recipe", "station", "unit", "firmware", "images", "certificates", "tools",
                     "steps", "measurements", "transcript"}
-OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
 
 
 def report_problem(path: str | Path | None, *, schema: str, outcome: str | None = None,

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import InputError
+from ..errors import OUTCOMES, InputError
 from ..fsutil import atomic_write
 from ..ledger import Ledger
 from ..recipe import check_recipe, load_recipe
@@ -60,7 +60,7 @@ def check(ctx: click.Context, recipes: tuple[Path, ...], workdir: Path | None, a
 # ------------------------------------------------------------------------------------ report
 
 _filters = [
-    click.option("--outcome", type=click.Choice(["PASS", "FAIL", "ERROR", "ABORTED"], case_sensitive=False)),
+    click.option("--outcome", type=click.Choice(OUTCOMES, case_sensitive=False)),
     click.option("--serial", help="Only this unit serial."),
     click.option("--mac", help="Only this MAC (any notation)."),
     click.option("--recipe", "recipe_name", help="Only this recipe name."),
@@ -163,7 +163,7 @@ def _open(ctx: click.Context) -> Ledger:
 
 @ledger.command("list")
 @click.option("--recipe", "recipe_name", help="Only units first provisioned with this recipe.")
-@click.option("--outcome", type=click.Choice(["PASS", "FAIL", "ERROR", "ABORTED"], case_sensitive=False))
+@click.option("--outcome", type=click.Choice(OUTCOMES, case_sensitive=False))
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def ledger_list(ctx: click.Context, recipe_name: str | None, outcome: str | None, as_json: bool) -> None:
