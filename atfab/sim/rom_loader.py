@@ -287,14 +287,22 @@ class DownloadSession(StubCommands):
         self._mem = {"remaining": size, "addr": addr, "seq": 0}
         self._respond(op)
 
-    def _mem_data(self, op: int, payload: bytes, chk: int) -> None:
+    def _split_block(self, payload: bytes, begun: bool, begin_name: str) -> tuple[int, bytes]:
+        """``(seq, data)`` of a MEM_DATA / FLASH_DATA / FLASH_DEFL_DATA payload (16-byte header + data)."""
         if len(payload) < 16:
             raise CommandFail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
-        if self._mem is None:
-            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
+        if not begun:
+            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, f"no {begin_name}")
         length, seq = struct.unpack_from("<II", payload)
         data = payload[16:]
-        if length != len(data) or length > self._mem["remaining"]:
+        if length != len(data):
+            raise CommandFail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA, "length field")
+        return seq, data
+
+    def _mem_data(self, op: int, payload: bytes, chk: int) -> None:
+        seq, data = self._split_block(payload, self._mem is not None, "MEM_BEGIN")
+        length = len(data)
+        if length > self._mem["remaining"]:
             raise CommandFail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA)
         if seq != self._mem["seq"]:
             raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN, f"RAM block {seq}, expected {self._mem['seq']}")
@@ -363,14 +371,7 @@ class DownloadSession(StubCommands):
             op.next_erase += SECTOR
 
     def _data_header(self, payload: bytes, chk: int) -> tuple[int, bytes]:
-        if len(payload) < 16:
-            raise CommandFail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
-        if self._op is None:
-            raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no FLASH_BEGIN")
-        length, seq = struct.unpack_from("<II", payload)
-        data = payload[16:]
-        if length != len(data):
-            raise CommandFail(ROM_INVALID_MSG, STUB_TOO_MUCH_DATA, "length field")
+        seq, data = self._split_block(payload, self._op is not None, "FLASH_BEGIN")
         if checksum(data) != chk & 0xFF:
             raise CommandFail(ROM_BAD_CRC, STUB_BAD_CHECKSUM, f"checksum of block {seq}")
         op = self._op
