@@ -100,8 +100,8 @@ class AtClient(AtCommands):
         self.urcs: deque[str] = deque(maxlen=max_urcs)
         self.echo: bool = self.firmware.echo_default
         self._buf = bytearray()
-        #: A reply may still be on its way: the command that timed out (True: unknown), else None.
-        self._resync: str | bool | None = None
+        #: The command whose reply may still be on its way (timed out, unframable, link lost), else None.
+        self._resync: str | None = None
 
     # -- transcript ---------------------------------------------------------------------------------
     def _log(self, direction: str, kind: str, text: str) -> None:
@@ -243,9 +243,11 @@ class AtClient(AtCommands):
                 self._log("rx", "info", text.decode("utf-8", "replace"))
                 continue
             stale += line
-            if text.startswith(b"busy p") or text == b"ready":
+            if text == b"ready":          # booted meanwhile: the probe was dropped
                 send = True
-                time.sleep(self.busy_delay if text != b"ready" else 0)
+            elif text.startswith(b"busy p"):   # refused: the module is still at an earlier command
+                send = True
+                time.sleep(self.busy_delay)
         self._log("note", "note", f"resync: no answer to {probe} within {max_wait:.1f} s")
         return bytes(stale + buf)
 
@@ -286,10 +288,10 @@ class AtClient(AtCommands):
         except AtError as exc:
             self._log_events(parser, sensitive)
             if isinstance(exc, AtResponseError):
-                self._resync = True   # the rest of a reply we could not frame is still coming
+                self._resync = parser.command   # the rest of a reply we could not frame is still coming
             raise
         except LinkLost:
-            self._resync = True
+            self._resync = parser.command
             raise
         finally:
             self._buf[:0] = parser.take_rest()
@@ -302,8 +304,8 @@ class AtClient(AtCommands):
         data = command.encode("utf-8")
         if len(data) > MAX_COMMAND:
             raise InputError(f"AT command is {len(data)} bytes, the firmware accepts {MAX_COMMAND}", field="command")
-        if self._resync:
-            self.resync(after=self._resync if isinstance(self._resync, str) else None)
+        if self._resync is not None:
+            self.resync(after=self._resync)
         self.drain()
         self._log("tx", "command", command)
         self._write(data + b"\r\n", command)
