@@ -5,6 +5,7 @@ non-editable install has the module profiles and recipes a checkout has. All oth
 in pyproject.toml.
 """
 
+import runpy
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-SHIPPED = ("partitions", "recipes")   # keep in step with atfab/shipped.py
+_SHIPPED = runpy.run_path(str(ROOT / "atfab" / "shipped.py"))   # the one list of folders and their place
 
 
 class BuildPyWithShipped(build_py):
@@ -22,8 +23,8 @@ class BuildPyWithShipped(build_py):
         super().run()
         if getattr(self, "editable_mode", False):
             return   # an editable install reads them from the checkout
-        for name in SHIPPED:
-            target = Path(self.build_lib) / "atfab" / "_shipped" / name
+        for name in _SHIPPED["SHIPPED"]:
+            target = Path(self.build_lib) / "atfab" / _SHIPPED["PACKAGED"] / name
             shutil.rmtree(target, ignore_errors=True)
             shutil.copytree(ROOT / name, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
