@@ -189,6 +189,12 @@ def _per_key(client: Any, view: LiveView, edits: list[Edit], firmware: FirmwareP
     return changes
 
 
+def _rewrite_mfg_nvs(client: Any, image: bytes) -> None:
+    """Erase the module's mfg_nvs and write ``image`` to it (AT+SYSFLASH)."""
+    client.sysflash_erase(MFG_NVS)
+    client.sysflash_write(MFG_NVS, 0, image)
+
+
 def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, firmware: FirmwareProfile,
                      target: str, out: list[Measurement],
                      problems: list[str]) -> tuple[list[Change], Callable[[str, str], Any]]:
@@ -199,12 +205,10 @@ def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, f
     old = client.sysflash_read(MFG_NVS, 0, part.size)
     new, changes, before = customize_nvs(old, request, chip=chip, firmware=firmware, target=target)
     try:
-        client.sysflash_erase(MFG_NVS)
-        client.sysflash_write(MFG_NVS, 0, new)
+        _rewrite_mfg_nvs(client, new)
     except _AT_FAULTS as exc:
         try:
-            client.sysflash_erase(MFG_NVS)
-            client.sysflash_write(MFG_NVS, 0, old)
+            _rewrite_mfg_nvs(client, old)
         except _AT_FAULTS as again:
             raise CustomizeIncomplete(target, f"{MFG_NVS} (whole partition)", exc, [f"{MFG_NVS} (partly)"],
                                       False, again) from exc
