@@ -1,6 +1,6 @@
 """Build hook: a wheel carries the top-level ``partitions/`` and ``recipes/`` folders.
 
-They are copied to ``atfab/_shipped/`` in the build (``atfab.shipped`` finds them there), so a
+They are copied to ``atfab/_shipped/`` in the build (``atfab.core.shipped`` finds them there), so a
 non-editable install has the module profiles and recipes a checkout has. All other metadata is
 in pyproject.toml.
 """
@@ -13,7 +13,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-_SHIPPED = runpy.run_path(str(ROOT / "atfab" / "shipped.py"))   # the one list of folders and their place
+_SHIPPED = runpy.run_path(str(ROOT / "atfab" / "core" / "shipped.py"))   # the one list of folders and their place
 
 
 class BuildPyWithShipped(build_py):

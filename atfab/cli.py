@@ -12,7 +12,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import AtfabError, exit_code_for
+from .core.errors import AtfabError, exit_code_for
 
 #: (module under atfab.commands, attribute) of every command, in help order.
 COMMANDS: list[tuple[str, str]] = [

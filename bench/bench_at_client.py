@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atfab.at.client import AtClient  # noqa: E402
+from atfab.link.at.client import AtClient  # noqa: E402
 from atfab.sim.module import VirtualModule  # noqa: E402
-from atfab.transport import open_port  # noqa: E402
+from atfab.link.transport import open_port  # noqa: E402
 from tests.sim_at_support import build_flash, c2_profile  # noqa: E402
 
 

@@ -14,11 +14,11 @@ import io
 import pstats
 import time
 
-from atfab.build import build_unit_images
-from atfab.gatt import cfg_strings, load_gatts_csv
-from atfab.mfg_nvs import UnitContent
-from atfab.profiles import load_profile
-from atfab.unit_content import DEFAULT_GATT
+from atfab.image.build import build_unit_images
+from atfab.image.gatt import cfg_strings, load_gatts_csv
+from atfab.image.mfg_nvs import UnitContent
+from atfab.image.profiles import load_profile
+from atfab.image.unit_content import DEFAULT_GATT
 
 
 def main() -> None:

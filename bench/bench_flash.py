@@ -13,7 +13,7 @@ ESP-AT image costs.
   (``chip_info()`` then ``flash()``, the runner before ``Flasher.session()``) against one
   (``session()``), 3 rounds each. The difference is what a second connection costs: opening
   the port, esptool's ROM sync and chip/eFuse reads at 115200 baud. Closing costs nothing fixed:
-  ``socket://`` ports are :class:`atfab.url_ports.SocketPort`, which closes at once (no pyserial
+  ``socket://`` ports are :class:`atfab.link.url_ports.SocketPort`, which closes at once (no pyserial
   0.3 s close sleep) and retries a refused reconnect every 0.05 s while the module restarts.
 
 Wall time minus the wire-time bound is host and simulator work (esptool's round trips: sync,
@@ -37,13 +37,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atfab import flasher as flasher_mod  # noqa: E402
-from atfab.build import BUILD_PATHS, build, write_synthetic_firmware  # noqa: E402
-from atfab.flash_set import FlashSet, Region, load_flash_set  # noqa: E402
-from atfab.flasher import Flasher  # noqa: E402
-from atfab.profiles import load_profile  # noqa: E402
+from atfab.link import flasher as flasher_mod  # noqa: E402
+from atfab.image.build import BUILD_PATHS, build, write_synthetic_firmware  # noqa: E402
+from atfab.image.flash_set import FlashSet, Region, load_flash_set  # noqa: E402
+from atfab.link.flasher import Flasher  # noqa: E402
+from atfab.image.profiles import load_profile  # noqa: E402
 from atfab.sim.module import VirtualModule  # noqa: E402
-from atfab.unit_content import Params  # noqa: E402
+from atfab.image.unit_content import Params  # noqa: E402
 
 ROM_BAUD = 115200
 
@@ -161,7 +161,7 @@ def main() -> None:
               f"host->device {stats.rx_bytes:>9} B   wrote {result.bytes_written:>8} B ({written})")
     print(f"ratio full / re-provision: {full / again:.1f}x (target >= 10x)")
     print("  (wall - wire bound = esptool round trips and host/simulator work; socket:// ports close at once,\n"
-          "   atfab.url_ports.SocketPort: no pyserial 0.3 s close sleep)")
+          "   atfab.link.url_ports.SocketPort: no pyserial 0.3 s close sleep)")
     print("a station's unit that is already up to date: chip read + write "
           "(the difference = a second port open, ROM sync and chip reads)")
     print("\n".join(per_unit))

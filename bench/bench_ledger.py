@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from atfab.ledger import Ledger
-from atfab.measurement import evaluate
-from atfab.report import ReportBuilder
-from atfab.serials import SerialScheme
+from atfab.station.ledger import Ledger
+from atfab.core.measurement import evaluate
+from atfab.station.report import ReportBuilder
+from atfab.station.serials import SerialScheme
 
 
 @dataclass

@@ -3,7 +3,7 @@
 Per unit: generate an EC P-256 key on the host, issue its certificate from the factory CA
 (subject/SAN template, CSPRNG serial), map it into client slot 0 with a cloud CA
 (client_cert/client_key/client_ca) and build the mfg_nvs partition with
-atfab.mfg_nvs.build_mfg_nvs (default factory_param + esp-at's default GATT table). Run on one
+atfab.image.mfg_nvs.build_mfg_nvs (default factory_param + esp-at's default GATT table). Run on one
 core and on all cores (multiprocessing, each worker loads the CA itself). Compared with
 esp-matter-mfg-tool when it is installed (it is not installed here and is not installed by this
 script), else with the recorded anchor of 17-20 ms per device. Target: >= 10x faster per unit
@@ -22,14 +22,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from atfab.gatt import cfg_strings, load_gatts_csv
-from atfab.mfg_nvs import UnitContent, build_mfg_nvs
+from atfab.image.gatt import cfg_strings, load_gatts_csv
+from atfab.image.mfg_nvs import UnitContent, build_mfg_nvs
 from atfab.pki.ca import create_ca, load_ca
 from atfab.pki.issue import IdentityTemplate, UnitIdentity, identity_values, sign_unit_certificate
 from atfab.pki.keys import generate_key
 from atfab.pki.slots import parse_slots, plan_slots
-from atfab.profiles import load_profile
-from atfab.unit_content import DEFAULT_GATT
+from atfab.image.profiles import load_profile
+from atfab.image.unit_content import DEFAULT_GATT
 
 ANCHOR_MS = (17.0, 20.0)      # recorded esp-matter-mfg-tool cost per device
 TARGET_MS = ANCHOR_MS[0] / 10

@@ -1,6 +1,6 @@
 """Flasher over ``rfc2217://`` (pyserial's PortManager bridge, tests/rfc2217_bridge.py) vs ``socket://``.
 
-One 1 MB incompressible region written by :class:`atfab.flasher.Flasher` (stub, --baud) to an
+One 1 MB incompressible region written by :class:`atfab.link.flasher.Flasher` (stub, --baud) to an
 unpaced virtual module, then the same set again (MD5 check only, nothing written). Unpaced: the
 figures are host CPU plus protocol round trips, not UART wire time.
 
@@ -17,8 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from atfab.flash_set import FlashSet, Region  # noqa: E402
-from atfab.flasher import Flasher  # noqa: E402
+from atfab.image.flash_set import FlashSet, Region  # noqa: E402
+from atfab.link.flasher import Flasher  # noqa: E402
 from atfab.sim.module import VirtualModule  # noqa: E402
 from tests.rfc2217_bridge import Rfc2217Bridge  # noqa: E402
 

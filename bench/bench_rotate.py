@@ -22,18 +22,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atfab.build import build_unit_images, synthetic_firmware_files  # noqa: E402
-from atfab.ledger import Ledger  # noqa: E402
-from atfab.mfg_nvs import UnitContent  # noqa: E402
+from atfab.image.build import build_unit_images, synthetic_firmware_files  # noqa: E402
+from atfab.station.ledger import Ledger  # noqa: E402
+from atfab.image.mfg_nvs import UnitContent  # noqa: E402
 from atfab.pki.ca import create_ca  # noqa: E402
 from atfab.pki.issue import issue_unit  # noqa: E402
 from atfab.pki.slots import plan_slots  # noqa: E402
-from atfab.recipe import load_recipe  # noqa: E402
+from atfab.station.recipe import load_recipe  # noqa: E402
 from atfab.rotation.fleet import RotateOptions, rotate_fleet  # noqa: E402
 from atfab.rotation.inventory import targets_from_ports  # noqa: E402
-from atfab.serials import normalize_mac  # noqa: E402
+from atfab.station.serials import normalize_mac  # noqa: E402
 from atfab.sim.server import ModulePool  # noqa: E402
-from atfab.transport import open_port  # noqa: E402
+from atfab.link.transport import open_port  # noqa: E402
 
 PASSPHRASE = b"bench passphrase, not a secret"
 RECIPE = """

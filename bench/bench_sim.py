@@ -23,7 +23,7 @@ from esptool import cmds
 from esptool.logger import log
 
 from atfab.sim.module import VirtualModule
-from atfab.transport import port_for_url
+from atfab.link.transport import port_for_url
 
 MB = 1024 * 1024
 

@@ -13,8 +13,8 @@ fresh unit costs what a real ESP-AT image costs on the wire.
 Per row: units, wall time, units/minute, scaling against one port, CPU seconds per unit of the
 station process and of the simulator process (2 cores here: the sum caps what 8 ports can do),
 and the mean wall time per step of one unit. Each unit uses one esptool connection (``chip``
-step to ``flash`` step, :meth:`atfab.flasher.Flasher.session`) and one AT port; ``socket://``
-ports close at once (:class:`atfab.url_ports.SocketPort`, without pyserial's 0.3 s close
+step to ``flash`` step, :meth:`atfab.link.flasher.Flasher.session`) and one AT port; ``socket://``
+ports close at once (:class:`atfab.link.url_ports.SocketPort`, without pyserial's 0.3 s close
 sleep), so no fixed per-connection delay is in the figures.
 
     /tmp/venv/bin/python bench/bench_station.py [--ports 1,2,4,8] [--rounds 2] [--baud 921600] [--app-kb 1536]
@@ -40,12 +40,12 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_flash import firmware_like  # noqa: E402
 
-from atfab.build import BUILD_PATHS, write_synthetic_firmware  # noqa: E402
-from atfab.events import Event, EventBus  # noqa: E402
+from atfab.image.build import BUILD_PATHS, write_synthetic_firmware  # noqa: E402
+from atfab.station.events import Event, EventBus  # noqa: E402
 from atfab.pki.ca import create_ca  # noqa: E402
-from atfab.profiles import load_profile  # noqa: E402
-from atfab.recipe import load_recipe  # noqa: E402
-from atfab.station import Station, parse_port  # noqa: E402
+from atfab.image.profiles import load_profile  # noqa: E402
+from atfab.station.recipe import load_recipe  # noqa: E402
+from atfab.station.station import Station, parse_port  # noqa: E402
 
 ROM_BAUD = 115200
 TICK = os.sysconf("SC_CLK_TCK")
@@ -182,7 +182,7 @@ def main() -> None:
         ratio = next(agg["upm"] for n, k, agg in rows if n == top and k == kind) / base[kind]
         print(f"scaling {kind}: {top} ports = {ratio:.2f}x one port (target >= 7x)")
     print("notes: one esptool connection (chip step to flash step) and one AT port per unit; socket:// ports "
-          "close at once (atfab.url_ports.SocketPort: no pyserial 0.3 s close sleep, no fixed per-connection "
+          "close at once (atfab.link.url_ports.SocketPort: no pyserial 0.3 s close sleep, no fixed per-connection "
           "delay in these figures); 'CPU use' is "
           "station + simulator CPU over wall time and all cores.")
 

@@ -29,10 +29,10 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from atfab import partition_table
-from atfab.appimage import read_app_info
-from atfab.errors import OUTCOMES, InputError
-from atfab.nvs.reader import read_nvs
+from atfab.image import partition_table
+from atfab.image.appimage import read_app_info
+from atfab.core.errors import OUTCOMES, InputError
+from atfab.image.nvs.reader import read_nvs
 from atfab.sim.faults import FaultPlan
 
 # ------------------------------------------------------------------------------ fault scheduling
@@ -407,7 +407,7 @@ UNIT_REPORT_KEYS = {"schema", "outcome", "error", "attempt_id", "attempt", "retr
 def report_problem(path: str | Path | None, *, schema: str, outcome: str | None = None,
                    attempt_id: int | None = None) -> str | None:
     """Why the report at ``path`` is missing/truncated/wrong (None when it is a complete report)."""
-    from atfab.report import SCHEMA, read_report
+    from atfab.station.report import SCHEMA, read_report
 
     if path is None:
         return "no report path"
@@ -439,7 +439,7 @@ def report_problem(path: str | Path | None, *, schema: str, outcome: str | None 
 
 def check_attempt_reports(ledger: Any) -> list[str]:
     """Every attempt row is ended and has a complete report that agrees with it."""
-    from atfab.report import SCHEMA
+    from atfab.station.report import SCHEMA
 
     out = []
     for a in ledger.attempts():

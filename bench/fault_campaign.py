@@ -45,19 +45,19 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from atfab.errors import AtfabError  # noqa: E402
-from atfab.events import EventBus  # noqa: E402
-from atfab.ledger import Ledger  # noqa: E402
+from atfab.core.errors import AtfabError  # noqa: E402
+from atfab.station.events import EventBus  # noqa: E402
+from atfab.station.ledger import Ledger  # noqa: E402
 from atfab.pki.ca import create_ca, load_ca  # noqa: E402
-from atfab.recipe import load_recipe  # noqa: E402
-from atfab.report import SCHEMA  # noqa: E402
+from atfab.station.recipe import load_recipe  # noqa: E402
+from atfab.station.report import SCHEMA  # noqa: E402
 from atfab.rotation.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet  # noqa: E402
 from atfab.rotation.inventory import RotateTarget  # noqa: E402
-from atfab.runner import PortSpec  # noqa: E402
-from atfab.serials import normalize_mac  # noqa: E402
+from atfab.station.runner import PortSpec  # noqa: E402
+from atfab.station.serials import normalize_mac  # noqa: E402
 from atfab.sim.faults import FaultPlan  # noqa: E402
 from atfab.sim.module import VirtualModule  # noqa: E402
-from atfab.station import Station, firmware_images  # noqa: E402
+from atfab.station.station import Station, firmware_images  # noqa: E402
 from bench.campaign_lib import (  # noqa: E402
     CampaignFaults, Expected, Fault, Traffic, cert_fp, check_attempt_reports, check_duplicates, choose_fault,
     content_problems, instrumented_firmware, ledger_claims_good, read_device, report_problem,

@@ -21,7 +21,7 @@ PASSPHRASE = b"bad-inputs-key-passphrase"
 
 @functools.cache
 def _profile(name: str):
-    from atfab.profiles import load_profile
+    from atfab.image.profiles import load_profile
 
     return load_profile(name)
 
@@ -61,15 +61,15 @@ def _cert(key, cn: str, *, ca: bool, days: int = 365, past: bool = False):
 
 @functools.cache
 def _synthetic_files(module: str) -> dict[str, tuple[int, bytes]]:
-    from atfab.build import synthetic_firmware_files
+    from atfab.image.build import synthetic_firmware_files
 
     return synthetic_firmware_files(_profile(module), version="v4.1.0.0")
 
 
 @functools.cache
 def _factory_image(module: str) -> bytes:
-    from atfab.build import build_unit_images, merge_factory_image
-    from atfab.unit_content import unit_content
+    from atfab.image.build import build_unit_images, merge_factory_image
+    from atfab.image.unit_content import unit_content
 
     profile = _profile(module)
     images = build_unit_images(profile, unit_content(profile))
@@ -80,8 +80,8 @@ def _factory_image(module: str) -> bytes:
 
 @functools.cache
 def _mfg_nvs_image(module: str = "esp32c2-4mb") -> bytes:
-    from atfab.build import build_unit_images
-    from atfab.unit_content import unit_content
+    from atfab.image.build import build_unit_images
+    from atfab.image.unit_content import unit_content
 
     profile = _profile(module)
     return build_unit_images(profile, unit_content(profile)).mfg_nvs.image
@@ -223,7 +223,7 @@ def pki_overflow(ws: Path) -> dict[str, Path]:
 
 
 def _table(module: str = "esp32c2-4mb", *, md5: bool = True) -> bytes:
-    from atfab.partition_table import encode
+    from atfab.image.partition_table import encode
 
     return encode(_profile(module).at_customize, md5=md5)
 
@@ -253,7 +253,7 @@ def _no_end_table() -> bytes:
 
 
 def _nvs_pages(fix_crc: bool, change: Callable[[bytearray], None]) -> bytes:
-    from atfab.nvs import format as nf
+    from atfab.image.nvs import format as nf
 
     data = bytearray(_mfg_nvs_image())
     for base in range(0, len(data), nf.PAGE_SIZE):
@@ -268,7 +268,7 @@ def _nvs_pages(fix_crc: bool, change: Callable[[bytearray], None]) -> bytes:
 
 
 def _app(chip: str = "esp32c2") -> bytes:
-    from atfab.appimage import default_at_core, make_app_image
+    from atfab.image.appimage import default_at_core, make_app_image
 
     return make_app_image(chip=chip, version="v4.1.0.0", at_core=default_at_core("v4.1.0.0", chip),
                           idf_ver="v5.0.6")
@@ -302,7 +302,7 @@ _simple("text_file", lambda: "hello, I am not a flash image\n" * 100, "txt")
 
 def _fw_case(name: str, change: Callable[[Path], None]) -> None:
     def make(ws: Path) -> dict[str, Path]:
-        from atfab.build import BUILD_PATHS
+        from atfab.image.build import BUILD_PATHS
 
         folder = ws / "fw"
         files = _synthetic_files("esp32c2-4mb")
@@ -416,7 +416,7 @@ def ledger_foreign_db(ws: Path) -> dict[str, Path]:
 
 
 def _legacy(**changes: int) -> bytes:
-    from atfab.factory_param import encode_legacy_block
+    from atfab.image.factory_param import encode_legacy_block
 
     block = bytearray(encode_legacy_block(dict(_profile("esp32c2-4mb").factory_param), version=3))
     for pos, value in changes.items():
@@ -479,7 +479,7 @@ def cz_wrong_module(ws: Path) -> dict[str, Path]:
 def _build_files() -> dict[str, bytes]:
     import tempfile
 
-    from atfab.build import build
+    from atfab.image.build import build
 
     with tempfile.TemporaryDirectory() as tmp:
         build("esp32c2-4mb", Path(tmp) / "out")

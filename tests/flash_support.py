@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atfab.flash_set import load_flash_set
-from atfab.flasher import Flasher
+from atfab.image.flash_set import load_flash_set
+from atfab.link.flasher import Flasher
 from tests.conftest import run_with_timeout
 
 T = 60

@@ -8,12 +8,12 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from atfab.appimage import default_at_core, make_app_image
-from atfab.firmware import FirmwareProfile
-from atfab.gatt import cfg_strings, load_gatts_csv
-from atfab.mfg_nvs import UnitContent, build_mfg_nvs
-from atfab.partition_table import encode
-from atfab.profiles import load_profile
+from atfab.image.appimage import default_at_core, make_app_image
+from atfab.core.firmware import FirmwareProfile
+from atfab.image.gatt import cfg_strings, load_gatts_csv
+from atfab.image.mfg_nvs import UnitContent, build_mfg_nvs
+from atfab.image.partition_table import encode
+from atfab.image.profiles import load_profile
 from atfab.sim.at_firmware import AtFirmware
 from atfab.sim.faults import FaultPlan
 from atfab.sim.flash import NorFlash

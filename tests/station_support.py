@@ -7,8 +7,8 @@ import re
 from pathlib import Path
 
 from atfab.pki.ca import create_ca
-from atfab.recipe import Recipe, load_recipe
-from atfab.report import SCHEMA, read_report
+from atfab.station.recipe import Recipe, load_recipe
+from atfab.station.report import SCHEMA, read_report
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RECIPE = REPO / "recipes" / "esp32c2-4mb-default.toml"

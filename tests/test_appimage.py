@@ -10,12 +10,12 @@ import pytest
 from esptool.bin_image import ELFSection, LoadFirmwareImage
 from esptool.targets import CHIP_DEFS
 
-from atfab import appimage
-from atfab.appimage import (
+from atfab.image import appimage
+from atfab.image.appimage import (
     APP_DESC, APP_DESC_MAGIC, default_at_core, image_chip, make_app_image, make_bootloader_image, read_app_info,
     read_image_summary,
 )
-from atfab.errors import InputError
+from atfab.core.errors import InputError
 
 CHIP_IDS = {"esp32": 0, "esp32s2": 2, "esp32c3": 5, "esp32c2": 12, "esp32c6": 13, "esp32c5": 23, "esp32c61": 20}
 CORE = "3.3.0.0(3b13d04 - ESP32C2 - May  8 2024 08:21:45)"

@@ -11,12 +11,12 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from atfab.at.client import AtClient
-from atfab.at.errors import AtBusy, AtError, AtTimeout, LinkLost, ModuleRestarted
-from atfab.at.parse import GattsChar, SysflashEntry, SysmfgKey, UartConfig
+from atfab.link.at.client import AtClient
+from atfab.link.at.errors import AtBusy, AtError, AtTimeout, LinkLost, ModuleRestarted
+from atfab.link.at.parse import GattsChar, SysflashEntry, SysmfgKey, UartConfig
 from atfab.cli import main
 from atfab.sim.module import VirtualModule
-from atfab.transport import open_port
+from atfab.link.transport import open_port
 from tests.conftest import run_with_timeout
 from tests.sim_at_support import build_flash, c2_profile
 
@@ -400,7 +400,7 @@ def test_command_lost_in_a_boot_is_resent_once(module, client):
 
 @guarded
 def test_wait_alive_rides_out_a_boot(module, client):
-    from atfab.verify import wait_alive
+    from atfab.verify.unit import wait_alive
     module.enter_download_mode()
     booter = _boot_later(module, 0.3)
     client.boot_retries = 0                    # wait_alive itself must take the restart as "not yet"

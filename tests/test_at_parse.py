@@ -6,10 +6,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atfab.at import parse as P
-from atfab.at.errors import AtBusy, AtError, AtResponseError
-from atfab.at.framing import ReplyParser, info_prefixes, raw_kind
-from atfab.errors import InputError
+from atfab.link.at import parse as P
+from atfab.link.at.errors import AtBusy, AtError, AtResponseError
+from atfab.link.at.framing import ReplyParser, info_prefixes, raw_kind
+from atfab.core.errors import InputError
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

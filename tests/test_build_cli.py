@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from atfab.build import build, load_firmware, read_flash_args, write_synthetic_firmware
+from atfab.image.build import build, load_firmware, read_flash_args, write_synthetic_firmware
 from atfab.cli import main
-from atfab.errors import InputError
-from atfab.nvs.reader import read_nvs
-from atfab.partition_table import decode, encode
-from atfab.profiles import BUILTIN_DIR, load_profile
+from atfab.core.errors import InputError
+from atfab.image.nvs.reader import read_nvs
+from atfab.image.partition_table import decode, encode
+from atfab.image.profiles import BUILTIN_DIR, load_profile
 from tests.paths import RAW_DATA
 
 RAW = RAW_DATA

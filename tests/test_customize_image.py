@@ -13,17 +13,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from atfab import factory_param as fp
-from atfab.appimage import make_app_image
-from atfab.build import build
+from atfab.image import factory_param as fp
+from atfab.image.appimage import make_app_image
+from atfab.image.build import build
 from atfab.cli import main
 from atfab.customize.image import customize_file, customize_image, make_request
-from atfab.errors import InputError
-from atfab.image_locate import locate
-from atfab.mfg_nvs import build_nvs_from_entries
-from atfab.nvs.reader import NvsEntry, read_nvs
-from atfab.partition_table import encode, parse_csv
-from atfab.unit_content import Params
+from atfab.core.errors import InputError
+from atfab.image.locate import locate
+from atfab.image.mfg_nvs import build_nvs_from_entries
+from atfab.image.nvs.reader import NvsEntry, read_nvs
+from atfab.image.partition_table import encode, parse_csv
+from atfab.image.unit_content import Params
 from tests.paths import RAW_DATA
 
 RAW = RAW_DATA
@@ -336,7 +336,7 @@ def test_cli_image(images, tmp_path):
 
 def test_firmware_edited_mfg_nvs(images):
     """An mfg_nvs the firmware edited (AT+SYSMFG: new copy appended, old one erased) rebuilds fine."""
-    from atfab.nvs.editor import NvsEditor
+    from atfab.image.nvs.editor import NvsEditor
     from atfab.sim.flash import NorFlash
 
     size = 0x1F000

@@ -8,19 +8,19 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from atfab.at.client import AtClient
-from atfab.build import build
+from atfab.link.at.client import AtClient
+from atfab.image.build import build
 from atfab.cli import main
 from atfab.customize.image import customize_image, make_request
 from atfab.customize.live import CustomizeIncomplete, customize_module, run_on_port
-from atfab.errors import DeviceError, InputError, UnitFailed
-from atfab.firmware import firmware_for
-from atfab.flash_set import FlashSet, Region
-from atfab.flasher import Flasher
-from atfab.nvs.reader import read_nvs
+from atfab.core.errors import DeviceError, InputError, UnitFailed
+from atfab.core.firmware import firmware_for
+from atfab.image.flash_set import FlashSet, Region
+from atfab.link.flasher import Flasher
+from atfab.image.nvs.reader import read_nvs
 from atfab.sim.flash import NorFlash
 from atfab.sim.module import VirtualModule
-from atfab.transport import open_port
+from atfab.link.transport import open_port
 from tests.conftest import run_with_timeout
 from tests.test_customize_image import GATT, RAW, _identity
 

@@ -17,13 +17,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from atfab.cli import main
-from atfab.errors import InputError
-from atfab.nvs.reader import read_nvs
+from atfab.core.errors import InputError
+from atfab.image.nvs.reader import read_nvs
 from atfab.pki import escrow
 from atfab.pki.keys import spki_sha256
-from atfab.profiles import load_profile
-from atfab.recipe import check_recipe, load_recipe
-from atfab.station import Station, parse_port
+from atfab.image.profiles import load_profile
+from atfab.station.recipe import check_recipe, load_recipe
+from atfab.station.station import Station, parse_port
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys, key_markers
 from tests.station_support import load_ca, write_recipe

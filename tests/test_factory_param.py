@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from atfab import factory_param as fp
-from atfab.errors import InputError
+from atfab.image import factory_param as fp
+from atfab.core.errors import InputError
 
 DEFAULTS = {"version": 4, "module_name": "WROOM-32", "max_tx_power": 78, "uart_port": 1, "start_channel": 1,
             "channel_num": 13, "country_code": "CN", "uart_baudrate": 115200, "uart_tx_pin": 17,

@@ -15,10 +15,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from atfab.ledger import Ledger
-from atfab.report import SCHEMA
+from atfab.station.ledger import Ledger
+from atfab.station.report import SCHEMA
 from atfab.rotation.fleet import ROTATION_SCHEMA
-from atfab.serials import normalize_mac
+from atfab.station.serials import normalize_mac
 from atfab.sim.at_boot import nvs_editor
 from bench.campaign_lib import (
     READS, Trigger, check_duplicates, content_problems, ledger_claims_good, read_device, report_problem,
@@ -68,7 +68,7 @@ def test_ground_truth_matches_a_passing_unit_and_sees_tampering(campaign, unit) 
     assert content_problems(view, campaign.expected, reported) == []
     good, current = ledger_claims_good(ledger, normalize_mac(slot.module.mac))
     assert good and current == reported
-    # another factory parameter, another key: both seen, independently of atfab.verify
+    # another factory parameter, another key: both seen, independently of atfab.verify.unit
     part = campaign.recipe.profile.mfg_nvs
     editor = nvs_editor(slot.module.flash, part)
     editor.set("factory_param", "max_tx_power", "i8", 60)
@@ -145,7 +145,7 @@ def test_link_recv_racing_a_close_is_link_closed() -> None:
 
 
 def test_module_answers_after_power_losses_during_an_idle_at_connection(unit) -> None:
-    from atfab.transport import open_port
+    from atfab.link.transport import open_port
 
     module = unit[0].module
     for _ in range(30):
@@ -170,7 +170,7 @@ def test_module_answers_after_power_losses_during_an_idle_at_connection(unit) ->
 
 
 def test_a_bug_the_runner_swallows_counts_as_a_crash(campaign, unit, monkeypatch) -> None:
-    from atfab.runner import UnitRunner
+    from atfab.station.runner import UnitRunner
 
     slot, ledger, _ = unit
 
@@ -188,17 +188,17 @@ def test_a_bug_the_runner_swallows_counts_as_a_crash(campaign, unit, monkeypatch
 
 def test_a_planted_false_pass_is_counted(campaign, unit, monkeypatch) -> None:
     """A runner that builds the wrong content and verifies nothing: PASS report, wrong device."""
-    import atfab.build
-    from atfab.runner import UnitRunner
+    import atfab.image.build
+    from atfab.station.runner import UnitRunner
 
     slot, ledger, _ = unit
-    real = atfab.build.build_unit_images
+    real = atfab.image.build.build_unit_images
 
     def wrong(profile, content, **kw):
         content.factory_param["max_tx_power"] = 60
         return real(profile, content, **kw)
 
-    monkeypatch.setattr(atfab.build, "build_unit_images", wrong)
+    monkeypatch.setattr(atfab.image.build, "build_unit_images", wrong)
     monkeypatch.setattr(UnitRunner, "_verify", lambda self, st: [])
     before = {k: campaign.tally.c[k] for k in ("false_pass", "unknown_mismatch")}
     res = run_with_timeout(campaign.step, 90, slot, "provision", NO_FAULT, ledger=ledger, station_id="test")

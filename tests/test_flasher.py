@@ -13,13 +13,13 @@ import serial
 from esptool.loader import ESPLoader
 from esptool.targets import CHIP_DEFS
 
-from atfab.build import build
-from atfab.errors import DeviceError, InputError
-from atfab.esptool_log import EsptoolSink, routed
-from atfab.flash_set import load_flash_set
-from atfab.flasher import Flasher, FlashError, WrongChip, _quiet_bulk_commands
+from atfab.image.build import build
+from atfab.core.errors import DeviceError, InputError
+from atfab.core.esptool_log import EsptoolSink, routed
+from atfab.image.flash_set import load_flash_set
+from atfab.link.flasher import Flasher, FlashError, WrongChip, _quiet_bulk_commands
 from atfab.sim.module import VirtualModule
-from atfab.unit_content import Params
+from atfab.image.unit_content import Params
 from tests.conftest import run_with_timeout
 from tests.flash_support import actions, flash_url
 

@@ -19,11 +19,11 @@ from esptool.loader import ESPLoader
 from esptool.targets import CHIP_DEFS
 from esptool.util import FatalError
 
-from atfab.build import build
+from atfab.image.build import build
 from atfab.cli import main
-from atfab.flash_set import load_flash_set
-from atfab.flasher import Flasher
-from atfab.unit_content import Params
+from atfab.image.flash_set import load_flash_set
+from atfab.link.flasher import Flasher
+from atfab.image.unit_content import Params
 from tests.conftest import run_with_timeout
 from tests.flash_support import actions, flash_url
 from tests.independent_rom_loader import IndependentRomLoader

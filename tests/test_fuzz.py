@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atfab.errors import AtfabError, InputError
+from atfab.core.errors import AtfabError, InputError
 
 QUICK = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW = settings(max_examples=40, deadline=None,
@@ -42,15 +42,15 @@ def mutations(size: int = 1 << 30, max_size: int = 8):
 
 @functools.cache
 def _profile(name: str = "esp32c2-4mb"):
-    from atfab.profiles import load_profile
+    from atfab.image.profiles import load_profile
 
     return load_profile(name)
 
 
 @functools.cache
 def _mfg_nvs(module: str = "esp32c2-4mb") -> bytes:
-    from atfab.build import build_unit_images
-    from atfab.unit_content import unit_content
+    from atfab.image.build import build_unit_images
+    from atfab.image.unit_content import unit_content
 
     profile = _profile(module)
     return build_unit_images(profile, unit_content(profile)).mfg_nvs.image
@@ -58,7 +58,7 @@ def _mfg_nvs(module: str = "esp32c2-4mb") -> bytes:
 
 @functools.cache
 def _app() -> bytes:
-    from atfab.appimage import default_at_core, make_app_image
+    from atfab.image.appimage import default_at_core, make_app_image
 
     return make_app_image(chip="esp32c2", version="v4.1.0.0", at_core=default_at_core("v4.1.0.0", "esp32c2"),
                           idf_ver="v5.0.6")
@@ -67,8 +67,8 @@ def _app() -> bytes:
 @functools.cache
 def _small_flash() -> bytes:
     """The first 0x3e000 bytes of a c2-4mb flash: bootloader, table, at_customize table, mfg_nvs."""
-    from atfab.appimage import make_bootloader_image
-    from atfab.partition_table import encode
+    from atfab.image.appimage import make_bootloader_image
+    from atfab.image.partition_table import encode
 
     p = _profile()
     data = bytearray(b"\xff" * p.mfg_nvs.end)
@@ -86,7 +86,7 @@ def _small_flash() -> bytes:
 @QUICK
 @given(st.binary(max_size=0xD00) | st.binary(max_size=40).map(lambda b: b"\xaa\x50" + b))
 def test_fuzz_partition_table_decode_random(data: bytes):
-    from atfab.partition_table import PartitionTable, decode
+    from atfab.image.partition_table import PartitionTable, decode
 
     try:
         table = decode(data)
@@ -99,7 +99,7 @@ def test_fuzz_partition_table_decode_random(data: bytes):
 @given(st.sampled_from(["esp32c2-4mb", "esp32-wroom-32", "esp32c5-4mb"]), st.booleans(), st.booleans(),
        mutations(0xC00))
 def test_fuzz_partition_table_decode_mutated(module: str, primary: bool, md5: bool, changes):
-    from atfab.partition_table import decode, encode
+    from atfab.image.partition_table import decode, encode
 
     p = _profile(module)
     good = encode(p.primary if primary else p.at_customize, md5=md5)
@@ -120,7 +120,7 @@ CSV_LINE = st.lists(CSV_TOKENS, max_size=8).map(lambda t: ",".join(t))
 @QUICK
 @given(st.lists(CSV_LINE | st.text(max_size=30), max_size=8))
 def test_fuzz_partition_csv(lines: list[str]):
-    from atfab.partition_table import decode, encode, parse_csv, validate
+    from atfab.image.partition_table import decode, encode, parse_csv, validate
 
     try:
         table = parse_csv("\n".join(lines), source="fuzz.csv")
@@ -146,7 +146,7 @@ CFG = st.lists(CFG_TOKEN, min_size=5, max_size=9).map(lambda t: ",".join(t)) | s
 @QUICK
 @given(CFG)
 def test_fuzz_gatt_cfg_string(text: str):
-    from atfab.gatt import GattRow, parse_cfg_string
+    from atfab.image.gatt import GattRow, parse_cfg_string
 
     try:
         row = parse_cfg_string(text, source="fuzz")
@@ -158,14 +158,14 @@ def test_fuzz_gatt_cfg_string(text: str):
 
 @functools.cache
 def _default_rows() -> tuple[str, ...]:
-    from atfab.gatt import cfg_strings, load_gatts_csv
-    from atfab.unit_content import DEFAULT_GATT
+    from atfab.image.gatt import cfg_strings, load_gatts_csv
+    from atfab.image.unit_content import DEFAULT_GATT
 
     return tuple(cfg_strings(load_gatts_csv(DEFAULT_GATT)))
 
 
 def _check_rows(rows) -> None:
-    from atfab.gatt import discover, expected_discovery_lines, validate_rows
+    from atfab.image.gatt import discover, expected_discovery_lines, validate_rows
 
     try:
         validate_rows(rows, source="fuzz")
@@ -181,7 +181,7 @@ def _check_rows(rows) -> None:
 @given(st.data())
 def test_fuzz_gatt_table_rows(data):
     """esp-at's default table with rows replaced, dropped or inserted: valid, or one InputError."""
-    from atfab.gatt import rows_from_cfg_strings
+    from atfab.image.gatt import rows_from_cfg_strings
 
     values = list(_default_rows())
     for _ in range(data.draw(st.integers(1, 4))):
@@ -206,7 +206,7 @@ def test_fuzz_gatt_table_rows(data):
 @QUICK
 @given(st.text(max_size=300) | st.lists(CFG, max_size=12).map("\n".join))
 def test_fuzz_gatts_csv_text(text: str):
-    from atfab.gatt import parse_gatts_csv
+    from atfab.image.gatt import parse_gatts_csv
 
     try:
         rows = parse_gatts_csv(text, source="fuzz.csv")
@@ -233,7 +233,7 @@ DESC_VALUE = st.recursive(SCALAR, lambda c: st.lists(c, max_size=3) | _tables(c)
 @given(st.dictionaries(st.sampled_from(["service", "title"]), DESC_VALUE | st.lists(_tables(DESC_VALUE), max_size=3),
                        max_size=2))
 def test_fuzz_gatt_description(desc: dict[str, Any]):
-    from atfab.gatt_desc import compile_description
+    from atfab.image.gatt_desc import compile_description
 
     try:
         rows = compile_description(desc, source="fuzz.toml")
@@ -249,7 +249,7 @@ def test_fuzz_gatt_description(desc: dict[str, Any]):
 @QUICK
 @given(st.binary(max_size=600).map(lambda b: b"\xe9" + b) | st.binary(max_size=64))
 def test_fuzz_app_image_random(data: bytes):
-    from atfab.appimage import AppInfo, read_app_info, read_image_summary
+    from atfab.image.appimage import AppInfo, read_app_info, read_image_summary
 
     for read in (read_app_info, read_image_summary):
         try:
@@ -262,7 +262,7 @@ def test_fuzz_app_image_random(data: bytes):
 @QUICK
 @given(mutations(), st.integers(1, 1 << 12))
 def test_fuzz_app_image_mutated(changes, cut: int):
-    from atfab.appimage import read_app_info
+    from atfab.image.appimage import read_app_info
 
     data = _mutate(_app(), changes)
     for candidate in (data, data[:cut]):
@@ -277,7 +277,7 @@ def test_fuzz_app_image_mutated(changes, cut: int):
 
 @functools.cache
 def _legacy_block(version: int) -> bytes:
-    from atfab.factory_param import encode_legacy_block
+    from atfab.image.factory_param import encode_legacy_block
 
     values = dict(_profile().factory_param)
     return encode_legacy_block(values, version, module_id=1 if version < 3 else None)
@@ -286,7 +286,7 @@ def _legacy_block(version: int) -> bytes:
 @QUICK
 @given(st.binary(max_size=120).map(lambda b: b"\xfc\xfc" + b) | st.binary(max_size=40))
 def test_fuzz_legacy_block_random(data: bytes):
-    from atfab.factory_param import decode_legacy_block
+    from atfab.image.factory_param import decode_legacy_block
 
     try:
         out = decode_legacy_block(data)
@@ -298,7 +298,7 @@ def test_fuzz_legacy_block_random(data: bytes):
 @QUICK
 @given(st.sampled_from([1, 2, 3]), mutations(0x60))
 def test_fuzz_legacy_block_mutated(version: int, changes):
-    from atfab.factory_param import decode_legacy_block
+    from atfab.image.factory_param import decode_legacy_block
 
     try:
         out = decode_legacy_block(_mutate(_legacy_block(version), changes))
@@ -318,7 +318,7 @@ FP_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 40), 1 << 40),
                                         "uart_cts_pin", "uart_rts_pin", "sys_store", "bogus"]), FP_VALUE, max_size=6),
        st.sampled_from([None, "esp32c2", "esp32", "esp32c5"]))
 def test_fuzz_factory_param_values(overrides: dict[str, Any], chip: str | None):
-    from atfab import factory_param as fp
+    from atfab.image import factory_param as fp
 
     try:
         values = fp.validate({**_profile().factory_param, **overrides}, chip=chip, file="fuzz.toml")
@@ -335,7 +335,7 @@ INSPECT_SEEDS = ["table", "nvs", "app", "flash"]
 
 
 def _seed(kind: str) -> bytes:
-    from atfab.partition_table import encode
+    from atfab.image.partition_table import encode
 
     return {"table": lambda: encode(_profile().at_customize), "nvs": _mfg_nvs, "app": _app,
             "flash": _small_flash}[kind]()
@@ -344,7 +344,7 @@ def _seed(kind: str) -> bytes:
 @SLOW
 @given(st.sampled_from(INSPECT_SEEDS), mutations(max_size=12), st.integers(1, 1 << 18))
 def test_fuzz_inspect(kind: str, changes, cut: int):
-    from atfab.inspect_image import inspect_bytes, render_text
+    from atfab.image.inspect import inspect_bytes, render_text
 
     data = _mutate(_seed(kind), changes)
     for candidate in (data, data[:cut]):
@@ -361,7 +361,7 @@ def test_fuzz_inspect(kind: str, changes, cut: int):
 @given(st.binary(max_size=256) | st.sampled_from([b"\xfe\xff\xff\xff", b"\xaa\x50", b"\xfc\xfc", b"\xe9"]).flatmap(
     lambda head: st.binary(max_size=200).map(lambda b: head + b)))
 def test_fuzz_inspect_random(data: bytes):
-    from atfab.inspect_image import inspect_bytes
+    from atfab.image.inspect import inspect_bytes
 
     try:
         inspect_bytes(data, source="fuzz.bin")
@@ -450,8 +450,8 @@ WIRE_PIECE = st.one_of(
 @given(st.integers(0, len(HELPERS) - 1), st.lists(st.lists(WIRE_PIECE, max_size=6).map(b"".join), max_size=3))
 def test_fuzz_at_client_helpers(which: int, replies: list[bytes]):
     """The AT client's typed helpers over a port that answers anything: data, or a typed AtfabError."""
-    from atfab.at.client import AtClient
-    from atfab.firmware import firmware_for
+    from atfab.link.at.client import AtClient
+    from atfab.core.firmware import firmware_for
 
     name, args = HELPERS[which]
     client = AtClient(ScriptedPort(replies), firmware=firmware_for("esp32c2"), timeout=0.05, busy_retries=1,
@@ -523,7 +523,7 @@ def _set(doc: Any, path: tuple, value: Any) -> None:
 @given(name=st.sampled_from(["esp32c2-4mb-default", "esp32c2-ble-sensor", "esp32-wroom-32"]), data=st.data())
 def test_fuzz_recipe_fields(name: str, data, tmp_path_factory: pytest.TempPathFactory):
     """A shipped recipe with fields replaced by values of any shape: a list of one-line problems."""
-    from atfab.recipe import check_recipe
+    from atfab.station.recipe import check_recipe
 
     doc = json.loads(json.dumps(_shipped(name)))
     paths = _paths(doc)
@@ -546,7 +546,7 @@ def test_fuzz_recipe_fields(name: str, data, tmp_path_factory: pytest.TempPathFa
                                        ANY_VALUE | st.dictionaries(st.sampled_from(["type", "value", "hex", "k"]),
                                                                    ANY_VALUE, max_size=3), max_size=3), max_size=3))
 def test_fuzz_params_toml(doc: dict[str, Any], tmp_path_factory: pytest.TempPathFactory):
-    from atfab.unit_content import load_params, unit_content
+    from atfab.image.unit_content import load_params, unit_content
 
     path = tmp_path_factory.mktemp("params") / "params.toml"
     path.write_text(_dump(doc), encoding="utf-8")
@@ -561,7 +561,7 @@ def test_fuzz_params_toml(doc: dict[str, Any], tmp_path_factory: pytest.TempPath
                                         "attempt_id", "certificates", "images", "station", "transcript", "error"]),
                        ANY_VALUE, max_size=8), st.booleans())
 def test_fuzz_unit_report(doc: dict[str, Any], schema: bool):
-    from atfab.report import SCHEMA, UnitReport
+    from atfab.station.report import SCHEMA, UnitReport
 
     if schema:
         doc["schema"] = SCHEMA

@@ -9,12 +9,12 @@ import pytest
 from click.testing import CliRunner
 
 from atfab.cli import main
-from atfab.errors import InputError
-from atfab.gatt import (
+from atfab.core.errors import InputError
+from atfab.image.gatt import (
     GATTS_MAX_ROWS, GattRow, cfg_strings, discover, dump_gatts_csv, expected_discovery_lines, load_gatts_csv,
     parse_cfg_string, parse_gatts_csv, validate_rows,
 )
-from atfab.gatt_desc import compile_description, decompile, dump_description, load_description
+from atfab.image.gatt_desc import compile_description, decompile, dump_description, load_description
 from tests.paths import RAW_DATA
 
 DEFAULT_CSV = RAW_DATA / "ble_data" / "gatts_data.csv"
@@ -207,7 +207,7 @@ def test_default_permissions_follow_properties():
     assert cfg_strings(rows) == ["0,16,0x2800,0x01,2,2,A00A", "1,16,0x2803,0x01,1,1,06",
                                  "2,16,0xC3A0,0x11,20,0,", "3,16,0x2803,0x01,1,1,20",
                                  "4,16,0xC3A1,0x01,1,1,00", "5,16,0x2902,0x11,2,2,0000"]
-    from atfab.firmware import firmware_for
+    from atfab.core.firmware import firmware_for
     assert expected_discovery_lines(rows, firmware_for("esp32c3")).chars[-1] == '+BLEGATTSCHAR:"desc",1,2,1,0x2902'
 
 

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from atfab.build import build
+from atfab.image.build import build
 from atfab.cli import main
-from atfab.errors import InputError
-from atfab.inspect_image import inspect_bytes, inspect_file, render_text
+from atfab.core.errors import InputError
+from atfab.image.inspect import inspect_bytes, inspect_file, render_text
 from tests.paths import RAW_DATA
 
 RAW = RAW_DATA
@@ -149,7 +149,7 @@ def test_cli(c2_build: Path, tmp_path: Path):
 
 
 def test_custom_key_namespaces_redacted():
-    from atfab.inspect_image import describe_blob
+    from atfab.image.inspect import describe_blob
 
     pem = (RAW / "client_key/client_key_00.key").read_bytes()
     assert describe_blob("whatever", "blob", pem)["kind"] == "private_key"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from atfab.errors import InputError
-from atfab.ledger import Ledger, LedgerError
-from atfab.serials import SerialScheme, normalize_mac
+from atfab.core.errors import InputError
+from atfab.station.ledger import Ledger, LedgerError
+from atfab.station.serials import SerialScheme, normalize_mac
 
 
 @dataclass

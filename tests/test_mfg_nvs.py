@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atfab.errors import InputError
-from atfab.firmware import FirmwareProfile, firmware_for
-from atfab.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs, load_pki_dir, pki_key_names, pki_namespaces
-from atfab.nvs import read_nvs
+from atfab.core.errors import InputError
+from atfab.core.firmware import FirmwareProfile, firmware_for
+from atfab.image.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs, load_pki_dir, pki_key_names, pki_namespaces
+from atfab.image.nvs import read_nvs
 from tests.paths import RAW_DATA
 
 RAW = RAW_DATA
@@ -243,7 +243,7 @@ def test_round_trip(factory, blobs, ble_rows):
     assert img.problems == []
     got = [(e.namespace, e.key, e.type, e.value) for e in img.entries]
     want = [("client_cert", k, "blob", b) for k, b in zip(pki_key_names("client_cert", len(blobs), FW), blobs)]
-    from atfab.factory_param import FACTORY_KEYS
+    from atfab.image.factory_param import FACTORY_KEYS
     want += [("factory_param", k.name, k.type, factory[k.name]) for k in FACTORY_KEYS]
     want += [("ble_data", f"cfg{i}", "string", row) for i, row in enumerate(ble_rows)]
     assert got == want

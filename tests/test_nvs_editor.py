@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atfab.errors import InputError
-from atfab.nvs import NvsEditor, NvsFull, read_nvs
-from atfab.nvs import format as f
+from atfab.core.errors import InputError
+from atfab.image.nvs import NvsEditor, NvsFull, read_nvs
+from atfab.image.nvs import format as f
 from atfab.sim.flash import NorFlash
 from tests.test_nvs_reader import generate
 

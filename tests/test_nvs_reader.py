@@ -11,9 +11,9 @@ from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atfab.errors import InputError
-from atfab.nvs import NvsImage, read_nvs
-from atfab.nvs import format as f
+from atfab.core.errors import InputError
+from atfab.image.nvs import NvsImage, read_nvs
+from atfab.image.nvs import format as f
 
 
 def generate(rows: list[tuple[str, str, object]], size: int = 0x6000) -> bytes:

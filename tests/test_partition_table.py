@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from atfab.errors import InputError
-from atfab.partition_table import (
+from atfab.core.errors import InputError
+from atfab.image.partition_table import (
     Partition, PartitionTable, decode, encode, load_csv, parse_csv, to_csv, validate,
 )
 from tests.paths import MODULE_CONFIG

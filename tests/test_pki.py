@@ -16,17 +16,17 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from atfab.cli import main
-from atfab.errors import InputError
-from atfab.firmware import firmware_for
-from atfab.mfg_nvs import UnitContent, build_mfg_nvs
-from atfab.nvs.reader import read_nvs
+from atfab.core.errors import InputError
+from atfab.core.firmware import firmware_for
+from atfab.image.mfg_nvs import UnitContent, build_mfg_nvs
+from atfab.image.nvs.reader import read_nvs
 from atfab.pki import escrow
 from atfab.pki.ca import import_ca, load_ca, read_passphrase, show_ca
 from atfab.pki.csr import emit_csr_batch, ingest_signed, load_csr_batch, read_cert_dir, write_csr_batch
 from atfab.pki.issue import IdentityTemplate, identity_values, issue_unit, render, sign_unit_certificate
 from atfab.pki.keys import spki_der
 from atfab.pki.slots import namespace_for, parse_slots, plan_slots
-from atfab.profiles import load_profile
+from atfab.image.profiles import load_profile
 from tests.pki_helpers import PASS, PASS2, REF, _scan_tmp_path_after_test, make_chain, make_root, unit  # noqa: F401
 from tests.secret_scan import key_markers, scan_tree
 

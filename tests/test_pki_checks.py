@@ -11,9 +11,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa, x25519
 
-from atfab.errors import InputError
-from atfab.firmware import firmware_for
-from atfab.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs
+from atfab.core.errors import InputError
+from atfab.core.firmware import firmware_for
+from atfab.image.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs
 from atfab.pki.ca import create_ca, import_ca
 from atfab.pki.checks import (
     check_cert_file, check_chain, check_fits, check_key_file, check_pki_content, estimate_mfg_nvs_pages,
@@ -21,7 +21,7 @@ from atfab.pki.checks import (
 )
 from atfab.pki.issue import IdentityTemplate, identity_values, issue_unit, sign_unit_certificate
 from atfab.pki.slots import parse_slots, plan_slots
-from atfab.profiles import load_profile
+from atfab.image.profiles import load_profile
 from tests.pki_helpers import PASS, REF, _scan_tmp_path_after_test, make_root, unit  # noqa: F401
 
 AT_2025 = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)   # the esp-at test certs are valid 2019-2029

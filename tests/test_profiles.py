@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from esptool.targets import CHIP_DEFS
 
-from atfab.errors import InputError
-from atfab.profiles import BUILTIN_DIR, ENV_PATH, list_profiles, load_profile
+from atfab.core.errors import InputError
+from atfab.image.profiles import BUILTIN_DIR, ENV_PATH, list_profiles, load_profile
 from tests.paths import MODULE_CONFIG
 
 REF = MODULE_CONFIG
@@ -158,7 +158,7 @@ def test_profile_errors(tmp_path: Path, file: str, old: str, new: str, field: st
 
 
 def test_shipped_folders_found_in_checkout_then_in_the_wheel(tmp_path):
-    from atfab.shipped import PACKAGED, shipped_dir
+    from atfab.core.shipped import PACKAGED, shipped_dir
     package = tmp_path / "site-packages" / "atfab"
     (package / PACKAGED / "partitions").mkdir(parents=True)
     assert shipped_dir("partitions", package) == package / PACKAGED / "partitions"      # installed wheel

@@ -9,9 +9,9 @@ import pytest
 from click.testing import CliRunner
 
 from atfab.cli import main
-from atfab.errors import InputError
-from atfab.recipe import RecipeError, RetryPolicy, check_recipe, load_recipe, slot_name
-from atfab.serials import SerialScheme
+from atfab.core.errors import InputError
+from atfab.station.recipe import RecipeError, RetryPolicy, check_recipe, load_recipe, slot_name
+from atfab.station.serials import SerialScheme
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "recipes").glob("*.toml"))
@@ -295,8 +295,8 @@ def test_cli_check_exit_codes(tmp_path: Path) -> None:
 
 
 def test_real_firmware_sources(tmp_path: Path) -> None:
-    from atfab.build import merge_factory_image, synthetic_firmware_files, write_synthetic_firmware
-    from atfab.profiles import load_profile
+    from atfab.image.build import merge_factory_image, synthetic_firmware_files, write_synthetic_firmware
+    from atfab.image.profiles import load_profile
 
     c2, wroom = load_profile("esp32c2-4mb"), load_profile("esp32-wroom-32")
     write_synthetic_firmware(c2, tmp_path / "fw-c2", version="v4.1.0.0")

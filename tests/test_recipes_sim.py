@@ -14,7 +14,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from atfab.cli import main
-from atfab.recipe import load_recipe
+from atfab.station.recipe import load_recipe
 from tests.conftest import run_with_timeout
 from tests.paths import REPO
 

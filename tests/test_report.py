@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from atfab import report as report_mod
-from atfab.errors import DeviceError, InputError, UnitFailed
-from atfab.measurement import Measurement, evaluate
-from atfab.report import ReportBuilder, ReportLeakError, list_reports, read_report
-from atfab.report_export import junit_xml, summary_csv, write_batch_outputs
+from atfab.station import report as report_mod
+from atfab.core.errors import DeviceError, InputError, UnitFailed
+from atfab.core.measurement import Measurement, evaluate
+from atfab.station.report import ReportBuilder, ReportLeakError, list_reports, read_report
+from atfab.station.report_export import junit_xml, summary_csv, write_batch_outputs
 
 T0 = datetime(2024, 5, 8, 8, 50, 59, tzinfo=timezone.utc)
 
@@ -122,12 +122,12 @@ def test_crash_while_serialising_leaves_nothing(tmp_path: Path, monkeypatch: pyt
 
 
 def test_crash_while_writing_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import atfab.fsutil
+    import atfab.core.fsutil
 
     def crash(src, dst):
         raise OSError("power lost")
 
-    monkeypatch.setattr(atfab.fsutil.os, "replace", crash)
+    monkeypatch.setattr(atfab.core.fsutil.os, "replace", crash)
     with pytest.raises(OSError):
         full(tmp_path).seal()
     assert list(tmp_path.iterdir()) == []  # neither the report nor its temp file

@@ -9,24 +9,24 @@ import pytest
 from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 
-from atfab.at.client import AtClient
-from atfab.build import build_unit_images, synthetic_firmware_files
+from atfab.link.at.client import AtClient
+from atfab.image.build import build_unit_images, synthetic_firmware_files
 from atfab.cli import main
-from atfab.errors import InputError
-from atfab.gatt import cfg_strings
-from atfab.ledger import Ledger
-from atfab.mfg_nvs import UnitContent
-from atfab.nvs.reader import read_nvs
+from atfab.core.errors import InputError
+from atfab.image.gatt import cfg_strings
+from atfab.station.ledger import Ledger
+from atfab.image.mfg_nvs import UnitContent
+from atfab.image.nvs.reader import read_nvs
 from atfab.pki.ca import create_ca, load_ca
 from atfab.pki.issue import issue_unit
 from atfab.pki.keys import cert_sha256, spki_sha256
 from atfab.pki.slots import plan_slots
-from atfab.recipe import check_recipe, load_recipe
+from atfab.station.recipe import check_recipe, load_recipe
 from atfab.rotation.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet
 from atfab.rotation.device import leaf_certificate
 from atfab.rotation.inventory import RotateTarget, load_inventory, targets_from_ports
-from atfab.serials import normalize_mac
-from atfab.transport import open_port
+from atfab.station.serials import normalize_mac
+from atfab.link.transport import open_port
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys, key_markers
 

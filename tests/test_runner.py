@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from atfab.errors import InputError
-from atfab.events import Event, EventBus, SecretInEvent
-from atfab.ledger import Ledger
-from atfab.nvs.reader import read_nvs
-from atfab.runner import STEPS, check_of
-from atfab.station import Station, parse_port
+from atfab.core.errors import InputError
+from atfab.station.events import Event, EventBus, SecretInEvent
+from atfab.station.ledger import Ledger
+from atfab.image.nvs.reader import read_nvs
+from atfab.station.runner import STEPS, check_of
+from atfab.station.station import Station, parse_port
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys, key_markers
 from tests.station_support import check_report, load, load_ca
@@ -38,7 +38,7 @@ class Collector:
 
 def unit_key_pem(module) -> bytes:
     """The private key the station wrote into the module's mfg_nvs (the only place it may be)."""
-    from atfab.profiles import load_profile
+    from atfab.image.profiles import load_profile
 
     part = load_profile("esp32c2-4mb").mfg_nvs
     image = read_nvs(module.flash.read(part.offset, part.size))
@@ -214,7 +214,7 @@ def test_nothing_on_the_port_is_error_with_a_report_per_attempt(tmp_path: Path) 
 
 def test_one_identity_in_two_slots_is_recorded_for_both(module_pool, tmp_path: Path) -> None:
     """Like recipes/esp32-wroom-32.toml (client.0 + mqtt.0 share the unit identity), on a C2."""
-    from atfab.recipe import load_recipe
+    from atfab.station.recipe import load_recipe
     from tests.station_support import write_recipe
 
     path = write_recipe(tmp_path)

@@ -23,8 +23,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from atfab.cli import main
-from atfab.nvs.reader import read_nvs
-from atfab.profiles import load_profile
+from atfab.image.nvs.reader import read_nvs
+from atfab.image.profiles import load_profile
 from tests.conftest import run_with_timeout
 from tests.secret_scan import PLAINTEXT_BLOCK, assert_no_private_keys, key_markers
 

@@ -10,14 +10,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from atfab.cli import main
-from atfab.fsutil import atomic_write
-from atfab.mfg_nvs import UnitContent, build_mfg_nvs
+from atfab.core.fsutil import atomic_write
+from atfab.image.mfg_nvs import UnitContent, build_mfg_nvs
 from atfab.pki import escrow
 from atfab.pki.ca import load_ca
 from atfab.pki.csr import emit_csr_batch, load_csr_batch, write_csr_batch
 from atfab.pki.issue import IdentityTemplate, identity_values, issue_unit
 from atfab.pki.slots import parse_slots, plan_slots
-from atfab.profiles import load_profile
+from atfab.image.profiles import load_profile
 from tests.pki_helpers import PASS, PASS2, REF, _scan_tmp_path_after_test  # noqa: F401
 from tests.secret_scan import key_markers, scan_tree
 

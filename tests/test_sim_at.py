@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from atfab.firmware import G3_DEFAULTS
+from atfab.core.firmware import G3_DEFAULTS
 from atfab.sim.at_parser import AtCmdError, parse_line, split_params
 from atfab.sim.at_uart import actual_baud
 from tests.sim_at_support import MAC, Session, build_flash, c2_profile, new_host
@@ -250,7 +250,7 @@ def test_uart_def_persists_across_rst_and_restore_reseeds():
 
 
 def test_uart_def_is_stored_as_reference_says():
-    from atfab.nvs.reader import read_nvs
+    from atfab.image.nvs.reader import read_nvs
 
     profile = c2_profile()
     host = new_host()

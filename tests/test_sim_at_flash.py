@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from atfab.nvs.reader import read_nvs
+from atfab.image.nvs.reader import read_nvs
 from atfab.sim.at_boot import nvs_editor
 from atfab.sim.flash import NorFlash
 from tests.sim_at_support import Session, build_flash, c2_profile, default_content, new_host
@@ -280,7 +280,7 @@ def test_app_for_another_chip_is_silent():
 def test_ota_data_selects_ota_1():
     import zlib
 
-    from atfab.appimage import default_at_core, make_app_image
+    from atfab.image.appimage import default_at_core, make_app_image
 
     profile = c2_profile()
     flash = build_flash(profile)
@@ -373,7 +373,7 @@ def test_default_content_builds():
 
 
 def test_partition_outside_the_chip_does_not_crash():
-    from atfab.partition_table import Partition, PartitionTable, encode
+    from atfab.image.partition_table import Partition, PartitionTable, encode
 
     profile = c2_profile()
     flash = build_flash(profile)

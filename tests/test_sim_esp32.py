@@ -22,14 +22,14 @@ import pytest
 from esptool import cmds
 from esptool.util import FatalError
 
-from atfab.at.client import AtClient
-from atfab.build import build
-from atfab.flash_set import load_flash_set
-from atfab.profiles import load_profile
+from atfab.link.at.client import AtClient
+from atfab.image.build import build
+from atfab.image.flash_set import load_flash_set
+from atfab.image.profiles import load_profile
 from atfab.sim import rom_loader
 from atfab.sim.module import VirtualModule
 from atfab.sim.slip import SlipDecoder, encode
-from atfab.transport import open_port, port_for_url
+from atfab.link.transport import open_port, port_for_url
 from tests.conftest import run_with_timeout
 from tests.flash_support import actions, flash_url
 from tests.sim_at_support import StandInFirmware

@@ -21,7 +21,7 @@ from atfab.sim import rom_loader
 from atfab.sim.chip import ESPRESSIF_OUIS, derive_mac
 from atfab.sim.module import VirtualModule
 from atfab.sim.slip import SlipDecoder, encode
-from atfab.transport import port_for_url
+from atfab.link.transport import port_for_url
 from tests.conftest import run_with_timeout
 from tests.sim_at_support import SocketReader, StandInFirmware, connect_url
 

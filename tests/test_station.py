@@ -17,10 +17,10 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from atfab.cli import main
-from atfab.console import StatusRenderer
-from atfab.events import Event, EventBus
-from atfab.ledger import Ledger
-from atfab.station import Station, parse_port, run_sim
+from atfab.station.console import StatusRenderer
+from atfab.station.events import Event, EventBus
+from atfab.station.ledger import Ledger
+from atfab.station.station import Station, parse_port, run_sim
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys
 from tests.station_support import PASSPHRASE, check_report, load, load_ca, write_recipe

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from atfab.errors import DeviceError, InputError
-from atfab.transport import PortInfo, open_port, resolve_baud, resolve_port, selector_from_options
+from atfab.core.errors import DeviceError, InputError
+from atfab.link.transport import PortInfo, open_port, resolve_baud, resolve_port, selector_from_options
 
 PORTS = [
     PortInfo("/dev/ttyUSB0", "A1B2", "1-1.2:1.0", 0x303A, 0x1001, "USB JTAG"),

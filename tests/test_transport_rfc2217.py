@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from atfab.at.client import AtClient
-from atfab.build import build
+from atfab.link.at.client import AtClient
+from atfab.image.build import build
 from atfab.cli import main
-from atfab.errors import DeviceError
-from atfab.flash_set import load_flash_set
-from atfab.flasher import Flasher
+from atfab.core.errors import DeviceError
+from atfab.image.flash_set import load_flash_set
+from atfab.link.flasher import Flasher
 from atfab.sim.module import VirtualModule
-from atfab.transport import open_port
-from atfab.url_ports import Rfc2217Port
+from atfab.link.transport import open_port
+from atfab.link.url_ports import Rfc2217Port
 from tests.conftest import run_with_timeout
 from tests.rfc2217_bridge import Rfc2217Bridge
 from tests.sim_at_support import build_flash, c2_profile

@@ -19,7 +19,7 @@ import click
 def build(module: str, params: str | None, pki_dir: str | None, gatt: str | None, out_dir: str,
           firmware: str | None, synthetic_firmware: str | None, as_json: bool) -> None:
     """Build at_customize.bin, mfg_nvs.bin/.csv, flash_args and manifest.json for one unit."""
-    from ..build import build as run_build  # noqa: PLC0415 (keep `atfab --help` fast)
+    from ..image.build import build as run_build  # noqa: PLC0415 (keep `atfab --help` fast)
 
     manifest = run_build(module, out_dir, params=params, pki_dir=pki_dir, gatt=gatt, firmware=firmware,
                          synthetic_firmware=synthetic_firmware)

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 from ..customize.image import PKI_FAMILIES, PKI_KINDS, customize_file, make_request, pki_option
-from ..firmware import G3_DEFAULTS
+from ..core.firmware import G3_DEFAULTS
 
 _PKI_PARAMS = {pki_option(f, k, i).lstrip("-").replace("-", "_"): (f, k, i)
                for f, n in PKI_FAMILIES.items() for k in PKI_KINDS for i in range(n)}

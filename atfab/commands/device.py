@@ -6,10 +6,10 @@ import json
 
 import click
 
-from ..at.client import AtClient
-from ..at.errors import AtError, AtTimeout
-from ..firmware import G3_DEFAULTS, firmware_for
-from ..transport import list_ports, open_port, selector_from_options
+from ..link.at.client import AtClient
+from ..link.at.errors import AtError, AtTimeout
+from ..core.firmware import G3_DEFAULTS, firmware_for
+from ..link.transport import list_ports, open_port, selector_from_options
 
 
 @click.command("ports")

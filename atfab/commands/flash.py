@@ -33,9 +33,9 @@ def _progress_printer(port: str):
 def flash(out_dir: str, port: str | None, baud: int | None, at_port: str | None, no_stub: bool, force: bool,
           as_json: bool) -> None:
     """Write the flash_args set of an `atfab build` OUT_DIR; regions already on the device are skipped."""
-    from ..flash_set import load_flash_set  # noqa: PLC0415 (keep `atfab --help` fast)
-    from ..flasher import Flasher
-    from ..transport import resolve_baud, resolve_port
+    from ..image.flash_set import load_flash_set  # noqa: PLC0415 (keep `atfab --help` fast)
+    from ..link.flasher import Flasher
+    from ..link.transport import resolve_baud, resolve_port
 
     flash_set = load_flash_set(out_dir)
     device = resolve_port(port)
@@ -65,12 +65,12 @@ def flash(out_dir: str, port: str | None, baud: int | None, at_port: str | None,
 def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: int | None, timeout: float,
            as_json: bool) -> None:
     """Check the running module on the AT port against what was built for it (exit 1 if a check fails)."""
-    from ..at.client import AtClient  # noqa: PLC0415
-    from ..errors import InputError, UnitFailed
-    from ..flasher import Flasher
-    from ..transport import open_port, resolve_port
-    from ..serials import normalize_mac
-    from ..verify import load_built, verify_unit, wait_alive
+    from ..link.at.client import AtClient  # noqa: PLC0415
+    from ..core.errors import InputError, UnitFailed
+    from ..link.flasher import Flasher
+    from ..link.transport import open_port, resolve_port
+    from ..station.serials import normalize_mac
+    from ..verify.unit import load_built, verify_unit, wait_alive
 
     if mac and mac_from:
         raise InputError("give either --mac or --mac-from", field="mac")

@@ -16,7 +16,7 @@ def inspect(file: str, module: str | None, as_json: bool) -> None:
 
     Private keys are shown only as type and size, certificates as subject and SHA-256 fingerprint.
     """
-    from ..inspect_image import inspect_file, render_text  # noqa: PLC0415 (keep `atfab --help` fast)
+    from ..image.inspect import inspect_file, render_text  # noqa: PLC0415 (keep `atfab --help` fast)
 
     report = inspect_file(file, module=module)
     click.echo(json.dumps(report, indent=2) if as_json else render_text(report))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError
-from ..fsutil import atomic_write
+from ..core.errors import InputError
+from ..core.fsutil import atomic_write
 
 DEFAULT_PASSPHRASE_ENV = "ATFAB_CA_PASSPHRASE"
 
@@ -22,8 +22,8 @@ def _echo_json(data) -> None:
 # gatt
 
 def _load_rows(path: Path):
-    from ..gatt import load_gatts_csv
-    from ..gatt_desc import load_description
+    from ..image.gatt import load_gatts_csv
+    from ..image.gatt_desc import load_description
 
     if path.suffix.lower() == ".toml":
         return load_description(path)
@@ -37,13 +37,13 @@ def gatt() -> None:
 
 @gatt.command("check")
 @click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--max-rows", type=int, default=None, help="row limit (default: atfab.gatt.GATTS_MAX_ROWS)")
+@click.option("--max-rows", type=int, default=None, help="row limit (default: atfab.image.gatt.GATTS_MAX_ROWS)")
 @click.option("--style", type=click.Choice(["c2", "full"]), default="full", show_default=True,
               help="+BLEGATTSCHAR: line style to print (c2: no property/desc lines)")
 @click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
 def gatt_check(file: Path, max_rows: int | None, style: str, as_json: bool) -> None:
     """Validate FILE (gatts_data.csv, or a .toml description) and print the expected discovery lines."""
-    from ..gatt import GATTS_MAX_ROWS, cfg_strings, expected_discovery_lines, validate_rows
+    from ..image.gatt import GATTS_MAX_ROWS, cfg_strings, expected_discovery_lines, validate_rows
 
     rows = _load_rows(file)
     validate_rows(rows, source=str(file), max_rows=max_rows or GATTS_MAX_ROWS)
@@ -63,8 +63,8 @@ def gatt_check(file: Path, max_rows: int | None, style: str, as_json: bool) -> N
 @click.option("--max-rows", type=int, default=None)
 def gatt_compile(desc: Path, output: Path, max_rows: int | None) -> None:
     """Compile a TOML description DESC to an esp-at gatts_data.csv."""
-    from ..gatt import GATTS_MAX_ROWS, dump_gatts_csv, validate_rows
-    from ..gatt_desc import load_description
+    from ..image.gatt import GATTS_MAX_ROWS, dump_gatts_csv, validate_rows
+    from ..image.gatt_desc import load_description
 
     rows = load_description(desc)
     validate_rows(rows, source=str(desc), max_rows=max_rows or GATTS_MAX_ROWS)
@@ -78,8 +78,8 @@ def gatt_compile(desc: Path, output: Path, max_rows: int | None) -> None:
 @click.option("--max-rows", type=int, default=None)
 def gatt_export(csv_file: Path, output: Path, max_rows: int | None) -> None:
     """Export an esp-at gatts_data.csv to a readable TOML description."""
-    from ..gatt import GATTS_MAX_ROWS, load_gatts_csv, validate_rows
-    from ..gatt_desc import decompile, dump_description
+    from ..image.gatt import GATTS_MAX_ROWS, load_gatts_csv, validate_rows
+    from ..image.gatt_desc import decompile, dump_description
 
     rows = load_gatts_csv(csv_file)
     validate_rows(rows, source=str(csv_file), max_rows=max_rows or GATTS_MAX_ROWS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 DEFAULT_PASSPHRASE_ENV = "ATFAB_CA_PASSPHRASE"
 
@@ -55,9 +55,9 @@ def rotate(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], invent
     Exit status: 0 every module PASS, 1 a module FAIL (old pair kept), 3 a module ERROR
     (link/station trouble, or a unit state atfab will not guess about), 2 bad input.
     """
-    from ..ledger import Ledger
+    from ..station.ledger import Ledger
     from ..pki.ca import load_ca, read_passphrase
-    from ..recipe import load_recipe
+    from ..station.recipe import load_recipe
     from ..rotation.fleet import RotateOptions, rotate_fleet
     from ..rotation.inventory import load_inventory, targets_from_ports
 

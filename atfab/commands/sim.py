@@ -36,12 +36,12 @@ def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chi
     Point esptool at the flash URL (``--port socket://127.0.0.1:P``) and an AT client at the AT
     URL. Runs until Ctrl-C.
     """
-    from ..errors import InputError
+    from ..core.errors import InputError
 
     flash_size = 4 * MB
     firmware = None
     if profile_name:
-        from ..profiles import load_profile
+        from ..image.profiles import load_profile
 
         profile = load_profile(profile_name)
         if chip and chip != profile.chip:

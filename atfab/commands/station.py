@@ -12,12 +12,12 @@ from typing import Any
 
 import click
 
-from ..errors import OUTCOMES, InputError
-from ..fsutil import atomic_write
-from ..ledger import Ledger
-from ..recipe import check_recipe, load_recipe
-from ..report import jsonable, list_reports, read_report
-from ..report_export import junit_xml, summary_csv
+from ..core.errors import OUTCOMES, InputError
+from ..core.fsutil import atomic_write
+from ..station.ledger import Ledger
+from ..station.recipe import check_recipe, load_recipe
+from ..station.report import jsonable, list_reports, read_report
+from ..station.report_export import junit_xml, summary_csv
 
 
 def _echo_json(data: Any) -> None:
@@ -245,7 +245,7 @@ def _console(ports: list[str], as_json: bool):
     """The live status renderer (stderr when stdout carries --json)."""
     import sys
 
-    from ..console import StatusRenderer
+    from ..station.console import StatusRenderer
 
     return StatusRenderer(sys.stderr if as_json else sys.stdout, ports)
 
@@ -301,8 +301,8 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
     Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C or SIGTERM records
     the units in flight as ABORTED; the next run resumes them).
     """
-    from ..station import DEFAULT_FLASH_BAUD, Station, load_recipe_ca, parse_port, run_sim, uart_baud
-    from ..transport import resolve_baud
+    from ..station.station import DEFAULT_FLASH_BAUD, Station, load_recipe_ca, parse_port, run_sim, uart_baud
+    from ..link.transport import resolve_baud
 
     if bool(ports) == bool(sim_count):
         raise InputError("give either --port (one or more) or --sim N", field="--port")
@@ -324,7 +324,7 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
     else:
         specs = [parse_port(p, i) for i, p in enumerate(ports)]
         labels = [s.label for s in specs]
-    from ..events import EventBus
+    from ..station.events import EventBus
 
     bus = EventBus()
     console = bus.subscribe(_console(labels, as_json))
@@ -333,7 +333,7 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
     else:
         summary = Station(recipe, specs, bus=bus, **options).run(loop=loop, poll_s=poll_s)
     console.close()
-    from ..console import summary_lines
+    from ..station.console import summary_lines
 
     _finish(summary.to_dict(), summary_lines(summary), as_json)
     ctx.exit(summary.exit_code)
@@ -352,9 +352,9 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
 def demo(ctx: click.Context, out_dir: Path, recipe_path: Path | None, count: int, sim_baud: int | None,
          as_json: bool) -> None:
     """Provision 4 virtual modules with a ready recipe and a throwaway CA; reports go to ./atfab-demo."""
-    from ..console import summary_lines
-    from ..events import EventBus
-    from ..station import demo as run_demo
+    from ..station.console import summary_lines
+    from ..station.events import EventBus
+    from ..station.station import demo as run_demo
 
     bus = EventBus()
     console = bus.subscribe(_console([f"sim{i}" for i in range(count)], as_json))

@@ -1,9 +1,9 @@
 """One-off customisation of a factory image, a bare mfg_nvs or legacy factory_param block (§8, §10.4).
 
 :func:`customize_image` is the offline equivalent of esp-at's ``at.py modify_bin``: the factory
-data is found through the partition tables (:mod:`atfab.image_locate`), the mfg_nvs is read
-(:func:`atfab.nvs.reader.read_nvs`) and rebuilt with every key that is not changed kept, in its
-namespace and order (:func:`atfab.mfg_nvs.build_nvs_from_entries`). An option the image has no
+data is found through the partition tables (:mod:`atfab.image.locate`), the mfg_nvs is read
+(:func:`atfab.image.nvs.reader.read_nvs`) and rebuilt with every key that is not changed kept, in its
+namespace and order (:func:`atfab.image.mfg_nvs.build_nvs_from_entries`). An option the image has no
 key for is refused (:class:`InputError`) unless ``add_missing`` is set (:mod:`atfab.customize.plan`).
 The result carries the reader diff of the old and new mfg_nvs, which :func:`customize_nvs`
 checks holds exactly the requested keys. The live mode is :mod:`atfab.customize.live`.
@@ -21,13 +21,13 @@ from .plan import (
     BLE_NS, FACTORY_NS, OPTION_KEYS, PKI_FAMILIES, PKI_KINDS, CustomizeRequest, Edit, ImageView, KeyView, PkiChange,
     load_gatt_rows, make_request, pki_namespace, pki_option, plan_edits,
 )
-from ..errors import AtfabError, InputError
-from ..firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
-from ..fsutil import atomic_write
-from ..image_locate import LEGACY, Located, locate
-from ..mfg_nvs import build_nvs_from_entries
-from ..nvs.reader import NvsEntry, NvsImage, read_nvs
-from ..profiles import ModuleProfile, load_profile
+from ..core.errors import AtfabError, InputError
+from ..core.firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
+from ..core.fsutil import atomic_write
+from ..image.locate import LEGACY, Located, locate
+from ..image.mfg_nvs import build_nvs_from_entries
+from ..image.nvs.reader import NvsEntry, NvsImage, read_nvs
+from ..image.profiles import ModuleProfile, load_profile
 
 
 # ----------------------------------------------------------------------------------------- diff

@@ -1,7 +1,7 @@
 """Customise a legacy factory_param block (magic 0xFCFC, ESP-AT v2.x, §10.4).
 
-The block is decoded with :func:`atfab.factory_param.decode_legacy_block`, the requested fields
-are re-encoded with :func:`atfab.factory_param.encode_legacy_block`, and only the bytes of those
+The block is decoded with :func:`atfab.image.factory_param.decode_legacy_block`, the requested fields
+are re-encoded with :func:`atfab.image.factory_param.encode_legacy_block`, and only the bytes of those
 fields are taken from the encoding: every other byte (reserved bytes, control pins, platform,
 the 0xFF tail) stays as it was. Byte 7 is written as the *last* channel (start + count - 1), which
 is how the firmware reads it; ``channel_num`` in the diff is the channel count.
@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .. import factory_param as fp
+from ..image import factory_param as fp
 from .image import Change
 from .plan import OPTION_KEYS, CustomizeRequest
-from ..errors import AtfabError, InputError
+from ..core.errors import AtfabError, InputError
 
 #: field -> byte range in the block (versions 2/3; version 1 has no power/port/name fields).
 FIELD_BYTES: dict[str, tuple[int, int]] = {

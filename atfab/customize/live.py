@@ -16,13 +16,13 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..at.errors import AtError, AtTimeout, LinkLost
+from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .image import (
     BLE_NS, FACTORY_NS, Change, CustomizeRequest, Edit, ImageView, customize_nvs, plan_edits, show_value,
 )
-from ..errors import DeviceError, InputError, UnitFailed
-from ..firmware import FirmwareProfile
-from ..measurement import Measurement, evaluate
+from ..core.errors import DeviceError, InputError, UnitFailed
+from ..core.firmware import FirmwareProfile
+from ..core.measurement import Measurement, evaluate
 
 MFG_NVS = "mfg_nvs"
 #: ESP32 G3 RF power readback steps (set range -> value shown), §6.1.
@@ -257,7 +257,7 @@ def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProf
 def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None = None,
                      whole_partition: bool = False, target: str | None = None,
                      ready_timeout: float = 10.0) -> ModuleResult:
-    """Apply ``request`` to the module behind ``client`` (an :class:`atfab.at.client.AtClient`),
+    """Apply ``request`` to the module behind ``client`` (an :class:`atfab.link.at.client.AtClient`),
     reboot it and verify. Returns the changes and measurements (check ``result.passed`` or call
     ``result.require_pass()``); :class:`InputError` before anything is written when an option
     is invalid or the module lacks its key (without ``request.add_missing``)."""
@@ -291,10 +291,10 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
                 chip: str | None = None, whole_partition: bool = False, timeout: float = 3.0) -> ModuleResult:
     """Open the AT port, run :func:`customize_module`, close the port. The firmware behaviour is
     the ``module`` profile's, else that of ``chip`` (default esp32c2)."""
-    from ..at.client import AtClient  # noqa: PLC0415
-    from ..firmware import firmware_for  # noqa: PLC0415
-    from ..profiles import load_profile  # noqa: PLC0415
-    from ..transport import open_port, selector_from_options  # noqa: PLC0415
+    from ..link.at.client import AtClient  # noqa: PLC0415
+    from ..core.firmware import firmware_for  # noqa: PLC0415
+    from ..image.profiles import load_profile  # noqa: PLC0415
+    from ..link.transport import open_port, selector_from_options  # noqa: PLC0415
 
     if module is not None:
         profile = load_profile(module)

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from .. import factory_param as fp
-from ..errors import InputError
-from ..firmware import FirmwareProfile
-from ..mfg_nvs import pki_key_names
-from ..nvs import format as nf
-from ..nvs.reader import NvsImage
+from ..image import factory_param as fp
+from ..core.errors import InputError
+from ..core.firmware import FirmwareProfile
+from ..image.mfg_nvs import pki_key_names
+from ..image.nvs import format as nf
+from ..image.nvs.reader import NvsImage
 
 FACTORY_NS = "factory_param"
 BLE_NS = "ble_data"
@@ -84,11 +84,11 @@ class CustomizeRequest:
 
 def load_gatt_rows(path: str | Path) -> list[str]:
     """cfg strings of a gatts_data.csv or a GATT description (``.toml``), validated."""
-    from ..gatt import cfg_strings, load_gatts_csv, validate_rows  # noqa: PLC0415
+    from ..image.gatt import cfg_strings, load_gatts_csv, validate_rows  # noqa: PLC0415
 
     path = Path(path)
     if path.suffix.lower() == ".toml":
-        from ..gatt_desc import load_description  # noqa: PLC0415
+        from ..image.gatt_desc import load_description  # noqa: PLC0415
 
         rows = load_description(path)
     else:

@@ -24,8 +24,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from ..errors import InputError
-from ..fsutil import atomic_write
+from ..core.errors import InputError
+from ..core.fsutil import atomic_write
 from .checks import check_key_supported, check_pair, check_validity, parse_pem_certs, parse_private_key
 from .keys import DEFAULT_KEY_TYPE, PrivateKey, cert_sha256, describe_key, generate_key, signing_hash, spki_sha256
 

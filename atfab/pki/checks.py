@@ -9,7 +9,7 @@
   ``Certificate.verify_directly_issued_by``).
 * Valid at the time of provisioning (not expired, not yet valid).
 * The whole set fits the mfg_nvs partition (:func:`estimate_mfg_nvs_pages`; the final proof is
-  :func:`atfab.mfg_nvs.build_mfg_nvs` raising).
+  :func:`atfab.image.mfg_nvs.build_mfg_nvs` raising).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .keys import SUPPORTED_TEXT, describe_key, key_supported, spki_der
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
@@ -265,7 +265,7 @@ class _Packer:
 
 
 def estimate_mfg_nvs_pages(content) -> int:
-    """Pages (4 KiB) the content of an :class:`atfab.mfg_nvs.UnitContent` needs, reserved page included.
+    """Pages (4 KiB) the content of an :class:`atfab.image.mfg_nvs.UnitContent` needs, reserved page included.
 
     Replays the generator's packing (entries per page, strings never split, blobs split into
     chunks at page ends) in the order of §8.5; the partition must be at least this many pages.

@@ -24,8 +24,8 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..errors import InputError
-from ..fsutil import atomic_write
+from ..core.errors import InputError
+from ..core.fsutil import atomic_write
 from .ca import utcnow
 from .checks import check_chain, check_key_supported, check_validity, parse_pem_certs
 from .issue import IdentityTemplate, UnitIdentity, _usages, key_usage_for

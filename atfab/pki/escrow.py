@@ -50,8 +50,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.exceptions import InvalidTag
 
-from ..errors import InputError
-from ..fsutil import atomic_write
+from ..core.errors import InputError
+from ..core.fsutil import atomic_write
 from .ca import utcnow
 from .issue import UnitIdentity
 from .keys import PrivateKey, cert_sha256, describe_key, spki_sha256

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .ca import CertificateAuthority, utcnow
 from .keys import KEY_TYPES, DEFAULT_KEY_TYPE, PrivateKey, cert_sha256, generate_key, signing_hash, spki_sha256
 

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes, PublicKeyTypes
 
-from ..errors import InputError
+from ..core.errors import InputError
 
 #: Key types atfab can generate: name → description.
 KEY_TYPES = {

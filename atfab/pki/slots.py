@@ -15,7 +15,7 @@ A recipe names TLS *sets* ("slots") instead of namespaces::
 set is written ``wpa_ent`` (``wpa2`` and ``enterprise`` are aliases); its namespaces are named by
 :attr:`FirmwareProfile.enterprise_namespace` (``wpa_ent_*`` or the legacy ``wpa2_*``). Files
 of one namespace are numbered from 0 without gaps; key names inside mfg_nvs follow
-:func:`atfab.mfg_nvs.pki_key_names` (§8.2).
+:func:`atfab.image.mfg_nvs.pki_key_names` (§8.2).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..errors import InputError
-from ..firmware import FirmwareProfile
-from ..mfg_nvs import PkiFile, pki_key_names, pki_namespaces
+from ..core.errors import InputError
+from ..core.firmware import FirmwareProfile
+from ..image.mfg_nvs import PkiFile, pki_key_names, pki_namespaces
 from .ca import utcnow
 from .checks import (
     check_cert_file, check_chain, check_key_file, check_key_supported, check_pair, check_validity, parse_pem_certs,
@@ -173,7 +173,7 @@ class SlotPlan:
         return counts
 
     def pki_for(self, identity: UnitIdentity | None) -> dict[str, list[PkiFile]]:
-        """The ``pki`` mapping of :class:`atfab.mfg_nvs.UnitContent` for one unit."""
+        """The ``pki`` mapping of :class:`atfab.image.mfg_nvs.UnitContent` for one unit."""
         if self.unit_items and identity is None:
             raise InputError("the recipe's slots use the unit identity but none was issued", field="pki.slot")
         items: dict[tuple[str, int], PkiFile] = dict(self.static)

@@ -17,9 +17,9 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..at.client import AtClient
-from ..at.errors import AtBusy, AtError
-from ..errors import DeviceError
+from ..link.at.client import AtClient
+from ..link.at.errors import AtBusy, AtError
+from ..core.errors import DeviceError
 from ..pki.keys import cert_sha256, spki_sha256
 
 BLOB = 8

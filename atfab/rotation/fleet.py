@@ -1,8 +1,8 @@
 """Certificate rotation on deployed modules over ``AT+SYSMFG`` (``atfab rotate``, docs/rotation.md).
 
-For each module (one thread and one :class:`~atfab.at.client.AtClient` per port):
+For each module (one thread and one :class:`~atfab.link.at.client.AtClient` per port):
 
-1. ``identify``: the base MAC (:func:`atfab.at.mac.read_base_mac`: ``AT+CIPSTAMAC?``, or
+1. ``identify``: the base MAC (:func:`atfab.link.at.mac.read_base_mac`: ``AT+CIPSTAMAC?``, or
    ``AT+BLEADDR?`` − 2 on BLE-only firmware) keys the ledger; check the inventory's expectations.
 2. ``recover``: resolve every pending rotation the ledger journalled for this unit, from what the
    unit holds now (:func:`atfab.rotation.journal.resume`).
@@ -31,20 +31,20 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..at.client import AtClient
-from ..at.errors import AtBusy, AtError, AtResponseError
-from ..errors import DeviceError, InputError
-from ..escrow_policy import ROTATION, escrow_identity, open_escrow
-from ..ledger import Ledger, utc_now
-from ..measurement import FAIL as M_FAIL, Measurement, evaluate
-from ..at.mac import read_base_mac
+from ..link.at.client import AtClient
+from ..link.at.errors import AtBusy, AtError, AtResponseError
+from ..core.errors import DeviceError, InputError
+from ..pki.escrow_policy import ROTATION, escrow_identity, open_escrow
+from ..station.ledger import Ledger, utc_now
+from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
+from ..link.at.mac import read_base_mac
 from ..pki.ca import CertificateAuthority
 from ..pki.checks import parse_pem_certs
 from ..pki.issue import issue_unit, sign_unit_certificate
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import FAMILIES, UNIT, plan_slots
-from ..recipe_spec import ROTATE_MODES, Recipe, slot_name
-from ..report import ReportBuilder, StepHandle
+from ..station.recipe_spec import ROTATE_MODES, Recipe, slot_name
+from ..station.report import ReportBuilder, StepHandle
 from .device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
 from .inventory import RotateTarget
 from .journal import JournalDetail, certificate_facts, pem_of, record_done, resume
@@ -122,7 +122,7 @@ def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: Rota
 
 
 def _default_opener(port: str, baud: int | None) -> Any:
-    from ..transport import open_port
+    from ..link.transport import open_port
 
     return open_port(port, baud)
 

@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
-from ..serials import normalize_mac
+from ..core.errors import InputError
+from ..station.serials import normalize_mac
 
 COLUMNS = ("port", "mac", "serial", "name")
 

@@ -1,6 +1,6 @@
 """The rotation journal policy: what a pending rotation means for a unit, and how it is resolved.
 
-Every rotation is journalled in the ledger (:meth:`atfab.ledger.Ledger.journal_rotation`) with
+Every rotation is journalled in the ledger (:meth:`atfab.station.ledger.Ledger.journal_rotation`) with
 the old and new fingerprints *before* the first write; the journal ``detail`` (JSON) also holds
 the new certificate's PEM (public) and where the slot's items live. The new private key is
 never stored anywhere: it exists in the memory of the rotating process and on the unit.
@@ -33,8 +33,8 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from ..at.errors import AtBusy, AtError, AtResponseError, LinkLost
-from ..ledger import Ledger, Rotation
+from ..link.at.errors import AtBusy, AtError, AtResponseError, LinkLost
+from ..station.ledger import Ledger, Rotation
 from ..pki.keys import cert_sha256, spki_sha256
 from .device import PairState, SlotIo, leaf_certificate
 from .results import ERROR, PASS, SlotResult

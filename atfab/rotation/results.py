@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DeviceError
+from ..core.errors import DeviceError
 from .device import PairState
 
 #: Outcomes (the report outcomes): PASS, FAIL (unit refused; old pair kept), ERROR.

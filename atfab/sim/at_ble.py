@@ -10,7 +10,7 @@
   missing or invalid then leaves the server without services (init still OK). Otherwise
   ``AT+BLEGATTSSRVCRE`` creates them (ERROR for a missing/invalid table) and
   ``AT+BLEGATTSSRVSTART[=<srv_index>]`` starts them.
-* Discovery lines come from :func:`atfab.gatt.discover` (the §7 derivation rule) and are printed
+* Discovery lines come from :func:`atfab.image.gatt.discover` (the §7 derivation rule) and are printed
   per ``firmware.gattschar_style``; ``AT+BLEGATTSSRV?`` shows ``<start>`` = 1 once started.
 * ``AT+BLEADDR?`` (after init): the public address (base MAC + ``firmware.bt_mac_offset``), or
   the random address once ``AT+BLEADDR=1,"<addr>"`` set one; quoted per
@@ -39,7 +39,7 @@ def init_ble(st: "RunState", host: Any) -> None:
 
 def load_rows(ctx: "Ctx") -> list[Any] | None:
     """The ble_data GATT rows now in mfg_nvs (cfg0, cfg1, ... until a gap), None if unusable."""
-    from ..gatt import parse_cfg_string, validate_rows
+    from ..image.gatt import parse_cfg_string, validate_rows
 
     boot = ctx.boot
     if boot.mfg is None or not boot.mfg_ok:
@@ -63,7 +63,7 @@ def load_rows(ctx: "Ctx") -> list[Any] | None:
 
 
 def _create(ctx: "Ctx") -> bool:
-    from ..gatt import discover
+    from ..image.gatt import discover
 
     rows = load_rows(ctx)
     if rows is None:

@@ -31,7 +31,7 @@ import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import DeviceError, InputError
+from ..core.errors import DeviceError, InputError
 from .flash import FlashError
 
 TYPE_APP = 0x00
@@ -101,8 +101,8 @@ class BootInfo:
 
 # -- small flash helpers ------------------------------------------------------------------
 def nvs_editor(flash: Any, part: Any) -> Any:
-    """An :class:`atfab.nvs.editor.NvsEditor` over ``part`` of ``flash`` (firmware-like edits)."""
-    from ..nvs.editor import NvsEditor
+    """An :class:`atfab.image.nvs.editor.NvsEditor` over ``part`` of ``flash`` (firmware-like edits)."""
+    from ..image.nvs.editor import NvsEditor
 
     base = part.offset
     return NvsEditor(
@@ -115,13 +115,13 @@ def nvs_editor(flash: Any, part: Any) -> Any:
 
 def read_nvs_region(flash: Any, part: Any, source: str) -> Any:
     """Parse ``part`` as NVS; raises :class:`InputError` when it is not NVS at all."""
-    from ..nvs.reader import read_nvs
+    from ..image.nvs.reader import read_nvs
 
     return read_nvs(flash.read(part.offset, part.size), source=source)
 
 
 def _decode_table(data: bytes, source: str) -> Any:
-    from ..partition_table import decode
+    from ..image.partition_table import decode
 
     return decode(data, source=source)
 
@@ -169,7 +169,7 @@ def _app_candidates(flash: Any, table: Any) -> list[Any]:
 
 def _load_app(flash: Any, table: Any, info: BootInfo, chip: str | None) -> bool:
     """First bootable app: a valid image (checksum, digest) built for this chip."""
-    from ..appimage import read_app_info
+    from ..image.appimage import read_app_info
 
     for part in _app_candidates(flash, table):
         if not _fits(flash, part):

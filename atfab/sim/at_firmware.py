@@ -5,7 +5,7 @@ power-on or reset, ``serve(link, token)`` for a connected AT host. Command group
 ``at_basic`` (AT, ATE, RST, GMR, CMD, RESTORE, SYSSTORE, SYSLOG, SYSMSG), ``at_uart``,
 ``at_sysflash``, ``at_sysmfg``, ``at_wifi`` (RFPOWER, CWCOUNTRY, MACs) and ``at_ble``.
 
-Framing choices (G3, each from §1.2 or a :class:`~atfab.firmware.FirmwareProfile` field):
+Framing choices (G3, each from §1.2 or a :class:`~atfab.core.firmware.FirmwareProfile` field):
 
 * A command is a line ending in CR LF; at most 256 bytes including CR LF, a longer line is
   discarded up to its CR LF and answered ``ERROR`` (ERR CODE 0x01020000). Empty lines are ignored.
@@ -40,7 +40,7 @@ from .at_parser import (
 from .link import Link, LinkClosed
 
 if TYPE_CHECKING:  # pragma: no cover
-    from ..firmware import FirmwareProfile
+    from ..core.firmware import FirmwareProfile
 
 READY = b"\r\nready\r\n"
 OK = b"\r\nOK\r\n"

@@ -7,7 +7,7 @@ follow the ESP-AT rules: comma separated; strings in double quotes with the esca
 ``0x`` hex. Accessors on :class:`Params` raise :class:`AtCmdError` with the subcategory code
 and parameter index the real AT core would report.
 
-Deliberately independent of :mod:`atfab.at.parse`: the simulator must not share parsing code with
+Deliberately independent of :mod:`atfab.link.at.parse`: the simulator must not share parsing code with
 the client it tests (a simulator that agrees with a wrong client proves nothing).
 """
 

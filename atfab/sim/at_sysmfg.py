@@ -1,7 +1,7 @@
 """``AT+SYSMFG`` of the virtual AT firmware (§5): key/value access to the mfg_nvs partition.
 
 Reads come from the NVS image in flash at the time of the command, writes go through
-:class:`atfab.nvs.editor.NvsEditor` (append the new copy, then mark the old one erased), so a
+:class:`atfab.image.nvs.editor.NvsEditor` (append the new copy, then mark the old one erased), so a
 reboot - or a power loss between two writes - sees exactly what a chip would.
 
 * No ``mfg_nvs`` partition, or an mfg NVS whose init failed at boot (not NVS at all) -> every

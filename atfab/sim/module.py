@@ -39,7 +39,7 @@ import threading
 from pathlib import Path
 from typing import Callable, Protocol
 
-from ..firmware import FirmwareProfile, firmware_for
+from ..core.firmware import FirmwareProfile, firmware_for
 from .chip import MB, ChipIdentity, derive_mac
 from .faults import FaultPlan
 from .flash import NorFlash

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError
+from ..core.errors import InputError
 from .chip import CHIPS, MB
 from .flash import FlashError
 from .module import FirmwareFactory, VirtualModule

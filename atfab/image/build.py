@@ -1,0 +1,348 @@
+"""``atfab build``: one unit's flashable output folder (reference §8, §11.3).
+
+The folder holds ``at_customize.bin`` (secondary table with MD5), ``mfg_nvs.bin`` + ``mfg_nvs.csv``,
+``flash_args`` (esptool argument file like esp-at's ``download.config``) and ``manifest.json``;
+with firmware also ``bootloader.bin``, ``partition-table.bin``, ``ota_data_initial.bin``,
+``esp-at.bin`` and the merged full-flash image ``factory_<module_name>.bin``. The folder is staged
+and moved into place only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .appimage import AppInfo, default_at_core, make_app_image, make_bootloader_image, read_app_info, \
+    read_image_summary
+from ..core.errors import InputError
+from ..core.fsutil import atomic_write, staged_dir
+from .mfg_nvs import MfgNvs, UnitContent, build_mfg_nvs, pki_key_names
+from .partition_table import decode, encode
+from .profiles import ModuleProfile, load_profile
+from .unit_content import Params, unit_content
+
+MANIFEST_SCHEMA = "atfab.build/1"
+#: Firmware file roles and the names they get in a build folder (esp-at build-output names).
+OUT_NAMES = {"bootloader": "bootloader.bin", "partition_table": "partition-table.bin",
+             "otadata": "ota_data_initial.bin", "app": "esp-at.bin"}
+#: Where an esp-at build folder keeps each file (a flat folder with the same base names also works).
+BUILD_PATHS = {"bootloader": "bootloader/bootloader.bin", "partition_table": "partition_table/partition-table.bin",
+               "otadata": "ota_data_initial.bin", "app": "esp-at.bin"}
+_GENERATED = {"at_customize.bin", "mfg_nvs.bin"}
+
+
+@dataclass
+class FirmwareSet:
+    """Firmware files of one module build: role -> (flash offset, bytes), plus the app's version."""
+
+    files: dict[str, tuple[int, bytes]]
+    app: AppInfo
+    origin: dict[str, str] = field(default_factory=dict)   # role -> where it came from
+
+
+@dataclass
+class UnitImages:
+    """The per-unit partitions: at_customize.bin and the mfg_nvs build."""
+
+    at_customize: bytes
+    mfg_nvs: MfgNvs
+
+
+# ------------------------------------------------------------------------------- unit images
+
+
+def build_unit_images(profile: ModuleProfile, content: UnitContent, *, source: str = "") -> UnitImages:
+    """at_customize.bin (with MD5, §11.1) and mfg_nvs for ``content`` (fast, in memory)."""
+    try:
+        mfg = build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=source or "mfg_nvs")
+    except InputError as exc:
+        raise _locate_pki_error(exc, content, profile) from None
+    return UnitImages(encode(profile.at_customize, md5=True), mfg)
+
+
+def _locate_pki_error(exc: InputError, content: UnitContent, profile: ModuleProfile) -> InputError:
+    """Name the PKI file when the NVS generator failed on one of its keys."""
+    ns, _, key = (exc.field or "").partition("/")
+    files = content.pki.get(ns)
+    if files:
+        for name, item in zip(pki_key_names(ns, len(files), profile.firmware), files):
+            if name == key:
+                return InputError(f"mfg_nvs: {exc.message}", file=item.path or item.name, field=ns)
+    return exc
+
+
+# -------------------------------------------------------------------------------- firmware
+
+
+def synthetic_firmware_files(profile: ModuleProfile, *, version: str = "v3.3.0.0", at_core: str | None = None,
+                             idf_ver: str = "v5.0.6-dirty", commit: str = "be332568") -> dict[str, tuple[int, bytes]]:
+    """A synthetic esp-at build for ``profile``: role -> (offset, bytes) (see :data:`OUT_NAMES`)."""
+    flash = {"flash_mode": profile.flash_mode, "flash_size": profile.flash_size_str, "flash_freq": profile.flash_freq}
+    app = make_app_image(chip=profile.chip, version=version, idf_ver=idf_ver, commit=commit,
+                         at_core=at_core or default_at_core(version, profile.firmware.gmr_chip), **flash)
+    files = {
+        "bootloader": (profile.bootloader_offset, make_bootloader_image(chip=profile.chip, **flash)),
+        "partition_table": (profile.partition_table_offset, encode(profile.primary, md5=False)),
+        "app": (profile.app_offset, app),
+    }
+    otadata = profile.otadata
+    if otadata is not None:
+        files["otadata"] = (otadata.offset, b"\xff" * otadata.size)
+    return files
+
+
+def write_synthetic_firmware(profile: ModuleProfile, folder: str | Path, *, version: str = "v3.3.0.0",
+                             at_core: str | None = None, idf_ver: str = "v5.0.6-dirty",
+                             commit: str = "be332568") -> Path:
+    """Write a synthetic esp-at build folder (esp-at layout plus ``download.config``); returns it."""
+    folder = Path(folder)
+    files = synthetic_firmware_files(profile, version=version, at_core=at_core, idf_ver=idf_ver, commit=commit)
+    lines = [" ".join(profile.flash_settings())]
+    for role, (offset, data) in sorted(files.items(), key=lambda kv: kv[1][0]):
+        atomic_write(folder / BUILD_PATHS[role], data)
+        lines.append(f"0x{offset:x} {BUILD_PATHS[role]}")
+    atomic_write(folder / "download.config", "\n".join(lines) + "\n")
+    return folder
+
+
+def _role_of(path: str, offset: int, profile: ModuleProfile) -> str | None:
+    base = Path(path).name
+    for role, name in OUT_NAMES.items():
+        if base == name:
+            return role
+    if base in _GENERATED:
+        return None
+    if offset == profile.app_offset and base.endswith(".bin"):
+        return "app"
+    return None
+
+
+def _listing(folder: Path, profile: ModuleProfile) -> tuple[dict[str, tuple[int, Path]], Path | None]:
+    """role -> (offset, path) from flasher_args.json or download.config in ``folder``, if any."""
+    pairs: list[tuple[str, str]] = []
+    listing: Path | None = None
+    if (folder / "flasher_args.json").is_file():
+        listing = folder / "flasher_args.json"
+        try:
+            data = json.loads(listing.read_text(encoding="utf-8"))
+            pairs = [(str(k), str(v)) for k, v in data["flash_files"].items()]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"cannot read flash_files: {exc}", file=listing, field="flash_files") from None
+    elif (folder / "download.config").is_file():
+        listing = folder / "download.config"
+        pairs = [(str(off), str(p.relative_to(folder))) for off, p in read_flash_args(listing)[1]]
+    found: dict[str, tuple[int, Path]] = {}
+    for off_text, rel in pairs:
+        try:
+            offset = int(off_text, 0)
+        except ValueError:
+            raise InputError(f"offset {off_text!r} is not a number", file=listing, field="flash_files") from None
+        role = _role_of(rel, offset, profile)
+        if role is not None:
+            found[role] = (offset, folder / rel)
+    return found, listing
+
+
+def load_firmware(folder: str | Path, profile: ModuleProfile) -> FirmwareSet:
+    """Read an esp-at build output folder (or a flat folder of the same files) and check it fits ``profile``."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError("firmware folder not found", file=folder, field="firmware")
+    listed, listing = _listing(folder, profile)
+    expected = {"bootloader": profile.bootloader_offset, "partition_table": profile.partition_table_offset,
+                "app": profile.app_offset}
+    if profile.otadata_offset is not None:
+        expected["otadata"] = profile.otadata_offset
+    files: dict[str, tuple[int, bytes]] = {}
+    origin: dict[str, str] = {}
+    for role, offset in expected.items():
+        if role in listed:
+            given, path = listed[role]
+            if given != offset:
+                raise InputError(f"{path.name} at 0x{given:x}, but module {profile.name} has it at 0x{offset:x}",
+                                 file=listing, field=role)
+        else:
+            candidates = [folder / BUILD_PATHS[role], folder / OUT_NAMES[role]]
+            path = next((p for p in candidates if p.is_file()), candidates[0])
+        try:
+            files[role] = (offset, path.read_bytes())
+        except OSError:
+            raise InputError(f"missing {OUT_NAMES[role]}", file=path, field=role) from None
+        origin[role] = str(path)
+    table_path = origin["partition_table"]
+    table = decode(files["partition_table"][1], source=table_path)
+    if table.entries != profile.primary.entries:
+        raise InputError(f"partition table does not match module profile {profile.name}",
+                         file=table_path, field="partition_table")
+    boot = read_image_summary(files["bootloader"][1], source=origin["bootloader"])
+    app = read_app_info(files["app"][1], source=origin["app"])
+    for role, chip in (("bootloader", boot.chip), ("app", app.chip)):
+        if chip != profile.chip:
+            raise InputError(f"{chip} image, module {profile.name} is {profile.chip}", file=origin[role], field=role)
+    if not app.checksum_ok or app.digest_ok is False:
+        raise InputError("app image checksum or SHA-256 digest is wrong", file=origin["app"], field="app")
+    if "otadata" in files and len(files["otadata"][1]) > (profile.otadata.size if profile.otadata else 0):
+        raise InputError("larger than the otadata partition", file=origin["otadata"], field="otadata")
+    return FirmwareSet(files, app, origin)
+
+
+def firmware_from_synthetic(profile: ModuleProfile, version: str) -> FirmwareSet:
+    """A :class:`FirmwareSet` of the synthetic firmware (no files involved)."""
+    files = synthetic_firmware_files(profile, version=version)
+    return FirmwareSet(files, read_app_info(files["app"][1]), {r: f"synthetic {version}" for r in files})
+
+
+def merge_factory_image(profile: ModuleProfile, parts: list[tuple[int, bytes]]) -> bytes:
+    """Full-flash image of ``parts`` via esptool's merge_bin, filled with 0xFF to the flash size."""
+    from esptool.cmds import merge_bin  # noqa: PLC0415 (slow import)
+    from esptool.util import FatalError  # noqa: PLC0415
+
+    from ..core.esptool_log import EsptoolSink, routed  # noqa: PLC0415
+
+    try:
+        with routed(EsptoolSink()):
+            merged = merge_bin(sorted(parts), profile.chip, output=None, flash_mode=profile.flash_mode,
+                               flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
+                               pad_to_size=profile.flash_size_str)
+    except FatalError as exc:
+        raise InputError(f"esptool merge_bin failed: {exc}", field="factory_image") from None
+    assert merged is not None
+    if len(merged) != profile.flash_size:
+        raise InputError(f"merged image is 0x{len(merged):x} bytes, flash is 0x{profile.flash_size:x}",
+                         field="factory_image")
+    return merged
+
+
+# ----------------------------------------------------------------------------------- build
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]", "_", text) or "module"
+
+
+def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | str | Path | None = None,
+          pki_dir: str | Path | None = None, gatt: str | Path | None = None,
+          firmware: str | Path | None = None, synthetic_firmware: str | None = None,
+          search: list[Path] | None = None) -> dict[str, Any]:
+    """Build one unit's output folder; returns the manifest (also written as manifest.json).
+
+    ``firmware`` is an esp-at build folder; ``synthetic_firmware`` a version for the synthetic one.
+    On any error ``out_dir`` is left as it was.
+    """
+    if firmware is not None and synthetic_firmware is not None:
+        raise InputError("give either a firmware folder or a synthetic firmware version", field="firmware")
+    profile = module if isinstance(module, ModuleProfile) else load_profile(module, search)
+    content = unit_content(profile, params=params, pki_dir=pki_dir, gatt=gatt)
+    images = build_unit_images(profile, content)
+    fw: FirmwareSet | None = None
+    if firmware is not None:
+        fw = load_firmware(firmware, profile)
+    elif synthetic_firmware is not None:
+        fw = firmware_from_synthetic(profile, synthetic_firmware)
+
+    outputs: dict[str, tuple[int, bytes]] = {
+        "at_customize.bin": (profile.at_customize_offset, images.at_customize),
+        "mfg_nvs.bin": (profile.mfg_nvs.offset, images.mfg_nvs.image),
+    }
+    if fw is not None:
+        for role, (offset, data) in fw.files.items():
+            outputs[OUT_NAMES[role]] = (offset, data)
+    ordered = sorted(outputs.items(), key=lambda kv: kv[1][0])
+    module_name = str(content.factory_param.get("module_name", profile.module_name))
+    factory: tuple[str, bytes] | None = None
+    if fw is not None:
+        factory = (f"factory_{_safe_name(module_name)}.bin",
+                   merge_factory_image(profile, [(off, data) for _, (off, data) in ordered]))
+
+    flash_args = " ".join(profile.flash_settings()) + "\n" + "".join(
+        f"0x{off:x} {name}\n" for name, (off, _data) in ordered)
+    manifest: dict[str, Any] = {
+        "schema": MANIFEST_SCHEMA,
+        "module": profile.name,
+        "module_name": module_name,
+        "chip": profile.chip,
+        "flash": {"mode": profile.flash_mode, "freq": profile.flash_freq, "size": profile.flash_size_str},
+        "offsets": {
+            "bootloader": f"0x{profile.bootloader_offset:x}",
+            "partition_table": f"0x{profile.partition_table_offset:x}",
+            "otadata": None if profile.otadata_offset is None else f"0x{profile.otadata_offset:x}",
+            "at_customize": f"0x{profile.at_customize_offset:x}",
+            "mfg_nvs": f"0x{profile.mfg_nvs.offset:x}",
+            "app": f"0x{profile.app_offset:x}",
+        },
+        "files": [_file_entry(name, data, off) for name, (off, data) in ordered]
+        + [_file_entry("mfg_nvs.csv", images.mfg_nvs.csv.encode(), None),
+           _file_entry("flash_args", flash_args.encode(), None)],
+        "factory_image": None if factory is None else _file_entry(factory[0], factory[1], 0),
+        "app": None if fw is None else fw.app.to_dict(),
+        "firmware_source": None if fw is None else fw.origin,
+        "factory_param": content.factory_param,
+        "nvs_keys": [list(k) for k in images.mfg_nvs.keys],
+        "inputs": {k: (None if v is None else str(v)) for k, v in
+                   (("params", params if not isinstance(params, Params) else params.source),
+                    ("pki_dir", pki_dir), ("gatt", gatt), ("firmware", firmware),
+                    ("synthetic_firmware", synthetic_firmware))},
+    }
+    secret = bool(content.pki) or any("_key" in ns for ns in content.custom)
+    with staged_dir(out_dir) as stage:
+        for name, (_off, data) in ordered:
+            _write(stage / name, data, secret and name == "mfg_nvs.bin")
+        _write(stage / "mfg_nvs.csv", images.mfg_nvs.csv.encode(), False)
+        _write(stage / "flash_args", flash_args.encode(), False)
+        if factory is not None:
+            _write(stage / factory[0], factory[1], secret)
+        _write(stage / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), False)
+    manifest["out_dir"] = str(Path(out_dir))
+    return manifest
+
+
+def _write(path: Path, data: bytes, secret: bool) -> None:
+    path.write_bytes(data)
+    if secret:
+        path.chmod(0o600)
+
+
+def _file_entry(name: str, data: bytes, offset: int | None) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": name, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    if offset is not None:
+        entry["offset"] = f"0x{offset:x}"
+    return entry
+
+
+def read_flash_args(path: str | Path) -> tuple[list[str], list[tuple[int, Path]]]:
+    """Parse a flash_args / download.config file: (esptool options, [(offset, path)]) relative to it."""
+    path = Path(path)
+    try:
+        tokens = shlex.split(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read: {exc}", file=path, field="file") from None
+    options: list[str] = []
+    pairs: list[tuple[int, Path]] = []
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok.startswith("-"):
+            options.append(tok)
+            if "=" not in tok and i + 1 < len(tokens):
+                options.append(tokens[i + 1])
+                i += 1
+            i += 1
+            continue
+        if i + 1 >= len(tokens):
+            raise InputError(f"offset {tok!r} has no file", file=path, field="flash_files")
+        try:
+            pairs.append((int(tok, 0), path.parent / tokens[i + 1]))
+        except ValueError:
+            raise InputError(f"offset {tok!r} is not a number", file=path, field="flash_files") from None
+        i += 2
+    return options, pairs
+
+
+__all__ = ["build", "build_unit_images", "UnitImages", "FirmwareSet", "load_firmware", "write_synthetic_firmware",
+           "synthetic_firmware_files", "firmware_from_synthetic", "merge_factory_image", "read_flash_args",
+           "OUT_NAMES", "MANIFEST_SCHEMA"]

@@ -1,0 +1,266 @@
+"""Module profiles: chip, flash settings, partition tables, default factory_param, firmware settings.
+
+A profile is a folder ``<name>/`` holding ``profile.toml`` and the two partition CSVs, or a single
+``<name>.toml`` whose ``partitions`` / ``at_customize`` keys name CSV files relative to itself.
+Profiles are looked up in ``$ATFAB_PROFILE_PATH`` (``os.pathsep``-separated folders), then in the
+repository's ``partitions/`` folder. See ``partitions/README.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from . import factory_param
+from ..core.errors import InputError
+from ..core.firmware import FirmwareProfile, firmware_for
+from .partition_table import (
+    APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
+)
+from ..core.shipped import shipped_dir
+from ..core.tomlfile import read_toml
+
+PROFILE_FILE = "profile.toml"
+ENV_PATH = "ATFAB_PROFILE_PATH"
+BUILTIN_DIR = shipped_dir("partitions")
+_KNOWN_KEYS = {
+    "esp_at_module", "description", "module_name", "chip", "flash_size", "flash_mode", "flash_freq",
+    "bootloader_offset", "partition_table_offset", "partitions", "at_customize", "factory_param", "firmware",
+}
+_OTA_DATA_SUBTYPE = 0x00
+_NVS_MIN_SIZE = 0x3000
+
+
+@dataclass(frozen=True)
+class ModuleProfile:
+    """Everything atfab knows about one module build (see DESIGN.md, profiles.py contract)."""
+
+    name: str
+    chip: str
+    flash_size: int
+    flash_mode: str
+    flash_freq: str
+    bootloader_offset: int
+    partition_table_offset: int
+    app_offset: int
+    otadata_offset: int | None
+    primary: PartitionTable
+    at_customize: PartitionTable
+    at_customize_offset: int
+    mfg_nvs: Partition
+    factory_param: dict[str, int | str]
+    firmware: FirmwareProfile
+    module_name: str
+    source: Path
+    description: str = ""
+    esp_at_module: str = ""
+
+    @property
+    def flash_size_str(self) -> str:
+        """esptool spelling of the flash size (``4MB``)."""
+        return flash_size_text(self.flash_size)
+
+    @property
+    def at_customize_partition(self) -> Partition:
+        """The primary table's at_customize entry (type 0x40, subtype 0)."""
+        return _at_customize_entry(self.primary, "")
+
+    @property
+    def otadata(self) -> Partition | None:
+        return next(iter(self.primary.find_type(DATA, _OTA_DATA_SUBTYPE)), None)
+
+    def flash_settings(self) -> list[str]:
+        """esptool arguments: ``--flash_mode dio --flash_freq 60m --flash_size 4MB``."""
+        return ["--flash_mode", self.flash_mode, "--flash_freq", self.flash_freq, "--flash_size", self.flash_size_str]
+
+
+def flash_size_text(size: int) -> str:
+    """``4194304`` → ``4MB``; ``262144`` → ``256KB``."""
+    if size % (1024 * 1024) == 0:
+        return f"{size // (1024 * 1024)}MB"
+    return f"{size // 1024}KB"
+
+
+def parse_flash_size(text: str, *, source: str = "", field: str = "flash_size") -> int:
+    """``4MB`` / ``512KB`` → bytes."""
+    t = str(text).strip().upper()
+    for suffix, mult in (("MB", 1024 * 1024), ("KB", 1024)):
+        if t.endswith(suffix) and t[: -len(suffix)].isdigit():
+            return int(t[: -len(suffix)]) * mult
+    raise InputError(f"flash size {text!r} is not like 4MB or 512KB", file=source or None, field=field)
+
+
+def search_path(search: list[Path] | None = None) -> list[Path]:
+    """Folders searched for profiles: ``search`` if given, else ``$ATFAB_PROFILE_PATH`` then built-ins."""
+    if search is not None:
+        return [Path(p) for p in search]
+    dirs = [Path(p) for p in os.environ.get(ENV_PATH, "").split(os.pathsep) if p]
+    return dirs + [BUILTIN_DIR]
+
+
+def list_profiles(search: list[Path] | None = None) -> list[str]:
+    """Names of every profile on the search path (earlier folders shadow later ones)."""
+    names: set[str] = set()
+    for d in search_path(search):
+        if not d.is_dir():
+            continue
+        for item in d.iterdir():
+            if item.is_dir() and (item / PROFILE_FILE).is_file():
+                names.add(item.name)
+            elif item.is_file() and item.suffix == ".toml":
+                names.add(item.stem)
+    return sorted(names)
+
+
+def find_profile(name: str, search: list[Path] | None = None) -> Path:
+    """Path of the profile TOML for ``name`` (a profile name, a folder or a .toml path)."""
+    as_path = Path(name)
+    if as_path.suffix == ".toml" and as_path.is_file():
+        return as_path
+    if (os.sep in name or name.startswith(".")) and as_path.is_dir():
+        if (as_path / PROFILE_FILE).is_file():
+            return as_path / PROFILE_FILE
+        raise InputError(f"no {PROFILE_FILE} in {name}", file=name, field="module")
+    for d in search_path(search):
+        if (d / name / PROFILE_FILE).is_file():
+            return d / name / PROFILE_FILE
+        if (d / f"{name}.toml").is_file():
+            return d / f"{name}.toml"
+    known = ", ".join(list_profiles(search)) or "none"
+    raise InputError(f"unknown module profile {name!r} (known: {known})", field="module")
+
+
+def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
+    """Load and validate a profile; every problem is an :class:`InputError` naming file and field."""
+    toml_path = find_profile(name, search)
+    src = str(toml_path)
+    data = read_toml(toml_path, "profile")
+    unknown = sorted(set(data) - _KNOWN_KEYS)
+    if unknown:
+        raise InputError(f"unknown key(s) {', '.join(unknown)}", file=src, field=unknown[0])
+    folder = toml_path.parent
+    profile_name = folder.name if toml_path.name == PROFILE_FILE else toml_path.stem
+
+    chip = _str(data, "chip", src)
+    rom = _rom(chip, src)
+    firmware_tbl = data.get("firmware", {})
+    if not isinstance(firmware_tbl, dict):
+        raise InputError("must be a table", file=src, field="firmware")
+    firmware_tbl = dict(firmware_tbl)
+    table_offset = _int(data, "partition_table_offset", src, 0x8000)
+    if "partition_table_offset" in {f.name for f in fields(FirmwareProfile)}:
+        firmware_tbl.setdefault("partition_table_offset", table_offset)
+    firmware = firmware_for(chip, firmware_tbl, source=src)
+
+    flash_size = parse_flash_size(_str(data, "flash_size", src), source=src)
+    if flash_size_text(flash_size) not in rom.FLASH_SIZES:
+        raise InputError(f"{chip} does not support flash size {flash_size_text(flash_size)} "
+                         f"(esptool knows {', '.join(rom.FLASH_SIZES)})", file=src, field="flash_size")
+    flash_mode = _str(data, "flash_mode", src, "dio").lower()
+    from esptool.cmds import FLASH_MODES  # noqa: PLC0415 (esptool import is slow)
+    if flash_mode not in FLASH_MODES:
+        raise InputError(f"unknown flash mode {flash_mode!r} (known: {', '.join(FLASH_MODES)})",
+                         file=src, field="flash_mode")
+    flash_freq = _str(data, "flash_freq", src).lower()
+    if flash_freq not in rom.FLASH_FREQUENCY:
+        raise InputError(f"{chip} does not support flash frequency {flash_freq!r} "
+                         f"(esptool knows {', '.join(rom.FLASH_FREQUENCY)})", file=src, field="flash_freq")
+    boot_offset = _int(data, "bootloader_offset", src, rom.BOOTLOADER_FLASH_OFFSET)
+    if boot_offset != rom.BOOTLOADER_FLASH_OFFSET:
+        raise InputError(f"{chip} boots from 0x{rom.BOOTLOADER_FLASH_OFFSET:x}, not 0x{boot_offset:x}",
+                         file=src, field="bootloader_offset")
+    if table_offset % SECTOR or table_offset <= boot_offset:
+        raise InputError(f"partition table offset 0x{table_offset:x} must be 4 KB aligned and after the "
+                         "bootloader", file=src, field="partition_table_offset")
+
+    primary_csv = folder / _str(data, "partitions", src, "partitions_at.csv")
+    custom_csv = folder / _str(data, "at_customize", src, "at_customize.csv")
+    primary = load_csv(primary_csv, table_offset=table_offset)
+    validate(primary, flash_size=flash_size, source=str(primary_csv), table_offset=table_offset)
+    region = _at_customize_entry(primary, str(primary_csv))
+    secondary = load_csv(custom_csv, table_offset=region.offset)
+    validate(secondary, flash_size=flash_size, within=region, source=str(custom_csv))
+
+    mfg = secondary.find("mfg_nvs")
+    if mfg is None:
+        raise InputError("no mfg_nvs partition", file=str(custom_csv), field="mfg_nvs")
+    if (mfg.type, mfg.subtype) != (DATA, NVS_SUBTYPE):
+        raise InputError("mfg_nvs must be type data, subtype nvs", file=str(custom_csv), line=mfg.line,
+                         field="subtype" if mfg.type == DATA else "type")
+    if mfg.size % SECTOR or mfg.size < _NVS_MIN_SIZE:
+        raise InputError(f"mfg_nvs size 0x{mfg.size:x} must be a multiple of 0x1000 and at least 0x3000",
+                         file=str(custom_csv), line=mfg.line, field="size")
+
+    apps = primary.find_type(APP)
+    if not apps:
+        raise InputError("no app partition", file=str(primary_csv), field="app")
+    first_app = next((p for p in apps if p.subtype == 0x10), None) or next(
+        (p for p in apps if p.subtype == 0x00), apps[0])
+    otadata = next(iter(primary.find_type(DATA, _OTA_DATA_SUBTYPE)), None)
+
+    module_name = _str(data, "module_name", src, "")
+    factory = data.get("factory_param", {})
+    if not isinstance(factory, dict):
+        raise InputError("must be a table", file=src, field="factory_param")
+    factory = dict(factory)
+    if module_name:
+        factory.setdefault("module_name", module_name)
+    else:
+        module_name = str(factory.get("module_name", profile_name))
+    try:
+        factory = factory_param.validate(factory, chip=chip, file=src)
+    except InputError as exc:
+        raise InputError(exc.message, file=src, field=f"factory_param.{exc.field}" if exc.field else
+                         "factory_param") from None
+
+    return ModuleProfile(
+        name=profile_name, chip=chip, flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq,
+        bootloader_offset=boot_offset, partition_table_offset=table_offset, app_offset=first_app.offset,
+        otadata_offset=otadata.offset if otadata else None, primary=primary, at_customize=secondary,
+        at_customize_offset=region.offset, mfg_nvs=mfg, factory_param=factory, firmware=firmware,
+        module_name=module_name, source=toml_path, description=_str(data, "description", src, ""),
+        esp_at_module=_str(data, "esp_at_module", src, ""),
+    )
+
+
+def _at_customize_entry(primary: PartitionTable, source: str) -> Partition:
+    found = primary.find_type(AT_CUSTOMIZE_TYPE, 0)
+    if not found:
+        raise InputError("no at_customize partition (type 0x40, subtype 0)", file=source or None,
+                         field="at_customize")
+    if len(found) > 1:
+        raise InputError("more than one at_customize partition (type 0x40, subtype 0)", file=source or None,
+                         line=found[1].line, field="type")
+    return found[0]
+
+
+def _rom(chip: str, source: str) -> Any:
+    from esptool.targets import CHIP_DEFS  # noqa: PLC0415 (esptool import is slow)
+
+    if chip not in CHIP_DEFS:
+        raise InputError(f"esptool does not know chip {chip!r}", file=source, field="chip")
+    return CHIP_DEFS[chip]
+
+
+def _str(data: dict, key: str, source: str, default: str | None = None) -> str:
+    if key not in data:
+        if default is None:
+            raise InputError("missing", file=source, field=key)
+        return default
+    value = data[key]
+    if not isinstance(value, str):
+        raise InputError("must be a string", file=source, field=key)
+    return value
+
+
+def _int(data: dict, key: str, source: str, default: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise InputError("must be a non-negative integer", file=source, field=key)
+    return value
+
+
+__all__ = ["ModuleProfile", "load_profile", "list_profiles", "find_profile", "search_path",
+           "parse_flash_size", "flash_size_text", "BUILTIN_DIR", "ENV_PATH"]

@@ -1,0 +1,3 @@
+"""Station layer: recipes, serials, the ledger, reports, events, the per-unit runner and the
+parallel station (docs/DESIGN.md).
+"""

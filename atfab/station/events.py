@@ -1,0 +1,98 @@
+"""The station's event stream: every step of every unit on every port becomes an :class:`Event`.
+
+The per-unit runner (:mod:`atfab.station.runner`) emits events; subscribers turn them into what people
+and files need: the unit report (:class:`atfab.station.recorder.ReportRecorder`), the live console status
+(:class:`atfab.station.console.StatusRenderer`), a test's or a bench's own bookkeeping. One stream, so the
+console and the report can never tell different stories.
+
+Event statuses:
+
+* step events: ``start``, ``progress`` (``progress`` 0.0..1.0), then one of ``ok``, ``fail``,
+  ``error``, ``aborted``, ``skipped``;
+* ``step == "unit"``: ``start`` when an attempt begins, then the attempt's outcome ``PASS``,
+  ``FAIL``, ``ERROR`` or ``ABORTED``;
+* ``step == "wait"`` (loop mode): ``start`` while the port waits for the next unit, ``ok`` when
+  one is there.
+
+``data`` carries structured facts for subscribers (the chip, the serial, certificate
+fingerprints, image hashes, measurements). It never carries key material: :meth:`EventBus.emit`
+refuses (raises :class:`SecretInEvent`) any non-progress event whose text holds private-key armor (:mod:`atfab.core.keyguard`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core.errors import OUTCOMES, DeviceError
+from ..core.keyguard import find_private_key
+
+STEP_END = ("ok", "fail", "error", "aborted", "skipped")
+
+
+class SecretInEvent(DeviceError):
+    """An event about to be emitted held private key text (a bug; nothing was delivered)."""
+
+
+@dataclass(frozen=True)
+class Event:
+    """One thing that happened on one port. ``time`` is wall-clock seconds (``time.time()``)."""
+
+    port: str
+    unit: str | None
+    step: str
+    status: str
+    progress: float | None = None
+    detail: str | None = None
+    time: float = field(default_factory=time.time)
+    data: Mapping[str, Any] | None = None
+    attempt_id: int | None = None
+
+    @property
+    def ended(self) -> bool:
+        """True for the end of a step (or the outcome of an attempt)."""
+        return self.status in STEP_END or self.status in OUTCOMES
+
+
+Subscriber = Callable[[Event], None]
+
+
+class EventBus:
+    """Delivers events to subscribers, synchronously, in the emitting thread.
+
+    Subscribers must be quick and thread-safe (ports emit from their own threads). A subscriber
+    that raises does not stop delivery to the others; its exception is kept in :attr:`errors`.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribers: tuple[Subscriber, ...] = ()
+        self.errors: list[BaseException] = []
+
+    def subscribe(self, subscriber: Subscriber) -> Subscriber:
+        """Add a subscriber; returns it (for :meth:`unsubscribe`)."""
+        with self._lock:
+            self._subscribers = (*self._subscribers, subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Remove a subscriber (no error if it is not subscribed)."""
+        with self._lock:
+            self._subscribers = tuple(s for s in self._subscribers if s is not subscriber)
+
+    def emit(self, event: Event) -> None:
+        """Deliver ``event`` to every subscriber (after the private-key guard)."""
+        if event.status != "progress" and find_private_key([event.detail, event.data]):
+            raise SecretInEvent(f"refusing to emit a {event.step}/{event.status} event holding private key text")
+        for subscriber in self._subscribers:
+            try:
+                subscriber(event)
+            except Exception as exc:  # noqa: BLE001 - one broken subscriber must not stop a station
+                with self._lock:
+                    self.errors.append(exc)
+
+
+__all__ = ["Event", "EventBus", "Subscriber", "SecretInEvent", "STEP_END"]

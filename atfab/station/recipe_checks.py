@@ -1,0 +1,374 @@
+"""Recipe checks against the module profile, firmware files, GATT table, PKI material and mfg_nvs size.
+
+Each function appends :class:`InputError` lines to ``ctx.problems`` and carries on, so one
+``atfab check`` shows everything that is wrong. The modules used here belong to other areas;
+a check whose module is not importable is skipped (see :func:`_optional`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ..core.errors import InputError
+
+if TYPE_CHECKING:
+    from ..image.profiles import ModuleProfile
+    from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
+
+#: Bytes assumed per generated certificate / key when estimating the mfg_nvs size (generous).
+PKI_SIZE_ESTIMATE = {
+    "ec-p256": (900, 300), "ec-p384": (1000, 400),
+    "rsa-2048": (1400, 1800), "rsa-3072": (1800, 2600), "rsa-4096": (2300, 3400),
+}
+
+
+@dataclass
+class Context:
+    source: str
+    base: Path
+    problems: list[InputError]
+
+    def bad(self, field: str | None, message: str, *, file: str | Path | None = None) -> None:
+        self.problems.append(InputError(message, file=str(file) if file is not None else self.source, field=field))
+
+    def add(self, exc: InputError, field: str | None = None) -> None:
+        """Record an error raised by another module; it keeps its own file/field when it has them."""
+        self.problems.append(exc.located(file=self.source, field=field))
+
+
+def _optional(name: str) -> ModuleType | None:
+    """``atfab.image.<name>`` if that area is built yet, else None (its checks are skipped)."""
+    try:
+        return importlib.import_module(f"atfab.image.{name}")
+    except ImportError:
+        return None
+
+
+def module_profile(ctx: Context, module: str, base: Path) -> "ModuleProfile | None":
+    from ..image.profiles import load_profile
+
+    name = module
+    if "/" in module or module.endswith(".toml"):
+        name = str((base / module).resolve())
+    try:
+        return load_profile(name)
+    except InputError as exc:
+        ctx.problems.append(InputError(exc.message, file=exc.file or ctx.source,
+                                       field=exc.field if exc.file else "module", line=exc.line))
+        return None
+
+
+def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dict[str, Any]) -> dict[str, int | str] | None:
+    """The merged factory_param set (profile defaults + recipe values), checked for the chip."""
+    fp = _optional("factory_param")
+    chip = profile.chip if profile is not None else None
+    bad_keys: set[str] = set()
+    if fp is not None:
+        for key, value in overrides.items():
+            try:
+                fp.validate_value(key, value, chip=chip, file=ctx.source)
+            except InputError as exc:
+                bad_keys.add(key)
+                ctx.bad(f"factory_param.{key}", exc.message)
+    if profile is None or bad_keys:
+        return None
+    merged = {**profile.factory_param, **overrides}
+    if fp is None:
+        return merged
+    try:
+        return fp.validate(merged, chip=chip, file=ctx.source)
+    except InputError as exc:
+        ctx.bad(f"factory_param.{exc.field}" if exc.field else "factory_param", exc.message)
+        return None
+
+
+def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") -> "GattSpec | None":
+    """The GATT table to use (esp-at's default on BLE modules without one), validated."""
+    from ..image.profiles import BUILTIN_DIR
+    from .recipe_spec import GattSpec
+
+    if gatt is None:
+        if not profile.firmware.ble:
+            return None
+        gatt = GattSpec(file=BUILTIN_DIR / "gatts_data.csv", default=True)
+    elif not profile.firmware.ble:
+        ctx.bad("gatt", f"module {profile.name} has no BLE commands (its firmware cannot serve a GATT table)")
+        return None
+    if not gatt.file.is_file():
+        ctx.bad("gatt.file", f"no such file: {gatt.file}")
+        return None
+    if gatt.file.suffix not in (".toml", ".csv"):
+        ctx.bad("gatt.file", "must be a .toml description or a gatts_data .csv")
+        return None
+    if _optional("gatt") is None or (gatt.file.suffix == ".toml" and _optional("gatt_desc") is None):
+        return gatt
+    try:
+        gatt.rows()
+    except InputError as exc:
+        ctx.add(exc, "gatt.file")
+        return None
+    return gatt
+
+
+def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattSpec | None") -> tuple[str, ...]:
+    """The checks run when a recipe's ``[verify] checks`` is not given."""
+    from .recipe_spec import CHECKS, WIFI_CHECKS
+
+    out = []
+    for name in CHECKS:
+        if name in WIFI_CHECKS and not profile.firmware.wifi:
+            continue
+        if (name == "pki" and pki is None) or (name == "gatt" and gatt is None):
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def verify_checks(ctx: Context, profile: "ModuleProfile", verify: "VerifySpec", pki: "PkiSpec | None",
+                  gatt: "GattSpec | None", firmware: "FirmwareSource | None") -> "VerifySpec":
+    from .recipe_spec import WIFI_CHECKS
+
+    checks = verify.checks
+    if not checks:
+        checks = default_checks(profile, pki, gatt)
+    for name in verify.checks:
+        if name in WIFI_CHECKS and not profile.firmware.wifi:
+            ctx.bad("verify.checks", f"{name}: module {profile.name} has no Wi-Fi commands")
+        elif name == "gatt" and gatt is None:
+            ctx.bad("verify.checks", f"gatt: module {profile.name} serves no GATT table")
+        elif name == "pki" and pki is None:
+            ctx.bad("verify.checks", "pki: the recipe has no [pki] table")
+    if len(set(verify.checks)) != len(verify.checks):
+        ctx.bad("verify.checks", "a check is listed twice")
+    at_version = verify.at_version
+    if at_version is None and firmware is not None and firmware.kind == "synthetic":
+        at_version = firmware.version
+    return replace(verify, checks=tuple(dict.fromkeys(checks)), at_version=at_version)
+
+
+def _app_partition_size(profile: "ModuleProfile") -> int | None:
+    for p in profile.primary.entries:
+        if p.offset == profile.app_offset:
+            return p.size
+    return None
+
+
+def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSource") -> None:
+    """The firmware files exist, are for this chip and layout, and fit their partitions."""
+    if firmware.kind == "synthetic":
+        return
+    where = f"firmware.{firmware.kind}"
+    path = firmware.path
+    assert path is not None
+    app_size = _app_partition_size(profile)
+    if firmware.kind == "build_dir":
+        if not path.is_dir():
+            ctx.bad(where, f"no such folder: {path}")
+            return
+        build = _optional("build")
+        if build is None:
+            return
+        try:
+            fw = build.load_firmware(path, profile)
+        except InputError as exc:
+            ctx.add(exc, where)
+            return
+        app = fw.files["app"][1]
+        if app_size is not None and len(app) > app_size:
+            ctx.bad(where, f"esp-at.bin is {len(app):#x} bytes, the app partition holds {app_size:#x}")
+        boot = fw.files["bootloader"][1]
+        room = profile.partition_table_offset - profile.bootloader_offset
+        if len(boot) > room:
+            ctx.bad(where, f"bootloader.bin is {len(boot):#x} bytes, only {room:#x} fit before the partition table")
+        return
+    if not path.is_file():
+        ctx.bad(where, f"no such file: {path}")
+        return
+    data = path.read_bytes()
+    # problems inside the image name the image file (the recipe line names only the field)
+    if len(data) > profile.flash_size:
+        ctx.bad(where, f"image is {len(data):#x} bytes, the module's flash is {profile.flash_size:#x}", file=path)
+        return
+    pt, appimage = _optional("partition_table"), _optional("appimage")
+    if pt is not None:
+        off = profile.partition_table_offset
+        try:
+            table = pt.decode(data[off: off + 0xC00], source=f"{path}@{off:#x}")
+        except InputError as exc:
+            ctx.bad(where, f"no partition table at {off:#x}: {exc.message}", file=path)
+            return
+        if table.entries != profile.primary.entries:
+            ctx.bad(where, f"partition table does not match module profile {profile.name}", file=path)
+    if appimage is not None:
+        for what, off in (("bootloader", profile.bootloader_offset), ("app", profile.app_offset)):
+            chip = appimage.image_chip(data[off:])
+            if chip != profile.chip:
+                ctx.bad(where, f"{what} at {off:#x} is {'no ESP image' if chip is None else chip + ' code'}, "
+                               f"module {profile.name} is {profile.chip}", file=path)
+                continue
+            try:   # a cut-off or corrupted image (the chip id alone says nothing about the rest)
+                info = appimage.read_image_summary(data[off:])
+            except InputError as exc:
+                ctx.bad(where, f"{what} at {off:#x}: {exc.message}", file=path)
+                continue
+            if not info.checksum_ok or info.digest_ok is False:
+                ctx.bad(where, f"{what} at {off:#x}: image checksum or SHA-256 digest is wrong", file=path)
+
+
+def _stand_in_ca() -> list[Any]:
+    """A throwaway CA certificate standing in for a demo CA that does not exist yet (check only)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "atfab check stand-in CA")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(hours=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    return [cert]
+
+
+def _factory_ca(ctx: Context, pki: "PkiSpec") -> list[Any] | None:
+    """The factory CA chain (CA first, root last); None after recording a problem."""
+    from ..pki.checks import check_cert_file, parse_pem_certs
+
+    ca = pki.ca_dir
+    if ca is None:
+        if pki.needs_ca:
+            ctx.bad("pki.ca", "required: a slot uses the unit identity or factory_ca")
+            return None
+        return []
+    if not ca.is_dir():
+        if pki.demo_ca:
+            return _stand_in_ca()
+        ctx.bad("pki.ca", f"no CA folder {ca} (create one with `atfab ca init`, or set demo_ca = true "
+                          f"for a throwaway demo CA)")
+        return None
+    now = dt.datetime.now(dt.timezone.utc)
+    try:
+        certs = check_cert_file((ca / "ca.crt").read_bytes(), at=now, file=str(ca / "ca.crt"), field="pki.ca")
+        if (ca / "chain.pem").is_file():
+            certs += parse_pem_certs((ca / "chain.pem").read_bytes(), file=str(ca / "chain.pem"), field="pki.ca")
+    except FileNotFoundError:
+        ctx.bad("pki.ca", f"no CA certificate {ca / 'ca.crt'}")
+        return None
+    except InputError as exc:
+        ctx.add(exc, "pki.ca")
+        return None
+    if not (ca / "ca.key").is_file() and not pki.demo_ca and pki.needs_identity:
+        ctx.bad("pki.ca", f"{ca / 'ca.key'} is missing: the station cannot issue certificates")
+        return None
+    return certs
+
+
+def pki_material(ctx: Context, profile: "ModuleProfile", pki: "PkiSpec", *, recipe: str = "recipe") -> Any:
+    """The CA folder, the identity template and the slots' files; returns the slot plan (or None)."""
+    from ..pki.issue import identity_values
+    from ..pki.slots import plan_slots
+
+    for slot in pki.slots:
+        if slot.family == "wpa_ent" and not profile.firmware.wifi:
+            ctx.bad(f"{slot.field}.set", f"module {profile.name} has no Wi-Fi (no enterprise namespaces)")
+    if pki.needs_identity:
+        values = identity_values(serial="SN-000001", mac="24:0a:c4:00:00:01",
+                                 module=str(profile.factory_param.get("module_name", "")), recipe=recipe)
+        try:
+            pki.identity.subject_name(values)
+            pki.identity.san(values)
+        except InputError as exc:
+            ctx.add(exc, "pki.identity")
+    factory_ca = _factory_ca(ctx, pki)
+    try:   # check the slots even when the CA has a problem (against a stand-in CA then)
+        plan = plan_slots(list(pki.slots), firmware=profile.firmware,
+                          factory_ca=(factory_ca if factory_ca is not None else _stand_in_ca()) or None,
+                          source=ctx.source)
+    except InputError as exc:
+        ctx.add(exc, "pki.slot")
+        return None
+    return plan if factory_ca is not None else None
+
+
+#: Placeholders of ``[pki] escrow.file``.
+ESCROW_FIELDS = ("recipe", "station", "date")
+
+
+def escrow_spec(r: Any, raw: Any, base: Path, workdir: Path, pki: "PkiSpec", recipe: str) -> "EscrowSpec | None":
+    """``[pki] escrow = { recipient = "op.pub.pem", file = "escrow/{recipe}.escrow" }`` (``r``: the
+    recipe reader). The recipient must be an RSA (>= 2048) or EC P-256/P-384 public key (PEM key
+    or certificate); the file is an output path (relative to ``workdir``)."""
+    from ..pki.escrow import load_recipient
+    from ..pki.issue import render
+    from .recipe_spec import EscrowSpec
+
+    if not isinstance(raw, dict):
+        r.bad("pki.escrow", 'must be a table: { recipient = "operator.pub.pem", file = "escrow/{recipe}.escrow" }')
+        return None
+    for key in raw:
+        if key not in ("recipient", "file"):
+            r.bad(f"pki.escrow.{key}", "unknown field (known: recipient, file)")
+    recipient = r.get(raw, "recipient", "pki.escrow.recipient", str, required=True)
+    template = r.get(raw, "file", "pki.escrow.file", str, "escrow/{recipe}.escrow")
+    if not pki.needs_identity:
+        r.bad("pki.escrow", 'no [[pki.slot]] with cert = "unit": the station generates no key to escrow')
+    try:
+        rendered = render(template, {"recipe": recipe, "station": "{station}", "date": "{date}"},
+                          source=r.source, field="pki.escrow.file")
+    except InputError as exc:
+        r.problems.append(exc)
+        rendered = None
+    if recipient is None:
+        return None
+    path = r.path(base, recipient)
+    try:
+        load_recipient(path)
+    except InputError as exc:
+        r.bad("pki.escrow.recipient", f"{path}: {exc.message}")
+        return None
+    if rendered is None:
+        return None
+    return EscrowSpec(recipient=path, file=str(r.path(workdir, rendered)))
+
+
+def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
+                 plan: Any, gatt: "GattSpec | None") -> None:
+    """Build a stand-in mfg_nvs (unit certificate and key of the expected sizes) to prove the content fits."""
+    mfg = _optional("mfg_nvs")
+    if mfg is None or (pki is not None and plan is None):
+        return
+    rows: list[str] = []
+    if gatt is not None and _optional("gatt") is not None:
+        try:
+            from ..image.gatt import cfg_strings
+
+            rows = cfg_strings(gatt.rows())
+        except InputError:
+            return  # already reported by gatt_table
+    content_pki: dict[str, list[Any]] = {}
+    if plan is not None:
+        items = dict(plan.static)
+        cert_n, key_n = PKI_SIZE_ESTIMATE.get(pki.identity.key_type, PKI_SIZE_ESTIMATE["rsa-4096"])
+        for ns, index, kind in plan.unit_items:
+            items[(ns, index)] = mfg.PkiFile(f"{ns}_{index}.pem", b"A" * (cert_n if kind == "cert" else key_n))
+        for (ns, index) in sorted(items, key=lambda k: k[1]):
+            content_pki.setdefault(ns, []).append(items[(ns, index)])
+    content = mfg.UnitContent(factory_param=dict(factory), pki=content_pki, ble_rows=rows)
+    try:
+        mfg.build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=ctx.source)
+    except InputError as exc:
+        ctx.bad("pki" if pki is not None else "gatt",
+                f"mfg_nvs content does not fit module {profile.name}: {exc.message}")
+
+
+__all__ = ["Context", "module_profile", "factory_params", "gatt_table", "verify_checks", "default_checks",
+           "firmware_files", "pki_material", "mfg_nvs_fits",
+           "escrow_spec", "ESCROW_FIELDS"]

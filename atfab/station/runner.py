@@ -1,0 +1,504 @@
+"""The per-unit state machine: one unit on one port, from blank module to sealed report.
+
+Steps (each one ``start`` → ``ok``/``fail``/``error``/``aborted``/``skipped`` event on the
+:class:`~atfab.station.events.EventBus`)::
+
+    connect      open the AT port (the flash port is opened by the unit's one esptool session)
+    chip         esptool: connect (the session stays open until the flash step), chip type and MAC
+                 (wrong chip → ERROR; MAC outside verify.mac_prefixes → FAIL)
+    identity     ledger: close attempts a killed station left open on this MAC, open this attempt,
+                 reserve the unit's identity (a MAC seen before keeps its serial)
+    certificate  key generated in memory, certificate issued by the factory CA, recorded in the ledger
+    build        mfg_nvs.bin + at_customize.bin for this unit (in memory)
+    flash        esptool, same connection: stub, firmware + unit images (regions the unit already holds
+                 are skipped by MD5), reset
+    boot         the AT firmware boots (``ready``) and answers ``AT``
+    configure    AT+UART_DEF and AT+RFPOWER set to the recipe's values
+    verify       :func:`atfab.verify.unit.verify_unit` → measurements (``checks=`` the recipe's checks)
+
+Outcome: **PASS** every measurement held; **FAIL** one did not (the unit is bad; not retried by
+default); **ERROR** the station, link or a tool failed (:class:`~atfab.core.errors.DeviceError`, a
+lost link, an esptool failure; retried by default); **ABORTED** the operator stopped the run.
+Every attempt is its own ledger row and report; a retry names the attempt it retries.
+
+Certificates: a unit seen again keeps its serial, but gets a *new* key and certificate on every
+attempt that reaches the certificate step (recorded in the ledger; the older ones stay as
+history). The station never stores private keys, so it cannot re-install an old certificate,
+and it does not read keys back out of a unit. The private key exists only in this process's
+memory and in the unit's mfg_nvs image; events, reports and the ledger get fingerprints. A
+recipe with ``[pki] escrow`` also gets every issued key appended to its escrow file, encrypted
+to the operator's public key (:mod:`atfab.pki.escrow_policy`), right after issuance and before the
+unit is flashed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import Aborted, AtfabError, DeviceError, InputError, UnitFailed
+from .events import Event, EventBus
+from ..image.flash_set import FlashSet, Region
+from .ledger import Attempt, Ledger
+from ..core.measurement import Measurement, evaluate
+from .recipe_spec import Recipe, slot_name
+from .recorder import ReportRecorder, close_stale_attempt, iso
+from ..verify.unit import check_of  # noqa: F401 - kept here for callers of runner.check_of
+
+#: Step names in order (what the console shows and the reports list).
+STEPS = ("connect", "chip", "identity", "certificate", "build", "flash", "boot", "configure", "verify")
+
+
+class StopToken:
+    """How a station asks its ports to stop: ``finish`` (no new units) or ``abort`` (now)."""
+
+    def __init__(self) -> None:
+        self._finish = threading.Event()
+        self._abort = threading.Event()
+
+    def finish(self) -> None:
+        self._finish.set()
+
+    def abort(self) -> None:
+        self._abort.set()
+        self._finish.set()
+
+    @property
+    def finishing(self) -> bool:
+        return self._finish.is_set()
+
+    @property
+    def aborted(self) -> bool:
+        return self._abort.is_set()
+
+    def check(self) -> None:
+        """Raise :class:`Aborted` once an abort was requested."""
+        if self._abort.is_set():
+            raise Aborted("stopped by the operator")
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``; True (early) when a stop was requested."""
+        return self._finish.wait(seconds)
+
+
+@dataclass(frozen=True)
+class PortSpec:
+    """One unit slot of a station: its flash (download) port and its AT port (selectors or URLs)."""
+
+    label: str
+    flash: str
+    at: str | None = None
+
+
+@dataclass(frozen=True)
+class FirmwareImages:
+    """The firmware part of every unit's flash set (same for all units of a recipe)."""
+
+    regions: tuple[Region, ...]
+    info: dict[str, Any]                 # version / source for reports
+    app: dict[str, Any] | None           # app description (what AT+GMR will say), if known
+
+
+@dataclass
+class RunContext:
+    """What all ports of one station run share. Read-only during a run (the ledger is thread-safe)."""
+
+    recipe: Recipe
+    ledger: Ledger
+    bus: EventBus
+    stop: StopToken
+    reports_dir: Path
+    station_id: str
+    firmware: FirmwareImages
+    operator: str | None = None
+    ca: Any = None                       # atfab.pki.ca.CertificateAuthority
+    plan: Any = None                     # atfab.pki.slots.SlotPlan
+    ble_rows: list[str] = field(default_factory=list)
+    flash_baud: int = 460800
+    at_baud: int = 115200
+    flasher_options: dict[str, Any] = field(default_factory=dict)
+    ca_lock: threading.Lock = field(default_factory=threading.Lock)
+    escrow: Any = None                   # atfab.pki.escrow.EscrowWriter when the recipe keeps unit keys
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How one attempt ended."""
+
+    port: str
+    attempt_id: int | None
+    outcome: str
+    mac: str | None
+    serial: str | None
+    report: Path | None
+    error: str | None
+    retry_of: int | None = None
+    seconds: float = 0.0
+
+
+@dataclass
+class _Step:
+    detail: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+    status: str | None = None            # "skipped" / "fail" without raising
+
+
+class _State:
+    """What one attempt learned so far (never outlives the attempt)."""
+
+    def __init__(self) -> None:
+        self.attempt_id: int | None = None
+        self.mac: str | None = None
+        self.serial: str | None = None
+        self.at: Any = None                # AtClient
+        self.images: Any = None            # UnitImages (holds the private key: memory only)
+        self.measurements: list[Measurement] = []
+
+
+class UnitRunner:
+    """Provisions the unit on one port. One runner per port; not shared between threads."""
+
+    def __init__(self, ctx: RunContext, port: PortSpec) -> None:
+        self.ctx = ctx
+        self.port = port
+        self._unit: str | None = None
+        self._last_progress = -1.0
+
+    # -- events ---------------------------------------------------------------------------------
+
+    def emit(self, step: str, status: str, *, detail: str | None = None, progress: float | None = None,
+             data: dict[str, Any] | None = None, attempt_id: int | None = None) -> Event:
+        ev = Event(self.port.label, self._unit, step, status, progress, detail, time.time(), data or None, attempt_id)
+        self.ctx.bus.emit(ev)
+        return ev
+
+    @contextmanager
+    def _step(self, name: str) -> Iterator[_Step]:
+        self.ctx.stop.check()
+        self.emit(name, "start")
+        s = _Step()
+        try:
+            yield s
+        except UnitFailed as exc:
+            self.emit(name, "fail", detail=s.detail or str(exc), data=s.data)
+            raise
+        except (Aborted, KeyboardInterrupt) as exc:
+            self.emit(name, "aborted", detail=str(exc) or "aborted", data=s.data)
+            raise
+        except BaseException as exc:
+            self.emit(name, "error", detail=_describe(exc), data=s.data)
+            raise
+        self.emit(name, s.status or "ok", detail=s.detail, data=s.data)
+
+    def _progress(self, done: int, total: int) -> None:
+        self.ctx.stop.check()           # Ctrl-C lands here during a long write
+        frac = done / total if total else 1.0
+        if frac - self._last_progress >= 0.02 or (frac >= 1.0 > self._last_progress):
+            self._last_progress = frac
+            self.emit("flash", "progress", progress=frac)
+
+    # -- a unit ---------------------------------------------------------------------------------
+
+    def provision(self) -> list[AttemptResult]:
+        """Attempts on the unit now on the port until PASS or the retry policy says stop."""
+        policy = self.ctx.recipe.retry
+        results: list[AttemptResult] = []
+        retry_of: int | None = None
+        while True:
+            result = self.attempt(retry_of=retry_of)
+            results.append(result)
+            if result.outcome == "PASS" or self.ctx.stop.aborted or not policy.should_retry(result.outcome, len(results)):
+                return results
+            if policy.delay_s and self.ctx.stop.wait(policy.delay_s) and self.ctx.stop.aborted:
+                return results
+            retry_of = result.attempt_id
+
+    def attempt(self, *, retry_of: int | None = None) -> AttemptResult:
+        """One attempt: every step, then the report is sealed and the ledger row ended."""
+        ctx, recipe = self.ctx, self.ctx.recipe
+        self._unit = None
+        started = time.time()
+        rec = ReportRecorder(ctx.reports_dir, port=self.port.label, recipe_name=recipe.name,
+                             recipe_hash=recipe.hash, recipe_path=recipe.path, station_id=ctx.station_id,
+                             operator=ctx.operator, transcript=recipe.report.transcript)
+        ctx.bus.subscribe(rec)
+        st = _State()
+        error: str | None = None
+        try:
+            self.emit("unit", "start", data={"firmware": ctx.firmware.info, "retry_of": retry_of})
+            try:
+                self._run_steps(st, retry_of, started)
+                failed = [m for m in st.measurements if not m.passed]
+                outcome = "FAIL" if failed else "PASS"
+                error = f"failed: {', '.join(m.name for m in failed)}" if failed else None
+            except UnitFailed as exc:
+                outcome, error = "FAIL", str(exc)
+            except (Aborted, KeyboardInterrupt) as exc:
+                outcome, error = "ABORTED", str(exc) or "aborted"
+            except Exception as exc:  # noqa: BLE001 - DeviceError, InputError, or a bug: recorded, not fatal
+                outcome, error = "ERROR", _describe(exc)
+            finally:
+                transcript = [e.to_json() for e in st.at.transcript] if st.at is not None else []
+                if st.at is not None:
+                    st.at.close()
+                st.images = None
+            facts: dict[str, Any] = {"transcript": transcript}
+            if st.attempt_id is None:       # failed before the identity step: still one row per attempt
+                row = self._begin(st, retry_of, started)
+                st.attempt_id = row.id
+                facts.update(attempt_id=row.id, attempt=row.attempt)
+            self.emit("unit", outcome, detail=error, attempt_id=st.attempt_id, data=facts)
+        finally:
+            ctx.bus.unsubscribe(rec)
+        if rec.error is not None:
+            outcome, error = "ERROR", f"report not written: {_describe(rec.error)}"
+        ctx.ledger.end_attempt(st.attempt_id, outcome, report_path=rec.path, detail=error)
+        return AttemptResult(self.port.label, st.attempt_id, outcome, st.mac, st.serial, rec.path, error,
+                             retry_of=(rec.report.retry_of if rec.report else retry_of),
+                             seconds=time.time() - started)
+
+    def _begin(self, st: _State, retry_of: int | None, started: float) -> Attempt:
+        ctx = self.ctx
+        return ctx.ledger.begin_attempt(recipe=ctx.recipe.name, station=ctx.station_id, port=self.port.label,
+                                        mac=st.mac, serial=st.serial, operator=ctx.operator, retry_of=retry_of,
+                                        started=iso(started))
+
+    # -- steps ----------------------------------------------------------------------------------
+
+    def _run_steps(self, st: _State, retry_of: int | None, started: float) -> None:
+        flasher = self._connect(st)
+        with ExitStack() as esptool:        # one esptool connection from the chip step to the flash step
+            session = self._chip(st, flasher, esptool)
+            self._identity(st, retry_of, started)
+            with self._step("certificate") as s:
+                identity = None
+                if self.ctx.plan is None or not self.ctx.plan.needs_identity:
+                    s.status, s.detail = "skipped", "the recipe installs no unit certificate"
+                else:
+                    identity = self._issue(st, s)
+            self._build(st, identity)
+            del identity                    # the key now lives only in the unit image
+            self._flash(st, session, esptool)
+        if st.at is None:
+            for name in ("boot", "configure", "verify"):
+                with self._step(name) as s:
+                    s.status, s.detail = "skipped", "no AT port"
+            return
+        with self._step("boot") as s:
+            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s)
+        with self._step("configure") as s:
+            s.detail = self._configure(st.at)
+        with self._step("verify") as s:
+            found = self._verify(st)
+            st.measurements += found
+            failed = [m.name for m in st.measurements if not m.passed]
+            s.data = {"measurements": found}
+            s.detail = f"{len(st.measurements) - len(failed)}/{len(st.measurements)} checks passed" + (
+                f"; failed: {', '.join(failed)}" if failed else "")
+            if failed:
+                s.status = "fail"
+        st.images = None
+
+    def _connect(self, st: _State) -> Any:
+        from ..link.at.client import AtClient
+        from ..link.flasher import Flasher
+        from ..link.transport import open_port, resolve_port
+
+        ctx, recipe = self.ctx, self.ctx.recipe
+        firmware = recipe.profile.firmware
+        with self._step("connect") as s:
+            flash_dev = resolve_port(self.port.flash)
+            if self.port.at is not None:
+                st.at = AtClient(open_port(self.port.at, ctx.at_baud), firmware=firmware,
+                                 timeout=recipe.verify.command_timeout_s)
+            elif recipe.verify.checks:
+                raise InputError(f"port {self.port.label}: no AT port to verify the unit on (--port FLASH,AT)",
+                                 field="port")
+            s.detail = f"flash {flash_dev}" + (f", AT {self.port.at} at {ctx.at_baud} baud" if st.at else "")
+        return Flasher(flash_dev, baud=ctx.flash_baud, firmware=firmware, progress=self._progress,
+                       **ctx.flasher_options)
+
+    def _chip(self, st: _State, flasher: Any, esptool: ExitStack) -> Any:
+        """Open the unit's esptool session (closed by ``esptool``) and read chip and MAC."""
+        recipe = self.ctx.recipe
+        with self._step("chip") as s:
+            session = esptool.enter_context(flasher.session())
+            info = session.chip_info
+            expected = _esptool_chip_name(recipe.profile.chip)
+            st.mac = self._unit = info.mac
+            s.data = {"chip": recipe.profile.chip, "mac": info.mac}
+            s.detail = f"{info.description}, MAC {info.mac}"
+            if info.chip != expected:
+                raise InputError(f"port {self.port.label}: the unit is {info.chip}, recipe {recipe.name} is for "
+                                 f"{expected}", field="module")
+            if recipe.verify.mac_prefixes:
+                m = evaluate("mac.prefix", list(recipe.verify.mac_prefixes), info.mac, "prefix")
+                st.measurements.append(m)
+                s.data["measurements"] = [m]
+                if not m.passed:
+                    raise UnitFailed(f"MAC {info.mac} is not in verify.mac_prefixes")
+        return session
+
+    def _identity(self, st: _State, retry_of: int | None, started: float) -> None:
+        ctx, recipe = self.ctx, self.ctx.recipe
+        with self._step("identity") as s:
+            ident = ctx.ledger.reserve_identity(st.mac, recipe)
+            st.serial = ident.serial
+            resumed = []
+            for old in ctx.ledger.attempts_for(st.mac):
+                if old.open:
+                    close_stale_attempt(ctx.ledger, old, ctx.reports_dir, recipe_name=recipe.name,
+                                        recipe_hash=recipe.hash, recipe_path=recipe.path,
+                                        detected_by=f"{ctx.station_id}:{self.port.label}")
+                    resumed.append(old.id)
+            if retry_of is None:
+                last = ctx.ledger.attempts_for(st.mac)
+                if last and last[-1].outcome != "PASS":
+                    retry_of = last[-1].id      # the unit is tried again: this attempt retries that one
+            attempt = self._begin(st, retry_of, started)
+            st.attempt_id = attempt.id
+            self._unit = ident.serial
+            s.data = {"serial": ident.serial, "mac": st.mac, "attempt_id": attempt.id, "attempt": attempt.attempt,
+                      "retry_of": retry_of}
+            s.detail = (f"serial {ident.serial} ({'new' if ident.new else 'known unit'}), attempt {attempt.id}"
+                        + (f", retry of {retry_of}" if retry_of else "")
+                        + (f", closed stale attempt(s) {', '.join(map(str, resumed))} as ABORTED" if resumed else ""))
+
+    def _build(self, st: _State, identity: Any) -> None:
+        from ..image.build import build_unit_images
+        from ..image.mfg_nvs import UnitContent
+
+        ctx, recipe = self.ctx, self.ctx.recipe
+        with self._step("build") as s:
+            pki = ctx.plan.pki_for(identity) if ctx.plan is not None else {}
+            content = UnitContent(factory_param=dict(recipe.factory_param), pki=pki, ble_rows=list(ctx.ble_rows))
+            st.images = build_unit_images(recipe.profile, content, source=str(recipe.path))
+            s.data = {"images": {**{r.name: _sha256(r.data) for r in ctx.firmware.regions},
+                                 "at_customize.bin": _sha256(st.images.at_customize),
+                                 "mfg_nvs.bin": _sha256(st.images.mfg_nvs.image)}}
+            s.detail = f"mfg_nvs {len(st.images.mfg_nvs.keys)} keys"
+
+    def _flash(self, st: _State, session: Any, esptool: ExitStack) -> None:
+        ctx, profile = self.ctx, self.ctx.recipe.profile
+        with self._step("flash") as s:
+            regions = (*ctx.firmware.regions,
+                       Region(profile.at_customize_offset, "at_customize.bin", st.images.at_customize),
+                       Region(profile.mfg_nvs.offset, "mfg_nvs.bin", st.images.mfg_nvs.image))
+            flash_set = FlashSet(tuple(sorted(regions, key=lambda r: r.offset)), flash_mode=profile.flash_mode,
+                                 flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
+                                 chip=profile.chip, source=str(ctx.recipe.path))
+            if st.at is not None:
+                st.at.drain()               # anything the unit printed before it entered download mode
+            self._last_progress = -1.0
+            result = session.write(flash_set)
+            esptool.close()                 # reset: the unit boots its new firmware
+            if result.chip.mac != st.mac:
+                raise DeviceError(f"port {self.port.label}: unit changed during the attempt "
+                                  f"(MAC {st.mac}, now {result.chip.mac})")
+            written = [r.name for r in result.regions if r.action == "written"]
+            s.data = {"flash": {"written": written, "skipped": [r.name for r in result.regions if r.action != "written"],
+                                "bytes_written": result.bytes_written, "baud": result.baud}}
+            s.detail = (f"wrote {', '.join(written) or 'nothing'} ({result.bytes_written} bytes), "
+                        f"{len(result.regions) - len(written)} region(s) already on the unit")
+
+    def _issue(self, st: _State, s: _Step) -> Any:
+        from ..pki.escrow_policy import PROVISION, escrow_identity
+        from ..pki.issue import issue_unit
+        from ..pki.slots import UNIT
+
+        ctx, recipe = self.ctx, self.ctx.recipe
+        values = recipe.identity_values(serial=st.serial, mac=st.mac)
+        with ctx.ca_lock:
+            identity = issue_unit(ctx.ca, recipe.pki.identity, values, usages=ctx.plan.usages or ("clientAuth",))
+        ctx.plan.check_identity(identity)
+        info = identity.public_info()
+        slots = [slot_name(x) for x in recipe.pki.slots if x.cert == UNIT]
+        if ctx.escrow is not None:      # before the key goes anywhere else (one whole record, fsynced)
+            escrow_identity(ctx.escrow, identity, serial=st.serial, mac=st.mac, slots=slots, context=PROVISION,
+                            attempt_id=st.attempt_id, recipe=recipe.name, station=ctx.station_id)
+        ctx.ledger.record_certificate(st.mac, slots, issuer=info["issuer"], cert_serial=info["serial"],
+                                      fingerprint=info["sha256"], key_fingerprint=info["spki_sha256"],
+                                      not_before=info["not_before"], not_after=info["not_after"],
+                                      attempt_id=st.attempt_id)
+        s.data = {"certificates": [{"slot": name, "serial": info["serial"], "issuer": info["issuer"],
+                                    "subject": info["subject"], "fingerprint": info["sha256"],
+                                    "key_fingerprint": info["spki_sha256"], "not_after": info["not_after"]}
+                                   for name in slots]}
+        s.detail = (f"{info['subject']} serial {info['serial'][:16]}… for {', '.join(slots)}"
+                    + (f"; key escrowed to {ctx.escrow.path}" if ctx.escrow is not None else ""))
+        return identity
+
+    def _configure(self, at: Any) -> str:
+        fp, fw = self.ctx.recipe.factory_param, self.ctx.recipe.profile.firmware
+        done = []
+        baud = fp.get("uart_baudrate")
+        if isinstance(baud, int) and baud > 0 and fp.get("uart_port", 1) != -1:
+            at.set_uart_def(baud, 8, 1, 0, fw.uart_default_flow_control)
+            done.append(f"UART_DEF={baud},8,1,0,{fw.uart_default_flow_control}")
+        power = fp.get("max_tx_power")
+        if fw.wifi and isinstance(power, int):
+            at.set_rf_power(power)
+            done.append(f"RFPOWER={power}")
+        return ", ".join(done) or "nothing to set"
+
+    def _verify(self, st: _State) -> list[Measurement]:
+        from ..link.at.parse import UartConfig
+        from ..image.nvs.reader import read_nvs
+        from ..verify.unit import BuiltUnit, verify_unit
+
+        recipe, fw = self.ctx.recipe, self.ctx.recipe.profile.firmware
+        fp = recipe.factory_param
+        built = BuiltUnit(Path(f"<unit {st.serial}>"), {"module": recipe.profile.name, "app": self.ctx.firmware.app},
+                          recipe.profile.at_customize, read_nvs(st.images.mfg_nvs.image, source="mfg_nvs.bin"))
+        baud = fp.get("uart_baudrate")
+        uart = UartConfig(baud, 8, 1, 0, fw.uart_default_flow_control) if isinstance(baud, int) and baud > 0 else None
+        power = fp.get("max_tx_power")
+        result = verify_unit(st.at, built, mac=st.mac, firmware=fw, uart=uart,
+                             rf_power=power if isinstance(power, int) else None, checks=recipe.verify.checks,
+                             at_version=recipe.verify.at_version)
+        return result.measurements
+
+def _boot(at: Any, timeout: float) -> str:
+    """Wait for ``ready``; without it (output missed) poll ``AT`` until ``timeout``."""
+    from ..link.at.errors import AtError, AtTimeout
+
+    start = time.monotonic()
+    try:
+        at.wait_ready(timeout)
+        how = "ready"
+    except AtTimeout:
+        how = "no ready seen; answered AT"
+    while True:
+        try:
+            at.at()
+            return f"{how} after {time.monotonic() - start:.2f} s"
+        except (AtTimeout, AtError):
+            if time.monotonic() - start > timeout:
+                raise
+
+
+def _esptool_chip_name(chip: str) -> str:
+    from esptool.targets import CHIP_DEFS
+
+    return CHIP_DEFS[chip].CHIP_NAME
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, AtfabError):
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+__all__ = ["UnitRunner", "RunContext", "PortSpec", "FirmwareImages", "AttemptResult", "StopToken", "STEPS",
+           "check_of"]

@@ -1,0 +1,436 @@
+"""The production station: one recipe, several unit slots provisioned in parallel.
+
+Each port (a :class:`~atfab.station.runner.PortSpec`: flash port + AT port) runs in its own thread with
+its own :class:`~atfab.station.runner.UnitRunner`, esptool loader, AT client and unit images. Shared:
+the recipe, the firmware images, the factory CA (signing serialised by a lock), the slot plan,
+and the ledger (SQLite; atomic serial allocation, so several *processes* may share it too).
+
+Without ``loop`` every port provisions the unit it holds once (with the recipe's retries) and
+the run ends. With ``loop`` each port then waits for the next unit (another MAC on the port, or
+the port disappearing and coming back) until :meth:`Station.stop` or Ctrl-C. Ctrl-C aborts the
+units in flight at their next step (or flash block), records them ``ABORTED`` and returns the
+summary; a second Ctrl-C stops at once (the next run closes what it left open). SIGTERM does the
+same as Ctrl-C when the station runs in the main thread (a second SIGTERM ends the process).
+
+:func:`run_sim` runs a station on in-process virtual modules; :func:`demo` is ``atfab demo``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..core.errors import OUTCOMES, DeviceError, InputError
+from .events import Event, EventBus
+from .ledger import Ledger, utc_now
+from .recipe import Recipe, load_recipe
+from ..core.shipped import shipped_dir
+from .runner import AttemptResult, FirmwareImages, PortSpec, RunContext, StopToken, UnitRunner
+
+DEFAULT_FLASH_BAUD = 460800
+#: The recipe atfab demo runs unless told otherwise.
+DEMO_RECIPE = shipped_dir("recipes") / "esp32c2-4mb-default.toml"
+_LABEL = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+
+
+def parse_port(text: str, index: int = 0) -> PortSpec:
+    """``[LABEL=]FLASH[,AT]`` → :class:`PortSpec` (each part a device, URL or port selector).
+
+    ``/dev/ttyUSB0,/dev/ttyUSB1`` (UART0 download + UART1 AT of a real board),
+    ``slot1=serial:5A6B0012,serial:5A6B0013``, ``socket://127.0.0.1:4000,socket://127.0.0.1:4001``.
+    The label (default: the flash part) names the slot in reports and the ledger.
+    """
+    label = None
+    head, eq, rest = text.partition("=")
+    if eq and "://" not in head and _LABEL.match(head):
+        label, text = head, rest
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) > 2 or not parts[0] or (len(parts) == 2 and not parts[1]):
+        raise InputError(f"{text!r}: expected FLASH[,AT] (e.g. /dev/ttyUSB0,/dev/ttyUSB1)", field=f"--port[{index}]")
+    return PortSpec(label or parts[0], parts[0], parts[1] if len(parts) == 2 else None)
+
+
+def firmware_images(recipe: Recipe) -> FirmwareImages:
+    """The firmware regions every unit of ``recipe`` gets (synthetic, build folder or factory image)."""
+    from ..image.appimage import read_app_info
+    from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware
+    from ..image.flash_set import Region
+
+    profile, src = recipe.profile, recipe.firmware
+    if src.kind in ("synthetic", "build_dir"):
+        fw = firmware_from_synthetic(profile, src.version) if src.kind == "synthetic" else load_firmware(src.path, profile)
+        regions = tuple(Region(off, OUT_NAMES[role], data) for role, (off, data) in sorted(fw.files.items(),
+                                                                                         key=lambda kv: kv[1][0]))
+        info = {"version": fw.app.version, "source": src.kind}
+        if src.path is not None:
+            info["path"] = str(src.path)
+        return FirmwareImages(regions, info, fw.app.to_dict())
+    data = src.path.read_bytes()               # factory_image: everything except the unit's at_customize area
+    cut = profile.at_customize_partition
+    pieces = [(0, data[:cut.offset]), (cut.offset + cut.size, data[cut.offset + cut.size:])]
+    regions = tuple(Region(off, f"{src.path.name}@0x{off:x}", part) for off, part in pieces if part)
+    try:
+        app = read_app_info(data[profile.app_offset:], source=str(src.path)).to_dict()
+    except InputError:
+        app = None
+    return FirmwareImages(regions, {"version": app["version"] if app else None, "source": "factory_image",
+                                    "path": str(src.path)}, app)
+
+
+def load_recipe_ca(recipe: Recipe, passphrase: bytes) -> Any:
+    """The factory CA the recipe names, decrypted with ``passphrase`` (None when no slot needs it)."""
+    from ..pki.ca import CA_CERT, load_ca
+
+    pki = recipe.pki
+    if pki is None or not pki.needs_ca:
+        return None
+    if pki.ca_dir is None or not (pki.ca_dir / CA_CERT).is_file():
+        hint = "`atfab demo` makes its own throwaway CA; for `atfab run` create one with `atfab ca init`"
+        raise InputError(f"no factory CA in {pki.ca_dir} ({hint})", file=recipe.path, field="pki.ca")
+    return load_ca(pki.ca_dir, passphrase)
+
+
+@dataclass
+class StationSummary:
+    """What a station run did: per-attempt results, per-unit final outcomes, throughput."""
+
+    recipe: str
+    station_id: str
+    ports: list[str]
+    started: str
+    ended: str
+    seconds: float
+    results: list[AttemptResult]
+    finals: list[AttemptResult]                  # last attempt of each unit
+    reports_dir: str
+    ledger: str
+    outputs: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Units by final outcome."""
+        c = Counter(r.outcome for r in self.finals)
+        return {k: c.get(k, 0) for k in OUTCOMES}
+
+    @property
+    def units_per_minute(self) -> float:
+        """Units that got a verdict (PASS, FAIL or ERROR; not ABORTED) per minute of the run."""
+        done = sum(1 for r in self.finals if r.outcome != "ABORTED")
+        return round(done * 60.0 / self.seconds, 2) if self.seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """130 interrupted, 3 any ERROR, 1 any FAIL, else 0 (the CLI's exit status)."""
+        c = self.counts
+        return 130 if self.interrupted or c["ABORTED"] else 3 if c["ERROR"] else 1 if c["FAIL"] else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "recipe": self.recipe, "station": self.station_id, "ports": self.ports, "started": self.started,
+            "ended": self.ended, "seconds": round(self.seconds, 3), "units": len(self.finals),
+            "attempts": len(self.results), "counts": self.counts, "units_per_minute": self.units_per_minute,
+            "interrupted": self.interrupted, "reports_dir": self.reports_dir, "ledger": self.ledger,
+            "outputs": self.outputs,
+            "units_detail": [_result_dict(r) for r in self.finals],
+            "attempts_detail": [_result_dict(r) for r in self.results],
+        }
+
+
+def _result_dict(r: AttemptResult) -> dict[str, Any]:
+    return {"port": r.port, "attempt_id": r.attempt_id, "outcome": r.outcome, "serial": r.serial, "mac": r.mac,
+            "retry_of": r.retry_of, "report": str(r.report) if r.report else None, "error": r.error,
+            "seconds": round(r.seconds, 3)}
+
+
+def wait_for_unit(ctx: RunContext, port: PortSpec, previous_mac: str | None, *, poll_s: float = 1.0) -> bool:
+    """Loop mode: wait until a new unit is on ``port`` (another MAC, or the port went away and came
+    back); False when the station is stopping. Polls the ROM loader (esptool) every ``poll_s``."""
+    from ..link.flasher import Flasher
+    from ..link.transport import is_url, resolve_port
+
+    def emit(status: str, detail: str) -> None:
+        ctx.bus.emit(Event(port.label, None, "wait", status, detail=detail))
+
+    emit("start", "waiting for the next unit")
+    gone = previous_mac is None
+    while not ctx.stop.finishing:
+        try:
+            dev = resolve_port(port.flash)
+            if not is_url(dev) and not os.path.exists(dev):
+                raise DeviceError(f"{dev} is not there")
+            mac = Flasher(dev, firmware=ctx.recipe.profile.firmware, connect_attempts=1, io_timeout=1.0,
+                          step_timeout=5.0).chip_info().mac
+        except (DeviceError, InputError):
+            gone = True
+        else:
+            if gone or mac != previous_mac:
+                emit("ok", f"unit {mac} on the port")
+                return True
+        ctx.stop.wait(poll_s)
+    return False
+
+
+class Station:
+    """Runs ``recipe`` on ``ports`` in parallel. Subscribe to :attr:`bus` for live events.
+
+    ``ledger``/``reports_dir``/``junit``/``csv`` override the recipe's (``False`` = no batch file);
+    ``ca`` is the loaded factory CA (see :func:`load_recipe_ca`) when the recipe issues certificates.
+    """
+
+    def __init__(self, recipe: Recipe, ports: list[PortSpec], *, station_id: str | None = None,
+                 operator: str | None = None, ledger: str | Path | None = None,
+                 reports_dir: str | Path | None = None, junit: str | Path | bool | None = None,
+                 csv: str | Path | bool | None = None, ca: Any = None, flash_baud: int = DEFAULT_FLASH_BAUD,
+                 at_baud: int | None = None, flasher_options: dict[str, Any] | None = None,
+                 bus: EventBus | None = None) -> None:
+        if not ports:
+            raise InputError("no ports: give --port FLASH[,AT] (or --sim N)", field="--port")
+        labels = [p.label for p in ports]
+        if len(set(labels)) != len(labels):
+            raise InputError(f"port labels must differ: {', '.join(labels)}", field="--port")
+        pki = recipe.pki
+        if pki is not None and pki.needs_ca and ca is None:
+            raise InputError("the recipe issues certificates: the factory CA is needed", file=recipe.path,
+                             field="pki.ca")
+        self.recipe = recipe
+        self.ports = list(ports)
+        self.station_id = station_id or _default_station_id()
+        self.operator = operator
+        self.ledger_path = Path(ledger) if ledger is not None else recipe.ledger
+        self.reports_dir = Path(reports_dir) if reports_dir is not None else recipe.report.dir
+        self.junit = _output(junit, recipe.report.junit, recipe.report.dir, self.reports_dir, "junit.xml")
+        self.csv = _output(csv, recipe.report.csv, recipe.report.dir, self.reports_dir, "summary.csv")
+        self.ca = ca
+        self.flash_baud = flash_baud
+        self.at_baud = at_baud or uart_baud(recipe)
+        self.flasher_options = dict(flasher_options or {})
+        self.bus = bus or EventBus()
+        self.stop_token = StopToken()
+        self._firmware = firmware_images(recipe)
+        self._plan = None
+        if pki is not None:
+            from ..pki.slots import plan_slots
+
+            self._plan = plan_slots(list(pki.slots), firmware=recipe.profile.firmware,
+                                    factory_ca=ca.chain_certs() if ca is not None else None, source=str(recipe.path))
+        self._ble_rows: list[str] = []
+        if recipe.gatt is not None:
+            from ..image.gatt import cfg_strings
+
+            self._ble_rows = cfg_strings(recipe.gatt.rows())
+
+    def stop(self, *, abort: bool = True) -> None:
+        """Stop the run: ``abort`` the units in flight (ABORTED), or let them finish first."""
+        if abort:
+            self.stop_token.abort()
+        else:
+            self.stop_token.finish()
+
+    def run(self, *, loop: bool = False, poll_s: float = 1.0) -> StationSummary:
+        """Provision the units on every port (and, with ``loop``, the ones that follow)."""
+        started, t0 = utc_now(), time.monotonic()
+        results: list[AttemptResult] = []
+        finals: list[AttemptResult] = []
+        lock = threading.Lock()
+        interrupted = False
+        escrow = self._escrow_writer(started)
+        with Ledger(self.ledger_path) as ledger:
+            ctx = RunContext(recipe=self.recipe, ledger=ledger, bus=self.bus, stop=self.stop_token,
+                             reports_dir=self.reports_dir, station_id=self.station_id, firmware=self._firmware,
+                             operator=self.operator, ca=self.ca, plan=self._plan, ble_rows=self._ble_rows,
+                             flash_baud=self.flash_baud, at_baud=self.at_baud, flasher_options=self.flasher_options,
+                             escrow=escrow)
+
+            def worker(port: PortSpec) -> None:
+                runner = UnitRunner(ctx, port)
+                previous: str | None = None
+                first = True
+                while not self.stop_token.finishing:
+                    try:
+                        if not first and not wait_for_unit(ctx, port, previous, poll_s=poll_s):
+                            break
+                        first = False
+                        attempts = runner.provision()
+                    except Exception as exc:  # noqa: BLE001 - e.g. the ledger failed: stop this port, say why
+                        detail = f"port stopped: {type(exc).__name__}: {exc}"
+                        runner.emit("station", "error", detail=detail)
+                        attempts = [AttemptResult(port.label, None, "ERROR", None, None, None, detail)]
+                        loop_on = False
+                    else:
+                        loop_on = loop
+                    with lock:
+                        results.extend(attempts)
+                        finals.append(attempts[-1])
+                    previous = attempts[-1].mac or previous
+                    if not loop_on:
+                        break
+
+            threads = [threading.Thread(target=worker, args=(p,), name=f"atfab-port-{p.label}", daemon=True)
+                       for p in self.ports]
+            for t in threads:
+                t.start()
+            try:
+                with _sigterm_aborts(self.stop_token):
+                    _join(threads)
+            except KeyboardInterrupt:
+                interrupted = True
+                self.stop_token.abort()
+                _join(threads)          # a second Ctrl-C propagates: the next run closes what is left open
+        summary = StationSummary(
+            recipe=self.recipe.name, station_id=self.station_id, ports=[p.label for p in self.ports],
+            started=started, ended=utc_now(), seconds=time.monotonic() - t0, results=results, finals=finals,
+            reports_dir=str(self.reports_dir), ledger=str(self.ledger_path),
+            interrupted=interrupted or self.stop_token.aborted,
+        )
+        summary.outputs = [str(p) for p in self._batch_outputs(results)]
+        if escrow is not None:
+            summary.outputs.append(str(escrow.path))
+        return summary
+
+    def _escrow_writer(self, started: str) -> Any:
+        """The key escrow file of this run (``[pki] escrow``), created with its header; else None."""
+        from ..pki.escrow_policy import open_escrow
+
+        return open_escrow(self.recipe, station_id=self.station_id, started=started)
+
+    def _batch_outputs(self, results: list[AttemptResult]) -> list[Path]:
+        from .report import ReportEntry, read_report
+        from .report_export import write_batch_outputs
+
+        if self.junit is None and self.csv is None:
+            return []
+        entries = [ReportEntry(r.report, read_report(r.report)) for r in results if r.report is not None]
+        return write_batch_outputs(entries, junit=self.junit, csv_path=self.csv, suite_name=f"atfab.{self.recipe.name}")
+
+
+@contextmanager
+def _sigterm_aborts(stop: StopToken) -> Iterator[None]:
+    """While the block runs (main thread only): SIGTERM aborts the run like Ctrl-C (units in flight
+    end ABORTED at their next step, reports written); a second SIGTERM gets the previous handler
+    (by default: the process ends at once; the next run closes what it left open)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        stop.abort()
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _join(threads: list[threading.Thread]) -> None:
+    for t in threads:
+        while t.is_alive():
+            t.join(0.2)
+
+
+def _output(given: str | Path | bool | None, default: Path | None, recipe_dir: Path, reports_dir: Path,
+            name: str) -> Path | None:
+    """A batch output path: the option if given, else the recipe's (following --reports when it is the default)."""
+    if given is False:
+        return None
+    if given is True:
+        return reports_dir / name
+    if given is not None:
+        return Path(given)
+    if default is None:
+        return None
+    return reports_dir / name if default == recipe_dir / name else default
+
+
+def _default_station_id() -> str:
+    import socket
+
+    return socket.gethostname().split(".")[0] or "station"
+
+
+def uart_baud(recipe: Recipe) -> int:
+    """The recipe's AT UART baud rate (``factory_param.uart_baudrate``; 115200 when it has none)."""
+    baud = recipe.factory_param.get("uart_baudrate")
+    return baud if isinstance(baud, int) and baud > 0 else 115200
+
+
+def run_sim(recipe: Recipe, count: int, *, sim_baud: int | None = None, seed: str = "0",
+            state_dir: str | Path | None = None, **station_options: Any) -> StationSummary:
+    """Run a station on ``count`` in-process virtual modules (paced at ``sim_baud``; None = unpaced).
+
+    Module ``i`` has the MAC derived from ``seed`` and ``i`` (a re-run meets the same units), the
+    port label ``sim<i>``. ``station_options`` go to :class:`Station` (``bus=`` to watch).
+    """
+    from ..sim.server import ModulePool
+
+    loop = station_options.pop("loop", False)
+    profile = recipe.profile
+    pool = ModulePool(count, chip=profile.chip, flash_size=profile.flash_size, firmware=profile.firmware,
+                      baud=sim_baud, seed=seed, state_dir=state_dir)
+    with pool:
+        ports = [PortSpec(f"sim{i}", m.flash_url, m.at_url) for i, m in enumerate(pool)]
+        station = Station(recipe, ports, **station_options)
+        return station.run(loop=loop)
+
+
+@dataclass
+class DemoResult:
+    """What ``atfab demo`` did: the station summary and where everything went."""
+
+    summary: StationSummary
+    out_dir: Path
+    ca_dir: Path
+    recipe: Path
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"out_dir": str(self.out_dir), "ca_dir": str(self.ca_dir), "recipe": str(self.recipe),
+                "seconds": round(self.seconds, 3), "summary": self.summary.to_dict()}
+
+
+def demo(out_dir: str | Path = "atfab-demo", *, recipe: str | Path | None = None, count: int = 4,
+         sim_baud: int | None = None, **station_options: Any) -> DemoResult:
+    """``atfab demo``: a ready recipe on ``count`` virtual modules with a throwaway CA.
+
+    The CA is created in ``<out_dir>/ca`` (a new one every time; its key encrypted with a random
+    passphrase that is only held in memory); the ledger and the reports go where the recipe says,
+    relative to ``out_dir``. ``sim_baud``: None paces the modules at the recipe's UART baud rate,
+    0 leaves them unpaced.
+    """
+    from ..pki.ca import create_ca
+
+    t0 = time.monotonic()
+    out = Path(out_dir).resolve()
+    path = Path(recipe) if recipe is not None else DEMO_RECIPE
+    if not path.is_file():
+        raise InputError("demo recipe not found (give one with --recipe)", file=path)
+    rec = load_recipe(path, workdir=out)
+    ca = None
+    ca_dir = out / "ca"
+    if rec.pki is not None and rec.pki.needs_ca:
+        passphrase = secrets.token_urlsafe(24).encode()
+        out.mkdir(parents=True, exist_ok=True)
+        ca = create_ca(ca_dir, common_name=f"atfab demo CA {secrets.token_hex(4)}", organization="atfab demo",
+                       passphrase=passphrase, days=3650, force=True)
+        del passphrase
+    sim_baud = uart_baud(rec) if sim_baud is None else (sim_baud or None)
+    station_options.setdefault("station_id", "demo")
+    summary = run_sim(rec, count, sim_baud=sim_baud, ca=ca, **station_options)
+    return DemoResult(summary, out, ca_dir, path.resolve(), time.monotonic() - t0)
+
+
+__all__ = ["Station", "StationSummary", "PortSpec", "parse_port", "firmware_images", "load_recipe_ca", "run_sim",
+           "demo", "DemoResult", "uart_baud", "wait_for_unit", "DEFAULT_FLASH_BAUD", "DEMO_RECIPE"]

@@ -1,0 +1,2 @@
+"""Operation: on-device verification of a provisioned unit (:mod:`atfab.verify.unit`).
+"""

@@ -1,0 +1,422 @@
+"""On-device verification of a provisioned unit: every check becomes a :class:`Measurement`.
+
+Given what ``atfab build`` wrote for the unit (:class:`BuiltUnit`: manifest, at_customize.bin and
+mfg_nvs.bin of the output folder) and an :class:`~atfab.link.at.client.AtClient` on the running
+module, :func:`verify_unit` checks:
+
+* ``at.alive`` / ``at.echo_off`` - ``AT`` answers; after ``ATE0`` nothing is echoed;
+* ``gmr.*`` - ``AT+GMR``: AT core line, SDK, compile time (when the build knew the app) and
+  ``Bin version:<app version>(<module_name>)``;
+* ``at_customize.partitions`` - ``AT+SYSFLASH?`` against the built at_customize table;
+* ``mfg_nvs.<ns>.keys`` - ``AT+SYSMFG=1,"<ns>"`` lists exactly the built keys and types (sorted);
+* ``factory_param.<key>`` (and ``<ns>.<key>`` of other text/number namespaces) - the value read
+  back with ``AT+SYSMFG`` equals the built value;
+* ``<ns>.<key>.sha256`` - blobs (PKI objects) by SHA-256 of the read-back bytes;
+* ``uart_def`` / ``uart_cur.baud`` / ``uart_cur.format`` - ``AT+UART_DEF?`` equals the expected
+  configuration; ``AT+UART_CUR?`` baud within ±2 % (clock division), format equal;
+* ``rf_power.range`` / ``rf_power.wifi`` - ``AT+RFPOWER?`` inside the firmware's range and equal
+  to the built ``max_tx_power`` (as this firmware reads it back);
+* ``country`` - ``AT+CWCOUNTRY?`` code, start channel and channel count equal the built
+  ``country_code``/``start_channel``/``channel_num`` (Wi-Fi firmware; the policy is not compared:
+  the firmware shows 0 after applying the factory values, §6.2);
+* ``gmr.recipe_version`` (when ``at_version`` is given) - the ``Bin version`` (else ``AT version``)
+  of ``AT+GMR`` starts with it (a leading ``v`` is ignored on both sides);
+* ``sta_mac`` - ``AT+CIPSTAMAC?`` equals the MAC esptool read (``present`` when none is given);
+  on BLE-only firmware (no Wi-Fi commands) ``mac.base`` instead: ``AT+BLEADDR?`` minus
+  ``bt_mac_offset`` (BT = base + 2, §6.3; :func:`atfab.link.at.mac.read_module_mac`) equals it;
+* ``gatt.services`` / ``gatt.chars`` (BLE firmware with a ble_data table) - the discovery lines
+  the firmware prints against those the built table yields (:mod:`atfab.image.gatt`).
+
+``checks`` (names of :data:`atfab.station.recipe.CHECKS`) limits verification to those checks:
+``boot`` (``at.*``), ``gmr`` (``gmr.*``), ``mac`` (``sta_mac`` / ``mac.base``), ``factory_param`` (the
+``factory_param`` namespace), ``uart``, ``rf_power``, ``country``, ``sysflash``
+(``at_customize.partitions``), ``pki`` (the ``*_cert``/``*_key``/``*_ca`` namespaces), ``gatt``
+(``gatt.*`` and the ``ble_data`` namespace); other mfg_nvs namespaces are always checked.
+:func:`check_of` maps a measurement name to its check. Measurement names do not depend on
+``checks``.
+
+A wrong value is a failing measurement. A check that cannot be made because the link or the
+station failed (timeout, lost link, busy, garbled reply) raises that
+:class:`~atfab.core.errors.DeviceError`: a station problem, not a unit verdict. An ``ERROR`` answer
+to a read (e.g. a key the unit lacks) is a failing measurement of the unit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ..link.at.client import AtClient
+from ..link.at.errors import AtBusy, AtError, AtResponseError, AtTimeout, ModuleRestarted
+from ..link.at.parse import UartConfig
+from ..core.errors import InputError
+from ..core.firmware import FirmwareProfile
+from ..image.gatt import expected_discovery_lines, rows_from_cfg_strings
+from ..core.measurement import FAIL, PASS, Measurement, evaluate
+from ..link.at.mac import read_module_mac
+from ..image.nvs.reader import NvsImage, read_nvs
+from ..image.partition_table import PartitionTable, decode
+from ..station.recipe_spec import CHECKS
+from ..station.serials import normalize_mac
+
+T = TypeVar("T")
+
+UART_BAUD_TOLERANCE_PCT = 2.0
+#: Every check :func:`verify_unit` knows: the names of ``[verify] checks`` in a recipe.
+ALL_CHECKS = CHECKS
+#: Measurement name prefix → the check it belongs to (see :func:`check_of`).
+_CHECK_OF_PREFIX = (("at.", "boot"), ("gmr.", "gmr"), ("sta_mac", "mac"), ("mac.", "mac"),
+                    ("at_customize.", "sysflash"), ("mfg_nvs.factory_param.", "factory_param"),
+                    ("factory_param.", "factory_param"), ("uart_", "uart"), ("rf_power.", "rf_power"),
+                    ("country", "country"), ("gatt.", "gatt"), ("mfg_nvs.ble_data.", "gatt"), ("ble_data.", "gatt"))
+
+
+def namespace_check(namespace: str) -> str | None:
+    """The check an mfg_nvs namespace belongs to (None: checked whatever the checks)."""
+    if namespace == "factory_param":
+        return "factory_param"
+    if namespace == "ble_data":
+        return "gatt"
+    if namespace.endswith(("_cert", "_key", "_ca")):
+        return "pki"
+    return None
+
+
+def check_of(measurement: str) -> str | None:
+    """The check a measurement name belongs to (PKI namespaces → ``pki``), or None."""
+    for prefix, check in _CHECK_OF_PREFIX:
+        if measurement.startswith(prefix):
+            return check
+    return namespace_check(measurement.removeprefix("mfg_nvs.").split(".", 1)[0])
+
+
+@dataclass
+class BuiltUnit:
+    """What the build wrote for one unit (the expectations of verification)."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    at_customize: PartitionTable
+    mfg_nvs: NvsImage
+
+    @property
+    def factory_param(self) -> dict[str, int | str]:
+        return {e.key: e.value for e in self.mfg_nvs.keys("factory_param")}  # type: ignore[misc]
+
+    @property
+    def app(self) -> dict[str, Any] | None:
+        app = self.manifest.get("app")
+        return app if isinstance(app, dict) else None
+
+    def firmware(self) -> FirmwareProfile:
+        """The firmware behaviour of the module profile the unit was built for."""
+        from ..image.profiles import load_profile
+
+        try:
+            return load_profile(str(self.manifest.get("module"))).firmware
+        except InputError as exc:   # name the manifest that named the module
+            raise exc.located(file=self.folder / "manifest.json", field="module") from None
+
+
+def load_built(folder: str | Path) -> BuiltUnit:
+    """Read manifest.json, at_customize.bin and mfg_nvs.bin of an ``atfab build`` folder."""
+    folder = Path(folder)
+    manifest_path = folder / "manifest.json"
+    try:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise InputError("no manifest.json here (not an `atfab build` output folder?)", file=manifest_path) from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"cannot read: {exc}", file=manifest_path) from None
+    if not isinstance(manifest, dict) or "module" not in manifest:
+        raise InputError("not an atfab build manifest", file=manifest_path, field="module")
+    images: dict[str, bytes] = {}
+    for name in ("at_customize.bin", "mfg_nvs.bin"):
+        try:
+            images[name] = (folder / name).read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror}", file=folder / name) from None
+    return BuiltUnit(folder, manifest, decode(images["at_customize.bin"], source=str(folder / "at_customize.bin")),
+                     read_nvs(images["mfg_nvs.bin"], source=str(folder / "mfg_nvs.bin")))
+
+
+@dataclass
+class VerifyResult:
+    """All measurements of one verification; ``passed`` when every one passed."""
+
+    measurements: list[Measurement]
+    passed: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.passed = all(m.passed for m in self.measurements)
+
+    @property
+    def failed(self) -> list[Measurement]:
+        return [m for m in self.measurements if not m.passed]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "failed": [m.name for m in self.failed],
+                "measurements": [m.to_dict() for m in self.measurements]}
+
+
+class _Refused(Exception):
+    """The module answered ERROR to a read: the unit, not the station, is at fault."""
+
+    def __init__(self, error: AtError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _ask(fn: Callable[[], T]) -> T:
+    """Run one AT read; an ERROR reply becomes :class:`_Refused`, link/station trouble propagates."""
+    try:
+        return fn()
+    except (AtBusy, AtResponseError):
+        raise
+    except AtError as exc:
+        raise _Refused(exc) from exc
+
+
+def _refused(name: str, expected: Any, rule: str, exc: _Refused) -> Measurement:
+    return Measurement(name, expected, None, rule, FAIL, detail=f"module refused: {exc}")
+
+
+def rfpower_readback(value: int, firmware: FirmwareProfile) -> int:
+    """What ``AT+RFPOWER?`` shows after ``value`` was applied (§6.1)."""
+    if firmware.rfpower_readback != "esp32_steps":
+        return value
+    for low, shown in ((78, 78), (72, 72), (66, 66), (60, 60), (56, 56), (52, 52), (44, 44)):
+        if value >= low:
+            return shown
+    return 34
+
+
+class _Verifier:
+    def __init__(self, at: AtClient, built: BuiltUnit, firmware: FirmwareProfile) -> None:
+        self.at = at
+        self.built = built
+        self.fw = firmware
+        self.out: list[Measurement] = []
+        self.gmr_reply: Any = None          # AT+GMR as read by gmr() (recipe_version reuses it)
+
+    def add(self, name: str, expected: Any, measured: Any, rule: str = "equal", detail: str | None = None) -> None:
+        self.out.append(evaluate(name, expected, measured, rule, detail=detail))
+
+    def check(self, name: str, expected: Any, read: Callable[[], Any], rule: str = "equal") -> Any:
+        try:
+            measured = _ask(read)
+        except _Refused as exc:
+            self.out.append(_refused(name, expected, rule, exc))
+            return None
+        self.add(name, expected, measured, rule)
+        return measured
+
+    # -- checks --------------------------------------------------------------------------------
+    def basics(self) -> None:
+        self.check("at.alive", "OK", lambda: (self.at.at(), "OK")[1])
+        try:
+            _ask(self.at.echo_off)
+            start = len(self.at.transcript)
+            _ask(self.at.at)
+            echoed = any(e.direction == "rx" and e.kind == "echo" for e in self.at.transcript[start:])
+            self.add("at.echo_off", "off", "on" if echoed else "off")
+        except _Refused as exc:
+            self.out.append(_refused("at.echo_off", "off", "equal", exc))
+
+    def gmr(self) -> None:
+        try:
+            gmr = self.gmr_reply = _ask(self.at.gmr)
+        except _Refused as exc:
+            self.out.append(_refused("gmr.module_name", self.built.factory_param.get("module_name"), "equal", exc))
+            return
+        self.add("gmr.module_name", self.built.factory_param.get("module_name"), gmr.module_name)
+        app = self.built.app
+        if app is None:
+            return
+        version_line = next((ln for ln in gmr.lines if ln.startswith("AT version:")), None)
+        if app.get("at_core"):
+            self.add("gmr.at_version", app["at_core"],
+                     version_line[len("AT version:"):].strip() if version_line else None)
+        self.add("gmr.sdk_version", app.get("idf_ver"), gmr.sdk_version)
+        self.add("gmr.compile_time", f"{app.get('date')} {app.get('time')}", gmr.compile_time)
+        self.add("gmr.bin_version", app.get("version"), gmr.bin_version)
+
+    def partitions(self) -> None:
+        expected = [f"{p.name},{p.type},{p.subtype},0x{p.offset:x},0x{p.size:x}" for p in self.built.at_customize.entries]
+        self.check("at_customize.partitions", expected, lambda: [
+            f"{p.name},{p.type},{p.subtype},0x{p.offset:x},0x{p.size:x}" for p in self.at.sysflash_partitions()])
+
+    def mfg_nvs(self, wanted: frozenset[str]) -> None:
+        image = self.built.mfg_nvs
+        for ns in dict.fromkeys(e.namespace for e in image.entries):
+            if namespace_check(ns) not in wanted and namespace_check(ns) is not None:
+                continue
+            entries = image.keys(ns)
+            # order is not a property of the unit: an in-place edit moves a key to the end
+            self.check(f"mfg_nvs.{ns}.keys", sorted(f"{e.key}:{e.type}" for e in entries),
+                       lambda ns=ns: sorted(f"{k.key}:{k.type}" for k in self.at.sysmfg_keys(ns)))
+            for e in entries:
+                name = f"{ns}.{e.key}"
+                if isinstance(e.value, bytes):
+                    self.check(f"{name}.sha256", hashlib.sha256(e.value).hexdigest(),
+                               lambda e=e: _sha256(self.at.sysmfg_read(e.namespace, e.key)))
+                else:
+                    self.check(name, e.value, lambda e=e: self.at.sysmfg_read(e.namespace, e.key))
+
+    def uart(self, expected: UartConfig | None) -> None:
+        fp = self.built.factory_param
+        if expected is None:
+            baud = fp.get("uart_baudrate")
+            if not isinstance(baud, int) or baud <= 0 or fp.get("uart_port", 1) == -1:
+                return  # SPI/SDIO build: no AT UART
+            expected = UartConfig(baud, 8, 1, 0, self.fw.uart_default_flow_control)
+        want = [expected.baud, expected.databits, expected.stopbits, expected.parity, expected.flow]
+        self.check("uart_def", want, lambda: list(_uart_fields(self.at.uart_def())))
+        try:
+            cur = _ask(self.at.uart_cur)
+        except _Refused as exc:
+            self.out.append(_refused("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], "tolerance_pct", exc))
+            return
+        self.add("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], cur.baud, "tolerance_pct")
+        self.add("uart_cur.format", want[1:], list(_uart_fields(cur))[1:])
+
+    def rf_power(self, expected: int | None) -> None:
+        if not self.fw.wifi:
+            return
+        if expected is None:
+            power = self.built.factory_param.get("max_tx_power")
+            expected = power if isinstance(power, int) else None
+        measured = self.check("rf_power.range", [self.fw.rfpower_min, self.fw.rfpower_max],
+                              lambda: self.at.rf_power()[0], "range")
+        if expected is not None:
+            self.add("rf_power.wifi", rfpower_readback(expected, self.fw), measured)
+
+    def country(self) -> None:
+        fp = self.built.factory_param
+        want = [fp.get("country_code"), fp.get("start_channel"), fp.get("channel_num")]
+        if not self.fw.wifi or None in want:
+            return
+        self.check("country", want, lambda: (lambda c: [c.code, c.start_channel, c.channel_count])(self.at.country()))
+
+    def recipe_version(self, expected: str) -> None:
+        gmr = self.gmr_reply
+        if gmr is None:
+            self.out.append(Measurement("gmr.recipe_version", expected, None, "prefix", FAIL,
+                                        detail="AT+GMR was refused"))
+            return
+        measured = gmr.bin_version or gmr.at_version
+        ok = measured is not None and measured.lstrip("vV").startswith(expected.lstrip("vV"))
+        self.out.append(Measurement("gmr.recipe_version", expected, measured, "prefix", PASS if ok else FAIL))
+
+    def mac(self, mac: str | None) -> None:
+        name, rule = ("sta_mac" if self.fw.wifi else "mac.base"), ("equal" if mac else "present")
+        try:
+            got = _ask(lambda: read_module_mac(self.at, self.fw))
+        except _Refused as exc:
+            self.out.append(_refused(name, mac, rule, exc))
+            return
+        self.add(name, mac, got.base, rule, detail=got.detail if got.offset else None)
+
+    def gatt(self) -> None:
+        cfgs = [e for e in self.built.mfg_nvs.keys("ble_data") if isinstance(e.value, str)]
+        if not self.fw.ble or not cfgs:
+            return
+        cfgs.sort(key=lambda e: int(e.key[3:]) if e.key[3:].isdigit() else 0)
+        rows = rows_from_cfg_strings([str(e.value) for e in cfgs], source=str(self.built.folder / "mfg_nvs.bin"))
+        lines = expected_discovery_lines(rows, self.fw)
+        started_here = False
+        try:
+            if _ask(self.at.ble_role) != 2:
+                _ask(lambda: self.at.ble_init(2))
+                started_here = True
+                _ask(self.at.gatts_create_and_start)
+        except _Refused as exc:
+            self.out.append(_refused("gatt.services", lines.services, "equal", exc))
+            return
+        try:
+            self.check("gatt.services", lines.services, lambda: self.at.command("AT+BLEGATTSSRV?"))
+            self.check("gatt.chars", lines.chars, lambda: self.at.command("AT+BLEGATTSCHAR?"))
+        finally:
+            if started_here:  # leave BLE as we found it
+                try:
+                    _ask(lambda: self.at.ble_init(0))
+                except _Refused:
+                    pass
+
+
+def _sha256(data: int | str | bytes) -> str:
+    raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
+    if not isinstance(raw, bytes):
+        raw = str(raw).encode()
+    return hashlib.sha256(raw).hexdigest()
+
+
+def _uart_fields(cfg: UartConfig) -> tuple[int, int, int, int, int]:
+    return cfg.baud, cfg.databits, cfg.stopbits, cfg.parity, cfg.flow
+
+
+def wait_alive(at: AtClient, timeout: float = 10.0, *, per_try: float = 0.5) -> None:
+    """Send ``AT`` until the module answers (it may still be booting after a reset or a flash).
+
+    The last :class:`~atfab.link.at.errors.AtTimeout` (a :class:`DeviceError`) propagates when the
+    module stays silent for ``timeout`` seconds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            at.call("AT", timeout=per_try)
+            return
+        except (AtTimeout, ModuleRestarted):   # still booting, or it booted while ``AT`` was on its way
+            if time.monotonic() >= deadline:
+                raise
+
+
+def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes | None = None,
+                firmware: FirmwareProfile | None = None, uart: UartConfig | None = None,
+                rf_power: int | None = None, checks: Iterable[str] | None = None,
+                at_version: str | None = None) -> VerifyResult:
+    """Check the running module on ``at`` against what was built for it (see the module doc).
+
+    ``mac``: the MAC esptool read (the module's base MAC must equal it). ``firmware``: behaviour of the module's
+    firmware (default: that of the build's module profile). ``uart``/``rf_power`` override the
+    expectations derived from the built factory parameters (e.g. from a recipe). ``checks``: only
+    these checks (:data:`ALL_CHECKS` names; None = all). ``at_version``: the esp-at version the
+    unit must report (``gmr.recipe_version``, part of the ``gmr`` check).
+    """
+    wanted = frozenset(ALL_CHECKS if checks is None else checks)
+    unknown = wanted - set(ALL_CHECKS)
+    if unknown:
+        raise InputError(f"unknown check(s) {', '.join(sorted(unknown))} (known: {', '.join(ALL_CHECKS)})",
+                         field="checks")
+    if not isinstance(built, BuiltUnit):
+        built = load_built(built)
+    v = _Verifier(at, built, firmware or built.firmware())
+    if "boot" in wanted:
+        v.basics()
+    if "gmr" in wanted:
+        v.gmr()
+        if at_version:
+            v.recipe_version(at_version)
+    if "sysflash" in wanted:
+        v.partitions()
+    v.mfg_nvs(wanted)
+    if "uart" in wanted:
+        v.uart(uart)
+    if "rf_power" in wanted:
+        v.rf_power(rf_power)
+    if "country" in wanted:
+        v.country()
+    if "mac" in wanted:
+        v.mac(normalize_mac(mac) if mac is not None else None)
+    if "gatt" in wanted:
+        v.gatt()
+    return VerifyResult(v.out)
+
+
+__all__ = ["ALL_CHECKS", "check_of", "namespace_check", "BuiltUnit", "VerifyResult", "load_built", "rfpower_readback", "verify_unit", "wait_alive",
+           "UART_BAUD_TOLERANCE_PCT"]
