@@ -29,9 +29,9 @@ from atfab.pki.ca import create_ca  # noqa: E402
 from atfab.pki.issue import issue_unit  # noqa: E402
 from atfab.pki.slots import plan_slots  # noqa: E402
 from atfab.station.recipe import load_recipe  # noqa: E402
-from atfab.rotation.fleet import RotateOptions, rotate_fleet  # noqa: E402
+from atfab.station.fleet import RotateOptions, rotate_fleet  # noqa: E402
 from atfab.rotation.inventory import targets_from_ports  # noqa: E402
-from atfab.station.serials import normalize_mac  # noqa: E402
+from atfab.core.mac import normalize_mac  # noqa: E402
 from atfab.sim.server import ModulePool  # noqa: E402
 from atfab.link.transport import open_port  # noqa: E402
 

@@ -51,10 +51,10 @@ from atfab.station.ledger import Ledger  # noqa: E402
 from atfab.pki.ca import create_ca, load_ca  # noqa: E402
 from atfab.station.recipe import load_recipe  # noqa: E402
 from atfab.station.report import SCHEMA  # noqa: E402
-from atfab.rotation.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet  # noqa: E402
+from atfab.station.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet  # noqa: E402
 from atfab.rotation.inventory import RotateTarget  # noqa: E402
 from atfab.station.runner import PortSpec  # noqa: E402
-from atfab.station.serials import normalize_mac  # noqa: E402
+from atfab.core.mac import normalize_mac  # noqa: E402
 from atfab.sim.faults import FaultPlan  # noqa: E402
 from atfab.sim.module import VirtualModule  # noqa: E402
 from atfab.station.station import Station, firmware_images  # noqa: E402

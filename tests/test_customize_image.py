@@ -17,7 +17,8 @@ from atfab.image import factory_param as fp
 from atfab.image.appimage import make_app_image
 from atfab.image.build import build
 from atfab.cli import main
-from atfab.customize.image import customize_file, customize_image, make_request
+from atfab.customize.image import customize_file, customize_image
+from atfab.customize.plan import make_request
 from atfab.core.errors import InputError
 from atfab.image.locate import locate
 from atfab.image.mfg_nvs import build_nvs_from_entries

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from atfab.link.at.client import AtClient
 from atfab.image.build import build
 from atfab.cli import main
-from atfab.customize.image import customize_image, make_request
+from atfab.customize.image import customize_image
+from atfab.customize.plan import make_request
 from atfab.customize.live import CustomizeIncomplete, customize_module, run_on_port
 from atfab.core.errors import DeviceError, InputError, UnitFailed
 from atfab.core.firmware import firmware_for

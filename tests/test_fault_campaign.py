@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from atfab.station.ledger import Ledger
 from atfab.station.report import SCHEMA
-from atfab.rotation.fleet import ROTATION_SCHEMA
-from atfab.station.serials import normalize_mac
+from atfab.station.fleet import ROTATION_SCHEMA
+from atfab.core.mac import normalize_mac
 from atfab.sim.at_boot import nvs_editor
 from bench.campaign_lib import (
     READS, Trigger, check_duplicates, content_problems, ledger_claims_good, read_device, report_problem,

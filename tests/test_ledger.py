@@ -11,7 +11,8 @@ import pytest
 
 from atfab.core.errors import InputError
 from atfab.station.ledger import Ledger, LedgerError
-from atfab.station.serials import SerialScheme, normalize_mac
+from atfab.core.mac import normalize_mac
+from atfab.station.serials import SerialScheme
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Certificate rotation on virtual modules (atfab.rotation.fleet): parallel fleet, journal recovery, rollback."""
+"""Certificate rotation on virtual modules (atfab.station.fleet): parallel fleet, journal recovery, rollback."""
 
 from __future__ import annotations
 
@@ -22,10 +22,10 @@ from atfab.pki.issue import issue_unit
 from atfab.pki.keys import cert_sha256, spki_sha256
 from atfab.pki.slots import plan_slots
 from atfab.station.recipe import check_recipe, load_recipe
-from atfab.rotation.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet
+from atfab.station.fleet import ROTATION_SCHEMA, RotateOptions, rotate_fleet
 from atfab.rotation.device import leaf_certificate
 from atfab.rotation.inventory import RotateTarget, load_inventory, targets_from_ports
-from atfab.station.serials import normalize_mac
+from atfab.core.mac import normalize_mac
 from atfab.link.transport import open_port
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys, key_markers
@@ -93,7 +93,7 @@ class Env:
         module.power_cycle()
 
     def device_pair(self, module):
-        """(cert fp, cert spki, key spki) straight from the module's flash (independent of atfab.rotation.fleet)."""
+        """(cert fp, cert spki, key spki) straight from the module's flash (independent of atfab.station.fleet)."""
         mfg = self.profile.mfg_nvs
         image = read_nvs(module.flash.read(mfg.offset, mfg.size))
         cert = leaf_certificate(image.get("client_cert", "client_cert").value)

@@ -10,7 +10,8 @@ from atfab.core.errors import InputError
 from atfab.station.events import Event, EventBus, SecretInEvent
 from atfab.station.ledger import Ledger
 from atfab.image.nvs.reader import read_nvs
-from atfab.station.runner import STEPS, check_of
+from atfab.station.runner import STEPS
+from atfab.verify.checks import check_of
 from atfab.station.station import Station, parse_port
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys, key_markers

@@ -17,7 +17,7 @@ from atfab.image.profiles import load_profile
 from atfab.sim.chip import MB
 from atfab.sim.module import VirtualModule
 from atfab.link.transport import open_port
-from atfab.station.serials import normalize_mac
+from atfab.core.mac import normalize_mac
 from atfab.verify.unit import load_built, rfpower_readback, verify_unit, wait_alive
 from tests.conftest import run_with_timeout
 from tests.paths import RAW_DATA
@@ -138,7 +138,7 @@ def test_ble_build_checks_gatt_discovery(tmp_path):
 
 def test_helpers():
     from atfab.link.at.mac import base_from_bt
-    from atfab.verify.unit import check_of
+    from atfab.verify.checks import check_of
 
     assert check_of("mac.base") == check_of("sta_mac") == "mac"
     assert base_from_bt(bytes.fromhex("240ac4000001")).hex() == "240ac3ffffff"
@@ -161,7 +161,7 @@ def test_load_built_errors(tmp_path):
 
 
 def test_checks_select_measurements_country_and_recipe_version(virtual_module, built_pki):
-    from atfab.verify.unit import ALL_CHECKS, check_of
+    from atfab.verify.checks import CHECKS as ALL_CHECKS, check_of
 
     provision(virtual_module, built_pki)
     fp = load_built(built_pki).factory_param

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from ..customize.image import PKI_FAMILIES, PKI_KINDS, customize_file, make_request, pki_option
+from ..customize.image import customize_file
+from ..customize.plan import PKI_FAMILIES, PKI_KINDS, make_request, pki_option
 from ..core.firmware import G3_DEFAULTS
 
 _PKI_PARAMS = {pki_option(f, k, i).lstrip("-").replace("-", "_"): (f, k, i)

@@ -69,7 +69,7 @@ def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: 
     from ..core.errors import InputError, UnitFailed
     from ..link.flasher import Flasher
     from ..link.transport import open_port, resolve_port
-    from ..station.serials import normalize_mac
+    from ..core.mac import normalize_mac
     from ..verify.unit import load_built, verify_unit, wait_alive
 
     if mac and mac_from:

@@ -58,7 +58,7 @@ def rotate(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], invent
     from ..station.ledger import Ledger
     from ..pki.ca import load_ca, read_passphrase
     from ..station.recipe import load_recipe
-    from ..rotation.fleet import RotateOptions, rotate_fleet
+    from ..station.fleet import RotateOptions, rotate_fleet
     from ..rotation.inventory import load_inventory, targets_from_ports
 
     if bool(ports) == bool(inventory):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..image import factory_param as fp
-from .image import Change
+from .nvs_edit import Change
 from .plan import OPTION_KEYS, CustomizeRequest
 from ..core.errors import AtfabError, InputError
 

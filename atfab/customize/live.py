@@ -1,10 +1,10 @@
 """Customise one live module over AT (§3, §4, §5, §6): the ``atfab customize --port`` half.
 
-Per-key mode: the planned edits (:func:`atfab.customize.image.plan_edits`, same refusals as for an
+Per-key mode: the planned edits (:func:`atfab.customize.plan.plan_edits`, same refusals as for an
 image) are written with ``AT+SYSMFG=2`` (removed GATT rows erased with ``AT+SYSMFG=0``), every
 changed key is read back, ``--tx-power`` is also applied at once with ``AT+RFPOWER`` and
 ``--baud`` saved with ``AT+UART_DEF`` (the host port follows). ``whole_partition``: mfg_nvs is
-read with ``AT+SYSFLASH=2``, rebuilt offline (:func:`atfab.customize.image.customize_nvs`), erased,
+read with ``AT+SYSFLASH=2``, rebuilt offline (:func:`atfab.customize.nvs_edit.customize_nvs`), erased,
 rewritten and read back. A write that fails part-way puts back what was already written (the
 old values, read first; the old image) and raises :class:`CustomizeIncomplete`. Then ``AT+RST`` and the production checks: ``AT+GMR`` module name,
 ``AT+UART_DEF?``, ``AT+RFPOWER?``, ``AT+CWCOUNTRY?``, as the request makes them applicable.
@@ -17,9 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..link.at.errors import AtError, AtTimeout, LinkLost
-from .image import (
-    BLE_NS, FACTORY_NS, Change, CustomizeRequest, Edit, ImageView, customize_nvs, plan_edits, show_value,
-)
+from .nvs_edit import Change, customize_nvs, show_value
+from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
 from ..core.errors import DeviceError, InputError, UnitFailed
 from ..core.firmware import FirmwareProfile
 from ..core.measurement import Measurement, evaluate
@@ -39,7 +38,7 @@ def expected_rfpower(value: int, firmware: FirmwareProfile) -> int:
 
 
 class LiveView:
-    """:class:`atfab.customize.image.KeyView` of a module, read over AT+SYSMFG (cached)."""
+    """:class:`atfab.customize.plan.KeyView` of a module, read over AT+SYSMFG (cached)."""
 
     local = False
 

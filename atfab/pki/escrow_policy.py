@@ -1,7 +1,7 @@
 """What atfab keeps in a recipe's key escrow (``[pki] escrow``), shared by the station and ``atfab rotate``.
 
 Every private key atfab generates for a unit (provisioning: :mod:`atfab.station.runner`; rotation in
-``new-key`` mode: :mod:`atfab.rotation.fleet`) is appended to the recipe's escrow file right after the
+``new-key`` mode: :mod:`atfab.station.fleet`) is appended to the recipe's escrow file right after the
 certificate is issued and before the key goes anywhere else (the unit's flash, an AT write): one
 encrypted record (:class:`atfab.pki.escrow.EscrowWriter`) whose clear ``info`` says which unit,
 which slots, which certificate and why (``context``: ``provision`` or ``rotation``).

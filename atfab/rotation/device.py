@@ -1,4 +1,4 @@
-"""AT access to the certificate and key of one TLS slot of a unit, for :mod:`atfab.rotation.fleet`.
+"""AT access to the certificate and key of one TLS slot of a unit, for :mod:`atfab.station.fleet`.
 
 A slot (``client.0``) is two mfg_nvs blobs: the certificate file (leaf, then intermediates)
 and the private key (PEM). :class:`SlotIo` reads and writes them with ``AT+SYSMFG`` (type 8,

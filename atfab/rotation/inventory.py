@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
-from ..station.serials import normalize_mac
+from ..core.mac import normalize_mac
 
 COLUMNS = ("port", "mac", "serial", "name")
 

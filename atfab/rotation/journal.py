@@ -1,6 +1,7 @@
 """The rotation journal policy: what a pending rotation means for a unit, and how it is resolved.
 
-Every rotation is journalled in the ledger (:meth:`atfab.station.ledger.Ledger.journal_rotation`) with
+Every rotation is journalled in the ledger (:meth:`atfab.station.ledger.Ledger.journal_rotation`;
+this module sees it through the :class:`RotationJournal` protocol) with
 the old and new fingerprints *before* the first write; the journal ``detail`` (JSON) also holds
 the new certificate's PEM (public) and where the slot's items live. The new private key is
 never stored anywhere: it exists in the memory of the rotating process and on the unit.
@@ -26,18 +27,52 @@ always be completed because the missing half is public.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..link.at.errors import AtBusy, AtError, AtResponseError, LinkLost
-from ..station.ledger import Ledger, Rotation
 from ..pki.keys import cert_sha256, spki_sha256
 from .device import PairState, SlotIo, leaf_certificate
 from .results import ERROR, PASS, SlotResult
+
+
+class Rotation(Protocol):
+    """One journalled rotation as the journal keeps it (``atfab.station.ledger_records.Rotation``)."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def mac(self) -> str: ...
+    @property
+    def slot(self) -> str: ...
+    @property
+    def old_cert_fp(self) -> str | None: ...
+    @property
+    def old_key_fp(self) -> str | None: ...
+    @property
+    def new_cert_fp(self) -> str: ...
+    @property
+    def new_key_fp(self) -> str | None: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def detail(self) -> str | None: ...
+
+
+class RotationJournal(Protocol):
+    """Where rotations are journalled and certificates recorded (``atfab.station.ledger.Ledger``)."""
+
+    def update_rotation(self, rotation_id: int, state: str, *, detail: str | None = None) -> Rotation: ...
+
+    def record_certificate(self, mac: str | bytes, slot: str | Sequence[str], *, issuer: str,
+                           cert_serial: str | int, fingerprint: str, key_fingerprint: str | None = None,
+                           not_before: datetime | str | None = None, not_after: datetime | str | None = None,
+                           attempt_id: int | None = None) -> object: ...
 
 @dataclass
 class JournalDetail:
@@ -75,7 +110,7 @@ def certificate_facts(cert: x509.Certificate) -> dict[str, Any]:
             "not_after": cert.not_valid_after_utc.isoformat()}
 
 
-def record_done(ledger: Ledger, rot: Rotation, cert: x509.Certificate, note: str,
+def record_done(ledger: RotationJournal, rot: Rotation, cert: x509.Certificate, note: str,
                 detail: JournalDetail | None) -> Rotation:
     """Record the new certificate for the unit and close the rotation as ``done``."""
     ledger.update_rotation(rot.id, "verified")
@@ -105,7 +140,7 @@ def _short(fp: str | None) -> str:
     return fp[:16] + "…" if fp else "none"
 
 
-def resume(rot: Rotation, io: SlotIo, ledger: Ledger, *, dry_run: bool = False,
+def resume(rot: Rotation, io: SlotIo, ledger: RotationJournal, *, dry_run: bool = False,
            progress: Callable[[str], None] | None = None) -> SlotResult:
     """Resolve a pending rotation from what the unit holds now (see the module docstring).
 
@@ -194,4 +229,4 @@ def pem_of(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-__all__ = ["JournalDetail", "certificate_facts", "record_done", "classify", "resume", "pem_of"]
+__all__ = ["Rotation", "RotationJournal", "JournalDetail", "certificate_facts", "record_done", "classify", "resume", "pem_of"]

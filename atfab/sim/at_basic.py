@@ -15,14 +15,12 @@ SYSLOG, SYSMSG.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_parser import Params, exec_fail
-from .at_firmware import After, CommandSpec
+from .at_command import After, CommandSpec, Ctx, RunState
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .at_firmware import Ctx, RunState
 
 SYSMSG_NS, SYSMSG_KEY = "at_sys", "sysmsg"
 

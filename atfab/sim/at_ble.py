@@ -20,15 +20,12 @@
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .at_boot import NVS_ERRORS, read_nvs_region
 from .at_parser import Params, exec_fail, invalid
-from .at_firmware import CommandSpec
+from .at_command import CommandSpec, Ctx, RunState
 from .at_wifi import mac_offset, mac_text, parse_mac
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .at_firmware import Ctx, RunState
 
 _CFG = re.compile(r"cfg(\d+)$")
 

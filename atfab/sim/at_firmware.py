@@ -28,158 +28,16 @@ are applied by the SYSFLASH/SYSMFG handlers.
 from __future__ import annotations
 
 import threading
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Optional, Protocol
 
-from .at_boot import NVS_ERRORS, BootInfo, UartConfig, boot_from_flash
+from .at_boot import NVS_ERRORS, boot_from_flash
+from .at_command import OK, ERROR, POLL, READY, After, CommandSpec, Ctx, RunState, StopServing
 from .at_parser import (
-    MAX_COMMAND, SUB_CMD_EXEC_FAIL, SUB_CMD_OP_ERROR, SUB_CMD_PROCESSING, SUB_NO_TERMINATOR, SUB_UNSUPPORT_CMD, AtCmdError, Params,
+    MAX_COMMAND, SUB_CMD_EXEC_FAIL, SUB_CMD_OP_ERROR, SUB_CMD_PROCESSING, SUB_NO_TERMINATOR, SUB_UNSUPPORT_CMD, AtCmdError,
     err_code, parse_line,
 )
+from .at_registry import build_table, init_run_state
+from .host import ModuleHost
 from .link import Link, LinkClosed
-
-if TYPE_CHECKING:  # pragma: no cover
-    from ..core.firmware import FirmwareProfile
-
-READY = b"\r\nready\r\n"
-OK = b"\r\nOK\r\n"
-ERROR = b"\r\nERROR\r\n"
-POLL = 0.05
-
-#: A handler runs one form of a command. It returns None (then OK is sent) or an "after" hook
-#: run once OK was sent; the hook may return "state"/"closed" to end ``serve``.
-After = Callable[[], Optional[str]]
-Handler = Callable[["Ctx", Params], Optional[After]]
-
-
-class ModuleHost(Protocol):
-    """What the firmware needs from the module it runs in (implemented by VirtualModule)."""
-
-    flash: Any
-    mac: bytes
-    chip: str
-    chip_revision: tuple[int, int]
-    firmware: "FirmwareProfile"
-    faults: Any
-    state_token: int
-
-    def enter_download_mode(self) -> None: ...
-    def power_loss(self) -> None: ...
-    def set_at_baud(self, baud: int) -> None: ...
-
-
-@dataclass
-class CommandSpec:
-    """One AT command and its handlers per form (None = form not supported)."""
-
-    name: str
-    test: Handler | None = None
-    query: Handler | None = None
-    set: Handler | None = None
-    exec: Handler | None = None
-
-    def handler(self, form: str) -> Handler | None:
-        return {"test": self.test, "query": self.query, "set": self.set, "exec": self.exec}[form]
-
-    def flags(self) -> tuple[int, int, int, int]:
-        return tuple(int(h is not None) for h in (self.test, self.query, self.set, self.exec))  # type: ignore
-
-
-@dataclass
-class RunState:
-    """RAM state of one boot of the firmware (lost on reset)."""
-
-    boot: BootInfo
-    echo: bool = True
-    syslog: int = 0
-    sysstore: int = 1
-    sysmsg: int = 0
-    uart_cur: UartConfig = field(default_factory=UartConfig)
-    extra: dict[str, Any] = field(default_factory=dict)   # per command group (rf, country, ble ...)
-
-
-class StopServing(Exception):
-    """Leave ``serve`` without a final result code (power loss, download mode)."""
-
-    def __init__(self, result: str) -> None:
-        super().__init__(result)
-        self.result = result
-
-
-class Ctx:
-    """What a command handler sees: the module, the run state and the output primitives."""
-
-    def __init__(self, fw: "AtFirmware", link: Link, token: int) -> None:
-        self.fw = fw
-        self.link = link
-        self.token = token
-        self.info_lines = 0
-
-    # -- accessors -------------------------------------------------------------------------
-    @property
-    def host(self) -> ModuleHost:
-        return self.fw.host
-
-    @property
-    def profile(self) -> "FirmwareProfile":
-        return self.fw.host.firmware
-
-    @property
-    def st(self) -> RunState:
-        assert self.fw.state is not None
-        return self.fw.state
-
-    @property
-    def boot(self) -> BootInfo:
-        return self.st.boot
-
-    @property
-    def faults(self) -> Any:
-        return self.fw.host.faults
-
-    # -- output -------------------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        self.link.send(data)
-
-    def info(self, line: str | bytes) -> None:
-        """Send one information line (``+CMD:...``) followed by CR LF."""
-        data = line.encode("utf-8", "surrogateescape") if isinstance(line, str) else line
-        self.link.send(data + b"\r\n")
-        self.info_lines += 1
-
-    def info_raw(self, head: str, payload: bytes, trailer: bytes) -> None:
-        """Send ``head`` + raw ``payload`` + ``trailer`` as one information item (binary reads)."""
-        self.link.send(head.encode("utf-8", "surrogateescape") + payload + trailer)
-        self.info_lines += 1
-
-    def prompt(self, style: str) -> None:
-        """Data prompt: "ok_prompt" = ``\\r\\nOK\\r\\n\\r\\n>``; "bare_prompt" = ``\\r\\n>`` (§1.2)."""
-        self.link.send(b"\r\nOK\r\n\r\n>" if style == "ok_prompt" else b"\r\n>")
-
-    # -- input ---------------------------------------------------------------------------------
-    def check_state(self) -> None:
-        if self.fw.host.state_token != self.token:
-            raise StopServing("state")
-
-    def read_payload(self, n: int) -> bytes:
-        """Exactly ``n`` raw bytes from the host (waits while the link and the power last)."""
-        data = bytearray()
-        while len(data) < n:
-            self.check_state()
-            data += self.link.recv(n - len(data), POLL)
-        return bytes(data)
-
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` while watching for power loss / mode change."""
-        end = time.monotonic() + seconds
-        while True:
-            self.check_state()
-            left = end - time.monotonic()
-            if left <= 0:
-                return
-            time.sleep(min(left, POLL))
-
 
 class AtFirmware:
     """The AT interpreter of one virtual module (see the module docstring)."""
@@ -200,8 +58,6 @@ class AtFirmware:
         Returns ``b""`` and leaves the AT port silent when no firmware would run (blank or
         corrupt partition table, no valid app image).
         """
-        from .at_registry import build_table, init_run_state
-
         with self._lock:
             info = boot_from_flash(self.host.flash, self.host.firmware, getattr(self.host, "chip", None))
             if not info.runs:
@@ -359,4 +215,4 @@ class AtFirmware:
         return None
 
 
-__all__ = ["AtFirmware", "ModuleHost", "CommandSpec", "RunState", "Ctx", "StopServing", "READY", "OK", "ERROR"]
+__all__ = ["AtFirmware"]

@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from . import at_basic, at_ble, at_sysflash, at_sysmfg, at_uart, at_wifi
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .at_firmware import CommandSpec, RunState
+from .at_command import CommandSpec, RunState
+from .host import ModuleHost
+from ..core.firmware import FirmwareProfile
 
 
-def build_table(profile: Any) -> list["CommandSpec"]:
+def build_table(profile: FirmwareProfile) -> list[CommandSpec]:
     """Every command this firmware build registers, in ``AT+CMD?`` order."""
     return (at_basic.commands(profile) + at_sysflash.commands(profile) + at_sysmfg.commands(profile)
             + at_uart.commands(profile) + at_wifi.commands(profile) + at_ble.commands(profile))
 
 
-def init_run_state(st: "RunState", host: Any) -> None:
+def init_run_state(st: RunState, host: ModuleHost) -> None:
     """Boot defaults of every group (after the flash was read)."""
     at_basic.init_basic(st, host)
     at_wifi.init_wifi(st, host)

@@ -16,13 +16,11 @@ Faults: ``error_next_write`` / ``error_after_writes`` answer ERROR after the pay
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .at_parser import Params, exec_fail, invalid
-from .at_firmware import CommandSpec
+from .at_command import CommandSpec, Ctx
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .at_firmware import Ctx
 
 SECTOR = 4096
 

@@ -26,15 +26,12 @@ Faults: ``error_next_write`` / ``error_after_writes`` (ERROR, nothing stored - a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_parser import Params, exec_fail, invalid
-from .at_firmware import CommandSpec, StopServing
+from .at_command import CommandSpec, Ctx, StopServing
 from .at_sysflash import corrupt, take_fault, take_write_error
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .at_firmware import Ctx
 
 #: AT+SYSMFG type numbers (§5) <-> NVS type names.
 TYPE_NUMBERS = {"u8": 1, "i8": 2, "u16": 3, "i16": 4, "u32": 5, "i32": 6, "string": 7, "blob": 8}

@@ -13,14 +13,12 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .at_boot import NVS_ERRORS, PARITY_IDF_TO_AT, UartConfig, read_nvs_region, store_uart_def
 from .at_parser import Params, exec_fail
-from .at_firmware import After, CommandSpec
+from .at_command import After, CommandSpec, Ctx
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .at_firmware import Ctx
 
 #: Integer clock divider register limit of the UART (12 bits), with a 4-bit fraction.
 _DIV_INT_MAX = (1 << 12) - 1

@@ -18,14 +18,12 @@ AT+CIPAPMAC. Present only when ``firmware.wifi`` (RFPOWER also on BLE-only build
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .at_boot import IDF_DEFAULT_COUNTRY
 from .at_parser import Params, exec_fail, invalid
-from .at_firmware import CommandSpec
+from .at_command import CommandSpec, Ctx, RunState
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .at_firmware import Ctx, RunState
 
 #: ESP32 G3 Wi-Fi power readback steps (§6.1): set range start -> reported value.
 ESP32_STEPS = ((78, 78), (72, 72), (66, 66), (60, 60), (56, 56), (52, 52), (44, 44), (40, 34))

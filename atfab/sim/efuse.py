@@ -7,12 +7,33 @@ the ESP32 MAC CRC, espefuse's ``efuse/esp32/fields.py`` (``EfuseMacField.calc_cr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
-
-if TYPE_CHECKING:
-    from .chip import ChipIdentity
+from typing import Callable, Protocol
 
 MB = 1024 * 1024
+
+
+class _Spec(Protocol):
+    @property
+    def efuse_base(self) -> int: ...
+    @property
+    def magic_value(self) -> int | None: ...
+
+
+class FuseSource(Protocol):
+    """What the eFuse words are made of (:class:`atfab.sim.chip.ChipIdentity` is one)."""
+
+    @property
+    def chip(self) -> str: ...
+    @property
+    def mac(self) -> bytes: ...
+    @property
+    def revision(self) -> tuple[int, int]: ...
+    @property
+    def flash_size(self) -> int: ...
+    @property
+    def flash_manufacturer(self) -> int: ...
+    @property
+    def spec(self) -> _Spec: ...
 
 #: JEDEC manufacturer id -> (name, eFuse flash-vendor code of the C2 BLOCK2 word 7).
 FLASH_VENDORS: dict[int, tuple[str, int]] = {0x20: ("XMC", 1), 0xC8: ("GD", 2), 0xA1: ("FM", 3)}
@@ -49,7 +70,7 @@ def esp32_mac_crc(mac: bytes) -> int:
     return crc
 
 
-def _esp32c2_words(ident: "ChipIdentity") -> dict[int, int]:
+def _esp32c2_words(ident: FuseSource) -> dict[int, int]:
     """BLOCK2 words 0, 1, 7: MAC, revision, package, in-package flash.
 
     An in-package flash size (1/2/4 MB) reports the ESP8684H package (pkg 1) with that
@@ -72,7 +93,7 @@ def _esp32c2_words(ident: "ChipIdentity") -> dict[int, int]:
 _ESP32_REV_BITS = {0: (0, 0, 0), 1: (1, 0, 0), 2: (1, 1, 0), 3: (1, 1, 1)}
 
 
-def _esp32_words(ident: "ChipIdentity") -> dict[int, int]:
+def _esp32_words(ident: FuseSource) -> dict[int, int]:
     """BLK0 read words 0-6 of an ESP32-D0WD(-V3) as fitted on a WROOM-32(E).
 
     word1 = MAC[2:6] big-endian, word2 = CRC << 16 | MAC[0:2] (esptool ``read_mac`` packs
@@ -95,7 +116,7 @@ def _esp32_words(ident: "ChipIdentity") -> dict[int, int]:
     return {base + 4 * i: w for i, w in enumerate((0, word1, word2, word3, word4, word5, 0))}
 
 
-def _esp32_fixed(ident: "ChipIdentity") -> dict[int, int]:
+def _esp32_fixed(ident: FuseSource) -> dict[int, int]:
     """The chip magic word, APB_CTL_DATE (revision bit 2) and the RTC calibration value."""
     bit2 = _ESP32_REV_BITS[ident.revision[0]][2]
     return {CHIP_DETECT_MAGIC_REG_ADDR: ident.spec.magic_value or 0,
@@ -103,17 +124,17 @@ def _esp32_fixed(ident: "ChipIdentity") -> dict[int, int]:
             ESP32_RTCCALICFG1: ESP32_RTC_CALI << 7}
 
 
-_EFUSE: dict[str, Callable[["ChipIdentity"], dict[int, int]]] = {
+_EFUSE: dict[str, Callable[[FuseSource], dict[int, int]]] = {
     "esp32c2": _esp32c2_words, "esp32": _esp32_words}
-_FIXED: dict[str, Callable[["ChipIdentity"], dict[int, int]]] = {"esp32": _esp32_fixed}
+_FIXED: dict[str, Callable[[FuseSource], dict[int, int]]] = {"esp32": _esp32_fixed}
 
 
-def efuse_words(ident: "ChipIdentity") -> dict[int, int]:
+def efuse_words(ident: FuseSource) -> dict[int, int]:
     """eFuse read registers (address -> value) of ``ident``; the rest of the block reads 0."""
     return _EFUSE[ident.chip](ident)
 
 
-def fixed_registers(ident: "ChipIdentity") -> dict[int, int]:
+def fixed_registers(ident: FuseSource) -> dict[int, int]:
     """Read-only registers outside the eFuse block that esptool reads (none on the C2 model)."""
     fixed = _FIXED.get(ident.chip)
     return fixed(ident) if fixed else {}

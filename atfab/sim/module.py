@@ -10,25 +10,10 @@
 State machine: ``"at"`` (firmware running) / ``"download"`` / ``"off"``; ``state_token``
 changes on every transition and every boot. ``AT+RST=1`` calls :meth:`enter_download_mode`.
 
-Contract with the AT firmware (``atfab/sim/at_firmware.py``)::
-
-    class AtFirmware:
-        def __init__(self, host: "ModuleHost") -> None      # reads nothing yet
-        def boot(self) -> bytes            # parse flash (partition table at 0x8000, at_customize,
-                                           # mfg_nvs, system nvs) -> boot output b"\\r\\nready\\r\\n"
-        def serve(self, link: Link, token: int) -> str
-            # handle AT commands from link until: the link closes -> return "closed"; or
-            # host.state_token != token (download mode / reboot by the host / power loss) ->
-            # return "state". Polls host.state_token at least every 50 ms while idle.
-            # AT+RST reboots internally: sends OK, then re-runs boot() and sends its output itself.
-    class ModuleHost (Protocol, implemented by VirtualModule):
-        flash: NorFlash; mac: bytes (base MAC; STA = base, softAP = base+1, BT = base+2); chip: str
-        chip_revision: tuple[int, int]; firmware: FirmwareProfile; faults: FaultPlan
-        state_token: int                   # changes on every mode change / boot
-        def enter_download_mode(self) -> None    # AT+RST=1: AT port goes silent until the next
-                                                 # flash session ends
-        def power_loss(self) -> None             # fault: power lost (e.g. between two SYSMFG writes)
-        def set_at_baud(self, baud: int) -> None # pacing of the AT endpoint after AT+UART_CUR/DEF
+The AT firmware (:class:`atfab.sim.at_firmware.AtFirmware`, or any ``firmware_factory``) sees
+its module as :class:`atfab.sim.host.ModuleHost`: ``boot()`` after every power-on or reset
+returns the boot output, ``serve(link, token)`` answers one connected AT host until the link
+closes ("closed") or ``state_token`` changes ("state").
 """
 
 from __future__ import annotations
@@ -40,27 +25,13 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ..core.firmware import FirmwareProfile, firmware_for
+from .at_firmware import AtFirmware
 from .chip import MB, ChipIdentity, derive_mac
 from .faults import FaultPlan
 from .flash import NorFlash
+from .host import ModuleHost
 from .link import Link, LinkClosed
 from .rom_loader import CLOSED, RAM_APP, RUN_USER_CODE, DownloadSession, SessionStats
-
-
-class ModuleHost(Protocol):
-    """What the AT firmware may use of its module (see the module docstring)."""
-
-    flash: NorFlash
-    mac: bytes
-    chip: str
-    chip_revision: tuple[int, int]
-    firmware: FirmwareProfile
-    faults: FaultPlan
-    state_token: int
-
-    def enter_download_mode(self) -> None: ...
-    def power_loss(self) -> None: ...
-    def set_at_baud(self, baud: int) -> None: ...
 
 
 class AtFirmwareLike(Protocol):
@@ -72,8 +43,6 @@ FirmwareFactory = Callable[[ModuleHost], AtFirmwareLike]
 
 
 def _default_firmware(host: ModuleHost) -> AtFirmwareLike:
-    from .at_firmware import AtFirmware   # written separately; imported when first booted
-
     return AtFirmware(host)
 
 

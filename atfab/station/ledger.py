@@ -33,7 +33,8 @@ from .ledger_records import (
     CertificateRecord, HasSerialScheme, LedgerError, Rotation, UnitDetail, UnitIdentity, UnitRecord,
     from_row as _row, utc_now, when_text as _when,
 )
-from .serials import SerialScheme, normalize_mac
+from ..core.mac import normalize_mac
+from .serials import SerialScheme
 
 #: Counter values skipped at most while looking for a free serial (serials taken by hand).
 _MAX_SKIPS = 10_000

@@ -21,10 +21,11 @@ from typing import Any
 
 from ..core.errors import OUTCOMES, InputError
 from .recipe_spec import (
-    CHECKS, FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, WIFI_CHECKS, EscrowSpec, FirmwareSource,
+    FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, EscrowSpec, FirmwareSource,
     GattSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,
 )
 from .serials import SCHEMES, SerialScheme
+from ..verify.checks import CHECKS
 
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\.(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -379,5 +380,5 @@ def load_recipe(path: str | Path, *, workdir: str | Path | None = None) -> Recip
 __all__ = [
     "Recipe", "RecipeError", "FirmwareSource", "PkiSpec", "EscrowSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
     "RetryPolicy", "RotateSpec", "ROTATE_MODES", "SerialScheme", "load_recipe", "check_recipe", "recipe_hash", "version_tuple",
-    "CHECKS", "WIFI_CHECKS", "SUBJECT_FIELDS",
+    "SUBJECT_FIELDS",
 ]

@@ -117,7 +117,7 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") 
 
 def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattSpec | None") -> tuple[str, ...]:
     """The checks run when a recipe's ``[verify] checks`` is not given."""
-    from .recipe_spec import CHECKS, WIFI_CHECKS
+    from ..verify.checks import CHECKS, WIFI_CHECKS
 
     out = []
     for name in CHECKS:
@@ -131,7 +131,7 @@ def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattS
 
 def verify_checks(ctx: Context, profile: "ModuleProfile", verify: "VerifySpec", pki: "PkiSpec | None",
                   gatt: "GattSpec | None", firmware: "FirmwareSource | None") -> "VerifySpec":
-    from .recipe_spec import WIFI_CHECKS
+    from ..verify.checks import WIFI_CHECKS
 
     checks = verify.checks
     if not checks:

@@ -17,10 +17,6 @@ if TYPE_CHECKING:
     from ..image.profiles import ModuleProfile
 
 FIRMWARE_KINDS = ("synthetic", "build_dir", "factory_image")
-#: Verification checks a recipe can ask for (what each does: docs/recipes.md, ``[verify]``).
-CHECKS = ("boot", "gmr", "mac", "factory_param", "uart", "rf_power", "country", "sysflash", "pki", "gatt")
-#: Checks that need Wi-Fi / BLE commands in the firmware, or a recipe section.
-WIFI_CHECKS = ("rf_power", "country")
 #: Placeholders the identity template (subject, SANs) may use (:meth:`Recipe.identity_values`).
 SUBJECT_FIELDS = ("serial", "mac", "mac_hex", "module", "recipe")
 #: Rotation modes of ``[rotate]``: a new key pair, or a new certificate for the key on the unit.
@@ -187,5 +183,5 @@ class Recipe:
 
 
 __all__ = ["Recipe", "FirmwareSource", "PkiSpec", "EscrowSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
-           "RetryPolicy", "RotateSpec", "ROTATE_MODES", "FIRMWARE_KINDS", "CHECKS", "WIFI_CHECKS",
+           "RetryPolicy", "RotateSpec", "ROTATE_MODES", "FIRMWARE_KINDS",
            "SUBJECT_FIELDS"]

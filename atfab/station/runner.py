@@ -48,7 +48,6 @@ from .ledger import Attempt, Ledger
 from ..core.measurement import Measurement, evaluate
 from .recipe_spec import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
-from ..verify.unit import check_of  # noqa: F401 - kept here for callers of runner.check_of
 
 #: Step names in order (what the console shows and the reports list).
 STEPS = ("connect", "chip", "identity", "certificate", "build", "flash", "boot", "configure", "verify")
@@ -500,5 +499,4 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-__all__ = ["UnitRunner", "RunContext", "PortSpec", "FirmwareImages", "AttemptResult", "StopToken", "STEPS",
-           "check_of"]
+__all__ = ["UnitRunner", "RunContext", "PortSpec", "FirmwareImages", "AttemptResult", "StopToken", "STEPS"]

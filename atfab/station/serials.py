@@ -1,4 +1,4 @@
-"""Serial-number schemes and MAC address normalisation.
+"""Serial-number schemes.
 
 A scheme turns a ledger counter value or a MAC address into a unit serial:
 
@@ -14,29 +14,13 @@ import re
 from dataclasses import dataclass
 
 from ..core.errors import InputError
+from ..core.mac import normalize_mac
 
 SCHEMES = ("counter", "mac")
 #: Characters allowed in a serial (it ends up in certificate subjects, file names and CSVs).
 SERIAL_CHARS = re.compile(r"^[A-Za-z0-9._-]*$")
 #: Longest serial accepted (an X.509 CN holds 64 characters).
 SERIAL_MAX = 64
-
-_MAC_HEX = re.compile(r"^[0-9a-fA-F]{12}$")
-
-
-def normalize_mac(value: str | bytes, *, source: str | None = None, field: str = "mac") -> str:
-    """``aa:bb:cc:dd:ee:ff`` (lower case) from 6 bytes or text with ``:``/``-``/no separators."""
-    if isinstance(value, (bytes, bytearray)):
-        if len(value) != 6:
-            raise InputError(f"a MAC address has 6 bytes, not {len(value)}", file=source, field=field)
-        return ":".join(f"{b:02x}" for b in value)
-    text = str(value).strip().strip('"')
-    digits = text.replace(":", "").replace("-", "").replace(".", "")
-    if not _MAC_HEX.match(digits):
-        raise InputError(f"not a MAC address: {text!r}", file=source, field=field)
-    digits = digits.lower()
-    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
-
 
 @dataclass(frozen=True)
 class SerialScheme:
@@ -98,4 +82,4 @@ class SerialScheme:
         return out
 
 
-__all__ = ["SerialScheme", "SCHEMES", "normalize_mac", "SERIAL_MAX"]
+__all__ = ["SerialScheme", "SCHEMES", "SERIAL_MAX"]

@@ -27,12 +27,12 @@ module, :func:`verify_unit` checks:
 * ``gatt.services`` / ``gatt.chars`` (BLE firmware with a ble_data table) - the discovery lines
   the firmware prints against those the built table yields (:mod:`atfab.image.gatt`).
 
-``checks`` (names of :data:`atfab.station.recipe.CHECKS`) limits verification to those checks:
+``checks`` (names of :data:`atfab.verify.checks.CHECKS`) limits verification to those checks:
 ``boot`` (``at.*``), ``gmr`` (``gmr.*``), ``mac`` (``sta_mac`` / ``mac.base``), ``factory_param`` (the
 ``factory_param`` namespace), ``uart``, ``rf_power``, ``country``, ``sysflash``
 (``at_customize.partitions``), ``pki`` (the ``*_cert``/``*_key``/``*_ca`` namespaces), ``gatt``
 (``gatt.*`` and the ``ble_data`` namespace); other mfg_nvs namespaces are always checked.
-:func:`check_of` maps a measurement name to its check. Measurement names do not depend on
+:func:`atfab.verify.checks.check_of` maps a measurement name to its check. Measurement names do not depend on
 ``checks``.
 
 A wrong value is a failing measurement. A check that cannot be made because the link or the
@@ -58,43 +58,15 @@ from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
 from ..image.gatt import expected_discovery_lines, rows_from_cfg_strings
 from ..core.measurement import FAIL, PASS, Measurement, evaluate
+from .checks import CHECKS, namespace_check
 from ..link.at.mac import read_module_mac
 from ..image.nvs.reader import NvsImage, read_nvs
 from ..image.partition_table import PartitionTable, decode
-from ..station.recipe_spec import CHECKS
-from ..station.serials import normalize_mac
+from ..core.mac import normalize_mac
 
 T = TypeVar("T")
 
 UART_BAUD_TOLERANCE_PCT = 2.0
-#: Every check :func:`verify_unit` knows: the names of ``[verify] checks`` in a recipe.
-ALL_CHECKS = CHECKS
-#: Measurement name prefix → the check it belongs to (see :func:`check_of`).
-_CHECK_OF_PREFIX = (("at.", "boot"), ("gmr.", "gmr"), ("sta_mac", "mac"), ("mac.", "mac"),
-                    ("at_customize.", "sysflash"), ("mfg_nvs.factory_param.", "factory_param"),
-                    ("factory_param.", "factory_param"), ("uart_", "uart"), ("rf_power.", "rf_power"),
-                    ("country", "country"), ("gatt.", "gatt"), ("mfg_nvs.ble_data.", "gatt"), ("ble_data.", "gatt"))
-
-
-def namespace_check(namespace: str) -> str | None:
-    """The check an mfg_nvs namespace belongs to (None: checked whatever the checks)."""
-    if namespace == "factory_param":
-        return "factory_param"
-    if namespace == "ble_data":
-        return "gatt"
-    if namespace.endswith(("_cert", "_key", "_ca")):
-        return "pki"
-    return None
-
-
-def check_of(measurement: str) -> str | None:
-    """The check a measurement name belongs to (PKI namespaces → ``pki``), or None."""
-    for prefix, check in _CHECK_OF_PREFIX:
-        if measurement.startswith(prefix):
-            return check
-    return namespace_check(measurement.removeprefix("mfg_nvs.").split(".", 1)[0])
-
-
 @dataclass
 class BuiltUnit:
     """What the build wrote for one unit (the expectations of verification)."""
@@ -385,13 +357,13 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
     ``mac``: the MAC esptool read (the module's base MAC must equal it). ``firmware``: behaviour of the module's
     firmware (default: that of the build's module profile). ``uart``/``rf_power`` override the
     expectations derived from the built factory parameters (e.g. from a recipe). ``checks``: only
-    these checks (:data:`ALL_CHECKS` names; None = all). ``at_version``: the esp-at version the
+    these checks (:data:`~atfab.verify.checks.CHECKS` names; None = all). ``at_version``: the esp-at version the
     unit must report (``gmr.recipe_version``, part of the ``gmr`` check).
     """
-    wanted = frozenset(ALL_CHECKS if checks is None else checks)
-    unknown = wanted - set(ALL_CHECKS)
+    wanted = frozenset(CHECKS if checks is None else checks)
+    unknown = wanted - set(CHECKS)
     if unknown:
-        raise InputError(f"unknown check(s) {', '.join(sorted(unknown))} (known: {', '.join(ALL_CHECKS)})",
+        raise InputError(f"unknown check(s) {', '.join(sorted(unknown))} (known: {', '.join(CHECKS)})",
                          field="checks")
     if not isinstance(built, BuiltUnit):
         built = load_built(built)
@@ -418,5 +390,5 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
     return VerifyResult(v.out)
 
 
-__all__ = ["ALL_CHECKS", "check_of", "namespace_check", "BuiltUnit", "VerifyResult", "load_built", "rfpower_readback", "verify_unit", "wait_alive",
+__all__ = ["BuiltUnit", "VerifyResult", "load_built", "rfpower_readback", "verify_unit", "wait_alive",
            "UART_BAUD_TOLERANCE_PCT"]

@@ -13,13 +13,13 @@ import re
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import serial
 
 from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost, ModuleRestarted
-from .framing import RawItem, ReplyParser, command_name, info_prefixes, raw_kind
+from .framing import Reply, ReplyParser, command_name, info_prefixes, raw_kind
 from .helpers import AtCommands
 from ...core.errors import InputError
 from ...core.firmware import FirmwareProfile
@@ -53,18 +53,6 @@ class TranscriptEntry:
 
     def to_json(self) -> dict[str, Any]:
         return {"time": self.time, "direction": self.direction, "kind": self.kind, "text": self.text}
-
-
-@dataclass
-class Reply:
-    """The parsed reply to one command."""
-
-    command: str
-    lines: list[str] = field(default_factory=list)
-    raws: list[RawItem] = field(default_factory=list)
-    urcs: list[str] = field(default_factory=list)
-    result: str | None = None
-    ok_before_prompt: bool = False
 
 
 #: Queries :meth:`AtClient.resync` sends to find where the module's replies stand (the first that

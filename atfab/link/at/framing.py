@@ -76,6 +76,18 @@ class RawItem:
 
 
 @dataclass
+class Reply:
+    """The parsed reply to one command."""
+
+    command: str
+    lines: list[str] = field(default_factory=list)
+    raws: list[RawItem] = field(default_factory=list)
+    urcs: list[str] = field(default_factory=list)
+    result: str | None = None
+    ok_before_prompt: bool = False
+
+
+@dataclass
 class Event:
     """One thing seen on the wire, in order (for the transcript)."""
 

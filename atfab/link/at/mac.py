@@ -1,4 +1,4 @@
-"""The base MAC of a running module, asked over AT (used by :mod:`atfab.verify.unit` and :mod:`atfab.rotation.fleet`).
+"""The base MAC of a running module, asked over AT (used by :mod:`atfab.verify.unit` and :mod:`atfab.station.fleet`).
 
 Wi-Fi firmware: ``AT+CIPSTAMAC?`` (the station MAC is the base MAC). BLE-only firmware
 (``FirmwareProfile.wifi`` false, e.g. ``esp32c2-2mb-ble``) has no Wi-Fi commands: the base MAC is
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .parse import format_mac
+from ...core.mac import format_mac
 from ...core.firmware import FirmwareProfile
 
 

@@ -251,10 +251,6 @@ def parse_mac(line: str, prefix: str, *, command: str = "") -> bytes:
     return parse_mac_text(payload(line, prefix, command=command), command=command)
 
 
-def format_mac(mac: bytes) -> str:
-    """6 bytes → ``aa:bb:cc:dd:ee:ff`` (lower case, as the firmware prints)."""
-    return ":".join(f"{b:02x}" for b in mac)
-
 
 # -- SYSFLASH -------------------------------------------------------------------------------------------
 class SysflashEntry(NamedTuple):
@@ -380,7 +376,7 @@ def parse_single_int(line: str, prefix: str, *, command: str = "") -> int:
 __all__ = [
     "SYSMFG_TYPES", "SYSMFG_TYPE_NAMES", "SYSMFG_RANGES", "quote", "build_command", "Field", "split_fields",
     "payload", "to_int", "Gmr", "parse_gmr", "CmdInfo", "parse_cmd_line", "UartConfig", "parse_uart",
-    "parse_rfpower", "Country", "parse_country", "parse_mac_text", "parse_mac", "format_mac",
+    "parse_rfpower", "Country", "parse_country", "parse_mac_text", "parse_mac",
     "SysflashEntry", "parse_sysflash_entry", "type_number", "type_name", "SysmfgKey",
     "parse_sysmfg_namespace", "parse_sysmfg_key", "parse_sysmfg_numeric", "GattsService",
     "parse_gatts_service", "GattsChar", "parse_gatts_char", "parse_single_int",

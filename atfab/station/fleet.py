@@ -1,4 +1,9 @@
-"""Certificate rotation on deployed modules over ``AT+SYSMFG`` (``atfab rotate``, docs/rotation.md).
+"""The rotation fleet driver: ``atfab rotate`` over many deployed modules (docs/rotation.md).
+
+It reads the recipe, journals in the ledger and writes one report per module, one thread per
+port - the station's job, as :mod:`atfab.station.runner` does it for provisioning; what happens
+to one slot of one unit (reading and writing its items, resolving a journalled rotation, the
+results) is :mod:`atfab.rotation`.
 
 For each module (one thread and one :class:`~atfab.link.at.client.AtClient` per port):
 
@@ -35,7 +40,7 @@ from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
 from ..core.errors import DeviceError, InputError
 from ..pki.escrow_policy import ROTATION, escrow_identity, open_escrow
-from ..station.ledger import Ledger, utc_now
+from .ledger import Ledger, utc_now
 from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
 from ..link.at.mac import read_base_mac
 from ..pki.ca import CertificateAuthority
@@ -43,12 +48,12 @@ from ..pki.checks import parse_pem_certs
 from ..pki.issue import issue_unit, sign_unit_certificate
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import FAMILIES, UNIT, plan_slots
-from ..station.recipe_spec import ROTATE_MODES, Recipe, slot_name
-from ..station.report import ReportBuilder, StepHandle
-from .device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
-from .inventory import RotateTarget
-from .journal import JournalDetail, certificate_facts, pem_of, record_done, resume
-from .results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
+from .recipe_spec import ROTATE_MODES, Recipe, slot_name
+from .report import ReportBuilder, StepHandle
+from ..rotation.device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
+from ..rotation.inventory import RotateTarget
+from ..rotation.journal import JournalDetail, certificate_facts, pem_of, record_done, resume
+from ..rotation.results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
 
 ROTATION_SCHEMA = "atfab.rotation-report/1"
 Progress = Callable[[str, str, str], None]          # (port, slot, event)
