@@ -1,13 +1,14 @@
 """The ``atfab`` command line: parses arguments, calls the library, maps errors to exit codes.
 
 Commands live in :mod:`atfab.commands`; this module only assembles them and owns the one place
-where an exception becomes a message and an exit code.
+where an exception becomes a message and an exit code (the codes: :mod:`atfab.core.errors`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 import click
 
@@ -24,7 +25,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("flash", "flash"),
     ("flash", "verify"),
     ("pki", "ca"),
-    ("pki", "gatt"),
+    ("gatt", "gatt"),
     ("station", "check"),
     ("station", "run"),
     ("station", "demo"),
@@ -36,7 +37,12 @@ COMMANDS: list[tuple[str, str]] = [
 
 
 class AtfabGroup(click.Group):
-    """Root group: turns atfab's typed errors into one line on stderr and an exit code."""
+    """Root group: every error becomes one line on stderr and an exit code.
+
+    atfab's typed errors carry their code; Ctrl-C is 130; anything else is an unexpected error
+    (exit 3, the station or the tool broke), with its traceback only under ``atfab --debug``.
+    click's own exits and usage errors pass through.
+    """
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
@@ -47,11 +53,21 @@ class AtfabGroup(click.Group):
         except KeyboardInterrupt:
             click.echo("atfab: aborted", err=True)
             ctx.exit(exit_code_for(KeyboardInterrupt()))
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the one place an unexpected error is reported
+            if ctx.params.get("debug"):
+                traceback.print_exc(file=sys.stderr)
+            text = " ".join(str(exc).split())
+            hint = "" if ctx.params.get("debug") else " (atfab --debug shows the traceback)"
+            click.echo(f"atfab: error: unexpected {type(exc).__name__}{': ' + text if text else ''}{hint}", err=True)
+            ctx.exit(exit_code_for(exc))
 
 
 @click.group(cls=AtfabGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the traceback of an unexpected error.")
 @click.version_option(__version__, prog_name="atfab")
-def main() -> None:
+def main(debug: bool) -> None:
     """Provision and manufacture Espressif modules running ESP-AT firmware."""
 
 

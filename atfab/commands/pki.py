@@ -1,4 +1,4 @@
-"""``atfab ca …`` (factory CA) and ``atfab gatt …`` (GATT tables): parse options, call the library."""
+"""``atfab ca …`` (factory CA, CSR batches, key escrow): parse options, call the library."""
 
 from __future__ import annotations
 
@@ -16,76 +16,6 @@ DEFAULT_PASSPHRASE_ENV = "ATFAB_CA_PASSPHRASE"
 
 def _echo_json(data) -> None:
     click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
-
-
-# ---------------------------------------------------------------------------------------------
-# gatt
-
-def _load_rows(path: Path):
-    from ..image.gatt import load_gatts_csv
-    from ..image.gatt_desc import load_description
-
-    if path.suffix.lower() == ".toml":
-        return load_description(path)
-    return load_gatts_csv(path)
-
-
-@click.group()
-def gatt() -> None:
-    """Check, compile and export ESP-AT GATT server tables (gatts_data.csv)."""
-
-
-@gatt.command("check")
-@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--max-rows", type=int, default=None, help="row limit (default: atfab.image.gatt.GATTS_MAX_ROWS)")
-@click.option("--style", type=click.Choice(["c2", "full"]), default="full", show_default=True,
-              help="+BLEGATTSCHAR: line style to print (c2: no property/desc lines)")
-@click.option("--json", "as_json", is_flag=True, help="print the result as JSON")
-def gatt_check(file: Path, max_rows: int | None, style: str, as_json: bool) -> None:
-    """Validate FILE (gatts_data.csv, or a .toml description) and print the expected discovery lines."""
-    from ..image.gatt import GATTS_MAX_ROWS, cfg_strings, expected_discovery_lines, validate_rows
-
-    rows = _load_rows(file)
-    validate_rows(rows, source=str(file), max_rows=max_rows or GATTS_MAX_ROWS)
-    lines = expected_discovery_lines(rows, style)
-    if as_json:
-        _echo_json({"file": str(file), "rows": len(rows), "cfg": cfg_strings(rows),
-                    "services": lines.services, "chars": lines.chars})
-        return
-    click.echo(f"{file}: {len(rows)} rows OK")
-    for line in lines.services + lines.chars:
-        click.echo(line)
-
-
-@gatt.command("compile")
-@click.argument("desc", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
-@click.option("--max-rows", type=int, default=None)
-def gatt_compile(desc: Path, output: Path, max_rows: int | None) -> None:
-    """Compile a TOML description DESC to an esp-at gatts_data.csv."""
-    from ..image.gatt import GATTS_MAX_ROWS, dump_gatts_csv, validate_rows
-    from ..image.gatt_desc import load_description
-
-    rows = load_description(desc)
-    validate_rows(rows, source=str(desc), max_rows=max_rows or GATTS_MAX_ROWS)
-    atomic_write(output, dump_gatts_csv(rows))
-    click.echo(f"{output}: {len(rows)} rows")
-
-
-@gatt.command("export")
-@click.argument("csv_file", type=click.Path(path_type=Path, dir_okay=False))
-@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
-@click.option("--max-rows", type=int, default=None)
-def gatt_export(csv_file: Path, output: Path, max_rows: int | None) -> None:
-    """Export an esp-at gatts_data.csv to a readable TOML description."""
-    from ..image.gatt import GATTS_MAX_ROWS, load_gatts_csv, validate_rows
-    from ..image.gatt_desc import decompile, dump_description
-
-    rows = load_gatts_csv(csv_file)
-    validate_rows(rows, source=str(csv_file), max_rows=max_rows or GATTS_MAX_ROWS)
-    desc = decompile(rows, source=str(csv_file))
-    atomic_write(output, dump_description(desc, comment=f"GATT description exported from {csv_file.name}"))
-    click.echo(f"{output}: {len(desc['service'])} services")
 
 
 # ---------------------------------------------------------------------------------------------

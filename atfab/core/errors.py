@@ -5,6 +5,7 @@ Library code raises these; only :mod:`atfab.cli` turns them into a message and a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -82,9 +83,10 @@ class Aborted(AtfabError):
     exit_code = 130
 
 
-#: Final outcomes of one unit attempt: all checks met; :class:`UnitFailed`; :class:`DeviceError`
-#: (station, link or tool); :class:`Aborted`.
-OUTCOMES = ("PASS", "FAIL", "ERROR", "ABORTED")
+#: Final outcomes of one unit attempt (or one rotated module): all checks met; :class:`UnitFailed`;
+#: :class:`DeviceError` (station, link or tool); :class:`Aborted`.
+PASS, FAIL, ERROR, ABORTED = "PASS", "FAIL", "ERROR", "ABORTED"
+OUTCOMES = (PASS, FAIL, ERROR, ABORTED)
 
 EXIT_OK = 0
 EXIT_UNIT_FAILED = UnitFailed.exit_code
@@ -94,9 +96,21 @@ EXIT_ABORTED = Aborted.exit_code
 
 
 def exit_code_for(exc: BaseException) -> int:
-    """The process exit code for an exception that reached the CLI."""
+    """The process exit code for an exception that reached the CLI (not an atfab error: 3)."""
     if isinstance(exc, AtfabError):
         return exc.exit_code
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_ABORTED
     return EXIT_DEVICE
+
+
+def exit_code_for_outcomes(counts: Mapping[str, int], *, interrupted: bool = False) -> int:
+    """The process exit code of a run from its outcome counts: 130 interrupted or any ABORTED,
+    else 3 any ERROR, else 1 any FAIL, else 0."""
+    if interrupted or counts.get(ABORTED, 0):
+        return EXIT_ABORTED
+    if counts.get(ERROR, 0):
+        return EXIT_DEVICE
+    if counts.get(FAIL, 0):
+        return EXIT_UNIT_FAILED
+    return EXIT_OK

@@ -5,11 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..core.errors import DeviceError
+from ..core.errors import ERROR, FAIL, PASS, exit_code_for_outcomes
 from .device import PairState
 
-#: Outcomes (the report outcomes): PASS, FAIL (unit refused; old pair kept), ERROR.
-PASS, FAIL, ERROR = "PASS", "FAIL", "ERROR"
+#: Outcomes used here (the report outcomes): PASS, FAIL (unit refused; old pair kept), ERROR.
 
 
 @dataclass
@@ -78,7 +77,7 @@ class ModuleResult:
 
 @dataclass
 class FleetResult:
-    """Every module's result; ``exit_code`` 0 all PASS, 1 some FAIL, 3 some ERROR."""
+    """Every module's result; ``exit_code`` from the counts (:func:`atfab.core.errors.exit_code_for_outcomes`)."""
 
     recipe: str
     mode: str
@@ -92,8 +91,7 @@ class FleetResult:
 
     @property
     def exit_code(self) -> int:
-        c = self.counts
-        return DeviceError.exit_code if c[ERROR] else (1 if c[FAIL] else 0)
+        return exit_code_for_outcomes(self.counts)
 
     def to_json(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "mode": self.mode, "dry_run": self.dry_run, "counts": self.counts,

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import OUTCOMES, DeviceError, InputError
+from ..core.errors import OUTCOMES, DeviceError, InputError, exit_code_for_outcomes
 from .events import Event, EventBus
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
@@ -131,9 +131,8 @@ class StationSummary:
 
     @property
     def exit_code(self) -> int:
-        """130 interrupted, 3 any ERROR, 1 any FAIL, else 0 (the CLI's exit status)."""
-        c = self.counts
-        return 130 if self.interrupted or c["ABORTED"] else 3 if c["ERROR"] else 1 if c["FAIL"] else 0
+        """The CLI's exit status (:func:`atfab.core.errors.exit_code_for_outcomes`)."""
+        return exit_code_for_outcomes(self.counts, interrupted=self.interrupted)
 
     def to_dict(self) -> dict[str, Any]:
         return {
