@@ -77,8 +77,8 @@ def test_per_key_customize_and_production_checks(module_with):
     result = run_with_timeout(run_on_port, T, make_request(FACTORY_CHANGES), port=module.at_url)
     assert result.passed, [m.describe() for m in result.measurements if not m.passed]
     names = {m.name for m in result.measurements}
-    assert {f"sysmfg factory_param/{k}" for k in FACTORY_CHANGES} <= names
-    assert {"gmr module_name", "uart_def", "rfpower after reboot", "cwcountry"} <= names
+    assert {f"factory_param.{k}" for k in FACTORY_CHANGES} <= names
+    assert {"gmr.module_name", "uart_def", "rf_power.wifi.after_reboot", "country"} <= names
     after = _mfg(module)
     assert _differing(before, after) == {("factory_param", k) for k in FACTORY_CHANGES}
     assert after.get("factory_param", "module_name").value == "ACME-7"
@@ -91,7 +91,7 @@ def test_whole_partition_rewrite(module_with):
     result = run_with_timeout(run_on_port, T, make_request({"max_tx_power": 70, "module_name": "ACME-8"}),
                               port=module.at_url, whole_partition=True)
     assert result.passed, [m.describe() for m in result.measurements if not m.passed]
-    assert "sysflash mfg_nvs sha256" in {m.name for m in result.measurements}
+    assert "mfg_nvs.sha256" in {m.name for m in result.measurements}
     after = _mfg(module)
     assert _differing(before, after) == {("factory_param", "max_tx_power"), ("factory_param", "module_name")}
     assert [(e.namespace, e.key) for e in after.entries] == [(e.namespace, e.key) for e in before.entries]
@@ -142,7 +142,7 @@ def test_failed_check_is_unit_failed(module_with):
 
     result = run_with_timeout(run, T)
     assert not result.passed
-    with pytest.raises(UnitFailed, match="gmr module_name") as info:
+    with pytest.raises(UnitFailed, match="gmr.module_name") as info:
         result.require_pass()
     assert info.value.exit_code == 1
 
@@ -225,5 +225,5 @@ def test_cli_live(module_with):
     res = run_with_timeout(runner.invoke, T, main, ["customize", "--port", module.at_url, "--whole-partition",
                                                    "--country", "US"])
     assert res.exit_code == 0, res.output
-    assert "PASS" in res.output and "cwcountry" in res.output
+    assert "PASS" in res.output and "country" in res.output
     assert _mfg(module).get("factory_param", "country_code").value == "US"

@@ -176,7 +176,7 @@ def test_serials_random_and_key_types(tmp_path):
     ({"san_ip": ["not-an-ip"]}, "pki.identity.san_ip[0]", "not-an-ip"),
     ({"key_type": "ed25519"}, "pki.identity.key_type", "unknown key type"),
     ({"days": 0}, "pki.identity.days", "positive"),
-    ({"colour": 1}, "pki.identity.colour", "unknown key"),
+    ({"colour": 1}, "pki.identity.colour", "unknown field"),
 ])
 def test_template_errors(tmp_path, table, field, words):
     ca = make_root(tmp_path / "ca")
@@ -312,7 +312,7 @@ def test_unit_identity_into_mfg_nvs(tmp_path):
     ([{"set": "client", "ca": "a"}, {"set": "client", "ca": "b"}], "pki.slot[1]", "twice"),
     ([{"set": "client"}], "pki.slot[0]", "neither"),
     ([{"set": "client", "ca": "x", "usage": ["codeSigning"]}], "pki.slot[0].usage", "clientAuth"),
-    ([{"set": "client", "ca": "x", "colour": 1}], "pki.slot[0].colour", "unknown key"),
+    ([{"set": "client", "ca": "x", "colour": 1}], "pki.slot[0].colour", "unknown field"),
 ])
 def test_slot_spec_errors(tables, field, words):
     with pytest.raises(InputError) as info:

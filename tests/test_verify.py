@@ -18,7 +18,8 @@ from atfab.sim.chip import MB
 from atfab.sim.module import VirtualModule
 from atfab.link.transport import open_port
 from atfab.core.mac import normalize_mac
-from atfab.verify.unit import load_built, rfpower_readback, verify_unit, wait_alive
+from atfab.core.firmware import rfpower_readback
+from atfab.verify.unit import load_built, verify_unit, wait_alive
 from tests.conftest import run_with_timeout
 from tests.paths import RAW_DATA
 

@@ -132,6 +132,24 @@ G3_DEFAULTS: dict[str, FirmwareProfile] = {
 }
 
 
+#: ESP32 (G3) Wi-Fi power readback (§6.1): (lowest set value of a step, what ``AT+RFPOWER?`` then
+#: shows): set 40–43 → 34, 44–51 → 44, 52–55 → 52, 56–59 → 56, 60–65 → 60, 66–71 → 66, 72–77 → 72,
+#: 78–84 → 78. Used by :func:`rfpower_readback` (the client's expectations and the simulator alike).
+ESP32_RFPOWER_STEPS = ((78, 78), (72, 72), (66, 66), (60, 60), (56, 56), (52, 52), (44, 44), (40, 34))
+
+
+def rfpower_readback(value: int, firmware: FirmwareProfile) -> int:
+    """What ``AT+RFPOWER?`` shows after the Wi-Fi power ``value`` was applied (§6.1).
+
+    ``firmware.rfpower_readback`` "echo" shows the value; "esp32_steps" quantises it with
+    :data:`ESP32_RFPOWER_STEPS`. A value outside ``rfpower_min..rfpower_max`` (the firmware refuses
+    to set it) is returned as it is.
+    """
+    if firmware.rfpower_readback != "esp32_steps" or not firmware.rfpower_min <= value <= firmware.rfpower_max:
+        return value
+    return next((shown for low, shown in ESP32_RFPOWER_STEPS if value >= low), value)
+
+
 def firmware_for(chip: str, overrides: dict[str, Any] | None = None, *, source: str = "<profile>") -> FirmwareProfile:
     """The G3 firmware profile of ``chip`` with ``overrides`` (a profile's ``[firmware]`` table) applied."""
     try:
@@ -142,4 +160,4 @@ def firmware_for(chip: str, overrides: dict[str, Any] | None = None, *, source: 
     return base.with_overrides(overrides or {}, source=source)
 
 
-__all__ = ["FirmwareProfile", "G3_DEFAULTS", "firmware_for"]
+__all__ = ["FirmwareProfile", "G3_DEFAULTS", "firmware_for", "rfpower_readback", "ESP32_RFPOWER_STEPS"]

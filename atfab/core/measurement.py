@@ -17,6 +17,18 @@ OUTCOMES = (PASS, FAIL)
 #: decides the outcome itself); the rule is always recorded as text in the report.
 RULES = ("equal", "range", "tolerance_pct", "one_of", "prefix", "contains", "present")
 
+#: Names of the measurements that more than one operation makes of the same thing (``atfab
+#: verify`` / the station's verify step and ``atfab customize --port``), so reports agree.
+GMR_MODULE_NAME = "gmr.module_name"      # AT+GMR Bin version module name
+UART_DEF = "uart_def"                    # AT+UART_DEF? [baud, databits, stopbits, parity, flow]
+RF_POWER_WIFI = "rf_power.wifi"          # AT+RFPOWER? Wi-Fi value as this firmware reads it back
+COUNTRY = "country"                      # AT+CWCOUNTRY? [code, start channel, channel count]
+
+
+def nvs_value_name(namespace: str, key: str) -> str:
+    """``<namespace>.<key>``: the measurement of one mfg_nvs value read back with AT+SYSMFG."""
+    return f"{namespace}.{key}"
+
 
 @dataclass(frozen=True)
 class Measurement:

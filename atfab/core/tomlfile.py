@@ -1,8 +1,10 @@
-"""Reading a TOML input file, with one wording for the file that cannot be read or parsed."""
+"""Reading a TOML input file: one wording for the file that cannot be read or parsed, and for a
+table key nobody asked for."""
 
 from __future__ import annotations
 
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -22,3 +24,20 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
         raise InputError(f"cannot read {what}: {exc}", file=src, field="file") from None
     except tomllib.TOMLDecodeError as exc:
         raise InputError(f"not valid TOML: {exc}", file=src, field="toml") from None
+
+
+def unknown_fields(table: Iterable[str], known: Iterable[str], *, file: str | Path | None = None,
+                   where: str = "") -> list[InputError]:
+    """One ``<where>.<key>: unknown field (known: …)`` error per key of ``table`` not in ``known``
+    (listed in the order given)."""
+    known = tuple(known)
+    return [InputError(f"unknown field (known: {', '.join(known)})", file=file, field=f"{where}.{k}" if where else k)
+            for k in table if k not in known]
+
+
+def check_fields(table: Iterable[str], known: Iterable[str], *, file: str | Path | None = None,
+                 where: str = "") -> None:
+    """Raise the first of :func:`unknown_fields`."""
+    problems = unknown_fields(table, known, file=file, where=where)
+    if problems:
+        raise problems[0]

@@ -20,21 +20,14 @@ from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .nvs_edit import Change, customize_nvs, show_value
 from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
 from ..core.errors import DeviceError, InputError, UnitFailed
-from ..core.firmware import FirmwareProfile
-from ..core.measurement import Measurement, evaluate
+from ..core.firmware import FirmwareProfile, rfpower_readback
+from ..core.measurement import (
+    COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
+)
 
 MFG_NVS = "mfg_nvs"
-#: ESP32 G3 RF power readback steps (set range -> value shown), §6.1.
-_ESP32_STEPS = ((40, 43, 34), (44, 51, 44), (52, 55, 52), (56, 59, 56), (60, 65, 60), (66, 71, 66),
-                (72, 77, 72), (78, 84, 78))
 _COUNTRY_KEYS = ("country_code", "start_channel", "channel_num")
 
-
-def expected_rfpower(value: int, firmware: FirmwareProfile) -> int:
-    """What ``+RFPOWER:`` shows for a Wi-Fi power ``value`` on this firmware (§6.1)."""
-    if firmware.rfpower_readback == "esp32_steps":
-        return next((shown for lo, hi, shown in _ESP32_STEPS if lo <= value <= hi), value)
-    return value
 
 
 class LiveView:
@@ -97,7 +90,7 @@ class ModuleResult:
 
 
 def _reread(client: Any, namespace: str, key: str, expected: Any, removed: bool) -> Measurement:
-    name = f"sysmfg {namespace}/{key}"
+    name = nvs_value_name(namespace, key)
     if removed:
         present = any(k.key == key for k in client.sysmfg_keys(namespace))
         return evaluate(name, "absent", "present" if present else "absent")
@@ -213,7 +206,7 @@ def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, f
                                       False, again) from exc
         raise CustomizeIncomplete(target, f"{MFG_NVS} (whole partition)", exc, [], True) from exc
     back = client.sysflash_read(MFG_NVS, 0, part.size)
-    out.append(evaluate("sysflash mfg_nvs sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
+    out.append(evaluate("mfg_nvs.sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
     problems.extend(before.problems)
     return changes, ImageView(before).value
 
@@ -225,7 +218,7 @@ def _runtime(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, 
     if isinstance(power, int):
         try:
             client.set_rf_power(power)
-            out.append(evaluate("rfpower now", expected_rfpower(power, firmware), client.rf_power()[0]))
+            out.append(evaluate(RF_POWER_WIFI, rfpower_readback(power, firmware), client.rf_power()[0]))
         except AtError as exc:
             client.note(f"AT+RFPOWER not applied now ({exc}); checked after the reboot")
     baud = request.factory_param.get("uart_baudrate")
@@ -240,17 +233,17 @@ def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProf
                   current: Callable[[str, str], Any], out: list[Measurement]) -> None:
     fpv = request.factory_param
     if "module_name" in fpv:
-        out.append(evaluate("gmr module_name", fpv["module_name"], client.gmr().module_name))
+        out.append(evaluate(GMR_MODULE_NAME, fpv["module_name"], client.gmr().module_name))
     if uart is not None:
         d = client.uart_def()
-        out.append(evaluate("uart_def", list(uart), [d.baud, d.databits, d.stopbits, d.parity, d.flow]))
+        out.append(evaluate(UART_DEF, list(uart), [d.baud, d.databits, d.stopbits, d.parity, d.flow]))
     if isinstance(fpv.get("max_tx_power"), int):
-        out.append(evaluate("rfpower after reboot", expected_rfpower(int(fpv["max_tx_power"]), firmware),
+        out.append(evaluate(f"{RF_POWER_WIFI}.after_reboot", rfpower_readback(int(fpv["max_tx_power"]), firmware),
                             client.rf_power()[0]))
     if firmware.wifi and set(_COUNTRY_KEYS) & set(fpv):
         want = [fpv[k] if k in fpv else current(FACTORY_NS, k) for k in _COUNTRY_KEYS]
         c = client.country()
-        out.append(evaluate("cwcountry", want, [c.code, c.start_channel, c.channel_count]))
+        out.append(evaluate(COUNTRY, want, [c.code, c.start_channel, c.channel_count]))
 
 
 def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None = None,
@@ -309,4 +302,4 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
                                 target=str(selector or serial_port.portstr))
 
 
-__all__ = ["customize_module", "run_on_port", "ModuleResult", "LiveView", "CustomizeIncomplete", "expected_rfpower"]
+__all__ = ["customize_module", "run_on_port", "ModuleResult", "LiveView", "CustomizeIncomplete"]

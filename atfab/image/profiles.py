@@ -20,7 +20,7 @@ from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
 )
 from ..core.shipped import shipped_dir
-from ..core.tomlfile import read_toml
+from ..core.tomlfile import check_fields, read_toml
 
 PROFILE_FILE = "profile.toml"
 ENV_PATH = "ATFAB_PROFILE_PATH"
@@ -137,9 +137,7 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     toml_path = find_profile(name, search)
     src = str(toml_path)
     data = read_toml(toml_path, "profile")
-    unknown = sorted(set(data) - _KNOWN_KEYS)
-    if unknown:
-        raise InputError(f"unknown key(s) {', '.join(unknown)}", file=src, field=unknown[0])
+    check_fields(data, sorted(_KNOWN_KEYS), file=src)
     folder = toml_path.parent
     profile_name = folder.name if toml_path.name == PROFILE_FILE else toml_path.stem
 

@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from ..core.errors import InputError
+from ..core.tomlfile import check_fields
 from .ca import CertificateAuthority, utcnow
 from .keys import KEY_TYPES, DEFAULT_KEY_TYPE, PrivateKey, cert_sha256, generate_key, signing_hash, spki_sha256
 
@@ -99,9 +100,7 @@ class IdentityTemplate:
     def from_table(cls, table: Mapping, *, source: str | None = None, field: str = "pki.identity") -> "IdentityTemplate":
         """Build from a recipe table; unknown keys, attributes or types are InputErrors."""
         known = {"subject", "days", "key_type", *_SAN_KINDS}
-        for key in table:
-            if key not in known:
-                raise InputError(f"unknown key (known: {', '.join(sorted(known))})", file=source, field=f"{field}.{key}")
+        check_fields(table, sorted(known), file=source, where=field)
         subject = table.get("subject", {"CN": "{serial}"})
         if not isinstance(subject, Mapping) or not subject:
             raise InputError("subject must be a table such as { CN = \"{serial}\" }", file=source,

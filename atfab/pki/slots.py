@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
+from ..core.tomlfile import check_fields
 from ..image.mfg_nvs import PkiFile, pki_key_names, pki_namespaces
 from .ca import utcnow
 from .checks import (
@@ -92,9 +93,7 @@ def parse_slots(tables: list[Mapping], *, source: str | None = None, base_dir: s
         where = f"{field}[{n}]"
         if not isinstance(t, Mapping):
             raise InputError("must be a table", file=source, field=where)
-        for k in t:
-            if k not in known:
-                raise InputError(f"unknown key (known: {', '.join(sorted(known))})", file=source, field=f"{where}.{k}")
+        check_fields(t, sorted(known), file=source, where=where)
         raw_set = t.get("set", "")
         fam = ALIASES.get(raw_set, raw_set) if isinstance(raw_set, str) else None
         if fam not in FAMILIES:

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..core.mac import normalize_mac
+from ..core.tomlfile import check_fields
 
 COLUMNS = ("port", "mac", "serial", "name")
 
@@ -118,9 +119,7 @@ def _from_toml(text: str, source: str) -> list[RotateTarget]:
         where = f"module[{i}]"
         if not isinstance(m, dict):
             raise InputError("must be a table", file=source, field=where)
-        for key in m:
-            if key not in COLUMNS:
-                raise InputError(f"unknown field (known: {', '.join(COLUMNS)})", file=source, field=f"{where}.{key}")
+        check_fields(m, COLUMNS, file=source, where=where)
         out.append(_target(m, source=source, where=where, line=None))
     return out
 

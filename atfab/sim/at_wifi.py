@@ -4,7 +4,8 @@ AT+CIPAPMAC. Present only when ``firmware.wifi`` (RFPOWER also on BLE-only build
 * RFPOWER boot value: ``factory_param/max_tx_power`` (i8, 0.25 dBm) or ``firmware.rfpower_default``
   when missing. Query prints ``firmware.rfpower_fields`` fields; the Wi-Fi value is shown per
   ``firmware.rfpower_readback`` ("echo": the set value, "esp32_steps": the quantised table of
-  §6.1). BLE fields show ``firmware.rfpower_ble_uninit_value`` until BLE is initialised. Set:
+  §6.1, :func:`atfab.core.firmware.rfpower_readback`). BLE fields show
+  ``firmware.rfpower_ble_uninit_value`` until BLE is initialised. Set:
   wifi in ``rfpower_min..max``; BLE values all or none, in ``rfpower_ble_min..max``, and the
   whole command fails while BLE is not initialised; scan/conn are forced to adv. Not persisted.
 * CWCOUNTRY boot value: ``(firmware.cwcountry_boot_policy, country_code, start_channel,
@@ -23,20 +24,7 @@ from typing import Any
 from .at_boot import IDF_DEFAULT_COUNTRY
 from .at_parser import Params, exec_fail, invalid
 from .at_command import CommandSpec, Ctx, RunState
-
-
-#: ESP32 G3 Wi-Fi power readback steps (§6.1): set range start -> reported value.
-ESP32_STEPS = ((78, 78), (72, 72), (66, 66), (60, 60), (56, 56), (52, 52), (44, 44), (40, 34))
-
-
-def rfpower_readback(value: int, mode: str) -> int:
-    """What ``+RFPOWER:`` shows for a set Wi-Fi power ``value`` under ``firmware.rfpower_readback``."""
-    if mode == "esp32_steps":
-        for low, shown in ESP32_STEPS:
-            if value >= low:
-                return shown
-        return value
-    return value
+from ..core.firmware import rfpower_readback
 
 
 def mac_text(mac: bytes) -> str:
@@ -81,7 +69,7 @@ def ble_initialised(ctx: "Ctx") -> bool:
 
 def _rf_q(ctx: "Ctx", p: Params) -> None:
     fw = ctx.profile
-    fields = [rfpower_readback(ctx.st.extra["rf_wifi"], fw.rfpower_readback)]
+    fields = [rfpower_readback(ctx.st.extra["rf_wifi"], fw)]
     if fw.rfpower_fields > 1:
         ble = ctx.st.extra.get("rf_ble")
         if not ble_initialised(ctx) or ble is None:
@@ -171,4 +159,4 @@ def commands(profile: Any) -> list[CommandSpec]:
     return out
 
 
-__all__ = ["commands", "init_wifi", "rfpower_readback", "mac_text", "mac_offset", "ESP32_STEPS"]
+__all__ = ["commands", "init_wifi", "mac_text", "mac_offset"]

@@ -30,7 +30,8 @@ from typing import Any
 from ..core.errors import OUTCOMES, DeviceError
 from ..core.keyguard import find_private_key
 
-STEP_END = ("ok", "fail", "error", "aborted", "skipped")
+#: How a step ends (the ``status`` of its last event, the ``outcome`` of its report entry).
+STEP_OUTCOMES = ("ok", "fail", "error", "skipped", "aborted")
 
 
 class SecretInEvent(DeviceError):
@@ -54,7 +55,7 @@ class Event:
     @property
     def ended(self) -> bool:
         """True for the end of a step (or the outcome of an attempt)."""
-        return self.status in STEP_END or self.status in OUTCOMES
+        return self.status in STEP_OUTCOMES or self.status in OUTCOMES
 
 
 Subscriber = Callable[[Event], None]
@@ -95,4 +96,4 @@ class EventBus:
                     self.errors.append(exc)
 
 
-__all__ = ["Event", "EventBus", "Subscriber", "SecretInEvent", "STEP_END"]
+__all__ = ["Event", "EventBus", "Subscriber", "SecretInEvent", "STEP_OUTCOMES"]

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OUTCOMES, InputError
+from ..core.tomlfile import unknown_fields
 from .recipe_spec import (
     FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, EscrowSpec, FirmwareSource,
     GattSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,
@@ -59,9 +60,7 @@ class _Reader:
             self.bad(where, "must be a table")
             return {}
         if known is not None:
-            for k in value:
-                if k not in known:
-                    self.bad(f"{where}.{k}", f"unknown field (known: {', '.join(known)})")
+            self.problems += unknown_fields(value, known, file=self.source, where=where)
         return value
 
     def get(self, data: dict, key: str, where: str, kind: type | tuple[type, ...], default: Any = None,
@@ -313,9 +312,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
         return None, [InputError(f"not valid TOML: {exc}", file=source, line=_toml_line(exc))]
     base = p.resolve().parent
     workdir = (workdir or Path.cwd()).resolve()
-    for key in data:
-        if key not in _TOP_KEYS:
-            r.bad(key, f"unknown field (known: {', '.join(_TOP_KEYS)})")
+    r.problems += unknown_fields(data, _TOP_KEYS, file=source)
     name = r.get(data, "name", "name", str, p.stem)
     if not _NAME.match(name):
         r.bad("name", f"{name!r}: use 1-64 letters, digits, '.', '_' or '-'")

@@ -17,13 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OUTCOMES
-from .events import Event
+from .events import STEP_OUTCOMES, Event
 from .ledger import Attempt, Ledger, utc_now
 from .report import ReportBuilder, UnitReport
 
 #: Events that are bookkeeping, not steps of the unit's state machine.
 NOT_STEPS = ("unit", "attempt", "wait")
-_STEP_OUTCOME = {"ok": "ok", "fail": "fail", "error": "error", "aborted": "aborted", "skipped": "skipped"}
 
 
 def iso(t: float) -> str:
@@ -70,9 +69,9 @@ class ReportRecorder:
         elif ev.step not in NOT_STEPS:
             if ev.status == "start":
                 self._open[ev.step] = ev.time
-            elif ev.status in _STEP_OUTCOME:
+            elif ev.status in STEP_OUTCOMES:
                 started = self._open.pop(ev.step, ev.time)
-                self.builder.add_step(ev.step, iso(started), iso(ev.time), _STEP_OUTCOME[ev.status], ev.detail)
+                self.builder.add_step(ev.step, iso(started), iso(ev.time), ev.status, ev.detail)
 
     def _facts(self, data: dict[str, Any]) -> None:
         b = self.builder

@@ -24,9 +24,9 @@ from ..core.errors import OUTCOMES, Aborted, DeviceError, InputError, UnitFailed
 from ..core.fsutil import atomic_write
 from ..core.keyguard import find_private_key
 from ..core.measurement import Measurement
+from .events import STEP_OUTCOMES
 
 SCHEMA = "atfab.unit-report/1"
-STEP_OUTCOMES = ("ok", "fail", "error", "skipped", "aborted")
 #: Distributions whose versions go into every report.
 TOOLS = ("atfab", "esptool", "esp-idf-nvs-partition-gen", "cryptography", "pyserial")
 
@@ -435,7 +435,7 @@ def list_reports(directory: str | Path, *, outcome: str | None = None, serial: s
 
 
 __all__ = [
-    "SCHEMA", "OUTCOMES", "STEP_OUTCOMES", "TOOLS", "ReportBuilder", "UnitReport", "Step", "StepHandle",
+    "SCHEMA", "OUTCOMES", "TOOLS", "ReportBuilder", "UnitReport", "Step", "StepHandle",
     "ReportEntry", "ReportLeakError", "Measurement", "read_report", "list_reports", "tool_versions",
     "jsonable", "encode", "find_private_key_text",
 ]

@@ -55,9 +55,11 @@ from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError, AtTimeout, ModuleRestarted
 from ..link.at.parse import UartConfig
 from ..core.errors import InputError
-from ..core.firmware import FirmwareProfile
+from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..image.gatt import expected_discovery_lines, rows_from_cfg_strings
-from ..core.measurement import FAIL, PASS, Measurement, evaluate
+from ..core.measurement import (
+    COUNTRY, FAIL, GMR_MODULE_NAME, PASS, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
+)
 from .checks import CHECKS, namespace_check
 from ..link.at.mac import read_module_mac
 from ..image.nvs.reader import NvsImage, read_nvs
@@ -158,15 +160,6 @@ def _refused(name: str, expected: Any, rule: str, exc: _Refused) -> Measurement:
     return Measurement(name, expected, None, rule, FAIL, detail=f"module refused: {exc}")
 
 
-def rfpower_readback(value: int, firmware: FirmwareProfile) -> int:
-    """What ``AT+RFPOWER?`` shows after ``value`` was applied (§6.1)."""
-    if firmware.rfpower_readback != "esp32_steps":
-        return value
-    for low, shown in ((78, 78), (72, 72), (66, 66), (60, 60), (56, 56), (52, 52), (44, 44)):
-        if value >= low:
-            return shown
-    return 34
-
 
 class _Verifier:
     def __init__(self, at: AtClient, built: BuiltUnit, firmware: FirmwareProfile) -> None:
@@ -204,9 +197,9 @@ class _Verifier:
         try:
             gmr = self.gmr_reply = _ask(self.at.gmr)
         except _Refused as exc:
-            self.out.append(_refused("gmr.module_name", self.built.factory_param.get("module_name"), "equal", exc))
+            self.out.append(_refused(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), "equal", exc))
             return
-        self.add("gmr.module_name", self.built.factory_param.get("module_name"), gmr.module_name)
+        self.add(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), gmr.module_name)
         app = self.built.app
         if app is None:
             return
@@ -233,7 +226,7 @@ class _Verifier:
             self.check(f"mfg_nvs.{ns}.keys", sorted(f"{e.key}:{e.type}" for e in entries),
                        lambda ns=ns: sorted(f"{k.key}:{k.type}" for k in self.at.sysmfg_keys(ns)))
             for e in entries:
-                name = f"{ns}.{e.key}"
+                name = nvs_value_name(ns, e.key)
                 if isinstance(e.value, bytes):
                     self.check(f"{name}.sha256", hashlib.sha256(e.value).hexdigest(),
                                lambda e=e: _sha256(self.at.sysmfg_read(e.namespace, e.key)))
@@ -248,7 +241,7 @@ class _Verifier:
                 return  # SPI/SDIO build: no AT UART
             expected = UartConfig(baud, 8, 1, 0, self.fw.uart_default_flow_control)
         want = [expected.baud, expected.databits, expected.stopbits, expected.parity, expected.flow]
-        self.check("uart_def", want, lambda: list(_uart_fields(self.at.uart_def())))
+        self.check(UART_DEF, want, lambda: list(_uart_fields(self.at.uart_def())))
         try:
             cur = _ask(self.at.uart_cur)
         except _Refused as exc:
@@ -266,14 +259,14 @@ class _Verifier:
         measured = self.check("rf_power.range", [self.fw.rfpower_min, self.fw.rfpower_max],
                               lambda: self.at.rf_power()[0], "range")
         if expected is not None:
-            self.add("rf_power.wifi", rfpower_readback(expected, self.fw), measured)
+            self.add(RF_POWER_WIFI, rfpower_readback(expected, self.fw), measured)
 
     def country(self) -> None:
         fp = self.built.factory_param
         want = [fp.get("country_code"), fp.get("start_channel"), fp.get("channel_num")]
         if not self.fw.wifi or None in want:
             return
-        self.check("country", want, lambda: (lambda c: [c.code, c.start_channel, c.channel_count])(self.at.country()))
+        self.check(COUNTRY, want, lambda: (lambda c: [c.code, c.start_channel, c.channel_count])(self.at.country()))
 
     def recipe_version(self, expected: str) -> None:
         gmr = self.gmr_reply
@@ -390,5 +383,5 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
     return VerifyResult(v.out)
 
 
-__all__ = ["BuiltUnit", "VerifyResult", "load_built", "rfpower_readback", "verify_unit", "wait_alive",
+__all__ = ["BuiltUnit", "VerifyResult", "load_built", "verify_unit", "wait_alive",
            "UART_BAUD_TOLERANCE_PCT"]
