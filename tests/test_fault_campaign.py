@@ -188,17 +188,17 @@ def test_a_bug_the_runner_swallows_counts_as_a_crash(campaign, unit, monkeypatch
 
 def test_a_planted_false_pass_is_counted(campaign, unit, monkeypatch) -> None:
     """A runner that builds the wrong content and verifies nothing: PASS report, wrong device."""
-    import atfab.image.build
+    import atfab.station.runner
     from atfab.station.runner import UnitRunner
 
     slot, ledger, _ = unit
-    real = atfab.image.build.build_unit_images
+    real = atfab.station.runner.build_unit_images
 
     def wrong(profile, content, **kw):
         content.factory_param["max_tx_power"] = 60
         return real(profile, content, **kw)
 
-    monkeypatch.setattr(atfab.image.build, "build_unit_images", wrong)
+    monkeypatch.setattr(atfab.station.runner, "build_unit_images", wrong)
     monkeypatch.setattr(UnitRunner, "_verify", lambda self, st: [])
     before = {k: campaign.tally.c[k] for k in ("false_pass", "unknown_mismatch")}
     res = run_with_timeout(campaign.step, 90, slot, "provision", NO_FAULT, ledger=ledger, station_id="test")

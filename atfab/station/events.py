@@ -23,15 +23,62 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from ..core.errors import OUTCOMES, DeviceError
 from ..core.keyguard import find_private_key
+from ..core.measurement import Measurement
 
 #: How a step ends (the ``status`` of its last event, the ``outcome`` of its report entry).
 STEP_OUTCOMES = ("ok", "fail", "error", "skipped", "aborted")
+
+
+class CertificateFacts(TypedDict, total=False):
+    """One issued certificate as a step reports it (public facts only)."""
+
+    slot: str
+    serial: str
+    issuer: str
+    subject: str
+    fingerprint: str
+    key_fingerprint: str | None
+    not_after: str | None
+
+
+class FlashFacts(TypedDict):
+    """What the flash step wrote."""
+
+    written: list[str]
+    skipped: list[str]
+    bytes_written: int
+    baud: int
+
+
+class StepData(TypedDict, total=False):
+    """The facts an event carries from the runner to its subscribers (the recorder puts them in
+    the unit report). Every key is optional; each step sends the ones it learned:
+
+    ``unit`` start: ``firmware`` (version/source), ``retry_of``; ``chip``: ``chip``, ``mac``
+    (``measurements`` when the MAC prefix is checked); ``identity``: ``serial``, ``mac``,
+    ``attempt_id``, ``attempt``, ``retry_of``; ``certificate``: ``certificates``; ``build``:
+    ``images`` (name → SHA-256); ``flash``: ``flash``; ``verify``: ``measurements``; the unit's
+    outcome: ``transcript`` (and ``attempt_id``/``attempt`` when no identity step ran).
+    """
+
+    firmware: dict[str, Any]
+    retry_of: int | None
+    chip: str
+    mac: str | None
+    serial: str
+    attempt_id: int | None
+    attempt: int
+    images: dict[str, str]
+    certificates: list[CertificateFacts]
+    flash: FlashFacts
+    measurements: list[Measurement]
+    transcript: list[dict[str, Any]]
 
 
 class SecretInEvent(DeviceError):
@@ -49,7 +96,7 @@ class Event:
     progress: float | None = None
     detail: str | None = None
     time: float = field(default_factory=time.time)
-    data: Mapping[str, Any] | None = None
+    data: StepData | None = None
     attempt_id: int | None = None
 
     @property
@@ -96,4 +143,4 @@ class EventBus:
                     self.errors.append(exc)
 
 
-__all__ = ["Event", "EventBus", "Subscriber", "SecretInEvent", "STEP_OUTCOMES"]
+__all__ = ["Event", "StepData", "CertificateFacts", "FlashFacts", "EventBus", "Subscriber", "SecretInEvent", "STEP_OUTCOMES"]

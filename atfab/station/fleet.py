@@ -39,6 +39,7 @@ from typing import Any
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
 from ..core.errors import DeviceError, InputError
+from ..pki.escrow import EscrowWriter
 from ..pki.escrow_policy import ROTATION, escrow_identity, open_escrow
 from .ledger import Ledger, utc_now
 from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
@@ -87,7 +88,7 @@ class _Plan:
     places: dict[str, SlotPlace]                              # every unit slot (for recovery)
     restart: bool
     options: RotateOptions
-    escrow: Any = None                                        # EscrowWriter (new-key mode, [pki] escrow)
+    escrow: EscrowWriter | None = None                        # new-key mode with a [pki] escrow
 
 
 def _factory_chain(recipe: Recipe, ca: CertificateAuthority | None) -> list:

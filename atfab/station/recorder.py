@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 from ..core.errors import OUTCOMES
-from .events import STEP_OUTCOMES, Event
+from .events import STEP_OUTCOMES, Event, StepData
 from .ledger import Attempt, Ledger, utc_now
 from .report import ReportBuilder, UnitReport
 
@@ -73,7 +72,7 @@ class ReportRecorder:
                 started = self._open.pop(ev.step, ev.time)
                 self.builder.add_step(ev.step, iso(started), iso(ev.time), ev.status, ev.detail)
 
-    def _facts(self, data: dict[str, Any]) -> None:
+    def _facts(self, data: StepData) -> None:
         b = self.builder
         assert b is not None
         r = b.report

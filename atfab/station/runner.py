@@ -33,6 +33,7 @@ unit is flashed.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -41,11 +42,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from esptool.targets import CHIP_DEFS
+
 from ..core.errors import Aborted, AtfabError, DeviceError, InputError, UnitFailed
-from .events import Event, EventBus
-from ..image.flash_set import FlashSet, Region
-from .ledger import Attempt, Ledger
 from ..core.measurement import Measurement, evaluate
+from ..image.build import UnitImages, build_unit_images
+from ..image.flash_set import FlashSet, Region
+from ..image.mfg_nvs import UnitContent
+from ..image.nvs.reader import read_nvs
+from ..link.at.client import AtClient
+from ..link.at.errors import AtError, AtTimeout
+from ..link.at.parse import UartConfig
+from ..link.flasher import Flasher, FlashSession
+from ..link.transport import open_port, resolve_port
+from ..pki.ca import CertificateAuthority
+from ..pki.escrow import EscrowWriter
+from ..pki.escrow_policy import PROVISION, escrow_identity
+from ..pki.issue import UnitIdentity, issue_unit
+from ..pki.slots import UNIT, SlotPlan
+from ..verify.unit import BuiltUnit, verify_unit
+from .events import Event, EventBus, StepData
+from .ledger import Attempt, Ledger
 from .recipe_spec import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
 
@@ -115,14 +132,14 @@ class RunContext:
     station_id: str
     firmware: FirmwareImages
     operator: str | None = None
-    ca: Any = None                       # atfab.pki.ca.CertificateAuthority
-    plan: Any = None                     # atfab.pki.slots.SlotPlan
+    ca: CertificateAuthority | None = None
+    plan: SlotPlan | None = None
     ble_rows: list[str] = field(default_factory=list)
     flash_baud: int = 460800
     at_baud: int = 115200
     flasher_options: dict[str, Any] = field(default_factory=dict)
     ca_lock: threading.Lock = field(default_factory=threading.Lock)
-    escrow: Any = None                   # atfab.pki.escrow.EscrowWriter when the recipe keeps unit keys
+    escrow: EscrowWriter | None = None   # when the recipe keeps unit keys ([pki] escrow)
 
 
 @dataclass(frozen=True)
@@ -143,7 +160,7 @@ class AttemptResult:
 @dataclass
 class _Step:
     detail: str | None = None
-    data: dict[str, Any] = field(default_factory=dict)
+    data: StepData = field(default_factory=lambda: StepData())
     status: str | None = None            # "skipped" / "fail" without raising
 
 
@@ -154,8 +171,8 @@ class _State:
         self.attempt_id: int | None = None
         self.mac: str | None = None
         self.serial: str | None = None
-        self.at: Any = None                # AtClient
-        self.images: Any = None            # UnitImages (holds the private key: memory only)
+        self.at: AtClient | None = None
+        self.images: UnitImages | None = None   # holds the private key: memory only
         self.measurements: list[Measurement] = []
 
 
@@ -171,7 +188,7 @@ class UnitRunner:
     # -- events ---------------------------------------------------------------------------------
 
     def emit(self, step: str, status: str, *, detail: str | None = None, progress: float | None = None,
-             data: dict[str, Any] | None = None, attempt_id: int | None = None) -> Event:
+             data: StepData | None = None, attempt_id: int | None = None) -> Event:
         ev = Event(self.port.label, self._unit, step, status, progress, detail, time.time(), data or None, attempt_id)
         self.ctx.bus.emit(ev)
         return ev
@@ -246,11 +263,11 @@ class UnitRunner:
                 if st.at is not None:
                     st.at.close()
                 st.images = None
-            facts: dict[str, Any] = {"transcript": transcript}
+            facts: StepData = {"transcript": transcript}
             if st.attempt_id is None:       # failed before the identity step: still one row per attempt
                 row = self._begin(st, retry_of, started)
                 st.attempt_id = row.id
-                facts.update(attempt_id=row.id, attempt=row.attempt)
+                facts["attempt_id"], facts["attempt"] = row.id, row.attempt
             self.emit("unit", outcome, detail=error, attempt_id=st.attempt_id, data=facts)
         finally:
             ctx.bus.unsubscribe(rec)
@@ -303,11 +320,7 @@ class UnitRunner:
                 s.status = "fail"
         st.images = None
 
-    def _connect(self, st: _State) -> Any:
-        from ..link.at.client import AtClient
-        from ..link.flasher import Flasher
-        from ..link.transport import open_port, resolve_port
-
+    def _connect(self, st: _State) -> Flasher:
         ctx, recipe = self.ctx, self.ctx.recipe
         firmware = recipe.profile.firmware
         with self._step("connect") as s:
@@ -322,7 +335,7 @@ class UnitRunner:
         return Flasher(flash_dev, baud=ctx.flash_baud, firmware=firmware, progress=self._progress,
                        **ctx.flasher_options)
 
-    def _chip(self, st: _State, flasher: Any, esptool: ExitStack) -> Any:
+    def _chip(self, st: _State, flasher: Flasher, esptool: ExitStack) -> FlashSession:
         """Open the unit's esptool session (closed by ``esptool``) and read chip and MAC."""
         recipe = self.ctx.recipe
         with self._step("chip") as s:
@@ -368,10 +381,7 @@ class UnitRunner:
                         + (f", retry of {retry_of}" if retry_of else "")
                         + (f", closed stale attempt(s) {', '.join(map(str, resumed))} as ABORTED" if resumed else ""))
 
-    def _build(self, st: _State, identity: Any) -> None:
-        from ..image.build import build_unit_images
-        from ..image.mfg_nvs import UnitContent
-
+    def _build(self, st: _State, identity: UnitIdentity | None) -> None:
         ctx, recipe = self.ctx, self.ctx.recipe
         with self._step("build") as s:
             pki = ctx.plan.pki_for(identity) if ctx.plan is not None else {}
@@ -382,7 +392,7 @@ class UnitRunner:
                                  "mfg_nvs.bin": _sha256(st.images.mfg_nvs.image)}}
             s.detail = f"mfg_nvs {len(st.images.mfg_nvs.keys)} keys"
 
-    def _flash(self, st: _State, session: Any, esptool: ExitStack) -> None:
+    def _flash(self, st: _State, session: FlashSession, esptool: ExitStack) -> None:
         ctx, profile = self.ctx, self.ctx.recipe.profile
         with self._step("flash") as s:
             regions = (*ctx.firmware.regions,
@@ -405,11 +415,7 @@ class UnitRunner:
             s.detail = (f"wrote {', '.join(written) or 'nothing'} ({result.bytes_written} bytes), "
                         f"{len(result.regions) - len(written)} region(s) already on the unit")
 
-    def _issue(self, st: _State, s: _Step) -> Any:
-        from ..pki.escrow_policy import PROVISION, escrow_identity
-        from ..pki.issue import issue_unit
-        from ..pki.slots import UNIT
-
+    def _issue(self, st: _State, s: _Step) -> UnitIdentity:
         ctx, recipe = self.ctx, self.ctx.recipe
         values = recipe.identity_values(serial=st.serial, mac=st.mac)
         with ctx.ca_lock:
@@ -432,7 +438,7 @@ class UnitRunner:
                     + (f"; key escrowed to {ctx.escrow.path}" if ctx.escrow is not None else ""))
         return identity
 
-    def _configure(self, at: Any) -> str:
+    def _configure(self, at: AtClient) -> str:
         fp, fw = self.ctx.recipe.factory_param, self.ctx.recipe.profile.firmware
         done = []
         baud = fp.get("uart_baudrate")
@@ -446,10 +452,6 @@ class UnitRunner:
         return ", ".join(done) or "nothing to set"
 
     def _verify(self, st: _State) -> list[Measurement]:
-        from ..link.at.parse import UartConfig
-        from ..image.nvs.reader import read_nvs
-        from ..verify.unit import BuiltUnit, verify_unit
-
         recipe, fw = self.ctx.recipe, self.ctx.recipe.profile.firmware
         fp = recipe.factory_param
         built = BuiltUnit(Path(f"<unit {st.serial}>"), {"module": recipe.profile.name, "app": self.ctx.firmware.app},
@@ -462,10 +464,8 @@ class UnitRunner:
                              at_version=recipe.verify.at_version)
         return result.measurements
 
-def _boot(at: Any, timeout: float) -> str:
+def _boot(at: AtClient, timeout: float) -> str:
     """Wait for ``ready``; without it (output missed) poll ``AT`` until ``timeout``."""
-    from ..link.at.errors import AtError, AtTimeout
-
     start = time.monotonic()
     try:
         at.wait_ready(timeout)
@@ -482,14 +482,10 @@ def _boot(at: Any, timeout: float) -> str:
 
 
 def _esptool_chip_name(chip: str) -> str:
-    from esptool.targets import CHIP_DEFS
-
     return CHIP_DEFS[chip].CHIP_NAME
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
