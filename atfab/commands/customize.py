@@ -7,9 +7,12 @@ from typing import Any
 
 import click
 
+from ..core.firmware import G3_DEFAULTS
 from ..customize.image import customize_file
 from ..customize.plan import PKI_FAMILIES, PKI_KINDS, make_request, pki_option
-from ..core.firmware import G3_DEFAULTS
+
+# The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
+# another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
 
 _PKI_PARAMS = {pki_option(f, k, i).lstrip("-").replace("-", "_"): (f, k, i)
                for f, n in PKI_FAMILIES.items() for k in PKI_KINDS for i in range(n)}

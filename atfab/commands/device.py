@@ -6,9 +6,9 @@ import json
 
 import click
 
+from ..core.firmware import G3_DEFAULTS, firmware_for
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError, AtTimeout
-from ..core.firmware import G3_DEFAULTS, firmware_for
 from ..link.transport import list_ports, open_port, selector_from_options
 
 

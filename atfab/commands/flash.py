@@ -7,6 +7,9 @@ import sys
 
 import click
 
+# The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
+# another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
+
 PORT_HELP = "Device, pyserial URL (socket://host:port), serial:<usb serial> or location:<usb path>."
 
 

@@ -9,6 +9,9 @@ import click
 
 from ..core.fsutil import atomic_write
 
+# The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
+# another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
+
 
 def _load_rows(path: Path):
     from ..image.gatt import load_gatts_csv

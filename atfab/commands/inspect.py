@@ -6,6 +6,9 @@ import json
 
 import click
 
+# The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
+# another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
+
 
 @click.command("inspect")
 @click.argument("file", type=click.Path(dir_okay=False))

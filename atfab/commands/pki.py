@@ -11,6 +11,9 @@ import click
 from ..core.errors import InputError
 from ..core.fsutil import atomic_write
 
+# The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
+# another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
+
 DEFAULT_PASSPHRASE_ENV = "ATFAB_CA_PASSPHRASE"
 
 

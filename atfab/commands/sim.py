@@ -12,6 +12,9 @@ import click
 from ..sim.chip import MB
 from ..sim.server import ModulePool
 
+# The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
+# another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
+
 
 @click.command("sim")
 @click.option("--count", "-n", type=click.IntRange(1, 256), default=1, show_default=True,

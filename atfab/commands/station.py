@@ -19,6 +19,9 @@ from ..station.recipe import check_recipe, load_recipe
 from ..station.report import jsonable, list_reports, read_report
 from ..station.report_export import junit_xml, summary_csv
 
+# The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
+# another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
+
 
 def _echo_json(data: Any) -> None:
     click.echo(json.dumps(jsonable(data), indent=2))
@@ -233,12 +236,7 @@ def ledger_export(ctx: click.Context, output: Path | None) -> None:
         atomic_write(output, text)
 
 
-# ======================================================================================
-# RUN / DEMO SECTION: `atfab run` and `atfab demo` are added below by the runner/station
-# work (atfab/runner.py, atfab/station.py). Define them as module-level click commands
-# named `run` and `demo`; atfab/cli.py already registers ("station", "run") and
-# ("station", "demo").
-# ======================================================================================
+# ------------------------------------------------------------------------------------ run / demo
 
 
 def _console(ports: list[str], as_json: bool):

@@ -144,7 +144,7 @@ class _DispatchLogger(EspLogBase):
 
     def set_logger(self, new_logger: Any) -> None:
         """Keep esptool's ``log.set_logger`` working: the new logger becomes the fallback."""
-        from esptool.logger import EsptoolLogger
+        from esptool.logger import EsptoolLogger  # esptool's logger module only once install() ran (see there)
 
         EsptoolLogger.set_logger(self, new_logger)  # type checks/wraps it into EspLog.instance
         new_instance = EspLog.instance

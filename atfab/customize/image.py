@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .legacy import customize_legacy_block
-from .nvs_edit import Change, customize_nvs
-from .plan import CustomizeRequest
 from ..core.errors import InputError
 from ..core.firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
 from ..core.fsutil import atomic_write
+from .legacy import customize_legacy_block
+from .nvs_edit import Change, customize_nvs
+from .plan import CustomizeRequest
 from ..image.locate import LEGACY, Located, locate
 from ..image.nvs.reader import read_nvs
 from ..image.profiles import ModuleProfile, load_profile

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..image import factory_param as fp
+from ..core.errors import AtfabError, InputError
 from .nvs_edit import Change
 from .plan import OPTION_KEYS, CustomizeRequest
-from ..core.errors import AtfabError, InputError
+from ..image import factory_param as fp
 
 #: field -> byte range in the block (versions 2/3; version 1 has no power/port/name fields).
 FIELD_BYTES: dict[str, tuple[int, int]] = {

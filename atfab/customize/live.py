@@ -16,14 +16,17 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..link.at.errors import AtError, AtTimeout, LinkLost
-from .nvs_edit import Change, customize_nvs, show_value
-from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
 from ..core.errors import DeviceError, InputError, UnitFailed
-from ..core.firmware import FirmwareProfile, rfpower_readback
+from ..core.firmware import FirmwareProfile, firmware_for, rfpower_readback
 from ..core.measurement import (
     COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
 )
+from .nvs_edit import Change, customize_nvs, show_value
+from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
+from ..image.profiles import load_profile
+from ..link.at.client import AtClient
+from ..link.at.errors import AtError, AtTimeout, LinkLost
+from ..link.transport import open_port, selector_from_options
 
 MFG_NVS = "mfg_nvs"
 _COUNTRY_KEYS = ("country_code", "start_channel", "channel_num")
@@ -283,10 +286,6 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
                 chip: str | None = None, whole_partition: bool = False, timeout: float = 3.0) -> ModuleResult:
     """Open the AT port, run :func:`customize_module`, close the port. The firmware behaviour is
     the ``module`` profile's, else that of ``chip`` (default esp32c2)."""
-    from ..link.at.client import AtClient  # noqa: PLC0415
-    from ..core.firmware import firmware_for  # noqa: PLC0415
-    from ..image.profiles import load_profile  # noqa: PLC0415
-    from ..link.transport import open_port, selector_from_options  # noqa: PLC0415
 
     if module is not None:
         profile = load_profile(module)

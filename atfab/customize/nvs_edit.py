@@ -13,9 +13,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from .plan import CustomizeRequest, Edit, ImageView, plan_edits
 from ..core.errors import AtfabError
 from ..core.firmware import FirmwareProfile
+from .plan import CustomizeRequest, Edit, ImageView, plan_edits
 from ..image.mfg_nvs import build_nvs_from_entries
 from ..image.nvs.reader import NvsEntry, NvsImage, read_nvs
 

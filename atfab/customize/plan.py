@@ -15,12 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from ..image import factory_param as fp
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
+from ..image import factory_param as fp
+from ..image.gatt import cfg_strings, load_gatts_csv, validate_rows
+from ..image.gatt_desc import load_description
 from ..image.mfg_nvs import pki_key_names
 from ..image.nvs import format as nf
 from ..image.nvs.reader import NvsImage
+from ..pki.checks import check_cert_file, check_key_file, check_pair, parse_pem_certs, parse_private_key
 
 FACTORY_NS = "factory_param"
 BLE_NS = "ble_data"
@@ -84,12 +87,9 @@ class CustomizeRequest:
 
 def load_gatt_rows(path: str | Path) -> list[str]:
     """cfg strings of a gatts_data.csv or a GATT description (``.toml``), validated."""
-    from ..image.gatt import cfg_strings, load_gatts_csv, validate_rows  # noqa: PLC0415
 
     path = Path(path)
     if path.suffix.lower() == ".toml":
-        from ..image.gatt_desc import load_description  # noqa: PLC0415
-
         rows = load_description(path)
     else:
         rows = load_gatts_csv(path)
@@ -103,7 +103,6 @@ def make_request(values: dict[str, Any] | None = None, *, pki_files: dict[tuple[
     """A request from option values (factory_param key -> value, None = not given), PKI files
     ``{(family, kind, index): path}`` (PEM checked: parses, supported key, valid now, cert and key
     of one set pair up) and a GATT file."""
-    from ..pki.checks import check_cert_file, check_key_file, check_pair  # noqa: PLC0415
 
     factory: dict[str, int | str] = {}
     for key, value in (values or {}).items():
@@ -235,8 +234,6 @@ def _cross_check(view: KeyView, request: CustomizeRequest, edits: list[Edit]) ->
 
 def _pki_edits(view: KeyView, request: CustomizeRequest, firmware: FirmwareProfile, target: str,
                noun: str) -> list[Edit]:
-    from ..pki.checks import check_pair, parse_pem_certs, parse_private_key  # noqa: PLC0415
-
     edits = []
     namespaces = view.namespaces()
     wanted: dict[str, int] = {}

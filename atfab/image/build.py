@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import InputError
+from ..core.esptool_log import EsptoolSink, routed
+from ..core.fsutil import atomic_write, staged_dir
 from .appimage import AppInfo, default_at_core, make_app_image, make_bootloader_image, read_app_info, \
     read_image_summary
-from ..core.errors import InputError
-from ..core.fsutil import atomic_write, staged_dir
 from .mfg_nvs import MfgNvs, UnitContent, build_mfg_nvs, pki_key_names
 from .partition_table import decode, encode
 from .profiles import ModuleProfile, load_profile
@@ -202,7 +203,6 @@ def merge_factory_image(profile: ModuleProfile, parts: list[tuple[int, bytes]]) 
     from esptool.cmds import merge_bin  # noqa: PLC0415 (slow import)
     from esptool.util import FatalError  # noqa: PLC0415
 
-    from ..core.esptool_log import EsptoolSink, routed  # noqa: PLC0415
 
     try:
         with routed(EsptoolSink()):

@@ -17,6 +17,7 @@ from typing import Any
 from esptool.targets import CHIP_DEFS
 
 from ..core.errors import InputError
+from .build import read_flash_args
 
 FLASH_PARAM_KEYS = ("flash_mode", "flash_freq", "flash_size")
 
@@ -57,7 +58,6 @@ class FlashSet:
 
 def load_flash_set(folder: str | Path) -> FlashSet:
     """Read ``flash_args`` (and ``manifest.json`` when present) of a build output folder."""
-    from .build import read_flash_args
 
     folder = Path(folder)
     args_path = folder / "flash_args"

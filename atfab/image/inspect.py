@@ -11,8 +11,14 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
-from .appimage import IMAGE_MAGIC, read_app_info, read_image_summary
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from ..core.errors import InputError
+from .appimage import IMAGE_MAGIC, read_app_info, read_image_summary
+from .nvs.reader import read_nvs
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, Partition, PartitionTable, decode, looks_like_table,
 )
@@ -49,9 +55,6 @@ def describe_blob(namespace: str, key: str, data: bytes) -> dict[str, Any]:
 
 
 def _key_info(data: bytes) -> dict[str, Any]:
-    from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa  # noqa: PLC0415
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key  # noqa: PLC0415
-
     try:
         key = load_pem_private_key(data, password=None)
     except Exception:  # noqa: BLE001 - encrypted, DER, garbage: say so, show nothing
@@ -70,9 +73,6 @@ def _key_info(data: bytes) -> dict[str, Any]:
 
 
 def _certs(data: bytes) -> list[dict[str, Any]] | None:
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes  # noqa: PLC0415
-
     try:
         certs = x509.load_pem_x509_certificates(data)
     except ValueError:
@@ -84,7 +84,6 @@ def _certs(data: bytes) -> list[dict[str, Any]] | None:
 
 def describe_nvs(data: bytes, *, source: str = "") -> dict[str, Any]:
     """Namespaces, keys, types and (safe) values of an NVS image."""
-    from .nvs.reader import read_nvs  # noqa: PLC0415
 
     image = read_nvs(data, source=source or "<nvs>")
     namespaces = []

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .appimage import IMAGE_MAGIC, image_chip
 from ..core.errors import InputError
+from .appimage import IMAGE_MAGIC, image_chip
 from .factory_param import LEGACY_SIZE
+from .nvs.reader import read_nvs
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, decode, looks_like_table,
 )
@@ -135,8 +136,6 @@ def locate(data: bytes, *, table_offset: int | None = None, source: str = "<imag
         return Located(BARE_LEGACY, LEGACY, 0, len(data))
     why = "size is not a multiple of 4 KB"
     if len(data) % NVS_PAGE == 0 and not _blank(data):
-        from .nvs.reader import read_nvs  # noqa: PLC0415
-
         try:
             read_nvs(data, source=source)
             return Located(BARE_NVS, NVS, 0, len(data))

@@ -20,9 +20,9 @@ from typing import Any, Iterable
 
 from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 
-from . import factory_param as fp
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
+from . import factory_param as fp
 from .nvs import format as nf
 
 #: PKI namespaces in esp-at's dependency-file order; "{ent}" is "wpa_ent" or "wpa2" (§8.2, §14.14).

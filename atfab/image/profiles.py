@@ -13,14 +13,14 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from . import factory_param
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, firmware_for
+from ..core.shipped import shipped_dir
+from ..core.tomlfile import check_fields, read_toml
+from . import factory_param
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
 )
-from ..core.shipped import shipped_dir
-from ..core.tomlfile import check_fields, read_toml
 
 PROFILE_FILE = "profile.toml"
 ENV_PATH = "ATFAB_PROFILE_PATH"

@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import factory_param as fp
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
 from ..core.errors import InputError
+from ..core.tomlfile import read_toml
+from . import factory_param as fp
 from .gatt import GattRow, cfg_strings, load_gatts_csv, validate_rows
 from .mfg_nvs import PkiFile, UnitContent, load_pki_dir, pki_namespaces
 from .nvs import format as nvs_format
 from .profiles import BUILTIN_DIR, ModuleProfile
-from ..core.tomlfile import read_toml
 
 #: esp-at's default GATT table (verbatim copy of raw_data/ble_data/gatts_data.csv).
 DEFAULT_GATT = BUILTIN_DIR / "gatts_data.csv"
@@ -116,9 +119,6 @@ def _custom_raw(spec: Any, src: str, where: str) -> tuple[str, int | str | bytes
 
 def check_pem(item: PkiFile, namespace: str) -> None:
     """A ``*_key`` file must be an unencrypted PEM private key, anything else PEM certificate(s)."""
-    from cryptography import x509  # noqa: PLC0415 (slow import)
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key  # noqa: PLC0415
-
     where = item.path or item.name
     if namespace.endswith("_key"):
         try:

@@ -48,7 +48,8 @@ from ..core.errors import DeviceError, InputError
 from ..core.esptool_log import EsptoolSink, routed
 from ..core.firmware import FirmwareProfile
 from ..image.flash_set import FLASH_PARAM_KEYS, FlashSet, Region, load_flash_set, padded
-from .transport import port_for_url
+from .at.client import AtClient
+from .transport import open_port, port_for_url
 
 #: Called with (bytes written, bytes to write) of the whole operation.
 ProgressCallback = Callable[[int, int], None]
@@ -296,9 +297,6 @@ class Flasher:
         return esp
 
     def _enter_download_mode_via_at(self) -> None:
-        from .at.client import AtClient  # only needed for boards without auto-reset
-        from .transport import open_port
-
         try:
             at = open_port(self.at_port, self.at_baud, timeout=0.05)
         except DeviceError as exc:

@@ -44,6 +44,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -95,7 +96,6 @@ def load_recipient(path: str | Path):
         raise InputError("this is a private key; give the operator's PUBLIC key", file=path, field="escrow.recipient")
     try:
         if b"BEGIN CERTIFICATE" in data:
-            from cryptography import x509
             key = x509.load_pem_x509_certificate(data).public_key()
         else:
             key = serialization.load_pem_public_key(data)

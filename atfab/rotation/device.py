@@ -17,10 +17,11 @@ from typing import Any
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from ..core.errors import DeviceError
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError
-from ..core.errors import DeviceError
 from ..pki.keys import cert_sha256, spki_sha256
+from ..pki.slots import UNIT
 
 BLOB = 8
 
@@ -65,7 +66,6 @@ class SlotPlace:
 def slot_places(plan: Any) -> dict[str, SlotPlace]:
     """``{"client.0": SlotPlace}`` for every slot of a :class:`atfab.pki.slots.SlotPlan` holding
     the unit identity (certificate and key)."""
-    from ..pki.slots import UNIT
 
     found: dict[tuple[str, int], dict[str, tuple[str, str]]] = {}
     for loc in plan.locations():

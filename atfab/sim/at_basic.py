@@ -18,8 +18,8 @@ from __future__ import annotations
 from typing import Any
 
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
-from .at_parser import Params, exec_fail
 from .at_command import After, CommandSpec, Ctx, RunState
+from .at_parser import Params, exec_fail
 
 
 SYSMSG_NS, SYSMSG_KEY = "at_sys", "sysmsg"

@@ -22,9 +22,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..image.gatt import parse_cfg_string, validate_rows, discover
 from .at_boot import NVS_ERRORS, read_nvs_region
-from .at_parser import Params, exec_fail, invalid
 from .at_command import CommandSpec, Ctx, RunState
+from .at_parser import Params, exec_fail, invalid
 from .at_wifi import mac_offset, mac_text, parse_mac
 
 _CFG = re.compile(r"cfg(\d+)$")
@@ -36,7 +37,6 @@ def init_ble(st: "RunState", host: Any) -> None:
 
 def load_rows(ctx: "Ctx") -> list[Any] | None:
     """The ble_data GATT rows now in mfg_nvs (cfg0, cfg1, ... until a gap), None if unusable."""
-    from ..image.gatt import parse_cfg_string, validate_rows
 
     boot = ctx.boot
     if boot.mfg is None or not boot.mfg_ok:
@@ -60,8 +60,6 @@ def load_rows(ctx: "Ctx") -> list[Any] | None:
 
 
 def _create(ctx: "Ctx") -> bool:
-    from ..image.gatt import discover
-
     rows = load_rows(ctx)
     if rows is None:
         return False

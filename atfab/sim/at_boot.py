@@ -32,7 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.errors import DeviceError, InputError
-from .flash import FlashError
+from ..image.appimage import AppInfo, read_app_info
+from ..image.nvs.editor import NvsEditor
+from ..image.nvs.reader import NvsImage, read_nvs
+from ..image.partition_table import Partition, PartitionTable, decode
+from .flash import FlashError, NorFlash
 
 TYPE_APP = 0x00
 TYPE_DATA = 0x01
@@ -76,15 +80,15 @@ class BootInfo:
 
     runs: bool = False
     reason: str = ""
-    primary: Any = None                    # PartitionTable
-    secondary: Any = None                  # PartitionTable of at_customize, or None
-    app_partition: Any = None              # Partition the app booted from
-    app: Any = None                        # AppInfo
+    primary: PartitionTable | None = None
+    secondary: PartitionTable | None = None      # at_customize
+    app_partition: Partition | None = None       # the app booted from
+    app: AppInfo | None = None
     param_mode: int = 0
-    mfg: Any = None                        # Partition (absolute) of mfg_nvs or None
+    mfg: Partition | None = None                 # mfg_nvs (absolute offset)
     mfg_ok: bool = False                   # mfg NVS initialised
     factory: dict[str, Any] = field(default_factory=dict)
-    sys_nvs: Any = None                    # Partition of the system nvs, or None
+    sys_nvs: Partition | None = None             # the system nvs
     uart_def: UartConfig = field(default_factory=UartConfig)
     problems: list[str] = field(default_factory=list)
 
@@ -100,10 +104,8 @@ class BootInfo:
 
 
 # -- small flash helpers ------------------------------------------------------------------
-def nvs_editor(flash: Any, part: Any) -> Any:
+def nvs_editor(flash: NorFlash, part: Partition) -> NvsEditor:
     """An :class:`atfab.image.nvs.editor.NvsEditor` over ``part`` of ``flash`` (firmware-like edits)."""
-    from ..image.nvs.editor import NvsEditor
-
     base = part.offset
     return NvsEditor(
         read=lambda off, n: flash.read(base + off, n),
@@ -113,20 +115,16 @@ def nvs_editor(flash: Any, part: Any) -> Any:
     )
 
 
-def read_nvs_region(flash: Any, part: Any, source: str) -> Any:
+def read_nvs_region(flash: NorFlash, part: Partition, source: str) -> NvsImage:
     """Parse ``part`` as NVS; raises :class:`InputError` when it is not NVS at all."""
-    from ..image.nvs.reader import read_nvs
-
     return read_nvs(flash.read(part.offset, part.size), source=source)
 
 
-def _decode_table(data: bytes, source: str) -> Any:
-    from ..image.partition_table import decode
-
+def _decode_table(data: bytes, source: str) -> PartitionTable:
     return decode(data, source=source)
 
 
-def _fits(flash: Any, part: Any) -> bool:
+def _fits(flash: NorFlash, part: Partition) -> bool:
     return part.size > 0 and part.offset + part.size <= flash.size
 
 
@@ -169,7 +167,6 @@ def _app_candidates(flash: Any, table: Any) -> list[Any]:
 
 def _load_app(flash: Any, table: Any, info: BootInfo, chip: str | None) -> bool:
     """First bootable app: a valid image (checksum, digest) built for this chip."""
-    from ..image.appimage import read_app_info
 
     for part in _app_candidates(flash, table):
         if not _fits(flash, part):

@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Protocol
 
+from ..core.firmware import FirmwareProfile
 from .at_boot import BootInfo, UartConfig
 from .at_parser import Params
 from .faults import FaultPlan
 from .host import ModuleHost
 from .link import Link
-from ..core.firmware import FirmwareProfile
 
 READY = b"\r\nready\r\n"
 OK = b"\r\nOK\r\n"

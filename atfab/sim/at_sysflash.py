@@ -18,8 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .at_parser import Params, exec_fail, invalid
 from .at_command import CommandSpec, Ctx
+from .at_parser import Params, exec_fail, invalid
 
 
 SECTOR = 4096

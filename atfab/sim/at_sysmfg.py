@@ -29,8 +29,8 @@ from __future__ import annotations
 from typing import Any
 
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
-from .at_parser import Params, exec_fail, invalid
 from .at_command import CommandSpec, Ctx, StopServing
+from .at_parser import Params, exec_fail, invalid
 from .at_sysflash import corrupt, take_fault, take_write_error
 
 #: AT+SYSMFG type numbers (§5) <-> NVS type names.

@@ -16,8 +16,8 @@ from __future__ import annotations
 from typing import Any
 
 from .at_boot import NVS_ERRORS, PARITY_IDF_TO_AT, UartConfig, read_nvs_region, store_uart_def
-from .at_parser import Params, exec_fail
 from .at_command import After, CommandSpec, Ctx
+from .at_parser import Params, exec_fail
 
 
 #: Integer clock divider register limit of the UART (12 bits), with a 4-bit fraction.

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from .at_boot import IDF_DEFAULT_COUNTRY
-from .at_parser import Params, exec_fail, invalid
-from .at_command import CommandSpec, Ctx, RunState
 from ..core.firmware import rfpower_readback
+from .at_boot import IDF_DEFAULT_COUNTRY
+from .at_command import CommandSpec, Ctx, RunState
+from .at_parser import Params, exec_fail, invalid
 
 
 def mac_text(mac: bytes) -> str:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from ..core.firmware import FirmwareProfile
 from .faults import FaultPlan
 from .flash import NorFlash
-from ..core.firmware import FirmwareProfile
 
 
 class ModuleHost(Protocol):

@@ -11,15 +11,11 @@ from __future__ import annotations
 import hashlib
 import struct
 from collections import deque
-from typing import TYPE_CHECKING
 
-from .flash import SECTOR
+from .flash import SECTOR, NorFlash
 from .rom_protocol import (READ_PACKET_MAX, ROM_FAILED, ROM_INVALID_MSG, STUB_BAD_DATA_LEN,
                            STUB_FAILED_SPI_OP, CommandFail)
-
-if TYPE_CHECKING:
-    from .flash import NorFlash
-    from .slip import SlipDecoder
+from .slip import SlipDecoder
 
 
 class StubCommands:

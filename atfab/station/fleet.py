@@ -36,25 +36,26 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from ..core.errors import DeviceError, InputError
+from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
-from ..core.errors import DeviceError, InputError
-from ..pki.escrow import EscrowWriter
-from ..pki.escrow_policy import ROTATION, escrow_identity, open_escrow
-from .ledger import Ledger, utc_now
-from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
 from ..link.at.mac import read_base_mac
+from ..link.transport import open_port
 from ..pki.ca import CertificateAuthority
 from ..pki.checks import parse_pem_certs
+from ..pki.escrow import EscrowWriter
+from ..pki.escrow_policy import ROTATION, escrow_identity, open_escrow
 from ..pki.issue import issue_unit, sign_unit_certificate
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import FAMILIES, UNIT, plan_slots
-from .recipe_spec import ROTATE_MODES, Recipe, slot_name
-from .report import ReportBuilder, StepHandle
 from ..rotation.device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
 from ..rotation.inventory import RotateTarget
 from ..rotation.journal import JournalDetail, certificate_facts, pem_of, record_done, resume
 from ..rotation.results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
+from .ledger import Ledger, utc_now
+from .recipe_spec import ROTATE_MODES, Recipe, slot_name
+from .report import ReportBuilder, StepHandle
 
 ROTATION_SCHEMA = "atfab.rotation-report/1"
 Progress = Callable[[str, str, str], None]          # (port, slot, event)
@@ -128,8 +129,6 @@ def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: Rota
 
 
 def _default_opener(port: str, baud: int | None) -> Any:
-    from ..link.transport import open_port
-
     return open_port(port, baud)
 
 

@@ -27,13 +27,13 @@ from datetime import datetime
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.mac import normalize_mac
 from .ledger_records import (
     CERT_SLOTS_ORDER, CERT_SLOTS_SELECT, MIGRATIONS, OUTCOMES, ROTATION_CHAIN, ROTATION_FINAL, ROTATION_STATES,
     SCHEMA, SCHEMA_VERSION, Attempt,
     CertificateRecord, HasSerialScheme, LedgerError, Rotation, UnitDetail, UnitIdentity, UnitRecord,
     from_row as _row, utc_now, when_text as _when,
 )
-from ..core.mac import normalize_mac
 from .serials import SerialScheme
 
 #: Counter values skipped at most while looking for a free serial (serials taken by hand).

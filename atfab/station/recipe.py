@@ -21,6 +21,9 @@ from typing import Any
 
 from ..core.errors import OUTCOMES, InputError
 from ..core.tomlfile import unknown_fields
+from ..pki.issue import IdentityTemplate
+from ..pki.slots import parse_slots, UNIT
+from . import recipe_checks
 from .recipe_spec import (
     FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, EscrowSpec, FirmwareSource,
     GattSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,
@@ -156,8 +159,6 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
 def _pki(r: _Reader, data: dict, base: Path) -> PkiSpec | None:
     if "pki" not in data:
         return None
-    from ..pki.issue import IdentityTemplate
-    from ..pki.slots import parse_slots
 
     if not isinstance(data["pki"], dict):
         r.bad("pki", "must be a table")
@@ -275,8 +276,6 @@ def _rotate(r: _Reader, data: dict, pki: PkiSpec | None) -> RotateSpec:
     if pki is None:
         r.bad("rotate", "needs a [pki] table with a unit identity slot")
     else:
-        from ..pki.slots import UNIT
-
         unit_slots = [slot_name(s) for s in pki.slots if s.cert == UNIT]
         if not unit_slots:
             r.bad("rotate", 'no [[pki.slot]] with cert = "unit" to rotate')
@@ -297,8 +296,6 @@ def recipe_hash(path: Path, extra: list[Path]) -> str:
 
 
 def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[InputError]]:
-    from . import recipe_checks
-
     source = str(path)
     r = _Reader(source)
     p = Path(path)

@@ -1,24 +1,33 @@
 """Recipe checks against the module profile, firmware files, GATT table, PKI material and mfg_nvs size.
 
 Each function appends :class:`InputError` lines to ``ctx.problems`` and carries on, so one
-``atfab check`` shows everything that is wrong. The modules used here belong to other areas;
-a check whose module is not importable is skipped (see :func:`_optional`).
+``atfab check`` shows everything that is wrong.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from dataclasses import dataclass, replace
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ..core.errors import InputError
-
-if TYPE_CHECKING:
-    from ..image.profiles import ModuleProfile
-    from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
+from ..image import appimage, factory_param as fp, partition_table as pt
+from ..image.build import load_firmware
+from ..image.gatt import cfg_strings
+from ..image.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs
+from ..image.profiles import BUILTIN_DIR, ModuleProfile, load_profile
+from ..pki.checks import check_cert_file, parse_pem_certs
+from ..pki.escrow import load_recipient
+from ..pki.issue import identity_values, render
+from ..pki.slots import SlotPlan, plan_slots
+from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
+from ..verify.checks import CHECKS, WIFI_CHECKS
 
 #: Bytes assumed per generated certificate / key when estimating the mfg_nvs size (generous).
 PKI_SIZE_ESTIMATE = {
@@ -41,17 +50,8 @@ class Context:
         self.problems.append(exc.located(file=self.source, field=field))
 
 
-def _optional(name: str) -> ModuleType | None:
-    """``atfab.image.<name>`` if that area is built yet, else None (its checks are skipped)."""
-    try:
-        return importlib.import_module(f"atfab.image.{name}")
-    except ImportError:
-        return None
-
 
 def module_profile(ctx: Context, module: str, base: Path) -> "ModuleProfile | None":
-    from ..image.profiles import load_profile
-
     name = module
     if "/" in module or module.endswith(".toml"):
         name = str((base / module).resolve())
@@ -65,21 +65,17 @@ def module_profile(ctx: Context, module: str, base: Path) -> "ModuleProfile | No
 
 def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dict[str, Any]) -> dict[str, int | str] | None:
     """The merged factory_param set (profile defaults + recipe values), checked for the chip."""
-    fp = _optional("factory_param")
     chip = profile.chip if profile is not None else None
     bad_keys: set[str] = set()
-    if fp is not None:
-        for key, value in overrides.items():
-            try:
-                fp.validate_value(key, value, chip=chip, file=ctx.source)
-            except InputError as exc:
-                bad_keys.add(key)
-                ctx.bad(f"factory_param.{key}", exc.message)
+    for key, value in overrides.items():
+        try:
+            fp.validate_value(key, value, chip=chip, file=ctx.source)
+        except InputError as exc:
+            bad_keys.add(key)
+            ctx.bad(f"factory_param.{key}", exc.message)
     if profile is None or bad_keys:
         return None
     merged = {**profile.factory_param, **overrides}
-    if fp is None:
-        return merged
     try:
         return fp.validate(merged, chip=chip, file=ctx.source)
     except InputError as exc:
@@ -89,8 +85,6 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
 
 def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") -> "GattSpec | None":
     """The GATT table to use (esp-at's default on BLE modules without one), validated."""
-    from ..image.profiles import BUILTIN_DIR
-    from .recipe_spec import GattSpec
 
     if gatt is None:
         if not profile.firmware.ble:
@@ -105,8 +99,6 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") 
     if gatt.file.suffix not in (".toml", ".csv"):
         ctx.bad("gatt.file", "must be a .toml description or a gatts_data .csv")
         return None
-    if _optional("gatt") is None or (gatt.file.suffix == ".toml" and _optional("gatt_desc") is None):
-        return gatt
     try:
         gatt.rows()
     except InputError as exc:
@@ -117,7 +109,6 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") 
 
 def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattSpec | None") -> tuple[str, ...]:
     """The checks run when a recipe's ``[verify] checks`` is not given."""
-    from ..verify.checks import CHECKS, WIFI_CHECKS
 
     out = []
     for name in CHECKS:
@@ -131,8 +122,6 @@ def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattS
 
 def verify_checks(ctx: Context, profile: "ModuleProfile", verify: "VerifySpec", pki: "PkiSpec | None",
                   gatt: "GattSpec | None", firmware: "FirmwareSource | None") -> "VerifySpec":
-    from ..verify.checks import WIFI_CHECKS
-
     checks = verify.checks
     if not checks:
         checks = default_checks(profile, pki, gatt)
@@ -170,11 +159,8 @@ def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSo
         if not path.is_dir():
             ctx.bad(where, f"no such folder: {path}")
             return
-        build = _optional("build")
-        if build is None:
-            return
         try:
-            fw = build.load_firmware(path, profile)
+            fw = load_firmware(path, profile)
         except InputError as exc:
             ctx.add(exc, where)
             return
@@ -194,39 +180,30 @@ def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSo
     if len(data) > profile.flash_size:
         ctx.bad(where, f"image is {len(data):#x} bytes, the module's flash is {profile.flash_size:#x}", file=path)
         return
-    pt, appimage = _optional("partition_table"), _optional("appimage")
-    if pt is not None:
-        off = profile.partition_table_offset
-        try:
-            table = pt.decode(data[off: off + 0xC00], source=f"{path}@{off:#x}")
+    off = profile.partition_table_offset
+    try:
+        table = pt.decode(data[off: off + 0xC00], source=f"{path}@{off:#x}")
+    except InputError as exc:
+        ctx.bad(where, f"no partition table at {off:#x}: {exc.message}", file=path)
+        return
+    if table.entries != profile.primary.entries:
+        ctx.bad(where, f"partition table does not match module profile {profile.name}", file=path)
+    for what, off in (("bootloader", profile.bootloader_offset), ("app", profile.app_offset)):
+        chip = appimage.image_chip(data[off:])
+        if chip != profile.chip:
+            ctx.bad(where, f"{what} at {off:#x} is {'no ESP image' if chip is None else chip + ' code'}, "
+                           f"module {profile.name} is {profile.chip}", file=path)
+            continue
+        try:   # a cut-off or corrupted image (the chip id alone says nothing about the rest)
+            info = appimage.read_image_summary(data[off:])
         except InputError as exc:
-            ctx.bad(where, f"no partition table at {off:#x}: {exc.message}", file=path)
-            return
-        if table.entries != profile.primary.entries:
-            ctx.bad(where, f"partition table does not match module profile {profile.name}", file=path)
-    if appimage is not None:
-        for what, off in (("bootloader", profile.bootloader_offset), ("app", profile.app_offset)):
-            chip = appimage.image_chip(data[off:])
-            if chip != profile.chip:
-                ctx.bad(where, f"{what} at {off:#x} is {'no ESP image' if chip is None else chip + ' code'}, "
-                               f"module {profile.name} is {profile.chip}", file=path)
-                continue
-            try:   # a cut-off or corrupted image (the chip id alone says nothing about the rest)
-                info = appimage.read_image_summary(data[off:])
-            except InputError as exc:
-                ctx.bad(where, f"{what} at {off:#x}: {exc.message}", file=path)
-                continue
-            if not info.checksum_ok or info.digest_ok is False:
-                ctx.bad(where, f"{what} at {off:#x}: image checksum or SHA-256 digest is wrong", file=path)
-
+            ctx.bad(where, f"{what} at {off:#x}: {exc.message}", file=path)
+            continue
+        if not info.checksum_ok or info.digest_ok is False:
+            ctx.bad(where, f"{what} at {off:#x}: image checksum or SHA-256 digest is wrong", file=path)
 
 def _stand_in_ca() -> list[Any]:
     """A throwaway CA certificate standing in for a demo CA that does not exist yet (check only)."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "atfab check stand-in CA")])
     now = dt.datetime.now(dt.timezone.utc)
@@ -240,7 +217,6 @@ def _stand_in_ca() -> list[Any]:
 
 def _factory_ca(ctx: Context, pki: "PkiSpec") -> list[Any] | None:
     """The factory CA chain (CA first, root last); None after recording a problem."""
-    from ..pki.checks import check_cert_file, parse_pem_certs
 
     ca = pki.ca_dir
     if ca is None:
@@ -271,10 +247,8 @@ def _factory_ca(ctx: Context, pki: "PkiSpec") -> list[Any] | None:
     return certs
 
 
-def pki_material(ctx: Context, profile: "ModuleProfile", pki: "PkiSpec", *, recipe: str = "recipe") -> Any:
+def pki_material(ctx: Context, profile: ModuleProfile, pki: PkiSpec, *, recipe: str = "recipe") -> SlotPlan | None:
     """The CA folder, the identity template and the slots' files; returns the slot plan (or None)."""
-    from ..pki.issue import identity_values
-    from ..pki.slots import plan_slots
 
     for slot in pki.slots:
         if slot.family == "wpa_ent" and not profile.firmware.wifi:
@@ -306,9 +280,6 @@ def escrow_spec(r: Any, raw: Any, base: Path, workdir: Path, pki: "PkiSpec", rec
     """``[pki] escrow = { recipient = "op.pub.pem", file = "escrow/{recipe}.escrow" }`` (``r``: the
     recipe reader). The recipient must be an RSA (>= 2048) or EC P-256/P-384 public key (PEM key
     or certificate); the file is an output path (relative to ``workdir``)."""
-    from ..pki.escrow import load_recipient
-    from ..pki.issue import render
-    from .recipe_spec import EscrowSpec
 
     if not isinstance(raw, dict):
         r.bad("pki.escrow", 'must be a table: { recipient = "operator.pub.pem", file = "escrow/{recipe}.escrow" }')
@@ -340,16 +311,13 @@ def escrow_spec(r: Any, raw: Any, base: Path, workdir: Path, pki: "PkiSpec", rec
 
 
 def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
-                 plan: Any, gatt: "GattSpec | None") -> None:
+                 plan: SlotPlan | None, gatt: "GattSpec | None") -> None:
     """Build a stand-in mfg_nvs (unit certificate and key of the expected sizes) to prove the content fits."""
-    mfg = _optional("mfg_nvs")
-    if mfg is None or (pki is not None and plan is None):
+    if pki is not None and plan is None:
         return
     rows: list[str] = []
-    if gatt is not None and _optional("gatt") is not None:
+    if gatt is not None:
         try:
-            from ..image.gatt import cfg_strings
-
             rows = cfg_strings(gatt.rows())
         except InputError:
             return  # already reported by gatt_table
@@ -358,12 +326,12 @@ def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int 
         items = dict(plan.static)
         cert_n, key_n = PKI_SIZE_ESTIMATE.get(pki.identity.key_type, PKI_SIZE_ESTIMATE["rsa-4096"])
         for ns, index, kind in plan.unit_items:
-            items[(ns, index)] = mfg.PkiFile(f"{ns}_{index}.pem", b"A" * (cert_n if kind == "cert" else key_n))
+            items[(ns, index)] = PkiFile(f"{ns}_{index}.pem", b"A" * (cert_n if kind == "cert" else key_n))
         for (ns, index) in sorted(items, key=lambda k: k[1]):
             content_pki.setdefault(ns, []).append(items[(ns, index)])
-    content = mfg.UnitContent(factory_param=dict(factory), pki=content_pki, ble_rows=rows)
+    content = UnitContent(factory_param=dict(factory), pki=content_pki, ble_rows=rows)
     try:
-        mfg.build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=ctx.source)
+        build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=ctx.source)
     except InputError as exc:
         ctx.bad("pki" if pki is not None else "gatt",
                 f"mfg_nvs content does not fit module {profile.name}: {exc.message}")

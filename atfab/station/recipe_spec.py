@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from ..image.gatt import GattRow, load_gatts_csv, validate_rows
+from ..image.gatt_desc import load_description
+from ..image.profiles import ModuleProfile
+from ..pki.issue import IdentityTemplate, identity_values
+from ..pki.slots import FACTORY_CA, UNIT, SlotSpec
 from .serials import SerialScheme
-
-if TYPE_CHECKING:
-    from ..image.gatt import GattRow
-    from ..image.profiles import ModuleProfile
 
 FIRMWARE_KINDS = ("synthetic", "build_dir", "factory_image")
 #: Placeholders the identity template (subject, SANs) may use (:meth:`Recipe.identity_values`).
@@ -52,33 +53,30 @@ class EscrowSpec:
 class PkiSpec:
     """The factory CA, the unit identity template and the TLS slots to fill on every unit.
 
-    ``identity`` is an :class:`atfab.pki.issue.IdentityTemplate`; ``slots`` are
-    :class:`atfab.pki.slots.SlotSpec` (file paths already absolute). Build a unit's PKI files with
+    ``slots`` hold absolute file paths. Build a unit's PKI files with
     ``plan_slots(slots, firmware=..., factory_ca=...)`` and ``issue_unit(ca, identity, values)``.
     """
 
     ca_dir: Path | None
-    identity: Any
-    slots: tuple[Any, ...]
+    identity: IdentityTemplate
+    slots: tuple[SlotSpec, ...]
     demo_ca: bool = False           # the CA may be missing: `atfab demo` creates a throwaway one
     escrow: EscrowSpec | None = None  # keep unit keys, encrypted to an operator key (else memory only)
 
     @property
     def needs_ca(self) -> bool:
         """True when a slot uses the unit identity or ``factory_ca`` (so the CA must be loaded)."""
-        from ..pki.slots import FACTORY_CA, UNIT
 
         return any(s.cert == UNIT or FACTORY_CA in s.ca or s.issuer == FACTORY_CA for s in self.slots)
 
     @property
     def needs_identity(self) -> bool:
         """True when a slot installs the identity issued for the unit."""
-        from ..pki.slots import UNIT
 
         return any(s.cert == UNIT for s in self.slots)
 
 
-def slot_name(slot: Any) -> str:
+def slot_name(slot: SlotSpec) -> str:
     """``client.0``: how reports, the ledger and the rotation journal name a slot."""
     return f"{slot.family}.{slot.index}"
 
@@ -90,13 +88,10 @@ class GattSpec:
     file: Path
     default: bool = False           # esp-at's default table (BLE module without a [gatt] table)
 
-    def rows(self) -> "list[GattRow]":
+    def rows(self) -> list[GattRow]:
         """The validated gatts_data rows."""
-        from ..image.gatt import load_gatts_csv, validate_rows
 
         if self.file.suffix == ".toml":
-            from ..image.gatt_desc import load_description
-
             rows = load_description(self.file)
         else:
             rows = load_gatts_csv(self.file)
@@ -161,7 +156,7 @@ class Recipe:
     path: Path
     hash: str                               # "sha256:<hex>" of the recipe and the files it names
     module: str
-    profile: "ModuleProfile"
+    profile: ModuleProfile
     firmware: FirmwareSource
     factory_param: dict[str, int | str]
     pki: PkiSpec | None
@@ -176,7 +171,6 @@ class Recipe:
 
     def identity_values(self, *, serial: str, mac: str | bytes) -> dict[str, str]:
         """Placeholder values for the identity template: serial, mac, mac_hex, module, recipe."""
-        from ..pki.issue import identity_values
 
         return identity_values(serial=serial, mac=mac, module=str(self.factory_param.get("module_name", "")),
                                recipe=self.name)

@@ -18,7 +18,7 @@ from pathlib import Path
 from ..core.errors import OUTCOMES
 from .events import STEP_OUTCOMES, Event, StepData
 from .ledger import Attempt, Ledger, utc_now
-from .report import ReportBuilder, UnitReport
+from .report import ReportBuilder, UnitReport, read_report
 
 #: Events that are bookkeeping, not steps of the unit's state machine.
 NOT_STEPS = ("unit", "attempt", "wait")
@@ -108,7 +108,6 @@ class ReportRecorder:
 
 def sealed_report(out_dir: str | Path, attempt_id: int) -> tuple[Path, UnitReport] | None:
     """The report already written for ``attempt_id`` in ``out_dir`` (recursively), if any."""
-    from .report import read_report
 
     out_dir = Path(out_dir)
     if not out_dir.is_dir():

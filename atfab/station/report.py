@@ -23,6 +23,7 @@ from typing import Any
 from ..core.errors import OUTCOMES, Aborted, DeviceError, InputError, UnitFailed
 from ..core.fsutil import atomic_write
 from ..core.keyguard import find_private_key
+from ..core.mac import normalize_mac
 from ..core.measurement import Measurement
 from .events import STEP_OUTCOMES
 
@@ -256,7 +257,6 @@ class ReportBuilder:
 
     def set_unit(self, *, chip: str | None = None, mac: str | None = None, serial: str | None = None) -> None:
         """Record what the unit is (fields left None keep their value)."""
-        from ..core.mac import normalize_mac
 
         r = self.report
         r.chip = chip if chip is not None else r.chip
@@ -404,7 +404,6 @@ def list_reports(directory: str | Path, *, outcome: str | None = None, serial: s
     JSON files of another schema are skipped; a broken ``.json`` file is an :class:`InputError`.
     ``mac`` matches in any notation; ``outcome`` is case-insensitive.
     """
-    from ..core.mac import normalize_mac
 
     directory = Path(directory)
     if not directory.is_dir():

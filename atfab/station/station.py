@@ -31,10 +31,22 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OUTCOMES, DeviceError, InputError, exit_code_for_outcomes
+from ..core.shipped import shipped_dir
+from ..image.appimage import read_app_info
+from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware
+from ..image.flash_set import Region
+from ..image.gatt import cfg_strings
+from ..link.flasher import Flasher
+from ..link.transport import is_url, resolve_port
+from ..pki.ca import CA_CERT, load_ca, create_ca
+from ..pki.escrow_policy import open_escrow
+from ..pki.slots import plan_slots
+from ..sim.server import ModulePool
 from .events import Event, EventBus
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
-from ..core.shipped import shipped_dir
+from .report import ReportEntry, read_report
+from .report_export import write_batch_outputs
 from .runner import AttemptResult, FirmwareImages, PortSpec, RunContext, StopToken, UnitRunner
 
 DEFAULT_FLASH_BAUD = 460800
@@ -62,9 +74,6 @@ def parse_port(text: str, index: int = 0) -> PortSpec:
 
 def firmware_images(recipe: Recipe) -> FirmwareImages:
     """The firmware regions every unit of ``recipe`` gets (synthetic, build folder or factory image)."""
-    from ..image.appimage import read_app_info
-    from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware
-    from ..image.flash_set import Region
 
     profile, src = recipe.profile, recipe.firmware
     if src.kind in ("synthetic", "build_dir"):
@@ -89,7 +98,6 @@ def firmware_images(recipe: Recipe) -> FirmwareImages:
 
 def load_recipe_ca(recipe: Recipe, passphrase: bytes) -> Any:
     """The factory CA the recipe names, decrypted with ``passphrase`` (None when no slot needs it)."""
-    from ..pki.ca import CA_CERT, load_ca
 
     pki = recipe.pki
     if pki is None or not pki.needs_ca:
@@ -155,8 +163,6 @@ def _result_dict(r: AttemptResult) -> dict[str, Any]:
 def wait_for_unit(ctx: RunContext, port: PortSpec, previous_mac: str | None, *, poll_s: float = 1.0) -> bool:
     """Loop mode: wait until a new unit is on ``port`` (another MAC, or the port went away and came
     back); False when the station is stopping. Polls the ROM loader (esptool) every ``poll_s``."""
-    from ..link.flasher import Flasher
-    from ..link.transport import is_url, resolve_port
 
     def emit(status: str, detail: str) -> None:
         ctx.bus.emit(Event(port.label, None, "wait", status, detail=detail))
@@ -219,14 +225,10 @@ class Station:
         self._firmware = firmware_images(recipe)
         self._plan = None
         if pki is not None:
-            from ..pki.slots import plan_slots
-
             self._plan = plan_slots(list(pki.slots), firmware=recipe.profile.firmware,
                                     factory_ca=ca.chain_certs() if ca is not None else None, source=str(recipe.path))
         self._ble_rows: list[str] = []
         if recipe.gatt is not None:
-            from ..image.gatt import cfg_strings
-
             self._ble_rows = cfg_strings(recipe.gatt.rows())
 
     def stop(self, *, abort: bool = True) -> None:
@@ -299,14 +301,10 @@ class Station:
 
     def _escrow_writer(self, started: str) -> Any:
         """The key escrow file of this run (``[pki] escrow``), created with its header; else None."""
-        from ..pki.escrow_policy import open_escrow
 
         return open_escrow(self.recipe, station_id=self.station_id, started=started)
 
     def _batch_outputs(self, results: list[AttemptResult]) -> list[Path]:
-        from .report import ReportEntry, read_report
-        from .report_export import write_batch_outputs
-
         if self.junit is None and self.csv is None:
             return []
         entries = [ReportEntry(r.report, read_report(r.report)) for r in results if r.report is not None]
@@ -373,7 +371,6 @@ def run_sim(recipe: Recipe, count: int, *, sim_baud: int | None = None, seed: st
     Module ``i`` has the MAC derived from ``seed`` and ``i`` (a re-run meets the same units), the
     port label ``sim<i>``. ``station_options`` go to :class:`Station` (``bus=`` to watch).
     """
-    from ..sim.server import ModulePool
 
     loop = station_options.pop("loop", False)
     profile = recipe.profile
@@ -409,7 +406,6 @@ def demo(out_dir: str | Path = "atfab-demo", *, recipe: str | Path | None = None
     relative to ``out_dir``. ``sim_baud``: None paces the modules at the recipe's UART baud rate,
     0 leaves them unpaced.
     """
-    from ..pki.ca import create_ca
 
     t0 = time.monotonic()
     out = Path(out_dir).resolve()

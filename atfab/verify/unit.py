@@ -51,20 +51,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..link.at.client import AtClient
-from ..link.at.errors import AtBusy, AtError, AtResponseError, AtTimeout, ModuleRestarted
-from ..link.at.parse import UartConfig
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, rfpower_readback
-from ..image.gatt import expected_discovery_lines, rows_from_cfg_strings
+from ..core.mac import normalize_mac
 from ..core.measurement import (
     COUNTRY, FAIL, GMR_MODULE_NAME, PASS, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
 )
-from .checks import CHECKS, namespace_check
-from ..link.at.mac import read_module_mac
+from ..image.gatt import expected_discovery_lines, rows_from_cfg_strings
 from ..image.nvs.reader import NvsImage, read_nvs
 from ..image.partition_table import PartitionTable, decode
-from ..core.mac import normalize_mac
+from ..image.profiles import load_profile
+from ..link.at.client import AtClient
+from ..link.at.errors import AtBusy, AtError, AtResponseError, AtTimeout, ModuleRestarted
+from ..link.at.mac import read_module_mac
+from ..link.at.parse import UartConfig
+from .checks import CHECKS, namespace_check
 
 T = TypeVar("T")
 
@@ -89,7 +90,6 @@ class BuiltUnit:
 
     def firmware(self) -> FirmwareProfile:
         """The firmware behaviour of the module profile the unit was built for."""
-        from ..image.profiles import load_profile
 
         try:
             return load_profile(str(self.manifest.get("module"))).firmware

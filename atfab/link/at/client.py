@@ -18,11 +18,11 @@ from typing import Any
 
 import serial
 
+from ...core.errors import InputError
+from ...core.firmware import FirmwareProfile
 from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost, ModuleRestarted
 from .framing import Reply, ReplyParser, command_name, info_prefixes, raw_kind
 from .helpers import AtCommands
-from ...core.errors import InputError
-from ...core.firmware import FirmwareProfile
 
 MAX_COMMAND = 256  # bytes, including the CR LF terminator is not counted (§1.1)
 

@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+from ...core.errors import DeviceError, InputError
+from ...core.firmware import FirmwareProfile
 from .errors import AtBusy, AtError, AtResponseError
+from .framing import Reply
 from .parse import (
     SYSMFG_RANGES, CmdInfo, Country, GattsChar, GattsService, Gmr, SysflashEntry, SysmfgKey, UartConfig,
     build_command, parse_cmd_line, parse_country, parse_gatts_char, parse_gatts_service, parse_gmr, parse_mac,
     parse_rfpower, parse_single_int, parse_sysflash_entry, parse_sysmfg_key, parse_sysmfg_namespace,
     parse_sysmfg_numeric, parse_uart, type_number,
 )
-from .framing import Reply
-from ...core.errors import DeviceError, InputError
-from ...core.firmware import FirmwareProfile
 
 NVS_NAME_MAX = 15
 DEFAULT_CHUNK = 4096

@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ...core.mac import format_mac
 from ...core.firmware import FirmwareProfile
+from ...core.mac import format_mac
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .errors import AtResponseError
 from ...core.errors import InputError
+from .errors import AtResponseError
 
 #: AT+SYSMFG value type numbers (§5) and their names (same names as atfab.image.nvs).
 SYSMFG_TYPES: dict[str, int] = {"u8": 1, "i8": 2, "u16": 3, "i16": 4, "u32": 5, "i32": 6, "string": 7, "blob": 8}
