@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from pathlib import Path
 
 from ..core.errors import InputError
@@ -183,15 +184,33 @@ class _Checker:
             raise self.fail(row, pos, column, f"{text!r} is not {kind}") from None
 
 
+class _CheckedRow(NamedTuple):
+    """One row with its fields checked and converted (what the structure check works on)."""
+
+    row: GattRow
+    pos: int
+    bits: int            # uuid_len
+    uuid: int
+    perm: int
+    value: bytes
+    cur_len: int
+
+    @property
+    def is_declaration(self) -> bool:
+        """A 16-bit service, include or characteristic declaration."""
+        return self.bits == 16 and self.uuid in (PRIMARY_SERVICE, SECONDARY_SERVICE, INCLUDE, CHAR_DECLARATION)
+
+
 def validate_rows(rows: list[GattRow], *, source: str = "", max_rows: int = GATTS_MAX_ROWS) -> None:
     """Check a GATT table the way the firmware will use it; the first problem is an InputError.
 
-    Rules: indexes 0,1,2… in order; starts with a primary service (0x2800); uuid_len 16/32/128
-    agrees with the UUID's hex digits; lengths fit (cur ≤ max ≤ 512, hex value == cur bytes when
-    a value is given); each 0x2803 declaration is followed by its value row, and its properties
-    agree with the value's permissions (read → a read perm, write/write-no-rsp → a write perm,
-    signed write → a signed-write perm); notify/indicate characteristics carry a CCCD (0x2902);
-    descriptors follow a characteristic value; at most ``max_rows`` rows.
+    Rules per row (:func:`_check_row`): indexes 0,1,2… in order; uuid_len 16/32/128 agrees with the
+    UUID's hex digits; lengths fit (cur ≤ max ≤ 512, hex value == cur bytes when a value is
+    given). Rules of the table (:func:`_check_structure`): it starts with a primary service
+    (0x2800); each 0x2803 declaration is followed by its value row, and its properties agree with
+    the value's permissions (read → a read perm, write/write-no-rsp → a write perm, signed write →
+    a signed-write perm); notify/indicate characteristics carry a CCCD (0x2902); descriptors
+    follow a characteristic value; at most ``max_rows`` rows.
     """
     ck = _Checker(source)
     if not rows:
@@ -199,90 +218,93 @@ def validate_rows(rows: list[GattRow], *, source: str = "", max_rows: int = GATT
     if len(rows) > max_rows:
         raise ck.fail(None, None, "", f"{len(rows)} rows exceed the limit of {max_rows} rows the firmware loads "
                                       f"(raise max_rows if your firmware accepts more)")
-    parsed = []
-    for pos, row in enumerate(rows):
-        index = ck.number(row, pos, "index", 10)
-        if index != pos:
-            raise ck.fail(row, pos, "index", f"index {index} out of order: rows must be numbered 0,1,2… (expected {pos})")
-        bits = ck.number(row, pos, "uuid_len", 10)
-        if bits not in _UUID_DIGITS:
-            raise ck.fail(row, pos, "uuid_len", f"uuid_len {bits} must be 16, 32 or 128 (bits)")
-        digits = _strip_hex(row.uuid)
-        uuid = ck.number(row, pos, "uuid", 16)
-        if len(digits) != _UUID_DIGITS[bits]:
-            raise ck.fail(row, pos, "uuid", f"UUID {row.uuid!r} has {len(digits)} hex digits but uuid_len {bits} "
-                                            f"needs {_UUID_DIGITS[bits]}")
-        perm = ck.number(row, pos, "perm", 0)
-        if perm < 0 or perm > 0xFFFF:
-            raise ck.fail(row, pos, "perm", f"perm {row.perm!r} out of range 0..0xFFFF")
-        max_len = ck.number(row, pos, "val_max_len", 10)
-        cur_len = ck.number(row, pos, "val_cur_len", 10)
-        if not 0 <= max_len <= GATTS_MAX_VALUE_LEN:
-            raise ck.fail(row, pos, "val_max_len", f"val_max_len {max_len} out of range 0..{GATTS_MAX_VALUE_LEN}")
-        if not 0 <= cur_len <= max_len:
-            raise ck.fail(row, pos, "val_cur_len", f"val_cur_len {cur_len} exceeds val_max_len {max_len}")
-        if row.value:
-            try:
-                value = bytes.fromhex(row.value)
-            except ValueError:
-                raise ck.fail(row, pos, "value", f"value {row.value!r} is not an even-length hex byte string") from None
-            if len(value) != cur_len:
-                raise ck.fail(row, pos, "value", f"value has {len(value)} bytes but val_cur_len is {cur_len}")
-        else:
-            value = b""
-        parsed.append((row, bits, uuid, perm, value, cur_len))
+    _check_structure([_check_row(ck, row, pos) for pos, row in enumerate(rows)], ck)
 
+
+def _check_row(ck: _Checker, row: GattRow, pos: int) -> _CheckedRow:
+    """The fields of the row at position ``pos``, checked on their own and converted."""
+    index = ck.number(row, pos, "index", 10)
+    if index != pos:
+        raise ck.fail(row, pos, "index", f"index {index} out of order: rows must be numbered 0,1,2… (expected {pos})")
+    bits = ck.number(row, pos, "uuid_len", 10)
+    if bits not in _UUID_DIGITS:
+        raise ck.fail(row, pos, "uuid_len", f"uuid_len {bits} must be 16, 32 or 128 (bits)")
+    digits = _strip_hex(row.uuid)
+    uuid = ck.number(row, pos, "uuid", 16)
+    if len(digits) != _UUID_DIGITS[bits]:
+        raise ck.fail(row, pos, "uuid", f"UUID {row.uuid!r} has {len(digits)} hex digits but uuid_len {bits} "
+                                        f"needs {_UUID_DIGITS[bits]}")
+    perm = ck.number(row, pos, "perm", 0)
+    if perm < 0 or perm > 0xFFFF:
+        raise ck.fail(row, pos, "perm", f"perm {row.perm!r} out of range 0..0xFFFF")
+    max_len = ck.number(row, pos, "val_max_len", 10)
+    cur_len = ck.number(row, pos, "val_cur_len", 10)
+    if not 0 <= max_len <= GATTS_MAX_VALUE_LEN:
+        raise ck.fail(row, pos, "val_max_len", f"val_max_len {max_len} out of range 0..{GATTS_MAX_VALUE_LEN}")
+    if not 0 <= cur_len <= max_len:
+        raise ck.fail(row, pos, "val_cur_len", f"val_cur_len {cur_len} exceeds val_max_len {max_len}")
+    value = b""
+    if row.value:
+        try:
+            value = bytes.fromhex(row.value)
+        except ValueError:
+            raise ck.fail(row, pos, "value", f"value {row.value!r} is not an even-length hex byte string") from None
+        if len(value) != cur_len:
+            raise ck.fail(row, pos, "value", f"value has {len(value)} bytes but val_cur_len is {cur_len}")
+    return _CheckedRow(row, pos, bits, uuid, perm, value, cur_len)
+
+
+def _check_structure(parsed: list[_CheckedRow], ck: _Checker) -> None:
+    """Services, characteristics and descriptors in a shape the firmware accepts (see :func:`validate_rows`)."""
     first = parsed[0]
-    if first[2] != PRIMARY_SERVICE or first[1] != 16:
-        raise ck.fail(first[0], 0, "uuid", f"table must start with a primary service (0x2800), not {first[0].uuid}")
-
+    if first.uuid != PRIMARY_SERVICE or first.bits != 16:
+        raise ck.fail(first.row, 0, "uuid", f"table must start with a primary service (0x2800), not {first.row.uuid}")
     pos = 0
-    in_char: tuple[int, int] | None = None  # (position of value row, property byte)
+    char: tuple[_CheckedRow, int] | None = None   # (the open characteristic's value row, its property byte)
     has_cccd = False
 
     def close_char() -> None:
-        if in_char is not None and in_char[1] & (PROPERTIES["notify"] | PROPERTIES["indicate"]) and not has_cccd:
-            vrow = rows[in_char[0]]
-            raise ck.fail(vrow, in_char[0], "uuid", f"characteristic {vrow.uuid} has notify/indicate but no "
-                                                    f"CCCD (0x2902) descriptor")
+        if char is not None and char[1] & (PROPERTIES["notify"] | PROPERTIES["indicate"]) and not has_cccd:
+            vrow = char[0]
+            raise ck.fail(vrow.row, vrow.pos, "uuid", f"characteristic {vrow.row.uuid} has notify/indicate but no "
+                                                      f"CCCD (0x2902) descriptor")
 
     while pos < len(parsed):
-        row, bits, uuid, perm, value, cur_len = parsed[pos]
-        if bits == 16 and uuid in (PRIMARY_SERVICE, SECONDARY_SERVICE):
+        r = parsed[pos]
+        if r.bits == 16 and r.uuid in (PRIMARY_SERVICE, SECONDARY_SERVICE):
             close_char()
-            in_char, has_cccd = None, False
-            if len(value) not in (2, 4, 16):
-                raise ck.fail(row, pos, "value", "service declaration value must be the service UUID "
-                                                 "(2, 4 or 16 bytes of hex)")
+            char, has_cccd = None, False
+            if len(r.value) not in (2, 4, 16):
+                raise ck.fail(r.row, pos, "value", "service declaration value must be the service UUID "
+                                                   "(2, 4 or 16 bytes of hex)")
             pos += 1
-        elif bits == 16 and uuid == INCLUDE:
-            raise ck.fail(row, pos, "uuid", "include declarations (0x2802) are not supported by ESP-AT tables")
-        elif bits == 16 and uuid == CHAR_DECLARATION:
+        elif r.bits == 16 and r.uuid == INCLUDE:
+            raise ck.fail(r.row, pos, "uuid", "include declarations (0x2802) are not supported by ESP-AT tables")
+        elif r.bits == 16 and r.uuid == CHAR_DECLARATION:
             close_char()
-            if len(value) != 1:
-                raise ck.fail(row, pos, "value", "characteristic declaration value must be the 1-byte property")
+            if len(r.value) != 1:
+                raise ck.fail(r.row, pos, "value", "characteristic declaration value must be the 1-byte property")
             if pos + 1 >= len(parsed):
-                raise ck.fail(row, pos, "uuid", "characteristic declaration (0x2803) is the last row: its value row is missing")
-            vrow, vbits, vuuid, vperm = parsed[pos + 1][:4]
-            if vbits == 16 and (vuuid in (PRIMARY_SERVICE, SECONDARY_SERVICE, INCLUDE, CHAR_DECLARATION)
-                                or _is_descriptor(vuuid)):
-                raise ck.fail(vrow, pos + 1, "uuid", f"characteristic declaration cfg{pos} must be followed by its "
-                                                     f"value row, not {vrow.uuid}")
-            prop = value[0]
-            _check_prop_perm(ck, vrow, pos + 1, prop, vperm)
-            in_char, has_cccd = (pos + 1, prop), False
+                raise ck.fail(r.row, pos, "uuid", "characteristic declaration (0x2803) is the last row: its value row is missing")
+            v = parsed[pos + 1]
+            if v.is_declaration or (v.bits == 16 and _is_descriptor(v.uuid)):
+                raise ck.fail(v.row, pos + 1, "uuid", f"characteristic declaration cfg{pos} must be followed by its "
+                                                      f"value row, not {v.row.uuid}")
+            prop = r.value[0]
+            _check_prop_perm(ck, v.row, pos + 1, prop, v.perm)
+            char, has_cccd = (v, prop), False
             pos += 2
-        elif bits == 16 and _is_descriptor(uuid):
-            if in_char is None:
-                raise ck.fail(row, pos, "uuid", f"descriptor {row.uuid} does not follow a characteristic value")
-            if uuid == CCCD:
+        elif r.bits == 16 and _is_descriptor(r.uuid):
+            if char is None:
+                raise ck.fail(r.row, pos, "uuid", f"descriptor {r.row.uuid} does not follow a characteristic value")
+            if r.uuid == CCCD:
                 has_cccd = True
-                if cur_len not in (0, 2):
-                    raise ck.fail(row, pos, "val_cur_len", "CCCD (0x2902) value is 2 bytes")
+                if r.cur_len not in (0, 2):
+                    raise ck.fail(r.row, pos, "val_cur_len", "CCCD (0x2902) value is 2 bytes")
             pos += 1
         else:
-            raise ck.fail(row, pos, "uuid", f"{row.uuid} is a characteristic value without a 0x2803 declaration "
-                                            f"before it")
+            raise ck.fail(r.row, pos, "uuid", f"{r.row.uuid} is a characteristic value without a 0x2803 declaration "
+                                              f"before it")
     close_char()
 
 

@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import signal
+import socket
 import threading
 import time
 from collections import Counter
@@ -353,8 +354,6 @@ def _output(given: str | Path | bool | None, default: Path | None, recipe_dir: P
 
 
 def _default_station_id() -> str:
-    import socket
-
     return socket.gethostname().split(".")[0] or "station"
 
 
