@@ -63,6 +63,7 @@ def _rst_set(ctx: "Ctx", p: Params) -> After:
 def gmr_lines(ctx: "Ctx") -> list[str]:
     """The four G3 ``AT+GMR`` lines for the booted app and flashed module name (§2.4)."""
     app = ctx.boot.app
+    assert app is not None, "the firmware answers only after it booted an app"
     chip = ctx.profile.gmr_chip
     core = app.at_core
     if not core:  # a real esp-at image carries no AT-core record: derive one from the app version

@@ -112,8 +112,10 @@ class LedgerError(DeviceError):
 class HasSerialScheme(Protocol):
     """What :meth:`Ledger.reserve_identity` needs of a recipe."""
 
-    name: str
-    serial: SerialScheme
+    @property
+    def name(self) -> str: ...
+    @property
+    def serial(self) -> SerialScheme: ...
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ for it now and the attempt is ended ``ABORTED``.
 
 from __future__ import annotations
 
+import functools
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -41,9 +42,9 @@ class ReportRecorder:
                  transcript: bool = True, usb_serial: str | None = None, usb_location: str | None = None) -> None:
         self.out_dir = Path(out_dir)
         self.port = port
-        self._meta = dict(recipe_name=recipe_name, recipe_hash=recipe_hash, recipe_path=recipe_path,
-                          station_id=station_id, port=port, operator=operator, usb_serial=usb_serial,
-                          usb_location=usb_location)
+        self._new_builder = functools.partial(
+            ReportBuilder, self.out_dir, recipe_name=recipe_name, recipe_hash=recipe_hash, recipe_path=recipe_path,
+            station_id=station_id, port=port, operator=operator, usb_serial=usb_serial, usb_location=usb_location)
         self._transcript = transcript
         self._open: dict[str, float] = {}
         self.builder: ReportBuilder | None = None
@@ -58,7 +59,7 @@ class ReportRecorder:
         if ev.port != self.port or self.path is not None:
             return
         if ev.step == "unit" and ev.status == "start":
-            self.builder = ReportBuilder(self.out_dir, started=iso(ev.time), **self._meta)
+            self.builder = self._new_builder(started=iso(ev.time))
             self._open.clear()
         if self.builder is None:
             return

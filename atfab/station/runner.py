@@ -175,6 +175,27 @@ class _State:
         self.images: UnitImages | None = None   # holds the private key: memory only
         self.measurements: list[Measurement] = []
 
+    # The steps run in order: each accessor below is set by an earlier step than those that use it.
+    @property
+    def unit_mac(self) -> str:
+        assert self.mac is not None, "the chip step reads the MAC"
+        return self.mac
+
+    @property
+    def unit_serial(self) -> str:
+        assert self.serial is not None, "the identity step reserves the serial"
+        return self.serial
+
+    @property
+    def unit_images(self) -> UnitImages:
+        assert self.images is not None, "the build step builds the images"
+        return self.images
+
+    @property
+    def client(self) -> AtClient:
+        assert self.at is not None, "boot, configure and verify run only with an AT port"
+        return self.at
+
 
 class UnitRunner:
     """Provisions the unit on one port. One runner per port; not shared between threads."""
@@ -359,17 +380,17 @@ class UnitRunner:
     def _identity(self, st: _State, retry_of: int | None, started: float) -> None:
         ctx, recipe = self.ctx, self.ctx.recipe
         with self._step("identity") as s:
-            ident = ctx.ledger.reserve_identity(st.mac, recipe)
+            ident = ctx.ledger.reserve_identity(st.unit_mac, recipe)
             st.serial = ident.serial
             resumed = []
-            for old in ctx.ledger.attempts_for(st.mac):
+            for old in ctx.ledger.attempts_for(st.unit_mac):
                 if old.open:
                     close_stale_attempt(ctx.ledger, old, ctx.reports_dir, recipe_name=recipe.name,
                                         recipe_hash=recipe.hash, recipe_path=recipe.path,
                                         detected_by=f"{ctx.station_id}:{self.port.label}")
                     resumed.append(old.id)
             if retry_of is None:
-                last = ctx.ledger.attempts_for(st.mac)
+                last = ctx.ledger.attempts_for(st.unit_mac)
                 if last and last[-1].outcome != "PASS":
                     retry_of = last[-1].id      # the unit is tried again: this attempt retries that one
             attempt = self._begin(st, retry_of, started)
@@ -396,8 +417,8 @@ class UnitRunner:
         ctx, profile = self.ctx, self.ctx.recipe.profile
         with self._step("flash") as s:
             regions = (*ctx.firmware.regions,
-                       Region(profile.at_customize_offset, "at_customize.bin", st.images.at_customize),
-                       Region(profile.mfg_nvs.offset, "mfg_nvs.bin", st.images.mfg_nvs.image))
+                       Region(profile.at_customize_offset, "at_customize.bin", st.unit_images.at_customize),
+                       Region(profile.mfg_nvs.offset, "mfg_nvs.bin", st.unit_images.mfg_nvs.image))
             flash_set = FlashSet(tuple(sorted(regions, key=lambda r: r.offset)), flash_mode=profile.flash_mode,
                                  flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
                                  chip=profile.chip, source=str(ctx.recipe.path))
@@ -417,16 +438,18 @@ class UnitRunner:
 
     def _issue(self, st: _State, s: _Step) -> UnitIdentity:
         ctx, recipe = self.ctx, self.ctx.recipe
-        values = recipe.identity_values(serial=st.serial, mac=st.mac)
+        ca, plan, pki = ctx.ca, ctx.plan, recipe.pki
+        assert ca is not None and plan is not None and pki is not None, "only a recipe with a unit identity issues one"
+        values = recipe.identity_values(serial=st.unit_serial, mac=st.unit_mac)
         with ctx.ca_lock:
-            identity = issue_unit(ctx.ca, recipe.pki.identity, values, usages=ctx.plan.usages or ("clientAuth",))
-        ctx.plan.check_identity(identity)
+            identity = issue_unit(ca, pki.identity, values, usages=plan.usages or ("clientAuth",))
+        plan.check_identity(identity)
         info = identity.public_info()
-        slots = [slot_name(x) for x in recipe.pki.slots if x.cert == UNIT]
+        slots = [slot_name(x) for x in pki.slots if x.cert == UNIT]
         if ctx.escrow is not None:      # before the key goes anywhere else (one whole record, fsynced)
-            escrow_identity(ctx.escrow, identity, serial=st.serial, mac=st.mac, slots=slots, context=PROVISION,
-                            attempt_id=st.attempt_id, recipe=recipe.name, station=ctx.station_id)
-        ctx.ledger.record_certificate(st.mac, slots, issuer=info["issuer"], cert_serial=info["serial"],
+            escrow_identity(ctx.escrow, identity, serial=st.unit_serial, mac=st.unit_mac, slots=slots,
+                            context=PROVISION, attempt_id=st.attempt_id, recipe=recipe.name, station=ctx.station_id)
+        ctx.ledger.record_certificate(st.unit_mac, slots, issuer=info["issuer"], cert_serial=info["serial"],
                                       fingerprint=info["sha256"], key_fingerprint=info["spki_sha256"],
                                       not_before=info["not_before"], not_after=info["not_after"],
                                       attempt_id=st.attempt_id)
@@ -455,11 +478,11 @@ class UnitRunner:
         recipe, fw = self.ctx.recipe, self.ctx.recipe.profile.firmware
         fp = recipe.factory_param
         built = BuiltUnit(Path(f"<unit {st.serial}>"), {"module": recipe.profile.name, "app": self.ctx.firmware.app},
-                          recipe.profile.at_customize, read_nvs(st.images.mfg_nvs.image, source="mfg_nvs.bin"))
+                          recipe.profile.at_customize, read_nvs(st.unit_images.mfg_nvs.image, source="mfg_nvs.bin"))
         baud = fp.get("uart_baudrate")
         uart = UartConfig(baud, 8, 1, 0, fw.uart_default_flow_control) if isinstance(baud, int) and baud > 0 else None
         power = fp.get("max_tx_power")
-        result = verify_unit(st.at, built, mac=st.mac, firmware=fw, uart=uart,
+        result = verify_unit(st.client, built, mac=st.mac, firmware=fw, uart=uart,
                              rf_power=power if isinstance(power, int) else None, checks=recipe.verify.checks,
                              at_version=recipe.verify.at_version)
         return result.measurements
