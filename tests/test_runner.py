@@ -15,7 +15,8 @@ from atfab.verify.checks import check_of
 from atfab.station.station import Station, parse_port
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys, key_markers
-from tests.station_support import check_report, load, load_ca
+from tests.station_support import check_report, load, load_ca, write_recipe
+from atfab.station.recipe import load_recipe
 
 T = 60  # seconds any station run in these tests may take before it counts as a hang
 
@@ -86,14 +87,26 @@ def test_one_unit_passes_and_the_report_is_built_from_events(module_pool, tmp_pa
 
 def test_failing_check_is_fail_and_not_retried(module_pool, tmp_path: Path) -> None:
     pool = module_pool(1)
-    pool[0].faults.corrupt_next_read = True          # a read-back that does not match what was written
-    summary = run_with_timeout(station(pool, tmp_path).run, T)
+    path = write_recipe(tmp_path)                    # the unit's firmware is not the one the recipe wants
+    path.write_text(path.read_text().replace("[verify]\n", '[verify]\nat_version = "v9.9.0.0"\n'))
+    recipe = load_recipe(path, workdir=tmp_path)
+    summary = run_with_timeout(station(pool, tmp_path, recipe=recipe).run, T)
     (result,) = summary.results                      # [retry] on = ["ERROR"]: a FAIL stays a FAIL
     assert result.outcome == "FAIL" and summary.exit_code == 1
     data = check_report(result.report)
     failed = [m["name"] for m in data["measurements"] if m["outcome"] == "fail"]
     assert failed and data["error"] == f"failed: {', '.join(failed)}"
     assert data["steps"][-1] == {**data["steps"][-1], "name": "verify", "outcome": "fail"}
+
+
+def test_a_corrupted_read_back_is_error_then_retried_not_fail(module_pool, tmp_path: Path) -> None:
+    pool = module_pool(1)
+    pool[0].faults.corrupt_next_read = True          # one byte flipped on one read-back: link noise
+    summary = run_with_timeout(station(pool, tmp_path).run, T)
+    first, second = summary.results
+    assert (first.outcome, second.outcome) == ("ERROR", "PASS") and second.retry_of == first.attempt_id
+    assert "re-read" in first.error and summary.exit_code == 0
+    assert [s["outcome"] for s in check_report(first.report)["steps"] if s["name"] == "verify"] == ["error"]
 
 
 def test_link_drop_mid_flash_is_error_then_retried(module_pool, tmp_path: Path) -> None:

@@ -109,6 +109,21 @@ def test_broken_link_is_a_device_error_not_a_verdict(virtual_module, built_pki):
             run_with_timeout(verify_unit, T, at, built_pki)
 
 
+def test_a_read_that_disagrees_with_its_re_read_is_link_noise_not_a_fail(virtual_module, built_pki):
+    """One flipped byte on a read-back is not a bad unit: the failing read is read again, and when
+    the re-read disagrees verify raises ReadDisagrees (a DeviceError: ERROR, retried), never FAIL."""
+    from atfab.verify.unit import ReadDisagrees
+
+    provision(virtual_module, built_pki)
+    with client(virtual_module, built_pki) as at:
+        virtual_module.faults.corrupt_next_read = True     # flips one byte of the next SYSMFG/SYSFLASH read
+        with pytest.raises(ReadDisagrees) as err:
+            run_with_timeout(verify_unit, T, at, built_pki)
+        assert isinstance(err.value, DeviceError) and "re-read" in str(err.value)
+        result = run_with_timeout(verify_unit, T, at, built_pki)   # the link is clean again: the unit passes
+    assert result.passed, failed(result)
+
+
 def test_ble_build_checks_gatt_discovery(tmp_path):
     profile = load_profile("esp32c2-2mb-ble")
     out = tmp_path / "ble"

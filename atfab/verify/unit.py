@@ -35,10 +35,12 @@ module, :func:`verify_unit` checks:
 :func:`atfab.verify.checks.check_of` maps a measurement name to its check. Measurement names do not depend on
 ``checks``.
 
-A wrong value is a failing measurement. A check that cannot be made because the link or the
-station failed (timeout, lost link, busy, garbled reply) raises that
+A wrong value is a failing measurement, but only once it is read twice alike: a read that does
+not hold is read again, and a re-read that disagrees with the first read (a byte flipped on the
+wire) raises :class:`ReadDisagrees` (link noise: ERROR, never FAIL). A check that cannot be made
+because the link or the station failed (timeout, lost link, busy, garbled reply) raises that
 :class:`~atfab.core.errors.DeviceError`: a station problem, not a unit verdict. An ``ERROR`` answer
-to a read (e.g. a key the unit lacks) is a failing measurement of the unit.
+to a read (e.g. a key the unit lacks), given again to the re-read, is a failing measurement of the unit.
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..core.errors import InputError
+from ..core.errors import DeviceError, InputError
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.mac import normalize_mac
 from ..core.measurement import (
@@ -138,6 +140,20 @@ class VerifyResult:
                 "measurements": [m.to_dict() for m in self.measurements]}
 
 
+class ReadDisagrees(DeviceError):
+    """A read did not hold and reading it again gave something else: the link, not the unit (exit 3)."""
+
+    def __init__(self, name: str, first: Any, second: Any) -> None:
+        super().__init__(f"{name}: the read-back disagrees with a re-read ({_short(first)} then {_short(second)}): "
+                         "link noise, not a unit verdict")
+        self.name, self.first, self.second = name, first, second
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class _Refused(Exception):
     """The module answered ERROR to a read: the unit, not the station, is at fault."""
 
@@ -169,47 +185,76 @@ class _Verifier:
         self.out: list[Measurement] = []
         self.gmr_reply: Any = None          # AT+GMR as read by gmr() (recipe_version reuses it)
 
-    def add(self, name: str, expected: Any, measured: Any, rule: str = "equal", detail: str | None = None) -> None:
-        self.out.append(evaluate(name, expected, measured, rule, detail=detail))
+    def add(self, name: str, expected: Any, measured: Any, rule: str = "equal", detail: str | None = None, *,
+            reread: Callable[[], Any] | None = None) -> None:
+        """A measurement of a value already read; ``reread`` reads it again before a failing verdict."""
+        m = evaluate(name, expected, measured, rule, detail=detail)
+        if not m.passed and reread is not None:
+            self.confirm(name, measured, reread)
+        self.out.append(m)
+
+    def refused(self, name: str, expected: Any, rule: str, exc: "_Refused", read: Callable[[], Any]) -> None:
+        """The module answered ERROR to ``read``: a failing measurement once a re-read is refused too."""
+        self.confirm(name, exc, read)
+        self.out.append(_refused(name, expected, rule, exc))
 
     def check(self, name: str, expected: Any, read: Callable[[], Any], rule: str = "equal") -> Any:
+        """Read, compare, and before a failing verdict read again (:meth:`confirm`)."""
         try:
             measured = _ask(read)
         except _Refused as exc:
-            self.out.append(_refused(name, expected, rule, exc))
+            self.refused(name, expected, rule, exc, read)
             return None
-        self.add(name, expected, measured, rule)
+        self.add(name, expected, measured, rule, reread=read)
         return measured
+
+    def confirm(self, name: str, first: Any, read: Callable[[], Any]) -> None:
+        """A read that does not hold is read once more; :class:`ReadDisagrees` unless it reads the same."""
+        try:
+            second: Any = _ask(read)
+        except _Refused as exc:
+            second = exc
+        if isinstance(first, _Refused) and isinstance(second, _Refused):
+            return
+        if isinstance(first, _Refused) or isinstance(second, _Refused) or second != first:
+            raise ReadDisagrees(name, first, second)
 
     # -- checks --------------------------------------------------------------------------------
     def basics(self) -> None:
         self.check("at.alive", "OK", lambda: (self.at.at(), "OK")[1])
-        try:
-            _ask(self.at.echo_off)
-            start = len(self.at.transcript)
-            _ask(self.at.at)
-            echoed = any(e.direction == "rx" and e.kind == "echo" for e in self.at.transcript[start:])
-            self.add("at.echo_off", "off", "on" if echoed else "off")
-        except _Refused as exc:
-            self.out.append(_refused("at.echo_off", "off", "equal", exc))
+        self.check("at.echo_off", "off", self._echo_after_ate0)
+
+    def _echo_after_ate0(self) -> str:
+        self.at.echo_off()
+        start = len(self.at.transcript)
+        self.at.at()
+        return "on" if any(e.direction == "rx" and e.kind == "echo" for e in self.at.transcript[start:]) else "off"
 
     def gmr(self) -> None:
         try:
             gmr = self.gmr_reply = _ask(self.at.gmr)
         except _Refused as exc:
-            self.out.append(_refused(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), "equal", exc))
+            self.refused(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), "equal", exc, self.at.gmr)
             return
-        self.add(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), gmr.module_name)
+        found = self._gmr_measurements(gmr)
+        bad = [m for m in found if not m.passed]
+        if bad:
+            self.confirm(bad[0].name, gmr.lines, lambda: self.at.gmr().lines)
+        self.out += found
+
+    def _gmr_measurements(self, gmr: Any) -> list[Measurement]:
+        out = [evaluate(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), gmr.module_name)]
         app = self.built.app
         if app is None:
-            return
+            return out
         version_line = next((ln for ln in gmr.lines if ln.startswith("AT version:")), None)
         if app.get("at_core"):
-            self.add("gmr.at_version", app["at_core"],
-                     version_line[len("AT version:"):].strip() if version_line else None)
-        self.add("gmr.sdk_version", app.get("idf_ver"), gmr.sdk_version)
-        self.add("gmr.compile_time", f"{app.get('date')} {app.get('time')}", gmr.compile_time)
-        self.add("gmr.bin_version", app.get("version"), gmr.bin_version)
+            out.append(evaluate("gmr.at_version", app["at_core"],
+                                version_line[len("AT version:"):].strip() if version_line else None))
+        out.append(evaluate("gmr.sdk_version", app.get("idf_ver"), gmr.sdk_version))
+        out.append(evaluate("gmr.compile_time", f"{app.get('date')} {app.get('time')}", gmr.compile_time))
+        out.append(evaluate("gmr.bin_version", app.get("version"), gmr.bin_version))
+        return out
 
     def partitions(self) -> None:
         expected = [f"{p.name},{p.type},{p.subtype},0x{p.offset:x},0x{p.size:x}" for p in self.built.at_customize.entries]
@@ -245,10 +290,13 @@ class _Verifier:
         try:
             cur = _ask(self.at.uart_cur)
         except _Refused as exc:
-            self.out.append(_refused("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], "tolerance_pct", exc))
+            self.refused("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], "tolerance_pct", exc,
+                         self.at.uart_cur)
             return
-        self.add("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], cur.baud, "tolerance_pct")
-        self.add("uart_cur.format", want[1:], list(_uart_fields(cur))[1:])
+        self.add("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], cur.baud, "tolerance_pct",
+                 reread=lambda: self.at.uart_cur().baud)
+        self.add("uart_cur.format", want[1:], list(_uart_fields(cur))[1:],
+                 reread=lambda: list(_uart_fields(self.at.uart_cur()))[1:])
 
     def rf_power(self, expected: int | None) -> None:
         if not self.fw.wifi:
@@ -259,7 +307,8 @@ class _Verifier:
         measured = self.check("rf_power.range", [self.fw.rfpower_min, self.fw.rfpower_max],
                               lambda: self.at.rf_power()[0], "range")
         if expected is not None:
-            self.add(RF_POWER_WIFI, rfpower_readback(expected, self.fw), measured)
+            self.add(RF_POWER_WIFI, rfpower_readback(expected, self.fw), measured,
+                     reread=lambda: self.at.rf_power()[0])
 
     def country(self) -> None:
         fp = self.built.factory_param
@@ -276,6 +325,8 @@ class _Verifier:
             return
         measured = gmr.bin_version or gmr.at_version
         ok = measured is not None and measured.lstrip("vV").startswith(expected.lstrip("vV"))
+        if not ok:
+            self.confirm("gmr.recipe_version", measured, lambda: (lambda g: g.bin_version or g.at_version)(self.at.gmr()))
         self.out.append(Measurement("gmr.recipe_version", expected, measured, "prefix", PASS if ok else FAIL))
 
     def mac(self, mac: str | None) -> None:
@@ -283,9 +334,10 @@ class _Verifier:
         try:
             got = _ask(lambda: read_module_mac(self.at, self.fw))
         except _Refused as exc:
-            self.out.append(_refused(name, mac, rule, exc))
+            self.refused(name, mac, rule, exc, lambda: read_module_mac(self.at, self.fw))
             return
-        self.add(name, mac, got.base, rule, detail=got.detail if got.offset else None)
+        self.add(name, mac, got.base, rule, detail=got.detail if got.offset else None,
+                 reread=lambda: read_module_mac(self.at, self.fw).base)
 
     def gatt(self) -> None:
         cfgs = [e for e in self.built.mfg_nvs.keys("ble_data") if isinstance(e.value, str)]
@@ -383,5 +435,5 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
     return VerifyResult(v.out)
 
 
-__all__ = ["BuiltUnit", "VerifyResult", "load_built", "verify_unit", "wait_alive",
+__all__ = ["BuiltUnit", "VerifyResult", "ReadDisagrees", "load_built", "verify_unit", "wait_alive",
            "UART_BAUD_TOLERANCE_PCT"]
