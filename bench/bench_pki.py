@@ -34,8 +34,6 @@ from atfab.image.unit_content import DEFAULT_GATT
 ANCHOR_MS = (17.0, 20.0)      # recorded esp-matter-mfg-tool cost per device
 TARGET_MS = ANCHOR_MS[0] / 10
 PASSPHRASE = b"bench passphrase only"
-RAW_DATA = Path(__file__).resolve().parents[2] / "shared" / "reference" / "esp-at" / "components" / "customized_partitions" / "raw_data"
-CLOUD_CA = RAW_DATA / "client_ca" / "client_ca_00.crt"
 TEMPLATE = {"subject": {"CN": "{serial}", "O": "Bench"}, "san_uri": ["urn:bench:mac:{mac_hex}"], "days": 3650}
 
 _state: dict = {}
@@ -45,9 +43,8 @@ def _setup(ca_dir: str, module: str, check: bool) -> None:
     """Per process: load the CA, plan the slots, read the GATT table (not timed)."""
     profile = load_profile(module)
     ca = load_ca(ca_dir, PASSPHRASE)
-    slots = [{"set": "client", "cert": "unit", "key": "unit"}]
-    if CLOUD_CA.exists():
-        slots[0]["ca"] = [str(CLOUD_CA)]
+    # a second CA certificate stands in for a cloud CA bundle (made beside the factory CA)
+    slots = [{"set": "client", "cert": "unit", "key": "unit", "ca": [str(Path(ca_dir).parent / "cloud" / "ca.crt")]}]
     plan = plan_slots(parse_slots(slots), firmware=profile.firmware, factory_ca=ca.chain_certs())
     _state.update(profile=profile, ca=ca, plan=plan, template=IdentityTemplate.from_table(TEMPLATE),
                   rows=cfg_strings(load_gatts_csv(DEFAULT_GATT)), check=check)
@@ -98,6 +95,7 @@ def main() -> None:
     tmp = tempfile.mkdtemp(prefix="bench_pki.")
     try:
         create_ca(Path(tmp) / "ca", common_name="Bench CA", passphrase=PASSPHRASE)
+        create_ca(Path(tmp) / "cloud", common_name="Bench cloud CA", passphrase=PASSPHRASE)
         ca_dir = str(Path(tmp) / "ca")
         _setup(ca_dir, args.module, args.check)
         for i in range(20):          # warm-up

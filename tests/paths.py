@@ -1,15 +1,18 @@
-"""Where the read-only reference material lives: ``shared/`` beside the repository checkout.
+"""Where the tests' reference data lives: inside the checkout (``tests/data/``), never beside it.
 
-CI clones the repository with ``shared/`` next to it; ``ATFAB_SHARED`` overrides the location.
+``ESP_AT`` mirrors the esp-at repository's paths for the committed copies (``tests/data/NOTICE``);
+``RAW_DATA`` is a full esp-at ``raw_data`` folder whose certificates and keys are made at test
+time (:mod:`tests.esp_at_data`), so no private key is committed.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from tests.esp_at_data import DATA, ESP_AT, raw_data_dir
+
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ATFAB_SHARED", REPO.parent / "shared"))
-ESP_AT = SHARED / "reference" / "esp-at"
 MODULE_CONFIG = ESP_AT / "module_config"
-RAW_DATA = ESP_AT / "components" / "customized_partitions" / "raw_data"
+RAW_DATA = raw_data_dir()
+
+__all__ = ["REPO", "DATA", "ESP_AT", "MODULE_CONFIG", "RAW_DATA"]

@@ -20,7 +20,6 @@ from atfab.image.nvs import read_nvs
 from tests.paths import RAW_DATA
 
 RAW = RAW_DATA
-needs_raw = pytest.mark.skipif(not RAW.is_dir(), reason="esp-at reference data not available")
 FW = firmware_for("esp32c2")
 SIZE = 0x1F000
 
@@ -104,7 +103,6 @@ def csv_expectation(text: str) -> list[tuple[str, str, str, object]]:
     return out
 
 
-@needs_raw
 def test_esp_at_parity(tmp_path):
     mfg = build_mfg_nvs(esp_at_content(), SIZE, firmware=FW, source="ESP32C2-4MB")
     expected = expected_csv()
