@@ -63,7 +63,7 @@ def test_one_unit_passes_and_the_report_is_built_from_events(module_pool, tmp_pa
     # the event stream and the report tell the same story
     ends = [(e.step, e.status) for e in seen.events if e.step in STEPS and e.ended]
     assert ends == [(s["name"], s["outcome"]) for s in data["steps"]]
-    assert seen.steps()[0] == ("unit", "start") and seen.steps()[-1] == ("unit", "PASS")
+    assert seen.steps()[0] == ("unit", "start") and seen.steps()[-2:] == [("unit", "PASS"), ("report", "PASS")]
     assert any(e.step == "flash" and e.status == "progress" for e in seen.events)
     names = {m["name"] for m in data["measurements"]}
     assert {"at.alive", "gmr.module_name", "sta_mac", "uart_def", "rf_power.wifi", "at_customize.partitions",

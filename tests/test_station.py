@@ -6,6 +6,7 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import subprocess
 import sys
@@ -228,7 +229,25 @@ def test_console_plain_and_tty() -> None:
     r = StatusRenderer(tty, ["p0", "p1"], tty=True, interval=0)
     for e in events[:3]:
         r(e)
-    assert " 50%" in tty.getvalue() and "\x1b[2K" in tty.getvalue()
+    assert " 50%" in tty.getvalue() and "\x1b[2K" in tty.getvalue() and "━" in tty.getvalue()   # a progress bar
     r(events[-1])
     r.close()
-    assert "PASS 1  FAIL 0  ERROR 0  ABORTED 0" in tty.getvalue()
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", tty.getvalue())
+    assert "PASS 1  FAIL 0  ERROR 0  ABORTED 0" in screen and "PASS    2.5 s" in screen
+    assert "\x1b[1;32mPASS" in tty.getvalue()                   # in colour
+
+
+def test_console_falls_back_to_plain_lines(monkeypatch) -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    assert StatusRenderer(Terminal(), ["p0"]).tty
+    monkeypatch.setenv("NO_COLOR", "1")
+    out = Terminal()
+    r = StatusRenderer(out, ["p0"])
+    r(Event("p0", None, "unit", "start", time=1.0))
+    r(Event("p0", "C2D-1", "unit", "FAIL", time=2.0, detail="failed: rf_power"))
+    r.close()
+    assert not r.tty and out.getvalue() == "p0    C2D-1              FAIL    1.0 s  failed: rf_power\n"
+    assert not StatusRenderer(io.StringIO(), ["p0"]).tty

@@ -1,21 +1,32 @@
-"""Console output of a station: a live status line per port, and the final tally.
+"""Console output of a station: a live status table per port, and the final tally.
 
-:class:`StatusRenderer` is an event subscriber (:mod:`atfab.station.events`). On a terminal it keeps one
-line per port up to date in place (port, unit serial, step, progress %, last outcome) and prints
-each unit's outcome above them; otherwise (a pipe, a CI log) it writes plain lines: each step's
-end, the flash start and its progress in quarters, each unit's outcome. It writes to the stream
-it is given (the CLI passes stdout or stderr) and flushes every write.
+:class:`StatusRenderer` is an event subscriber (:mod:`atfab.station.events`). On a terminal (and
+``NO_COLOR`` unset) it draws with rich: a table with one row per slot (unit, step, a progress bar,
+the last outcome in colour, the time of the last unit) and the counts, redrawn in place, with each
+unit's outcome printed above it. Otherwise (a pipe, a CI log, ``NO_COLOR``) it writes plain lines:
+each step's end, the flash start and its progress in quarters, each unit's outcome. It writes to
+the stream it is given (the CLI passes stdout or stderr).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
+
 from ..core.errors import OUTCOMES
-from .events import Event
+from .events import STATION, Event
+
+#: Colour of each outcome (rich style names).
+OUTCOME_STYLE = {"PASS": "bold green", "FAIL": "bold red", "ERROR": "bold yellow", "ABORTED": "bold magenta"}
 
 
 @dataclass
@@ -25,35 +36,49 @@ class _PortLine:
     progress: float | None = None
     last: str = "-"
     started: float = 0.0
+    took: float | None = None
+    paused: bool = False
+
+
+def use_terminal(stream: TextIO) -> bool:
+    """True when ``stream`` is a terminal and ``NO_COLOR`` is not set (https://no-color.org)."""
+    return bool(getattr(stream, "isatty", lambda: False)()) and not os.environ.get("NO_COLOR")
 
 
 class StatusRenderer:
-    """Live per-port status from the event stream. ``tty`` defaults to ``stream.isatty()``."""
+    """Live per-port status from the event stream. ``tty`` defaults to :func:`use_terminal`.
+
+    ``interval`` is the terminal redraw period (0: redraw on every event, for tests).
+    """
 
     def __init__(self, stream: TextIO, ports: list[str], *, tty: bool | None = None, interval: float = 0.1) -> None:
         self.stream = stream
-        self.tty = stream.isatty() if tty is None else tty
+        self.tty = use_terminal(stream) if tty is None else tty
         self.interval = interval
         self._lines = {p: _PortLine() for p in ports}
         self._counts = {k: 0 for k in OUTCOMES}
         self._lock = threading.Lock()
-        self._drawn = 0
-        self._last_draw = 0.0
         self._quarter: dict[str, int] = {}
         self._width = max([len(p) for p in ports] + [4])
+        self._live: Live | None = None
+        self._console: Console | None = None
+        if self.tty:
+            self._console = Console(file=stream, force_terminal=True, highlight=False, soft_wrap=False)
 
     def __call__(self, ev: Event) -> None:
         with self._lock:
+            if ev.port == STATION:
+                text = f"station page: {ev.detail}" if ev.step == "page" else f"station: {ev.detail or ev.status}"
+                self._emit(text, "bold cyan")
+                return
             line = self._lines.setdefault(ev.port, _PortLine())
             if ev.unit:
                 line.unit = ev.unit
             text = self._update(line, ev)
             if self.tty:
                 if text is not None:
-                    self._clear()
-                    self._write(text + "\n")
-                if text is not None or time.monotonic() - self._last_draw >= self.interval:
-                    self._draw()
+                    self._emit(text, OUTCOME_STYLE.get(ev.status if ev.step in ("unit", "report") else "", ""))
+                self._refresh()
             elif text is not None:
                 self._write(text + "\n")
 
@@ -66,8 +91,20 @@ class StatusRenderer:
                 return None
             line.last, line.step, line.progress = ev.status, "done", None
             self._counts[ev.status] = self._counts.get(ev.status, 0) + 1
-            took = f"{ev.time - line.started:.1f} s" if line.started else ""
+            line.took = ev.time - line.started if line.started else None
+            took = f"{line.took:.1f} s" if line.started else ""
             return f"{who}  {ev.status:<7} {took}" + (f"  {ev.detail}" if ev.detail else "")
+        if ev.step == "report":             # the final outcome: differs only when the report could not be sealed
+            if ev.status == line.last:
+                return None
+            if line.last in self._counts:
+                self._counts[line.last] -= 1
+            self._counts[ev.status] = self._counts.get(ev.status, 0) + 1
+            line.last = ev.status
+            return f"{who}  {ev.status:<7}" + (f"  {ev.detail}" if ev.detail else "")
+        if ev.step == "pause":
+            line.paused = ev.status == "start"
+            return f"{who}  {ev.detail or ('paused' if line.paused else 'resumed')}"
         if ev.step == "wait":
             line.step, line.progress = ("waiting" if ev.status == "start" else "unit found"), None
             return None if self.tty else f"{who}  {ev.detail or ev.status}"
@@ -89,36 +126,70 @@ class StatusRenderer:
             return None
         return f"{who}  {ev.step:<11} {ev.status}" + (f"  {ev.detail}" if ev.detail else "")
 
-    # -- terminal drawing -----------------------------------------------------------------------
+    # -- terminal drawing (rich) ------------------------------------------------------------------
 
-    def _status(self, port: str, line: _PortLine) -> str:
-        pct = f"{line.progress * 100:3.0f}%" if line.progress is not None else "    "
-        return f"{port:<{self._width}}  {line.unit:<17}  {line.step:<11} {pct}  last: {line.last}"
+    def _emit(self, text: str, style: str) -> None:
+        """A permanent line: above the live table on a terminal, else plain."""
+        if self._console is None:
+            self._write(text + "\n")
+            return
+        self._start()
+        self._console.print(Text(text, style=style), soft_wrap=True)
+        self._refresh()
 
-    def _clear(self) -> None:
-        if self._drawn:
-            self._write(f"\x1b[{self._drawn}F\x1b[J")
-            self._drawn = 0
+    def _start(self) -> None:
+        if self._live is None and self._console is not None:
+            self._live = Live(_Table(self), console=self._console, auto_refresh=self.interval > 0,
+                              refresh_per_second=1 / self.interval if self.interval > 0 else 4, transient=False,
+                              redirect_stdout=False, redirect_stderr=False)
+            self._live.start()
 
-    def _draw(self) -> None:
-        self._clear()
-        rows = [self._status(p, ln) for p, ln in self._lines.items()]
-        c = self._counts
-        rows.append(f"PASS {c['PASS']}  FAIL {c['FAIL']}  ERROR {c['ERROR']}  ABORTED {c['ABORTED']}")
-        self._write("".join(f"\x1b[2K{r}\n" for r in rows))
-        self._drawn = len(rows)
-        self._last_draw = time.monotonic()
+    def _refresh(self) -> None:
+        self._start()
+        if self._live is not None and self.interval <= 0:
+            self._live.refresh()
+
+    def render(self) -> Group:
+        """The status table and the counts as a rich renderable (drawn by the live display)."""
+        table = Table(box=None, pad_edge=False, show_header=True, header_style="bold", expand=False)
+        for name, width in (("slot", self._width), ("unit", 10), ("step", 11), ("progress", 21), ("last", 7),
+                            ("time", 6)):
+            table.add_column(name, no_wrap=True, min_width=width)
+        for port, ln in list(self._lines.items()):
+            step = Text("paused" if ln.paused and ln.step in ("done", "waiting", "idle") else ln.step,
+                        style="yellow" if ln.paused else "cyan")
+            if ln.progress is not None:
+                bar: Any = Table.grid(padding=(0, 1))
+                bar.add_row(ProgressBar(total=1.0, completed=ln.progress, width=16), f"{ln.progress * 100:3.0f}%")
+            else:
+                bar = ""
+            table.add_row(port, ln.unit, step, bar, Text(ln.last, style=OUTCOME_STYLE.get(ln.last, "dim")),
+                          f"{ln.took:.1f} s" if ln.took is not None else "")
+        counts = Text.assemble(*[part for k in OUTCOMES
+                                 for part in ((f"{k} {self._counts.get(k, 0)}", OUTCOME_STYLE[k]), "  ")])
+        return Group(table, counts)
 
     def close(self) -> None:
-        """Leave the last status block on screen as plain text."""
+        """Leave the last status table on screen."""
         with self._lock:
-            if self.tty:
-                self._draw()
-                self._drawn = 0
+            if self._live is not None:
+                self._live.refresh()
+                self._live.stop()
+                self._live = None
 
     def _write(self, text: str) -> None:
         self.stream.write(text)
         self.stream.flush()
+
+
+class _Table:
+    """What the live display draws: the renderer's state at the moment it draws."""
+
+    def __init__(self, renderer: StatusRenderer) -> None:
+        self._renderer = renderer
+
+    def __rich__(self) -> Group:
+        return self._renderer.render()
 
 
 def summary_lines(summary: Any) -> list[str]:
@@ -137,4 +208,4 @@ def summary_lines(summary: Any) -> list[str]:
     return lines
 
 
-__all__ = ["StatusRenderer", "summary_lines"]
+__all__ = ["StatusRenderer", "summary_lines", "use_terminal", "OUTCOME_STYLE"]

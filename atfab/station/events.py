@@ -12,7 +12,15 @@ Event statuses:
 * ``step == "unit"``: ``start`` when an attempt begins, then the attempt's outcome ``PASS``,
   ``FAIL``, ``ERROR`` or ``ABORTED``;
 * ``step == "wait"`` (loop mode): ``start`` while the port waits for the next unit, ``ok`` when
-  one is there.
+  one is there;
+* ``step == "report"``: the attempt is over, its report sealed and its ledger row ended; the
+  status is the attempt's final outcome (ERROR when the report could not be sealed), ``data``
+  holds ``report`` (the path, or None), ``serial`` and ``mac``;
+* ``step == "pause"``: the operator paused the slot (``start``: it starts no new unit) or
+  resumed it (``ok``);
+* station-wide events have ``port == ""`` (:data:`STATION`): ``step == "run"`` with status
+  ``finishing`` (stop after the current units) or ``aborting`` (stop now), ``step == "page"``
+  with status ``ok`` and the live station page's URL as ``detail``.
 
 ``data`` carries structured facts for subscribers (the chip, the serial, certificate
 fingerprints, image hashes, measurements). It never carries key material: :meth:`EventBus.emit`
@@ -31,6 +39,8 @@ from ..core.errors import OUTCOMES, DeviceError
 from ..core.keyguard import find_private_key
 from ..core.measurement import Measurement
 
+#: The ``port`` of station-wide events (not about one slot).
+STATION = ""
 #: How a step ends (the ``status`` of its last event, the ``outcome`` of its report entry).
 STEP_OUTCOMES = ("ok", "fail", "error", "skipped", "aborted")
 
@@ -64,7 +74,8 @@ class StepData(TypedDict, total=False):
     (``measurements`` when the MAC prefix is checked); ``identity``: ``serial``, ``mac``,
     ``attempt_id``, ``attempt``, ``retry_of``; ``certificate``: ``certificates``; ``build``:
     ``images`` (name → SHA-256); ``flash``: ``flash``; ``verify``: ``measurements``; the unit's
-    outcome: ``transcript`` (and ``attempt_id``/``attempt`` when no identity step ran).
+    outcome: ``transcript`` (and ``attempt_id``/``attempt`` when no identity step ran); ``report``:
+    ``report`` (the sealed report's path), ``serial``, ``mac``.
     """
 
     firmware: dict[str, Any]
@@ -79,6 +90,7 @@ class StepData(TypedDict, total=False):
     flash: FlashFacts
     measurements: list[Measurement]
     transcript: list[dict[str, Any]]
+    report: str | None
 
 
 class SecretInEvent(DeviceError):
@@ -143,4 +155,4 @@ class EventBus:
                     self.errors.append(exc)
 
 
-__all__ = ["Event", "StepData", "CertificateFacts", "FlashFacts", "EventBus", "Subscriber", "SecretInEvent", "STEP_OUTCOMES"]
+__all__ = ["Event", "StepData", "STATION", "CertificateFacts", "FlashFacts", "EventBus", "Subscriber", "SecretInEvent", "STEP_OUTCOMES"]

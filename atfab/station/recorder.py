@@ -22,7 +22,7 @@ from .ledger import Attempt, Ledger, utc_now
 from .report import ReportBuilder, UnitReport, read_report
 
 #: Events that are bookkeeping, not steps of the unit's state machine.
-NOT_STEPS = ("unit", "attempt", "wait")
+NOT_STEPS = ("unit", "attempt", "wait", "report", "pause", "run", "page")
 
 
 def iso(t: float) -> str:

@@ -295,6 +295,8 @@ class UnitRunner:
         if rec.error is not None:
             outcome, error = "ERROR", f"report not written: {_describe(rec.error)}"
         ctx.ledger.end_attempt(st.attempt_id, outcome, report_path=rec.path, detail=error)
+        self.emit("report", outcome, detail=error, attempt_id=st.attempt_id,
+                  data={"report": str(rec.path) if rec.path is not None else None, "serial": st.serial, "mac": st.mac})
         return AttemptResult(self.port.label, st.attempt_id, outcome, st.mac, st.serial, rec.path, error,
                              retry_of=(rec.report.retry_of if rec.report else retry_of),
                              seconds=time.time() - started)

@@ -12,6 +12,11 @@ units in flight at their next step (or flash block), records them ``ABORTED`` an
 summary; a second Ctrl-C stops at once (the next run closes what it left open). SIGTERM does the
 same as Ctrl-C when the station runs in the main thread (a second SIGTERM ends the process).
 
+Operator controls (the live station page uses them; Ctrl-C and SIGTERM are :meth:`Station.stop`):
+:meth:`Station.pause` / :meth:`Station.resume` a slot (its unit in flight finishes; a paused slot
+starts no new unit and does not poll its port), :meth:`Station.stop` with ``abort=False`` to stop
+after the units in flight. Each is announced on the event stream (``pause``, ``run`` events).
+
 :func:`run_sim` runs a station on in-process virtual modules; :func:`demo` is ``atfab demo``.
 """
 
@@ -25,7 +30,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +48,7 @@ from ..pki.ca import CA_CERT, load_ca, create_ca
 from ..pki.escrow_policy import open_escrow
 from ..pki.slots import plan_slots
 from ..sim.server import ModulePool
-from .events import Event, EventBus
+from .events import STATION, Event, EventBus
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
 from .report import ReportEntry, read_report
@@ -223,6 +228,8 @@ class Station:
         self.flasher_options = dict(flasher_options or {})
         self.bus = bus or EventBus()
         self.stop_token = StopToken()
+        self._controls = threading.Condition()
+        self._paused: set[str] = set()
         self._firmware = firmware_images(recipe)
         self._plan = None
         if pki is not None:
@@ -234,10 +241,49 @@ class Station:
 
     def stop(self, *, abort: bool = True) -> None:
         """Stop the run: ``abort`` the units in flight (ABORTED), or let them finish first."""
-        if abort:
-            self.stop_token.abort()
-        else:
-            self.stop_token.finish()
+        with self._controls:
+            announce = not self.stop_token.aborted and (abort or not self.stop_token.finishing)
+            if abort:
+                self.stop_token.abort()
+            else:
+                self.stop_token.finish()
+            self._controls.notify_all()
+        if announce:
+            self.bus.emit(Event(STATION, None, "run", "aborting" if abort else "finishing",
+                                detail="stopping now: the units in flight end ABORTED" if abort
+                                else "stopping after the units in flight"))
+
+    def pause(self, label: str) -> None:
+        """Pause slot ``label``: its unit in flight finishes, then it starts none until :meth:`resume`."""
+        self._set_paused(label, True)
+
+    def resume(self, label: str) -> None:
+        """Let a paused slot go on with the next unit."""
+        self._set_paused(label, False)
+
+    @property
+    def paused(self) -> frozenset[str]:
+        """The labels of the paused slots."""
+        with self._controls:
+            return frozenset(self._paused)
+
+    def _set_paused(self, label: str, paused: bool) -> None:
+        if label not in {p.label for p in self.ports}:
+            raise InputError(f"no slot {label!r} (slots: {', '.join(p.label for p in self.ports)})", field="slot")
+        with self._controls:
+            changed = (label in self._paused) != paused
+            (self._paused.add if paused else self._paused.discard)(label)
+            self._controls.notify_all()
+        if changed:
+            self.bus.emit(Event(label, None, "pause", "start" if paused else "ok",
+                                detail="paused by the operator" if paused else "resumed by the operator"))
+
+    def _hold(self, port: PortSpec) -> bool:
+        """Wait while ``port``'s slot is paused; False when the station stops meanwhile."""
+        with self._controls:
+            while port.label in self._paused and not self.stop_token.finishing:
+                self._controls.wait(0.5)
+        return not self.stop_token.finishing
 
     def run(self, *, loop: bool = False, poll_s: float = 1.0) -> StationSummary:
         """Provision the units on every port (and, with ``loop``, the ones that follow)."""
@@ -258,7 +304,7 @@ class Station:
                 runner = UnitRunner(ctx, port)
                 previous: str | None = None
                 first = True
-                while not self.stop_token.finishing:
+                while self._hold(port):
                     try:
                         if not first and not wait_for_unit(ctx, port, previous, poll_s=poll_s):
                             break
@@ -283,11 +329,11 @@ class Station:
             for t in threads:
                 t.start()
             try:
-                with _sigterm_aborts(self.stop_token):
+                with _sigterm_aborts(self.stop):
                     _join(threads)
             except KeyboardInterrupt:
                 interrupted = True
-                self.stop_token.abort()
+                self.stop(abort=True)
                 _join(threads)          # a second Ctrl-C propagates: the next run closes what is left open
         summary = StationSummary(
             recipe=self.recipe.name, station_id=self.station_id, ports=[p.label for p in self.ports],
@@ -313,7 +359,7 @@ class Station:
 
 
 @contextmanager
-def _sigterm_aborts(stop: StopToken) -> Iterator[None]:
+def _sigterm_aborts(stop: Callable[..., None]) -> Iterator[None]:
     """While the block runs (main thread only): SIGTERM aborts the run like Ctrl-C (units in flight
     end ABORTED at their next step, reports written); a second SIGTERM gets the previous handler
     (by default: the process ends at once; the next run closes what it left open)."""
@@ -324,7 +370,7 @@ def _sigterm_aborts(stop: StopToken) -> Iterator[None]:
 
     def on_sigterm(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-        stop.abort()
+        stop(abort=True)
 
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
