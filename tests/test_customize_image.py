@@ -41,7 +41,8 @@ def images(tmp_path_factory) -> dict[str, Path]:
     """Factory images: 'full' (esp-at PKI + GATT + a custom namespace), 'plain' (factory_param only)."""
     base = tmp_path_factory.mktemp("customize")
     params = Params(custom={"my_app": {"timeout": ("i32", 5000), "token": ("blob", b"\x01\x02\x03")}})
-    build("esp32c2-4mb", base / "full", synthetic_firmware="v3.3.0.0", pki_dir=RAW, gatt=GATT, params=params)
+    build("esp32c2-4mb", base / "full", synthetic_firmware="v3.3.0.0", pki_dir=RAW, gatt=GATT, params=params,
+          unread="write")   # c2-4mb has no BLE: the GATT table is written on purpose, to be edited
     build("esp32c2-4mb", base / "plain", synthetic_firmware="v3.3.0.0")
     return {"full": next((base / "full").glob("factory_*.bin")), "plain": next((base / "plain").glob("factory_*.bin")),
             "full_mfg": base / "full" / "mfg_nvs.bin"}
@@ -67,9 +68,10 @@ def _nvs(image: bytes, offset: int = MFG[0], size: int = MFG[1]):
 
 
 def _assert_only(before: bytes, after: bytes, keys: set[tuple[str, str]], offset: int = MFG[0],
-                 size: int = MFG[1]) -> None:
+                 size: int = MFG[1], *, order: bool = True) -> None:
     """Outside mfg_nvs the bytes are equal; inside, the reader diff holds exactly ``keys``, and
-    every other key keeps its value, type and its order within its namespace."""
+    every other key keeps its value, type and its order within its namespace (and, with ``order``,
+    the namespaces keep theirs, new ones after them)."""
     assert len(after) == len(before)
     assert before[:offset] == after[:offset] and before[offset + size:] == after[offset + size:]
     old, new = _nvs(before, offset, size), _nvs(after, offset, size)
@@ -81,7 +83,10 @@ def _assert_only(before: bytes, after: bytes, keys: set[tuple[str, str]], offset
     for ns in old.namespaces():   # key order within each namespace is kept (NVS has no order across them)
         assert ([e.key for e in old.keys(ns) if (ns, e.key) not in keys]
                 == [e.key for e in new.keys(ns) if (ns, e.key) not in keys])
-    assert new.namespaces()[:len(old.namespaces())] == old.namespaces()
+    kept = [ns for ns in new.namespaces() if ns in old.namespaces()]
+    assert kept == old.namespaces()
+    if order:
+        assert new.namespaces()[:len(old.namespaces())] == old.namespaces()
 
 
 # --------------------------------------------------------------------------------- factory images
@@ -142,12 +147,12 @@ def test_option_without_key_is_refused_naming_option_and_image(images, tmp_path)
     assert info.value.file == str(images["plain"]) and "client_cert namespace" in str(info.value)
     with pytest.raises(InputError, match="ble_data"):
         customize_image(images["plain"].read_bytes(), make_request(gatt=GATT), source="plain.bin")
-    # --add-missing creates them explicitly, at the end, with esp-at key naming
+    # --add-missing creates them explicitly, where esp-at's build puts them, with esp-at key naming
     req.add_missing = True
     data = images["plain"].read_bytes()
     new, _ = customize_image(data, req, source="plain.bin")
-    _assert_only(data, new, {("client_cert", "client_cert"), ("client_key", "client_key")})
-    assert _nvs(new).namespaces()[-2:] == ["client_cert", "client_key"]
+    _assert_only(data, new, {("client_cert", "client_cert"), ("client_key", "client_key")}, order=False)
+    assert _nvs(new).namespaces() == ["client_cert", "client_key", "factory_param"]
 
 
 def test_missing_factory_key_refused_then_added(tmp_path):

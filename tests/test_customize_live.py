@@ -32,7 +32,8 @@ MFG = (0x1F000, 0x1F000)
 @pytest.fixture(scope="module")
 def factory(tmp_path_factory) -> dict[str, bytes]:
     base = tmp_path_factory.mktemp("live")
-    build("esp32c2-4mb", base / "full", synthetic_firmware="v3.3.0.0", pki_dir=RAW, gatt=GATT)
+    build("esp32c2-4mb", base / "full", synthetic_firmware="v3.3.0.0", pki_dir=RAW, gatt=GATT,
+          unread="write")   # c2-4mb has no BLE: the GATT table is written on purpose, to be edited
     build("esp32c2-4mb", base / "plain", synthetic_firmware="v3.3.0.0")
     return {name: next((base / name).glob("factory_*.bin")).read_bytes() for name in ("full", "plain")}
 
@@ -126,6 +127,25 @@ def test_live_refusal_writes_nothing(module_with, tmp_path):
     assert info.value.field == "--client-cert0" and info.value.file == module.at_url
     assert module.flash.read(0, 0x60000) == snapshot
     key.unlink()
+
+
+def test_live_uart_num_that_would_move_the_at_port_is_refused(module_with):
+    module = module_with("plain")
+    snapshot = module.flash.read(0, 0x60000)
+    with pytest.raises(InputError) as info:
+        run_with_timeout(run_on_port, T, make_request({"uart_port": 0}), port=module.at_url)
+    assert info.value.field == "--uart-num" and "UART1" in info.value.message
+    assert module.flash.read(0, 0x60000) == snapshot
+
+
+def test_live_single_gatt_row(module_with):
+    module = module_with("full")
+    before = _mfg(module)
+    row = "2,16,0xC300,0x01,1,1,31"
+    result = run_with_timeout(run_on_port, T, make_request(gatt_rows={2: row}), port=module.at_url)
+    assert result.passed, [m.describe() for m in result.measurements if not m.passed]
+    after = _mfg(module)
+    assert _differing(before, after) == {("ble_data", "cfg2")} and after.get("ble_data", "cfg2").value == row
 
 
 class _WrongName(AtClient):

@@ -228,12 +228,25 @@ def test_description_errors_name_the_field(snippet, field):
 
 
 def test_csv_parsing_skips_comments_and_rejects_short_rows():
-    rows = parse_gatts_csv("index,uuid_len,uuid,perm,val_max_len,val_cur_len,value\n"
-                           "# service\n0,16,0x2800,0x01,2,2,A002\n\n")
+    rows = parse_gatts_csv("# index,uuid_len,uuid,perm,val_max_len,val_cur_len,value\r\n"
+                           "# service\r\n0,16,0x2800,0x01,2,2,A002\r\n\r\n")
     assert len(rows) == 1 and rows[0].line == 3
     with pytest.raises(InputError) as info:
         parse_gatts_csv("0,16,0x2800,0x01,2,2\n", source="s.csv")
     assert str(info.value).startswith("s.csv:1: row: ")
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("   ", "a line of spaces"), ("\t", "a line of spaces"), ("  # comment", "an indented comment"),
+    ("index,uuid_len,uuid,perm,val_max_len,val_cur_len,value", "the header line without its #"),
+])
+def test_csv_lines_esp_at_would_keep_are_refused(line, problem):
+    """esp-at's mfg_nvs.py keeps every csv row whose first field does not start with '#': these lines
+    would become cfg rows there (the parity research measured it), so atfab refuses them."""
+    text = "# header\n0,16,0x2800,0x01,2,2,A002\n" + line + "\n1,16,0x2803,0x01,1,1,02\n"
+    with pytest.raises(InputError) as info:
+        parse_gatts_csv(text, source="g.csv")
+    assert str(info.value).startswith(f"g.csv:3: row: {problem}: esp-at's build would write it as GATT row cfg1")
 
 
 def test_cli_check_compile_export(default_rows, tmp_path):

@@ -22,7 +22,7 @@ RAW = RAW_DATA
 @pytest.fixture(scope="module")
 def c2_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("c2") / "out"
-    build("esp32c2-4mb", out, pki_dir=RAW, synthetic_firmware="v3.3.0.0")
+    build("esp32c2-4mb", out, pki_dir=RAW, synthetic_firmware="v3.3.0.0", unread="skip")  # no BLE: ble_data/ left out
     return out
 
 

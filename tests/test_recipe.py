@@ -216,7 +216,7 @@ def test_mfg_nvs_must_fit(tmp_path: Path) -> None:
     bundle = _ca_cert(tmp_path) * 25   # a large trust bundle per slot
     (tmp_path / "bundle.pem").write_bytes(bundle)
     slots = "".join(f'\n[[pki.slot]]\nset = "{s}"\nindex = {i}\ncert = "unit"\nkey = "unit"\nca = ["bundle.pem"]\n'
-                    for s in ("https", "wss") for i in range(2))
+                    for s, i in (("client", 1), ("server", 0), ("mqtt", 0)))
     text = BASE.replace('module = "esp32c2-4mb"', 'module = "esp32c2-2mb"').replace("[serial]", slots + "\n[serial]")
     text = text.replace('key_type = "ec-p256"', 'key_type = "rsa-4096"')
     problems = check_recipe(write(tmp_path, text), workdir=tmp_path)

@@ -37,7 +37,7 @@ RECIPE = """
 name = "rot-test"
 module = "{module}"
 [firmware]
-synthetic = "v4.1.0.0"
+synthetic = "v4.1.0.0"{firmware_extra}
 [pki]
 ca = "ca"
 [pki.identity]
@@ -59,10 +59,10 @@ dir = "reports"
 class Env:
     """A recipe, its CA, a ledger and helpers to provision / inspect virtual modules."""
 
-    def __init__(self, tmp: Path, extra: str = "", module: str = "esp32c2-4mb") -> None:
+    def __init__(self, tmp: Path, extra: str = "", module: str = "esp32c2-4mb", firmware_extra: str = "") -> None:
         self.tmp = tmp
         create_ca(tmp / "ca", common_name="Rotation Test CA", passphrase=PASS.encode())
-        (tmp / "r.toml").write_text(RECIPE.format(extra=extra, module=module))
+        (tmp / "r.toml").write_text(RECIPE.format(extra=extra, module=module, firmware_extra=firmware_extra))
         self.recipe = load_recipe(tmp / "r.toml", workdir=tmp)
         self.ca = load_ca(tmp / "ca", PASS.encode())
         self.ledger = Ledger(self.recipe.ledger)
@@ -83,7 +83,7 @@ class Env:
         rows = cfg_strings(self.recipe.gatt.rows()) if self.recipe.gatt else []
         content = UnitContent(factory_param=dict(self.recipe.factory_param), pki=self.plan.pki_for(ident),
                               ble_rows=rows)
-        images = build_unit_images(self.profile, content)
+        images = build_unit_images(self.profile, content, allow_unread=self.recipe.firmware.allow_unread)
         flash = module.flash
         flash.erase_all()
         for offset, data in synthetic_firmware_files(self.profile, version="v4.1.0.0").values():
@@ -342,7 +342,9 @@ def test_new_key_rotation_escrows_the_new_key(tmp_path, tmp_path_factory, module
 
 
 def test_ble_only_module_is_identified_by_its_base_mac(tmp_path, module_pool):
-    env = Env(tmp_path, module="esp32c2-2mb-ble")
+    # the BLE-only build has no SSL (it never reads client_*): the slot is written anyway, this test is
+    # about finding the unit by its base MAC
+    env = Env(tmp_path, module="esp32c2-2mb-ble", firmware_extra="\nallow_unread = true")
     try:
         assert not env.profile.firmware.wifi
         (m,) = _pool(module_pool, env, 1)
@@ -410,7 +412,7 @@ def test_inventory_formats_and_errors(tmp_path):
 def test_recipe_rotate_table_checks(tmp_path):
     create_ca(tmp_path / "ca", common_name="CA", passphrase=PASS.encode())
     (tmp_path / "r.toml").write_text(RECIPE.format(extra='[rotate]\nmode = "sideways"\nslots = ["mqtt.0"]\n',
-                                                   module="esp32c2-4mb"))
+                                                   module="esp32c2-4mb", firmware_extra=""))
     fields = {p.field for p in check_recipe(tmp_path / "r.toml", workdir=tmp_path)}
     assert fields == {"rotate.mode", "rotate.slots[0]"}
 

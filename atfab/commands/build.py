@@ -13,19 +13,35 @@ import click
 @click.command("build")
 @click.option("-m", "--module", required=True, help="Module profile name (see partitions/README.md), folder or .toml.")
 @click.option("--params", type=click.Path(dir_okay=False), help="params.toml with [factory_param] overrides.")
-@click.option("--pki-dir", type=click.Path(file_okay=False), help="Folder with one sub-folder per PKI namespace.")
+@click.option("--pki-dir", type=click.Path(file_okay=False),
+              help="esp-at raw_data-like folder: one sub-folder per PKI namespace; its ble_data/gatts_data.csv and "
+                   "factory_param/factory_param_data.csv (the module's row) are used too.")
 @click.option("--gatt", type=click.Path(dir_okay=False), help="esp-at gatts_data.csv (default: esp-at's table on BLE builds).")
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder.")
 @click.option("--firmware", type=click.Path(file_okay=False), help="esp-at build output folder: also copy it and merge a factory image.")
 @click.option("--synthetic-firmware", metavar="VERSION", help="Use atfab's synthetic AT firmware of this version (e.g. v3.3.0.0).")
+@click.option("--sdkconfig", type=click.Path(dir_okay=False),
+              help="The firmware's sdkconfig (or sdkconfig.json) when --firmware has none: which namespaces it reads "
+                   "(default: the build folder's, else the module profile's [build]).")
+@click.option("--allow-unread", is_flag=True, help="Write PKI folders / a GATT table the firmware never reads.")
+@click.option("--skip-unread", is_flag=True,
+              help="Leave out PKI folders / a GATT table the firmware never reads (as esp-at's build does).")
 @click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
 def build(module: str, params: str | None, pki_dir: str | None, gatt: str | None, out_dir: str,
-          firmware: str | None, synthetic_firmware: str | None, as_json: bool) -> None:
-    """Build at_customize.bin, mfg_nvs.bin/.csv, flash_args and manifest.json for one unit."""
+          firmware: str | None, synthetic_firmware: str | None, sdkconfig: str | None, allow_unread: bool,
+          skip_unread: bool, as_json: bool) -> None:
+    """Build at_customize.bin, mfg_nvs.bin/.csv, flash_args and manifest.json for one unit.
+
+    A PKI folder for a namespace the firmware never reads (its CONFIG_AT_* option is off), or a
+    GATT table for a build without BLE, is an error unless --allow-unread or --skip-unread.
+    """
     from ..image.build import build as run_build  # noqa: PLC0415 (keep `atfab --help` fast)
 
+    if allow_unread and skip_unread:
+        raise click.UsageError("give --allow-unread or --skip-unread, not both")
+    unread = "write" if allow_unread else "skip" if skip_unread else "error"
     manifest = run_build(module, out_dir, params=params, pki_dir=pki_dir, gatt=gatt, firmware=firmware,
-                         synthetic_firmware=synthetic_firmware)
+                         synthetic_firmware=synthetic_firmware, sdkconfig=sdkconfig, unread=unread)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
         return
@@ -40,3 +56,10 @@ def build(module: str, params: str | None, pki_dir: str | None, gatt: str | None
     if manifest["app"]:
         app = manifest["app"]
         click.echo(f"  app {app['project']} {app['version']} (IDF {app['idf_ver']})")
+    click.echo(f"  mfg_nvs namespaces: {', '.join(manifest['namespaces'])} (build configuration: "
+               f"{manifest['build_config']['source']})")
+    for what, verb in (("skipped_unread", "left out"), ("written_unread", "written although never read")):
+        for ns, why in manifest["sources"][what].items():
+            click.echo(f"  {verb}: {ns} ({why})")
+    for path in manifest["sources"]["not_used"]:
+        click.echo(f"  not used: {path} (--gatt given)")

@@ -5,6 +5,11 @@ The folder holds ``at_customize.bin`` (secondary table with MD5), ``mfg_nvs.bin`
 with firmware also ``bootloader.bin``, ``partition-table.bin``, ``ota_data_initial.bin``,
 ``esp-at.bin`` and the merged full-flash image ``factory_<module_name>.bin``. The folder is staged
 and moved into place only when everything succeeded.
+
+What mfg_nvs holds follows the firmware's build configuration
+(:class:`~atfab.image.build_config.BuildConfig`): the ``sdkconfig`` given, else the one in the esp-at
+build folder, else the module profile's ``[build]`` table (synthetic firmware, or no firmware);
+the manifest records which (``build_config``) and the namespaces written (``namespaces``, ``nvs_keys``).
 """
 
 from __future__ import annotations
@@ -20,12 +25,13 @@ from typing import Any
 from ..core.errors import InputError
 from ..core.esptool_log import EsptoolSink, routed
 from ..core.fsutil import atomic_write, staged_dir
+from .build_config import BuildConfig, find_sdkconfig, read_sdkconfig
 from .appimage import AppInfo, default_at_core, make_app_image, make_bootloader_image, read_app_info, \
     read_image_summary
 from .mfg_nvs import MfgNvs, UnitContent, build_mfg_nvs, pki_key_names
 from .partition_table import decode, encode
 from .profiles import ModuleProfile, load_profile
-from .unit_content import Params, unit_content
+from .unit_content import Params, assemble
 
 MANIFEST_SCHEMA = "atfab.build/1"
 #: Firmware file roles and the names they get in a build folder (esp-at build-output names).
@@ -44,6 +50,7 @@ class FirmwareSet:
     files: dict[str, tuple[int, bytes]]
     app: AppInfo
     origin: dict[str, str] = field(default_factory=dict)   # role -> where it came from
+    build: BuildConfig | None = None                       # the folder's sdkconfig, when it has one
 
 
 @dataclass
@@ -57,10 +64,13 @@ class UnitImages:
 # ------------------------------------------------------------------------------- unit images
 
 
-def build_unit_images(profile: ModuleProfile, content: UnitContent, *, source: str = "") -> UnitImages:
-    """at_customize.bin (with MD5, §11.1) and mfg_nvs for ``content`` (fast, in memory)."""
+def build_unit_images(profile: ModuleProfile, content: UnitContent, *, allow_unread: bool = False,
+                      source: str = "") -> UnitImages:
+    """at_customize.bin (with MD5, §11.1) and mfg_nvs for ``content`` (fast, in memory); content the
+    firmware (``profile.build``) never reads is refused unless ``allow_unread``."""
     try:
-        mfg = build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=source or "mfg_nvs")
+        mfg = build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, build=profile.build,
+                            allow_unread=allow_unread, source=source or "mfg_nvs")
     except InputError as exc:
         raise _locate_pki_error(exc, content, profile) from None
     return UnitImages(encode(profile.at_customize, md5=True), mfg)
@@ -189,7 +199,8 @@ def load_firmware(folder: str | Path, profile: ModuleProfile) -> FirmwareSet:
         raise InputError("app image checksum or SHA-256 digest is wrong", file=origin["app"], field="app")
     if "otadata" in files and len(files["otadata"][1]) > (profile.otadata.size if profile.otadata else 0):
         raise InputError("larger than the otadata partition", file=origin["otadata"], field="otadata")
-    return FirmwareSet(files, app, origin)
+    sdkconfig = find_sdkconfig(folder)
+    return FirmwareSet(files, app, origin, read_sdkconfig(sdkconfig) if sdkconfig is not None else None)
 
 
 def firmware_from_synthetic(profile: ModuleProfile, version: str) -> FirmwareSet:
@@ -228,22 +239,33 @@ def _safe_name(text: str) -> str:
 def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | str | Path | None = None,
           pki_dir: str | Path | None = None, gatt: str | Path | None = None,
           firmware: str | Path | None = None, synthetic_firmware: str | None = None,
+          sdkconfig: str | Path | None = None, unread: str = "error",
           search: list[Path] | None = None) -> dict[str, Any]:
     """Build one unit's output folder; returns the manifest (also written as manifest.json).
 
     ``firmware`` is an esp-at build folder; ``synthetic_firmware`` a version for the synthetic one.
-    On any error ``out_dir`` is left as it was.
+    ``sdkconfig`` is the firmware's build configuration when the folder has none (or no folder is
+    given); ``unread`` says what happens to content the firmware never reads ("error", "skip" as
+    esp-at's build does, "write"). On any error ``out_dir`` is left as it was.
     """
     if firmware is not None and synthetic_firmware is not None:
         raise InputError("give either a firmware folder or a synthetic firmware version", field="firmware")
     profile = module if isinstance(module, ModuleProfile) else load_profile(module, search)
-    content = unit_content(profile, params=params, pki_dir=pki_dir, gatt=gatt)
-    images = build_unit_images(profile, content)
     fw: FirmwareSet | None = None
     if firmware is not None:
         fw = load_firmware(firmware, profile)
     elif synthetic_firmware is not None:
         fw = firmware_from_synthetic(profile, synthetic_firmware)
+    config = read_sdkconfig(sdkconfig, field="sdkconfig") if sdkconfig is not None else None
+    if config is not None and fw is not None and fw.build is not None:
+        raise InputError(f"the firmware folder has its own build configuration ({fw.build.source}); "
+                         "give --sdkconfig only for a folder without one", file=str(sdkconfig), field="sdkconfig")
+    config = config or (fw.build if fw is not None else None)
+    if config is not None:
+        profile = profile.with_build(config)
+    assembled = assemble(profile, params=params, pki_dir=pki_dir, gatt=gatt, unread=unread)
+    content = assembled.content
+    images = build_unit_images(profile, content, allow_unread=unread == "write")
 
     outputs: dict[str, tuple[int, bytes]] = {
         "at_customize.bin": (profile.at_customize_offset, images.at_customize),
@@ -282,11 +304,14 @@ def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | 
         "app": None if fw is None else fw.app.to_dict(),
         "firmware_source": None if fw is None else fw.origin,
         "factory_param": content.factory_param,
+        "build_config": profile.build.to_dict(),
+        "namespaces": list(dict.fromkeys(ns for ns, _key, _type in images.mfg_nvs.keys)),
         "nvs_keys": [list(k) for k in images.mfg_nvs.keys],
+        "sources": assembled.to_dict(),
         "inputs": {k: (None if v is None else str(v)) for k, v in
                    (("params", params if not isinstance(params, Params) else params.source),
                     ("pki_dir", pki_dir), ("gatt", gatt), ("firmware", firmware),
-                    ("synthetic_firmware", synthetic_firmware))},
+                    ("synthetic_firmware", synthetic_firmware), ("sdkconfig", sdkconfig))},
     }
     secret = bool(content.pki) or any("_key" in ns for ns in content.custom)
     with staged_dir(out_dir) as stage:

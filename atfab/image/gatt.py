@@ -121,14 +121,22 @@ def parse_cfg_string(text: str, *, source: str = "", line: int | None = None) ->
 
 
 def parse_gatts_csv(text: str, *, source: str = "<gatts_data.csv>") -> list[GattRow]:
-    """Rows of a gatts_data.csv text; ``#`` comment lines, blank lines and a header row are skipped."""
+    """Rows of a gatts_data.csv text, read by esp-at's rule: every non-empty line whose first field
+    does not start with ``#`` is a row (``cfg0``, ``cfg1``…); empty lines and ``#`` comment lines are
+    skipped. A line esp-at's build would keep although it is no GATT row (spaces only, an indented
+    ``# comment``, the header without its ``#``) is an :class:`InputError`, not silently dropped."""
     rows: list[GattRow] = []
     for lineno, raw in enumerate(text.splitlines(), start=1):
-        stripped = raw.strip()
-        if not stripped or stripped.startswith("#"):
+        if not raw or raw.startswith("#"):
             continue
-        if stripped.split(",")[0].strip().lower() == "index":
-            continue  # header without the comment mark
+        stripped = raw.strip()
+        problem = ("a line of spaces" if not stripped else
+                   "an indented comment" if stripped.startswith("#") else
+                   "the header line without its #" if stripped.split(",")[0].strip().lower() == "index" else None)
+        if problem is not None:
+            raise InputError(f"{problem}: esp-at's build would write it as GATT row cfg{len(rows)}; "
+                             "delete it or start it with # in the first column", file=source or None,
+                             line=lineno, field="row")
         # csv module handles quoted fields should anyone quote them; plain rows stay verbatim
         fields_ = next(csv.reader([raw])) if '"' in raw else raw.split(",")
         rows.append(parse_cfg_string(",".join(fields_), source=source, line=lineno))

@@ -5,6 +5,8 @@ The result matches what esp-at's build produces (§8.5): PKI namespaces in the o
 in factory_param_type.csv order), then ``ble_data`` (``cfg0..cfgN`` strings, when rows are
 given), then custom namespaces. The binary is byte-identical to running
 ``python -m esp_idf_nvs_partition_gen generate mfg_nvs.csv mfg_nvs.bin <size>`` on the csv.
+Given the firmware's :class:`~atfab.image.build_config.BuildConfig`, a PKI namespace or ``ble_data``
+the firmware never reads is refused (esp-at's build leaves such folders out) unless ``allow_unread``.
 
 Entries are written with the generator's ``NVS.write_entry`` method rather than the module-level
 ``write_entry`` wrapper, which silently adds hard-coded Wi-Fi entries for keys named
@@ -23,14 +25,11 @@ from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
 from . import factory_param as fp
+from .build_config import PKI_FOLDERS, BuildConfig
 from .nvs import format as nf
 
 #: PKI namespaces in esp-at's dependency-file order; "{ent}" is "wpa_ent" or "wpa2" (§8.2, §14.14).
-PKI_NAMESPACE_ORDER = (
-    "server_cert", "server_key", "server_ca", "client_cert", "client_key", "client_ca",
-    "{ent}_cert", "{ent}_key", "{ent}_ca", "mqtt_cert", "mqtt_key", "mqtt_ca",
-    "https_cert", "https_key", "https_ca", "wss_cert", "wss_key", "wss_ca",
-)
+PKI_NAMESPACE_ORDER = tuple(f.replace("wpa_ent_", "{ent}_") for f in PKI_FOLDERS)
 PKI_FILE_SUFFIXES = (".crt", ".key", ".pem")
 FACTORY_NAMESPACE = "factory_param"
 BLE_NAMESPACE = "ble_data"
@@ -75,6 +74,24 @@ def pki_namespaces(firmware: FirmwareProfile) -> tuple[str, ...]:
     return tuple(ns.format(ent=ent) for ns in PKI_NAMESPACE_ORDER)
 
 
+def place_namespace(namespaces: list[str], new: str, firmware: FirmwareProfile) -> list[str]:
+    """``namespaces`` with ``new`` where esp-at's build would put it: right after the last namespace
+    that comes before it in esp-at's order (PKI namespaces, ``factory_param``, ``ble_data``), so an
+    added ``wpa_ent_ca`` lands between ``client_ca`` and ``mqtt_cert``; a namespace esp-at does not
+    know goes last."""
+    order = (*pki_namespaces(firmware), FACTORY_NAMESPACE, BLE_NAMESPACE)
+    if new in namespaces:
+        return list(namespaces)
+    if new not in order:
+        return [*namespaces, new]
+    rank = order.index(new)
+    at = 0
+    for i, ns in enumerate(namespaces):
+        if ns in order and order.index(ns) < rank:
+            at = i + 1
+    return [*namespaces[:at], new, *namespaces[at:]]
+
+
 def pki_key_names(namespace: str, count: int, firmware: FirmwareProfile) -> list[str]:
     """Key names of ``count`` files in ``namespace``: "by_count" -> bare name for one file,
     else ``ns.0``, ``ns.1``...; "indexed" -> always ``ns.i`` (§8.2, §14 item 13)."""
@@ -83,14 +100,23 @@ def pki_key_names(namespace: str, count: int, firmware: FirmwareProfile) -> list
     return [f"{namespace}.{i}" for i in range(count)]
 
 
-def load_pki_dir(path: str | Path) -> list[PkiFile]:
-    """The files esp-at takes from a raw_data PKI folder: ``*.crt``, ``*.key``, ``*.pem`` sorted
-    by file name (read now; the csv shows their path)."""
+def load_pki_dir(path: str | Path, *, namespace: str | None = None) -> list[PkiFile]:
+    """The files of a raw_data PKI folder: ``*.crt``, ``*.key``, ``*.pem`` sorted by file name (read now;
+    the csv shows their path). Anything else in the folder (another file, a hidden file, a sub-folder)
+    is an :class:`InputError`: esp-at's build ignores it but counts it, turning a lone ``server_ca``
+    key into ``server_ca.0`` (§8.2)."""
     folder = Path(path)
     if not folder.is_dir():
         raise InputError("PKI folder not found", file=str(folder))
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.endswith(PKI_FILE_SUFFIXES))
-    return [PkiFile(p.name, p.read_bytes(), str(p)) for p in files]
+    entries = sorted(folder.iterdir(), key=lambda p: p.name)
+    for entry in entries:
+        if not entry.name.endswith(PKI_FILE_SUFFIXES) or not entry.is_file():
+            kind = "folder" if entry.is_dir() else "file"
+            raise InputError(f"stray {kind} in a PKI folder: only {'/'.join(PKI_FILE_SUFFIXES)} files belong here "
+                             "(esp-at's build would ignore it but still count it, renaming the keys "
+                             f"{namespace or folder.name}.0, ...); remove it", file=str(entry),
+                             field=namespace or folder.name)
+    return [PkiFile(p.name, p.read_bytes(), str(p)) for p in entries]
 
 
 def _quote(text: str) -> str:
@@ -153,6 +179,19 @@ class _Plan:
         return '"' + value.replace('"', '""') + '"' if '"' in value else '"' + value + '"'
 
 
+def check_reads(content: UnitContent, build: BuildConfig, *, source: str) -> None:
+    """Refuse a PKI namespace with files, or ``ble_data`` rows, that a firmware built with ``build`` never reads."""
+    for ns, files in content.pki.items():
+        if files and not build.reads(ns):
+            where = Path(files[0].path).parent if files[0].path else source
+            raise InputError(f"the firmware never reads this namespace: {build.why_unread(ns)}; "
+                             "allow unread namespaces to write it anyway", file=str(where), field=ns)
+    if content.ble_rows and not build.ble_data:
+        raise InputError(f"the firmware has no BLE commands and never reads a GATT table: "
+                         f"{build.why_unread(BLE_NAMESPACE)}; allow unread namespaces to write it anyway",
+                         file=source, field=BLE_NAMESPACE)
+
+
 def _plan(content: UnitContent, firmware: FirmwareProfile, source: str) -> _Plan:
     plan = _Plan(source)
     order = pki_namespaces(firmware)
@@ -204,10 +243,16 @@ def _pages_needed(plan: _Plan) -> int:
     return nvs.page_num + 1 + RESERVED_PAGES
 
 
-def build_mfg_nvs(content: UnitContent, size: int, *, firmware: FirmwareProfile, source: str = "") -> MfgNvs:
-    """Build the mfg_nvs partition image (exactly ``size`` bytes, last page reserved) and its csv."""
+def build_mfg_nvs(content: UnitContent, size: int, *, firmware: FirmwareProfile, build: BuildConfig | None = None,
+                  allow_unread: bool = False, source: str = "") -> MfgNvs:
+    """Build the mfg_nvs partition image (exactly ``size`` bytes, last page reserved) and its csv.
+
+    With ``build`` (the firmware's build configuration) content the firmware never reads is refused
+    (:func:`check_reads`) unless ``allow_unread``."""
     source = source or "mfg_nvs"
     _check_size(size, source)
+    if build is not None and not allow_unread:
+        check_reads(content, build, source=source)
     return _build(_plan(content, firmware, source), size, source)
 
 
@@ -263,4 +308,4 @@ def _build(plan: _Plan, size: int, source: str) -> MfgNvs:
 
 
 __all__ = ["PkiFile", "UnitContent", "MfgNvs", "build_mfg_nvs", "build_nvs_from_entries", "pki_key_names",
-           "pki_namespaces", "load_pki_dir", "PKI_NAMESPACE_ORDER"]
+           "pki_namespaces", "place_namespace", "load_pki_dir", "check_reads", "PKI_NAMESPACE_ORDER"]

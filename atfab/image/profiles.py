@@ -1,4 +1,5 @@
-"""Module profiles: chip, flash settings, partition tables, default factory_param, firmware settings.
+"""Module profiles: chip, flash settings, partition tables, default factory_param, firmware settings,
+and the build configuration of the module's esp-at build (which namespaces its mfg_nvs holds).
 
 A profile is a folder ``<name>/`` holding ``profile.toml`` and the two partition CSVs, or a single
 ``<name>.toml`` whose ``partitions`` / ``at_customize`` keys name CSV files relative to itself.
@@ -9,7 +10,7 @@ repository's ``partitions/`` folder. See ``partitions/README.md``.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from ..core.firmware import FirmwareProfile, firmware_for
 from ..core.shipped import shipped_dir
 from ..core.tomlfile import check_fields, read_toml
 from . import factory_param
+from .build_config import BuildConfig, from_table
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
 )
@@ -28,6 +30,7 @@ BUILTIN_DIR = shipped_dir("partitions")
 _KNOWN_KEYS = {
     "esp_at_module", "description", "module_name", "chip", "flash_size", "flash_mode", "flash_freq",
     "bootloader_offset", "partition_table_offset", "partitions", "at_customize", "factory_param", "firmware",
+    "build",
 }
 _OTA_DATA_SUBTYPE = 0x00
 _NVS_MIN_SIZE = 0x3000
@@ -52,6 +55,8 @@ class ModuleProfile:
     mfg_nvs: Partition
     factory_param: dict[str, int | str]
     firmware: FirmwareProfile
+    #: CONFIG_AT_* options of the module's esp-at build (the ``[build]`` table, or a build folder's sdkconfig).
+    build: BuildConfig
     module_name: str
     source: Path
     description: str = ""
@@ -70,6 +75,15 @@ class ModuleProfile:
     @property
     def otadata(self) -> Partition | None:
         return next(iter(self.primary.find_type(DATA, _OTA_DATA_SUBTYPE)), None)
+
+    def with_build(self, build: BuildConfig) -> "ModuleProfile":
+        """This profile for a firmware built with ``build`` (e.g. read from its sdkconfig): BLE commands
+        and the enterprise namespace names follow the build (``AT_BLE_COMMAND_SUPPORT``,
+        ``AT_EAP_LEGACY_NAMESPACE_SUPPORT``)."""
+        changes: dict[str, Any] = {"ble": build.ble_data}
+        if build.legacy_eap:
+            changes["enterprise_namespace"] = "wpa2"
+        return replace(self, build=build, firmware=replace(self.firmware, **changes))
 
     def flash_settings(self) -> list[str]:
         """esptool arguments: ``--flash_mode dio --flash_freq 60m --flash_size 4MB``."""
@@ -213,12 +227,24 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
         raise InputError(exc.message, file=src, field=f"factory_param.{exc.field}" if exc.field else
                          "factory_param") from None
 
+    if "build" not in data:
+        raise InputError("missing [build] table: sdkconfig_y = the CONFIG_AT_* options esp-at's build of this "
+                         "module enables (see partitions/README.md)", file=src, field="build")
+    build = from_table(data["build"], base=folder, file=src)
+    if build.ble_data != firmware.ble:
+        has = "has" if build.ble_data else "has no"
+        raise InputError(f"[build] {has} AT_BLE_COMMAND_SUPPORT but the firmware profile has ble = "
+                         f"{str(firmware.ble).lower()} (chip default or [firmware]): they must agree",
+                         file=src, field="build.sdkconfig_y")
+    if build.legacy_eap and firmware.enterprise_namespace != "wpa2":
+        firmware = replace(firmware, enterprise_namespace="wpa2")
+
     return ModuleProfile(
         name=profile_name, chip=chip, flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq,
         bootloader_offset=boot_offset, partition_table_offset=table_offset, app_offset=first_app.offset,
         otadata_offset=otadata.offset if otadata else None, primary=primary, at_customize=secondary,
         at_customize_offset=region.offset, mfg_nvs=mfg, factory_param=factory, firmware=firmware,
-        module_name=module_name, source=toml_path, description=_str(data, "description", src, ""),
+        build=build, module_name=module_name, source=toml_path, description=_str(data, "description", src, ""),
         esp_at_module=_str(data, "esp_at_module", src, ""),
     )
 

@@ -10,9 +10,18 @@
     serial = { type = "string", value = "SN0001" }
     token = { type = "blob", hex = "00112233" }
 
-The PKI folder is laid out like esp-at's ``raw_data``: one sub-folder per PKI namespace
-(``client_cert``, ``client_key``, ``mqtt_ca``...; ``ble_data``/``factory_param`` are skipped), files ``*.crt``/``*.key``/``*.pem`` sorted by name
-(§8.2). Certificates must be PEM certificates and keys unencrypted PEM private keys.
+The PKI folder is laid out like esp-at's ``raw_data`` (:mod:`atfab.image.raw_data`): one sub-folder
+per PKI namespace (``client_cert``, ``client_key``, ``mqtt_ca``...), files ``*.crt``/``*.key``/``*.pem``
+sorted by name (§8.2); certificates must be PEM certificates and keys unencrypted PEM private keys.
+Its ``ble_data/gatts_data.csv`` is the GATT table and its ``factory_param/factory_param_data.csv``
+gives the module's default row (instead of the profile's), as in esp-at's build; an explicit
+``gatt`` replaces the folder's table (:attr:`Assembled.not_used` says so) and ``params.toml``
+overrides values of the row.
+
+What goes in follows the firmware's build configuration (``profile.build``): a PKI folder for a
+namespace the firmware never reads, or a GATT table for a build without BLE, is refused
+(``unread="error"``), left out as esp-at's build leaves it out (``"skip"``), or written anyway
+(``"write"``); :class:`Assembled` says which.
 """
 
 from __future__ import annotations
@@ -28,14 +37,19 @@ from ..core.errors import InputError
 from ..core.tomlfile import read_toml
 from . import factory_param as fp
 from .gatt import GattRow, cfg_strings, load_gatts_csv, validate_rows
-from .mfg_nvs import PkiFile, UnitContent, load_pki_dir, pki_namespaces
+from .mfg_nvs import BLE_NAMESPACE, PkiFile, UnitContent
 from .nvs import format as nvs_format
 from .profiles import BUILTIN_DIR, ModuleProfile
+from .raw_data import RawData, factory_row, read_raw_data
 
 #: esp-at's default GATT table (verbatim copy of raw_data/ble_data/gatts_data.csv).
 DEFAULT_GATT = BUILTIN_DIR / "gatts_data.csv"
 _NOT_PKI = ("ble_data", "factory_param")
 _NVS_TYPES = ("u8", "i8", "u16", "i16", "u32", "i32", "u64", "i64", "string", "blob")
+#: What to do with content the firmware never reads: refuse it, leave it out (esp-at), write it.
+UNREAD_MODES = ("error", "skip", "write")
+UNREAD_HINT = ("remove it, or --skip-unread (leave it out, as esp-at's build does) / --allow-unread (write it "
+               "anyway)")
 
 
 @dataclass
@@ -135,31 +149,22 @@ def check_pem(item: PkiFile, namespace: str) -> None:
 
 
 def load_pki(pki_dir: str | Path, profile: ModuleProfile, *, check: bool = True) -> dict[str, list[PkiFile]]:
-    """PKI files per namespace from a raw_data-like folder (unknown sub-folders are errors)."""
-    root = Path(pki_dir)
-    if not root.is_dir():
-        raise InputError("PKI folder not found", file=str(root), field="pki_dir")
-    known = pki_namespaces(profile.firmware)
-    out: dict[str, list[PkiFile]] = {}
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if sub.name in _NOT_PKI:
-            continue  # esp-at's raw_data also holds these; they come from params.toml / --gatt
-        if sub.name not in known:
-            raise InputError(f"unknown PKI namespace {sub.name!r} (known: {', '.join(known)})",
-                             file=str(sub), field="namespace")
-        files = load_pki_dir(sub)
-        if check:
+    """PKI files per namespace (esp-at's order) from a raw_data-like folder (see :func:`read_raw_data`)."""
+    return _checked_pki(read_raw_data(pki_dir, profile.firmware), check)
+
+
+def _checked_pki(raw: RawData, check: bool) -> dict[str, list[PkiFile]]:
+    if check:
+        for ns, files in raw.pki.items():
             for item in files:
-                check_pem(item, sub.name)
-        if files:
-            out[sub.name] = files
-    return {ns: out[ns] for ns in known if ns in out}
+                check_pem(item, ns)
+    return raw.pki
 
 
 def gatt_rows(gatt: str | Path | None, profile: ModuleProfile) -> list[GattRow]:
     """Rows of ``gatt``; without it esp-at's default table on BLE builds, none otherwise."""
     if gatt is None:
-        if not profile.firmware.ble:
+        if not profile.build.ble_data:
             return []
         gatt = DEFAULT_GATT
     rows = load_gatts_csv(gatt)
@@ -167,20 +172,83 @@ def gatt_rows(gatt: str | Path | None, profile: ModuleProfile) -> list[GattRow]:
     return rows
 
 
-def unit_content(profile: ModuleProfile, *, params: Params | str | Path | None = None,
-                 pki_dir: str | Path | None = None, gatt: str | Path | None = None) -> UnitContent:
-    """The :class:`UnitContent` of one unit: profile defaults + params overrides, PKI files, GATT rows."""
+@dataclass
+class Assembled:
+    """One unit's content and where each part came from."""
+
+    content: UnitContent
+    factory_param_source: str                  # the profile, or the raw_data row (+ params.toml)
+    gatt_source: str | None                    # the GATT table used (None: no ble_data)
+    skipped: dict[str, str] = field(default_factory=dict)   # left out (unread="skip"): namespace -> why
+    unread: dict[str, str] = field(default_factory=dict)    # written although never read ("write")
+    not_used: list[str] = field(default_factory=list)       # raw_data files an explicit option replaced
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"factory_param": self.factory_param_source, "gatt": self.gatt_source,
+                "skipped_unread": dict(self.skipped), "written_unread": dict(self.unread),
+                "not_used": list(self.not_used)}
+
+
+def assemble(profile: ModuleProfile, *, params: Params | str | Path | None = None, pki_dir: str | Path | None = None,
+             gatt: str | Path | None = None, unread: str = "error") -> Assembled:
+    """The :class:`UnitContent` of one unit: factory_param (profile or raw_data row, + params overrides),
+    PKI files and GATT rows, the parts the firmware never reads handled by ``unread``."""
+    if unread not in UNREAD_MODES:
+        raise InputError(f"unknown mode {unread!r} (known: {', '.join(UNREAD_MODES)})", field="unread")
     if params is not None and not isinstance(params, Params):
         params = load_params(params)
     params = params or Params()
-    merged = {**profile.factory_param, **params.factory_param}
-    values = fp.validate(merged, chip=profile.chip, file=params.source or str(profile.source))
-    return UnitContent(
-        factory_param=values,
-        pki=load_pki(pki_dir, profile) if pki_dir is not None else {},
-        ble_rows=cfg_strings(gatt_rows(gatt, profile)),
-        custom=params.custom,
-    )
+    raw = read_raw_data(pki_dir, profile.firmware) if pki_dir is not None else None
+    build = profile.build
+    base: dict[str, Any] = dict(profile.factory_param)
+    factory_source = str(profile.source)
+    if raw is not None and raw.factory_data is not None:
+        base = factory_row(raw.factory_data, chip=profile.chip, module_name=profile.module_name)
+        factory_source = str(raw.factory_data)
+    if params.factory_param:
+        factory_source += f" + {params.source or 'params'}"
+    merged = {**base, **params.factory_param}
+    values = fp.validate(merged, chip=profile.chip, file=params.source or factory_source)
+    skipped: dict[str, str] = {}
+    written: dict[str, str] = {}
+
+    def unread_part(name: str, where: str, what: str) -> bool:
+        """True when part ``name`` is to be written (it is read, or unread="write")."""
+        if build.reads(name):
+            return True
+        why = build.why_unread(name)
+        if unread == "error":
+            raise InputError(f"the firmware never reads {what}: {why}; {UNREAD_HINT}", file=where, field=name)
+        (written if unread == "write" else skipped)[name] = why
+        return unread == "write"
+
+    pki: dict[str, list[PkiFile]] = {}
+    if raw is not None:
+        for ns, files in _checked_pki(raw, True).items():
+            if unread_part(ns, str(raw.folders[ns]), f"namespace {ns}"):
+                pki[ns] = files
+    overridden = [str(raw.gatt)] if gatt is not None and raw is not None and raw.gatt is not None else []
+    table = gatt if gatt is not None else (raw.gatt if raw is not None else None)
+    rows: list[GattRow] = []
+    gatt_source: str | None = None
+    if table is not None:
+        if unread_part(BLE_NAMESPACE, str(table), "a GATT table (it has no BLE commands)"):
+            rows = load_gatts_csv(table)
+            validate_rows(rows, source=str(table))
+            gatt_source = str(table)
+    elif build.ble_data:
+        rows = gatt_rows(None, profile)
+        gatt_source = f"{DEFAULT_GATT} (esp-at's default table)"
+    content = UnitContent(factory_param=values, pki=pki, ble_rows=cfg_strings(rows), custom=params.custom)
+    return Assembled(content, factory_source, gatt_source, skipped, written, overridden)
 
 
-__all__ = ["Params", "load_params", "load_pki", "check_pem", "gatt_rows", "unit_content", "DEFAULT_GATT"]
+def unit_content(profile: ModuleProfile, *, params: Params | str | Path | None = None,
+                 pki_dir: str | Path | None = None, gatt: str | Path | None = None,
+                 unread: str = "error") -> UnitContent:
+    """The :class:`UnitContent` of :func:`assemble`."""
+    return assemble(profile, params=params, pki_dir=pki_dir, gatt=gatt, unread=unread).content
+
+
+__all__ = ["Params", "Assembled", "load_params", "load_pki", "check_pem", "gatt_rows", "assemble", "unit_content",
+           "DEFAULT_GATT", "UNREAD_MODES"]

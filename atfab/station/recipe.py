@@ -135,7 +135,8 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
     if not isinstance(data["firmware"], dict):
         r.bad("firmware", "must be a table")
         return None
-    fw = r.table(data, "firmware", FIRMWARE_KINDS)
+    fw = r.table(data, "firmware", (*FIRMWARE_KINDS, "allow_unread"))
+    allow_unread = bool(r.get(fw, "allow_unread", "firmware.allow_unread", bool, False))
     given = [k for k in FIRMWARE_KINDS if k in fw]
     if len(given) != 1:
         r.bad("firmware", f"give exactly one of {', '.join(FIRMWARE_KINDS)} (got {len(given)})")
@@ -152,8 +153,8 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
         if version < (3, 1, 0, 0):
             r.bad("firmware.synthetic", f"{value}: atfab provisions mfg_nvs firmware (v3.1.0.0 or later)")
             return None
-        return FirmwareSource("synthetic", version=value)
-    return FirmwareSource(kind, path=r.path(base, value))
+        return FirmwareSource("synthetic", version=value, allow_unread=allow_unread)
+    return FirmwareSource(kind, path=r.path(base, value), allow_unread=allow_unread)
 
 
 def _pki(r: _Reader, data: dict, base: Path) -> PkiSpec | None:
@@ -330,13 +331,17 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     description = r.get(data, "description", "description", str, "")
     ctx = recipe_checks.Context(source=source, base=base, problems=r.problems)
     profile = recipe_checks.module_profile(ctx, module, base) if module else None
+    if profile is not None and firmware is not None:
+        profile = recipe_checks.build_config(ctx, profile, firmware)
     factory = recipe_checks.factory_params(ctx, profile, overrides)
     if profile is not None:
-        gatt = recipe_checks.gatt_table(ctx, profile, gatt)
+        allow_unread = firmware is not None and firmware.allow_unread
+        gatt = recipe_checks.gatt_table(ctx, profile, gatt, allow_unread=allow_unread)
         verify = recipe_checks.verify_checks(ctx, profile, verify, pki, gatt, firmware)
         if firmware is not None:
             recipe_checks.firmware_files(ctx, profile, firmware)
-        plan = recipe_checks.pki_material(ctx, profile, pki, recipe=name) if pki is not None else None
+        plan = (recipe_checks.pki_material(ctx, profile, pki, recipe=name, allow_unread=allow_unread)
+                if pki is not None else None)
         if factory is not None:
             recipe_checks.mfg_nvs_fits(ctx, profile, factory, pki, plan, gatt)
     if r.problems or profile is None or firmware is None or factory is None:

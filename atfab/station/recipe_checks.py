@@ -19,16 +19,19 @@ from cryptography.x509.oid import NameOID
 from ..core.errors import InputError
 from ..image import appimage, factory_param as fp, partition_table as pt
 from ..image.build import load_firmware
+from ..image.build_config import find_sdkconfig, read_sdkconfig
 from ..image.gatt import cfg_strings
 from ..image.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs
 from ..image.profiles import BUILTIN_DIR, ModuleProfile, load_profile
 from ..pki.checks import check_cert_file, parse_pem_certs
 from ..pki.escrow import load_recipient
 from ..pki.issue import identity_values, render
-from ..pki.slots import SlotPlan, plan_slots
+from ..pki.slots import KINDS, SlotPlan, namespace_for, plan_slots
 from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
 from ..verify.checks import CHECKS, WIFI_CHECKS
 
+#: How a recipe says "write it anyway" (in the messages for content the firmware never reads).
+ALLOW_UNREAD = "set [firmware] allow_unread = true to write it anyway"
 #: Bytes assumed per generated certificate / key when estimating the mfg_nvs size (generous).
 PKI_SIZE_ESTIMATE = {
     "ec-p256": (900, 300), "ec-p384": (1000, 400),
@@ -63,6 +66,21 @@ def module_profile(ctx: Context, module: str, base: Path) -> "ModuleProfile | No
         return None
 
 
+def build_config(ctx: Context, profile: ModuleProfile, firmware: "FirmwareSource") -> ModuleProfile:
+    """The profile for the recipe's firmware: a ``build_dir`` with an ``sdkconfig`` (or
+    ``config/sdkconfig.json``) decides which namespaces it reads; otherwise the profile's ``[build]``."""
+    if firmware.kind != "build_dir" or firmware.path is None or not firmware.path.is_dir():
+        return profile
+    found = find_sdkconfig(firmware.path)
+    if found is None:
+        return profile
+    try:
+        return profile.with_build(read_sdkconfig(found))
+    except InputError as exc:
+        ctx.add(exc, "firmware.build_dir")
+        return profile
+
+
 def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dict[str, Any]) -> dict[str, int | str] | None:
     """The merged factory_param set (profile defaults + recipe values), checked for the chip."""
     chip = profile.chip if profile is not None else None
@@ -83,15 +101,17 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
         return None
 
 
-def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None") -> "GattSpec | None":
+def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None", *,
+               allow_unread: bool = False) -> "GattSpec | None":
     """The GATT table to use (esp-at's default on BLE modules without one), validated."""
 
     if gatt is None:
-        if not profile.firmware.ble:
+        if not profile.build.ble_data:
             return None
         gatt = GattSpec(file=BUILTIN_DIR / "gatts_data.csv", default=True)
-    elif not profile.firmware.ble:
-        ctx.bad("gatt", f"module {profile.name} has no BLE commands (its firmware cannot serve a GATT table)")
+    elif not profile.build.ble_data and not allow_unread:
+        ctx.bad("gatt", f"module {profile.name} has no BLE commands, its firmware never reads a GATT table: "
+                        f"{profile.build.why_unread('ble_data')}; {ALLOW_UNREAD}")
         return None
     if not gatt.file.is_file():
         ctx.bad("gatt.file", f"no such file: {gatt.file}")
@@ -247,12 +267,20 @@ def _factory_ca(ctx: Context, pki: "PkiSpec") -> list[Any] | None:
     return certs
 
 
-def pki_material(ctx: Context, profile: ModuleProfile, pki: PkiSpec, *, recipe: str = "recipe") -> SlotPlan | None:
+def pki_material(ctx: Context, profile: ModuleProfile, pki: PkiSpec, *, recipe: str = "recipe",
+                 allow_unread: bool = False) -> SlotPlan | None:
     """The CA folder, the identity template and the slots' files; returns the slot plan (or None)."""
 
     for slot in pki.slots:
         if slot.family == "wpa_ent" and not profile.firmware.wifi:
             ctx.bad(f"{slot.field}.set", f"module {profile.name} has no Wi-Fi (no enterprise namespaces)")
+            continue
+        given = {"cert": slot.cert, "key": slot.key, "ca": slot.ca}
+        unread = [ns for ns in (namespace_for(slot.family, kind, profile.firmware) for kind in KINDS if given[kind])
+                  if not profile.build.reads(ns)]
+        if unread and not allow_unread:
+            ctx.bad(f"{slot.field}.set", f"the firmware never reads {', '.join(unread)}: "
+                                         f"{profile.build.why_unread(unread[0])}; {ALLOW_UNREAD}")
     if pki.needs_identity:
         values = identity_values(serial="SN-000001", mac="24:0a:c4:00:00:01",
                                  module=str(profile.factory_param.get("module_name", "")), recipe=recipe)
@@ -331,12 +359,13 @@ def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int 
             content_pki.setdefault(ns, []).append(items[(ns, index)])
     content = UnitContent(factory_param=dict(factory), pki=content_pki, ble_rows=rows)
     try:
+        # size only: what the firmware never reads was reported by pki_material / gatt_table
         build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=ctx.source)
     except InputError as exc:
         ctx.bad("pki" if pki is not None else "gatt",
                 f"mfg_nvs content does not fit module {profile.name}: {exc.message}")
 
 
-__all__ = ["Context", "module_profile", "factory_params", "gatt_table", "verify_checks", "default_checks",
+__all__ = ["Context", "module_profile", "build_config", "factory_params", "gatt_table", "verify_checks", "default_checks",
            "firmware_files", "pki_material", "mfg_nvs_fits",
            "escrow_spec", "ESCROW_FIELDS"]

@@ -26,11 +26,15 @@ ROTATE_MODES = ("new-key", "recertify")
 
 @dataclass(frozen=True)
 class FirmwareSource:
-    """Where the AT firmware comes from: ``synthetic`` (version), ``build_dir`` or ``factory_image`` (path)."""
+    """Where the AT firmware comes from: ``synthetic`` (version), ``build_dir`` or ``factory_image`` (path).
+
+    ``allow_unread``: write PKI slots / a GATT table this firmware never reads (its build configuration
+    has the option off) instead of refusing the recipe."""
 
     kind: str
     version: str | None = None
     path: Path | None = None
+    allow_unread: bool = False
 
 
 @dataclass(frozen=True)

@@ -409,7 +409,8 @@ class UnitRunner:
         with self._step("build") as s:
             pki = ctx.plan.pki_for(identity) if ctx.plan is not None else {}
             content = UnitContent(factory_param=dict(recipe.factory_param), pki=pki, ble_rows=list(ctx.ble_rows))
-            st.images = build_unit_images(recipe.profile, content, source=str(recipe.path))
+            st.images = build_unit_images(recipe.profile, content, allow_unread=recipe.firmware.allow_unread,
+                                          source=str(recipe.path))
             s.data = {"images": {**{r.name: _sha256(r.data) for r in ctx.firmware.regions},
                                  "at_customize.bin": _sha256(st.images.at_customize),
                                  "mfg_nvs.bin": _sha256(st.images.mfg_nvs.image)}}
