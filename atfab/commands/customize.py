@@ -9,13 +9,27 @@ import click
 
 from ..core.firmware import G3_DEFAULTS
 from ..customize.image import customize_file
-from ..customize.plan import PKI_FAMILIES, PKI_KINDS, make_request, pki_option
+from ..customize.plan import PKI_FAMILIES, PKI_KINDS, gatt_row_option, make_request, pki_option
+from ..image.gatt import GATTS_MAX_ROWS
 
 # The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
 # another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
 
 _PKI_PARAMS = {pki_option(f, k, i).lstrip("-").replace("-", "_"): (f, k, i)
                for f, n in PKI_FAMILIES.items() for k in PKI_KINDS for i in range(n)}
+
+
+_ROW_PARAMS = {gatt_row_option(i).lstrip("-").replace("-", "_"): i for i in range(GATTS_MAX_ROWS)}
+
+
+def _gatt_row_options(func: Any) -> Any:
+    for opt in reversed(list(_ROW_PARAMS)):
+        index = _ROW_PARAMS[opt]
+        func = click.option(gatt_row_option(index), opt, metavar="ROW", hidden=index != 0,
+                            help=f"Replace one ble_data row, cfg0 (also --gatts-cfg1 ... --gatts-cfg{GATTS_MAX_ROWS - 1}"
+                                 ", esp-at at.py's --gatts_cfgN): \"index,uuid_len,uuid,perm,val_max_len,val_cur_len,"
+                                 "value\"; checked with the other rows.")(func)
+    return func
 
 
 def _pki_options(func: Any) -> Any:
@@ -49,10 +63,15 @@ def _pki_options(func: Any) -> Any:
 @click.option("--cts-pin", type=int, help="factory_param/uart_cts_pin.")
 @click.option("--rts-pin", type=int, help="factory_param/uart_rts_pin.")
 @click.option("--module-name", help="factory_param/module_name (shown by AT+GMR).")
+@click.option("--uart-num", type=int, help="factory_param/uart_port: the UART the firmware answers AT on (at.py --uart_num).")
 @_pki_options
 @click.option("--gatt", type=click.Path(exists=True, dir_okay=False),
               help="GATT table (gatts_data.csv or .toml description): replaces ble_data cfg0..cfgN.")
-@click.option("--add-missing", is_flag=True, help="Create keys/namespaces the target does not have yet.")
+@_gatt_row_options
+@click.option("--add-missing", is_flag=True,
+              help="Create keys/namespaces the target does not have yet (a namespace lands where esp-at's build puts it).")
+@click.option("--allow-unread", is_flag=True,
+              help="With --add-missing: also add a namespace the --module's firmware never reads.")
 @click.option("--whole-partition", is_flag=True,
               help="Live: rebuild mfg_nvs and rewrite it with AT+SYSFLASH instead of per-key AT+SYSMFG.")
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Live: seconds per AT reply.")
@@ -61,13 +80,14 @@ def customize(image: str | None, output: str | None, in_place: bool, port: str |
               location: str | None, connect_baud: int | None, module: str | None, chip: str | None,
               baud: int | None, tx_power: int | None, country: str | None, start_channel: int | None,
               channel_num: int | None, tx_pin: int | None, rx_pin: int | None, cts_pin: int | None,
-              rts_pin: int | None, module_name: str | None, gatt: str | None, add_missing: bool,
-              whole_partition: bool, timeout: float, as_json: bool, **pki: str | None) -> None:
+              rts_pin: int | None, module_name: str | None, uart_num: int | None, gatt: str | None,
+              add_missing: bool, allow_unread: bool, whole_partition: bool, timeout: float, as_json: bool,
+              **more: str | None) -> None:
     """Change factory settings of one module (--port) or of an image (--image ... -o NEW).
 
     Only the keys you name change; an option the target has no key for is refused unless
     --add-missing. PKI options: --{client,https,wss}-{cert,key,ca}{0,1} and
-    --{server,mqtt,wpa-ent}-{cert,key,ca}0 (PEM files).
+    --{server,mqtt,wpa-ent}-{cert,key,ca}0 (PEM files). Single GATT rows: --gatts-cfgN ROW.
     """
     live = bool(port or usb_serial or location)
     if live == bool(image):
@@ -78,9 +98,12 @@ def customize(image: str | None, output: str | None, in_place: bool, port: str |
         raise click.UsageError("--whole-partition/--connect-baud only go with a live module")
     values = {"uart_baudrate": baud, "max_tx_power": tx_power, "country_code": country,
               "start_channel": start_channel, "channel_num": channel_num, "uart_tx_pin": tx_pin,
-              "uart_rx_pin": rx_pin, "uart_cts_pin": cts_pin, "uart_rts_pin": rts_pin, "module_name": module_name}
-    files = {_PKI_PARAMS[name]: path for name, path in pki.items() if path}
-    request = make_request(values, pki_files=files, gatt=gatt, add_missing=add_missing)
+              "uart_rx_pin": rx_pin, "uart_cts_pin": cts_pin, "uart_rts_pin": rts_pin, "module_name": module_name,
+              "uart_port": uart_num}
+    files = {_PKI_PARAMS[name]: path for name, path in more.items() if path and name in _PKI_PARAMS}
+    rows = {_ROW_PARAMS[name]: row for name, row in more.items() if row is not None and name in _ROW_PARAMS}
+    request = make_request(values, pki_files=files, gatt=gatt, gatt_rows=rows, add_missing=add_missing,
+                           allow_unread=allow_unread)
     if not live:
         result = customize_file(image, request, output=output, in_place=in_place, module=module,  # type: ignore[arg-type]
                                 chip=chip)

@@ -79,7 +79,8 @@ def customize_image(data: bytes, request: CustomizeRequest, *, module: str | Mod
         new_region, changes = customize_legacy_block(region, request, chip=chip, target=source)
         secret = False
     else:
-        new_region, changes, before = customize_nvs(region, request, chip=chip, firmware=firmware, target=source)
+        new_region, changes, before = customize_nvs(region, request, chip=chip, firmware=firmware, target=source,
+                                                    build=profile.build if profile is not None else None)
         problems = list(before.problems)
         secret = any("_key" in ns for ns in read_nvs(new_region).namespaces())
     out = data[:located.offset] + new_region + data[located.offset + located.size:]

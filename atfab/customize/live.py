@@ -23,6 +23,7 @@ from ..core.measurement import (
 )
 from .nvs_edit import Change, customize_nvs, show_value
 from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
+from ..image.build_config import BuildConfig
 from ..image.profiles import load_profile
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError, AtTimeout, LinkLost
@@ -191,14 +192,14 @@ def _rewrite_mfg_nvs(client: Any, image: bytes) -> None:
 
 
 def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, firmware: FirmwareProfile,
-                     target: str, out: list[Measurement],
-                     problems: list[str]) -> tuple[list[Change], Callable[[str, str], Any]]:
+                     target: str, out: list[Measurement], problems: list[str],
+                     build: BuildConfig | None = None) -> tuple[list[Change], Callable[[str, str], Any]]:
     parts = {p.name: p for p in client.sysflash_partitions()}
     part = parts.get(MFG_NVS)
     if part is None:
         raise InputError(f"module lists no {MFG_NVS} partition in AT+SYSFLASH?", file=target, field="--whole-partition")
     old = client.sysflash_read(MFG_NVS, 0, part.size)
-    new, changes, before = customize_nvs(old, request, chip=chip, firmware=firmware, target=target)
+    new, changes, before = customize_nvs(old, request, chip=chip, firmware=firmware, target=target, build=build)
     try:
         _rewrite_mfg_nvs(client, new)
     except _AT_FAULTS as exc:
@@ -249,13 +250,25 @@ def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProf
         out.append(evaluate(COUNTRY, want, [c.code, c.start_channel, c.channel_count]))
 
 
+def _check_uart_port(view: LiveView, request: CustomizeRequest, target: str) -> None:
+    """A live module keeps its AT UART: after the restart it would answer on another one."""
+    new = request.factory_param.get("uart_port")
+    if new is None:
+        return
+    current = view.value(FACTORY_NS, "uart_port")
+    if current is not None and current != new:
+        raise InputError(f"the module answers AT on UART{current}; after its restart it would answer on UART{new}, "
+                         "not on this port (change it in an image: --image)", file=target, field="--uart-num")
+
+
 def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None = None,
                      whole_partition: bool = False, target: str | None = None,
-                     ready_timeout: float = 10.0) -> ModuleResult:
+                     ready_timeout: float = 10.0, build: BuildConfig | None = None) -> ModuleResult:
     """Apply ``request`` to the module behind ``client`` (an :class:`atfab.link.at.client.AtClient`),
     reboot it and verify. Returns the changes and measurements (check ``result.passed`` or call
     ``result.require_pass()``); :class:`InputError` before anything is written when an option
-    is invalid or the module lacks its key (without ``request.add_missing``)."""
+    is invalid, the module lacks its key (without ``request.add_missing``), a namespace to add is
+    one its firmware (``build``, when known) never reads, or ``--uart-num`` would move the AT port."""
     if request.is_empty():
         raise InputError("nothing to change: give at least one option to customise", field="options")
     firmware = client.firmware
@@ -264,12 +277,13 @@ def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None
     result = ModuleResult(target, chip, whole_partition)
     client.note(f"atfab customize: {' '.join(request.options())}")
     client.at()
+    _check_uart_port(LiveView(client), request, target)
     if whole_partition:
         result.changes, current = _whole_partition(client, request, chip, firmware, target, result.measurements,
-                                                   result.problems)
+                                                   result.problems, build)
     else:
         view = LiveView(client)
-        edits = plan_edits(view, request, chip=chip, firmware=firmware, target=target, noun="module")
+        edits = plan_edits(view, request, chip=chip, firmware=firmware, target=target, noun="module", build=build)
         result.changes = _per_key(client, view, edits, firmware, result.measurements, target)
         current = view.value
     uart = _runtime(client, request, firmware, result.measurements)
@@ -291,14 +305,14 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
         profile = load_profile(module)
         if chip is not None and chip != profile.chip:
             raise InputError(f"--chip {chip} contradicts --module {module} ({profile.chip})", field="--chip")
-        firmware, chip = profile.firmware, profile.chip
+        firmware, chip, build = profile.firmware, profile.chip, profile.build
     else:
-        firmware = firmware_for(chip or "esp32c2")
+        firmware, build = firmware_for(chip or "esp32c2"), None
     selector = selector_from_options(port, usb_serial, location)
     serial_port = open_port(selector, connect_baud)
     with AtClient(serial_port, firmware=firmware, timeout=timeout) as client:
         return customize_module(client, request, chip=chip, whole_partition=whole_partition,
-                                target=str(selector or serial_port.portstr))
+                                target=str(selector or serial_port.portstr), build=build)
 
 
 __all__ = ["customize_module", "run_on_port", "ModuleResult", "LiveView", "CustomizeIncomplete"]

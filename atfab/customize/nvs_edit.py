@@ -16,7 +16,8 @@ from typing import Any
 from ..core.errors import AtfabError
 from ..core.firmware import FirmwareProfile
 from .plan import CustomizeRequest, Edit, ImageView, plan_edits
-from ..image.mfg_nvs import build_nvs_from_entries
+from ..image.build_config import BuildConfig
+from ..image.mfg_nvs import build_nvs_from_entries, place_namespace
 from ..image.nvs.reader import NvsEntry, NvsImage, read_nvs
 
 
@@ -66,9 +67,10 @@ def nvs_diff(before: NvsImage, after: NvsImage) -> list[Change]:
     return out
 
 
-def apply_edits(image: NvsImage, edits: list[Edit]) -> tuple[list[NvsEntry], list[str]]:
-    """The entries and declared namespaces after ``edits``: changed keys keep their place,
-    added keys go to the end of their namespace, new namespaces to the end."""
+def apply_edits(image: NvsImage, edits: list[Edit], firmware: FirmwareProfile) -> tuple[list[NvsEntry], list[str]]:
+    """The entries and namespace order after ``edits``: changed keys keep their place, added keys
+    go to the end of their namespace, a new namespace where esp-at's order puts it
+    (:func:`atfab.image.mfg_nvs.place_namespace`)."""
     index = {(e.namespace, e.key): i for i, e in enumerate(image.entries)}
     entries: list[NvsEntry | None] = list(image.entries)
     for ed in edits:
@@ -80,7 +82,11 @@ def apply_edits(image: NvsImage, edits: list[Edit]) -> tuple[list[NvsEntry], lis
             entries[i] = NvsEntry(ed.namespace, ed.key, ed.type, ed.value)  # type: ignore[arg-type]
         else:
             entries.append(NvsEntry(ed.namespace, ed.key, ed.type, ed.value))  # type: ignore[arg-type]
-    return [e for e in entries if e is not None], image.namespaces()
+    namespaces = image.namespaces()
+    for ed in edits:
+        if ed.action == "add":
+            namespaces = place_namespace(namespaces, ed.namespace, firmware)
+    return [e for e in entries if e is not None], namespaces
 
 
 def _effective(before: NvsImage, edits: list[Edit]) -> set[tuple[str, str]]:
@@ -94,11 +100,11 @@ def _effective(before: NvsImage, edits: list[Edit]) -> set[tuple[str, str]]:
 
 
 def customize_nvs(region: bytes, request: CustomizeRequest, *, chip: str | None, firmware: FirmwareProfile,
-                  target: str) -> tuple[bytes, list[Change], NvsImage]:
+                  target: str, build: BuildConfig | None = None) -> tuple[bytes, list[Change], NvsImage]:
     """Rebuild an mfg_nvs region (same size) with ``request`` applied; (new bytes, diff, input image)."""
     before = read_nvs(region, source=target)
-    edits = plan_edits(ImageView(before), request, chip=chip, firmware=firmware, target=target)
-    entries, namespaces = apply_edits(before, edits)
+    edits = plan_edits(ImageView(before), request, chip=chip, firmware=firmware, target=target, build=build)
+    entries, namespaces = apply_edits(before, edits, firmware)
     built = build_nvs_from_entries(entries, len(region), namespaces=namespaces, source=target)
     after = read_nvs(built.image, source=target)
     diff = nvs_diff(before, after)

@@ -4,7 +4,12 @@
 :func:`plan_edits` turns it into key edits for one target - an mfg_nvs image or a live module,
 both seen through a :class:`KeyView` - refusing (:class:`InputError` naming the option and the
 target) a value that is wrong for the chip or a key the target does not have, unless
-``add_missing`` (§5, §8).
+``add_missing`` (§5, §8). A namespace added to a target whose firmware (its build configuration,
+when known) never reads it is refused unless ``allow_unread``.
+
+The options follow esp-at's ``tools/at.py modify_bin`` where it has them: ``--uart-num``
+(``factory_param/uart_port``, at.py ``--uart_num``) and ``--gatts-cfgN`` (one ``ble_data/cfgN``
+row, at.py ``--gatts_cfgN``) besides the whole table (``--gatt``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from typing import Any, Protocol
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
 from ..image import factory_param as fp
-from ..image.gatt import cfg_strings, load_gatts_csv, validate_rows
+from ..image.build_config import BuildConfig
+from ..image.gatt import GATTS_MAX_ROWS, cfg_strings, load_gatts_csv, parse_cfg_string, rows_from_cfg_strings, \
+    validate_rows
 from ..image.gatt_desc import load_description
 from ..image.mfg_nvs import pki_key_names
 from ..image.nvs import format as nf
@@ -30,13 +37,19 @@ BLE_NS = "ble_data"
 #: factory_param key -> the CLI option that changes it.
 OPTION_KEYS: dict[str, str] = {
     "module_name": "--module-name", "max_tx_power": "--tx-power", "country_code": "--country",
-    "start_channel": "--start-channel", "channel_num": "--channel-num", "uart_baudrate": "--baud",
+    "start_channel": "--start-channel", "channel_num": "--channel-num", "uart_port": "--uart-num",
+    "uart_baudrate": "--baud",
     "uart_tx_pin": "--tx-pin", "uart_rx_pin": "--rx-pin", "uart_cts_pin": "--cts-pin", "uart_rts_pin": "--rts-pin",
 }
 #: PKI set families and how many sets the firmware offers (esp-at ships two client/https/wss sets).
 PKI_FAMILIES: dict[str, int] = {"client": 2, "https": 2, "wss": 2, "server": 1, "mqtt": 1, "wpa_ent": 1}
 PKI_KINDS = ("cert", "key", "ca")
 _CFG_RE = re.compile(r"cfg(\d+)\Z")
+
+
+def gatt_row_option(index: int) -> str:
+    """``3`` → ``--gatts-cfg3`` (esp-at's at.py spells it ``--gatts_cfg3``)."""
+    return f"--gatts-cfg{index}"
 
 
 def pki_option(family: str, kind: str, index: int) -> str:
@@ -75,14 +88,16 @@ class CustomizeRequest:
     gatt: list[str] | None = None          # ble_data cfg strings (the whole table)
     gatt_file: str | None = None
     add_missing: bool = False
+    gatt_rows: dict[int, str] = field(default_factory=dict)   # cfgN -> new row (single rows)
+    allow_unread: bool = False             # add namespaces the target's firmware never reads
 
     def is_empty(self) -> bool:
-        return not self.factory_param and not self.pki and self.gatt is None
+        return not self.factory_param and not self.pki and self.gatt is None and not self.gatt_rows
 
     def options(self) -> list[str]:
         """The CLI options this request stands for (for messages)."""
         return ([OPTION_KEYS.get(k, k) for k in self.factory_param] + [c.option for c in self.pki]
-                + (["--gatt"] if self.gatt is not None else []))
+                + (["--gatt"] if self.gatt is not None else []) + [gatt_row_option(i) for i in self.gatt_rows])
 
 
 def load_gatt_rows(path: str | Path) -> list[str]:
@@ -98,11 +113,12 @@ def load_gatt_rows(path: str | Path) -> list[str]:
 
 
 def make_request(values: dict[str, Any] | None = None, *, pki_files: dict[tuple[str, str, int], str | Path] | None = None,
-                 gatt: str | Path | None = None, add_missing: bool = False,
-                 at: dt.datetime | None = None) -> CustomizeRequest:
+                 gatt: str | Path | None = None, gatt_rows: dict[int, str] | None = None, add_missing: bool = False,
+                 allow_unread: bool = False, at: dt.datetime | None = None) -> CustomizeRequest:
     """A request from option values (factory_param key -> value, None = not given), PKI files
     ``{(family, kind, index): path}`` (PEM checked: parses, supported key, valid now, cert and key
-    of one set pair up) and a GATT file."""
+    of one set pair up), a GATT file or single rows ``{N: "index,uuid_len,..."}`` (checked with
+    the target's other rows when planned)."""
 
     factory: dict[str, int | str] = {}
     for key, value in (values or {}).items():
@@ -137,7 +153,19 @@ def make_request(values: dict[str, Any] | None = None, *, pki_files: dict[tuple[
             key, path = keys[where]
             check_pair(cert, key, file=path, field=pki_option(where[0], "key", where[1]))
     rows = load_gatt_rows(gatt) if gatt is not None else None
-    return CustomizeRequest(factory, changes, rows, None if gatt is None else str(gatt), add_missing)
+    single: dict[int, str] = {}
+    for index, row in sorted((gatt_rows or {}).items()):
+        option = gatt_row_option(index)
+        if rows is not None:
+            raise InputError("--gatt replaces the whole table; give it or single rows, not both", field=option)
+        if not 0 <= index < GATTS_MAX_ROWS:
+            raise InputError(f"row number must be 0..{GATTS_MAX_ROWS - 1}", field=option)
+        try:
+            single[index] = parse_cfg_string(str(row)).cfg_string()
+        except InputError as exc:
+            raise InputError(exc.message, field=option) from None
+    return CustomizeRequest(factory, changes, rows, None if gatt is None else str(gatt), add_missing, single,
+                            allow_unread)
 
 
 # ----------------------------------------------------------------------------------------- planning
@@ -278,11 +306,14 @@ def _pki_edits(view: KeyView, request: CustomizeRequest, firmware: FirmwareProfi
 
 
 def _gatt_edits(view: KeyView, request: CustomizeRequest, target: str, noun: str) -> list[Edit]:
-    if request.gatt is None:
+    if request.gatt is None and not request.gatt_rows:
         return []
+    option = "--gatt" if request.gatt is not None else gatt_row_option(min(request.gatt_rows))
     if BLE_NS not in view.namespaces() and not request.add_missing:
-        raise _missing(target, "--gatt", f"{BLE_NS} namespace", noun)
+        raise _missing(target, option, f"{BLE_NS} namespace", noun)
     existing = view.keys(BLE_NS) if BLE_NS in view.namespaces() else {}
+    if request.gatt is None:
+        return _gatt_row_edits(view, request, existing, target, noun)
     edits = [Edit(BLE_NS, f"cfg{i}", existing.get(f"cfg{i}", "string"), row, "--gatt",
                   "set" if f"cfg{i}" in existing else "add") for i, row in enumerate(request.gatt)]
     for key in existing:
@@ -292,15 +323,67 @@ def _gatt_edits(view: KeyView, request: CustomizeRequest, target: str, noun: str
     return edits
 
 
+def _gatt_row_edits(view: KeyView, request: CustomizeRequest, existing: dict[str, str], target: str,
+                    noun: str) -> list[Edit]:
+    """Single rows (``--gatts-cfgN``): an existing row is replaced; with ``add_missing`` rows may
+    extend the table right after its last row (the firmware reads cfg0.. up to the first gap)."""
+    count = 0
+    while f"cfg{count}" in existing:
+        count += 1
+    table: list[str] = []
+    for i in range(count):
+        value = view.value(BLE_NS, f"cfg{i}")
+        table.append(value if isinstance(value, str) else "")
+    edits = []
+    for index, row in sorted(request.gatt_rows.items()):
+        option = gatt_row_option(index)
+        key = f"cfg{index}"
+        if key in existing:
+            if existing[key] != "string":
+                raise InputError(f"{noun} stores {BLE_NS}/{key} as {existing[key]}", file=target, field=option)
+            table[index] = row
+            action = "set"
+        elif request.add_missing and index == len(table):
+            table.append(row)
+            action = "add"
+        else:
+            have = f"cfg0..cfg{count - 1}" if count else "no rows"
+            hint = f" (--add-missing appends cfg{len(table)})" if not request.add_missing else ""
+            raise InputError(f"{noun} has {have}: {key} must be an existing row{hint}", file=target, field=option)
+        edits.append(Edit(BLE_NS, key, "string", row, option, action))
+    try:
+        validate_rows(rows_from_cfg_strings(table, source=target), source=target)
+    except InputError as exc:
+        raise InputError(f"the GATT table with this row: {exc.message}", file=target,
+                         field=gatt_row_option(min(request.gatt_rows))) from None
+    return edits
+
+
+def _unread_check(view: KeyView, edits: list[Edit], request: CustomizeRequest, build: BuildConfig | None,
+                  target: str, noun: str) -> None:
+    """A namespace to be added that the target's firmware never reads is refused (unless allow_unread)."""
+    if build is None or request.allow_unread:
+        return
+    present = set(view.namespaces())
+    for e in edits:
+        if e.action == "add" and e.namespace not in present and not build.reads(e.namespace):
+            raise InputError(f"the firmware of this {noun} never reads {e.namespace}: "
+                             f"{build.why_unread(e.namespace)}; --allow-unread adds it anyway", file=target,
+                             field=e.option)
+
+
 def plan_edits(view: KeyView, request: CustomizeRequest, *, chip: str | None, firmware: FirmwareProfile,
-               target: str, noun: str = "image") -> list[Edit]:
+               target: str, noun: str = "image", build: BuildConfig | None = None) -> list[Edit]:
     """The key edits ``request`` means for ``view``; :class:`InputError` naming the option and
-    ``target`` (a file or port; ``noun`` says what it is) for a bad value or a key the target
-    lacks (unless ``request.add_missing``)."""
-    return (_factory_edits(view, request, chip, target, noun) + _pki_edits(view, request, firmware, target, noun)
-            + _gatt_edits(view, request, target, noun))
+    ``target`` (a file or port; ``noun`` says what it is) for a bad value, a key the target
+    lacks (unless ``request.add_missing``) or a new namespace a firmware built with ``build``
+    never reads (unless ``request.allow_unread``)."""
+    edits = (_factory_edits(view, request, chip, target, noun) + _pki_edits(view, request, firmware, target, noun)
+             + _gatt_edits(view, request, target, noun))
+    _unread_check(view, edits, request, build, target, noun)
+    return edits
 
 
 __all__ = ["CustomizeRequest", "PkiChange", "Edit", "KeyView", "ImageView", "make_request", "plan_edits",
-           "load_gatt_rows", "pki_option", "pki_namespace", "OPTION_KEYS", "PKI_FAMILIES", "PKI_KINDS",
+           "load_gatt_rows", "pki_option", "gatt_row_option", "pki_namespace", "OPTION_KEYS", "PKI_FAMILIES", "PKI_KINDS",
            "FACTORY_NS", "BLE_NS"]
