@@ -198,11 +198,17 @@ class Session(SocketReader):
         return self.result[0] if self.result else None
 
 
+def changed(fw: FirmwareProfile, **changes) -> FirmwareProfile:
+    """``fw`` with fields replaced; ``ble``/``wifi`` add or drop that command set."""
+    sets = {k: changes.pop(k) for k in ("ble", "wifi") if k in changes}
+    return replace(fw.with_overrides(sets), **changes)
+
+
 def new_host(flash: NorFlash | None = None, firmware: FirmwareProfile | None = None, **fw_changes) -> FakeHost:
     profile = c2_profile()
     fw = firmware or profile.firmware
     if fw_changes:
-        fw = replace(fw, **fw_changes)
+        fw = changed(fw, **fw_changes)
     return FakeHost(flash=flash or build_flash(profile), firmware=fw)
 
 

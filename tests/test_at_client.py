@@ -18,7 +18,7 @@ from atfab.cli import main
 from atfab.sim.module import VirtualModule
 from atfab.link.transport import open_port
 from tests.conftest import run_with_timeout
-from tests.sim_at_support import build_flash, c2_profile
+from tests.sim_at_support import build_flash, c2_profile, changed
 
 GUARD = 30.0
 SECRET = b"-----BEGIN PRIVATE KEY" b"-----\r\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC-not-a-real-key\r\n-----END PRIVATE KEY" b"-----\r\n"
@@ -35,7 +35,7 @@ def guarded(fn):
 
 def start_module(**fw_changes) -> VirtualModule:
     profile = c2_profile()
-    fw = replace(profile.firmware, **fw_changes) if fw_changes else profile.firmware
+    fw = changed(profile.firmware, **fw_changes) if fw_changes else profile.firmware
     return VirtualModule(flash=build_flash(profile), firmware=fw).start()
 
 
@@ -74,7 +74,7 @@ def test_typed_helpers_return_module_data(module, client):
     assert client.has_command("AT+SYSMFG") and client.cmd_list()[0].name == "AT"
     assert client.uart_def() == UartConfig(115200, 8, 1, 0, module.firmware.uart_default_flow_control)
     assert abs(client.uart_cur().baud - 115200) < 115200 * 0.02
-    assert client.rf_power() == [profile.factory_param["max_tx_power"]]
+    assert client.rf_power() == [profile.factory_param["max_tx_power"], 0, 0, 0]   # BluFi build: 4 fields
     assert client.country().code == profile.factory_param["country_code"]
     assert client.sta_mac() == module.mac
     assert client.ap_mac() == module.mac[:5] + bytes([(module.mac[5] + 1) & 0xFF])
@@ -411,10 +411,11 @@ def test_wait_alive_rides_out_a_boot(module, client):
 
 @guarded
 def test_download_mode_falls_back_on_error():
-    m = start_module(download_mode_commands=("AT+RST=9", "AT+RST=1,1"))
+    m = start_module()
     try:
         c = connect(m)
-        assert c.enter_download_mode() == "AT+RST=1,1"
+        c.firmware = changed(c.firmware, download_mode_commands=("AT+RST=9", "AT+RST=1,1", "AT+RST=1"))
+        assert c.enter_download_mode() == "AT+RST=1"      # =9 and =1,1 answer ERROR (ground truth §3)
         assert m.wait_state("download", 5.0)
         c.close()
     finally:

@@ -204,7 +204,7 @@ def test_sysmfg_write_survives_reboot_and_changes_gmr(sess):
     s.read_until(b"ready\r\n")
     assert s.cmd("ATE0").endswith(OK)
     assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(TEST-MOD)\r\n" + OK)
-    assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:60\r\n" + OK
+    assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:60,0,0,0\r\n" + OK
 
 
 def test_sysmfg_erase(sess):
@@ -305,7 +305,7 @@ def test_blank_mfg_nvs_defaults():
         assert s.cmd("AT+UART_DEF?") == b"+UART_DEF:115200,8,1,0,1\r\n" + OK
         assert s.cmd("AT+SYSMFG?") == OK                                 # valid, empty NVS
         assert s.cmd('AT+SYSMFG=1,"factory_param","module_name"') == ERROR
-        assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:80\r\n" + OK
+        assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:80,0,0,0\r\n" + OK
         assert s.cmd("AT+CWCOUNTRY?") == b'+CWCOUNTRY:0,"01",1,11\r\n' + OK
         assert s.cmd("AT+SYSSTORE?") == b"+SYSSTORE:1\r\n" + OK
         assert write_raw(s, "factory_param", "module_name", 7, b"LATE") == OK
@@ -350,7 +350,7 @@ def test_partial_factory_param():
     try:
         assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0()\r\n" + OK)
         assert s.cmd("AT+CWCOUNTRY?") == b'+CWCOUNTRY:0,"01",1,11\r\n' + OK
-        assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:78\r\n" + OK
+        assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:78,0,0,0\r\n" + OK
     finally:
         s.close()
 

@@ -87,7 +87,7 @@ def test_power_loss_drops_the_link_between_writes():
         assert module.wait_state("at", TIMEOUT)
         again = AtPort(module.at_url)
         try:
-            assert again.cmd("AT+RFPOWER?") == b"AT+RFPOWER?\r\n+RFPOWER:60\r\n" + OK   # rebooted, write kept
+            assert again.cmd("AT+RFPOWER?") == b"AT+RFPOWER?\r\n+RFPOWER:60,0,0,0\r\n" + OK   # rebooted, write kept
         finally:
             again.close()
 

@@ -55,7 +55,7 @@ def _chip_and_firmware(located: Located, profile: ModuleProfile | None, chip: st
     chip = found or wanted
     if profile is not None:
         return chip, profile.firmware
-    return chip, firmware_for(chip) if chip in G3_DEFAULTS else FirmwareProfile()
+    return chip, firmware_for(chip if chip in G3_DEFAULTS else "esp32c2")
 
 
 def customize_image(data: bytes, request: CustomizeRequest, *, module: str | ModuleProfile | None = None,

@@ -164,7 +164,8 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     table_offset = _int(data, "partition_table_offset", src, 0x8000)
     if "partition_table_offset" in {f.name for f in fields(FirmwareProfile)}:
         firmware_tbl.setdefault("partition_table_offset", table_offset)
-    firmware = firmware_for(chip, firmware_tbl, source=src)
+    firmware = firmware_for(chip, firmware_tbl, source=src, module_config=_str(data, "esp_at_module", src, "") or None,
+                            module=_str(data, "module_name", src, "") or None)
 
     flash_size = parse_flash_size(_str(data, "flash_size", src), source=src)
     if flash_size_text(flash_size) not in rom.FLASH_SIZES:

@@ -46,7 +46,7 @@ from esptool.util import FatalError, NotImplementedInROMError, flash_size_bytes
 
 from ..core.errors import DeviceError, InputError
 from ..core.esptool_log import EsptoolSink, routed
-from ..core.firmware import FirmwareProfile
+from ..core.firmware import FirmwareProfile, firmware_for
 from ..image.flash_set import FLASH_PARAM_KEYS, FlashSet, Region, load_flash_set, padded
 from .at.client import AtClient
 from .transport import open_port, port_for_url
@@ -158,7 +158,7 @@ class Flasher:
         self.initial_baud = initial_baud
         self.at_port = at_port
         self.at_baud = at_baud
-        self.firmware = firmware or FirmwareProfile()
+        self.firmware = firmware or firmware_for("esp32c2")
         self.stub = stub
         self.before = "no-reset" if at_port else before
         self.after = after

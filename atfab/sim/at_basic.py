@@ -1,9 +1,9 @@
 """Basic commands of the virtual AT firmware (§2): AT, ATE0/1, RST, GMR, CMD, RESTORE, SYSSTORE,
 SYSLOG, SYSMSG.
 
-* ``AT+RST=<mode>[,<x>]`` exists when ``firmware.download_mode_commands`` is not empty (C2/C3,
-  §2.3); the undocumented second parameter is accepted only when ``"AT+RST=1,1"`` is listed.
-  Mode 1 answers OK and puts the module into ROM download mode (the AT port goes silent).
+* ``AT+RST=<mode>`` exists when ``firmware.download_mode_commands`` is not empty (C2/C3,
+  §2.3): exactly one parameter 0..1 (``AT+RST=1,1`` is ERROR). Mode 1 answers OK and puts the
+  module into ROM download mode (the AT port goes silent).
 * ``AT+SYSSTORE``: RAM only; boot default ``factory_param/sys_store`` (u8), 1 when missing.
 * ``AT+SYSLOG``: RAM only, default 0.
 * ``AT+SYSMSG``: kept in RAM; persisted when SYSSTORE=1 under the simulator's own system-NVS key
@@ -44,11 +44,8 @@ def _rst_exec(ctx: "Ctx", p: Params) -> After:
 
 
 def _rst_set(ctx: "Ctx", p: Params) -> After:
-    two = "AT+RST=1,1" in ctx.profile.download_mode_commands
-    p.count(1, 2 if two else 1)
+    p.count(1)                     # exactly one parameter: AT+RST=1,1 is ERROR (ground truth §3)
     mode = p.int(0, 0, 1)
-    if len(p) > 1:
-        p.int(1)
     if mode == 0:
         return lambda: ctx.fw.reboot(ctx)
 

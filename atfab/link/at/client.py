@@ -19,7 +19,7 @@ from typing import Any
 import serial
 
 from ...core.errors import InputError
-from ...core.firmware import FirmwareProfile
+from ...core.firmware import FirmwareProfile, firmware_for
 from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost, ModuleRestarted
 from .framing import Reply, ReplyParser, command_name, info_prefixes, raw_kind
 from .helpers import AtCommands
@@ -75,7 +75,7 @@ class AtClient(AtCommands):
                  busy_retries: int = 3, busy_delay: float = 0.2, boot_retries: int = 1, poll: float = 0.05,
                  max_transcript: int = 50_000, max_urcs: int = 1000, max_raw: int = 1 << 20) -> None:
         self.port = port
-        self.firmware = firmware or FirmwareProfile()
+        self.firmware = firmware or firmware_for("esp32c2")
         self.redact = redact
         self.timeout = timeout
         self.busy_retries = busy_retries
