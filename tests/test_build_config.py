@@ -228,3 +228,16 @@ def test_recipe_slot_the_firmware_never_reads(tmp_path: Path) -> None:
     assert "allow_unread = true" in problems[0].message
     (tmp_path / "r.toml").write_text(RECIPE.format(extra="\nallow_unread = true"))
     assert check_recipe(tmp_path / "r.toml", workdir=tmp_path) == []
+
+
+def test_recipe_build_dir_sdkconfig_decides(tmp_path: Path) -> None:
+    """A recipe's build_dir with an sdkconfig: that build's options, not the profile's, decide."""
+    profile = load_profile("esp32c2-4mb")
+    fw = write_synthetic_firmware(profile, tmp_path / "fw", version="v4.1.0.0")
+    text = RECIPE.replace('module = "esp32-wrover-32"', 'module = "esp32c2-4mb"').replace(
+        'synthetic = "v4.1.0.0"', 'build_dir = "fw"')
+    (tmp_path / "r.toml").write_text(text.format(extra=""))
+    assert check_recipe(tmp_path / "r.toml", workdir=tmp_path) == []       # the profile: MQTT on
+    _sdkconfig(fw, drop=("AT_MQTT_BROKER_AUTH_CLIENT", "AT_MQTT_CLIENT_AUTH_BROKER"))
+    problems = check_recipe(tmp_path / "r.toml", workdir=tmp_path)
+    assert [p.field for p in problems] == ["pki.slot[0].set"] and str(fw / "sdkconfig") in problems[0].message

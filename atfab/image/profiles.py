@@ -83,7 +83,7 @@ class ModuleProfile:
         changes: dict[str, Any] = {"ble": build.ble_data}
         if build.legacy_eap:
             changes["enterprise_namespace"] = "wpa2"
-        return replace(self, build=build, firmware=replace(self.firmware, **changes))
+        return replace(self, build=build, firmware=self.firmware.with_overrides(changes, source=build.source))
 
     def flash_settings(self) -> list[str]:
         """esptool arguments: ``--flash_mode dio --flash_freq 60m --flash_size 4MB``."""
