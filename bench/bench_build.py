@@ -29,7 +29,7 @@ def main() -> None:
     args = ap.parse_args()
 
     profile = load_profile(args.module)
-    rows = cfg_strings(load_gatts_csv(DEFAULT_GATT))
+    rows = cfg_strings(load_gatts_csv(DEFAULT_GATT)) if profile.build.ble_data else []   # only BLE builds read ble_data
 
     def one(i: int) -> None:
         fp = dict(profile.factory_param, module_name=f"UNIT-{i:06d}")

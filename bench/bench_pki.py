@@ -47,7 +47,7 @@ def _setup(ca_dir: str, module: str, check: bool) -> None:
     slots = [{"set": "client", "cert": "unit", "key": "unit", "ca": [str(Path(ca_dir).parent / "cloud" / "ca.crt")]}]
     plan = plan_slots(parse_slots(slots), firmware=profile.firmware, factory_ca=ca.chain_certs())
     _state.update(profile=profile, ca=ca, plan=plan, template=IdentityTemplate.from_table(TEMPLATE),
-                  rows=cfg_strings(load_gatts_csv(DEFAULT_GATT)), check=check)
+                  rows=cfg_strings(load_gatts_csv(DEFAULT_GATT)) if profile.build.ble_data else [], check=check)
 
 
 def _one(i: int, split: list[float] | None = None) -> int:
