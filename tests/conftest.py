@@ -62,3 +62,29 @@ def module_pool():
     finally:
         for pool in pools:
             pool.stop()
+
+
+# --------------------------------------------------- CI: a skipped test is a failed session
+# (tests/services.py: missing services, tools or data skip locally and fail under ATFAB_CI=1)
+
+_SKIPPED: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        _SKIPPED.append(f"{report.nodeid}: {str(reason).removeprefix('Skipped: ')}")
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests.services import CI_ENV, in_ci
+
+    if in_ci() and _SKIPPED and session.exitstatus == 0:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"{CI_ENV}=1: {len(_SKIPPED)} test(s) skipped, CI fails on any skip:", red=True)
+            for line in _SKIPPED:
+                reporter.write_line(f"  {line}", red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from pathlib import Path
 
@@ -11,13 +12,25 @@ from tests.secret_scan import PLAINTEXT_BLOCK
 #: A path to the reference material beside the checkout (``../shared``, ``/work/shared``,
 #: ``parents[2] / "shared"``) or the variable that used to point there.
 OUTSIDE = re.compile(r"""\.\./shared|/work/shared|["']shared["']\s*\)?\s*/|/\s*["']shared["']|ATFAB_SHARED""")
-SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache", ".hypothesis", "build", "dist"}
+
+
+def _ignored_patterns() -> list[tuple[str, bool]]:
+    """(pattern, anchored at the top) of .gitignore's plain lines (negations are not needed here)."""
+    out = [(".git", True)]
+    for line in (REPO / ".gitignore").read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith(("#", "!")):
+            out.append((line.strip("/"), line.startswith("/")))
+    return out
 
 
 def _tree_files(root: Path):
+    """The files of ``root`` that git would commit (what .gitignore leaves; CI's copy has no .git)."""
+    patterns = _ignored_patterns()
     for path in sorted(root.rglob("*")):
-        rel = path.relative_to(root).parts
-        if any(part in SKIPPED_DIRS or part.endswith(".egg-info") for part in rel):
+        parts = path.relative_to(REPO).parts
+        if any(fnmatch.fnmatch(parts[0] if anchored else part, pattern)
+               for pattern, anchored in patterns for part in parts):
             continue
         if path.is_file() and not path.is_symlink():
             yield path
