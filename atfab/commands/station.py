@@ -148,6 +148,35 @@ def report_export(directory: Path, fmt: str, output: Path | None, outcome: str |
         click.echo(f"{output}: {len(entries)} unit attempt(s)", err=True)
 
 
+@report.command("html")
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path), default=Path("reports"), required=False)
+@click.option("--since", help="Only reports that started at or after this time: ISO 8601 (2025-03-03, "
+                              "2025-03-03T06:00; no zone = local time) or an age like 8h, 2d, 30m.")
+@click.option("--until", help="Only reports that started before this time (same forms as --since).")
+@_with_filters
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the report here (one self-contained HTML file, atomically).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (the numbers the HTML shows).")
+def report_html(directory: Path, since: str | None, until: str | None, outcome: str | None, serial: str | None,
+                mac: str | None, recipe_name: str | None, output: Path | None, as_json: bool) -> None:
+    """Yield report of the unit reports under DIRECTORY [default: reports]: first-pass yield, yield per
+    station/port/recipe, failing checks (Pareto), units per hour, step times, with plots."""
+    from ..station.yieldreport.stats import parse_when, yield_figures
+
+    if output is None and not as_json:
+        raise InputError("give -o FILE.html (or --json)", field="--output")
+    start, end = parse_when(since, "--since"), parse_when(until, "--until")
+    entries = list_reports(directory, outcome=outcome, serial=serial, mac=mac, recipe=recipe_name)
+    figures = yield_figures(entries, since=start, until=end)
+    if output is not None:
+        from ..station.yieldreport.html import render_html
+
+        atomic_write(output, render_html(figures, sources=[str(directory)]))
+        click.echo(f"{output}: {figures['attempts']} report(s), {figures['units']} unit(s)", err=True)
+    if as_json:
+        _echo_json(figures)
+
+
 # ------------------------------------------------------------------------------------ ledger
 
 
@@ -288,12 +317,17 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
               help="Environment variable holding the factory CA key passphrase (prompted when unset).")
 @click.option("--poll", "poll_s", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
               help="Seconds between looks for the next unit (--loop).")
+@click.option("--ui", "ui_url", metavar="URL", default=None,
+              help="Serve the live station page at this address while the run lasts, e.g. http://127.0.0.1:8080 "
+                   "(port 0: any free port; the address is printed). Binds where the URL says: loopback unless "
+                   "told otherwise.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (status goes to stderr).")
 @click.pass_context
 def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count: int | None, sim_baud: int | None,
         sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: Path | None,
         reports_dir: Path | None, junit: Path | None, csv_path: Path | None, workdir: Path | None,
-        station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, as_json: bool) -> None:
+        station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, ui_url: str | None,
+        as_json: bool) -> None:
     """Provision units with RECIPE on every --port in parallel (or on --sim N virtual modules).
 
     Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C or SIGTERM records
@@ -304,6 +338,10 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
 
     if bool(ports) == bool(sim_count):
         raise InputError("give either --port (one or more) or --sim N", field="--port")
+    if ui_url is not None:
+        from ..station.live.server import parse_ui_url
+
+        parse_ui_url(ui_url)
     recipe = load_recipe(recipe_path, workdir=workdir)
     ca = None
     if recipe.pki is not None and recipe.pki.needs_ca:
@@ -314,7 +352,7 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
 
         ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, prompt))
     options: dict[str, Any] = dict(station_id=station_id, operator=operator, ledger=ledger_path,
-                                   reports_dir=reports_dir, junit=junit, csv=csv_path, ca=ca, at_baud=at_baud,
+                                   reports_dir=reports_dir, junit=junit, csv=csv_path, ca=ca, at_baud=at_baud, ui=ui_url,
                                    flash_baud=resolve_baud(flash_baud, default=DEFAULT_FLASH_BAUD))
     if sim_count:
         labels = [f"sim{i}" for i in range(sim_count)]

@@ -24,9 +24,10 @@ from ..core.tomlfile import unknown_fields
 from ..pki.issue import IdentityTemplate
 from ..pki.slots import parse_slots, UNIT
 from . import recipe_checks
+from .label_template import DPIS, LABEL_FIELDS, LABEL_FORMATS, template_fields
 from .recipe_spec import (
     FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, EscrowSpec, FirmwareSource,
-    GattSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,
+    GattSpec, LabelSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,
 )
 from .serials import SCHEMES, SerialScheme
 from ..verify.checks import CHECKS
@@ -34,7 +35,7 @@ from ..verify.checks import CHECKS
 _VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\.(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOP_KEYS = ("name", "description", "module", "firmware", "factory_param", "pki", "gatt", "serial",
-             "verify", "report", "retry", "ledger", "rotate")
+             "verify", "report", "retry", "ledger", "rotate", "label")
 
 
 class RecipeError(InputError):
@@ -287,6 +288,39 @@ def _rotate(r: _Reader, data: dict, pki: PkiSpec | None) -> RotateSpec:
     return RotateSpec(mode=mode, slots=slots, restart=r.get(t, "restart", "rotate.restart", bool, True))
 
 
+def _label(r: _Reader, data: dict) -> LabelSpec | None:
+    if "label" not in data:
+        return None
+    t = r.table(data, "label", ("formats", "qr", "lines", "width_mm", "height_mm", "dpi"))
+    d = LabelSpec()
+    formats = r.str_list(t, "formats", "label.formats", d.formats, LABEL_FORMATS)
+    if not formats:
+        r.bad("label.formats", f"give at least one of {', '.join(LABEL_FORMATS)}")
+    dpi = r.get(t, "dpi", "label.dpi", int, d.dpi)
+    if dpi not in DPIS:
+        r.bad("label.dpi", f"{dpi} is not a label printer resolution ({', '.join(map(str, DPIS))})")
+        dpi = d.dpi
+    qr = r.get(t, "qr", "label.qr", str, d.qr)
+    lines = r.str_list(t, "lines", "label.lines", d.lines)
+    if len(lines) > 6:
+        r.bad("label.lines", f"at most 6 text lines fit a label, not {len(lines)}")
+    for where, template in (("label.qr", qr), *((f"label.lines[{i}]", s) for i, s in enumerate(lines))):
+        try:
+            unknown = [n for n in template_fields(template) if n not in LABEL_FIELDS]
+        except ValueError as exc:
+            r.bad(where, f"{template!r}: {exc}")
+            continue
+        if unknown:
+            r.bad(where, f"unknown placeholder {{{unknown[0]}}} (known: {', '.join(LABEL_FIELDS)})")
+    if not qr.strip():
+        r.bad("label.qr", "the QR code needs some text, e.g. \"S/N:{serial};MAC:{mac}\"")
+    elif len(qr) > 300:
+        r.bad("label.qr", f"{len(qr)} characters is too much for a small label's QR code (at most 300)")
+    return LabelSpec(formats=formats, qr=qr, lines=lines, dpi=dpi,
+                     width_mm=r.number(t, "width_mm", "label.width_mm", d.width_mm, 15.0, 200.0, float),
+                     height_mm=r.number(t, "height_mm", "label.height_mm", d.height_mm, 8.0, 200.0, float))
+
+
 def recipe_hash(path: Path, extra: list[Path]) -> str:
     """``sha256:<hex>`` over the recipe file and the input files it names (those that exist)."""
     h = hashlib.sha256()
@@ -328,6 +362,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
         pki = replace(pki, escrow=recipe_checks.escrow_spec(r, data["pki"]["escrow"], base, workdir, pki, name))
     retry = _retry(r, data)
     rotate = _rotate(r, data, pki)
+    label = _label(r, data)
     description = r.get(data, "description", "description", str, "")
     ctx = recipe_checks.Context(source=source, base=base, problems=r.problems)
     profile = recipe_checks.module_profile(ctx, module, base) if module else None
@@ -358,7 +393,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
         name=name, description=description, path=p.resolve(),
         hash=recipe_hash(p, extra), module=module, profile=profile, firmware=firmware, factory_param=factory,
         pki=pki, gatt=gatt, serial=serial, verify=verify, report=report, retry=retry, ledger=ledger, rotate=rotate,
-        raw=data,
+        label=label, raw=data,
     )
     return recipe, []
 

@@ -152,6 +152,18 @@ class RotateSpec:
 
 
 @dataclass(frozen=True)
+class LabelSpec:
+    """``[label]``: the label of every unit that PASSes (:mod:`atfab.station.label`)."""
+
+    formats: tuple[str, ...] = ("png",)          # png, svg, zpl
+    qr: str = "S/N:{serial};MAC:{mac}"          # the QR code's text
+    lines: tuple[str, ...] = ("{module}", "S/N {serial}", "MAC {mac}")
+    width_mm: float = 50.0
+    height_mm: float = 25.0
+    dpi: int = 203
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A loaded, checked recipe. Paths are absolute; ``factory_param`` is the full merged set."""
 
@@ -171,6 +183,7 @@ class Recipe:
     retry: RetryPolicy
     ledger: Path
     rotate: RotateSpec = field(default_factory=RotateSpec)
+    label: LabelSpec | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def identity_values(self, *, serial: str, mac: str | bytes) -> dict[str, str]:
@@ -180,6 +193,6 @@ class Recipe:
                                recipe=self.name)
 
 
-__all__ = ["Recipe", "FirmwareSource", "PkiSpec", "EscrowSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
+__all__ = ["Recipe", "LabelSpec", "FirmwareSource", "PkiSpec", "EscrowSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
            "RetryPolicy", "RotateSpec", "ROTATE_MODES", "FIRMWARE_KINDS",
            "SUBJECT_FIELDS"]

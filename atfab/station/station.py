@@ -49,6 +49,8 @@ from ..pki.escrow_policy import open_escrow
 from ..pki.slots import plan_slots
 from ..sim.server import ModulePool
 from .events import STATION, Event, EventBus
+from .label import LabelWriter
+from .live.server import live_page, parse_ui_url
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
 from .report import ReportEntry, read_report
@@ -196,7 +198,9 @@ class Station:
     """Runs ``recipe`` on ``ports`` in parallel. Subscribe to :attr:`bus` for live events.
 
     ``ledger``/``reports_dir``/``junit``/``csv`` override the recipe's (``False`` = no batch file);
-    ``ca`` is the loaded factory CA (see :func:`load_recipe_ca`) when the recipe issues certificates.
+    ``ca`` is the loaded factory CA (see :func:`load_recipe_ca`) when the recipe issues certificates;
+    ``ui`` the address of the live station page (``http://127.0.0.1:8080``; None: no page) served
+    while :meth:`run` runs.
     """
 
     def __init__(self, recipe: Recipe, ports: list[PortSpec], *, station_id: str | None = None,
@@ -204,7 +208,7 @@ class Station:
                  reports_dir: str | Path | None = None, junit: str | Path | bool | None = None,
                  csv: str | Path | bool | None = None, ca: Any = None, flash_baud: int = DEFAULT_FLASH_BAUD,
                  at_baud: int | None = None, flasher_options: dict[str, Any] | None = None,
-                 bus: EventBus | None = None) -> None:
+                 bus: EventBus | None = None, ui: str | None = None) -> None:
         if not ports:
             raise InputError("no ports: give --port FLASH[,AT] (or --sim N)", field="--port")
         labels = [p.label for p in ports]
@@ -226,7 +230,10 @@ class Station:
         self.flash_baud = flash_baud
         self.at_baud = at_baud or uart_baud(recipe)
         self.flasher_options = dict(flasher_options or {})
+        if ui is not None:
+            parse_ui_url(ui)                # a bad address stops the run before any unit is touched
         self.bus = bus or EventBus()
+        self.ui = ui
         self.stop_token = StopToken()
         self._controls = threading.Condition()
         self._paused: set[str] = set()
@@ -293,7 +300,9 @@ class Station:
         lock = threading.Lock()
         interrupted = False
         escrow = self._escrow_writer(started)
-        with Ledger(self.ledger_path) as ledger:
+        with Ledger(self.ledger_path) as ledger, self._labels(), \
+                live_page(self, self.ui, station_id=self.station_id, recipe=self.recipe.name,
+                          ports=[p.label for p in self.ports]):
             ctx = RunContext(recipe=self.recipe, ledger=ledger, bus=self.bus, stop=self.stop_token,
                              reports_dir=self.reports_dir, station_id=self.station_id, firmware=self._firmware,
                              operator=self.operator, ca=self.ca, plan=self._plan, ble_rows=self._ble_rows,
@@ -345,6 +354,20 @@ class Station:
         if escrow is not None:
             summary.outputs.append(str(escrow.path))
         return summary
+
+    @contextmanager
+    def _labels(self) -> Iterator[None]:
+        """While the run lasts: the labels of the units that PASS (the recipe's ``[label]``)."""
+        spec = self.recipe.label
+        if spec is None:
+            yield
+            return
+        writer = self.bus.subscribe(LabelWriter(spec, self.bus, recipe=self.recipe.name, chip=self.recipe.profile.chip,
+                                                module=str(self.recipe.factory_param.get("module_name", ""))))
+        try:
+            yield
+        finally:
+            self.bus.unsubscribe(writer)
 
     def _escrow_writer(self, started: str) -> Any:
         """The key escrow file of this run (``[pki] escrow``), created with its header; else None."""
