@@ -161,7 +161,8 @@ def main() -> None:
             serial_no += 1
             units += 1
             recipe = "esp32c2-4mb-default" if random.random() < RECIPES[0][1] else "esp32c2-ble-sensor"
-            unit = {"mac": "24:0a:c4:" + ":".join(f"{random.randrange(256):02x}" for _ in range(3)),
+            low = (serial_no * 2654435761) & 0xFFFFFF               # unique per unit, scattered like a reel
+            unit = {"mac": "24:0a:c4:" + ":".join(f"{low >> s & 255:02x}" for s in (16, 8, 0)),
                     "serial": f"C2D-{serial_no:06d}", "recipe": recipe, "last": None, "attempt": 0}
         p_fail = 0.12 if slot == worn else 0.025
         r = random.random()
