@@ -31,7 +31,9 @@ from atfab.image.profiles import BUILTIN_DIR
 from tests import esp_at_reference as ref
 from tests.raw_data_support import CLIENTS3, DEFAULT, FULL, Material, raw_tree
 
-PROFILES = sorted((t.parent.name, tomllib.loads(t.read_text())) for t in BUILTIN_DIR.glob("*/profile.toml"))
+#: The G3 (mfg_nvs) profiles; the legacy layouts (firmware_releases) are tests/test_legacy_build.py's.
+PROFILES = sorted((t.parent.name, d) for t in BUILTIN_DIR.glob("*/profile.toml")
+                  if "firmware_releases" not in (d := tomllib.loads(t.read_text())))
 #: Non-default factory_param values valid on every chip (module_name and version stay: the row is chosen by them).
 NEW_VALUES = {"max_tx_power": 60, "country_code": "US", "start_channel": 1, "channel_num": 11, "uart_port": 1,
               "uart_baudrate": 921600, "uart_tx_pin": 4, "uart_rx_pin": 5, "uart_cts_pin": -1, "uart_rts_pin": -1,

@@ -56,8 +56,12 @@ def build(module: str, params: str | None, pki_dir: str | None, gatt: str | None
     if manifest["app"]:
         app = manifest["app"]
         click.echo(f"  app {app['project']} {app['version']} (IDF {app['idf_ver']})")
-    click.echo(f"  mfg_nvs namespaces: {', '.join(manifest['namespaces'])} (build configuration: "
-               f"{manifest['build_config']['source']})")
+    if "partitions" in manifest:
+        click.echo(f"  esp-at {manifest['release']} ({manifest['generation']}) per-item partitions: "
+                   f"{', '.join(p['name'] for p in manifest['partitions']) or 'none'}")
+    else:
+        click.echo(f"  mfg_nvs namespaces: {', '.join(manifest['namespaces'])} (build configuration: "
+                   f"{manifest['build_config']['source']})")
     for what, verb in (("skipped_unread", "left out"), ("written_unread", "written although never read")):
         for ns, why in manifest["sources"][what].items():
             click.echo(f"  {verb}: {ns} ({why})")

@@ -28,6 +28,9 @@ from ..core.fsutil import atomic_write, staged_dir
 from .build_config import BuildConfig, find_sdkconfig, read_sdkconfig
 from .appimage import AppInfo, default_at_core, make_app_image, make_bootloader_image, read_app_info, \
     read_image_summary
+from ..core.firmware import FirmwareProfile, release_of_core
+from .legacy_build import LegacyImages, build_legacy_images
+from .legacy_content import assemble_legacy
 from .mfg_nvs import MfgNvs, UnitContent, build_mfg_nvs, pki_key_names
 from .partition_table import decode, encode
 from .profiles import ModuleProfile, load_profile
@@ -60,6 +63,24 @@ class UnitImages:
     at_customize: bytes
     mfg_nvs: MfgNvs
 
+    def regions(self, profile: ModuleProfile) -> list[tuple[int, str, bytes]]:
+        """(offset, file name, bytes) of every image, at_customize.bin first."""
+        return [(profile.at_customize_offset, "at_customize.bin", self.at_customize),
+                (profile.nvs_partition.offset, "mfg_nvs.bin", self.mfg_nvs.image)]
+
+    @property
+    def secret(self) -> bool:
+        return any("_key" in ns for ns, _k, _t in self.mfg_nvs.keys)
+
+
+def unit_images(profile: ModuleProfile, content: UnitContent, *, allow_unread: bool = False,
+                source: str = "") -> "UnitImages | LegacyImages":
+    """The per-unit images of any layout: mfg_nvs (G3, :func:`build_unit_images`) or the legacy
+    per-item partitions (:func:`atfab.image.legacy_build.build_legacy_images`)."""
+    if profile.legacy:
+        return build_legacy_images(profile, content, source=source)
+    return build_unit_images(profile, content, allow_unread=allow_unread, source=source)
+
 
 # ------------------------------------------------------------------------------- unit images
 
@@ -69,7 +90,7 @@ def build_unit_images(profile: ModuleProfile, content: UnitContent, *, allow_unr
     """at_customize.bin (with MD5, §11.1) and mfg_nvs for ``content`` (fast, in memory); content the
     firmware (``profile.build``) never reads is refused unless ``allow_unread``."""
     try:
-        mfg = build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, build=profile.build,
+        mfg = build_mfg_nvs(content, profile.nvs_partition.size, firmware=profile.firmware, build=profile.build,
                             allow_unread=allow_unread, source=source or "mfg_nvs")
     except InputError as exc:
         raise _locate_pki_error(exc, content, profile) from None
@@ -94,17 +115,47 @@ def synthetic_firmware_files(profile: ModuleProfile, *, version: str = "v3.3.0.0
                              idf_ver: str = "v5.0.6-dirty", commit: str = "be332568") -> dict[str, tuple[int, bytes]]:
     """A synthetic esp-at build for ``profile``: role -> (offset, bytes) (see :data:`OUT_NAMES`)."""
     flash = {"flash_mode": profile.flash_mode, "flash_size": profile.flash_size_str, "flash_freq": profile.flash_freq}
+    if profile.legacy:
+        profile = profile.for_release(version)
+        at_core = at_core or legacy_at_core(profile.firmware)
+        idf_ver = profile.firmware.sdk_version or idf_ver
     app = make_app_image(chip=profile.chip, version=version, idf_ver=idf_ver, commit=commit,
                          at_core=at_core or default_at_core(version, profile.firmware.gmr_chip), **flash)
     files = {
         "bootloader": (profile.bootloader_offset, make_bootloader_image(chip=profile.chip, **flash)),
-        "partition_table": (profile.partition_table_offset, encode(profile.primary, md5=False)),
+        "partition_table": (profile.partition_table_offset,
+                            encode(profile.primary, md5=profile.firmware.partition_table_md5)),
         "app": (profile.app_offset, app),
     }
     otadata = profile.otadata
     if otadata is not None:
         files["otadata"] = (otadata.offset, b"\xff" * otadata.size)
     return files
+
+
+def legacy_at_core(fw: FirmwareProfile) -> str:
+    """What ``AT version:`` prints for the legacy build ``fw`` (its release's format and arguments)."""
+    major, minor, patch, build = fw.core_version.split(".")
+    args = {"major": major, "minor": minor, "patch": patch, "build": build, "suffix": fw.core_suffix, "silence": "",
+            "commit": fw.core_commit, "chip": fw.gmr_chip, "date": fw.core_date, "time": fw.core_time}
+    fmt = fw.fmt("gmr_at_version").removeprefix("AT version:").removesuffix("\r\n")
+    text = re.sub(r"%d|%s", "{}", fmt).format(*(args[a] for a in fw.gmr_at_version_args))
+    return text
+
+
+def release_of_app(profile: ModuleProfile, app: AppInfo, *, source: str = "") -> str:
+    """The esp-at release a legacy app was built from (its AT core commit), one of the profile's."""
+    m = re.search(r"\(([0-9a-f]{7})", app.at_core or "")
+    release = release_of_core(profile.chip, m.group(1)) if m else None
+    if release is None:
+        if app.version in profile.releases:
+            return app.version
+        raise InputError(f"cannot tell which esp-at release built this app (no known AT core commit; the module's "
+                         f"releases are {', '.join(profile.releases)})", file=source or None, field="app")
+    if profile.releases and release not in profile.releases:
+        raise InputError(f"the app is esp-at {release}, module {profile.name} is built by {', '.join(profile.releases)}",
+                         file=source or None, field="app")
+    return release
 
 
 def write_synthetic_firmware(profile: ModuleProfile, folder: str | Path, *, version: str = "v3.3.0.0",
@@ -203,8 +254,9 @@ def load_firmware(folder: str | Path, profile: ModuleProfile) -> FirmwareSet:
     return FirmwareSet(files, app, origin, read_sdkconfig(sdkconfig) if sdkconfig is not None else None)
 
 
-def firmware_from_synthetic(profile: ModuleProfile, version: str) -> FirmwareSet:
+def firmware_from_synthetic(profile: ModuleProfile, version: str | None = None) -> FirmwareSet:
     """A :class:`FirmwareSet` of the synthetic firmware (no files involved)."""
+    version = version or profile.firmware.release
     files = synthetic_firmware_files(profile, version=version)
     return FirmwareSet(files, read_app_info(files["app"][1]), {r: f"synthetic {version}" for r in files})
 
@@ -263,14 +315,43 @@ def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | 
     config = config or (fw.build if fw is not None else None)
     if config is not None:
         profile = profile.with_build(config)
+    if profile.legacy:
+        if fw is not None:
+            profile = profile.for_release(release_of_app(profile, fw.app, source=fw.origin.get("app", "")))
+        assembled = assemble_legacy(profile, params=params, pki_dir=pki_dir, gatt=gatt, unread=unread)
+        legacy = build_legacy_images(profile, assembled.content, source=str(params or ""))
+        return _write_build(profile, out_dir, fw, assembled, legacy.regions(profile), legacy.secret, {
+            "release": profile.firmware.release, "generation": profile.firmware.generation,
+            "partitions": [{"name": name, "offset": f"0x{legacy.offsets[name]:x}", "size": len(data),
+                            "sha256": hashlib.sha256(data).hexdigest()} for name, data in legacy.parts.items()],
+            "pki_item_types": profile.firmware.pki_item_types, "factory_param_layout":
+                profile.firmware.factory_param_layout or None}, inputs=_inputs(params, pki_dir, gatt, firmware,
+                                                                                   synthetic_firmware, sdkconfig))
     assembled = assemble(profile, params=params, pki_dir=pki_dir, gatt=gatt, unread=unread)
     content = assembled.content
     images = build_unit_images(profile, content, allow_unread=unread == "write")
+    secret = bool(content.pki) or any("_key" in ns for ns in content.custom)
+    extra = {"build_config": profile.build.to_dict(),
+             "namespaces": list(dict.fromkeys(ns for ns, _key, _type in images.mfg_nvs.keys)),
+             "nvs_keys": [list(k) for k in images.mfg_nvs.keys]}
+    return _write_build(profile, out_dir, fw, assembled, images.regions(profile), secret, extra,
+                        csv=images.mfg_nvs.csv, inputs=_inputs(params, pki_dir, gatt, firmware, synthetic_firmware,
+                                                               sdkconfig))
 
-    outputs: dict[str, tuple[int, bytes]] = {
-        "at_customize.bin": (profile.at_customize_offset, images.at_customize),
-        "mfg_nvs.bin": (profile.mfg_nvs.offset, images.mfg_nvs.image),
-    }
+
+def _inputs(params: Any, pki_dir: Any, gatt: Any, firmware: Any, synthetic_firmware: Any, sdkconfig: Any) -> dict:
+    return {k: (None if v is None else str(v)) for k, v in
+            (("params", params if not isinstance(params, Params) else params.source), ("pki_dir", pki_dir),
+             ("gatt", gatt), ("firmware", firmware), ("synthetic_firmware", synthetic_firmware),
+             ("sdkconfig", sdkconfig))}
+
+
+def _write_build(profile: ModuleProfile, out_dir: str | Path, fw: FirmwareSet | None, assembled: Any,
+                 regions: list[tuple[int, str, bytes]], secret: bool, extra: dict[str, Any], *,
+                 csv: str | None = None, inputs: dict[str, Any]) -> dict[str, Any]:
+    """Write the build folder (staged): the unit's images, the firmware, factory image, flash_args, manifest."""
+    content = assembled.content
+    outputs: dict[str, tuple[int, bytes]] = {name: (off, data) for off, name, data in regions}
     if fw is not None:
         for role, (offset, data) in fw.files.items():
             outputs[OUT_NAMES[role]] = (offset, data)
@@ -294,30 +375,26 @@ def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | 
             "partition_table": f"0x{profile.partition_table_offset:x}",
             "otadata": None if profile.otadata_offset is None else f"0x{profile.otadata_offset:x}",
             "at_customize": f"0x{profile.at_customize_offset:x}",
-            "mfg_nvs": f"0x{profile.mfg_nvs.offset:x}",
+            **({} if profile.mfg_nvs is None else {"mfg_nvs": f"0x{profile.mfg_nvs.offset:x}"}),
             "app": f"0x{profile.app_offset:x}",
         },
         "files": [_file_entry(name, data, off) for name, (off, data) in ordered]
-        + [_file_entry("mfg_nvs.csv", images.mfg_nvs.csv.encode(), None),
-           _file_entry("flash_args", flash_args.encode(), None)],
+        + ([_file_entry("mfg_nvs.csv", csv.encode(), None)] if csv is not None else [])
+        + [_file_entry("flash_args", flash_args.encode(), None)],
         "factory_image": None if factory is None else _file_entry(factory[0], factory[1], 0),
         "app": None if fw is None else fw.app.to_dict(),
         "firmware_source": None if fw is None else fw.origin,
         "factory_param": content.factory_param,
         "build_config": profile.build.to_dict(),
-        "namespaces": list(dict.fromkeys(ns for ns, _key, _type in images.mfg_nvs.keys)),
-        "nvs_keys": [list(k) for k in images.mfg_nvs.keys],
+        **extra,
         "sources": assembled.to_dict(),
-        "inputs": {k: (None if v is None else str(v)) for k, v in
-                   (("params", params if not isinstance(params, Params) else params.source),
-                    ("pki_dir", pki_dir), ("gatt", gatt), ("firmware", firmware),
-                    ("synthetic_firmware", synthetic_firmware), ("sdkconfig", sdkconfig))},
+        "inputs": inputs,
     }
-    secret = bool(content.pki) or any("_key" in ns for ns in content.custom)
     with staged_dir(out_dir) as stage:
         for name, (_off, data) in ordered:
-            _write(stage / name, data, secret and name == "mfg_nvs.bin")
-        _write(stage / "mfg_nvs.csv", images.mfg_nvs.csv.encode(), False)
+            _write(stage / name, data, secret and (name == "mfg_nvs.bin" or name.endswith("_key.bin")))
+        if csv is not None:
+            _write(stage / "mfg_nvs.csv", csv.encode(), False)
         _write(stage / "flash_args", flash_args.encode(), False)
         if factory is not None:
             _write(stage / factory[0], factory[1], secret)

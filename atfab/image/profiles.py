@@ -18,7 +18,7 @@ from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, firmware_for
 from ..core.shipped import shipped_dir
 from ..core.tomlfile import check_fields, read_toml
-from . import factory_param
+from . import factory_param, legacy_layout
 from .build_config import BuildConfig, from_table
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
@@ -30,7 +30,7 @@ BUILTIN_DIR = shipped_dir("partitions")
 _KNOWN_KEYS = {
     "esp_at_module", "description", "module_name", "chip", "flash_size", "flash_mode", "flash_freq",
     "bootloader_offset", "partition_table_offset", "partitions", "at_customize", "factory_param", "firmware",
-    "build",
+    "build", "firmware_release", "firmware_releases",
 }
 _OTA_DATA_SUBTYPE = 0x00
 _NVS_MIN_SIZE = 0x3000
@@ -52,7 +52,8 @@ class ModuleProfile:
     primary: PartitionTable
     at_customize: PartitionTable
     at_customize_offset: int
-    mfg_nvs: Partition
+    #: The mfg_nvs entry of at_customize (G3); None on a legacy layout (per-item partitions).
+    mfg_nvs: Partition | None
     factory_param: dict[str, int | str]
     firmware: FirmwareProfile
     #: CONFIG_AT_* options of the module's esp-at build (the ``[build]`` table, or a build folder's sdkconfig).
@@ -61,6 +62,35 @@ class ModuleProfile:
     source: Path
     description: str = ""
     esp_at_module: str = ""
+    #: esp-at releases whose builds of this module have this layout (``firmware`` is the first
+    #: given as ``firmware_release``, the others via :meth:`for_release`); () = any (G3 profiles).
+    releases: tuple[str, ...] = ()
+    #: The profile's ``[firmware]`` settings (applied again by :meth:`for_release`).
+    firmware_settings: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def legacy(self) -> bool:
+        """A G1/G2 layout: per-item partitions in at_customize, no mfg_nvs (reference §10)."""
+        return self.mfg_nvs is None
+
+    @property
+    def nvs_partition(self) -> Partition:
+        """The mfg_nvs entry; :class:`InputError` on a legacy layout, which has none."""
+        if self.mfg_nvs is None:
+            raise InputError(f"module {self.name} is a legacy ({self.firmware.generation}) layout without mfg_nvs",
+                             file=str(self.source), field="mfg_nvs")
+        return self.mfg_nvs
+
+    def for_release(self, release: str, *, source: str | None = None) -> "ModuleProfile":
+        """This module built from esp-at ``release`` (one of :attr:`releases`): its firmware profile."""
+        if release == self.firmware.release:
+            return self
+        if self.releases and release not in self.releases:
+            raise InputError(f"module {self.name} ({self.firmware.generation} layout) is built by esp-at "
+                             f"{', '.join(self.releases)}, not {release}", file=source, field="release")
+        fw = firmware_for(self.chip, dict(self.firmware_settings), source=str(self.source), release=release,
+                          module=self.firmware.module or None, module_config=self.esp_at_module or None)
+        return replace(self, firmware=fw)
 
     @property
     def flash_size_str(self) -> str:
@@ -164,8 +194,13 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     table_offset = _int(data, "partition_table_offset", src, 0x8000)
     if "partition_table_offset" in {f.name for f in fields(FirmwareProfile)}:
         firmware_tbl.setdefault("partition_table_offset", table_offset)
+    release = _str(data, "firmware_release", src, "") or None
+    releases = data.get("firmware_releases", [release] if release else [])
+    if not isinstance(releases, list) or not all(isinstance(r, str) for r in releases) or (release and release not in releases):
+        raise InputError("must be a list of esp-at releases that includes firmware_release", file=src,
+                         field="firmware_releases")
     firmware = firmware_for(chip, firmware_tbl, source=src, module_config=_str(data, "esp_at_module", src, "") or None,
-                            module=_str(data, "module_name", src, "") or None)
+                            module=_str(data, "module_name", src, "") or None, release=release)
 
     flash_size = parse_flash_size(_str(data, "flash_size", src), source=src)
     if flash_size_text(flash_size) not in rom.FLASH_SIZES:
@@ -197,12 +232,17 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     validate(secondary, flash_size=flash_size, within=region, source=str(custom_csv))
 
     mfg = secondary.find("mfg_nvs")
-    if mfg is None:
+    if firmware.legacy:
+        if mfg is not None:
+            raise InputError(f"a {firmware.generation} layout has per-item partitions, no mfg_nvs", file=str(custom_csv),
+                             line=mfg.line, field="mfg_nvs")
+        legacy_layout.check_layout(secondary, firmware, source=str(custom_csv))
+    elif mfg is None:
         raise InputError("no mfg_nvs partition", file=str(custom_csv), field="mfg_nvs")
-    if (mfg.type, mfg.subtype) != (DATA, NVS_SUBTYPE):
+    elif (mfg.type, mfg.subtype) != (DATA, NVS_SUBTYPE):
         raise InputError("mfg_nvs must be type data, subtype nvs", file=str(custom_csv), line=mfg.line,
                          field="subtype" if mfg.type == DATA else "type")
-    if mfg.size % SECTOR or mfg.size < _NVS_MIN_SIZE:
+    if mfg is not None and (mfg.size % SECTOR or mfg.size < _NVS_MIN_SIZE):
         raise InputError(f"mfg_nvs size 0x{mfg.size:x} must be a multiple of 0x1000 and at least 0x3000",
                          file=str(custom_csv), line=mfg.line, field="size")
 
@@ -223,7 +263,10 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     else:
         module_name = str(factory.get("module_name", profile_name))
     try:
-        factory = factory_param.validate(factory, chip=chip, file=src)
+        if firmware.legacy:
+            factory = legacy_layout.check_profile_factory(factory, chip, firmware, releases, source=src)
+        else:
+            factory = factory_param.validate(factory, chip=chip, file=src)
     except InputError as exc:
         raise InputError(exc.message, file=src, field=f"factory_param.{exc.field}" if exc.field else
                          "factory_param") from None
@@ -246,7 +289,8 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
         otadata_offset=otadata.offset if otadata else None, primary=primary, at_customize=secondary,
         at_customize_offset=region.offset, mfg_nvs=mfg, factory_param=factory, firmware=firmware,
         build=build, module_name=module_name, source=toml_path, description=_str(data, "description", src, ""),
-        esp_at_module=_str(data, "esp_at_module", src, ""),
+        esp_at_module=_str(data, "esp_at_module", src, ""), releases=tuple(releases),
+        firmware_settings=tuple(firmware_tbl.items()),
     )
 
 

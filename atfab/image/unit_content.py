@@ -61,8 +61,9 @@ class Params:
     source: str = ""
 
 
-def load_params(path: str | Path) -> Params:
-    """Read a params.toml; errors name the file and the ``table.key`` field."""
+def load_params(path: str | Path, *, check_factory: bool = True) -> Params:
+    """Read a params.toml; errors name the file and the ``table.key`` field. ``check_factory=False``
+    leaves the ``[factory_param]`` values to the caller (a legacy block checks them per release)."""
     path = Path(path)
     src = str(path)
     data = read_toml(path, "parameters")
@@ -72,7 +73,7 @@ def load_params(path: str | Path) -> Params:
     factory = data.get("factory_param", {})
     if not isinstance(factory, dict):
         raise InputError("must be a table", file=src, field="factory_param")
-    for key, value in factory.items():
+    for key, value in factory.items() if check_factory else ():
         try:
             fp.validate_value(key, value, file=src)
         except InputError as exc:

@@ -219,7 +219,8 @@ def firmware_profile(release: str, chip: str, *, module: str | None = None, modu
     ble = core.get("ble", {})
     consts = common().get("chips", {}).get(chip, {})
     ble_range = tuple(rf.get("ble_range", (0, 15)))
-    wifi_range = tuple(base.get("rfpower_wifi_range", (40, 84)))
+    levels = tuple(rf.get("wifi_levels", ()))
+    wifi_range = (0, len(levels) - 1) if levels else tuple(rf.get("wifi_range", base.get("rfpower_wifi_range", (40, 84))))
     has_rst_set = any(name == "AT+RST" and "S" in forms for name, forms in commands)
     values: dict[str, Any] = dict(
         release=release, generation=rel.get("generation", "G3"), chip=chip,
@@ -259,11 +260,26 @@ def firmware_profile(release: str, chip: str, *, module: str | None = None, modu
         sysmsg_nvs=tuple(base.get("sysmsg_nvs", ("NVM_012", "s_msg", "i32"))),
         sta_mac_nvs=tuple(base.get("sta_mac_nvs", ("NVM_004", "mac", "blob"))),
         cwcountry_boot_policy=base.get("cwcountry_boot_policy", 1),
+        rfpower_levels=levels, **_legacy_fields(rel),
         uart_default_flow_control=base.get("uart_default_flow_control", 1),
     )
     known = {f.name for f in fields(FirmwareProfile)}
     values.update({k: v for k, v in consts.items() if k in known})
     return FirmwareProfile(**values)
+
+
+#: [release] keys of a legacy generation read into FirmwareProfile fields of the same name.
+_LEGACY_KEYS = ("factory_param_layout", "factory_param_module", "factory_param_tx_power", "factory_param_uart_port",
+                "pki_item_types", "partition_table_md5", "at_customize_md5", "ble_data_json_order", "ble_data_default",
+                "err_code_always",
+                "sysflash_lookup", "gmr_at_version_args")
+
+
+def _legacy_fields(rel: dict[str, Any]) -> dict[str, Any]:
+    out = {k: rel[k] for k in _LEGACY_KEYS if k in rel}
+    if "gmr_at_version_args" in out:
+        out["gmr_at_version_args"] = tuple(out["gmr_at_version_args"])
+    return out
 
 
 def default_release(chip: str) -> str:

@@ -89,6 +89,35 @@ class FirmwareProfile:
     #: Registration marker of a command set in the image (``{set}`` = its marker name).
     marker: str = "esp_at_{set}_cmd_regist"
 
+    # -- legacy generations (G1/G2: per-item partitions, no AT+SYSMFG); defaults = G3 -------------
+    #: factory_param partition layout (atfab.image.legacy_factory.LAYOUTS); "" = none (G3: mfg_nvs).
+    factory_param_layout: str = ""
+    #: Module name of ``Bin version``: "name" (G3: factory_param/module_name), "id" (table[byte 3] of the
+    #: legacy block) or "version" (by id in blocks of version <= 2, by the name at offset 56 otherwise).
+    factory_param_module: str = "name"
+    #: Legacy block byte 4 at boot: "apply" unless 0xFF, or "skip_v1_levels" (also not when version 1 and < 10).
+    factory_param_tx_power: str = "apply"
+    #: The AT UART number comes from byte 5 of the legacy block (else always UART1).
+    factory_param_uart_port: bool = True
+    #: Item type of the PKI partitions a build writes: "by_partition" or "cert" (v2.2.0.0..v2.4.0.0).
+    pki_item_types: str = "by_partition"
+    #: MD5 entry in the primary partition table / in at_customize.bin as esp-at's build writes them.
+    partition_table_md5: bool = False
+    at_customize_md5: bool = True
+    #: JSON key order of ble_data images: "csv" (Python 3 tool) or "py2" (CPython 2.7 dict order).
+    ble_data_json_order: str = "csv"
+    #: The GATT table a legacy build writes to ble_data when none is given (partitions/legacy-gatt/).
+    ble_data_default: str = ""
+    #: ``ERR CODE:0x%08x`` precedes every ERROR (G1), not only with AT+SYSLOG=1.
+    err_code_always: bool = False
+    #: AT+SYSFLASH partition lookup: "name" (any entry of at_customize) or "type_0x40" (v1.0..v2.1).
+    sysflash_lookup: str = "name"
+    #: AT+RFPOWER Wi-Fi power given as a level: the 0.25 dBm value of each level (G1); empty = 0.25 dBm.
+    rfpower_levels: tuple[int, ...] = ()
+    #: Arguments of the ``gmr_at_version`` format, in order (names the simulator fills in).
+    gmr_at_version_args: tuple[str, ...] = ("major", "minor", "patch", "build", "suffix", "silence", "commit", "chip",
+                                            "date", "time")
+
     # -- chip and build facts -------------------------------------------------------------------
     #: "nimble" (C2/C5/C6/C61), "bluedroid" (ESP32/C3) or "none".
     ble_stack: str = "nimble"
@@ -183,6 +212,11 @@ class FirmwareProfile:
     def bt_host(self) -> bool:
         """BLE or BluFi is compiled in (``AT+BLEADDR`` answers once either is initialised)."""
         return "ble" in self.features or "blufi" in self.features
+
+    @property
+    def legacy(self) -> bool:
+        """A G0/G1/G2 build: per-item partitions (or none), no AT+SYSMFG."""
+        return self.generation != "G3"
 
     @property
     def at_version(self) -> str:
