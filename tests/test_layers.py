@@ -54,6 +54,12 @@ def package_of(module: str) -> str:
     raise KeyError(module)
 
 
+def source_path(module: str) -> str:
+    """The file a module is read from, relative to the checkout (a package is its __init__.py)."""
+    path = all_modules()[module]
+    return str(path.relative_to(PACKAGE.parent))
+
+
 def all_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
@@ -95,7 +101,7 @@ def layer_violations(graph: dict[str, list[tuple[str, int]]]) -> list[str]:
             q = package_of(dst)
             if q == p:
                 continue
-            where = f"{src.replace('.', '/')}.py:{line}: imports {dst}"
+            where = f"{source_path(src)}:{line}: imports {dst}"
             if LAYERS[q][0] > rank:
                 problems.append(f"{where}: upward ({p} is layer {rank}, {q} is layer {LAYERS[q][0]})")
             elif q not in allowed:
