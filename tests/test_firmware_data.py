@@ -29,7 +29,7 @@ def test_every_data_file_is_toml_and_names_itself():
         data = tomllib.loads(item.read_text(encoding="utf-8"))
         if item.name != "common.toml":
             assert data["release"]["name"] == item.name.removesuffix(".toml")
-            assert data["release"]["generation"] in ("G1", "G2", "G3")
+            assert data["release"]["generation"] in ("G0", "G1", "G2", "G3")
 
 
 @pytest.mark.parametrize("release,chip,module", BUILDS)
@@ -37,12 +37,14 @@ def test_every_module_build_makes_a_profile(release, chip, module):
     fw = firmware_profile(release, chip, module=module)
     names = [name for name, _forms in fw.commands]
     assert names[:3] == ["AT", "ATE0", "ATE1"] and fw.has_command("AT+GMR", "exec")
-    assert fw.has_command("AT+SYSMFG", "set") == (fw.generation == "G3") and fw.has_command("AT+SYSFLASH", "query")
+    assert fw.has_command("AT+SYSMFG", "set") == (fw.generation == "G3")
+    # every generation but the ESP8266's (G0: no partitions) has AT+SYSFLASH
+    assert fw.has_command("AT+SYSFLASH", "query") == (fw.generation != "G0")
     for feature in fw.features:
         assert command_set(release, chip, feature) or feature in ("rainmaker",), feature
     assert fw.wifi == fw.has_command("AT+CWMODE", "query")
     assert fw.ble == fw.has_command("AT+BLEINIT", "set")
-    assert fw.rfpower_fields in (1, 4) and fw.module_names
+    assert fw.rfpower_fields in (1, 4) and (bool(fw.module_names) == (fw.generation != "G0"))
     if not fw.legacy or release >= "v2.2":
         assert fw.fmt("gmr_at_version") == "AT version:%d.%d.%d.%d%s(%s%s - %s - %s %s)\r\n"
     if fw.ble:
@@ -125,7 +127,7 @@ def test_bad_names_are_input_errors():
     with pytest.raises(InputError, match="has no esp32c61 core"):
         firmware_profile("v4.1.0.0", "esp32c61")
     with pytest.raises(InputError, match="unknown chip"):
-        firmware_for("esp8266")
+        firmware_for("esp32h2")
     with pytest.raises(InputError, match="unknown firmware setting"):
         firmware_for("esp32c2", {"no_such": 1})
 

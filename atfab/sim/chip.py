@@ -4,9 +4,10 @@
 revision, package, flash JEDEC id). :class:`Registers` is the memory-mapped register file that
 READ_REG/WRITE_REG reach: eFuse words, the UART clock divider esptool uses to guess the
 crystal, and the SPI1 "user command" sequence esptool drives to read the flash JEDEC id and
-SFDP table. Two chip models: ESP32-C2 (esptool ``targets/esp32c2.py``; the C2 class inherits
+SFDP table. Three chip models: ESP32-C2 (esptool ``targets/esp32c2.py``; the C2 class inherits
 the C3 SPI1 layout of ``targets/esp32c3.py``) and the classic ESP32 (``targets/esp32.py``: eFuse
-BLK0, the chip magic register, APB_CTL_DATE, its own SPI1 layout). The per-chip eFuse and fixed
+BLK0, the chip magic register, APB_CTL_DATE, its own SPI1 layout), and the ESP8266
+(``targets/esp8266.py``: OTP MAC words, magic register, a ROM with few commands). The per-chip eFuse and fixed
 register images are in :mod:`atfab.sim.efuse`.
 """
 
@@ -17,6 +18,8 @@ import struct
 from dataclasses import dataclass, field
 
 from .efuse import ESP32_ROM_XTAL_ESTIMATE_HZ, efuse_words, embedded_flash_code, fixed_registers
+from .rom_protocol import (FLASH_BEGIN, FLASH_DATA, FLASH_END, MEM_BEGIN, MEM_DATA, MEM_END, READ_REG, SYNC,
+                           WRITE_REG)
 
 #: Espressif Systems organisationally unique identifiers (IEEE registry).
 ESPRESSIF_OUIS: tuple[bytes, ...] = (
@@ -34,8 +37,10 @@ class SpiLayout:
     usr: int
     usr1: int
     usr2: int
-    mosi_dlen: int
-    miso_dlen: int
+    #: None: the chip has no data-length registers; the bit lengths sit in USR1 (ESP8266:
+    #: MOSI bits - 1 at [25:17], MISO bits - 1 at [16:8], esptool ``set_data_lengths``).
+    mosi_dlen: int | None
+    miso_dlen: int | None
     w0: int
     #: The address register takes the address left-aligned (esptool ``SPI_ADDR_REG_MSB``).
     addr_msb: bool
@@ -49,6 +54,10 @@ SPI_C3_LAYOUT = SpiLayout(usr=0x18, usr1=0x1C, usr2=0x20, mosi_dlen=0x24, miso_d
 #: esptool ``targets/esp32.py``: W0 at 0x80, address register MSB-aligned (ESPLoader default).
 SPI_ESP32_LAYOUT = SpiLayout(usr=0x1C, usr1=0x20, usr2=0x24, mosi_dlen=0x28, miso_dlen=0x2C, w0=0x80,
                              addr_msb=True)
+
+#: esptool ``targets/esp8266.py``: SPI_REG_BASE 0x60000200, W0 at 0x40, no *_DLEN registers.
+SPI_ESP8266_LAYOUT = SpiLayout(usr=0x1C, usr1=0x20, usr2=0x24, mosi_dlen=None, miso_dlen=None, w0=0x40,
+                               addr_msb=True)
 
 
 @dataclass(frozen=True)
@@ -92,6 +101,22 @@ class ChipSpec:
     #: (major, minor) revision of a module that does not say; highest minor the eFuses hold.
     default_revision: tuple[int, int] = (2, 0)
     max_minor: int = 15
+    max_major: int = 3
+    #: Status bytes after a ROM reply's data: 4 (``status, error, 0, 0``) or 2 (the ESP8266 ROM;
+    #: esptool loader.py ``check_command``: "ROM bootloaders of the chips (except ESP8266) return
+    #: another 2 bytes").
+    rom_status_len: int = 4
+    #: Opcodes the ROM has (None: every command the model knows). The ESP8266 ROM has no
+    #: SPI_ATTACH, SPI_SET_PARAMS, CHANGE_BAUDRATE, compressed writes, MD5 or flash reads: esptool
+    #: never sends them to it (``stub_and_esp32_function_only``, ``flash_spi_attach`` → FLASH_BEGIN).
+    rom_ops: frozenset[int] | None = None
+    #: Clock the ROM's UART divider is taken from (0: the crystal). ESP8266: twice the 26 MHz
+    #: crystal (esptool ``XTAL_CLK_DIVIDER = 2``).
+    rom_uart_clk_hz: int = 0
+    #: The ESP8266 ROM's FLASH_BEGIN erase bug: it erases the sectors up to the next 64 KB block
+    #: boundary *and then* the whole requested count again (esptool ``ESP8266ROM.get_erase_size``
+    #: sends a reduced size to make up for it).
+    rom_erase_overshoot: bool = False
 
 
 CHIPS: dict[str, ChipSpec] = {
@@ -109,6 +134,21 @@ CHIPS: dict[str, ChipSpec] = {
         ram_ranges=((0x3FFAE000, 0x40000000), (0x40080000, 0x400BFFFC)),
         security_info=False, magic_value=0x00F01D83, rom_flash_begin_lengths=(16,),
         rom_unknown_replies=8, stub_uart_clk_hz=80_000_000, default_revision=(3, 0), max_minor=3,
+    ),
+    # esptool targets/esp8266.py: magic 0xFFF0C101, OTP MAC words at 0x3FF00050.., UART_CLKDIV
+    # 0x60000014 divided from 52 MHz (2 x the 26 MHz crystal), DRAM 0x3FFE8000.. and IRAM
+    # 0x40100000..0x40110000 (the stub's text starts at 0x4010C500, beyond esptool's MEMORY_MAP
+    # IRAM entry, which ends at 0x40108000 and is only used to label ELF sections).
+    "esp8266": ChipSpec(
+        name="esp8266", chip_id=0, efuse_base=0x3FF00050, efuse_window=(0x3FF00050, 0x3FF00060),
+        spi1_base=0x60000200, spi=SPI_ESP8266_LAYOUT, uart_clkdiv_reg=0x60000014, xtal_hz=26_000_000,
+        rom_assumed_xtal_hz=26_000_000, rom_default_flash_size=16 * MB,
+        ram_ranges=((0x3FFE8000, 0x40000000), (0x40100000, 0x40110000)),
+        security_info=False, magic_value=0xFFF0C101, rom_flash_begin_lengths=(16,),
+        stub_uart_clk_hz=52_000_000, default_revision=(0, 0), max_minor=0, max_major=0,
+        rom_status_len=2, rom_uart_clk_hz=52_000_000, rom_erase_overshoot=True,
+        rom_ops=frozenset({SYNC, READ_REG, WRITE_REG, MEM_BEGIN, MEM_DATA, MEM_END, FLASH_BEGIN, FLASH_DATA,
+                           FLASH_END}),
     ),
 }
 
@@ -146,7 +186,7 @@ class ChipIdentity:
         if self.revision is None:
             object.__setattr__(self, "revision", self.spec.default_revision)
         major, minor = self.revision
-        if not (0 <= major <= 3 and 0 <= minor <= self.spec.max_minor):
+        if not (0 <= major <= self.spec.max_major and 0 <= minor <= self.spec.max_minor):
             raise ValueError(f"chip revision v{major}.{minor} does not fit the eFuse fields")
         if self.flash_size < 64 * 1024 or self.flash_size & (self.flash_size - 1):
             raise ValueError(f"flash size {self.flash_size:#x} is not a power of two >= 64 KB")
@@ -255,7 +295,10 @@ class Registers:
         self.spi_commands.append(command)
         if not usr & SPI_USR_MISO:
             return
-        miso_bits = (self._mem.get(base + spi.miso_dlen, 0) & 0xFFFFFF) + 1
+        if spi.miso_dlen is None:
+            miso_bits = ((self._mem.get(base + spi.usr1, 0) >> 8) & 0x1FF) + 1
+        else:
+            miso_bits = (self._mem.get(base + spi.miso_dlen, 0) & 0xFFFFFF) + 1
         addr = self._spi_address()
         if command == RDID:
             j = self.identity.jedec_id
@@ -272,4 +315,4 @@ class Registers:
             word &= (1 << miso_bits) - 1
         self._mem[base + spi.w0] = word
 
-__all__ = ["ChipSpec", "CHIPS", "SpiLayout", "ChipIdentity", "Registers", "derive_mac", "ESPRESSIF_OUIS", "MB"]
+__all__ = ["ChipSpec", "CHIPS", "SpiLayout", "SPI_ESP8266_LAYOUT", "ChipIdentity", "Registers", "derive_mac", "ESPRESSIF_OUIS", "MB"]

@@ -1,6 +1,7 @@
 """eFuse words and fixed read-only registers of each virtual chip model (what READ_REG sees).
 
-Bit positions are those esptool reads (``targets/esp32c2.py``, ``targets/esp32.py``) and, for
+Bit positions are those esptool reads (``targets/esp32c2.py``, ``targets/esp32.py``,
+``targets/esp8266.py``) and, for
 the ESP32 MAC CRC, espefuse's ``efuse/esp32/fields.py`` (``EfuseMacField.calc_crc``, the ROM's
 ``esp_crc8``) with the field map of ``efuse_defs/esp32.yaml``.
 """
@@ -124,9 +125,29 @@ def _esp32_fixed(ident: FuseSource) -> dict[int, int]:
             ESP32_RTCCALICFG1: ESP32_RTC_CALI << 7}
 
 
+def _esp8266_words(ident: FuseSource) -> dict[int, int]:
+    """OTP words 0x3FF00050/54/58/5C as esptool ``ESP8266ROM.read_mac`` and ``get_efuses`` read them.
+
+    MAC0 [31:24] = MAC byte 5; MAC1 [15:0] = MAC bytes 3, 4 (big-endian), [23:16] the OUI selector
+    (unused once MAC3 names the OUI); MAC3 [23:0] = the OUI (bytes 0..2). Bit 4 of word 0 and bit
+    16 of word 2 stay clear: an ESP8266EX, not an ESP8285 with in-package flash.
+    """
+    base = ident.spec.efuse_base
+    m = ident.mac
+    mac0 = m[5] << 24
+    mac1 = (m[3] << 8) | m[4]
+    mac3 = int.from_bytes(m[0:3], "big")
+    return {base: mac0, base + 4: mac1, base + 8: 0, base + 12: mac3}
+
+
+def _esp8266_fixed(ident: FuseSource) -> dict[int, int]:
+    """The chip magic word esptool tells the ESP8266 apart by."""
+    return {CHIP_DETECT_MAGIC_REG_ADDR: ident.spec.magic_value or 0}
+
+
 _EFUSE: dict[str, Callable[[FuseSource], dict[int, int]]] = {
-    "esp32c2": _esp32c2_words, "esp32": _esp32_words}
-_FIXED: dict[str, Callable[[FuseSource], dict[int, int]]] = {"esp32": _esp32_fixed}
+    "esp32c2": _esp32c2_words, "esp32": _esp32_words, "esp8266": _esp8266_words}
+_FIXED: dict[str, Callable[[FuseSource], dict[int, int]]] = {"esp32": _esp32_fixed, "esp8266": _esp8266_fixed}
 
 
 def efuse_words(ident: FuseSource) -> dict[int, int]:

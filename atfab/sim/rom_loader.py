@@ -104,7 +104,7 @@ class DownloadSession(StubCommands):
     def _reset_rom(self) -> None:
         """Power-on (or software reset) state of the ROM loader."""
         self.stub = False
-        self.regs = Registers(self.identity, clkdiv=self.spec.xtal_hz // self._baud)
+        self.regs = Registers(self.identity, clkdiv=(self.spec.rom_uart_clk_hz or self.spec.xtal_hz) // self._baud)
         self.flash_size_cfg = self.spec.rom_default_flash_size
         self._mem: dict | None = None
         self._op: _FlashOp | None = None
@@ -127,6 +127,8 @@ class DownloadSession(StubCommands):
             status = struct.pack(">H", error.stub) if self.stub else bytes([1, error.rom, 0, 0])
         else:
             status = b"\x00\x00" if self.stub else b"\x00\x00\x00\x00"
+        if not self.stub:
+            status = status[:self.spec.rom_status_len]
         body = data + status
         self._send_frame(struct.pack("<BBHI", 1, op, len(body), value) + body)
 
@@ -211,6 +213,8 @@ class DownloadSession(StubCommands):
                            ERASE_REGION: self._erase_region, RUN_USER_CODE_OP: self._run_user_code})
         else:
             common[READ_FLASH_SLOW] = self._read_flash_slow
+            if self.spec.rom_ops is not None:
+                common = {op: h for op, h in common.items() if op in self.spec.rom_ops}
         return common
 
     # -- basic commands ----------------------------------------------------------------------
@@ -356,12 +360,33 @@ class DownloadSession(StubCommands):
         self._op = _FlashOp(offset=offset, size=size, blocks=blocks, block_size=block_size,
                             compressed=compressed, end=end, next_erase=start,
                             inflater=zlib.decompressobj() if compressed else None)
-        if not self.stub and end > start:
+        if not self.stub and self.spec.rom_erase_overshoot:
+            end = self._esp8266_rom_erase(offset, size)
+            self._op.end = self._op.next_erase = end
+        elif not self.stub and end > start:
             self.flash.erase(start, end - start)      # the ROM erases everything up front
             self._op.next_erase = end
         elif self.stub and end > start:
             self._erase_to(start + SECTOR)            # the stub starts the first erase at once
         self._respond(op)
+
+    def _esp8266_rom_erase(self, offset: int, size: int) -> int:
+        """What the ESP8266 ROM's FLASH_BEGIN erases for ``size`` bytes at ``offset``; the end.
+
+        ``size`` sectors are rounded up, then the ROM erases the head sectors up to the next
+        64 KB block boundary (at most ``size``'s count) and after them the full count again:
+        ``head + count`` sectors from the first. esptool's ``get_erase_size`` inverts exactly
+        this, so the region erased is the image's (rounded up to an even count when it is
+        shorter than twice the head).
+        """
+        count = -(-size // SECTOR)
+        first = offset // SECTOR
+        head = min(16 - first % 16, count)
+        erased = head + count if count else 0
+        end = min((first + erased) * SECTOR, self.flash.size)
+        if end > first * SECTOR:
+            self.flash.erase(first * SECTOR, end - first * SECTOR)
+        return end
 
     def _erase_to(self, target: int) -> None:
         op = self._op
