@@ -9,11 +9,12 @@ from __future__ import annotations
 import importlib
 import sys
 import traceback
+from typing import NoReturn
 
 import click
 
 from . import __version__
-from .core.errors import AtfabError, exit_code_for
+from .core.errors import EXIT_INPUT, AtfabError, exit_code_for
 
 #: (module under atfab.commands, attribute) of every command, in help order.
 COMMANDS: list[tuple[str, str]] = [
@@ -39,21 +40,33 @@ COMMANDS: list[tuple[str, str]] = [
 class AtfabGroup(click.Group):
     """Root group: every error becomes one line on stderr and an exit code.
 
-    atfab's typed errors carry their code; Ctrl-C is 130; anything else is an unexpected error
-    (exit 3, the station or the tool broke), with its traceback only under ``atfab --debug``.
-    click's own exits and usage errors pass through.
+    atfab's typed errors carry their code; click's usage errors (a bad option, a missing
+    argument, an unknown command, a value click refuses) are bad input: one line, exit 2; Ctrl-C
+    is 130; anything else is an unexpected error (exit 3, the station or the tool broke), with its
+    traceback only under ``atfab --debug``. click's own exits (``--help``, ``--version``) pass through.
     """
+
+    def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:          # atfab's own options and the command name
+            _usage_error(exc)
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:          # a command's options and arguments
+            _usage_error(exc)
+        except click.Abort:
+            click.echo("atfab: error: aborted (no input)", err=True)
+            ctx.exit(EXIT_INPUT)
         except AtfabError as exc:
             click.echo(f"atfab: error: {exc}", err=True)
             ctx.exit(exit_code_for(exc))
         except KeyboardInterrupt:
             click.echo("atfab: aborted", err=True)
             ctx.exit(exit_code_for(KeyboardInterrupt()))
-        except (click.exceptions.Exit, click.ClickException, click.Abort):
+        except (click.exceptions.Exit, click.ClickException):
             raise
         except Exception as exc:  # noqa: BLE001 - the one place an unexpected error is reported
             if ctx.params.get("debug"):
@@ -62,6 +75,17 @@ class AtfabGroup(click.Group):
             hint = "" if ctx.params.get("debug") else " (atfab --debug shows the traceback)"
             click.echo(f"atfab: error: unexpected {type(exc).__name__}{': ' + text if text else ''}{hint}", err=True)
             ctx.exit(exit_code_for(exc))
+
+
+def _usage_error(exc: click.UsageError) -> NoReturn:
+    """One line for a usage error (``atfab: error: <command>: <what>``), then exit 2; a group
+    called without a command shows its help, as click does."""
+    if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+        raise exc
+    command = exc.ctx.command_path if exc.ctx is not None else "atfab"
+    text = " ".join(exc.format_message().split())
+    click.echo(f"atfab: error: {command}: {text} (see {command} --help)", err=True)
+    raise click.exceptions.Exit(EXIT_INPUT)
 
 
 @click.group(cls=AtfabGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import resource
 import shutil
+import stat
 import subprocess
 import sys
+import threading
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -26,6 +29,7 @@ from click.testing import CliRunner
 from atfab.cli import main
 
 from tests.bad_input_generators import CORPUS, GENERATORS, REPO, _legacy, _write
+import tests.bad_input_hostile  # noqa: F401  (registers the hostile generators)
 
 MANIFEST = tomllib.loads((CORPUS / "cases.toml").read_text(encoding="utf-8"))
 SENTINEL = "sentinel: this output existed before the failing command\n"
@@ -33,8 +37,15 @@ SENTINEL = "sentinel: this output existed before the failing command\n"
 
 # ------------------------------------------------------------------------------- harness
 
-ENTRY_KEYS = {"expect", "setup", "gen", "names", "lines", "out_exists"}
-TEMPLATE_KEYS = {"cmd", "setup", "out", "stream", "env", "gen", "names"}
+ENTRY_KEYS = {"expect", "setup", "gen", "names", "lines", "out_exists", "isolate", "cmd"}
+TEMPLATE_KEYS = {"cmd", "setup", "out", "stream", "env", "gen", "names", "isolate"}
+
+#: Every case must end within this many seconds (a hang fails the case instead of the suite).
+CASE_TIMEOUT_S = 60.0
+#: In process, the peak resident memory may grow by at most this much during a case; an
+#: ``isolate = true`` case runs as a subprocess whose address space is capped at ISOLATED_AS.
+MEMORY_GROWTH_CAP = 256 << 20
+ISOLATED_AS = 2 << 30
 
 
 def _load_cases() -> dict[str, dict[str, Any]]:
@@ -64,7 +75,17 @@ def _snapshot(root: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for p in sorted(root.rglob("*")):
         rel = str(p.relative_to(root))
-        out[rel] = "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        mode = p.lstat().st_mode
+        if stat.S_ISLNK(mode):
+            out[rel] = "link:" + os.readlink(p)
+        elif stat.S_ISDIR(mode):
+            out[rel] = "dir"
+        elif not stat.S_ISREG(mode):
+            out[rel] = f"special:{stat.S_IFMT(mode):o}"      # a FIFO: never opened here
+        elif p.stat().st_size > 64 << 20:
+            out[rel] = f"big:{p.stat().st_size}:{p.stat().st_mtime_ns}"
+        else:
+            out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
     return out
 
 
@@ -129,6 +150,47 @@ def _check_result(name: str, case: dict[str, Any], exit_code: int, stdout: str, 
     return text
 
 
+def _max_rss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024     # Linux: KiB
+
+
+def _run_guarded(name: str, argv: list[str], env: dict[str, str]) -> tuple[int, str, str]:
+    """The CLI in process, on a thread that must end within CASE_TIMEOUT_S, growing the peak
+    resident memory by at most MEMORY_GROWTH_CAP."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["result"] = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
+        except BaseException as exc:  # noqa: BLE001 - re-raised on the test's thread
+            box["exc"] = exc
+
+    peak = _max_rss()
+    worker = threading.Thread(target=target, name=f"bad-input {name}", daemon=True)
+    worker.start()
+    worker.join(CASE_TIMEOUT_S)
+    assert not worker.is_alive(), f"{name}: hangs (no exit within {CASE_TIMEOUT_S:.0f} s)"
+    if "exc" in box:
+        raise box["exc"]
+    grown = _max_rss() - peak
+    assert grown <= MEMORY_GROWTH_CAP, f"{name}: peak memory grew by {grown >> 20} MiB"
+    result = box["result"]
+    return result.exit_code, result.stdout, result.stderr
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (ISOLATED_AS, ISOLATED_AS))
+
+
+def _run_isolated(argv: list[str], env: dict[str, str], ws: Path) -> tuple[int, str, str]:
+    """``python -m atfab.cli`` with its address space capped and a timeout (a hang or runaway
+    memory fails the case, never the test process)."""
+    proc = subprocess.run([sys.executable, "-m", "atfab.cli", *argv], cwd=ws, capture_output=True, text=True,
+                          timeout=CASE_TIMEOUT_S, preexec_fn=_limit_memory, stdin=subprocess.DEVNULL,
+                          env={**os.environ, **env, "PYTHONWARNINGS": "ignore"})
+    return proc.returncode, proc.stdout, proc.stderr
+
+
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_bad_input(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     case = dict(CASES[name])
@@ -138,8 +200,11 @@ def test_bad_input(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     argv, env = _prepare(name, case, ws)
     before = _snapshot(ws)
     inputs_before = _snapshot(CORPUS) if "file" in case else None
-    result = CliRunner().invoke(main, argv, env=env, catch_exceptions=False)
-    _check_result(name, case, result.exit_code, result.stdout, result.stderr)
+    if case.get("isolate"):
+        code, stdout, stderr = _run_isolated(argv, env, ws)
+    else:
+        code, stdout, stderr = _run_guarded(name, argv, env)
+    _check_result(name, case, code, stdout, stderr)
     after = _snapshot(ws)
     assert after == before, f"{name}: the workspace changed: " \
         f"{sorted(set(after.items()) ^ set(before.items()))}"

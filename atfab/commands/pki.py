@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from ..core.errors import InputError
+from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.fsutil import atomic_write
 
 # The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
@@ -26,12 +27,9 @@ def _echo_json(data) -> None:
 
 def _passphrase(env_var: str, *, new: bool, what: str = "CA key") -> bytes:
     from ..pki.ca import read_passphrase
+    from .prompting import passphrase_prompt
 
-    def prompt() -> str:
-        return click.prompt(f"Passphrase for the {what}", hide_input=True, confirmation_prompt=new,
-                            default="", show_default=False)
-
-    return read_passphrase(env_var, prompt, new=new, what=what)
+    return read_passphrase(env_var, passphrase_prompt(f"Passphrase for the {what}", confirm=new), new=new, what=what)
 
 
 def _print_ca(info: dict, as_json: bool) -> None:
@@ -137,16 +135,12 @@ def ca_intermediate(parent_dir: Path, directory: Path, common_name: str, organiz
 
 
 def _identity_template(path: Path | None):
-    import tomllib
-
+    from ..core.inputs import load_toml
     from ..pki.issue import IdentityTemplate
 
     if path is None:
         return IdentityTemplate()
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
-        raise InputError(f"cannot read identity template: {exc}", file=path) from None
+    data = load_toml(path, "identity template", field="")
     table = data.get("pki", {}).get("identity", data.get("identity", data))
     return IdentityTemplate.from_table(table, source=str(path))
 
@@ -216,7 +210,8 @@ def ca_csr_ingest(batch_dir: Path, cert_dir: Path, ca_cert, passphrase_env: str,
     from ..pki.csr import ingest_signed, load_csr_batch, read_cert_dir
 
     batch = load_csr_batch(batch_dir, _passphrase(passphrase_env, new=False, what="pending keys"))
-    anchors = parse_pem_certs(ca_cert.read_bytes(), file=ca_cert, field="ca_cert") if ca_cert else None
+    anchors = parse_pem_certs(read_bytes(ca_cert, "CA certificate", limit=PEM_LIMIT, field="ca_cert"),
+                              file=ca_cert, field="ca_cert") if ca_cert else None
     result = ingest_signed(batch, read_cert_dir(cert_dir), anchors=anchors)
     data = {"matched": {uid: ident.public_info() for uid, ident in result.identities.items()},
             "missing": result.missing}

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
 
 from ..core.errors import InputError
+from .prompting import passphrase_prompt
 
 # The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
 # another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
@@ -72,8 +72,7 @@ def rotate(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], invent
     if not dry_run:
         if recipe.pki is None or recipe.pki.ca_dir is None:
             raise InputError("rotation needs [pki] ca (the factory CA folder)", file=recipe_path, field="pki.ca")
-        prompt = (lambda: click.prompt("CA key passphrase", hide_input=True)) if sys.stdin.isatty() else None
-        ca = load_ca(recipe.pki.ca_dir, read_passphrase(passphrase_env, prompt))
+        ca = load_ca(recipe.pki.ca_dir, read_passphrase(passphrase_env, passphrase_prompt("CA key passphrase")))
     path = ledger_path or recipe.ledger
     ledger = None if dry_run and not path.is_file() else Ledger(path, create=not dry_run)
     options = RotateOptions(mode=mode, slots=slots, restart=restart, dry_run=dry_run, operator=operator,

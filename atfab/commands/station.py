@@ -346,11 +346,9 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
     ca = None
     if recipe.pki is not None and recipe.pki.needs_ca:
         from ..pki.ca import read_passphrase
+        from .prompting import passphrase_prompt
 
-        def prompt() -> str:
-            return click.prompt("Passphrase for the factory CA key", hide_input=True, default="", show_default=False)
-
-        ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, prompt))
+        ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, passphrase_prompt("Passphrase for the factory CA key")))
     options: dict[str, Any] = dict(station_id=station_id, operator=operator, ledger=ledger_path,
                                    reports_dir=reports_dir, junit=junit, csv=csv_path, ca=ca, at_baud=at_baud, ui=ui_url,
                                    flash_baud=resolve_baud(flash_baud, default=DEFAULT_FLASH_BAUD))

@@ -3,12 +3,12 @@ table key nobody asked for."""
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from .errors import InputError
+from .inputs import load_toml
 
 
 def read_toml(path: Path, what: str) -> dict[str, Any]:
@@ -17,13 +17,7 @@ def read_toml(path: Path, what: str) -> dict[str, Any]:
     An unreadable file is ``InputError("cannot read <what>: …", field="file")``, bad TOML is
     ``InputError("not valid TOML: …", field="toml")``; both name the file and are one line.
     """
-    src = str(path)
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {what}: {exc}", file=src, field="file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"not valid TOML: {exc}", file=src, field="toml") from None
+    return load_toml(path, what)
 
 
 def unknown_fields(table: Iterable[str], known: Iterable[str], *, file: str | Path | None = None,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.inputs import IMAGE_LIMIT, read_bytes, resolved
 from ..core.firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
 from ..core.fsutil import atomic_write
 from .legacy import customize_legacy_block
@@ -96,14 +97,11 @@ def customize_file(image: str | Path, request: CustomizeRequest, *, output: str 
     if output is None and not in_place:
         raise InputError("give -o OUTPUT (or --in-place to overwrite the image)", field="-o")
     dest = src if output is None else Path(output)
-    if not in_place and (dest.resolve() == src.resolve() or (dest.exists() and os.path.samefile(dest, src))):
+    if not in_place and (resolved(dest) == resolved(src) or (dest.exists() and os.path.samefile(dest, src))):
         raise InputError("output is the input image; use --in-place to overwrite it", file=str(dest), field="-o")
     if request.is_empty():
         raise InputError("nothing to change: give at least one option to customise", field="options")
-    try:
-        data = src.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(src), field="--image") from None
+    data = read_bytes(src, "image", limit=IMAGE_LIMIT, field="--image")
     new, result = customize_image(data, request, module=module, chip=chip, table_offset=table_offset,
                                   source=str(src))
     atomic_write(dest, new, mode=0o600 if result.secret else None)

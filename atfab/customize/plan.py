@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..core.errors import InputError
+from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.firmware import FirmwareProfile
 from ..image import factory_param as fp
 from ..image.build_config import BuildConfig
@@ -137,10 +138,7 @@ def make_request(values: dict[str, Any] | None = None, *, pki_files: dict[tuple[
         if family not in PKI_FAMILIES or kind not in PKI_KINDS or not 0 <= index < PKI_FAMILIES[family]:
             raise InputError("unknown PKI option", field=pki_option(family, kind, index))
         option = pki_option(family, kind, index)
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path), field=option) from None
+        data = read_bytes(path, "PEM file", limit=PEM_LIMIT, field=option)
         if kind == "key":
             keys[(family, index)] = (check_key_file(data, file=str(path), field=option), str(path))
         else:

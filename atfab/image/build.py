@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.inputs import IMAGE_LIMIT, TEXT_LIMIT, load_json, read_bytes, read_text
 from ..core.esptool_log import EsptoolSink, routed
 from ..core.fsutil import atomic_write, staged_dir
 from .build_config import BuildConfig, find_sdkconfig, read_sdkconfig
@@ -191,9 +192,11 @@ def _listing(folder: Path, profile: ModuleProfile) -> tuple[dict[str, tuple[int,
     if (folder / "flasher_args.json").is_file():
         listing = folder / "flasher_args.json"
         try:
-            data = json.loads(listing.read_text(encoding="utf-8"))
+            data = load_json(listing, "flash_files")
             pairs = [(str(k), str(v)) for k, v in data["flash_files"].items()]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except InputError as exc:
+            raise InputError(f"cannot read flash_files: {exc.message}", file=listing, field="flash_files") from None
+        except (KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"cannot read flash_files: {exc}", file=listing, field="flash_files") from None
     elif (folder / "download.config").is_file():
         listing = folder / "download.config"
@@ -231,10 +234,9 @@ def load_firmware(folder: str | Path, profile: ModuleProfile) -> FirmwareSet:
         else:
             candidates = [folder / BUILD_PATHS[role], folder / OUT_NAMES[role]]
             path = next((p for p in candidates if p.is_file()), candidates[0])
-        try:
-            files[role] = (offset, path.read_bytes())
-        except OSError:
-            raise InputError(f"missing {OUT_NAMES[role]}", file=path, field=role) from None
+        if not path.exists() and not path.is_symlink():
+            raise InputError(f"missing {OUT_NAMES[role]}", file=path, field=role)
+        files[role] = (offset, read_bytes(path, OUT_NAMES[role], limit=IMAGE_LIMIT, field=role))
         origin[role] = str(path)
     table_path = origin["partition_table"]
     table = decode(files["partition_table"][1], source=table_path)
@@ -419,9 +421,10 @@ def _file_entry(name: str, data: bytes, offset: int | None) -> dict[str, Any]:
 def read_flash_args(path: str | Path) -> tuple[list[str], list[tuple[int, Path]]]:
     """Parse a flash_args / download.config file: (esptool options, [(offset, path)]) relative to it."""
     path = Path(path)
+    text = read_text(path, "flash arguments", limit=TEXT_LIMIT)
     try:
-        tokens = shlex.split(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        tokens = shlex.split(text)
+    except ValueError as exc:
         raise InputError(f"cannot read: {exc}", file=path, field="file") from None
     options: list[str] = []
     pairs: list[tuple[int, Path]] = []

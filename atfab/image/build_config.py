@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.inputs import read_bytes
 
 #: ``at_customized_config_dependency.txt`` of esp-at HEAD b49e4b98, in file order: (option, raw_data folder).
 DEPENDENCIES: tuple[tuple[str, str], ...] = (
@@ -154,14 +155,12 @@ def from_table(table: Any, *, base: Path, file: str) -> BuildConfig:
 
 def _read_text(path: Path, field: str) -> str:
     try:
-        if not path.is_file():
-            raise InputError("not a regular file", file=str(path), field=field)
-        with open(path, "rb") as fh:
-            data = fh.read(SDKCONFIG_MAX + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path), field=field) from None
-    if len(data) > SDKCONFIG_MAX:
-        raise InputError(f"larger than {SDKCONFIG_MAX >> 20} MiB: not an sdkconfig", file=str(path), field=field)
+        data = read_bytes(path, "sdkconfig", limit=SDKCONFIG_MAX, field=field)
+    except InputError as exc:
+        if "too large" in exc.message:
+            raise InputError(f"larger than {SDKCONFIG_MAX >> 20} MiB: not an sdkconfig", file=str(path),
+                             field=field) from None
+        raise
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:

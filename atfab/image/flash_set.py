@@ -9,7 +9,6 @@ relative to the folder.
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from typing import Any
 from esptool.targets import CHIP_DEFS
 
 from ..core.errors import InputError
+from ..core.inputs import IMAGE_LIMIT, load_json, read_bytes
 from .build import read_flash_args
 
 FLASH_PARAM_KEYS = ("flash_mode", "flash_freq", "flash_size")
@@ -74,9 +74,9 @@ def load_flash_set(folder: str | Path) -> FlashSet:
     regions: list[Region] = []
     for offset, path in pairs:
         try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise InputError(f"cannot read {path.name}: {exc.strerror}", file=args_path, field="flash_args") from None
+            data = read_bytes(path, path.name, limit=IMAGE_LIMIT)
+        except InputError as exc:
+            raise InputError(exc.message, file=args_path, field="flash_args") from None
         regions.append(Region(offset, path.name, data))
     if not regions:
         raise InputError("no images listed", file=args_path, field="flash_args")
@@ -87,10 +87,7 @@ def load_flash_set(folder: str | Path) -> FlashSet:
     chip = None
     manifest_path = folder / "manifest.json"
     if manifest_path.exists():
-        try:
-            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise InputError(f"not JSON: {exc}", file=manifest_path) from None
+        manifest = load_json(manifest_path, "manifest", field="")
         chip = _manifest_chip(manifest)
         if chip is not None and chip not in CHIP_DEFS:
             raise InputError(f"unknown chip {chip!r}", file=manifest_path, field="chip")

@@ -15,6 +15,7 @@ from typing import NamedTuple
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.inputs import CSV_LIMIT, read_text
 
 #: Rows the firmware loads from ``ble_data``. The default table has 31 rows (cfg0..cfg30) and
 #: the reference shows 34 being accepted (§8.3); no hard limit is documented, so atfab refuses
@@ -146,10 +147,7 @@ def parse_gatts_csv(text: str, *, source: str = "<gatts_data.csv>") -> list[Gatt
 def load_gatts_csv(path: str | Path) -> list[GattRow]:
     """Read gatts_data.csv at ``path``; InputError names the file when it cannot be read."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read GATT table: {exc}", file=path) from None
+    text = read_text(path, "GATT table", limit=CSV_LIMIT, field="")
     return parse_gatts_csv(text, source=str(path))
 
 

@@ -33,11 +33,11 @@ verbatim, so ``rows → description → rows`` is exact; :func:`decompile` prove
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.inputs import TOML_LIMIT, parse_toml, read_text
 from .gatt import (
     CCCD, CHAR_DECLARATION, PERMISSIONS, PRIMARY_SERVICE, PROPERTIES, SECONDARY_SERVICE, USER_DESCRIPTION,
     GattRow, _strip_hex,
@@ -226,12 +226,7 @@ def _is_uuid(text: Any, value: int) -> bool:
 def load_description(path: str | Path) -> list[GattRow]:
     """Parse a TOML description file and compile it to rows."""
     path = Path(path)
-    try:
-        desc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read GATT description: {exc}", file=path) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"not valid TOML: {exc}", file=path) from None
+    desc = parse_toml(read_text(path, "GATT description", limit=TOML_LIMIT, field=""), file=path, field="")
     return compile_description(desc, source=str(path))
 
 

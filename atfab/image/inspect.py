@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, r
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ..core.errors import InputError
+from ..core.inputs import IMAGE_LIMIT, read_bytes
 from .appimage import IMAGE_MAGIC, read_app_info, read_image_summary
 from .nvs.reader import read_nvs
 from .partition_table import (
@@ -259,10 +260,7 @@ def inspect_bytes(data: bytes, *, source: str = "<data>", profile: ModuleProfile
 def inspect_file(path: str | Path, *, module: str | None = None, search: list[Path] | None = None) -> dict[str, Any]:
     """Read ``path`` and :func:`inspect_bytes` it (with the profile ``module`` if given)."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=path, field="file") from None
+    data = read_bytes(path, "image", limit=IMAGE_LIMIT)
     profile = load_profile(module, search) if module else None
     return inspect_bytes(data, source=str(path), profile=profile)
 

@@ -24,6 +24,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import load_der_private_key, load_pem_private_key
 
 from ..core.errors import InputError
+from ..core.inputs import read_bytes
 from ..core.shipped import shipped_dir
 from . import legacy_factory as lf
 from .gatt import GattRow, cfg_strings
@@ -41,14 +42,7 @@ FILE_MAX = 64 * 1024
 
 
 def _read(path: Path, field: str) -> bytes:
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(FILE_MAX + 1)
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=str(path), field=field) from None
-    if len(data) > FILE_MAX:
-        raise InputError(f"larger than {FILE_MAX >> 10} KiB", file=str(path), field=field)
-    return data
+    return read_bytes(path, "raw_data file", limit=FILE_MAX, field=field)
 
 
 def check_pki_file(data: bytes, partition: str, where: str) -> None:

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.inputs import read_bytes
 from . import factory_param as fp
 
 MAGIC = 0xFCFC
@@ -269,12 +270,7 @@ def read_data_row(path: str | Path, lay: BlockLayout, *, platform: str, module: 
     generator selects it (v2.0+: platform and module_name compared upper-case; v1.x: the
     module_name column, exact)."""
     src = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=src, field="factory_param") from None
-    if len(raw) > 1 << 20:
-        raise InputError("larger than 1 MiB", file=src, field="factory_param")
+    raw = read_bytes(path, "factory_param data", limit=1 << 20, field="factory_param")
     try:
         rows = list(csv.reader(io.StringIO(raw.decode("utf-8"))))
     except (UnicodeDecodeError, csv.Error) as exc:

@@ -23,6 +23,7 @@ from typing import Any, Iterable
 from esp_idf_nvs_partition_gen import nvs_partition_gen as gen
 
 from ..core.errors import InputError
+from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.firmware import FirmwareProfile
 from . import factory_param as fp
 from .build_config import PKI_FOLDERS, BuildConfig
@@ -116,7 +117,8 @@ def load_pki_dir(path: str | Path, *, namespace: str | None = None) -> list[PkiF
                              "(esp-at's build would ignore it but still count it, renaming the keys "
                              f"{namespace or folder.name}.0, ...); remove it", file=str(entry),
                              field=namespace or folder.name)
-    return [PkiFile(p.name, p.read_bytes(), str(p)) for p in entries]
+    return [PkiFile(p.name, read_bytes(p, "PKI file", limit=PEM_LIMIT, field=namespace or folder.name), str(p))
+            for p in entries]
 
 
 def _quote(text: str) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.inputs import CSV_LIMIT, read_text
 
 ENTRY_SIZE = 32
 TABLE_SIZE = 0xC00  #: bytes of a table binary (the rest of its 4 KB sector stays 0xFF)
@@ -219,10 +220,7 @@ def parse_csv(text: str, *, source: str = "<csv>", table_offset: int = 0x8000) -
 def load_csv(path: str | Path, *, table_offset: int = 0x8000) -> PartitionTable:
     """Read and parse a partition CSV file (errors name the path)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read partition table: {exc}", file=path, field="file") from None
+    text = read_text(path, "partition table", limit=CSV_LIMIT)
     return parse_csv(text, source=str(path), table_offset=table_offset)
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, firmware_for
 from ..core.shipped import shipped_dir
+from ..core.inputs import not_a_regular_file
 from ..core.tomlfile import check_fields, read_toml
 from . import factory_param, legacy_layout
 from .build_config import BuildConfig, from_table
@@ -164,9 +165,14 @@ def find_profile(name: str, search: list[Path] | None = None) -> Path:
     if as_path.suffix == ".toml" and as_path.is_file():
         return as_path
     if (os.sep in name or name.startswith(".")) and as_path.is_dir():
-        if (as_path / PROFILE_FILE).is_file():
-            return as_path / PROFILE_FILE
+        inner = as_path / PROFILE_FILE
+        if inner.exists() or inner.is_symlink():     # read_toml says what is wrong with it
+            return inner
         raise InputError(f"no {PROFILE_FILE} in {name}", file=name, field="module")
+    if os.sep in name:
+        why = not_a_regular_file(as_path)
+        if why:
+            raise InputError(f"cannot read module profile {name}: {why}", field="module")
     for d in search_path(search):
         if (d / name / PROFILE_FILE).is_file():
             return d / name / PROFILE_FILE

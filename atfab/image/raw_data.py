@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.errors import InputError
+from ..core.inputs import read_bytes
 from ..core.firmware import FirmwareProfile
 from . import factory_param as fp
 from .build_config import LEGACY_EAP_NAMES, PKI_FOLDERS
@@ -120,16 +121,11 @@ def factory_row(path: Path, *, chip: str, module_name: str) -> dict[str, int | s
     ``module_name`` is the module's (exact); the columns of the key table (``platform`` and
     ``description`` are not written). Values are checked for ``chip``."""
     src = str(path)
+    raw = read_bytes(path, "factory_param data", limit=FACTORY_DATA_MAX, field=FACTORY_NAMESPACE)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(FACTORY_DATA_MAX + 1)
         text = raw.decode("utf-8")
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=src, field=FACTORY_NAMESPACE) from None
     except UnicodeDecodeError:
         raise InputError("not UTF-8 text", file=src, field=FACTORY_NAMESPACE) from None
-    if len(raw) > FACTORY_DATA_MAX:
-        raise InputError(f"larger than {FACTORY_DATA_MAX >> 10} KiB", file=src, field=FACTORY_NAMESPACE)
     try:
         rows = list(csv.reader(io.StringIO(text)))
     except csv.Error as exc:

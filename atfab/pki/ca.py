@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from ..core.errors import InputError
+from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.fsutil import atomic_write
 from .checks import check_key_supported, check_pair, check_validity, parse_pem_certs, parse_private_key
 from .keys import DEFAULT_KEY_TYPE, PrivateKey, cert_sha256, describe_key, generate_key, signing_hash, spki_sha256
@@ -201,10 +202,7 @@ def create_intermediate(parent: CertificateAuthority, directory: str | Path, *, 
 
 
 def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read {what}: {exc.strerror or exc}", file=path) from None
+    return read_bytes(path, what, limit=PEM_LIMIT, field="")
 
 
 def _require_ca_cert(cert: x509.Certificate, file: Path) -> None:
@@ -267,7 +265,7 @@ def show_ca(directory: str | Path) -> dict:
     info["chain"] = [c.subject.rfc4514_string() for c in chain]
     info["directory"] = str(directory)
     if key_path.exists():
-        head = key_path.read_bytes()[:64]
+        head = read_bytes(key_path, "CA key", limit=PEM_LIMIT)[:64]
         info["key_file"] = {
             "path": str(key_path),
             # armor split in two literals: the repository check for committed keys stays quiet

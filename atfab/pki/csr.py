@@ -25,6 +25,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..core.errors import InputError
+from ..core import inputs
 from ..core.fsutil import atomic_write
 from .ca import utcnow
 from .checks import check_chain, check_key_supported, check_validity, parse_pem_certs
@@ -97,10 +98,7 @@ def load_csr_batch(directory: str | Path, passphrase: bytes) -> CsrBatch:
     """Read a batch folder back (keys decrypted into memory)."""
     directory = Path(directory)
     path = directory / PENDING_FILE
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read pending keys: {exc}", file=path) from None
+    data = inputs.load_json(path, "pending keys", field="")
     if not isinstance(data, dict) or data.get("format") != PENDING_FORMAT or not isinstance(data.get("units"), dict):
         raise InputError(f"not an {PENDING_FORMAT} file", file=path, field="format")
     units: dict[str, PendingUnit] = {}
@@ -112,8 +110,8 @@ def load_csr_batch(directory: str | Path, passphrase: bytes) -> CsrBatch:
                              field=f"units.{uid}") from None
         csr_path = directory / CSR_DIR / f"{uid}.csr"
         try:
-            csr = x509.load_pem_x509_csr(csr_path.read_bytes())
-        except (OSError, ValueError) as exc:
+            csr = x509.load_pem_x509_csr(inputs.read_bytes(csr_path, "CSR", limit=inputs.PEM_LIMIT, field=""))
+        except ValueError as exc:
             raise InputError(f"cannot read CSR: {exc}", file=csr_path) from None
         if spki_der(csr) != spki_der(key):
             raise InputError("CSR does not belong to the pending key of this unit", file=csr_path)
@@ -163,7 +161,7 @@ def read_cert_dir(directory: str | Path) -> dict[str, bytes]:
     directory = Path(directory)
     if not directory.is_dir():
         raise InputError("folder of signed certificates not found", file=directory)
-    return {str(p): p.read_bytes() for p in sorted(directory.iterdir())
+    return {str(p): inputs.read_bytes(p, "certificate", limit=inputs.PEM_LIMIT) for p in sorted(directory.iterdir())
             if p.is_file() and p.suffix.lower() in CERT_SUFFIXES}
 
 

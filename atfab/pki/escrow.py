@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.exceptions import InvalidTag
 
 from ..core.errors import InputError
+from ..core.inputs import ESCROW_LIMIT, PEM_LIMIT, read_bytes, read_text
 from ..core.fsutil import atomic_write
 from .ca import utcnow
 from .issue import UnitIdentity
@@ -87,11 +88,7 @@ def scheme_for(public_key) -> str:
 def load_recipient(path: str | Path):
     """The operator's public key from a PEM public key or certificate file."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read operator public key: {exc.strerror or exc}", file=path,
-                         field="escrow.recipient") from None
+    data = read_bytes(path, "operator public key", limit=PEM_LIMIT, field="escrow.recipient")
     if b"PRIVATE KEY" in data:
         raise InputError("this is a private key; give the operator's PUBLIC key", file=path, field="escrow.recipient")
     try:
@@ -238,10 +235,7 @@ def _cut_torn_tail(path: Path) -> None:
 
 
 def _read_lines(path: Path) -> list[str]:
-    try:
-        return path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read escrow file: {exc}", file=path) from None
+    return read_text(path, "escrow file", limit=ESCROW_LIMIT, field="").splitlines()
 
 
 def _parse(line: str, path: Path, n: int) -> dict:
@@ -335,10 +329,7 @@ def load_operator_key(path: str | Path, passphrase: Callable[[], bytes] | None =
     """The operator's private key (PEM, encrypted or not); ``passphrase()`` is asked only when
     the key is encrypted. InputError (one line) when it cannot be read or is no RSA/EC key."""
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read operator key: {exc.strerror or exc}", file=path, field="key") from None
+    data = read_bytes(path, "operator key", limit=PEM_LIMIT, field="key")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except TypeError:                       # encrypted

@@ -29,6 +29,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from ..core.errors import InputError
+from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.firmware import FirmwareProfile
 from ..core.tomlfile import check_fields
 from ..image.mfg_nvs import PkiFile, pki_key_names, pki_namespaces
@@ -216,10 +217,7 @@ def _file_name(ns: str, index: int, kind: str) -> str:
 
 
 def _read(path: str, where: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise InputError(f"cannot read: {exc.strerror or exc}", file=path, field=where) from None
+    return read_bytes(path, "PEM file", limit=PEM_LIMIT, field=where)
 
 
 def plan_slots(slots: list[SlotSpec], *, firmware: FirmwareProfile,

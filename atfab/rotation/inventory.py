@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import csv
 import io
-import tomllib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import InputError
+from ..core.inputs import CSV_LIMIT, parse_toml, read_text
 from ..core.mac import normalize_mac
 from ..core.tomlfile import check_fields
 
@@ -104,10 +104,7 @@ def _from_csv(text: str, source: str) -> list[RotateTarget]:
 
 
 def _from_toml(text: str, source: str) -> list[RotateTarget]:
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"not valid TOML: {exc}", file=source) from None
+    data = parse_toml(text, file=source, field="")
     for key in data:
         if key != "module":
             raise InputError("unknown table (an inventory has [[module]] entries only)", file=source, field=key)
@@ -128,12 +125,9 @@ def load_inventory(path: str | Path) -> list[RotateTarget]:
     """Targets from an inventory file: ``.toml`` as TOML, anything else as CSV."""
     p = Path(path)
     source = str(p)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError("no such inventory file", file=source) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read inventory: {exc}", file=source) from None
+    if not p.exists() and not p.is_symlink():
+        raise InputError("no such inventory file", file=source)
+    text = read_text(p, "inventory", limit=CSV_LIMIT, field="")
     targets = _from_toml(text, source) if p.suffix.lower() == ".toml" else _from_csv(text, source)
     if not targets:
         raise InputError("inventory lists no modules", file=source)

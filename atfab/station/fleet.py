@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import DeviceError, InputError
+from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
@@ -98,9 +99,11 @@ def _factory_chain(recipe: Recipe, ca: CertificateAuthority | None) -> list:
     pki = recipe.pki
     if pki is None or pki.ca_dir is None or not (pki.ca_dir / "ca.crt").is_file():
         return []
-    certs = parse_pem_certs((pki.ca_dir / "ca.crt").read_bytes(), file=pki.ca_dir / "ca.crt")
+    certs = parse_pem_certs(read_bytes(pki.ca_dir / "ca.crt", "CA certificate", limit=PEM_LIMIT),
+                            file=pki.ca_dir / "ca.crt")
     chain = pki.ca_dir / "chain.pem"
-    return certs[:1] + (parse_pem_certs(chain.read_bytes(), file=chain) if chain.is_file() else [])
+    return certs[:1] + (parse_pem_certs(read_bytes(chain, "CA chain", limit=PEM_LIMIT), file=chain)
+                        if chain.is_file() else [])
 
 
 def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: RotateOptions) -> _Plan:

@@ -26,6 +26,7 @@ from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from ..core.inputs import check_regular_file
 from ..core.errors import InputError
 from ..core.mac import normalize_mac
 from .ledger_records import (
@@ -49,6 +50,8 @@ class Ledger:
 
     def __init__(self, path: str | Path, *, create: bool = True, timeout: float = 30.0) -> None:
         self.path = Path(path)
+        if self.path.exists() or self.path.is_symlink():
+            check_regular_file(self.path, "ledger")      # a FIFO or a device would block SQLite
         if not create and not self.path.is_file():
             raise InputError("no ledger file here", file=self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from ..core.errors import OUTCOMES, InputError
+from ..core import inputs
 from ..core.tomlfile import unknown_fields
 from ..pki.issue import IdentityTemplate
 from ..pki.slots import parse_slots, UNIT
@@ -115,12 +115,7 @@ class _Reader:
 
     def path(self, base: Path, value: str) -> Path:
         p = Path(value).expanduser()
-        return (p if p.is_absolute() else base / p).resolve()
-
-
-def _toml_line(exc: tomllib.TOMLDecodeError) -> int | None:
-    m = re.search(r"at line (\d+)", str(exc))
-    return int(m.group(1)) if m else None
+        return inputs.resolved(p if p.is_absolute() else base / p)
 
 
 def version_tuple(text: str) -> tuple[int, ...] | None:
@@ -326,7 +321,7 @@ def recipe_hash(path: Path, extra: list[Path]) -> str:
     h = hashlib.sha256()
     for p in [path, *extra]:
         if p.is_file():
-            h.update(p.name.encode() + b"\0" + p.read_bytes() + b"\0")
+            h.update(p.name.encode() + b"\0" + inputs.read_bytes(p, "recipe input", limit=inputs.IMAGE_LIMIT) + b"\0")
     return "sha256:" + h.hexdigest()
 
 
@@ -334,15 +329,13 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     source = str(path)
     r = _Reader(source)
     p = Path(path)
-    try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not p.exists() and not p.is_symlink():
         return None, [InputError("no such recipe file", file=source)]
-    except (OSError, UnicodeDecodeError) as exc:
-        return None, [InputError(f"cannot read recipe: {exc}", file=source)]
-    except tomllib.TOMLDecodeError as exc:
-        return None, [InputError(f"not valid TOML: {exc}", file=source, line=_toml_line(exc))]
-    base = p.resolve().parent
+    try:
+        data = inputs.parse_toml(inputs.read_text(p, "recipe", limit=inputs.TOML_LIMIT, field=""), file=source, field="")
+    except InputError as exc:
+        return None, [exc]
+    base = inputs.resolved(p).parent
     workdir = (workdir or Path.cwd()).resolve()
     r.problems += unknown_fields(data, _TOP_KEYS, file=source)
     name = r.get(data, "name", "name", str, p.stem)
@@ -390,7 +383,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
         for slot in pki.slots:
             extra += [Path(f) for f in (slot.cert, *slot.ca, slot.issuer) if f and Path(f).is_absolute()]
     recipe = Recipe(
-        name=name, description=description, path=p.resolve(),
+        name=name, description=description, path=inputs.resolved(p),
         hash=recipe_hash(p, extra), module=module, profile=profile, firmware=firmware, factory_param=factory,
         pki=pki, gatt=gatt, serial=serial, verify=verify, report=report, retry=retry, ledger=ledger, rotate=rotate,
         label=label, raw=data,

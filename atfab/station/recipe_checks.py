@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ..core.errors import InputError
+from ..core.inputs import IMAGE_LIMIT, PEM_LIMIT, not_a_regular_file, read_bytes, resolved
 from ..image import appimage, factory_param as fp, partition_table as pt
 from ..image.build import load_firmware
 from ..image.build_config import find_sdkconfig, read_sdkconfig
@@ -57,7 +58,7 @@ class Context:
 def module_profile(ctx: Context, module: str, base: Path) -> "ModuleProfile | None":
     name = module
     if "/" in module or module.endswith(".toml"):
-        name = str((base / module).resolve())
+        name = str(resolved(base / module))
     try:
         return load_profile(name)
     except InputError as exc:
@@ -113,8 +114,9 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None", 
         ctx.bad("gatt", f"module {profile.name} has no BLE commands, its firmware never reads a GATT table: "
                         f"{profile.build.why_unread('ble_data')}; {ALLOW_UNREAD}")
         return None
-    if not gatt.file.is_file():
-        ctx.bad("gatt.file", f"no such file: {gatt.file}")
+    why = not_a_regular_file(gatt.file)
+    if why:
+        ctx.bad("gatt.file", f"{why}: {gatt.file}")
         return None
     if gatt.file.suffix not in (".toml", ".csv"):
         ctx.bad("gatt.file", "must be a .toml description or a gatts_data .csv")
@@ -192,10 +194,15 @@ def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSo
         if len(boot) > room:
             ctx.bad(where, f"bootloader.bin is {len(boot):#x} bytes, only {room:#x} fit before the partition table")
         return
-    if not path.is_file():
-        ctx.bad(where, f"no such file: {path}")
+    why = not_a_regular_file(path)
+    if why:
+        ctx.bad(where, f"{why}: {path}")
         return
-    data = path.read_bytes()
+    try:
+        data = read_bytes(path, "factory image", limit=IMAGE_LIMIT)
+    except InputError as exc:
+        ctx.problems.append(exc.located(field=where))
+        return
     # problems inside the image name the image file (the recipe line names only the field)
     if len(data) > profile.flash_size:
         ctx.bad(where, f"image is {len(data):#x} bytes, the module's flash is {profile.flash_size:#x}", file=path)
@@ -252,12 +259,14 @@ def _factory_ca(ctx: Context, pki: "PkiSpec") -> list[Any] | None:
         return None
     now = dt.datetime.now(dt.timezone.utc)
     try:
-        certs = check_cert_file((ca / "ca.crt").read_bytes(), at=now, file=str(ca / "ca.crt"), field="pki.ca")
+        if not (ca / "ca.crt").exists():
+            ctx.bad("pki.ca", f"no CA certificate {ca / 'ca.crt'}")
+            return None
+        certs = check_cert_file(read_bytes(ca / "ca.crt", "CA certificate", limit=PEM_LIMIT, field="pki.ca"),
+                                at=now, file=str(ca / "ca.crt"), field="pki.ca")
         if (ca / "chain.pem").is_file():
-            certs += parse_pem_certs((ca / "chain.pem").read_bytes(), file=str(ca / "chain.pem"), field="pki.ca")
-    except FileNotFoundError:
-        ctx.bad("pki.ca", f"no CA certificate {ca / 'ca.crt'}")
-        return None
+            certs += parse_pem_certs(read_bytes(ca / "chain.pem", "CA chain", limit=PEM_LIMIT, field="pki.ca"),
+                                     file=str(ca / "chain.pem"), field="pki.ca")
     except InputError as exc:
         ctx.add(exc, "pki.ca")
         return None

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OUTCOMES, Aborted, DeviceError, InputError, UnitFailed
+from ..core import inputs
 from ..core.fsutil import atomic_write
 from ..core.keyguard import find_private_key
 from ..core.mac import normalize_mac
@@ -377,15 +378,20 @@ class ReportBuilder:
         return path
 
 
+def _load_report_json(path: Path) -> Any:
+    """A report file's JSON, bounded (size, regular file, nesting); "unreadable report: …" otherwise."""
+    try:
+        return inputs.load_json(path, "report", field="")
+    except InputError as exc:
+        raise InputError(f"unreadable report: {exc.message}", file=path) from None
+
+
 def read_report(path: str | Path) -> UnitReport:
     """Load one report file (:class:`InputError` if it is missing or not a unit report)."""
     path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no such report", file=path) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"unreadable report: {exc}", file=path) from None
+    if not path.exists() and not path.is_symlink():
+        raise InputError("no such report", file=path)
+    data = _load_report_json(path)
     return UnitReport.from_dict(data, source=path)
 
 
@@ -413,10 +419,7 @@ def list_reports(directory: str | Path, *, outcome: str | None = None, serial: s
     for path in sorted(directory.rglob("*.json")):
         if path.name.startswith("."):
             continue  # an atomic write in progress
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise InputError(f"unreadable report: {exc}", file=path) from None
+        data = _load_report_json(path)
         if not isinstance(data, dict) or data.get("schema") != SCHEMA:
             continue
         rep = UnitReport.from_dict(data, source=path)

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OUTCOMES, DeviceError, InputError, exit_code_for_outcomes
+from ..core.inputs import IMAGE_LIMIT, read_bytes
 from ..core.shipped import shipped_dir
 from ..image.appimage import read_app_info
 from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware
@@ -92,7 +93,7 @@ def firmware_images(recipe: Recipe) -> FirmwareImages:
         if src.path is not None:
             info["path"] = str(src.path)
         return FirmwareImages(regions, info, fw.app.to_dict())
-    data = src.path.read_bytes()               # factory_image: everything except the unit's at_customize area
+    data = read_bytes(src.path, "factory image", limit=IMAGE_LIMIT)  # factory_image: everything except the unit's at_customize area
     cut = profile.at_customize_partition
     pieces = [(0, data[:cut.offset]), (cut.offset + cut.size, data[cut.offset + cut.size:])]
     regions = tuple(Region(off, f"{src.path.name}@0x{off:x}", part) for off, part in pieces if part)

@@ -46,7 +46,6 @@ to a read (e.g. a key the unit lacks), given again to the re-read, is a failing 
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -54,6 +53,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..core.errors import DeviceError, InputError
+from ..core.inputs import load_json
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.mac import normalize_mac
 from ..core.measurement import (
@@ -103,12 +103,9 @@ def load_built(folder: str | Path) -> BuiltUnit:
     """Read manifest.json, at_customize.bin and mfg_nvs.bin of an ``atfab build`` folder."""
     folder = Path(folder)
     manifest_path = folder / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError("no manifest.json here (not an `atfab build` output folder?)", file=manifest_path) from None
-    except (OSError, ValueError) as exc:
-        raise InputError(f"cannot read: {exc}", file=manifest_path) from None
+    if not manifest_path.exists() and not manifest_path.is_symlink():
+        raise InputError("no manifest.json here (not an `atfab build` output folder?)", file=manifest_path)
+    manifest = load_json(manifest_path, "manifest", field="")
     if not isinstance(manifest, dict) or "module" not in manifest:
         raise InputError("not an atfab build manifest", file=manifest_path, field="module")
     images: dict[str, bytes] = {}
