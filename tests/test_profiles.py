@@ -34,10 +34,12 @@ def _no_env(monkeypatch):
 
 #: The legacy (G1/G2) layouts: tests/test_legacy_images.py and test_legacy_build.py.
 LEGACY = {"esp32-at-v1.1", "esp32-at-v1.2", "esp32-at-v2", "esp32c3-at-v2", "esp32c2-4mb-at-v3.0", "esp32c2-2mb-at-v3.0"}
+#: The ESP8266 NONOS AT (G0) profiles, with no partition tables: tests/test_nonos.py.
+NONOS = {"esp8266-nonos-512k"}
 
 
 def test_twenty_builtin_profiles():
-    assert set(list_profiles()) == set(NAMES) | LEGACY
+    assert set(list_profiles()) == set(NAMES) | LEGACY | NONOS
     assert sorted(NAMES.values()) == sorted(p.name for p in REF.iterdir())
 
 

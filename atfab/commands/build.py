@@ -53,6 +53,12 @@ def build(module: str, params: str | None, pki_dir: str | None, gatt: str | None
     if manifest["factory_image"]:
         fi = manifest["factory_image"]
         click.echo(f"  {'0x0':>9}  {fi['name']:<24} {fi['size']:>9} bytes  (full-flash image)")
+    if manifest.get("generation") == "G0":
+        app = manifest["app"]
+        version = app["at_version"] or f"? (printed from numbers, not readable; the profile says {app['profile_version']})"
+        click.echo(f"  NONOS AT {version}, SDK {app['sdk_version'] or '?'}: no partitions, "
+                   f"{'synthetic' if app['synthetic'] else 'from ' + manifest['firmware_source']}")
+        return
     if manifest["app"]:
         app = manifest["app"]
         click.echo(f"  app {app['project']} {app['version']} (IDF {app['idf_ver']})")

@@ -33,6 +33,7 @@ from ..core.firmware import FirmwareProfile, release_of_core
 from .legacy_build import LegacyImages, build_legacy_images
 from .legacy_content import assemble_legacy
 from .mfg_nvs import MfgNvs, UnitContent, build_mfg_nvs, pki_key_names
+from .nonos import read_user1, synthetic_files
 from .partition_table import decode, encode
 from .profiles import ModuleProfile, load_profile
 from .unit_content import Params, assemble
@@ -305,6 +306,13 @@ def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | 
     if firmware is not None and synthetic_firmware is not None:
         raise InputError("give either a firmware folder or a synthetic firmware version", field="firmware")
     profile = module if isinstance(module, ModuleProfile) else load_profile(module, search)
+    if profile.nonos is not None:
+        given = [name for name, value in (("params", params), ("pki_dir", pki_dir), ("gatt", gatt),
+                                          ("sdkconfig", sdkconfig)) if value is not None]
+        if given:
+            raise InputError(f"module {profile.name} runs NONOS AT: no factory parameters, certificates, GATT table "
+                             "or build configuration to build", field=given[0])
+        return _build_nonos(profile, out_dir, firmware=firmware, synthetic_firmware=synthetic_firmware)
     fw: FirmwareSet | None = None
     if firmware is not None:
         fw = load_firmware(firmware, profile)
@@ -400,6 +408,75 @@ def _write_build(profile: ModuleProfile, out_dir: str | Path, fw: FirmwareSet | 
         _write(stage / "flash_args", flash_args.encode(), False)
         if factory is not None:
             _write(stage / factory[0], factory[1], secret)
+        _write(stage / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), False)
+    manifest["out_dir"] = str(Path(out_dir))
+    return manifest
+
+
+def nonos_download_map(profile: ModuleProfile, *, firmware: str | Path | None = None,
+                       synthetic_firmware: str | None = None) -> list[tuple[int, str, bytes]]:
+    """(offset, name, bytes) of a G0 module's download map: the synthetic NONOS AT firmware, or the
+    files of a folder holding the SDK's boot.bin, user1.bin, esp_init_data_default.bin and blank.bin."""
+    assert profile.nonos is not None
+    if firmware is None:
+        version = synthetic_firmware or profile.firmware.release
+        if version not in profile.releases:
+            raise InputError(f"{version}: module {profile.name} runs NONOS AT {', '.join(profile.releases)}",
+                             field="synthetic_firmware")
+        return synthetic_files(profile.nonos, profile.firmware, flash_size=profile.flash_size,
+                               flash_mode=profile.flash_mode, flash_freq=profile.flash_freq)
+    folder = Path(firmware)
+    files = []
+    for name, off in profile.nonos.regions():
+        path = folder / name.split("@")[0]
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise InputError(f"cannot read: {exc.strerror} (a NONOS AT download map needs boot.bin, user1.bin, "
+                             "esp_init_data_default.bin and blank.bin)", file=path, field="firmware") from None
+        files.append((off, name, data))
+    read_user1(next(data for _off, name, data in files if name == "user1.bin"))
+    _check_map(profile, files, folder)
+    return files
+
+
+def _check_map(profile: ModuleProfile, files: list[tuple[int, str, bytes]], folder: Path) -> None:
+    """Every file inside the flash and before the next one (a user1.bin for a bigger map overlaps)."""
+    ordered = sorted(files)
+    for (off, name, data), nxt in zip(ordered, [*ordered[1:], (profile.flash_size, "the end of the flash", b"")]):
+        if off + len(data) > nxt[0]:
+            raise InputError(f"{name.split('@')[0]} ({len(data)} bytes at 0x{off:x}) runs into {nxt[1].split('@')[0]} "
+                             f"at 0x{nxt[0]:x}: not a build for the {profile.flash_size_str} map of {profile.name}",
+                             file=folder / name.split("@")[0], field="firmware")
+
+
+def _build_nonos(profile: ModuleProfile, out_dir: str | Path, *, firmware: str | Path | None,
+                 synthetic_firmware: str | None) -> dict[str, Any]:
+    """``atfab build`` of a G0 module: its download map, flash_args, the merged factory image, a manifest."""
+    files = nonos_download_map(profile, firmware=firmware, synthetic_firmware=synthetic_firmware)
+    app = read_user1(next(data for _off, name, data in files if name == "user1.bin"))
+    factory = (f"factory_{_safe_name(profile.module_name)}.bin",
+               merge_factory_image(profile, [(off, data) for off, _name, data in files]))
+    flash_args = " ".join(profile.flash_settings()) + "\n" + "".join(f"0x{off:x} {name.split('@')[0]}\n"
+                                                                      for off, name, _data in files)
+    written = {name.split("@")[0]: data for _off, name, data in files}
+    manifest: dict[str, Any] = {
+        "schema": MANIFEST_SCHEMA, "module": profile.name, "module_name": profile.module_name, "chip": profile.chip,
+        "generation": profile.firmware.generation, "release": profile.firmware.release,
+        "flash": {"mode": profile.flash_mode, "freq": profile.flash_freq, "size": profile.flash_size_str},
+        "files": [_file_entry(name.split("@")[0], data, off) for off, name, data in files]
+        + [_file_entry("flash_args", flash_args.encode(), None)],
+        "factory_image": _file_entry(factory[0], factory[1], 0),
+        "app": {"at_version": app.at_version or None, "profile_version": profile.firmware.core_version,
+                "sdk_version": app.sdk_version,
+                "synthetic": app.synthetic, "sha256": app.sha256},
+        "firmware_source": str(firmware) if firmware is not None else f"synthetic {profile.firmware.release}",
+    }
+    with staged_dir(out_dir) as stage:
+        for name, data in written.items():
+            _write(stage / name, data, False)
+        _write(stage / "flash_args", flash_args.encode(), False)
+        _write(stage / factory[0], factory[1], False)
         _write(stage / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode(), False)
     manifest["out_dir"] = str(Path(out_dir))
     return manifest

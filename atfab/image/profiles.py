@@ -31,10 +31,26 @@ BUILTIN_DIR = shipped_dir("partitions")
 _KNOWN_KEYS = {
     "esp_at_module", "description", "module_name", "chip", "flash_size", "flash_mode", "flash_freq",
     "bootloader_offset", "partition_table_offset", "partitions", "at_customize", "factory_param", "firmware",
-    "build", "firmware_release", "firmware_releases",
+    "build", "firmware_release", "firmware_releases", "layout", "nonos",
 }
 _OTA_DATA_SUBTYPE = 0x00
 _NVS_MIN_SIZE = 0x3000
+
+
+@dataclass(frozen=True)
+class NonosLayout:
+    """Where a G0 (ESP8266 NONOS AT) module's files go: no partition table (reference §11)."""
+
+    boot: int
+    user1: int
+    init_data: int
+    blank: tuple[int, ...]
+
+    def regions(self) -> tuple[tuple[str, int], ...]:
+        """(file name, offset) of every file of the download map, by offset."""
+        named = [("boot.bin", self.boot), ("user1.bin", self.user1), ("esp_init_data_default.bin", self.init_data),
+                 *((f"blank.bin@0x{off:x}", off) for off in self.blank)]
+        return tuple(sorted(named, key=lambda kv: kv[1]))
 
 
 @dataclass(frozen=True)
@@ -68,11 +84,13 @@ class ModuleProfile:
     releases: tuple[str, ...] = ()
     #: The profile's ``[firmware]`` settings (applied again by :meth:`for_release`).
     firmware_settings: tuple[tuple[str, Any], ...] = ()
+    #: A G0 module (ESP8266 NONOS AT): its download map; the tables are then empty.
+    nonos: NonosLayout | None = None
 
     @property
     def legacy(self) -> bool:
         """A G1/G2 layout: per-item partitions in at_customize, no mfg_nvs (reference §10)."""
-        return self.mfg_nvs is None
+        return self.mfg_nvs is None and self.nonos is None
 
     @property
     def nvs_partition(self) -> Partition:
@@ -193,6 +211,10 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
 
     chip = _str(data, "chip", src)
     rom = _rom(chip, src)
+    layout = _str(data, "layout", src, "esp-idf")
+    if layout not in ("esp-idf", "nonos"):
+        raise InputError(f"unknown layout {layout!r} (esp-idf: partition tables; nonos: ESP8266 NONOS AT)",
+                         file=src, field="layout")
     firmware_tbl = data.get("firmware", {})
     if not isinstance(firmware_tbl, dict):
         raise InputError("must be a table", file=src, field="firmware")
@@ -221,6 +243,9 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     if flash_freq not in rom.FLASH_FREQUENCY:
         raise InputError(f"{chip} does not support flash frequency {flash_freq!r} "
                          f"(esptool knows {', '.join(rom.FLASH_FREQUENCY)})", file=src, field="flash_freq")
+    if layout == "nonos":
+        return _nonos_profile(data, profile_name, chip, flash_size, flash_mode, flash_freq, firmware, toml_path,
+                              releases, firmware_tbl)
     boot_offset = _int(data, "bootloader_offset", src, rom.BOOTLOADER_FLASH_OFFSET)
     if boot_offset != rom.BOOTLOADER_FLASH_OFFSET:
         raise InputError(f"{chip} boots from 0x{rom.BOOTLOADER_FLASH_OFFSET:x}, not 0x{boot_offset:x}",
@@ -300,6 +325,48 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     )
 
 
+def _nonos_profile(data: dict, name: str, chip: str, flash_size: int, flash_mode: str, flash_freq: str,
+                   firmware: FirmwareProfile, toml_path: Path, releases: list, firmware_tbl: dict) -> ModuleProfile:
+    """A G0 profile: the ``[nonos]`` download map instead of partition tables."""
+    src = str(toml_path)
+    if firmware.generation != "G0":
+        raise InputError(f"layout nonos needs an ESP8266 NONOS AT release, not {firmware.release}", file=src,
+                         field="firmware_release")
+    for key in ("partitions", "at_customize", "build", "partition_table_offset", "bootloader_offset"):
+        if key in data:
+            raise InputError("a nonos layout has no partition tables", file=src, field=key)
+    tbl = data.get("nonos")
+    if not isinstance(tbl, dict):
+        raise InputError("missing [nonos] table (boot, user1, init_data, blank offsets)", file=src, field="nonos")
+    check_fields(tbl, ["boot", "user1", "init_data", "blank"], file=src, where="nonos")
+    blank = tbl.get("blank", [])
+    if not isinstance(blank, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in blank):
+        raise InputError("must be a list of offsets", file=src, field="nonos.blank")
+    nonos = NonosLayout(_int(tbl, "boot", src, 0), _int(tbl, "user1", src, 0x1000),
+                        _int(tbl, "init_data", src, flash_size - 0x4000), tuple(blank))
+    for fname, off in nonos.regions():
+        if off % SECTOR or off >= flash_size:
+            raise InputError(f"{fname} at 0x{off:x}: must be 4 KB aligned inside the {flash_size_text(flash_size)} "
+                             "flash", file=src, field="nonos")
+    if nonos.boot != 0:
+        raise InputError("the ESP8266 ROM boots from 0x0", file=src, field="nonos.boot")
+    factory = data.get("factory_param", {})
+    if not isinstance(factory, dict) or set(factory) - {"uart_baudrate"}:
+        raise InputError("a nonos module knows only uart_baudrate", file=src, field="factory_param")
+    baud = factory.get("uart_baudrate", 115200)
+    if isinstance(baud, bool) or not isinstance(baud, int) or baud <= 0:
+        raise InputError("must be a positive integer", file=src, field="factory_param.uart_baudrate")
+    module_name = _str(data, "module_name", src, name)
+    empty = PartitionTable([])
+    return ModuleProfile(
+        name=name, chip=chip, flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq,
+        bootloader_offset=0, partition_table_offset=0, app_offset=nonos.user1, otadata_offset=None, primary=empty,
+        at_customize=empty, at_customize_offset=0, mfg_nvs=None, factory_param={"uart_baudrate": baud},
+        firmware=firmware, build=from_table({"sdkconfig_y": []}, base=toml_path.parent, file=src),
+        module_name=module_name, source=toml_path, description=_str(data, "description", src, ""),
+        releases=tuple(releases), firmware_settings=tuple(firmware_tbl.items()), nonos=nonos)
+
+
 def _at_customize_entry(primary: PartitionTable, source: str) -> Partition:
     found = primary.find_type(AT_CUSTOMIZE_TYPE, 0)
     if not found:
@@ -337,5 +404,5 @@ def _int(data: dict, key: str, source: str, default: int) -> int:
     return value
 
 
-__all__ = ["ModuleProfile", "load_profile", "list_profiles", "find_profile", "search_path",
+__all__ = ["NonosLayout", "ModuleProfile", "load_profile", "list_profiles", "find_profile", "search_path",
            "parse_flash_size", "flash_size_text", "BUILTIN_DIR", "ENV_PATH"]

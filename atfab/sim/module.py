@@ -29,6 +29,7 @@ from .at_firmware import AtFirmware
 from .chip import MB, ChipIdentity, derive_mac
 from .faults import FaultPlan
 from .flash import NorFlash
+from .g0_firmware import G0Firmware
 from .host import ModuleHost
 from .link import Link, LinkClosed
 from .rom_loader import CLOSED, RAM_APP, RUN_USER_CODE, DownloadSession, SessionStats
@@ -43,6 +44,9 @@ FirmwareFactory = Callable[[ModuleHost], AtFirmwareLike]
 
 
 def _default_firmware(host: ModuleHost) -> AtFirmwareLike:
+    """The AT firmware model of the module's generation: ESP8266 NONOS AT (G0) or ESP-AT."""
+    if host.firmware.generation == "G0":
+        return G0Firmware(host)
     return AtFirmware(host)
 
 

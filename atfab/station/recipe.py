@@ -25,6 +25,7 @@ from ..pki.issue import IdentityTemplate
 from ..pki.slots import parse_slots, UNIT
 from . import recipe_checks
 from .label_template import DPIS, LABEL_FIELDS, LABEL_FORMATS, template_fields
+from .recipe_spec import version_tuple
 from .recipe_spec import (
     FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, EscrowSpec, FirmwareSource,
     GattSpec, LabelSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,
@@ -32,7 +33,6 @@ from .recipe_spec import (
 from .serials import SCHEMES, SerialScheme
 from ..verify.checks import CHECKS
 
-_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\.(\d+)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _TOP_KEYS = ("name", "description", "module", "firmware", "factory_param", "pki", "gatt", "serial",
              "verify", "report", "retry", "ledger", "rotate", "label")
@@ -118,12 +118,6 @@ class _Reader:
         return inputs.resolved(p if p.is_absolute() else base / p)
 
 
-def version_tuple(text: str) -> tuple[int, ...] | None:
-    """``v4.1.0.0`` → ``(4, 1, 0, 0)``; None when it is not an esp-at version."""
-    m = _VERSION.match(text)
-    return tuple(int(g) for g in m.groups()) if m else None
-
-
 def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
     if "firmware" not in data:
         r.bad("firmware", "required table is missing (synthetic, build_dir or factory_image)")
@@ -146,9 +140,8 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
         if version is None:
             r.bad("firmware.synthetic", f"{value!r} is not an esp-at version like v4.1.0.0")
             return None
-        if version < (3, 1, 0, 0):
-            r.bad("firmware.synthetic", f"{value}: atfab provisions mfg_nvs firmware (v3.1.0.0 or later)")
-            return None
+        # an older release is only for a module whose profile says so (a NONOS AT module:
+        # recipe_checks.firmware_release, once the module is known)
         return FirmwareSource("synthetic", version=value, allow_unread=allow_unread)
     return FirmwareSource(kind, path=r.path(base, value), allow_unread=allow_unread)
 
@@ -359,9 +352,15 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     description = r.get(data, "description", "description", str, "")
     ctx = recipe_checks.Context(source=source, base=base, problems=r.problems)
     profile = recipe_checks.module_profile(ctx, module, base) if module else None
+    if firmware is not None and not recipe_checks.firmware_release(ctx, profile, firmware):
+        firmware = None
     if profile is not None and firmware is not None:
         profile = recipe_checks.build_config(ctx, profile, firmware)
     factory = recipe_checks.factory_params(ctx, profile, overrides)
+    if profile is not None and profile.nonos is not None:
+        for table in ("pki", "gatt"):
+            if table in data:
+                ctx.bad(table, f"module {profile.name} runs NONOS AT: no certificates, no BLE (remove [{table}])")
     if profile is not None:
         allow_unread = firmware is not None and firmware.allow_unread
         gatt = recipe_checks.gatt_table(ctx, profile, gatt, allow_unread=allow_unread)

@@ -27,8 +27,9 @@ from ..image.profiles import BUILTIN_DIR, ModuleProfile, load_profile
 from ..pki.checks import check_cert_file, parse_pem_certs
 from ..pki.escrow import load_recipient
 from ..pki.issue import identity_values, render
+from ..verify.nonos import NONOS_CHECKS
 from ..pki.slots import KINDS, SlotPlan, namespace_for, plan_slots
-from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec
+from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec, version_tuple
 from ..verify.checks import CHECKS, WIFI_CHECKS
 
 #: How a recipe says "write it anyway" (in the messages for content the firmware never reads).
@@ -82,8 +83,32 @@ def build_config(ctx: Context, profile: ModuleProfile, firmware: "FirmwareSource
         return profile
 
 
+#: What a recipe may set for a NONOS AT (G0) module: the baud its configure step sets with AT+UART=.
+NONOS_PARAMS = ("uart_baudrate",)
+
+
+def firmware_release(ctx: Context, profile: "ModuleProfile | None", firmware: "FirmwareSource") -> bool:
+    """A synthetic firmware's release suits the module: v3.1.0.0 or later (mfg_nvs) for an ESP-IDF
+    layout, the profile's own NONOS AT release for a G0 module. False (and a problem) otherwise."""
+    if firmware.kind != "synthetic" or firmware.version is None:
+        return True
+    version = version_tuple(firmware.version)
+    if profile is not None and profile.nonos is not None:
+        if firmware.version not in profile.releases:
+            ctx.bad("firmware.synthetic", f"{firmware.version}: module {profile.name} runs NONOS AT "
+                                          f"{', '.join(profile.releases)}")
+            return False
+        return True
+    if version is not None and version < (3, 1, 0, 0):
+        ctx.bad("firmware.synthetic", f"{firmware.version}: atfab provisions mfg_nvs firmware (v3.1.0.0 or later)")
+        return False
+    return True
+
+
 def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dict[str, Any]) -> dict[str, int | str] | None:
     """The merged factory_param set (profile defaults + recipe values), checked for the chip."""
+    if profile is not None and profile.nonos is not None:
+        return _nonos_params(ctx, profile, overrides)
     chip = profile.chip if profile is not None else None
     bad_keys: set[str] = set()
     for key, value in overrides.items():
@@ -100,6 +125,21 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
     except InputError as exc:
         ctx.bad(f"factory_param.{exc.field}" if exc.field else "factory_param", exc.message)
         return None
+
+
+def _nonos_params(ctx: Context, profile: "ModuleProfile", overrides: dict[str, Any]) -> dict[str, int | str] | None:
+    """A G0 module has no factory_param partition: only the UART baud the configure step sets."""
+    merged = dict(profile.factory_param)
+    for key, value in overrides.items():
+        if key not in NONOS_PARAMS:
+            ctx.bad(f"factory_param.{key}", f"module {profile.name} (NONOS AT) has no factory parameters; "
+                                            f"a recipe sets only {', '.join(NONOS_PARAMS)}")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 110 <= value <= 4_608_000:
+            ctx.bad(f"factory_param.{key}", "must be an integer baud rate 110..4608000 (AT+UART= of v0.21)")
+            return None
+        merged[key] = value
+    return merged
 
 
 def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None", *,
@@ -132,6 +172,8 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None", 
 def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattSpec | None") -> tuple[str, ...]:
     """The checks run when a recipe's ``[verify] checks`` is not given."""
 
+    if profile.nonos is not None:
+        return NONOS_CHECKS
     out = []
     for name in CHECKS:
         if name in WIFI_CHECKS and not profile.firmware.wifi:
@@ -148,7 +190,9 @@ def verify_checks(ctx: Context, profile: "ModuleProfile", verify: "VerifySpec", 
     if not checks:
         checks = default_checks(profile, pki, gatt)
     for name in verify.checks:
-        if name in WIFI_CHECKS and not profile.firmware.wifi:
+        if profile.nonos is not None and name not in NONOS_CHECKS:
+            ctx.bad("verify.checks", f"{name}: module {profile.name} (NONOS AT) has only {', '.join(NONOS_CHECKS)}")
+        elif name in WIFI_CHECKS and not profile.firmware.wifi:
             ctx.bad("verify.checks", f"{name}: module {profile.name} has no Wi-Fi commands")
         elif name == "gatt" and gatt is None:
             ctx.bad("verify.checks", f"gatt: module {profile.name} serves no GATT table")
@@ -171,8 +215,8 @@ def _app_partition_size(profile: "ModuleProfile") -> int | None:
 
 def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSource") -> None:
     """The firmware files exist, are for this chip and layout, and fit their partitions."""
-    if firmware.kind == "synthetic":
-        return
+    if firmware.kind == "synthetic" or profile.nonos is not None:
+        return          # a NONOS AT download map is read when the station starts (station.nonos_firmware_images)
     where = f"firmware.{firmware.kind}"
     path = firmware.path
     assert path is not None
@@ -350,6 +394,8 @@ def escrow_spec(r: Any, raw: Any, base: Path, workdir: Path, pki: "PkiSpec", rec
 def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
                  plan: SlotPlan | None, gatt: "GattSpec | None") -> None:
     """Build a stand-in mfg_nvs (unit certificate and key of the expected sizes) to prove the content fits."""
+    if profile.mfg_nvs is None:
+        return          # no mfg_nvs: a G1/G2 layout (per-item partitions) or a NONOS AT module
     if pki is not None and plan is None:
         return
     rows: list[str] = []

@@ -6,6 +6,8 @@ the verifier and the rotation work from.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,15 @@ class Recipe:
                                recipe=self.name)
 
 
+_VERSION = re.compile(r"^v(\d+)\.(\d+)\.(\d+)\.(\d+)$")
+
+
+def version_tuple(text: str) -> tuple[int, ...] | None:
+    """``v4.1.0.0`` → ``(4, 1, 0, 0)``; None when it is not an esp-at version."""
+    m = _VERSION.match(text)
+    return tuple(int(g) for g in m.groups()) if m else None
+
+
 __all__ = ["Recipe", "LabelSpec", "FirmwareSource", "PkiSpec", "EscrowSpec", "slot_name", "GattSpec", "VerifySpec", "ReportSpec",
            "RetryPolicy", "RotateSpec", "ROTATE_MODES", "FIRMWARE_KINDS",
-           "SUBJECT_FIELDS"]
+           "SUBJECT_FIELDS", "version_tuple"]

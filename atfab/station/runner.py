@@ -64,6 +64,7 @@ from .events import Event, EventBus, StepData
 from .ledger import Attempt, Ledger
 from .recipe_spec import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
+from ..verify.nonos import verify_nonos
 from ..verify.unit import BuiltUnit, verify_unit
 
 #: Step names in order (what the console shows and the reports list).
@@ -329,7 +330,8 @@ class UnitRunner:
                     s.status, s.detail = "skipped", "no AT port"
             return
         with self._step("boot") as s:
-            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s)
+            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s,
+                             announces=bool(dict(self.ctx.recipe.profile.firmware.formats).get("ready")))
         with self._step("configure") as s:
             s.detail = self._configure(st.at)
         with self._step("verify") as s:
@@ -407,6 +409,9 @@ class UnitRunner:
     def _build(self, st: _State, identity: UnitIdentity | None) -> None:
         ctx, recipe = self.ctx, self.ctx.recipe
         with self._step("build") as s:
+            if recipe.profile.nonos is not None:
+                s.status, s.detail = "skipped", "a NONOS AT module has no per-unit images (the download map as it is)"
+                return
             pki = ctx.plan.pki_for(identity) if ctx.plan is not None else {}
             content = UnitContent(factory_param=dict(recipe.factory_param), pki=pki, ble_rows=list(ctx.ble_rows))
             st.images = build_unit_images(recipe.profile, content, allow_unread=recipe.firmware.allow_unread,
@@ -419,9 +424,11 @@ class UnitRunner:
     def _flash(self, st: _State, session: FlashSession, esptool: ExitStack) -> None:
         ctx, profile = self.ctx, self.ctx.recipe.profile
         with self._step("flash") as s:
-            regions = (*ctx.firmware.regions,
-                       Region(profile.at_customize_offset, "at_customize.bin", st.unit_images.at_customize),
-                       Region(profile.mfg_nvs.offset, "mfg_nvs.bin", st.unit_images.mfg_nvs.image))
+            regions: tuple[Region, ...] = ctx.firmware.regions
+            if profile.nonos is None:
+                regions = (*regions,
+                           Region(profile.at_customize_offset, "at_customize.bin", st.unit_images.at_customize),
+                           Region(profile.nvs_partition.offset, "mfg_nvs.bin", st.unit_images.mfg_nvs.image))
             flash_set = FlashSet(tuple(sorted(regions, key=lambda r: r.offset)), flash_mode=profile.flash_mode,
                                  flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
                                  chip=profile.chip, source=str(ctx.recipe.path))
@@ -466,6 +473,8 @@ class UnitRunner:
 
     def _configure(self, at: AtClient) -> str:
         fp, fw = self.ctx.recipe.factory_param, self.ctx.recipe.profile.firmware
+        if self.ctx.recipe.profile.nonos is not None:
+            return _configure_nonos(at, fp)
         done = []
         baud = fp.get("uart_baudrate")
         if isinstance(baud, int) and baud > 0 and fp.get("uart_port", 1) != -1:
@@ -480,6 +489,11 @@ class UnitRunner:
     def _verify(self, st: _State) -> list[Measurement]:
         recipe, fw = self.ctx.recipe, self.ctx.recipe.profile.firmware
         fp = recipe.factory_param
+        if recipe.profile.nonos is not None:
+            baud = fp.get("uart_baudrate")
+            return verify_nonos(st.client, firmware=fw, app=self.ctx.firmware.app, mac=st.mac,
+                                uart_baud=baud if isinstance(baud, int) else None, checks=recipe.verify.checks,
+                                boot_timeout=recipe.verify.boot_timeout_s).measurements
         built = BuiltUnit(Path(f"<unit {st.serial}>"), {"module": recipe.profile.name, "app": self.ctx.firmware.app},
                           recipe.profile.at_customize, read_nvs(st.unit_images.mfg_nvs.image, source="mfg_nvs.bin"))
         baud = fp.get("uart_baudrate")
@@ -490,17 +504,32 @@ class UnitRunner:
                              at_version=recipe.verify.at_version)
         return result.measurements
 
-def _boot(at: AtClient, timeout: float) -> str:
-    """Wait for ``ready``; without it (output missed) poll ``AT`` until ``timeout``."""
+def _configure_nonos(at: AtClient, fp: dict[str, Any]) -> str:
+    """G0: ``AT+UART=<baud>,8,1,0,0`` (v0.21 stores it; OK comes at the old baud, then the host follows)."""
+    baud = fp.get("uart_baudrate")
+    if not isinstance(baud, int) or baud <= 0:
+        return "nothing to set"
+    at.call(f"AT+UART={baud},8,1,0,0")
+    at.apply_host_uart(UartConfig(baud, 8, 1, 0, 0))
+    return f"UART={baud},8,1,0,0"
+
+
+def _boot(at: AtClient, timeout: float, *, announces: bool = True) -> str:
+    """Wait for ``ready``; without it (output missed, or a firmware that prints none) poll ``AT``
+    until ``timeout``."""
     start = time.monotonic()
-    try:
-        at.wait_ready(timeout)
-        how = "ready"
-    except AtTimeout:
-        how = "no ready seen; answered AT"
+    how = "answered AT (the firmware prints no ready)"
+    if announces:
+        try:
+            at.wait_ready(timeout)
+            how = "ready"
+        except AtTimeout:
+            how = "no ready seen; answered AT"
+    # without a ready line to wait for, poll briefly: a probe sent while the unit still boots is lost
+    poll = None if announces else min(0.5, timeout)
     while True:
         try:
-            at.at()
+            at.call("AT", timeout=poll)
             return f"{how} after {time.monotonic() - start:.2f} s"
         except (AtTimeout, AtError):
             if time.monotonic() - start > timeout:

@@ -40,9 +40,10 @@ from ..core.errors import OUTCOMES, DeviceError, InputError, exit_code_for_outco
 from ..core.inputs import IMAGE_LIMIT, read_bytes
 from ..core.shipped import shipped_dir
 from ..image.appimage import read_app_info
-from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware
+from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware, nonos_download_map
 from ..image.flash_set import Region
 from ..image.gatt import cfg_strings
+from ..image.nonos import read_user1
 from ..link.flasher import Flasher
 from ..link.transport import is_url, resolve_port
 from ..pki.ca import CA_CERT, load_ca, create_ca
@@ -85,6 +86,8 @@ def firmware_images(recipe: Recipe) -> FirmwareImages:
     """The firmware regions every unit of ``recipe`` gets (synthetic, build folder or factory image)."""
 
     profile, src = recipe.profile, recipe.firmware
+    if profile.nonos is not None:
+        return nonos_firmware_images(recipe)
     if src.kind in ("synthetic", "build_dir"):
         fw = firmware_from_synthetic(profile, src.version) if src.kind == "synthetic" else load_firmware(src.path, profile)
         regions = tuple(Region(off, OUT_NAMES[role], data) for role, (off, data) in sorted(fw.files.items(),
@@ -103,6 +106,26 @@ def firmware_images(recipe: Recipe) -> FirmwareImages:
         app = None
     return FirmwareImages(regions, {"version": app["version"] if app else None, "source": "factory_image",
                                     "path": str(src.path)}, app)
+
+
+def nonos_firmware_images(recipe: Recipe) -> FirmwareImages:
+    """The download map of a G0 (ESP8266 NONOS AT) module: synthetic files, or the files of a build folder."""
+    profile, src = recipe.profile, recipe.firmware
+    if src.kind == "factory_image":
+        raise InputError("a NONOS AT module is flashed from its download map (synthetic or build_dir), "
+                         "not a factory image", file=recipe.path, field="firmware.factory_image")
+    try:
+        files = nonos_download_map(profile, firmware=src.path, synthetic_firmware=src.version)
+    except InputError as exc:
+        raise InputError(exc.message, file=exc.file or recipe.path, field=f"firmware.{src.kind}") from None
+    app = read_user1(next(data for _off, name, data in files if name == "user1.bin"))
+    version = app.at_version or profile.firmware.core_version
+    info: dict[str, Any] = {"version": version, "source": src.kind}
+    if src.path is not None:
+        info["path"] = str(src.path)
+    return FirmwareImages(tuple(Region(off, name, data) for off, name, data in files), info,
+                          {"version": version, "sdk_version": app.sdk_version or profile.firmware.sdk_version,
+                           "project_name": "nonos-at", "synthetic": app.synthetic})
 
 
 def load_recipe_ca(recipe: Recipe, passphrase: bytes) -> Any:

@@ -57,7 +57,7 @@ class TranscriptEntry:
 
 #: Queries :meth:`AtClient.resync` sends to find where the module's replies stand (the first that
 #: differs from the command that timed out): every firmware generation answers them with one line.
-SYNC_PROBES = ("AT+UART_CUR?", "AT+SYSLOG?")
+SYNC_PROBES = ("AT+UART_CUR?", "AT+SYSLOG?", "AT+CWMODE?", "AT+CIPMUX?")
 
 
 class AtClient(AtCommands):
@@ -180,11 +180,16 @@ class AtClient(AtCommands):
         self._buf.clear()
         dropped += self._discard_until_quiet(quiet, max_wait)
         self._resync = None
-        probe = next(p for p in SYNC_PROBES if after is None or command_name(p) != command_name(after))
+        probe = next(p for p in self._sync_probes() if after is None or command_name(p) != command_name(after))
         dropped += self._probe(probe, max_wait, min(quiet, 0.05))
         if dropped:
             self._log("rx", "note", f"resync discarded {len(dropped)} bytes")
         return bytes(dropped)
+
+    def _sync_probes(self) -> tuple[str, ...]:
+        """:data:`SYNC_PROBES` the firmware answers (ESP8266 NONOS AT 0.21 has no UART or SYSLOG query)."""
+        usable = tuple(p for p in SYNC_PROBES if self.firmware.has_command(command_name(p), "query"))
+        return usable if len(usable) >= 2 else SYNC_PROBES
 
     def _discard_until_quiet(self, quiet: float, max_wait: float) -> bytes:
         start = last = time.monotonic()

@@ -1,0 +1,88 @@
+"""On-device checks of an ESP8266 NONOS AT (G0) unit: there is nothing in its flash to compare
+but the firmware, so the checks are what the v0.21 commands can show.
+
+* ``boot``: ``at.alive`` (``AT`` → OK) and ``at.echo_off`` (``ATE0`` holds).
+* ``gmr``: ``gmr.at_version`` and ``gmr.sdk_version``, the two lines 0.21 prints (reference §2.4),
+  against what was flashed (the download map's user1.bin, else the firmware profile).
+* ``mac``: ``sta_mac`` (``AT+CIPSTAMAC?``) equals the MAC esptool read from the OTP.
+* ``uart``: v0.21 has no UART query (``AT+UART=`` is set-only and stored in the user parameter
+  area), so the check restarts the unit (``AT+RST``) and measures that it answers ``AT`` at the
+  baud the configure step stored (``uart.after_reset``): a setting that was not stored, or a
+  wrong baud on a real line, leaves it silent.
+
+Reads that do not hold are read again first; a re-read that disagrees is link noise
+(:class:`~atfab.verify.unit.ReadDisagrees`, ERROR), never a FAIL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from ..core.errors import InputError
+from ..core.firmware import FirmwareProfile
+from ..core.mac import normalize_mac
+from ..link.at.client import AtClient
+from ..link.at.errors import AtError, AtTimeout
+from .unit import VerifyResult, _Verifier
+
+#: The checks of a G0 unit (a subset of :data:`atfab.verify.checks.CHECKS`).
+NONOS_CHECKS = ("boot", "gmr", "mac", "uart")
+
+
+class _NonosVerifier(_Verifier):
+    """The re-read discipline of :class:`~atfab.verify.unit._Verifier`, without a built mfg_nvs."""
+
+    def __init__(self, at: AtClient, firmware: FirmwareProfile) -> None:
+        super().__init__(at, None, firmware)  # type: ignore[arg-type]  # no BuiltUnit: G0 builds no partitions
+
+    def nonos_gmr(self, at_version: str, sdk_version: str) -> None:
+        gmr = self.check("gmr.at_version", at_version, lambda: self.at.gmr().at_version)
+        if gmr is not None:
+            self.check("gmr.sdk_version", sdk_version, lambda: self.at.gmr().sdk_version)
+
+    def nonos_mac(self, mac: str | None) -> None:
+        self.check("sta_mac", mac, lambda: normalize_mac(self.at.sta_mac()))
+
+    def nonos_uart(self, baud: int, boot_timeout: float) -> None:
+        """Restart and measure that the unit answers ``AT`` at ``baud`` within ``boot_timeout``."""
+        self.at.call("AT+RST")
+        deadline = time.monotonic() + boot_timeout
+        measured: Any = None
+        while time.monotonic() < deadline:
+            try:
+                self.at.at()
+                measured = baud
+                break
+            except (AtTimeout, AtError):
+                self.at.drain()
+                time.sleep(0.1)
+        self.add("uart.after_reset", baud, measured,
+                 detail="AT answered after AT+RST at the baud AT+UART= stored" if measured else
+                 f"no answer to AT within {boot_timeout:.0f} s after AT+RST")
+
+
+def verify_nonos(at: AtClient, *, firmware: FirmwareProfile, app: dict[str, Any] | None, mac: str | bytes | None,
+                 uart_baud: int | None, checks: Iterable[str] | None = None, boot_timeout: float = 10.0) -> VerifyResult:
+    """Check a running G0 unit on ``at`` (see the module doc). ``app``: what the station flashed
+    (``version``/``sdk_version``; None: the firmware profile's); ``mac``: what esptool read."""
+    wanted = frozenset(NONOS_CHECKS if checks is None else checks)
+    unknown = wanted - set(NONOS_CHECKS)
+    if unknown:
+        raise InputError(f"check(s) {', '.join(sorted(unknown))} do not exist on NONOS AT "
+                         f"(known: {', '.join(NONOS_CHECKS)})", field="checks")
+    v = _NonosVerifier(at, firmware)
+    app = app or {}
+    if "boot" in wanted:
+        v.basics()
+    if "gmr" in wanted:
+        v.nonos_gmr(str(app.get("version") or firmware.core_version), str(app.get("sdk_version") or firmware.sdk_version))
+    if "mac" in wanted:
+        v.nonos_mac(normalize_mac(mac) if mac is not None else None)
+    if "uart" in wanted and uart_baud:
+        v.nonos_uart(uart_baud, boot_timeout)
+    return VerifyResult(v.out)
+
+
+__all__ = ["verify_nonos", "NONOS_CHECKS"]
