@@ -90,6 +90,8 @@ def test_state_from_events() -> None:
         st(ev)
     s = st.snapshot()["slots"][0]
     assert (s["serial"], s["mac"], s["step"], s["progress"], s["busy"]) == ("S-1", "24:0a:c4:00:00:01", "flash", 0.5, True)
+    # the unit's bar: connect, chip, identity done (3 of 9 steps) and flash half written -> 5.5 / 9
+    assert s["unit_progress"] == round(5.5 / 9, 3)
     st(Event("a", "S-1", "verify", "fail", data={"measurements": [bad, Measurement("x", 1, 1, "equal", "pass")]}))
     st(Event("a", "S-1", "unit", "FAIL", detail="failed: rf_power.wifi", time=14.0))
     st(Event("a", "S-1", "report", "FAIL", data={"report": "/r.json"}, time=14.1))
@@ -97,6 +99,7 @@ def test_state_from_events() -> None:
     snap = st.snapshot()
     s = snap["slots"][0]
     assert s["last"] == "FAIL" and s["last_seconds"] == 4.0 and not s["busy"]
+    assert s["unit_progress"] == 1.0
     assert s["failed_checks"] == [{"name": "rf_power.wifi", "expected": "78", "measured": "60", "rule": "equal"}]
     assert snap["counts"]["FAIL"] == 1 and snap["run"] == "finishing" and snap["failures"][0]["slot"] == "a"
     assert snap["units_per_hour"] == round(3600 / 90, 1)

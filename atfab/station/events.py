@@ -39,6 +39,9 @@ from ..core.errors import OUTCOMES, DeviceError
 from ..core.keyguard import find_private_key
 from ..core.measurement import Measurement
 
+#: The steps of one unit, in the order the runner takes them (step events carry these names).
+STEPS = ("connect", "chip", "identity", "certificate", "build", "flash", "boot", "configure", "verify")
+
 #: The ``port`` of station-wide events (not about one slot).
 STATION = ""
 #: How a step ends (the ``status`` of its last event, the ``outcome`` of its report entry).
@@ -155,4 +158,4 @@ class EventBus:
                     self.errors.append(exc)
 
 
-__all__ = ["Event", "StepData", "STATION", "CertificateFacts", "FlashFacts", "EventBus", "Subscriber", "SecretInEvent", "STEP_OUTCOMES"]
+__all__ = ["STEPS", "Event", "StepData", "STATION", "CertificateFacts", "FlashFacts", "EventBus", "Subscriber", "SecretInEvent", "STEP_OUTCOMES"]

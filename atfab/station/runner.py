@@ -60,7 +60,7 @@ from ..pki.escrow import EscrowWriter
 from ..pki.escrow_policy import PROVISION, escrow_identity
 from ..pki.issue import UnitIdentity, issue_unit
 from ..pki.slots import UNIT, SlotPlan
-from .events import Event, EventBus, StepData
+from .events import STEPS, Event, EventBus, StepData
 from .ledger import Attempt, Ledger
 from .recipe_spec import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
@@ -68,7 +68,6 @@ from ..verify.nonos import verify_nonos
 from ..verify.unit import BuiltUnit, verify_unit
 
 #: Step names in order (what the console shows and the reports list).
-STEPS = ("connect", "chip", "identity", "certificate", "build", "flash", "boot", "configure", "verify")
 
 
 class StopToken:

@@ -21,7 +21,7 @@ from typing import Any
 from ...core.errors import OUTCOMES
 from ...core.keyguard import find_private_key
 from ...core.measurement import Measurement
-from ..events import STATION, Event
+from ..events import STATION, STEPS, Event
 
 #: Longest text of an expected/measured value or a detail on the page.
 MAX_TEXT = 200
@@ -48,7 +48,9 @@ class SlotView:
     serial: str | None = None
     mac: str | None = None
     step: str = "idle"              # a runner step, "waiting", "done" or "idle"
-    progress: float | None = None
+    progress: float | None = None   # of the current step (flash: bytes written), None = not known
+    #: Of the whole unit: steps done (each an equal share, flash by its bytes); 1.0 once it ended.
+    unit_progress: float = 0.0
     busy: bool = False              # a unit is being provisioned
     unit_started: float | None = None
     last: str | None = None         # the last unit's outcome
@@ -57,6 +59,13 @@ class SlotView:
     failed_checks: list[dict[str, str | None]] = field(default_factory=list)
     paused: bool = False
     units: int = 0                  # attempts ended on this slot
+
+
+def _unit_progress(step: str, within: float, before: float) -> float:
+    """How far a unit is when ``step`` is ``within`` done (never backwards; unknown steps keep it)."""
+    if step not in STEPS:
+        return before
+    return max(before, round((STEPS.index(step) + min(max(within, 0.0), 1.0)) / len(STEPS), 3))
 
 
 @dataclass
@@ -116,10 +125,11 @@ class LiveState:
             if ev.status == "start":
                 s.serial = s.mac = None
                 s.busy, s.step, s.progress, s.unit_started = True, "connect", None, ev.time
+                s.unit_progress = 0.0
                 self._pending[s.label] = []
                 self._first_unit = self._first_unit or ev.time
                 return
-            s.busy, s.step, s.progress = False, "done", None
+            s.busy, s.step, s.progress, s.unit_progress = False, "done", None, 1.0
             self._end(s, ev.status, ev.detail, ev.time)
         elif ev.step == "report":
             s.units += 1
@@ -132,8 +142,12 @@ class LiveState:
             s.step, s.progress = ("waiting" if ev.status == "start" else "unit found"), None
         elif ev.status == "start":
             s.step, s.progress = ev.step, None
+            s.unit_progress = _unit_progress(ev.step, 0.0, s.unit_progress)
         elif ev.status == "progress":
             s.step, s.progress = ev.step, ev.progress
+            s.unit_progress = _unit_progress(ev.step, ev.progress or 0.0, s.unit_progress)
+        elif ev.step in STEPS:              # ok / skipped / fail / error of a step
+            s.unit_progress = _unit_progress(ev.step, 1.0, s.unit_progress)
 
     def _end(self, s: SlotView, outcome: str, detail: str | None, when: float) -> None:
         s.last, s.last_detail = outcome, _short(detail)

@@ -53,7 +53,7 @@ def render_html(figures: dict[str, Any], *, title: str = "atfab yield report", s
                                   f"until {w['until']}" if w["until"] else "") if x) or "all reports"
     tiles = [("first-pass yield", _pct(fp["yield"]), f"{fp['passed']} of {fp['units']} units"),
              ("final yield", _pct(fin["yield"]), f"{fin['passed']} of {fin['units']} units"),
-             ("attempts", str(figures["attempts"]), f"{figures['units']} units, {figures['retested_units']} retested"),
+             ("attempts", str(figures["attempts"]), f"{figures['units']} units, {figures['retested_units']} first seen before the window"),
              *[(k, str(c[k]), "attempts") for k in OUTCOMES]]
     tile_html = "".join(f'<div class="tile"><span>{escape(a)}</span><b style="color:{COLOURS.get(a, "#1f2328")}">'
                         f"{escape(b)}</b><span>{escape(s)}</span></div>" for a, b, s in tiles)
