@@ -245,6 +245,8 @@ def test_unknown_state_is_an_error_and_stays_pending(env, module_pool):
     (m,) = _pool(module_pool, env, 1)
     old = env.device_pair(m)
     mac = normalize_mac(m.mac)
+    # the ledger's current certificate is another one than the unit holds
+    env.ledger.record_certificate(mac, "client.0", issuer="CN=elsewhere", cert_serial=99, fingerprint="99" * 32)
     rot = env.ledger.journal_rotation(mac, "client.0", new_cert_fp="ab" * 32, new_key_fp="cd" * 32,
                                       old_cert_fp="ef" * 32, old_key_fp="01" * 32)
     fleet = env.rotate([m.at_url])
@@ -452,3 +454,93 @@ def test_transcript_redacts_key_namespaces(env, module_pool):
     text = "\n".join(e.text for e in client.transcript)
     assert "PRIVATE KEY" not in text and key.splitlines()[1].decode() not in text
     assert text.count("redacted") >= 2
+
+
+def test_rotation_interrupted_then_reprovisioned_is_superseded(env, module_pool):
+    """Killed after key_written, then the unit is provisioned again (a new pair, recorded in the
+    ledger): the pending rotation is superseded by the ledger's current pair, not blocking forever."""
+    (m,) = _pool(module_pool, env, 1)
+    fleet = env.rotate([m.at_url], progress=_arm(m, "drop_rx"))
+    assert fleet.exit_code == 3
+    mac = normalize_mac(m.mac)
+    (pending,) = env.ledger.pending_rotations(mac)
+    assert pending.state == "key_written"
+    env.provision(m)                                      # re-provisioned: the ledger's current pair
+    current = env.device_pair(m)
+    assert env.ledger.certificates_for(mac, "client.0")[-1].fingerprint == current[0]
+
+    dry = env.rotate([m.at_url], dry_run=True)
+    resumed, planned = dry.modules[0].slots
+    assert (resumed.unit_holds, resumed.outcome, planned.action) == ("ledger_pair", "PASS", "plan")
+    assert env.ledger.rotation(pending.id).state == "key_written"
+
+    fleet2 = env.rotate([m.at_url])
+    assert fleet2.exit_code == 0, fleet2.modules[0].line()
+    resumed, rotated = fleet2.modules[0].slots
+    assert (resumed.action, resumed.state, resumed.unit_holds) == ("resume", "rolled_back", "ledger_pair")
+    assert "superseded" in resumed.message
+    assert (rotated.action, rotated.state) == ("rotate", "done")
+    assert env.ledger.rotation(pending.id).state == "rolled_back" and not env.ledger.pending_rotations()
+    cert_fp, cert_spki, key_spki = env.device_pair(m)
+    assert cert_fp == rotated.new_cert_fp != current[0] and cert_spki == key_spki
+    assert env.rotate([m.at_url]).exit_code == 0          # and later rotations go on normally
+    env.scan()
+
+
+def _other_ledger_rotate(env, ledger, m, **kw):
+    return run_with_timeout(rotate_fleet, RUN_TIMEOUT, env.recipe, targets_from_ports([m.at_url]),
+                            ca=None if kw.get("dry_run") else env.ca, ledger=ledger, options=RotateOptions(**kw))
+
+
+@pytest.mark.parametrize("case", ["unknown_mac", "other_serial"])
+def test_rotating_against_another_ledger_is_refused(env, module_pool, tmp_path, case):
+    """A unit provisioned against ledger A, rotated against ledger B: never re-serialised."""
+    pool = _pool(module_pool, env, 2)
+    m = pool[1]                                           # ROT-000002 in ledger A
+    old = env.device_pair(m)
+    other = Ledger(tmp_path / "other.sqlite")
+    try:
+        if case == "other_serial":                        # B knows the MAC under another serial
+            other.reserve_identity("02:00:00:00:00:01", env.recipe)
+            other.reserve_identity("02:00:00:00:00:02", env.recipe)
+            other.reserve_identity(normalize_mac(m.mac), env.recipe)          # ROT-000003 in B
+        for dry_run in (True, False):
+            fleet = _other_ledger_rotate(env, other, m, dry_run=dry_run)
+            assert fleet.exit_code == 3
+            (res,) = fleet.modules
+            assert res.outcome == "ERROR" and "not touched" in res.error, res.line()
+            assert "CN=ROT-000002" in res.error
+            if case == "other_serial":
+                assert "serial ROT-000003" in res.error
+            else:
+                assert "does not know its MAC" in res.error
+        assert env.device_pair(m) == old                  # nothing written
+        assert other.rotations_for(normalize_mac(m.mac)) == []
+        known = other.unit(normalize_mac(m.mac))
+        assert (known is None) == (case == "unknown_mac")  # not registered in B either
+        # against its own ledger the same unit rotates
+        assert env.rotate([m.at_url]).exit_code == 0
+    finally:
+        other.close()
+
+
+def test_unknown_unit_with_a_foreign_certificate_is_registered(env, module_pool, tmp_path):
+    """A unit whose certificate is not the factory CA's (e.g. esp-at's test certificate) and that
+    the ledger does not know is registered and rotated, as before."""
+    (m,) = _pool(module_pool, env, 1)
+    create_ca(tmp_path / "other-ca", common_name="Someone Else CA", passphrase=PASS.encode())
+    other_env = Env.__new__(Env)
+    other_env.__dict__.update(env.__dict__)
+    other_env.ca = load_ca(tmp_path / "other-ca", PASS.encode())
+    other_env.ledger = Ledger(tmp_path / "scratch.sqlite")
+    try:
+        other_env.provision(m)                            # a certificate from another CA
+    finally:
+        other_env.ledger.close()
+    fresh = Ledger(tmp_path / "fresh.sqlite")
+    try:
+        fleet = _other_ledger_rotate(env, fresh, m)
+        assert fleet.exit_code == 0, fleet.modules[0].line()
+        assert fresh.unit(normalize_mac(m.mac)).serial == fleet.modules[0].serial == "ROT-000001"
+    finally:
+        fresh.close()

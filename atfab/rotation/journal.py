@@ -16,6 +16,9 @@ new cert + new key         the rotation finished on the unit: record it, mark ``
 old cert + old key         nothing (or everything) was undone: mark ``rolled_back``
 old cert + new key         the key landed, the certificate did not: write the journalled
                            certificate (public, from the journal), verify, ``done``
+the ledger's current pair  the unit was given another identity since (re-provisioned): the
+                           rotation is superseded, marked ``rolled_back``; the slot is then
+                           rotated like any other
 anything else              ERROR (exit 3): left pending, reported, never guessed
 =========================  ============================================================
 
@@ -64,8 +67,19 @@ class Rotation(Protocol):
     def detail(self) -> str | None: ...
 
 
+class CurrentCertificate(Protocol):
+    """The ledger's latest certificate of a unit's slot (``atfab.station.ledger_records.CertificateRecord``)."""
+
+    @property
+    def fingerprint(self) -> str: ...
+    @property
+    def key_fingerprint(self) -> str | None: ...
+
+
 class RotationJournal(Protocol):
     """Where rotations are journalled and certificates recorded (``atfab.station.ledger.Ledger``)."""
+
+    def certificates_for(self, mac: str | bytes, slot: str | None = None) -> Sequence[CurrentCertificate]: ...
 
     def update_rotation(self, rotation_id: int, state: str, *, detail: str | None = None) -> Rotation: ...
 
@@ -121,8 +135,9 @@ def record_done(ledger: RotationJournal, rot: Rotation, cert: x509.Certificate, 
     return ledger.update_rotation(rot.id, "done", detail=detail.dumps(note) if detail else None)
 
 
-def classify(rot: Rotation, state: PairState) -> str:
-    """``new_pair``, ``old_pair``, ``new_key_old_cert`` or ``unknown`` (see the module docstring)."""
+def classify(rot: Rotation, state: PairState, current: CurrentCertificate | None = None) -> str:
+    """``new_pair``, ``old_pair``, ``new_key_old_cert``, ``ledger_pair`` or ``unknown`` (see the
+    module docstring). ``current``: the ledger's latest certificate of the slot."""
     if state.cert_fp is None or state.key_fp is None or not state.key_read:
         return "unknown"
     new_key = rot.new_key_fp or rot.old_key_fp
@@ -133,7 +148,16 @@ def classify(rot: Rotation, state: PairState) -> str:
     if (state.cert_fp == rot.old_cert_fp and rot.new_key_fp and rot.new_key_fp != rot.old_key_fp
             and state.key_fp == rot.new_key_fp):
         return "new_key_old_cert"
+    if (current is not None and state.matched and state.cert_fp == current.fingerprint
+            and current.key_fingerprint in (None, state.key_fp)):
+        return "ledger_pair"
     return "unknown"
+
+
+def current_certificate(ledger: RotationJournal, mac: str, slot: str) -> CurrentCertificate | None:
+    """The certificate the ledger recorded last for ``mac``'s ``slot`` (None: none recorded)."""
+    records = ledger.certificates_for(mac, slot)
+    return records[-1] if records else None
 
 
 def _short(fp: str | None) -> str:
@@ -164,7 +188,7 @@ def resume(rot: Rotation, io: SlotIo, ledger: RotationJournal, *, dry_run: bool 
     state, _cert, key = io.read_pair(with_key=True)
     del key                                   # only its fingerprint is needed
     result.before = state
-    verdict = result.unit_holds = classify(rot, state)
+    verdict = result.unit_holds = classify(rot, state, current_certificate(ledger, rot.mac, rot.slot))
     seen = f"unit holds cert {_short(state.cert_fp)} / key {_short(state.key_fp)}"
     if verdict == "unknown":
         result.message = (f"rotation {rot.id} ({rot.state}): {seen}, which is neither the old pair "
@@ -176,7 +200,17 @@ def resume(rot: Rotation, io: SlotIo, ledger: RotationJournal, *, dry_run: bool 
         result.outcome = PASS
         result.message = {"new_pair": "would mark done (unit holds the new pair)",
                           "old_pair": "would mark rolled_back (unit holds the old pair)",
-                          "new_key_old_cert": "would write the journalled certificate and mark done"}[verdict]
+                          "new_key_old_cert": "would write the journalled certificate and mark done",
+                          "ledger_pair": "would mark rolled_back (superseded: the unit holds the ledger's "
+                                         "current pair)"}[verdict]
+        return result
+    if verdict == "ledger_pair":
+        why = ("superseded: the unit holds the ledger's current pair (cert "
+               f"{_short(state.cert_fp)}), recorded since rotation {rot.id} was journalled")
+        ledger.update_rotation(rot.id, "rolled_back", detail=detail.dumps(why) if detail else None)
+        result.state, result.outcome, result.after = "rolled_back", PASS, state
+        result.message = f"rotation {rot.id} {why}: marked rolled_back"
+        note("rolled_back")
         return result
     if verdict == "old_pair":
         ledger.update_rotation(rot.id, "rolled_back",
@@ -229,4 +263,4 @@ def pem_of(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-__all__ = ["Rotation", "RotationJournal", "JournalDetail", "certificate_facts", "record_done", "classify", "resume", "pem_of"]
+__all__ = ["Rotation", "RotationJournal", "CurrentCertificate", "current_certificate", "JournalDetail", "certificate_facts", "record_done", "classify", "resume", "pem_of"]

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from cryptography import x509
+
 from ..core.errors import DeviceError, InputError
 from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
@@ -91,6 +93,12 @@ class _Plan:
     restart: bool
     options: RotateOptions
     escrow: EscrowWriter | None = None                        # new-key mode with a [pki] escrow
+    factory_issuers: tuple[x509.Name, ...] = ()               # subjects of the factory CA chain
+
+
+class IdentityMismatch(DeviceError):
+    """The unit holds a factory certificate for another identity than the ledger has for its MAC
+    (typically: rotating against another line's ledger). The unit is not touched (ERROR)."""
 
 
 def _factory_chain(recipe: Recipe, ca: CertificateAuthority | None) -> list:
@@ -128,7 +136,8 @@ def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: Rota
         spec = specs[name]
         targets.append((places[name], tuple(spec.usage or (FAMILIES[spec.family][1],))))
     restart = recipe.rotate.restart if options.restart is None else options.restart
-    return _Plan(recipe, ca, mode, tuple(targets), places, restart, options)
+    issuers = tuple(c.subject for c in _factory_chain(recipe, ca))
+    return _Plan(recipe, ca, mode, tuple(targets), places, restart, options, factory_issuers=issuers)
 
 
 def _default_opener(port: str, baud: int | None) -> Any:
@@ -238,8 +247,7 @@ class _ModuleRun:
             self.serial = unit.serial
         elif t.serial is not None:
             raise DeviceError(f"unit {self.mac} is not in the ledger, the inventory expects serial {t.serial}")
-        elif self.ledger is not None and not self.opts.dry_run:
-            self.serial = self.ledger.reserve_identity(self.mac, self.plan.recipe).serial
+        # an unknown unit is registered once its certificate shows it is not another ledger's unit
         if t.serial is not None and self.serial != t.serial:
             raise DeviceError(f"unit {self.mac} is serial {self.serial} in the ledger, the inventory expects "
                               f"{t.serial}: not touched")
@@ -270,7 +278,7 @@ class _ModuleRun:
                                 dry_run=self.opts.dry_run, progress=lambda e, s=rot.slot: self._event(s, e))
                 self.res.slots.append(result)
                 if result.state == "done" or result.outcome != PASS or (
-                        self.opts.dry_run and result.unit_holds != "old_pair"):
+                        self.opts.dry_run and result.unit_holds not in ("old_pair", "ledger_pair")):
                     done.add(rot.slot)
                 if result.state == "done":
                     self._add_done(result)
@@ -331,6 +339,11 @@ class _ModuleRun:
         slot = r.slot
         state, old_file, old_key = io.read_pair(with_key=not self.opts.dry_run)
         r.before = state
+        try:
+            self._check_holder(leaf_certificate(old_file) if old_file else None)
+        except IdentityMismatch as exc:
+            r.message = str(exc)
+            raise
         if self.opts.dry_run:
             ok = state.cert_fp is not None
             r.outcome = PASS if ok else FAIL
@@ -397,6 +410,36 @@ class _ModuleRun:
             self._left_pending(r, rot.id, exc)
             raise
 
+    def _check_holder(self, cert: x509.Certificate | None) -> None:
+        """Refuse a unit whose factory certificate names another identity than the ledger's for its
+        MAC; register a unit the ledger does not know (unless its certificate is the factory's).
+
+        A certificate counts as the factory's when its issuer is in the recipe's CA chain. It
+        matches the ledger when the ledger recorded it for this MAC, or when its subject is the
+        recipe's ``[pki.identity]`` subject for the ledger's serial and this MAC.
+        """
+        recipe = self.plan.recipe
+        factory = cert is not None and cert.issuer in self.plan.factory_issuers
+        if cert is None or not factory:
+            if self.serial is None and self.ledger is not None and not self.opts.dry_run:
+                self.serial = self.res.serial = self.ledger.reserve_identity(self.mac, recipe).serial
+            return
+        holds = cert.subject.rfc4514_string()
+        if self.serial is None:
+            raise IdentityMismatch(
+                f"unit {self.mac} holds a factory certificate ({holds}) but this ledger does not know its MAC: "
+                f"it was provisioned against another ledger; not touched (give its ledger with --ledger)")
+        assert self.ledger is not None and recipe.pki is not None
+        if cert_sha256(cert) in {c.fingerprint for c in self.ledger.certificates_for(self.mac)}:
+            return
+        values = recipe.identity_values(serial=self.serial, mac=self.mac)
+        expected = recipe.pki.identity.subject_name(values)
+        if cert.subject != expected:
+            raise IdentityMismatch(
+                f"unit {self.mac} holds a certificate for {holds}, but this ledger has serial {self.serial} for "
+                f"that MAC ({expected.rfc4514_string()}) and never recorded the unit's certificate: not touched "
+                f"(rotating against another line's ledger?)")
+
     def _left_pending(self, r: SlotResult, rotation_id: int, exc: BaseException, what: str | None = None) -> None:
         r.message = (f"{what or exc} at {r.state}: rotation {rotation_id} left pending, resolved on the next "
                      f"contact")
@@ -438,5 +481,5 @@ def rotate_fleet(recipe: Recipe, targets: list[RotateTarget], *, ca: Certificate
                        escrow=str(plan.escrow.path) if plan.escrow is not None else None)
 
 
-__all__ = ["ROTATION_SCHEMA", "RotateOptions", "ModuleResult", "FleetResult", "plan_rotation", "rotate_fleet",
+__all__ = ["ROTATION_SCHEMA", "IdentityMismatch", "RotateOptions", "ModuleResult", "FleetResult", "plan_rotation", "rotate_fleet",
            "RotateTarget", "SlotResult"]
