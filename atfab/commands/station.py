@@ -321,13 +321,19 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
               help="Serve the live station page at this address while the run lasts, e.g. http://127.0.0.1:8080 "
                    "(port 0: any free port; the address is printed). Binds where the URL says: loopback unless "
                    "told otherwise.")
+@click.option("--publish", "publish", multiple=True, metavar="URL",
+              help="Publish every sealed report to this MES address (mqtt://host[:port]/topic, QoS 1, or "
+                   "http(s)://host/path, POST), spooled under <reports>/spool/<station>/ until delivered. "
+                   "Repeatable; replaces the recipe's [report] publish.")
+@click.option("--publish-wait", "publish_wait", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+              help="Seconds the run waits at its end for the spool to empty (the rest goes out on the next run).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (status goes to stderr).")
 @click.pass_context
 def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count: int | None, sim_baud: int | None,
         sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: Path | None,
         reports_dir: Path | None, junit: Path | None, csv_path: Path | None, workdir: Path | None,
         station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, ui_url: str | None,
-        as_json: bool) -> None:
+        publish: tuple[str, ...], publish_wait: float, as_json: bool) -> None:
     """Provision units with RECIPE on every --port in parallel (or on --sim N virtual modules).
 
     Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C or SIGTERM records
@@ -351,7 +357,8 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
         ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, passphrase_prompt("Passphrase for the factory CA key")))
     options: dict[str, Any] = dict(station_id=station_id, operator=operator, ledger=ledger_path,
                                    reports_dir=reports_dir, junit=junit, csv=csv_path, ca=ca, at_baud=at_baud, ui=ui_url,
-                                   flash_baud=resolve_baud(flash_baud, default=DEFAULT_FLASH_BAUD))
+                                   flash_baud=resolve_baud(flash_baud, default=DEFAULT_FLASH_BAUD),
+                                   publish=list(publish) if publish else None, publish_drain_s=publish_wait)
     if sim_count:
         labels = [f"sim{i}" for i in range(sim_count)]
         baud = uart_baud(recipe) if sim_baud is None else (sim_baud or None)

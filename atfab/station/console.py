@@ -205,6 +205,12 @@ def summary_lines(summary: Any) -> list[str]:
     lines.append(f"reports: {summary.reports_dir}")
     lines.append(f"ledger:  {summary.ledger}")
     lines += [f"batch:   {p}" for p in summary.outputs]
+    publish = getattr(summary, "publish", None)
+    for t in (publish or {}).get("targets", []):
+        lines.append(f"publish: {t['target']}: {t['delivered']} delivered, {t['pending']} pending in {t['spool']}"
+                     + (f", {t['rejected']} rejected" if t["rejected"] else "")
+                     + (f" (last error: {t['last_error']})" if t["last_error"] and t["pending"] else ""))
+    lines += [f"publish: {e}" for e in (publish or {}).get("errors", [])]
     return lines
 
 

@@ -25,6 +25,7 @@ from ..pki.issue import IdentityTemplate
 from ..pki.slots import parse_slots, UNIT
 from . import recipe_checks
 from .label_template import DPIS, LABEL_FIELDS, LABEL_FORMATS, template_fields
+from .mes.targets import parse_targets
 from .recipe_spec import version_tuple
 from .recipe_spec import (
     FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, EscrowSpec, FirmwareSource,
@@ -227,7 +228,7 @@ def _verify(r: _Reader, data: dict) -> VerifySpec:
 
 
 def _outputs(r: _Reader, data: dict, workdir: Path) -> tuple[ReportSpec, Path]:
-    t = r.table(data, "report", ("dir", "junit", "csv", "transcript"))
+    t = r.table(data, "report", ("dir", "junit", "csv", "transcript", "publish"))
     out_dir = r.path(workdir, r.get(t, "dir", "report.dir", str, "reports"))
     junit = r.get(t, "junit", "report.junit", (str, bool), True)
     csv_out = r.get(t, "csv", "report.csv", (str, bool), True)
@@ -237,8 +238,13 @@ def _outputs(r: _Reader, data: dict, workdir: Path) -> tuple[ReportSpec, Path]:
             return None
         return out_dir / default if value is True else r.path(workdir, value)
 
+    publish = r.str_list(t, "publish", "report.publish", ())
+    try:
+        parse_targets(publish, file=r.source)
+    except InputError as exc:
+        r.problems.append(exc)
     spec = ReportSpec(dir=out_dir, junit=where(junit, "junit.xml"), csv=where(csv_out, "summary.csv"),
-                      transcript=r.get(t, "transcript", "report.transcript", bool, True))
+                      transcript=r.get(t, "transcript", "report.transcript", bool, True), publish=publish)
     lt = r.table(data, "ledger", ("path",))
     ledger = r.path(workdir, r.get(lt, "path", "ledger.path", str, "ledger.sqlite"))
     return spec, ledger

@@ -125,6 +125,8 @@ class ReportSpec:
     junit: Path | None
     csv: Path | None
     transcript: bool = True
+    #: MES addresses every sealed report is published to (``mqtt://…/topic``, ``http(s)://…``).
+    publish: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

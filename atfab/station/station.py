@@ -52,6 +52,8 @@ from ..pki.slots import plan_slots
 from ..sim.server import ModulePool
 from .events import STATION, Event, EventBus
 from .label import LabelWriter
+from .mes.publisher import ReportPublisher, spool_root
+from .mes.targets import parse_targets
 from .live.server import live_page, parse_ui_url
 from .ledger import Ledger, utc_now
 from .recipe import Recipe, load_recipe
@@ -156,6 +158,7 @@ class StationSummary:
     ledger: str
     outputs: list[str] = field(default_factory=list)
     interrupted: bool = False
+    publish: dict[str, Any] | None = None        # the MES spool at the end (ReportPublisher.status)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -180,7 +183,7 @@ class StationSummary:
             "ended": self.ended, "seconds": round(self.seconds, 3), "units": len(self.finals),
             "attempts": len(self.results), "counts": self.counts, "units_per_minute": self.units_per_minute,
             "interrupted": self.interrupted, "reports_dir": self.reports_dir, "ledger": self.ledger,
-            "outputs": self.outputs,
+            "outputs": self.outputs, "publish": self.publish,
             "units_detail": [_result_dict(r) for r in self.finals],
             "attempts_detail": [_result_dict(r) for r in self.results],
         }
@@ -224,7 +227,10 @@ class Station:
     ``ledger``/``reports_dir``/``junit``/``csv`` override the recipe's (``False`` = no batch file);
     ``ca`` is the loaded factory CA (see :func:`load_recipe_ca`) when the recipe issues certificates;
     ``ui`` the address of the live station page (``http://127.0.0.1:8080``; None: no page) served
-    while :meth:`run` runs.
+    while :meth:`run` runs. ``publish``: MES addresses every sealed report goes to (None: the
+    recipe's ``[report] publish``), spooled under ``<reports>/spool/<station id>/``; at the end of
+    :meth:`run` the spool gets up to ``publish_drain_s`` seconds to empty (the rest goes out on
+    the next run).
     """
 
     def __init__(self, recipe: Recipe, ports: list[PortSpec], *, station_id: str | None = None,
@@ -232,7 +238,8 @@ class Station:
                  reports_dir: str | Path | None = None, junit: str | Path | bool | None = None,
                  csv: str | Path | bool | None = None, ca: Any = None, flash_baud: int = DEFAULT_FLASH_BAUD,
                  at_baud: int | None = None, flasher_options: dict[str, Any] | None = None,
-                 bus: EventBus | None = None, ui: str | None = None) -> None:
+                 bus: EventBus | None = None, ui: str | None = None, publish: list[str] | None = None,
+                 publish_drain_s: float = 5.0) -> None:
         if not ports:
             raise InputError("no ports: give --port FLASH[,AT] (or --sim N)", field="--port")
         labels = [p.label for p in ports]
@@ -256,6 +263,10 @@ class Station:
         self.flasher_options = dict(flasher_options or {})
         if ui is not None:
             parse_ui_url(ui)                # a bad address stops the run before any unit is touched
+        given = publish is not None
+        self.publish = parse_targets(tuple(publish) if given else recipe.report.publish,
+                                     file=None if given else recipe.path, field="--publish" if given else "report.publish")
+        self.publish_drain_s = publish_drain_s
         self.bus = bus or EventBus()
         self.ui = ui
         self.stop_token = StopToken()
@@ -324,7 +335,7 @@ class Station:
         lock = threading.Lock()
         interrupted = False
         escrow = self._escrow_writer(started)
-        with Ledger(self.ledger_path) as ledger, self._labels(), \
+        with Ledger(self.ledger_path) as ledger, self._labels(), self._publishing() as publisher, \
                 live_page(self, self.ui, station_id=self.station_id, recipe=self.recipe.name,
                           ports=[p.label for p in self.ports]):
             ctx = RunContext(recipe=self.recipe, ledger=ledger, bus=self.bus, stop=self.stop_token,
@@ -374,6 +385,8 @@ class Station:
             reports_dir=str(self.reports_dir), ledger=str(self.ledger_path),
             interrupted=interrupted or self.stop_token.aborted,
         )
+        if publisher is not None:
+            summary.publish = publisher.last_status
         summary.outputs = [str(p) for p in self._batch_outputs(results)]
         if escrow is not None:
             summary.outputs.append(str(escrow.path))
@@ -392,6 +405,21 @@ class Station:
             yield
         finally:
             self.bus.unsubscribe(writer)
+
+    @contextmanager
+    def _publishing(self) -> Iterator[ReportPublisher | None]:
+        """While the run lasts: every sealed report spooled for the MES targets, drained in the background."""
+        if not self.publish:
+            yield None
+            return
+        publisher = ReportPublisher(self.publish, spool_root(self.reports_dir, self.station_id),
+                                    station_id=self.station_id).start()
+        self.bus.subscribe(publisher)
+        try:
+            yield publisher
+        finally:
+            self.bus.unsubscribe(publisher)
+            publisher.stop(drain_s=self.publish_drain_s)
 
     def _escrow_writer(self, started: str) -> Any:
         """The key escrow file of this run (``[pki] escrow``), created with its header; else None."""
