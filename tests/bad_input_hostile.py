@@ -149,3 +149,62 @@ for _kind in ("fifo", "loop", "devzero", "dangling"):
     _recipe_case(f"recipe_module_{_kind}", _kind, "module.d", _module)
     _recipe_case(f"recipe_gatt_{_kind}", _kind, "gatts.csv", _gatt)
     _recipe_case(f"recipe_factory_image_{_kind}", _kind, "factory.bin", _firmware)
+
+
+# -- output paths that cannot be written (atfab.core.outputs): checked before any work --
+
+
+def _no_pki_recipe() -> str:
+    """The shipped recipe without [pki]: `atfab run` gets as far as its output checks with no CA."""
+    out, skip = [], False
+    for ln in RECIPE.read_text(encoding="utf-8").splitlines():
+        if ln.startswith("["):
+            skip = ln.startswith("[pki") or ln.startswith("[[pki")
+        if not skip:
+            out.append(ln)
+    return "\n".join(out).replace('"pki", ', "") + "\n"
+
+
+def out_targets(ws: Path) -> dict[str, Path]:
+    """Places no output can go, and the good inputs the commands need to get there."""
+    from tests.bad_input_generators import _mfg_nvs_image
+
+    folder = ws / "in"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "afile").write_text("a file, not a folder\n")
+    (folder / "adir").mkdir()
+    os.mkfifo(folder / "apipe")
+    (folder / "reports").mkdir()
+    (folder / "image.bin").write_bytes(_mfg_nvs_image())
+    (folder / "nopki.toml").write_text(_no_pki_recipe(), encoding="utf-8")
+    (folder / "gatts.csv").write_bytes((REPO / "partitions" / "gatts_data.csv").read_bytes())
+    return {"under_file": folder / "afile" / "sub" / "out", "proc": Path("/proc/self/atfab-out"),
+            "is_dir": folder / "adir", "is_file": folder / "afile", "fifo": folder / "apipe",
+            "image": folder / "image.bin", "nopki": folder / "nopki.toml", "reports": folder / "reports",
+            "gattcsv": folder / "gatts.csv", "ws": ws}
+
+
+_register("out_targets", out_targets)
+
+
+def _recipe_with(name: str, report: str) -> None:
+    """The no-PKI recipe with its [report] table replaced by ``report`` ({is_file} etc. filled in)."""
+    def make(ws: Path) -> dict[str, Path]:
+        values = out_targets(ws)
+        table = report
+        for key, value in values.items():
+            table = table.replace("{" + key + "}", str(value))
+        text = _no_pki_recipe().replace('[report]\ndir = "reports/esp32c2-4mb-default"', "[report]\n" + table)
+        if "[ledger]" in table:
+            text = text.replace('[ledger]\npath = "ledger.sqlite"\n', "")
+        path = ws / "in" / f"{name}.toml"
+        path.write_text(text, encoding="utf-8")
+        return {**values, "file": path}
+    _register(name, make)
+
+
+_recipe_with("recipe_report_dir_is_file", 'dir = "{is_file}"\n')
+_recipe_with("recipe_report_dir_under_file", 'dir = "{under_file}"\n')
+_recipe_with("recipe_report_junit_proc", 'junit = "/proc/self/junit.xml"\n')
+_recipe_with("recipe_report_csv_is_dir", 'csv = "{is_dir}"\n')
+_recipe_with("recipe_ledger_under_file", 'dir = "{reports}"\n\n[ledger]\npath = "{under_file}"\n')

@@ -217,7 +217,7 @@ def test_demo(tmp_path: Path) -> None:
 def test_console_plain_and_tty() -> None:
     events = [Event("p0", None, "unit", "start", time=1.0), Event("p0", "C2D-1", "flash", "start"),
               Event("p0", "C2D-1", "flash", "progress", progress=0.5), Event("p0", "C2D-1", "flash", "ok", detail="wrote"),
-              Event("p0", "C2D-1", "unit", "PASS", time=3.5)]
+              Event("p0", "C2D-1", "unit", "PASS", time=3.5), Event("p0", "C2D-1", "report", "PASS", time=3.6)]
     plain = io.StringIO()
     r = StatusRenderer(plain, ["p0", "p1"], tty=False)
     for e in events:
@@ -230,11 +230,24 @@ def test_console_plain_and_tty() -> None:
     for e in events[:3]:
         r(e)
     assert " 50%" in tty.getvalue() and "\x1b[2K" in tty.getvalue() and "━" in tty.getvalue()   # a progress bar
+    r(events[-2])
     r(events[-1])
     r.close()
     screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", tty.getvalue())
     assert "PASS 1  FAIL 0  ERROR 0  ABORTED 0" in screen and "PASS    2.5 s" in screen
     assert "\x1b[1;32mPASS" in tty.getvalue()                   # in colour
+
+
+def test_console_never_shows_pass_for_a_report_that_was_not_sealed() -> None:
+    """Issue 12: the outcome appears when the report is sealed; a sealing failure is an ERROR only."""
+    plain = io.StringIO()
+    r = StatusRenderer(plain, ["p0"], tty=False)
+    for e in (Event("p0", None, "unit", "start", time=1.0), Event("p0", "C2D-1", "unit", "PASS", time=2.0),
+              Event("p0", "C2D-1", "report", "ERROR", time=2.1, detail="report not written: disk full")):
+        r(e)
+    r.close()
+    text = plain.getvalue()
+    assert "PASS" not in text.replace("PASS 0", "") and "ERROR   1.0 s  report not written: disk full" in text
 
 
 def test_console_falls_back_to_plain_lines(monkeypatch) -> None:
@@ -248,6 +261,7 @@ def test_console_falls_back_to_plain_lines(monkeypatch) -> None:
     r = StatusRenderer(out, ["p0"])
     r(Event("p0", None, "unit", "start", time=1.0))
     r(Event("p0", "C2D-1", "unit", "FAIL", time=2.0, detail="failed: rf_power"))
+    r(Event("p0", "C2D-1", "report", "FAIL", time=2.1, detail="failed: rf_power"))
     r.close()
     assert not r.tty and out.getvalue() == "p0    C2D-1              FAIL    1.0 s  failed: rf_power\n"
     assert not StatusRenderer(io.StringIO(), ["p0"]).tty

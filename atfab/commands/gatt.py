@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..core.fsutil import atomic_write
+from ..core.outputs import check_output
 
 # The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
 # another command then does not load esptool and the image/PKI stack (docs/DESIGN.md, "Rules").
@@ -58,6 +59,7 @@ def gatt_compile(desc: Path, output: Path, max_rows: int | None) -> None:
     from ..image.gatt import GATTS_MAX_ROWS, dump_gatts_csv, validate_rows
     from ..image.gatt_desc import load_description
 
+    check_output(output, "GATT table", field="--output")
     rows = load_description(desc)
     validate_rows(rows, source=str(desc), max_rows=max_rows or GATTS_MAX_ROWS)
     atomic_write(output, dump_gatts_csv(rows))
@@ -73,6 +75,7 @@ def gatt_export(csv_file: Path, output: Path, max_rows: int | None) -> None:
     from ..image.gatt import GATTS_MAX_ROWS, load_gatts_csv, validate_rows
     from ..image.gatt_desc import decompile, dump_description
 
+    check_output(output, "GATT description", field="--output")
     rows = load_gatts_csv(csv_file)
     validate_rows(rows, source=str(csv_file), max_rows=max_rows or GATTS_MAX_ROWS)
     desc = decompile(rows, source=str(csv_file))

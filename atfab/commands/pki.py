@@ -10,6 +10,7 @@ import click
 
 from ..core.errors import InputError
 from ..core.inputs import PEM_LIMIT, read_bytes
+from ..core.outputs import check_output
 from ..core.fsutil import atomic_write
 
 # The heavy parts of the library are imported inside the commands that use them: `atfab --help`, a bad option or
@@ -166,6 +167,8 @@ def ca_issue_test(directory: Path, template_file, serial: str, mac, module, usag
     from ..pki.ca import load_ca
     from ..pki.issue import identity_values, issue_unit
 
+    if output:
+        check_output(output, "certificate", field="--output")
     template = _identity_template(template_file)
     authority = load_ca(directory, _passphrase(passphrase_env, new=False))
     identity = issue_unit(authority, template, identity_values(serial=serial, mac=mac, module=module), usages=usage)
@@ -242,6 +245,8 @@ def ca_escrow_decrypt(escrow_file: Path, key_file: Path, passphrase_env: str | N
         raise InputError("give -o FILE for the decrypted keys (or --stdout to print them)", field="--output")
     if to_stdout and (output is not None or as_json):
         raise InputError("--stdout prints the keys and nothing else: drop -o/--json", field="--stdout")
+    if output is not None:
+        check_output(output, "decrypted keys", field="--output")
 
     def passphrase() -> bytes:
         return _passphrase(passphrase_env or "", new=False, what="operator key")

@@ -40,6 +40,7 @@ def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chi
     URL. Runs until Ctrl-C.
     """
     from ..core.errors import InputError
+    from ..core.outputs import check_output
 
     flash_size = 4 * MB
     firmware = None
@@ -57,6 +58,8 @@ def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chi
         except ValueError:
             raise InputError("must look like 2.0", field="--chip-revision") from None
         revision = (major, minor)
+    if state_dir is not None:
+        check_output(state_dir, "state folder", kind="dir", field="--state")
     pool = ModulePool(count, chip=chip or "esp32c2", flash_size=flash_size, baud=baud, state_dir=state_dir,
                       seed=seed, firmware=firmware, chip_revision=revision)
     stop = threading.Event()

@@ -15,6 +15,7 @@ import click
 from ..core.errors import OUTCOMES, InputError
 from ..core.fsutil import atomic_write
 from ..station.ledger import Ledger
+from ..core.outputs import check_output
 from ..station.recipe import check_recipe, load_recipe
 from ..station.report import jsonable, list_reports, read_report
 from ..station.report_export import junit_xml, summary_csv
@@ -139,6 +140,8 @@ def report_show(path: Path, as_json: bool) -> None:
 def report_export(directory: Path, fmt: str, output: Path | None, outcome: str | None, serial: str | None,
                   mac: str | None, recipe_name: str | None) -> None:
     """Export the reports under DIRECTORY as JUnit XML or a CSV summary."""
+    if output is not None:
+        check_output(output, "export", field="--output")
     entries = list_reports(directory, outcome=outcome, serial=serial, mac=mac, recipe=recipe_name)
     text = junit_xml(entries) if fmt == "junit" else summary_csv(entries)
     if output is None:
@@ -165,6 +168,8 @@ def report_html(directory: Path, since: str | None, until: str | None, outcome: 
 
     if output is None and not as_json:
         raise InputError("give -o FILE.html (or --json)", field="--output")
+    if output is not None:
+        check_output(output, "yield report", field="--output")
     start, end = parse_when(since, "--since"), parse_when(until, "--until")
     entries = list_reports(directory, outcome=outcome, serial=serial, mac=mac, recipe=recipe_name)
     figures = yield_figures(entries, since=start, until=end)
@@ -257,6 +262,8 @@ def ledger_rotations(ctx: click.Context, mac: str | None, as_json: bool) -> None
 @click.pass_context
 def ledger_export(ctx: click.Context, output: Path | None) -> None:
     """Export all units as CSV (serial, MAC, recipe, outcome, attempts, certificate fingerprints)."""
+    if output is not None:
+        check_output(output, "export", field="--output")
     with _open(ctx) as led:
         text = led.export_units_csv()
     if output is None:

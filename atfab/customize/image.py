@@ -18,6 +18,7 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..core.inputs import IMAGE_LIMIT, read_bytes, resolved
+from ..core.outputs import check_output
 from ..core.firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
 from ..core.fsutil import atomic_write
 from .legacy import customize_legacy_block
@@ -101,6 +102,7 @@ def customize_file(image: str | Path, request: CustomizeRequest, *, output: str 
         raise InputError("output is the input image; use --in-place to overwrite it", file=str(dest), field="-o")
     if request.is_empty():
         raise InputError("nothing to change: give at least one option to customise", field="options")
+    check_output(dest, "image", field="-o")
     data = read_bytes(src, "image", limit=IMAGE_LIMIT, field="--image")
     new, result = customize_image(data, request, module=module, chip=chip, table_offset=table_offset,
                                   source=str(src))

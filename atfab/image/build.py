@@ -24,6 +24,7 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..core.inputs import IMAGE_LIMIT, TEXT_LIMIT, load_json, read_bytes, read_text
+from ..core.outputs import check_output
 from ..core.esptool_log import EsptoolSink, routed
 from ..core.fsutil import atomic_write, staged_dir
 from .build_config import BuildConfig, find_sdkconfig, read_sdkconfig
@@ -303,6 +304,7 @@ def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | 
     given); ``unread`` says what happens to content the firmware never reads ("error", "skip" as
     esp-at's build does, "write"). On any error ``out_dir`` is left as it was.
     """
+    check_output(out_dir, "output folder", kind="dir", field="-o")
     if firmware is not None and synthetic_firmware is not None:
         raise InputError("give either a firmware folder or a synthetic firmware version", field="firmware")
     profile = module if isinstance(module, ModuleProfile) else load_profile(module, search)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import os
 import threading
 from pathlib import Path
 
@@ -31,14 +32,19 @@ class NorFlash:
         if self.path is None:
             self._mem: bytearray | mmap.mmap = bytearray(b"\xff") * size
         else:
+            # the flash holds the unit's private key once provisioned: the file is 0600, always
             fresh = not self.path.exists()
             if fresh:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with open(self.path, "wb") as f:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "wb") as f:
                     f.write(b"\xff" * size)
+            elif not self.path.is_file():
+                raise FlashError(f"{self.path}: not a regular file")
             elif self.path.stat().st_size != size:
                 raise FlashError(f"{self.path}: holds {self.path.stat().st_size} bytes, expected {size}")
             self._file = open(self.path, "r+b")
+            os.fchmod(self._file.fileno(), 0o600)     # a state file from before this rule
             self._mem = mmap.mmap(self._file.fileno(), size)
 
     def _check(self, addr: int, length: int) -> None:

@@ -89,19 +89,16 @@ class StatusRenderer:
             if ev.status == "start":
                 line.step, line.progress, line.started = "start", None, ev.time
                 return None
-            line.last, line.step, line.progress = ev.status, "done", None
-            self._counts[ev.status] = self._counts.get(ev.status, 0) + 1
+            # the outcome is shown (and counted) only once the report is sealed (step "report"
+            # below): a unit whose report could not be written is an ERROR, never a PASS first
+            line.step, line.progress = "report", None
             line.took = ev.time - line.started if line.started else None
-            took = f"{line.took:.1f} s" if line.started else ""
-            return f"{who}  {ev.status:<7} {took}" + (f"  {ev.detail}" if ev.detail else "")
-        if ev.step == "report":             # the final outcome: differs only when the report could not be sealed
-            if ev.status == line.last:
-                return None
-            if line.last in self._counts:
-                self._counts[line.last] -= 1
+            return None
+        if ev.step == "report":             # the final outcome
             self._counts[ev.status] = self._counts.get(ev.status, 0) + 1
-            line.last = ev.status
-            return f"{who}  {ev.status:<7}" + (f"  {ev.detail}" if ev.detail else "")
+            line.last, line.step = ev.status, "done"
+            took = f"{line.took:.1f} s" if line.took is not None else ""
+            return f"{who}  {ev.status:<7} {took}" + (f"  {ev.detail}" if ev.detail else "")
         if ev.step == "pause":
             line.paused = ev.status == "start"
             return f"{who}  {ev.detail or ('paused' if line.paused else 'resumed')}"

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..core.errors import OUTCOMES, InputError
 from ..core import inputs
+from ..core.outputs import check_output
 from ..core.tomlfile import unknown_fields
 from ..pki.issue import IdentityTemplate
 from ..pki.slots import parse_slots, UNIT
@@ -247,6 +248,17 @@ def _outputs(r: _Reader, data: dict, workdir: Path) -> tuple[ReportSpec, Path]:
                       transcript=r.get(t, "transcript", "report.transcript", bool, True), publish=publish)
     lt = r.table(data, "ledger", ("path",))
     ledger = r.path(workdir, r.get(lt, "path", "ledger.path", str, "ledger.sqlite"))
+    # a run must be able to write every output; `atfab check` says so before a unit is touched
+    for field, path, what, kind in (("report.dir", spec.dir, "reports folder", "dir"),
+                                    ("report.junit", spec.junit, "JUnit file", "file"),
+                                    ("report.csv", spec.csv, "CSV summary", "file"),
+                                    ("ledger.path", ledger, "ledger", "file")):
+        if path is not None:
+            try:
+                check_output(path, what, kind=kind)
+            except InputError as exc:
+                r.bad(field, f"{exc.message}: {path}")
+                break                       # the files inside a bad reports folder say the same again
     return spec, ledger
 
 

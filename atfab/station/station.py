@@ -38,6 +38,7 @@ from typing import Any
 
 from ..core.errors import OUTCOMES, DeviceError, InputError, exit_code_for_outcomes
 from ..core.inputs import IMAGE_LIMIT, read_bytes
+from ..core.outputs import check_output
 from ..core.shipped import shipped_dir
 from ..image.appimage import read_app_info
 from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware, nonos_download_map
@@ -257,6 +258,14 @@ class Station:
         self.reports_dir = Path(reports_dir) if reports_dir is not None else recipe.report.dir
         self.junit = _output(junit, recipe.report.junit, recipe.report.dir, self.reports_dir, "junit.xml")
         self.csv = _output(csv, recipe.report.csv, recipe.report.dir, self.reports_dir, "summary.csv")
+        # every output is checked before any unit is touched: a report that cannot be written at
+        # the end of a unit would cost the unit a certificate and a serial for nothing
+        check_output(self.ledger_path, "ledger", field="--ledger")
+        check_output(self.reports_dir, "reports folder", kind="dir", field="--reports")
+        if self.junit is not None:
+            check_output(self.junit, "JUnit file", field="--junit")
+        if self.csv is not None:
+            check_output(self.csv, "CSV summary", field="--csv")
         self.ca = ca
         self.flash_baud = flash_baud
         self.at_baud = at_baud or uart_baud(recipe)
