@@ -30,6 +30,7 @@ from atfab.cli import main
 
 from tests.bad_input_generators import CORPUS, GENERATORS, REPO, _legacy, _write
 import tests.bad_input_hostile  # noqa: F401  (registers the hostile generators)
+import tests.bad_input_checks  # noqa: F401  (and the recipes only a run would meet)
 
 MANIFEST = tomllib.loads((CORPUS / "cases.toml").read_text(encoding="utf-8"))
 SENTINEL = "sentinel: this output existed before the failing command\n"

@@ -6,6 +6,8 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from click.testing import CliRunner
 
 from atfab.cli import main
@@ -256,7 +258,19 @@ def test_ca_folder_checks(tmp_path: Path) -> None:
     (p,) = check_recipe(path, workdir=tmp_path)
     assert p.field == "pki.ca" and "ca.key" in str(p)
     (tmp_path / "ca" / "ca.key").write_text("(stands for the encrypted CA key)")
-    assert check_recipe(path, workdir=tmp_path) == []
+    (p,) = check_recipe(path, workdir=tmp_path)            # a run could not load it (issue 12)
+    assert p.field == "pki.ca" and "not a PEM private key" in str(p) and p.file.endswith("ca.key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    (tmp_path / "ca" / "ca.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    problems = [str(x) for x in check_recipe(path, workdir=tmp_path)]
+    assert any("not encrypted" in x for x in problems) and any("does not match" in x for x in problems)
+    (tmp_path / "ca" / "ca.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"test-ca-passphrase")))
+    assert check_recipe(path, workdir=tmp_path) == []        # encrypted; no passphrase: cannot compare
+    (p,) = check_recipe(path, workdir=tmp_path, passphrase=b"test-ca-passphrase")
+    assert "does not match" in str(p) and p.file.endswith("ca.key")   # not this certificate's key
     before = load_recipe(path, workdir=tmp_path).hash
     (tmp_path / "ca" / "ca.crt").write_bytes(_ca_cert(tmp_path))
     assert load_recipe(path, workdir=tmp_path).hash != before  # the hash covers the CA certificate

@@ -35,14 +35,22 @@ def _echo_json(data: Any) -> None:
 @click.argument("recipes", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder that output paths (reports, ledger) are relative to [default: current folder].")
+@click.option("--passphrase-env", default="ATFAB_CA_PASSPHRASE", show_default=True,
+              help="Variable holding the factory CA key passphrase: when set, check also proves the key "
+                   "decrypts and matches ca.crt (never prompted).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.pass_context
-def check(ctx: click.Context, recipes: tuple[Path, ...], workdir: Path | None, as_json: bool) -> None:
+def check(ctx: click.Context, recipes: tuple[Path, ...], workdir: Path | None, passphrase_env: str,
+          as_json: bool) -> None:
     """Validate recipes: one line per problem (FILE: FIELD: what is wrong); exit 2 if any."""
+    import os
+
     results = []
     failed = False
+    secret = os.environ.get(passphrase_env) if passphrase_env else None
+    passphrase = secret.encode("utf-8") if secret else None
     for path in recipes:
-        problems = check_recipe(path, workdir=workdir)
+        problems = check_recipe(path, workdir=workdir, passphrase=passphrase)
         entry: dict[str, Any] = {"recipe": str(path), "ok": not problems, "problems": [str(p) for p in problems]}
         if not problems:
             recipe = load_recipe(path, workdir=workdir)

@@ -283,6 +283,8 @@ def _check_structure(parsed: list[_CheckedRow], ck: _Checker) -> None:
             if len(r.value) not in (2, 4, 16):
                 raise ck.fail(r.row, pos, "value", "service declaration value must be the service UUID "
                                                    "(2, 4 or 16 bytes of hex)")
+            if not any(r.value):
+                raise ck.fail(r.row, pos, "value", "service UUID 0x0000 is not a UUID (Bluetooth reserves it)")
             pos += 1
         elif r.bits == 16 and r.uuid == INCLUDE:
             raise ck.fail(r.row, pos, "uuid", "include declarations (0x2802) are not supported by ESP-AT tables")
@@ -297,6 +299,9 @@ def _check_structure(parsed: list[_CheckedRow], ck: _Checker) -> None:
                 raise ck.fail(v.row, pos + 1, "uuid", f"characteristic declaration cfg{pos} must be followed by its "
                                                       f"value row, not {v.row.uuid}")
             prop = r.value[0]
+            if prop == 0:
+                raise ck.fail(r.row, pos, "value", "characteristic properties 0x00: a characteristic nobody can "
+                                                   "read, write, notify or indicate (give at least one property)")
             _check_prop_perm(ck, v.row, pos + 1, prop, v.perm)
             char, has_cccd = (v, prop), False
             pos += 2

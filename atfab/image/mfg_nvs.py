@@ -125,6 +125,10 @@ def _quote(text: str) -> str:
     return '"' + text.replace('"', '""') + '"'
 
 
+#: Namespaces one NVS partition can hold: the index is one byte, 0 and 0xFF are reserved.
+NVS_MAX_NAMESPACES = 254
+
+
 class _Plan:
     """Validated rows per namespace: (key, nvs type, generator encoding, value, csv columns 2..4)."""
 
@@ -137,6 +141,9 @@ class _Plan:
         block = self.blocks.get(ns)
         if block is None:
             nf.encode_name(ns, what="namespace", file=self.source)
+            if len(self.blocks) >= NVS_MAX_NAMESPACES:
+                raise InputError(f"too many namespaces: NVS numbers them in one byte, at most {NVS_MAX_NAMESPACES} "
+                                 "per partition", file=self.source, field=ns)
             block = self.blocks[ns] = []
             self._seen[ns] = set()
         return block

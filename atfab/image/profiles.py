@@ -22,7 +22,7 @@ from ..core.tomlfile import check_fields, read_toml
 from . import factory_param, legacy_layout
 from .build_config import BuildConfig, from_table
 from .partition_table import (
-    APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
+    APP, AT_CUSTOMIZE_TYPE, DATA, FLAGS, NVS_SUBTYPE, SECTOR, Partition, PartitionTable, load_csv, validate,
 )
 
 PROFILE_FILE = "profile.toml"
@@ -34,6 +34,8 @@ _KNOWN_KEYS = {
     "build", "firmware_release", "firmware_releases", "layout", "nonos",
 }
 _OTA_DATA_SUBTYPE = 0x00
+#: ESP-IDF's otadata partition: two 0x1000 sectors.
+_OTA_DATA_SIZE = 0x2000
 _NVS_MIN_SIZE = 0x3000
 
 
@@ -283,6 +285,15 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     first_app = next((p for p in apps if p.subtype == 0x10), None) or next(
         (p for p in apps if p.subtype == 0x00), apps[0])
     otadata = next(iter(primary.find_type(DATA, _OTA_DATA_SUBTYPE)), None)
+    if otadata is not None and otadata.size != _OTA_DATA_SIZE:
+        raise InputError(f"otadata is 0x{otadata.size:x} bytes: ESP-IDF's bootloader reads two 0x1000 sectors "
+                         f"(0x{_OTA_DATA_SIZE:x})", file=str(primary_csv), line=otadata.line, field="otadata")
+    if not any(p.name == "nvs" and (p.type, p.subtype) == (DATA, NVS_SUBTYPE) for p in primary.entries):
+        raise InputError("no nvs partition (data, nvs, named nvs): ESP-IDF's nvs_flash_init and the AT "
+                         "firmware's settings need it", file=str(primary_csv), field="nvs")
+    if mfg is not None and mfg.flags & FLAGS["encrypted"]:
+        raise InputError("mfg_nvs must not be flagged encrypted: the AT firmware reads it as plain NVS "
+                         "(esp-at's tables never encrypt it)", file=str(custom_csv), line=mfg.line, field="flags")
 
     module_name = _str(data, "module_name", src, "")
     factory = data.get("factory_param", {})

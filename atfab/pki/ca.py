@@ -215,6 +215,51 @@ def _require_ca_cert(cert: x509.Certificate, file: Path) -> None:
                          field="basicConstraints")
 
 
+def ca_problems(cert: x509.Certificate, key_path: Path, *, passphrase: bytes | None = None,
+                cert_path: Path | None = None, field: str = "pki.ca") -> list[InputError]:
+    """What a station would meet with this CA, without issuing anything: the certificate must be a
+    CA (basicConstraints CA:TRUE; a keyUsage, when present, must allow keyCertSign), its key file
+    must be encrypted and, when ``passphrase`` is known, decrypt to the certificate's key."""
+    out: list[InputError] = []
+    cfile = str(cert_path) if cert_path is not None else None
+    try:
+        _require_ca_cert(cert, cert_path or key_path)
+    except InputError as exc:
+        out.append(InputError(exc.message, file=cfile, field=field))
+    try:
+        usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        usage = None
+    if usage is not None and not usage.key_cert_sign:
+        out.append(InputError("certificate may not sign certificates (keyUsage without keyCertSign)", file=cfile,
+                              field=field))
+    try:
+        data = read_bytes(key_path, "CA key", limit=PEM_LIMIT, field=field)
+    except InputError as exc:
+        return out + [exc]
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except TypeError:                           # encrypted: good
+        key = None
+        if passphrase is not None:
+            try:
+                key = serialization.load_pem_private_key(data, password=passphrase)
+            except (ValueError, TypeError):
+                out.append(InputError("cannot decrypt the CA key: wrong passphrase or damaged key", file=str(key_path),
+                                      field=field))
+    except ValueError:
+        return out + [InputError("not a PEM private key", file=str(key_path), field=field)]
+    else:
+        out.append(InputError("CA key is not encrypted: re-import it with `atfab ca import` (a passphrase "
+                              "encrypts it)", file=str(key_path), field=field))
+    if key is not None:
+        try:
+            check_pair(cert, key, file=str(key_path), field=field)
+        except InputError as exc:
+            out.append(exc)
+    return out
+
+
 def load_ca(directory: str | Path, passphrase: bytes) -> CertificateAuthority:
     """Load the CA in ``directory``; wrong passphrase or a key that does not match is an InputError."""
     directory = Path(directory)
@@ -278,4 +323,4 @@ def show_ca(directory: str | Path) -> dict:
 
 
 __all__ = ["CA_CERT", "CA_KEY", "CA_CHAIN", "MIN_PASSPHRASE", "CertificateAuthority", "certificate_info",
-           "read_passphrase", "create_ca", "create_intermediate", "load_ca", "import_ca", "show_ca", "utcnow"]
+           "read_passphrase", "ca_problems", "create_ca", "create_intermediate", "load_ca", "import_ca", "show_ca", "utcnow"]

@@ -41,6 +41,10 @@ NAME_ATTRIBUTES = {
     "serialNumber": NameOID.SERIAL_NUMBER, "emailAddress": NameOID.EMAIL_ADDRESS, "DC": NameOID.DOMAIN_COMPONENT,
     "UID": NameOID.USER_ID,
 }
+#: Longest value of each subject attribute (RFC 5280 upper bounds, ub-*): a longer one is refused
+#: by TLS stacks and by cryptography itself.
+NAME_MAX = {"CN": 64, "O": 64, "OU": 64, "C": 2, "ST": 128, "L": 128, "serialNumber": 64, "emailAddress": 255,
+            "DC": 63, "UID": 256}
 #: Extended key usages by name (per slot: client_* → clientAuth, server_* → serverAuth).
 USAGES = {"clientAuth": ExtendedKeyUsageOID.CLIENT_AUTH, "serverAuth": ExtendedKeyUsageOID.SERVER_AUTH}
 _SAN_KINDS = ("san_dns", "san_uri", "san_email", "san_ip")
@@ -134,7 +138,14 @@ class IdentityTemplate:
                 raise InputError("renders to an empty string", file=self.source, field=f"{self.field}.subject.{name}")
             if name == "C" and len(text) != 2:
                 raise InputError(f"country {text!r} must be 2 letters", file=self.source, field=f"{self.field}.subject.C")
-            attrs.append(x509.NameAttribute(NAME_ATTRIBUTES[name], text))
+            limit = NAME_MAX.get(name, 64)
+            if len(text) > limit:
+                raise InputError(f"renders to {len(text)} characters ({text[:24]!r}...), at most {limit} fit "
+                                 f"a certificate's {name}", file=self.source, field=f"{self.field}.subject.{name}")
+            try:
+                attrs.append(x509.NameAttribute(NAME_ATTRIBUTES[name], text))
+            except ValueError as exc:
+                raise InputError(f"{text!r}: {exc}", file=self.source, field=f"{self.field}.subject.{name}") from None
         return x509.Name(attrs)
 
     def san(self, values: Mapping[str, str]) -> x509.SubjectAlternativeName | None:

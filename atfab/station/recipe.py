@@ -20,6 +20,7 @@ from typing import Any
 
 from ..core.errors import OUTCOMES, InputError
 from ..core import inputs
+from ..core.firmware.catalog import releases as firmware_releases
 from ..core.outputs import check_output
 from ..core.tomlfile import unknown_fields
 from ..pki.issue import IdentityTemplate
@@ -141,6 +142,10 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
         version = version_tuple(value)
         if version is None:
             r.bad("firmware.synthetic", f"{value!r} is not an esp-at version like v4.1.0.0")
+            return None
+        known = [v for v in firmware_releases() if version_tuple(v) is not None]
+        if value not in known:
+            r.bad("firmware.synthetic", f"{value} is not an esp-at release atfab knows (known: {', '.join(known)})")
             return None
         # an older release is only for a module whose profile says so (a NONOS AT module:
         # recipe_checks.firmware_release, once the module is known)
@@ -336,7 +341,8 @@ def recipe_hash(path: Path, extra: list[Path]) -> str:
     return "sha256:" + h.hexdigest()
 
 
-def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[InputError]]:
+def _parse(path: str | Path, workdir: Path | None, passphrase: bytes | None = None,
+           integrity: bool = False) -> tuple[Recipe | None, list[InputError]]:
     source = str(path)
     r = _Reader(source)
     p = Path(path)
@@ -368,7 +374,7 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     rotate = _rotate(r, data, pki)
     label = _label(r, data)
     description = r.get(data, "description", "description", str, "")
-    ctx = recipe_checks.Context(source=source, base=base, problems=r.problems)
+    ctx = recipe_checks.Context(source=source, base=base, problems=r.problems, passphrase=passphrase)
     profile = recipe_checks.module_profile(ctx, module, base) if module else None
     if firmware is not None and not recipe_checks.firmware_release(ctx, profile, firmware):
         firmware = None
@@ -385,10 +391,14 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
         verify = recipe_checks.verify_checks(ctx, profile, verify, pki, gatt, firmware)
         if firmware is not None:
             recipe_checks.firmware_files(ctx, profile, firmware)
-        plan = (recipe_checks.pki_material(ctx, profile, pki, recipe=name, allow_unread=allow_unread)
+        plan = (recipe_checks.pki_material(ctx, profile, pki, recipe=name, allow_unread=allow_unread, serial=serial,
+                                           module_name=str(factory["module_name"]) if factory and
+                                           "module_name" in factory else None)
                 if pki is not None else None)
         if factory is not None:
             recipe_checks.mfg_nvs_fits(ctx, profile, factory, pki, plan, gatt)
+    if integrity:
+        recipe_checks.ledger_integrity(ctx, ledger)
     if r.problems or profile is None or firmware is None or factory is None:
         return None, r.problems
     extra = [gatt.file] if gatt is not None else []
@@ -408,9 +418,11 @@ def _parse(path: str | Path, workdir: Path | None) -> tuple[Recipe | None, list[
     return recipe, []
 
 
-def check_recipe(path: str | Path, *, workdir: str | Path | None = None) -> list[InputError]:
-    """Every problem of a recipe (empty when it is ready to run)."""
-    return _parse(path, Path(workdir) if workdir is not None else None)[1]
+def check_recipe(path: str | Path, *, workdir: str | Path | None = None,
+                 passphrase: bytes | None = None) -> list[InputError]:
+    """Every problem of a recipe (empty when it is ready to run); with the CA key ``passphrase``
+    it also proves the CA key decrypts and matches the CA certificate."""
+    return _parse(path, Path(workdir) if workdir is not None else None, passphrase, integrity=True)[1]
 
 
 def load_recipe(path: str | Path, *, workdir: str | Path | None = None) -> Recipe:

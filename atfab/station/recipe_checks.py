@@ -6,7 +6,9 @@ Each function appends :class:`InputError` lines to ``ctx.problems`` and carries 
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import sqlite3
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from ..core.errors import InputError
+from ..core.outputs import check_output
 from ..core.inputs import IMAGE_LIMIT, PEM_LIMIT, not_a_regular_file, read_bytes, resolved
 from ..image import appimage, factory_param as fp, partition_table as pt
 from ..image.build import load_firmware
@@ -24,11 +27,13 @@ from ..image.build_config import find_sdkconfig, read_sdkconfig
 from ..image.gatt import cfg_strings
 from ..image.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs
 from ..image.profiles import BUILTIN_DIR, ModuleProfile, load_profile
+from ..pki.ca import ca_problems
 from ..pki.checks import check_cert_file, parse_pem_certs
 from ..pki.escrow import load_recipient
 from ..pki.issue import identity_values, render
 from ..verify.nonos import NONOS_CHECKS
 from ..pki.slots import KINDS, SlotPlan, namespace_for, plan_slots
+from .serials import SerialScheme
 from .recipe_spec import EscrowSpec, FirmwareSource, GattSpec, PkiSpec, VerifySpec, version_tuple
 from ..verify.checks import CHECKS, WIFI_CHECKS
 
@@ -46,6 +51,9 @@ class Context:
     source: str
     base: Path
     problems: list[InputError]
+    #: The CA key passphrase when the caller knows it (``atfab check`` with $ATFAB_CA_PASSPHRASE):
+    #: then the check proves the key decrypts and matches ca.crt.
+    passphrase: bytes | None = None
 
     def bad(self, field: str | None, message: str, *, file: str | Path | None = None) -> None:
         self.problems.append(InputError(message, file=str(file) if file is not None else self.source, field=field))
@@ -112,6 +120,11 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
     chip = profile.chip if profile is not None else None
     bad_keys: set[str] = set()
     for key, value in overrides.items():
+        declared = fp.KEY_TYPES.get(key)
+        if declared is not None and declared != "string" and (isinstance(value, bool) or not isinstance(value, int)):
+            bad_keys.add(key)    # TOML has integers: "78" (a string) is a mistake, not a number
+            ctx.bad(f"factory_param.{key}", f"must be a TOML integer ({declared}), not {type(value).__name__} {value!r}")
+            continue
         try:
             fp.validate_value(key, value, chip=chip, file=ctx.source)
         except InputError as exc:
@@ -314,14 +327,31 @@ def _factory_ca(ctx: Context, pki: "PkiSpec") -> list[Any] | None:
     except InputError as exc:
         ctx.add(exc, "pki.ca")
         return None
-    if not (ca / "ca.key").is_file() and not pki.demo_ca and pki.needs_identity:
-        ctx.bad("pki.ca", f"{ca / 'ca.key'} is missing: the station cannot issue certificates")
+    key_path = ca / "ca.key"
+    if not key_path.exists() and not key_path.is_symlink():
+        if not pki.demo_ca and pki.needs_identity:
+            ctx.bad("pki.ca", f"{key_path} is missing: the station cannot issue certificates")
+            return None
+        return certs
+    problems = ca_problems(certs[0], key_path, passphrase=ctx.passphrase, cert_path=ca / "ca.crt")
+    if problems:
+        ctx.problems.extend(problems)
         return None
     return certs
 
 
+def longest_serial(serial: "SerialScheme | None") -> str:
+    """The longest serial ``serial`` can hand out (what a subject template must still hold)."""
+    if serial is None:
+        return "SN-000001"
+    if serial.scheme == "mac":
+        return serial.prefix + "F" * 12
+    return serial.prefix + "9" * max(serial.width, len(str(serial.start)))
+
+
 def pki_material(ctx: Context, profile: ModuleProfile, pki: PkiSpec, *, recipe: str = "recipe",
-                 allow_unread: bool = False) -> SlotPlan | None:
+                 allow_unread: bool = False, serial: "SerialScheme | None" = None,
+                 module_name: str | None = None) -> SlotPlan | None:
     """The CA folder, the identity template and the slots' files; returns the slot plan (or None)."""
 
     for slot in pki.slots:
@@ -335,8 +365,9 @@ def pki_material(ctx: Context, profile: ModuleProfile, pki: PkiSpec, *, recipe: 
             ctx.bad(f"{slot.field}.set", f"the firmware never reads {', '.join(unread)}: "
                                          f"{profile.build.why_unread(unread[0])}; {ALLOW_UNREAD}")
     if pki.needs_identity:
-        values = identity_values(serial="SN-000001", mac="24:0a:c4:00:00:01",
-                                 module=str(profile.factory_param.get("module_name", "")), recipe=recipe)
+        # rendered as the longest unit will be: the longest serial the scheme makes, the real module name
+        module = module_name if module_name is not None else str(profile.factory_param.get("module_name", ""))
+        values = identity_values(serial=longest_serial(serial), mac="24:0a:c4:ff:ff:ff", module=module, recipe=recipe)
         try:
             pki.identity.subject_name(values)
             pki.identity.san(values)
@@ -388,7 +419,27 @@ def escrow_spec(r: Any, raw: Any, base: Path, workdir: Path, pki: "PkiSpec", rec
         return None
     if rendered is None:
         return None
-    return EscrowSpec(recipient=path, file=str(r.path(workdir, rendered)))
+    out = r.path(workdir, rendered)
+    try:
+        check_output(out, "escrow file")
+    except InputError as exc:
+        r.bad("pki.escrow.file", f"{exc.message}: {out}")
+        return None
+    return EscrowSpec(recipient=path, file=str(out))
+
+
+def ledger_integrity(ctx: Context, path: Path) -> None:
+    """An existing SQLite ledger must pass ``PRAGMA integrity_check`` (opened read-only, never changed)."""
+    if not path.is_file():
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)) as db:
+            rows = [str(r[0]) for r in db.execute("PRAGMA integrity_check(5)").fetchall()]
+    except sqlite3.Error as exc:
+        ctx.bad("ledger.path", f"ledger {path} cannot be read: {exc}")
+        return
+    if rows != ["ok"]:
+        ctx.bad("ledger.path", f"ledger {path} fails PRAGMA integrity_check: {'; '.join(rows)[:200]}")
 
 
 def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
@@ -423,4 +474,4 @@ def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int 
 
 __all__ = ["Context", "module_profile", "build_config", "factory_params", "gatt_table", "verify_checks", "default_checks",
            "firmware_files", "pki_material", "mfg_nvs_fits",
-           "escrow_spec", "ESCROW_FIELDS"]
+           "escrow_spec", "ESCROW_FIELDS", "ledger_integrity", "longest_serial"]
