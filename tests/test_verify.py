@@ -125,7 +125,7 @@ def test_a_read_that_disagrees_with_its_re_read_is_link_noise_not_a_fail(virtual
 def test_ble_build_checks_gatt_discovery(tmp_path):
     profile = load_profile("esp32c2-2mb-ble")
     out = tmp_path / "ble"
-    build(profile, out, synthetic_firmware="v3.3.0.0")
+    build(profile, out, synthetic_firmware="v4.1.0.0")
     module = VirtualModule(flash_size=2 * MB, firmware=profile.firmware).start()
     try:
         mac = provision(module, out)

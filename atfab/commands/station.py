@@ -17,6 +17,7 @@ from ..core.fsutil import atomic_write
 from ..station.ledger import Ledger
 from ..core.outputs import check_output
 from ..station.recipe import check_recipe, load_recipe
+from ..station.recipe_warnings import recipe_warnings
 from ..station.report import jsonable, list_reports, read_report
 from ..station.report_export import junit_xml, summary_csv
 
@@ -54,13 +55,16 @@ def check(ctx: click.Context, recipes: tuple[Path, ...], workdir: Path | None, p
         entry: dict[str, Any] = {"recipe": str(path), "ok": not problems, "problems": [str(p) for p in problems]}
         if not problems:
             recipe = load_recipe(path, workdir=workdir)
-            entry.update(name=recipe.name, module=recipe.module, hash=recipe.hash, checks=list(recipe.verify.checks))
+            entry.update(name=recipe.name, module=recipe.module, hash=recipe.hash, checks=list(recipe.verify.checks),
+                         warnings=recipe_warnings(recipe))
         failed = failed or bool(problems)
         results.append(entry)
         if as_json:
             continue
         for line in entry["problems"]:
             click.echo(line)
+        for line in entry.get("warnings", ()):
+            click.echo(line, err=True)
         if not problems:
             click.echo(f"{path}: ok ({entry['name']}, module {entry['module']}, {entry['hash'][:19]})")
     if as_json:

@@ -68,6 +68,7 @@ from ..link.at.errors import AtBusy, AtError, AtResponseError, AtTimeout, Module
 from ..link.at.mac import read_module_mac
 from ..link.at.parse import UartConfig
 from .checks import CHECKS, namespace_check
+from .expected import expected_module_name, firmware_of_app
 
 T = TypeVar("T")
 
@@ -88,6 +89,8 @@ class BuiltUnit:
     @property
     def app(self) -> dict[str, Any] | None:
         app = self.manifest.get("app")
+        if hasattr(app, "to_dict"):         # an AppInfo (the station builds units in memory)
+            app = app.to_dict()
         return app if isinstance(app, dict) else None
 
     def firmware(self) -> FirmwareProfile:
@@ -231,7 +234,8 @@ class _Verifier:
         try:
             gmr = self.gmr_reply = _ask(self.at.gmr)
         except _Refused as exc:
-            self.refused(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), "equal", exc, self.at.gmr)
+            self.refused(GMR_MODULE_NAME, expected_module_name(self.fw, self.built.factory_param.get("module_name"))[0],
+                         "equal", exc, self.at.gmr)
             return
         found = self._gmr_measurements(gmr)
         bad = [m for m in found if not m.passed]
@@ -240,7 +244,8 @@ class _Verifier:
         self.out += found
 
     def _gmr_measurements(self, gmr: Any) -> list[Measurement]:
-        out = [evaluate(GMR_MODULE_NAME, self.built.factory_param.get("module_name"), gmr.module_name)]
+        name, note = expected_module_name(self.fw, self.built.factory_param.get("module_name"))
+        out = [evaluate(GMR_MODULE_NAME, name, gmr.module_name, detail=note)]
         app = self.built.app
         if app is None:
             return out
@@ -249,7 +254,7 @@ class _Verifier:
             out.append(evaluate("gmr.at_version", app["at_core"],
                                 version_line[len("AT version:"):].strip() if version_line else None))
         out.append(evaluate("gmr.sdk_version", app.get("idf_ver"), gmr.sdk_version))
-        out.append(evaluate("gmr.compile_time", f"{app.get('date')} {app.get('time')}", gmr.compile_time))
+        out.append(_compile_time(app, gmr))
         out.append(evaluate("gmr.bin_version", app.get("version"), gmr.bin_version))
         return out
 
@@ -363,6 +368,18 @@ class _Verifier:
                     pass
 
 
+def _compile_time(app: dict[str, Any], gmr: Any) -> Measurement:
+    """``compile time(<commit>):<date> <time>``: the commit is ESP_AT_PROJECT_COMMIT_ID, which the app
+    carries; the date and time are at_init.c's ``__DATE__``/``__TIME__``, a different translation unit
+    from the app description's, so they are recorded, never compared (ground truth §2)."""
+    stamp = f"the date/time printed ({gmr.compile_time!r}) is at_init.c's compile stamp, not the app description's: not compared"
+    commit = app.get("commit")
+    if isinstance(commit, str) and commit:
+        return evaluate("gmr.compile_time", commit, gmr.compile_commit, detail=f"project commit compared; {stamp}")
+    return evaluate("gmr.compile_time", None, gmr.compile_time, "present",
+                    detail=f"the app does not name its project commit; {stamp}")
+
+
 def _sha256(data: int | str | bytes) -> str:
     raw = data.encode("utf-8", "surrogateescape") if isinstance(data, str) else data
     if not isinstance(raw, bytes):
@@ -409,7 +426,7 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
                          field="checks")
     if not isinstance(built, BuiltUnit):
         built = load_built(built)
-    v = _Verifier(at, built, firmware or built.firmware())
+    v = _Verifier(at, built, firmware_of_app(firmware or built.firmware(), built.app))
     if "boot" in wanted:
         v.basics()
     if "gmr" in wanted:
