@@ -30,6 +30,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("station", "check"),
     ("station", "run"),
     ("station", "demo"),
+    ("batch", "batch"),
     ("station", "report"),
     ("station", "ledger"),
     ("rotate", "rotate"),

@@ -346,13 +346,16 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
                    "Repeatable; replaces the recipe's [report] publish.")
 @click.option("--publish-wait", "publish_wait", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
               help="Seconds the run waits at its end for the spool to empty (the rest goes out on the next run).")
+@click.option("--batch", "batch", type=click.Path(path_type=Path), default=None,
+              help="A batch from `atfab batch` (its folder or manifest.json): a unit holding one of its mfg_nvs "
+                   "images keeps it, and its reserved identity is bound to the unit's MAC.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (status goes to stderr).")
 @click.pass_context
 def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count: int | None, sim_baud: int | None,
         sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: Path | None,
         reports_dir: Path | None, junit: Path | None, csv_path: Path | None, workdir: Path | None,
         station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, ui_url: str | None,
-        publish: tuple[str, ...], publish_wait: float, as_json: bool) -> None:
+        publish: tuple[str, ...], publish_wait: float, batch: Path | None, as_json: bool) -> None:
     """Provision units with RECIPE on every --port in parallel (or on --sim N virtual modules).
 
     Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C or SIGTERM records
@@ -377,7 +380,8 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
     options: dict[str, Any] = dict(station_id=station_id, operator=operator, ledger=ledger_path,
                                    reports_dir=reports_dir, junit=junit, csv=csv_path, ca=ca, at_baud=at_baud, ui=ui_url,
                                    flash_baud=resolve_baud(flash_baud, default=DEFAULT_FLASH_BAUD),
-                                   publish=list(publish) if publish else None, publish_drain_s=publish_wait)
+                                   publish=list(publish) if publish else None, publish_drain_s=publish_wait,
+                                   batch=batch)
     if sim_count:
         labels = [f"sim{i}" for i in range(sim_count)]
         baud = uart_baud(recipe) if sim_baud is None else (sim_baud or None)

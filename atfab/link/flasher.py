@@ -410,6 +410,16 @@ class FlashSession:
                 self._fast = True
             return f._write_set(self._esp, self.chip_info, flash_set, force=force, started=started)
 
+    def md5(self, offset: int, size: int) -> str:
+        """MD5 (hex) of ``size`` flash bytes at ``offset``, computed by the unit (``flash_md5sum``)."""
+        f = self._flasher
+        with routed(f.sink):
+            if not self._fast:
+                self._esp = f._speed_up(self._esp)
+                self._fast = True
+            with f._step(f"md5 0x{offset:x}", self._esp._port, f.step_timeout + 8 * size / 2**20):
+                return str(self._esp.flash_md5sum(offset, size)).lower()
+
 
 class _Watchdog:
     """Close ``port`` when a step takes longer than ``seconds`` so esptool's read/write fails."""

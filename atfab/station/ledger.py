@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ..core.inputs import check_regular_file
 from ..core.errors import InputError
@@ -507,6 +508,82 @@ class Ledger:
             return [_row(Rotation, r) for r in self._conn.execute(
                 "SELECT * FROM rotations WHERE mac = ? ORDER BY id", (normalize_mac(mac),))]
 
+
+    # -- pre-programmed batches (atfab batch; docs/recipes.md "Offline pre-programming") ---------
+    # A batch unit has no MAC yet: its identity is reserved under a placeholder MAC (multicast
+    # bit set, so never a real unit's base MAC) and moved to the unit's MAC on first contact.
+
+    def reserve_batch(self, placeholders: Sequence[str | bytes], recipe: HasSerialScheme) -> list[UnitIdentity]:
+        """Reserve one counter serial per placeholder MAC, all in one transaction (all or none)."""
+        scheme = recipe.serial
+        if scheme.scheme == "mac":
+            raise LedgerError("a batch needs counter serials: serials made from the MAC cannot be reserved "
+                              "before the unit is known")
+        out = []
+        now = utc_now()
+        with self._write() as c:
+            for placeholder in placeholders:
+                mac = normalize_mac(placeholder)
+                if c.execute("SELECT 1 FROM units WHERE mac = ?", (mac,)).fetchone() is not None:
+                    raise LedgerError(f"placeholder {mac} is already reserved")
+                serial = self._next_counter_serial(c, scheme)
+                c.execute("INSERT INTO units (mac, serial, recipe, created, updated) VALUES (?, ?, ?, ?, ?)",
+                          (mac, serial, recipe.name, now, now))
+                out.append(UnitIdentity(serial=serial, mac=mac, new=True, recipe=recipe.name))
+        return out
+
+    def record_batch_certificates(self, records: Sequence[dict[str, Any]]) -> None:
+        """Record the certificates of a batch in one transaction. Each record has the keyword
+        arguments of :meth:`record_certificate` plus ``mac`` and ``slots``; every certificate is new."""
+        now = utc_now()
+        with self._write() as c:
+            for r in records:
+                serial_text = (format(r["cert_serial"], "x") if isinstance(r["cert_serial"], int)
+                               else str(r["cert_serial"]).lower())
+                nb, na = r.get("not_before"), r.get("not_after")
+                try:
+                    cert_id = c.execute(
+                        "INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, key_fingerprint,"
+                        " not_before, not_after, attempt_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)",
+                        (normalize_mac(r["mac"]), r["slots"][0], r["issuer"], serial_text,
+                         r["fingerprint"].lower().replace(":", ""), r.get("key_fingerprint"),
+                         _when(nb) if nb is not None else None, _when(na) if na is not None else None, now),
+                    ).lastrowid
+                except sqlite3.IntegrityError as exc:
+                    raise LedgerError(f"certificate serial {serial_text} of {r['issuer']!r}: {exc}") from None
+                c.executemany("INSERT INTO certificate_slots (certificate_id, slot, attempt_id, created)"
+                              " VALUES (?, ?, NULL, ?)", [(cert_id, name, now) for name in r["slots"]])
+
+    def release_batch(self, placeholders: Sequence[str | bytes]) -> int:
+        """Roll back the reservations of a batch that was not written: the placeholder units (still
+        unbound) and their certificates go; their serials are not handed out again. Count removed."""
+        macs = [normalize_mac(p) for p in placeholders]
+        with self._write() as c:
+            removed = 0
+            for mac in macs:
+                ids = [r["id"] for r in c.execute("SELECT id FROM certificates WHERE mac = ?", (mac,))]
+                c.executemany("DELETE FROM certificate_slots WHERE certificate_id = ?", [(i,) for i in ids])
+                c.execute("DELETE FROM certificates WHERE mac = ?", (mac,))
+                removed += c.execute("DELETE FROM units WHERE mac = ? AND NOT EXISTS "
+                                     "(SELECT 1 FROM attempts WHERE attempts.mac = units.mac)", (mac,)).rowcount
+        return removed
+
+    def bind_unit(self, placeholder: str | bytes, mac: str | bytes) -> UnitIdentity:
+        """Give the identity reserved under ``placeholder`` (serial, certificates) to the unit with
+        ``mac``, on its first contact. Refused when ``mac`` already has another identity."""
+        placeholder, mac = normalize_mac(placeholder), normalize_mac(mac)
+        with self._write() as c:
+            row = c.execute("SELECT serial, recipe FROM units WHERE mac = ?", (placeholder,)).fetchone()
+            if row is None:
+                raise LedgerError(f"no reserved identity under {placeholder} (already bound, or released)")
+            owner = c.execute("SELECT serial FROM units WHERE mac = ?", (mac,)).fetchone()
+            if owner is not None:
+                raise LedgerError(f"unit {mac} already has serial {owner['serial']}; it cannot take the "
+                                  f"pre-programmed identity {row['serial']}")
+            c.execute("PRAGMA defer_foreign_keys = ON")
+            c.execute("UPDATE units SET mac = ?, updated = ? WHERE mac = ?", (mac, utc_now(), placeholder))
+            c.execute("UPDATE certificates SET mac = ? WHERE mac = ?", (mac, placeholder))
+        return UnitIdentity(serial=row["serial"], mac=mac, new=True, recipe=row["recipe"])
 
 __all__ = [
     "Ledger", "LedgerError", "UnitIdentity", "UnitRecord", "UnitDetail", "Attempt",

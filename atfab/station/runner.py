@@ -48,7 +48,8 @@ from ..core.errors import Aborted, AtfabError, DeviceError, InputError, UnitFail
 from ..core.measurement import Measurement, evaluate
 from ..image.build import UnitImages, build_unit_images
 from ..image.flash_set import FlashSet, Region
-from ..image.mfg_nvs import UnitContent
+from ..image.mfg_nvs import MfgNvs, UnitContent
+from ..image.partition_table import encode
 from ..image.nvs.reader import read_nvs
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError, AtTimeout
@@ -60,6 +61,7 @@ from ..pki.escrow import EscrowWriter
 from ..pki.escrow_policy import PROVISION, escrow_identity
 from ..pki.issue import UnitIdentity, issue_unit
 from ..pki.slots import UNIT, SlotPlan
+from .batch import BatchIndex, bind_preprogrammed
 from .events import STEPS, Event, EventBus, StepData
 from .ledger import Attempt, Ledger
 from .recipe_spec import Recipe, slot_name
@@ -140,6 +142,7 @@ class RunContext:
     flasher_options: dict[str, Any] = field(default_factory=dict)
     ca_lock: threading.Lock = field(default_factory=threading.Lock)
     escrow: EscrowWriter | None = None   # when the recipe keeps unit keys ([pki] escrow)
+    batch: BatchIndex | None = None      # pre-programmed units to recognise (atfab run --batch)
 
 
 @dataclass(frozen=True)
@@ -173,6 +176,8 @@ class _State:
         self.serial: str | None = None
         self.at: AtClient | None = None
         self.images: UnitImages | None = None   # holds the private key: memory only
+        self.session: FlashSession | None = None
+        self.preprogrammed: dict[str, Any] | None = None   # the batch manifest's entry of this unit
         self.measurements: list[Measurement] = []
 
     # The steps run in order: each accessor below is set by an earlier step than those that use it.
@@ -312,11 +317,18 @@ class UnitRunner:
     def _run_steps(self, st: _State, retry_of: int | None, started: float) -> None:
         flasher = self._connect(st)
         with ExitStack() as esptool:        # one esptool connection from the chip step to the flash step
-            session = self._chip(st, flasher, esptool)
+            session = st.session = self._chip(st, flasher, esptool)
             self._identity(st, retry_of, started)
             with self._step("certificate") as s:
                 identity = None
-                if self.ctx.plan is None or not self.ctx.plan.needs_identity:
+                if st.preprogrammed is not None:
+                    c = st.preprogrammed["certificate"]
+                    s.status, s.detail = "skipped", f"pre-programmed: {c['subject']} serial {c['serial'][:16]}… from the batch"
+                    s.data = {"certificates": [{"slot": name, "serial": c["serial"], "issuer": c["issuer"],
+                                                "subject": c["subject"], "fingerprint": c["sha256"],
+                                                "key_fingerprint": c["spki_sha256"], "not_after": c["not_after"]}
+                                               for name in self.ctx.batch.slots]}  # type: ignore[union-attr]
+                elif self.ctx.plan is None or not self.ctx.plan.needs_identity:
                     s.status, s.detail = "skipped", "the recipe installs no unit certificate"
                 else:
                     identity = self._issue(st, s)
@@ -383,6 +395,7 @@ class UnitRunner:
     def _identity(self, st: _State, retry_of: int | None, started: float) -> None:
         ctx, recipe = self.ctx, self.ctx.recipe
         with self._step("identity") as s:
+            bound = self._bind_preprogrammed(st)
             ident = ctx.ledger.reserve_identity(st.unit_mac, recipe)
             st.serial = ident.serial
             resumed = []
@@ -401,12 +414,37 @@ class UnitRunner:
             self._unit = ident.serial
             s.data = {"serial": ident.serial, "mac": st.mac, "attempt_id": attempt.id, "attempt": attempt.attempt,
                       "retry_of": retry_of}
-            s.detail = (f"serial {ident.serial} ({'new' if ident.new else 'known unit'}), attempt {attempt.id}"
+            s.detail = (f"serial {ident.serial} ({bound or ('new' if ident.new else 'known unit')}), attempt {attempt.id}"
                         + (f", retry of {retry_of}" if retry_of else "")
                         + (f", closed stale attempt(s) {', '.join(map(str, resumed))} as ABORTED" if resumed else ""))
 
+    def _bind_preprogrammed(self, st: _State) -> str | None:
+        """When the unit holds one of the batch's mfg_nvs images (MD5 read from the unit), give
+        the identity reserved for it to its MAC; a note for the identity step's detail."""
+        batch, session = self.ctx.batch, st.session
+        if batch is None or session is None:
+            return None
+        entry = batch.units.get(session.md5(batch.offset, batch.size))
+        if entry is None:
+            return None
+        ident = bind_preprogrammed(self.ctx.ledger, entry["placeholder"], st.unit_mac)
+        if ident.serial != entry["serial"]:
+            raise UnitFailed(f"the unit holds pre-programmed serial {entry['serial']} but the ledger has serial "
+                             f"{ident.serial} for MAC {st.mac}")
+        st.preprogrammed = entry
+        return f"pre-programmed, batch {batch.batch_id}: bound to this MAC"
+
     def _build(self, st: _State, identity: UnitIdentity | None) -> None:
         ctx, recipe = self.ctx, self.ctx.recipe
+        if st.preprogrammed is not None and ctx.batch is not None:
+            with self._step("build") as s:          # the unit keeps the batch's mfg_nvs (its key is in it)
+                image = ctx.batch.mfg_nvs(st.preprogrammed)
+                st.images = UnitImages(encode(recipe.profile.at_customize, md5=True), MfgNvs(image, "", []))
+                s.data = {"images": {**{r.name: _sha256(r.data) for r in ctx.firmware.regions},
+                                     "at_customize.bin": _sha256(st.images.at_customize),
+                                     "mfg_nvs.bin": _sha256(image)}}
+                s.detail = f"mfg_nvs from batch {ctx.batch.batch_id} ({st.preprogrammed['serial']})"
+            return
         with self._step("build") as s:
             if recipe.profile.nonos is not None:
                 s.status, s.detail = "skipped", "a NONOS AT module has no per-unit images (the download map as it is)"

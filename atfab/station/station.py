@@ -52,6 +52,7 @@ from ..pki.escrow_policy import open_escrow
 from ..pki.slots import plan_slots
 from ..sim.server import ModulePool
 from .events import STATION, Event, EventBus
+from .batch import BatchIndex
 from .label import LabelWriter
 from .mes.publisher import ReportPublisher, spool_root
 from .mes.targets import parse_targets
@@ -231,7 +232,8 @@ class Station:
     while :meth:`run` runs. ``publish``: MES addresses every sealed report goes to (None: the
     recipe's ``[report] publish``), spooled under ``<reports>/spool/<station id>/``; at the end of
     :meth:`run` the spool gets up to ``publish_drain_s`` seconds to empty (the rest goes out on
-    the next run).
+    the next run). ``batch``: a batch folder or manifest (``atfab batch``) whose pre-programmed
+    units are recognised by their mfg_nvs and bound to their MAC instead of getting a new identity.
     """
 
     def __init__(self, recipe: Recipe, ports: list[PortSpec], *, station_id: str | None = None,
@@ -240,7 +242,7 @@ class Station:
                  csv: str | Path | bool | None = None, ca: Any = None, flash_baud: int = DEFAULT_FLASH_BAUD,
                  at_baud: int | None = None, flasher_options: dict[str, Any] | None = None,
                  bus: EventBus | None = None, ui: str | None = None, publish: list[str] | None = None,
-                 publish_drain_s: float = 5.0) -> None:
+                 publish_drain_s: float = 5.0, batch: str | Path | None = None) -> None:
         if not ports:
             raise InputError("no ports: give --port FLASH[,AT] (or --sim N)", field="--port")
         labels = [p.label for p in ports]
@@ -276,6 +278,11 @@ class Station:
         self.publish = parse_targets(tuple(publish) if given else recipe.report.publish,
                                      file=None if given else recipe.path, field="--publish" if given else "report.publish")
         self.publish_drain_s = publish_drain_s
+        self.batch = BatchIndex.load(batch) if batch is not None else None
+        if self.batch is not None and (self.batch.recipe, self.batch.module) != (recipe.name, recipe.profile.name):
+            raise InputError(f"the batch was made with recipe {self.batch.recipe} ({self.batch.module}), not "
+                             f"{recipe.name} ({recipe.profile.name})", file=self.batch.folder / "manifest.json",
+                             field="recipe")
         self.bus = bus or EventBus()
         self.ui = ui
         self.stop_token = StopToken()
@@ -351,7 +358,7 @@ class Station:
                              reports_dir=self.reports_dir, station_id=self.station_id, firmware=self._firmware,
                              operator=self.operator, ca=self.ca, plan=self._plan, ble_rows=self._ble_rows,
                              flash_baud=self.flash_baud, at_baud=self.at_baud, flasher_options=self.flasher_options,
-                             escrow=escrow)
+                             escrow=escrow, batch=self.batch)
 
             def worker(port: PortSpec) -> None:
                 runner = UnitRunner(ctx, port)

@@ -1,0 +1,75 @@
+"""Wall time of ``atfab batch -n N`` (offline pre-programming) on all cores, EC P-256 certificates.
+
+Makes a throwaway factory CA and ledger in a temporary folder, runs
+:func:`atfab.station.batch.make_batch` with the shipped recipe esp32c2-4mb-default (EC P-256 unit
+key, client slot 0) and prints the wall time, units per second and the time per phase
+(ledger reservation, issue + build + write on the worker processes, ledger certificate records).
+Goal: ``-n 10000`` under 15 s on 2 cores. The output (about 124 kB per unit) is deleted after.
+
+    python bench/bench_batch.py [-n 10000] [--workers 2] [--merged]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from atfab.pki.ca import create_ca, load_ca
+from atfab.station.batch import make_batch
+from atfab.station.ledger import Ledger
+from atfab.station.recipe import load_recipe
+from atfab.station.station import firmware_images
+
+REPO = Path(__file__).resolve().parent.parent
+RECIPE = REPO / "recipes" / "esp32c2-4mb-default.toml"
+PASSPHRASE = b"bench passphrase only"
+GOAL_S = 15.0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("-n", "--count", type=int, default=10_000)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--merged", action="store_true", help="also write the full flash image per unit")
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="bench_batch."))
+    try:
+        create_ca(tmp / "ca", common_name="Bench CA", passphrase=PASSPHRASE)
+        text = RECIPE.read_text(encoding="utf-8")
+        text = re.sub(r'ca = "[^"]*"', f'ca = "{tmp / "ca"}"', text, count=1).replace("demo_ca = true", "demo_ca = false")
+        (tmp / "recipe.toml").write_text(text, encoding="utf-8")
+        recipe = load_recipe(tmp / "recipe.toml", workdir=tmp)
+        ca = load_ca(tmp / "ca", PASSPHRASE)
+        firmware = firmware_images(recipe)
+        with Ledger(tmp / "ledger.sqlite") as ledger:
+            make_batch(recipe, 20, tmp / "warm-up", ca=ca, ledger=ledger, firmware=firmware, workers=1)
+            start = time.perf_counter()
+            result = make_batch(recipe, args.count, tmp / "batch", ca=ca, ledger=ledger, firmware=firmware,
+                                workers=args.workers, merged=args.merged)
+            wall = time.perf_counter() - start
+        size = sum(f.stat().st_size for f in (tmp / "batch" / "units").iterdir())
+        t = result.timings
+        print(f"atfab bench_batch: {recipe.profile.name}, key {recipe.pki.identity.key_type}, "
+              f"{result.workers} worker process(es) on {os.cpu_count()} core(s)"
+              + (", merged images" if args.merged else ""))
+        print(f"  {args.count} units in {wall:.2f} s: {args.count / wall:,.0f} units/s, "
+              f"{wall / args.count * 1000:.3f} ms/unit; {size / 2**20:,.0f} MiB written")
+        print(f"  reserve {t.get('reserve', 0):.2f} s, issue+build+write {t.get('build', 0):.2f} s, "
+              f"record certificates {t.get('record', 0):.2f} s")
+        per_10k = wall * 10_000 / args.count
+        verdict = "met" if per_10k < GOAL_S else "NOT met"
+        how = "measured" if args.count == 10_000 else f"extrapolated from {args.count}"
+        print(f"  goal: -n 10000 under {GOAL_S:.0f} s on 2 cores -> {per_10k:.1f} s ({how}): {verdict}")
+        load = os.getloadavg()
+        print(f"  load average during the run: {load[0]:.1f} (other processes share these cores)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
