@@ -164,3 +164,39 @@ def test_placeholder_macs_are_never_unit_macs() -> None:
     mac = placeholder_mac(0xBEEF, 5)
     assert mac == "0f:be:ef:00:00:05" and is_placeholder(mac)
     assert int(mac[:2], 16) & 1                                              # the multicast bit
+
+
+def test_cli_verify_binds_a_preprogrammed_unit(tmp_path: Path, module_pool) -> None:
+    recipe, result = _batch(tmp_path, 2)
+    manifest = json.loads(result.manifest.read_text())
+    unit = manifest["units"][1]
+    (m,) = module_pool(1, firmware=recipe.profile.firmware, seed="verify-batch")
+    m.flash.erase_all()
+    for f in manifest["common"] + unit["files"]:
+        m.flash.program(f["offset"], (result.out_dir / f["file"]).read_bytes())
+    m.power_cycle()
+    args = ["verify", "--port", m.at_url, "--batch", str(result.out_dir), "--ledger", str(recipe.ledger), "--json"]
+    res = run_with_timeout(CliRunner().invoke, T, main, args, catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.output)
+    mac = m.mac.hex(":")
+    assert (out["mac"], out["serial"]) == (mac, unit["serial"]) and out["passed"]
+    with Ledger(recipe.ledger) as ledger:
+        assert ledger.unit(mac).serial == unit["serial"] and ledger.unit(unit["placeholder"]) is None
+        (cert,) = ledger.certificates_for(mac, "client.0")
+        assert cert.fingerprint == unit["certificate"]["sha256"]
+    again = run_with_timeout(CliRunner().invoke, T, main, args, catch_exceptions=False)   # bound already: same
+    assert again.exit_code == 0 and json.loads(again.output)["serial"] == unit["serial"]
+    # a unit of another batch is refused (exit 2), nothing bound
+    _, second = _batch(tmp_path, 1, out="second")
+    foreign = json.loads(second.manifest.read_text())
+    (other,) = module_pool(1, firmware=recipe.profile.firmware, seed="not-in-batch")
+    other.flash.erase_all()
+    for f in foreign["common"] + foreign["units"][0]["files"]:
+        other.flash.program(f["offset"], (second.out_dir / f["file"]).read_bytes())
+    other.power_cycle()
+    res = run_with_timeout(CliRunner().invoke, T, main, ["verify", "--port", other.at_url, "--batch",
+                                                         str(result.out_dir), "--ledger", str(recipe.ledger)])
+    assert res.exit_code == 2 and "not in batch" in res.output, res.output
+    with Ledger(recipe.ledger) as ledger:
+        assert ledger.unit(other.mac.hex(":")) is None

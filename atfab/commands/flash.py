@@ -58,15 +58,20 @@ def flash(out_dir: str, port: str | None, baud: int | None, at_port: str | None,
 
 @click.command("verify")
 @click.option("--port", "-p", required=True, help="AT port. " + PORT_HELP)
-@click.option("--expect", "expect", required=True, type=click.Path(file_okay=False),
+@click.option("--batch", "batch", type=click.Path(), default=None,
+              help="Instead of --expect: a pre-programmed unit of this `atfab batch` folder; its reserved "
+                   "identity is bound to the unit's MAC in --ledger (first contact).")
+@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False), default=None,
+              help="The ledger holding the batch's reservations (with --batch).")
+@click.option("--expect", "expect", required=False, default=None, type=click.Path(file_okay=False),
               help="The `atfab build` output folder of this unit.")
 @click.option("--mac-from", help="Flash port: read the MAC with esptool (the STA MAC must equal it).")
 @click.option("--mac", help="Expected STA MAC (instead of --mac-from).")
 @click.option("--baud", "-b", type=int, help="AT port baud rate (default $ESPBAUD or 115200).")
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Seconds to wait for each reply.")
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON.")
-def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: int | None, timeout: float,
-           as_json: bool) -> None:
+def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | None, mac_from: str | None,
+           mac: str | None, baud: int | None, timeout: float, as_json: bool) -> None:
     """Check the running module on the AT port against what was built for it (exit 1 if a check fails)."""
     from ..link.at.client import AtClient  # noqa: PLC0415
     from ..core.errors import InputError, UnitFailed
@@ -77,6 +82,12 @@ def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: 
 
     if mac and mac_from:
         raise InputError("give either --mac or --mac-from", field="mac")
+    if (batch is None) == (expect is None):
+        raise InputError("give either --expect BUILD_DIR or --batch BATCH_DIR", field="--expect")
+    if batch is not None:
+        _verify_batch(port, batch, ledger_path, baud, timeout, as_json)
+        return
+    assert expect is not None
     built = load_built(expect)
     firmware = built.firmware()
     expected_mac = normalize_mac(mac, field="--mac") if mac else None
@@ -88,6 +99,37 @@ def verify(port: str, expect: str, mac_from: str | None, mac: str | None, baud: 
     if as_json:
         click.echo(json.dumps({**result.to_dict(), "mac": expected_mac}, indent=2))
     else:
+        for m in result.measurements:
+            click.echo(f"{m.outcome.upper():4}  {m.name:<34} {_short(m.measured)}")
+    if not result.passed:
+        raise UnitFailed("verification failed: " + ", ".join(m.name for m in result.failed))
+    if not as_json:
+        click.echo(f"PASS  {len(result.measurements)} checks")
+
+
+def _verify_batch(port: str, batch: str, ledger_path: str | None, baud: int | None, timeout: float,
+                  as_json: bool) -> None:
+    """``atfab verify --batch``: identify the pre-programmed unit, bind it, verify it."""
+    from ..core.errors import InputError, UnitFailed
+    from ..image.profiles import load_profile
+    from ..link.at.client import AtClient
+    from ..link.transport import open_port
+    from ..station.batch import BatchIndex, verify_preprogrammed
+    from ..station.ledger import Ledger
+    from ..verify.unit import wait_alive
+
+    if ledger_path is None:
+        raise InputError("--batch needs the --ledger that holds the batch's reservations", field="--ledger")
+    index = BatchIndex.load(batch)
+    firmware = load_profile(index.module).firmware
+    with Ledger(ledger_path, create=False) as ledger, \
+            AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
+        wait_alive(client)
+        result, ident = verify_preprogrammed(client, index, ledger)
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "mac": ident.mac, "serial": ident.serial}, indent=2))
+    else:
+        click.echo(f"unit {ident.mac}: pre-programmed serial {ident.serial} (batch {index.batch_id}), bound")
         for m in result.measurements:
             click.echo(f"{m.outcome.upper():4}  {m.name:<34} {_short(m.measured)}")
     if not result.passed:

@@ -35,14 +35,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import InputError
+from ..core.errors import InputError, UnitFailed
 from ..core.fsutil import atomic_write
 from ..core.inputs import load_json
 from ..image.build import merge_factory_image
 from ..image.mfg_nvs import UnitContent, build_mfg_nvs
-from ..image.partition_table import encode
+from ..image.nvs.reader import read_nvs
+from ..image.partition_table import decode, encode
+from ..link.at.client import AtClient
+from ..link.at.errors import AtError
+from ..link.at.mac import read_base_mac
+from ..rotation.device import leaf_certificate
+from ..verify.unit import BuiltUnit, VerifyResult, verify_unit
 from ..pki.issue import issue_unit
-from ..pki.keys import spki_sha256
+from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import UNIT, plan_slots
 from .ledger import Ledger, LedgerError, UnitIdentity, utc_now
 from .recipe_spec import Recipe, slot_name
@@ -337,6 +343,46 @@ class BatchIndex:
         return data
 
 
+def _cert_item(index: BatchIndex) -> tuple[str, str, dict[str, dict[str, Any]]]:
+    """Where the batch's images keep the unit certificate (namespace, key), and units by certificate
+    fingerprint; found in the first unit's image by its manifest fingerprint."""
+    by_cert = {u["certificate"]["sha256"]: u for u in index.units.values()}
+    first = next(iter(index.units.values()))
+    for e in read_nvs(index.mfg_nvs(first)).entries:
+        if isinstance(e.value, bytes) and b"CERTIFICATE" in e.value:
+            cert = leaf_certificate(e.value)
+            if cert is not None and cert_sha256(cert) == first["certificate"]["sha256"]:
+                return e.namespace, e.key, by_cert
+    raise InputError("the batch's images hold no unit certificate", file=index.folder / "manifest.json")
+
+
+def verify_preprogrammed(client: AtClient, index: BatchIndex, ledger: Ledger) -> tuple[VerifyResult, UnitIdentity]:
+    """First contact over AT (``atfab verify --batch``): find which batch unit the module is by its
+    certificate, bind its reserved identity to the module's MAC, verify it against its images.
+
+    InputError when the module holds no certificate of the batch (it is not one of its units).
+    """
+    mac = read_base_mac(client)
+    ns, key, by_cert = _cert_item(index)
+    try:
+        held = client.sysmfg_read(ns, key)
+    except AtError as exc:
+        raise InputError(f"unit {mac} has no {ns}/{key} ({exc}): not one of batch {index.batch_id}'s units",
+                         field="--batch") from None
+    cert = leaf_certificate(held) if isinstance(held, bytes) else None
+    entry = by_cert.get(cert_sha256(cert)) if cert is not None else None
+    if entry is None:
+        raise InputError(f"unit {mac} holds a certificate that is not in batch {index.batch_id}", field="--batch")
+    ident = bind_preprogrammed(ledger, entry["placeholder"], mac)
+    if ident.serial != entry["serial"]:
+        raise UnitFailed(f"unit {mac} holds pre-programmed serial {entry['serial']} but the ledger has serial "
+                         f"{ident.serial} for it")
+    common = {Path(f["file"]).name: f for f in json.loads((index.folder / "manifest.json").read_text())["common"]}
+    at_customize = (index.folder / common["at_customize.bin"]["file"]).read_bytes()
+    built = BuiltUnit(index.folder, {"module": index.module}, decode(at_customize), read_nvs(index.mfg_nvs(entry)))
+    return verify_unit(client, built, mac=mac, firmware=built.firmware()), ident
+
+
 def bind_preprogrammed(ledger: Ledger, placeholder: str, mac: str) -> UnitIdentity:
     """Give a pre-programmed unit (identity reserved under ``placeholder``) its MAC; idempotent
     when the unit was bound before."""
@@ -348,4 +394,4 @@ def bind_preprogrammed(ledger: Ledger, placeholder: str, mac: str) -> UnitIdenti
 
 
 __all__ = ["MANIFEST_SCHEMA", "BatchResult", "BatchIndex", "make_batch", "placeholder_mac", "is_placeholder",
-           "bind_preprogrammed"]
+           "bind_preprogrammed", "verify_preprogrammed"]
