@@ -43,9 +43,16 @@ def test_parse_forms_and_params():
     assert f[2].empty
     assert line.params.int(3) == 31 and line.params.int(4) == -3
     assert split_params('1,"x",') [-1].empty
+    assert parse_line(b"at+gmr").name == "AT+GMR"           # prefix and name are case-blind (ground truth §0)
     with pytest.raises(AtCmdError) as e:
-        parse_line(b"at")
+        parse_line(b"xt")
     assert e.value.code == 0x01030000
+    with pytest.raises(AtCmdError) as e:
+        parse_line(b"AT+GMR ")                                 # trailing garbage: no such command
+    assert e.value.code == 0x01090000
+    assert line.params.int(3) == 31
+    with pytest.raises(AtCmdError):
+        parse_line(b"AT+SYSLOG=+1").params.int(0)              # no '+' sign
     with pytest.raises(AtCmdError):
         split_params('"unterminated')
 
@@ -78,17 +85,20 @@ def test_errors_and_syslog(quiet_sess):
     assert s.cmd("AT+SYSLOG?") == b"+SYSLOG:0\r\n" + OK
     assert s.cmd("AT+SYSLOG=1") == OK
     assert s.cmd("AT+FAKE") == b"ERR CODE:0x01090000\r\n" + ERROR
-    assert s.cmd("at") == b"ERR CODE:0x01030000\r\n" + ERROR
-    assert s.cmd("AT+GMR?") == b"ERR CODE:0x010c0000\r\n" + ERROR
-    assert s.cmd("AT+SYSLOG=2") == b"ERR CODE:0x01070000\r\n" + ERROR
+    # ground truth §0: only the parser, the parameter accessors, SYSFLASH and busy have codes
+    assert s.cmd("xt") == b"ERR CODE:0x01030000\r\n" + ERROR
+    assert s.cmd("at") == OK
+    assert s.cmd("AT+GMR?") == ERROR                           # form without handler: no code
+    assert s.cmd("AT+SYSLOG=2") == ERROR                       # range check: no code
     assert s.cmd("AT+SYSLOG=x") == b"ERR CODE:0x01080000\r\n" + ERROR
-    assert s.cmd("AT+SYSLOG=1,1").startswith(b"ERR CODE:0x0106")
-    assert s.cmd("AT+" + "A" * 300) == b"ERR CODE:0x01020000\r\n" + ERROR
+    assert s.cmd('AT+SYSLOG=1,"x"') == ERROR                   # count check: no code
+    assert s.cmd("AT+" + "A" * 300) == b"ERR CODE:0x01030000\r\n" + ERROR
     assert s.cmd("AT") == OK
 
 
-def test_empty_line_ignored(quiet_sess):
-    quiet_sess.send(b"\r\n")
+def test_bare_crlf_is_error(quiet_sess):
+    quiet_sess.send(b"\r\n")                                 # ground truth §0: parsed, NO_AT -> ERROR
+    assert quiet_sess.read_until(ERROR) == ERROR
     assert quiet_sess.cmd("AT") == OK
 
 
@@ -116,7 +126,7 @@ def test_busy_when_bytes_arrive_during_a_command(quiet_sess):
     s = quiet_sess
     s.send(b"AT+GMR\r\nAT\r\n")
     out = s.read_until(OK)
-    assert out.endswith(b"Bin version:v3.3.0.0(ESP32C2-4MB)\r\nbusy p...\r\n" + OK)
+    assert out.endswith(b"Bin version:v3.3.0.0(ESP32C2-4MB)\r\n\r\nbusy p...\r\n" + OK)
     assert s.cmd("AT") == OK
 
 
@@ -124,11 +134,11 @@ def test_busy_next_fault(quiet_sess):
     s = quiet_sess
     s.host.faults.busy_next = 1
     s.send(b"AT\r\n")
-    assert s.read_until(b"\r\n") == b"busy p...\r\n"
+    assert s.read_until(b"busy p...\r\n") == b"\r\nbusy p...\r\n"        # leading CR LF (ground truth §0)
     assert s.cmd("AT+SYSLOG=1") == OK
     s.host.faults.busy_next = 1
     s.send(b"AT\r\n")
-    assert s.read_until(b"busy p...\r\n") == b"ERR CODE:0x010b0000\r\nbusy p...\r\n"
+    assert s.read_until(b"busy p...\r\n") == b"ERR CODE:0x010b0000\r\n\r\nbusy p...\r\n"
     assert s.cmd("AT") == OK
 
 
@@ -148,7 +158,7 @@ def test_sysstore_sysmsg(quiet_sess):
     assert s.cmd("AT+SYSSTORE=0") == OK
     assert s.cmd("AT+SYSSTORE?") == b"+SYSSTORE:0\r\n" + OK
     assert s.cmd("AT+SYSMSG=3") == OK
-    assert s.cmd("AT+SYSMSG?") == b"+SYSMSG:3\r\n" + OK
+    assert s.cmd("AT+SYSMSG?") == b"+SYSMSG:3" + OK                  # "%s:%d": no CR LF (ground truth §8)
     assert s.cmd("AT+SYSMSG=8") == ERROR
 
 
@@ -353,10 +363,12 @@ def test_ble_c2_auto_create():
         assert s.cmd("AT+BLEGATTSSRV?") == ERROR
         assert s.cmd("AT+BLEADDR?") == ERROR
         assert s.cmd("AT+BLEINIT=2") == OK
+        assert s.cmd("AT+BLEINIT=2") == OK                   # same role again: OK (ground truth §10)
         assert s.cmd("AT+BLEINIT=1") == ERROR
-        assert s.cmd("AT+BLEGATTSSRV?") == b"+BLEGATTSSRV:1,1,0xA002,1\r\n+BLEGATTSSRV:2,1,0xA003,1\r\n" + OK
+        # v4.1.0.0 (the default release): "1,<index>" (ground truth §10)
+        assert s.cmd("AT+BLEGATTSSRV?") == b"+BLEGATTSSRV:1,1,0xA002,1\r\n+BLEGATTSSRV:1,2,0xA003,1\r\n" + OK
         assert s.cmd("AT+BLEGATTSCHAR?") == ("\r\n".join(C2_CHARS) + "\r\n").encode() + OK
-        assert s.cmd("AT+BLEADDR?") == b'+BLEADDR:"24:d7:eb:0a:1b:2e"\r\n' + OK
+        assert s.cmd("AT+BLEADDR?") == b'+BLEADDR:"24:d7:eb:0a:1b:2e"' + OK    # no CR LF (ground truth §9)
         assert s.cmd("AT+BLEGATTSSRVCRE") == ERROR          # no such command when auto-created
         assert s.cmd("AT+CIPSTAMAC?") == ERROR              # BLE-only build
     finally:

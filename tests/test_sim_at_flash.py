@@ -45,14 +45,14 @@ def test_sysflash_write_read_binary_with_crlf(sess):
     payload = b"\r\nOK\r\n\r\nERROR\r\n" + bytes(range(256)) + b"+SYSFLASH:3,\r\n"
     assert s.cmd('AT+SYSFLASH=0,"fs_storage",0,4096') == OK
     s.send(f'AT+SYSFLASH=1,"fs_storage",0,{len(payload)}\r\n'.encode())
-    assert s.read_until(b">") == b"\r\n>"                      # bare_prompt (§4.2)
+    assert s.read_until(b">") == b">"                          # the single byte (ground truth §5)
     s.send(payload)
     assert s.read_until(OK) == OK
     s.send(f'AT+SYSFLASH=2,"fs_storage",0,{len(payload)}\r\n'.encode())
     head = f"+SYSFLASH:{len(payload)},".encode()
     assert s.read_exact(len(head)) == head
     assert s.read_exact(len(payload)) == payload
-    assert s.read_until(OK) == b"\r\n" + OK                   # raw_read_trailer then OK
+    assert s.read_until(OK) == OK                              # no CR LF before the result (ground truth §5)
     assert s.host.flash.read(0x47000, len(payload)) == payload
 
 
@@ -67,8 +67,8 @@ def test_sysflash_write_is_not_erased_first(sess):
     assert s.host.flash.read(0x47008, 2) == b"\x00\x0f"       # NOR: bits only cleared
 
 
-def test_sysflash_ok_prompt_profile():
-    s = start(new_host(sysflash_write_prompt="ok_prompt"))
+def test_sysflash_prompt_comes_from_the_firmware_data():
+    s = start(new_host(sysflash_prompt=b"\r\nOK\r\n\r\n>"))
     try:
         s.send(b'AT+SYSFLASH=1,"fs_storage",0,1\r\n')
         assert s.read_until(b">") == b"\r\nOK\r\n\r\n>"
@@ -82,18 +82,23 @@ def test_sysflash_errors(sess):
     s = sess
     for bad in ('AT+SYSFLASH=0,"fs_storage",4096,100', 'AT+SYSFLASH=0,"fs_storage",100,4096',
                 'AT+SYSFLASH=2,"nope",0,4', 'AT+SYSFLASH=2,"fs_storage",0x18fff,2',
-                'AT+SYSFLASH=2,"fs_storage",0,0', 'AT+SYSFLASH=3,"fs_storage",0,4',
+                'AT+SYSFLASH=3,"fs_storage",0,4',
                 'AT+SYSFLASH=2,"fs_storage",0', 'AT+SYSFLASH=0,fs_storage'):
         assert s.cmd(bad) == ERROR, bad
     assert s.cmd('AT+SYSFLASH=2,"fs_storage",0x18fff,1').startswith(b"+SYSFLASH:1,\xff")
+    assert s.cmd('AT+SYSFLASH=2,"fs_storage",0,0') == b"+SYSFLASH:0," + OK     # length 0 allowed (§5)
+    assert s.cmd("AT+SYSLOG=1") == OK
+    assert s.cmd('AT+SYSFLASH=2,"nope",0,4') == b"ERR CODE:0x010a0000\r\n" + ERROR
+    assert s.cmd('AT+SYSFLASH=0,"fs_storage",100,4096') == b"ERR CODE:0x010a0001\r\n" + ERROR
+    assert s.cmd('AT+SYSFLASH=3,"fs_storage",0,4') == ERROR                    # op range: no code
 
 
 def test_sysflash_faults(sess):
     s = sess
     s.host.faults.corrupt_next_read = True
     out = s.cmd('AT+SYSFLASH=2,"fs_storage",0,4')
-    assert out == b"+SYSFLASH:4,\xff\xff\xfe\xff\r\n" + OK
-    assert s.cmd('AT+SYSFLASH=2,"fs_storage",0,4') == b"+SYSFLASH:4,\xff\xff\xff\xff\r\n" + OK
+    assert out == b"+SYSFLASH:4,\xff\xff\xfe\xff" + OK
+    assert s.cmd('AT+SYSFLASH=2,"fs_storage",0,4') == b"+SYSFLASH:4,\xff\xff\xff\xff" + OK
     s.host.faults.error_next_write = True
     s.send(b'AT+SYSFLASH=1,"fs_storage",0,2\r\n')
     s.read_until(b">")
@@ -107,7 +112,7 @@ def test_extra_payload_bytes_answer_busy(sess):
     s.send(b'AT+SYSFLASH=1,"fs_storage",0x100,2\r\n')
     s.read_until(b">")
     s.send(b"\x01\x02\r\n")
-    assert s.read_until(OK) == b"busy p...\r\n" + OK
+    assert s.read_until(OK) == b"\r\nbusy p...\r\n" + OK
     assert s.host.flash.read(0x47100, 2) == b"\x01\x02"
 
 
@@ -154,10 +159,19 @@ def test_sysmfg_numeric_types(sess, tnum, value, length):
     assert s.cmd(f'AT+SYSMFG=1,"my_app","k{tnum}"') == f'+SYSMFG:"my_app","k{tnum}",{tnum},{length},{value}\r\n'.encode() + OK
 
 
-@pytest.mark.parametrize("tnum,value", [(1, 256), (1, -1), (2, 128), (3, 65536), (4, -32769), (5, -1),
-                                         (6, 2147483648), (9, 1), (0, 1)])
-def test_sysmfg_numeric_out_of_range(sess, tnum, value):
-    assert sess.cmd(f'AT+SYSMFG=2,"my_app","k",{tnum},{value}') == ERROR
+@pytest.mark.parametrize("tnum,value,stored", [(1, 256, 0), (1, 300, 44), (1, -1, 255), (2, 128, -128), (2, 200, -56),
+                                               (3, 65536, 0), (4, -32769, 32767), (5, -1, 4294967295),
+                                               (6, 2147483648, -2147483648)])
+def test_sysmfg_numeric_truncated_not_range_checked(sess, tnum, value, stored):
+    """Ground truth §6: types 1-6 have no range check, the value is truncated to the width."""
+    assert sess.cmd(f'AT+SYSMFG=2,"my_app","k",{tnum},{value}') == OK
+    assert sess.cmd('AT+SYSMFG=1,"my_app","k"') == \
+        f'+SYSMFG:"my_app","k",{tnum},{len(str(stored))},{stored}\r\n'.encode() + OK
+
+
+@pytest.mark.parametrize("tnum", [0, 9])
+def test_sysmfg_type_out_of_range(sess, tnum):
+    assert sess.cmd(f'AT+SYSMFG=2,"my_app","k",{tnum},1') == ERROR
 
 
 def test_sysmfg_numeric_length_type_size():
@@ -188,8 +202,15 @@ def test_sysmfg_blob_and_string_writes(sess):
     assert write_raw(s, "factory_param", "module_name", 7, b"MY-MODULE") == OK
     assert s.cmd('AT+SYSMFG=1,"factory_param","module_name"') == \
         b'+SYSMFG:"factory_param","module_name",7,9,MY-MODULE\r\n' + OK
-    assert s.cmd('AT+SYSMFG=2,"factory_param","module_name",7,4000') == ERROR   # no room for the NUL
-    assert s.cmd('AT+SYSMFG=2,"factory_param","module_name",7,0') == ERROR
+    assert write_raw(s, "factory_param", "module_name", 7, b"x" * 4000) == ERROR   # nvs_set_str: no room for the NUL
+    assert write_raw(s, "factory_param", "module_name", 7, b"a\x00b") == ERROR    # a string holding a NUL
+    for length in (0, 8192):                                                      # 1..8191, before any prompt
+        assert s.cmd(f'AT+SYSMFG=2,"factory_param","module_name",7,{length}') == ERROR
+        assert s.cmd(f'AT+SYSMFG=2,"client_cert","client_cert.0",8,{length}') == ERROR
+    s.send(b'AT+SYSMFG=1,"client_cert","client_cert.0",10,0\r\n')                # len 0 reads to the end
+    head = f'+SYSMFG:"client_cert","client_cert.0",8,{len(cert) - 10},'.encode()
+    assert s.read_exact(len(head)) == head and s.read_exact(len(cert) - 10) == cert[10:]
+    assert s.read_until(OK) == b"\r\n" + OK
     image = mfg_image(s.host)
     assert image.get("client_cert", "client_cert.0").value == cert
     assert image.get("factory_param", "module_name").value == "MY-MODULE"
@@ -303,7 +324,7 @@ def test_blank_mfg_nvs_defaults():
     try:
         assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0()\r\n" + OK)
         assert s.cmd("AT+UART_DEF?") == b"+UART_DEF:115200,8,1,0,1\r\n" + OK
-        assert s.cmd("AT+SYSMFG?") == OK                                 # valid, empty NVS
+        assert s.cmd("AT+SYSMFG?") == ERROR                              # nvs_entry_find fails (ground truth §6)
         assert s.cmd('AT+SYSMFG=1,"factory_param","module_name"') == ERROR
         assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:80,0,0,0\r\n" + OK
         assert s.cmd("AT+CWCOUNTRY?") == b'+CWCOUNTRY:0,"01",1,11\r\n' + OK
@@ -361,11 +382,13 @@ def test_sysmsg_persists_with_sysstore(sess):
     s.send(b"AT+RST\r\n")
     s.read_until(b"ready\r\n")
     assert s.cmd("ATE0").endswith(OK)
-    assert s.cmd("AT+SYSMSG?") == b"+SYSMSG:5\r\n" + OK
+    assert s.cmd("AT+SYSMSG?") == b"+SYSMSG:5" + OK
+    entry = read_nvs(s.host.flash.read(0x10000, 0xE000)).get("NVM_012", "s_msg")   # system nvs (ground truth §8)
+    assert (entry.type, entry.value) == ("i32", 5)
     s.send(b"AT+RESTORE\r\n")
     s.read_until(b"ready\r\n")
     assert s.cmd("ATE0").endswith(OK)
-    assert s.cmd("AT+SYSMSG?") == b"+SYSMSG:0\r\n" + OK
+    assert s.cmd("AT+SYSMSG?") == b"+SYSMSG:0" + OK
 
 
 def test_default_content_builds():
@@ -383,6 +406,6 @@ def test_partition_outside_the_chip_does_not_crash():
     s = start(new_host(flash))
     try:
         assert s.cmd('AT+SYSFLASH=2,"far",0x1000,4') == ERROR
-        assert s.cmd('AT+SYSFLASH=2,"far",0,4') == b"+SYSFLASH:4,\xff\xff\xff\xff\r\n" + OK
+        assert s.cmd('AT+SYSFLASH=2,"far",0,4') == b"+SYSFLASH:4,\xff\xff\xff\xff" + OK
     finally:
         s.close()

@@ -6,8 +6,9 @@ SYSLOG, SYSMSG.
   module into ROM download mode (the AT port goes silent).
 * ``AT+SYSSTORE``: RAM only; boot default ``factory_param/sys_store`` (u8), 1 when missing.
 * ``AT+SYSLOG``: RAM only, default 0.
-* ``AT+SYSMSG``: kept in RAM; persisted when SYSSTORE=1 under the simulator's own system-NVS key
-  ``at_sys/sysmsg`` (u8) — only this firmware reads it back, and AT+RESTORE erases it.
+* ``AT+SYSMSG``: query ``+SYSMSG:<n>`` without CR LF; persisted when SYSSTORE=1 in system NVS
+  ``firmware.sysmsg_nvs`` (``NVM_012``/``s_msg`` i32, ground truth §8), read back at boot;
+  AT+RESTORE erases it with the whole system NVS.
 * ``AT+GMR`` (§2.4, G3 ``at_init.c`` formats): the app description of the booted image gives
   the AT core version, IDF version, project commit, build date/time and app version; the module
   name comes from ``factory_param/module_name`` read at boot ("" when missing).
@@ -20,9 +21,6 @@ from typing import Any
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_command import After, CommandSpec, Ctx, RunState
 from .at_parser import Params, exec_fail
-
-
-SYSMSG_NS, SYSMSG_KEY = "at_sys", "sysmsg"
 
 
 # -- AT / ATE ----------------------------------------------------------------------------------
@@ -117,7 +115,7 @@ def _syslog_s(ctx: "Ctx", p: Params) -> None:
 
 
 def _sysmsg_q(ctx: "Ctx", p: Params) -> None:
-    ctx.info(f"+SYSMSG:{ctx.st.sysmsg}")
+    ctx.info_raw(f"+SYSMSG:{ctx.st.sysmsg}", b"", b"")   # "%s:%d": no CR LF (ground truth §8)
 
 
 def _sysmsg_s(ctx: "Ctx", p: Params) -> None:
@@ -125,21 +123,33 @@ def _sysmsg_s(ctx: "Ctx", p: Params) -> None:
     value = p.int(0, 0, 7)
     ctx.st.sysmsg = value
     if ctx.st.sysstore and ctx.boot.sys_nvs is not None:
+        ns, key, kind = ctx.profile.sysmsg_nvs
         try:
-            nvs_editor(ctx.host.flash, ctx.boot.sys_nvs).set(SYSMSG_NS, SYSMSG_KEY, "u8", value)
+            nvs_editor(ctx.host.flash, ctx.boot.sys_nvs).set(ns, key, kind, value)
         except NVS_ERRORS as exc:
             raise exec_fail(str(exc)) from None
 
 
+#: Heap figures ``AT+SYSRAM?`` prints (free, minimum free; a fresh C2 Wi-Fi build, not read from a core).
+SYSRAM_FREE, SYSRAM_MIN_FREE = 120_000, 110_000
+
+
+def _sysram_q(ctx: "Ctx", p: Params) -> None:
+    fmt = ctx.profile.fmt("sysram_query")        # "%s:%u,%u": no CR LF (ground truth / data)
+    ctx.info_raw(fmt.replace("%s", "+SYSRAM", 1).replace("%u", str(SYSRAM_FREE), 1)
+                 .replace("%u", str(SYSRAM_MIN_FREE), 1), b"", b"")
+
+
 def init_basic(st: "RunState", host: Any) -> None:
     """Boot defaults of the basic settings."""
-    sys_store = st.boot.fint("sys_store")
+    sys_store = st.boot.typed("sys_store", "u8")
     st.sysstore = sys_store if sys_store in (0, 1) else 1
     st.syslog = 0
     st.sysmsg = 0
     if st.boot.sys_nvs is not None:
         try:
-            entry = read_nvs_region(host.flash, st.boot.sys_nvs, "nvs").get(SYSMSG_NS, SYSMSG_KEY)
+            ns, key, _kind = host.firmware.sysmsg_nvs
+            entry = read_nvs_region(host.flash, st.boot.sys_nvs, "nvs").get(ns, key)
         except NVS_ERRORS:
             entry = None
         if entry is not None and isinstance(entry.value, int) and 0 <= entry.value <= 7:
@@ -157,6 +167,7 @@ def commands(profile: Any) -> list[CommandSpec]:
         CommandSpec("AT+GMR", exec=_gmr),
         CommandSpec("AT+CMD", query=_cmd_query),
         CommandSpec("AT+RESTORE", exec=_restore),
+        CommandSpec("AT+SYSRAM", query=_sysram_q),
         CommandSpec("AT+SYSMSG", query=_sysmsg_q, set=_sysmsg_s),
         CommandSpec("AT+SYSSTORE", query=_sysstore_q, set=_sysstore_s),
         CommandSpec("AT+SYSLOG", query=_syslog_q, set=_syslog_s),

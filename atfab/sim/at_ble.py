@@ -83,8 +83,11 @@ def _init_s(ctx: "Ctx", p: Params) -> None:
     if role == 0:
         ex.update(ble_role=0, ble_services=None, ble_started=set(), rf_ble=None)
         return
+    if _role(ctx) == role:             # same role again: OK, address type back to public (§10)
+        ex["ble_addr_type"] = 0
+        return
     if _role(ctx):
-        raise exec_fail("BLE already initialised")
+        raise exec_fail("BLE already initialised with another role")
     ex["ble_role"] = role
     ex["ble_services"] = None
     if role in (2, 3) and ctx.profile.gatts_auto_create and _create(ctx):
@@ -123,22 +126,60 @@ def _srvstart_one(ctx: "Ctx", p: Params) -> None:
     ctx.st.extra["ble_started"].add(idx)
 
 
+_CONV = re.compile(r"%(0?\d*)([sdxXuU])")
+
+
+def cformat(fmt: str, *args: Any) -> str:
+    """``fmt`` (a C format of the firmware data) with ``args``; a ``str`` argument of a number
+    conversion is put in as it is (``0x%04X`` / ``0x%U`` get the UUID's upper-case hex digits)."""
+    it = iter(args)
+
+    def one(m: re.Match[str]) -> str:
+        value = next(it)
+        spec, conv = m.group(1), m.group(2)
+        if isinstance(value, str) or conv in "sU":
+            return str(value)
+        return format(value, spec + ({"d": "d", "u": "d"}.get(conv, conv)))
+
+    return _CONV.sub(one, fmt)
+
+
+def _uuid_digits(text: str) -> str:
+    return text[2:].upper() if text[:2].lower() == "0x" else text.upper()
+
+
+def _gatt_fmt(ctx: "Ctx", name: str, uuid_hex: str) -> str:
+    fw = ctx.profile
+    if len(uuid_hex) > 4 and fw.has_fmt(f"{name}_uuid128"):
+        return fw.fmt(f"{name}_uuid128")
+    return fw.fmt(name)
+
+
 def _srv_q(ctx: "Ctx", p: Params) -> None:
     started = ctx.st.extra.get("ble_started", set())
     for s in _need_server(ctx):
-        ctx.info(f"+BLEGATTSSRV:{s.srv_index},{1 if s.srv_index in started else 0},{s.uuid},{1 if s.primary else 0}")
+        uuid = _uuid_digits(s.uuid)
+        fmt = _gatt_fmt(ctx, "gattssrv", uuid)
+        if ctx.profile.gatts_auto_create:      # NimBLE: "1,<index>" (v3.3-v4.1) or "<index>,1" (v5.0.1+)
+            line = cformat(fmt, "+BLEGATTSSRV", s.srv_index, uuid)
+        else:                                  # Bluedroid: index, start, uuid
+            line = cformat(fmt, "+BLEGATTSSRV", s.srv_index, 1 if s.srv_index in started else 0, uuid)
+        ctx.send(line.encode())
+        ctx.info_lines += 1
 
 
 def _char_q(ctx: "Ctx", p: Params) -> None:
-    full = ctx.profile.gattschar_style == "full"
+    fw = ctx.profile
     for s in _need_server(ctx):
         for c in s.chars:
-            if not full:
-                ctx.info(f'+BLEGATTSCHAR:"char",{s.srv_index},{c.char_index},{c.uuid}')
-                continue
-            ctx.info(f'+BLEGATTSCHAR:"char",{s.srv_index},{c.char_index},{c.uuid},0x{c.prop:02X}')
-            for d, duuid in enumerate(c.descriptors, start=1):
-                ctx.info(f'+BLEGATTSCHAR:"desc",{s.srv_index},{c.char_index},{d},{duuid}')
+            uuid = _uuid_digits(c.uuid)
+            line = cformat(_gatt_fmt(ctx, "gattschar", uuid), "+BLEGATTSCHAR", s.srv_index, c.char_index, uuid, c.prop)
+            ctx.send(line.encode())
+            ctx.info_lines += 1
+            if fw.has_fmt("gattsdesc"):
+                for d, duuid in enumerate(c.descriptors, start=1):
+                    ctx.send(cformat(fw.fmt("gattsdesc"), "+BLEGATTSCHAR", s.srv_index, c.char_index, d,
+                                     _uuid_digits(duuid)).encode())
 
 
 def _addr_q(ctx: "Ctx", p: Params) -> None:
@@ -148,7 +189,7 @@ def _addr_q(ctx: "Ctx", p: Params) -> None:
     public = mac_offset(ctx.host.mac, ctx.profile.bt_mac_offset)
     addr = ex["ble_random"] if ex.get("ble_addr_type") == 1 and ex.get("ble_random") else public
     text = mac_text(addr)
-    ctx.info(f'+BLEADDR:"{text}"' if ctx.profile.bleaddr_quoted else f"+BLEADDR:{text}")
+    ctx.info_raw(f'+BLEADDR:"{text}"', b"", b"")      # no CR LF (ground truth §9)
 
 
 def _addr_s(ctx: "Ctx", p: Params) -> None:

@@ -88,6 +88,9 @@ class BootInfo:
     mfg: Partition | None = None                 # mfg_nvs (absolute offset)
     mfg_ok: bool = False                   # mfg NVS initialised
     factory: dict[str, Any] = field(default_factory=dict)
+    #: NVS type of each factory_param key ("i8", "u8", "string" ...): a key read with another
+    #: type than the firmware asks for is missing to it (ground truth §11).
+    factory_types: dict[str, str] = field(default_factory=dict)
     sys_nvs: Partition | None = None             # the system nvs
     uart_def: UartConfig = field(default_factory=UartConfig)
     problems: list[str] = field(default_factory=list)
@@ -96,6 +99,12 @@ class BootInfo:
     def fint(self, key: str) -> int | None:
         v = self.factory.get(key)
         return v if isinstance(v, int) else None
+
+    def typed(self, key: str, nvs_type: str) -> Any:
+        """factory_param ``key`` when it is stored as ``nvs_type`` (what ``nvs_get_<type>`` finds), else None."""
+        if self.factory_types.get(key) != nvs_type:
+            return None
+        return self.factory.get(key)
 
     @property
     def module_name(self) -> str:
@@ -269,7 +278,9 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
         try:
             image = read_nvs_region(flash, info.mfg, "mfg_nvs")
             info.mfg_ok = True
-            info.factory = {e.key: e.value for e in image.keys("factory_param")}
+            entries = list(image.keys("factory_param"))
+            info.factory = {e.key: e.value for e in entries}
+            info.factory_types = {e.key: e.type for e in entries}
         except NVS_ERRORS as exc:
             info.problems.append(f"mfg_nvs init failed: {exc}")
     info.uart_def = load_uart_def(flash, info.sys_nvs, info.fint("uart_baudrate"),

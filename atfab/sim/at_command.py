@@ -125,6 +125,11 @@ class Ctx:
         self.link.send(head.encode("utf-8", "surrogateescape") + payload + trailer)
         self.info_lines += 1
 
+    def err_code(self, code: int) -> None:
+        """``ERR CODE:0x%08x`` now (SYSLOG on), for a handler that reports a problem and carries on."""
+        if self.fw.state is not None and self.fw.state.syslog:
+            self.link.send(f"ERR CODE:0x{code:08x}\r\n".encode())
+
     def prompt(self, style: str) -> None:
         """Data prompt: "ok_prompt" = ``\\r\\nOK\\r\\n\\r\\n>``; "bare_prompt" = ``\\r\\n>`` (§1.2)."""
         self.link.send(b"\r\nOK\r\n\r\n>" if style == "ok_prompt" else b"\r\n>")

@@ -7,14 +7,15 @@ power-on or reset, ``serve(link, token)`` for a connected AT host. Command group
 
 Framing choices (G3, each from §1.2 or a :class:`~atfab.core.firmware.FirmwareProfile` field):
 
-* A command is a line ending in CR LF; at most 256 bytes including CR LF, a longer line is
-  discarded up to its CR LF and answered ``ERROR`` (ERR CODE 0x01020000). Empty lines are ignored.
+* A command is a line ending in CR LF; 2..256 bytes including CR LF, a longer line is
+  discarded up to its CR LF and answered ``ERROR`` (ERR CODE 0x01030000). A bare CR LF is a
+  line without ``AT``: ``ERROR`` (0x01030000), ground truth §0.
 * Echo (ATE1, on after boot per ``firmware.echo_default``) sends the received line plus CR LF
   before anything else; ``ATE0`` is echoed when ``firmware.ate0_echoed``.
 * Info lines ``+CMD:...\\r\\n``; final ``\\r\\nOK\\r\\n`` / ``\\r\\nERROR\\r\\n``; with ``AT+SYSLOG=1`` an
   ``ERR CODE:0x%08x\\r\\n`` line precedes ERROR.
 * Bytes that arrive while a command runs (seen when it ends, or after a raw payload was read)
-  are discarded with one ``busy p...\\r\\n`` per line, before the command's result code.
+  are discarded with one ``\\r\\nbusy p...\\r\\n`` per line, before the command's result code.
 * Raw payloads after a ``>`` prompt are read exactly; the firmware waits for them as long as the
   link and the power last (no timeout: esp-at blocks on its data-mode semaphore).
 
@@ -32,7 +33,7 @@ import threading
 from .at_boot import NVS_ERRORS, boot_from_flash
 from .at_command import OK, ERROR, POLL, READY, After, CommandSpec, Ctx, RunState, StopServing
 from .at_parser import (
-    MAX_COMMAND, SUB_CMD_EXEC_FAIL, SUB_CMD_OP_ERROR, SUB_CMD_PROCESSING, SUB_NO_TERMINATOR, SUB_UNSUPPORT_CMD, AtCmdError,
+    MAX_COMMAND, SUB_CMD_PROCESSING, SUB_NO_AT, SUB_UNSUPPORT_CMD, AtCmdError,
     err_code, parse_line,
 )
 from .at_registry import build_table, init_run_state
@@ -112,9 +113,7 @@ class AtFirmware:
                 link.unread(rest)
             if overflow or end + 2 > MAX_COMMAND:
                 overflow = False
-                self._finish(ctx, AtCmdError(SUB_NO_TERMINATOR))
-                continue
-            if not line:
+                self._finish(ctx, AtCmdError(SUB_NO_AT, 0, "line longer than 256 bytes"))
                 continue
             result = self._run_line(ctx, line)
             if result is not None:
@@ -132,7 +131,7 @@ class AtFirmware:
         if stall:  # the whole reply (echo included) is held back
             faults.stall_reply_seconds = 0.0
             ctx.sleep(stall)
-        is_ate0 = line == b"ATE0"
+        is_ate0 = line.upper() == b"ATE0"
         if st.echo and (not is_ate0 or self.host.firmware.ate0_echoed):
             ctx.send(line + b"\r\n")
         ctx.info_lines = 0
@@ -144,19 +143,19 @@ class AtFirmware:
                 raise AtCmdError(SUB_UNSUPPORT_CMD, 0, f"unknown command {cmd.name}")
             handler = spec.handler(cmd.form)
             if handler is None:
-                raise AtCmdError(SUB_CMD_OP_ERROR, 0, f"{cmd.name}: {cmd.form} form not supported")
+                raise AtCmdError(None, 0, f"{cmd.name}: {cmd.form} form not supported")
             after = handler(ctx, cmd.params)
         except AtCmdError as exc:
             self._finish(ctx, exc)
             return None
         except NVS_ERRORS as exc:          # a flash/NVS step failed: the command fails
-            self._finish(ctx, AtCmdError(SUB_CMD_EXEC_FAIL, 0, str(exc)))
+            self._finish(ctx, AtCmdError(None, 0, str(exc)))
             return None
         except (StopServing, LinkClosed):
             raise
         except Exception as exc:  # noqa: BLE001 - a simulator bug must not kill the AT port
             self.errors.append(exc)
-            self._finish(ctx, AtCmdError(SUB_CMD_EXEC_FAIL, 0, repr(exc)))
+            self._finish(ctx, AtCmdError(None, 0, repr(exc)))
             return None
         self._finish(ctx, None)
         if after is None:
@@ -186,7 +185,7 @@ class AtFirmware:
             ctx.send(OK)
             return
         st = self.state
-        if st is not None and st.syslog:
+        if st is not None and st.syslog and error.code is not None:
             ctx.send(f"ERR CODE:0x{error.code:08x}\r\n".encode())
         ctx.send(ERROR)
 
@@ -194,7 +193,7 @@ class AtFirmware:
         st = self.state
         if st is not None and st.syslog:
             ctx.send(f"ERR CODE:0x{err_code(SUB_CMD_PROCESSING):08x}\r\n".encode())
-        ctx.send(self.host.firmware.busy_text.encode() + b"\r\n")
+        ctx.send(b"\r\n" + self.host.firmware.busy_text.encode() + b"\r\n")
 
     def _drain_busy(self, ctx: Ctx) -> None:
         """Discard input that arrived while the command ran: one busy line per received line."""

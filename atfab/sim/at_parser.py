@@ -40,21 +40,27 @@ def err_code(sub: int, ext: int = 0) -> int:
 
 
 class AtCmdError(Exception):
-    """A command fails: the firmware answers ``ERROR`` (with ``ERR CODE`` when SYSLOG is on)."""
+    """A command fails: the firmware answers ``ERROR``, preceded by ``ERR CODE`` when SYSLOG is on and
+    the core has a code for this failure (``code`` None: the real core prints none, ground truth §0)."""
 
-    def __init__(self, sub: int = SUB_CMD_EXEC_FAIL, ext: int = 0, why: str = "") -> None:
-        super().__init__(why or f"error {err_code(sub, ext):#010x}")
-        self.code = err_code(sub, ext)
+    def __init__(self, sub: int | None = SUB_CMD_EXEC_FAIL, ext: int = 0, why: str = "") -> None:
+        self.code = None if sub is None else err_code(sub, ext)
+        super().__init__(why or (f"error {self.code:#010x}" if self.code is not None else "error"))
 
 
 def invalid(index: int, why: str = "") -> AtCmdError:
-    """Parameter ``index`` (0-based) has a value out of range."""
-    return AtCmdError(SUB_PARA_INVALID, index, why)
+    """Parameter ``index`` (0-based) has a value out of range: the core's range checks print no code."""
+    return AtCmdError(None, index, why)
 
 
-def exec_fail(why: str = "", ext: int = 0) -> AtCmdError:
-    """The command could not be carried out."""
-    return AtCmdError(SUB_CMD_EXEC_FAIL, ext, why)
+def exec_fail(why: str = "", ext: int | None = None) -> AtCmdError:
+    """The command could not be carried out (no ERR CODE, unless ``ext``: SYSFLASH ``0x010a000N``)."""
+    return AtCmdError(None if ext is None else SUB_CMD_EXEC_FAIL, ext or 0, why)
+
+
+def param_error(index: int, why: str = "") -> AtCmdError:
+    """A parameter accessor failed (missing, malformed, unquoted string, bad escape): ``0x0108000N``."""
+    return AtCmdError(SUB_PARA_PARSE_FAIL, index, why)
 
 
 # -- one parameter field -------------------------------------------------------------------
@@ -83,7 +89,7 @@ class Params:
         """Require between ``low`` and ``high`` (default ``low``) parameters."""
         high = low if high is None else high
         if not low <= len(self.fields) <= high:
-            raise AtCmdError(SUB_PARA_NUM_MISMATCH, ((high & 0xFF) << 8) | (len(self.fields) & 0xFF))
+            raise AtCmdError(None, 0, f"{len(self.fields)} parameters, expected {low}..{high}")
 
     def present(self, i: int) -> bool:
         """True when parameter ``i`` exists and is not an empty (omitted) field."""
@@ -92,13 +98,13 @@ class Params:
     def int(self, i: int, low: int | None = None, high: int | None = None) -> int:
         """Parameter ``i`` as an integer (decimal or ``0x`` hex), optionally range checked."""
         if i >= len(self.fields):
-            raise AtCmdError(SUB_PARA_NUM_MISMATCH, len(self.fields))
+            raise param_error(i, "missing")
         f = self.fields[i]
         if f.quoted or f.empty:
-            raise AtCmdError(SUB_PARA_TYPE_MISMATCH, i)
+            raise param_error(i, "not a number")
         value = parse_number(f.text)
         if value is None:
-            raise AtCmdError(SUB_PARA_PARSE_FAIL, i)
+            raise param_error(i, "not a number")
         if (low is not None and value < low) or (high is not None and value > high):
             raise invalid(i)
         return value
@@ -106,22 +112,22 @@ class Params:
     def str(self, i: int, max_len: int | None = None, *, min_len: int = 0) -> str:
         """Parameter ``i`` as a quoted string, optionally length checked (in bytes)."""
         if i >= len(self.fields):
-            raise AtCmdError(SUB_PARA_NUM_MISMATCH, len(self.fields))
+            raise param_error(i, "missing")
         f = self.fields[i]
         if not f.quoted:
-            raise AtCmdError(SUB_PARA_TYPE_MISMATCH, i)
+            raise param_error(i, "not a quoted string")
         n = len(f.text.encode("utf-8", "surrogateescape"))
         if n < min_len or (max_len is not None and n > max_len):
-            raise AtCmdError(SUB_PARA_LENGTH_MISMATCH, i)
+            raise invalid(i, "string length")
         return f.text
 
 
 def parse_number(text: str) -> int | None:
-    """Decimal (optionally signed) or ``0x`` hex; ``None`` when it is neither."""
-    t = text.strip()
+    """Decimal (optionally ``-``, never ``+``) or ``0x``/``0X`` hex; ``None`` when it is neither
+    (``esp_at_get_para_as_digit``, ground truth §0)."""
     sign = 1
-    body = t
-    if body and body[0] in "+-":
+    body = text
+    if body and body[0] == "-":
         sign = -1 if body[0] == "-" else 1
         body = body[1:]
     if body[:2].lower() == "0x":
@@ -187,25 +193,26 @@ class AtLine:
     raw: str = ""
 
 
-def parse_line(line: bytes) -> AtLine:
-    """Parse one command line (without CR LF).
+#: Characters of a command name after ``AT`` (upper-cased first), ground truth §0 ``at_cmd_parse``.
+NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_!%-./:+")
 
-    Raises :class:`AtCmdError` 0x03 when it does not start with upper-case ``AT`` (§9.1, lower
-    case ``at`` included) and a parse error for broken parameter syntax.
+
+def parse_line(line: bytes) -> AtLine:
+    """Parse one command line (without its CR LF) as ``at_cmd_parse`` does (ground truth §0).
+
+    ``A``/``a`` + ``T``/``t`` prefix (anything else, the bare CR LF included: ``0x01030000``); the
+    name's letters are upper-cased (``at+gmr`` is ``AT+GMR``) and run while they are name
+    characters; then ``?`` query, ``=?`` test, ``=...`` set, nothing = execute. Anything else after
+    the name (a trailing space) makes a name no command has (``0x01090000``).
     """
     text = line.decode("utf-8", "surrogateescape")
-    if not text.startswith("AT"):
+    if len(text) < 2 or text[0] not in "Aa" or text[1] not in "Tt":
         raise AtCmdError(SUB_NO_AT, 0, "no AT prefix")
-    if text == "AT":
-        return AtLine("AT", "exec", raw=text)
-    if not text.startswith("AT+"):
-        # basic commands such as ATE0 / ATE1: the whole line is the name
-        return AtLine(text, "exec", raw=text)
-    eq = text.find("=")
-    q = text.find("?")
-    cut = min(p for p in (eq, q, len(text)) if p >= 0)
-    name = text[:cut]
-    rest = text[cut:]
+    i = 2
+    while i < len(text) and text[i].upper() in NAME_CHARS:
+        i += 1
+    name = "AT" + text[2:i].upper()
+    rest = text[i:]
     if rest == "":
         return AtLine(name, "exec", raw=text)
     if rest == "?":
@@ -214,12 +221,12 @@ def parse_line(line: bytes) -> AtLine:
         return AtLine(name, "test", raw=text)
     if rest.startswith("="):
         return AtLine(name, "set", Params(split_params(rest[1:])), raw=text)
-    raise AtCmdError(SUB_PARA_PARSE_FAIL, 0, "bad command form")
+    raise AtCmdError(SUB_UNSUPPORT_CMD, 0, f"no command {text!r}")
 
 
 __all__ = [
     "AtCmdError", "AtLine", "Field", "Params", "parse_line", "split_params", "parse_number",
-    "err_code", "invalid", "exec_fail", "MAX_COMMAND", "FORMS",
+    "err_code", "invalid", "exec_fail", "param_error", "NAME_CHARS", "MAX_COMMAND", "FORMS",
     "SUB_NO_TERMINATOR", "SUB_NO_AT", "SUB_PARA_LENGTH_MISMATCH", "SUB_PARA_TYPE_MISMATCH",
     "SUB_PARA_NUM_MISMATCH", "SUB_PARA_INVALID", "SUB_PARA_PARSE_FAIL", "SUB_UNSUPPORT_CMD",
     "SUB_CMD_EXEC_FAIL", "SUB_CMD_PROCESSING", "SUB_CMD_OP_ERROR",

@@ -3,13 +3,16 @@
 * Query: one ``+SYSFLASH:"<name>",<type>,<subtype>,0x<addr>,0x<size>`` line per entry of the
   secondary table (decimal type/subtype, lower-case hex without padding). No readable
   at_customize table -> ERROR.
-* ``=0,"<part>"`` erases the whole partition; ``=0,"<part>",<off>,<len>`` erases a range whose
-  offset and length are multiples of 4096 (G1 rule, kept in G3).
-* ``=1,"<part>",<off>,<len>``: prompt per ``firmware.sysflash_write_prompt``, exactly ``len``
-  raw bytes, programmed into NOR flash *without* erasing (writing over unerased data corrupts,
-  like the chip), then OK.
-* ``=2,"<part>",<off>,<len>``: ``+SYSFLASH:<len>,<bytes>`` + ``firmware.raw_read_trailer``.
-* Unknown partition, ranges outside the partition, a zero length -> ERROR.
+* Set (ground truth §5): op 0..2 (else ERROR, no code); lookup by name only; unknown
+  partition -> ``ERR CODE:0x010a0000``. ``=0,"<part>"`` erases the whole partition;
+  ``=0,"<part>",<off>,<len>``: offset and length multiples of 4096 (``0x010a0001``), no bounds
+  check (beyond the chip: ``0x010a0002``).
+* ``=1,"<part>",<off>,<len>``: a range beyond the partition prints ``0x010a0001`` and carries
+  on; the prompt is the single byte ``>`` (``firmware.sysflash_prompt``); exactly ``len`` raw
+  bytes, programmed into NOR flash *without* erasing (writing over unerased data corrupts,
+  like the chip); the out-of-partition write then fails (``0x010a0003``).
+* ``=2,"<part>",<off>,<len>``: ``+SYSFLASH:<len>,<bytes>`` then the result code at once (no CR
+  LF, ``firmware.sysflash_read_trailer``); ``len`` 0 is allowed.
 Faults: ``error_next_write`` / ``error_after_writes`` answer ERROR after the payload (nothing written);
 ``corrupt_next_read`` flips one byte of the next read's payload.
 """
@@ -19,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from .at_command import CommandSpec, Ctx
-from .at_parser import Params, exec_fail, invalid
+from .at_parser import SUB_CMD_EXEC_FAIL, Params, err_code, exec_fail, invalid
 
 
 SECTOR = 4096
@@ -69,39 +72,46 @@ def _query(ctx: "Ctx", p: Params) -> None:
 
 
 def _set(ctx: "Ctx", p: Params) -> None:
-    p.count(2, 4)
-    op = p.int(0, 0, 2)
-    name = p.str(1, 16, min_len=1)
+    op = p.int(0)
+    if not 0 <= op <= 2:
+        raise invalid(0, "operation")
+    name = p.str(1)
     part = _table(ctx).find(name)
     if part is None:
-        raise invalid(1, f"no partition {name!r}")
+        raise exec_fail(f"no partition {name!r}", ext=0)
     flash = ctx.host.flash
     if op == 0 and len(p) == 2:
         flash.erase(part.offset, part.size)
         return
     p.count(4)
-    off = p.int(2, 0)
-    length = p.int(3, 1)
-    if off + length > part.size:
-        raise invalid(3, "range outside the partition")
+    off = p.int(2)
+    length = p.int(3)
+    if off < 0 or length < 0:
+        raise invalid(2, "negative offset or length")
     addr = part.offset + off
     if op == 0:
-        if off % SECTOR:
-            raise invalid(2, "offset not 4 KB aligned")
-        if length % SECTOR:
-            raise invalid(3, "length not 4 KB aligned")
+        if off % SECTOR or length % SECTOR:
+            raise exec_fail("offset/length not 4 KB aligned", ext=1)
+        if addr + length > flash.size:
+            raise exec_fail("erase outside the flash", ext=2)
         flash.erase(addr, length)
-    elif op == 1:
-        ctx.prompt(ctx.profile.sysflash_write_prompt)
+        return
+    inside = off + length <= part.size
+    if not inside:                     # printed, then the core carries on (ground truth §5)
+        ctx.err_code(err_code(SUB_CMD_EXEC_FAIL, 1))
+    if op == 1:
+        ctx.send(ctx.profile.sysflash_prompt)
         data = ctx.read_payload(length)
-        if take_write_error(ctx.faults):
-            raise exec_fail("fault: write refused")
+        if take_write_error(ctx.faults) or not inside:
+            raise exec_fail("write refused", ext=3)
         flash.program(addr, data)
-    else:
-        data = flash.read(addr, length)
-        if take_fault(ctx.faults, "corrupt_next_read"):
-            data = corrupt(data)
-        ctx.info_raw(f"+SYSFLASH:{length},", data, ctx.profile.raw_read_trailer)
+        return
+    if not inside:
+        raise exec_fail("read outside the partition", ext=2)
+    data = flash.read(addr, length)
+    if take_fault(ctx.faults, "corrupt_next_read"):
+        data = corrupt(data)
+    ctx.info_raw(f"+SYSFLASH:{length},", data, ctx.profile.sysflash_read_trailer)
 
 
 def commands(profile: Any) -> list[CommandSpec]:

@@ -74,25 +74,31 @@ def _numeric_length(ctx: "Ctx", entry: Any) -> int:
     return len(str(entry.value))
 
 
-def _query(ctx: "Ctx", p: Params) -> None:
-    for ns in _namespaces(_image(ctx)):
+def _list_namespaces(ctx: "Ctx", image: Any) -> None:
+    names = _namespaces(image)
+    if not names:                      # nvs_entry_find fails on an empty mfg_nvs (ground truth §6)
+        raise exec_fail("mfg_nvs holds no entry")
+    for ns in names[:ctx.profile.sysmfg_namespace_max or None]:
         ctx.info(f'+SYSMFG:"{ns}"')
+
+
+def _query(ctx: "Ctx", p: Params) -> None:
+    _list_namespaces(ctx, _image(ctx))
 
 
 def _read(ctx: "Ctx", p: Params) -> None:
     image = _image(ctx)
     if len(p) == 1:
-        for ns in _namespaces(image):
-            ctx.info(f'+SYSMFG:"{ns}"')
+        _list_namespaces(ctx, image)
         return
     p.count(2, 5)
     ns = p.str(1, NAME_MAX, min_len=1)
     if len(p) == 2:
-        keys = [e for e in image.keys(ns) if e.type in TYPE_NUMBERS]
+        keys = list(image.keys(ns))
         if not keys:
             raise invalid(1, f"no namespace {ns!r}")
         for e in keys:
-            ctx.info(f'+SYSMFG:"{ns}","{e.key}",{TYPE_NUMBERS[e.type]}')
+            ctx.info(f'+SYSMFG:"{ns}","{e.key}",{TYPE_NUMBERS.get(e.type, -1)}')
         return
     key = p.str(2, NAME_MAX, min_len=1)
     entry = image.get(ns, key)
@@ -100,22 +106,26 @@ def _read(ctx: "Ctx", p: Params) -> None:
         raise invalid(2, f"no key {ns}/{key}")
     tnum = TYPE_NUMBERS[entry.type]
     head = f'+SYSMFG:"{ns}","{key}",{tnum},'
+    off = length = 0
+    if len(p) > 3:
+        p.count(5)
+        off, length = p.int(3), p.int(4)
     if entry.type in RANGES:
-        if len(p) > 3:
+        if off or length:
             raise invalid(3, "offset/length on a numeric value")
         ctx.info(f"{head}{_numeric_length(ctx, entry)},{entry.value}")
         return
     data = _value_bytes(entry)
-    if len(p) > 3:
-        p.count(5)
-        off = p.int(3, 0)
-        length = p.int(4, 1)
-        if off + length > len(data):
-            raise invalid(4, "range beyond the value")
-        data = data[off:off + length]
+    if off < 0 or length < 0:
+        raise invalid(3, "negative offset/length")
+    if length == 0:                    # len 0 reads to the end (ground truth §6)
+        length = len(data) - off
+    if length < 0 or off + length > len(data):
+        raise invalid(4, "range beyond the value")
+    data = data[off:off + length]
     if take_fault(ctx.faults, "corrupt_next_read"):
         data = corrupt(data)
-    ctx.info_raw(f"{head}{len(data)},", data, ctx.profile.raw_read_trailer)
+    ctx.info_raw(f"{head}{len(data)},", data, ctx.profile.sysmfg_read_trailer)
 
 
 def _committed(ctx: "Ctx") -> None:
@@ -143,17 +153,20 @@ def _write(ctx: "Ctx", p: Params) -> None:
     tnum = p.int(3, 1, 8)
     tname = TYPE_NAMES[tnum]
     if tname in RANGES:
-        low, high = RANGES[tname]
-        value: int | str | bytes = p.int(4, low, high)
+        value: int | str | bytes = truncate(p.int(4), tname)   # no range check (ground truth §6)
         if take_write_error(ctx.faults):
             raise exec_fail("fault: write refused")
     else:
-        limit = ctx.profile.nvs_string_max - 1 if tname == "string" else boot.mfg.size
-        length = p.int(4, 1, limit)
-        ctx.prompt(ctx.profile.sysmfg_write_prompt)
+        length = p.int(4, 1, ctx.profile.sysmfg_value_max)     # 1..8191, before any prompt
+        ctx.send(ctx.profile.sysmfg_prompt)
         payload = ctx.read_payload(length)
         if take_write_error(ctx.faults):
             raise exec_fail("fault: write refused")
+        if tname == "string":
+            if b"\x00" in payload:
+                raise exec_fail("string holds a NUL")
+            if len(payload) + 1 > ctx.profile.nvs_string_max:
+                raise exec_fail("nvs_set_str: value too long")
         value = payload.decode("utf-8", "surrogateescape") if tname == "string" else payload
     try:
         nvs_editor(ctx.host.flash, boot.mfg).set(ns, key, tname, value)
@@ -176,6 +189,15 @@ def _erase(ctx: "Ctx", p: Params) -> None:
             raise invalid(2, f"no key {ns}/{key}")
     except NVS_ERRORS as exc:
         raise exec_fail(f"nvs erase failed: {exc}") from None
+
+
+def truncate(value: int, tname: str) -> int:
+    """``value`` cut to the width of NVS type ``tname`` (u8 300 -> 44, i8 200 -> -56)."""
+    bits = SIZES[tname] * 8
+    value &= (1 << bits) - 1
+    if tname.startswith("i") and value >= 1 << (bits - 1):
+        value -= 1 << bits
+    return value
 
 
 def _set(ctx: "Ctx", p: Params) -> None:

@@ -22,9 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.firmware import rfpower_readback
-from .at_boot import IDF_DEFAULT_COUNTRY
+from .at_boot import IDF_DEFAULT_COUNTRY, NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_command import CommandSpec, Ctx, RunState
-from .at_parser import Params, exec_fail, invalid
+from .at_parser import SUB_PARA_INVALID, SUB_PARA_NUM_MISMATCH, AtCmdError, Params, exec_fail, invalid
 
 
 def mac_text(mac: bytes) -> str:
@@ -39,27 +39,52 @@ def mac_offset(mac: bytes, n: int) -> bytes:
 def parse_mac(text: str, index: int) -> bytes:
     parts = text.split(":")
     if len(parts) != 6 or any(len(x) != 2 for x in parts):
-        raise invalid(index, "bad MAC")
+        raise AtCmdError(SUB_PARA_INVALID, index, "bad MAC")
     try:
         return bytes(int(x, 16) for x in parts)
     except ValueError:
-        raise invalid(index, "bad MAC") from None
+        raise AtCmdError(SUB_PARA_INVALID, index, "bad MAC") from None
+
+
+#: The Wi-Fi chain of factory_param at boot (key, NVS type), in order: the first key missing or
+#: stored with another type ends it, the rest is not applied (ground truth §11, "split" boot).
+WIFI_CHAIN = (("max_tx_power", "i8"), ("start_channel", "u8"), ("channel_num", "u8"), ("country_code", "string"))
 
 
 def init_wifi(st: "RunState", host: Any) -> None:
-    """Boot values of RF power, country and MACs."""
+    """Boot values of RF power, country, MACs, Wi-Fi mode and the multiple-connection flag."""
     fw = host.firmware
-    power = st.boot.fint("max_tx_power")
-    st.extra["rf_wifi"] = power if power is not None else fw.rfpower_default
+    got: dict[str, Any] = {}
+    for key, kind in WIFI_CHAIN:
+        value = st.boot.typed(key, kind)
+        if value is None:
+            break                      # early return: the country code is skipped too
+        got[key] = value
+    st.extra["rf_wifi"] = got.get("max_tx_power", fw.rfpower_default) if fw.wifi else 0
     st.extra["rf_ble"] = None
-    cc = st.boot.factory.get("country_code")
-    start, count = st.boot.fint("start_channel"), st.boot.fint("channel_num")
-    if isinstance(cc, str) and start is not None and count is not None:
-        st.extra["country"] = (fw.cwcountry_boot_policy, cc, start, count)
+    if len(got) == len(WIFI_CHAIN):
+        st.extra["country"] = (fw.cwcountry_boot_policy, got["country_code"], got["start_channel"],
+                               got["channel_num"])
     else:
         st.extra["country"] = (0, *IDF_DEFAULT_COUNTRY)
-    st.extra["sta_mac"] = bytes(host.mac)
+    st.extra["sta_mac"] = _stored_sta_mac(st, host) or bytes(host.mac)
     st.extra["ap_mac"] = mac_offset(bytes(host.mac), 1)
+    st.extra["cwmode"] = 1            # esp_wifi_get_mode after esp-at's init: station
+    st.extra["cipmux"] = 0
+
+
+def _stored_sta_mac(st: "RunState", host: Any) -> bytes | None:
+    """The station MAC ``AT+CIPSTAMAC=`` stored under SYSSTORE=1 (system NVS ``firmware.sta_mac_nvs``)."""
+    if st.boot.sys_nvs is None:
+        return None
+    ns, key, _kind = host.firmware.sta_mac_nvs
+    try:
+        entry = read_nvs_region(host.flash, st.boot.sys_nvs, "nvs").get(ns, key)
+    except NVS_ERRORS:
+        return None
+    if entry is None or not isinstance(entry.value, (bytes, bytearray)) or len(entry.value) != 6:
+        return None
+    return bytes(entry.value)
 
 
 # -- RFPOWER ---------------------------------------------------------------------------------------
@@ -85,7 +110,9 @@ def _rf_s(ctx: "Ctx", p: Params) -> None:
             p.count(fw.rfpower_fields)
     else:
         p.count(1)
-    wifi = p.int(0, fw.rfpower_min, fw.rfpower_max)
+    wifi = p.int(0, fw.rfpower_min, fw.rfpower_max) if p.present(0) else None
+    if not fw.wifi and len(p) == 1:
+        return                         # BLE-only build, Wi-Fi value only: OK, nothing set (§7)
     ble = None
     if len(p) > 1:
         adv = p.int(1, fw.rfpower_ble_min, fw.rfpower_ble_max)
@@ -94,9 +121,8 @@ def _rf_s(ctx: "Ctx", p: Params) -> None:
         if not ble_initialised(ctx):
             raise exec_fail("BLE not initialised")
         ble = (adv,) * (fw.rfpower_fields - 1)
-    if not fw.wifi:
-        raise exec_fail("no Wi-Fi")
-    ctx.st.extra["rf_wifi"] = wifi
+    if fw.wifi and wifi is not None:
+        ctx.st.extra["rf_wifi"] = wifi
     if ble is not None:
         ctx.st.extra["rf_ble"] = ble
 
@@ -125,11 +151,18 @@ def _mac_line(ctx: "Ctx", name: str, mac: bytes) -> None:
 
 
 def _mac_set(ctx: "Ctx", p: Params, mine: str, other: str) -> None:
-    p.count(1)
+    if len(p) != 1:
+        raise AtCmdError(SUB_PARA_NUM_MISMATCH, 0, "one parameter")
     mac = parse_mac(p.str(0, 17, min_len=17), 0)
     if mac[0] & 1 or mac in (b"\x00" * 6, b"\xff" * 6) or mac == ctx.st.extra[other]:
-        raise invalid(0, "MAC not allowed")
+        raise AtCmdError(SUB_PARA_INVALID, 0, "MAC not allowed")
     ctx.st.extra[mine] = mac
+    if mine == "sta_mac" and ctx.st.sysstore and ctx.boot.sys_nvs is not None:
+        ns, key, kind = ctx.profile.sta_mac_nvs      # persists across reset (ground truth §9)
+        try:
+            nvs_editor(ctx.host.flash, ctx.boot.sys_nvs).set(ns, key, kind, mac)
+        except NVS_ERRORS as exc:
+            raise exec_fail(str(exc)) from None
 
 
 def _sta_q(ctx: "Ctx", p: Params) -> None:
@@ -148,14 +181,63 @@ def _ap_s(ctx: "Ctx", p: Params) -> None:
     _mac_set(ctx, p, "ap_mac", "sta_mac")
 
 
+# -- start-up commands third-party host drivers send (CWMODE, CWSTATE, CIPMUX) ---------------------------
+#: Highest mode ``at_setup_cmd_cwmode`` passes (4 = NAN); above -> ``ERR CODE:0x01070001``.
+CWMODE_MAX = 4
+
+
+def _cwmode_q(ctx: "Ctx", p: Params) -> None:
+    ctx.send(cformat_d(ctx.profile.fmt("cwmode_query"), "+CWMODE", ctx.st.extra["cwmode"]))
+    ctx.info_lines += 1
+
+
+def _cwmode_s(ctx: "Ctx", p: Params) -> None:
+    if not 1 <= len(p) <= 2:
+        raise AtCmdError(SUB_PARA_NUM_MISMATCH, 0, "1 or 2 parameters")
+    mode = p.int(0)
+    if not 0 <= mode <= CWMODE_MAX:
+        raise AtCmdError(SUB_PARA_INVALID, 1, "mode")
+    if len(p) == 2 and p.present(1):
+        p.int(1, 0, 1)
+    ctx.st.extra["cwmode"] = mode
+
+
+def _cwstate_q(ctx: "Ctx", p: Params) -> None:
+    ctx.send(f'+CWSTATE:{ctx.st.extra.get("cwstate", 0)},""\r\n'.encode())   # cwstate_noconfig / no SSID yet
+    ctx.info_lines += 1
+
+
+def _cipmux_q(ctx: "Ctx", p: Params) -> None:
+    ctx.send(cformat_d(ctx.profile.fmt("cipmux_query"), "+CIPMUX", ctx.st.extra["cipmux"]))
+    ctx.info_lines += 1
+
+
+def _cipmux_s(ctx: "Ctx", p: Params) -> None:
+    if len(p) != 1:
+        raise AtCmdError(SUB_PARA_NUM_MISMATCH, 0, "one parameter")
+    mux = p.int(0)
+    if mux not in (0, 1):
+        raise AtCmdError(SUB_PARA_INVALID, 0, "mux")
+    ctx.st.extra["cipmux"] = mux
+
+
+def cformat_d(fmt: str, name: str, value: int) -> bytes:
+    """``"%s:%d\\r\\n"``-style formats with a name and one number."""
+    return fmt.replace("%s", name, 1).replace("%d", str(value), 1).encode()
+
+
 def commands(profile: Any) -> list[CommandSpec]:
     out = [CommandSpec("AT+RFPOWER", query=_rf_q, set=_rf_s)]
     if profile.wifi:
         out += [
+            CommandSpec("AT+CWMODE", query=_cwmode_q, set=_cwmode_s),
+            CommandSpec("AT+CWSTATE", query=_cwstate_q),
             CommandSpec("AT+CWCOUNTRY", query=_country_q, set=_country_s),
             CommandSpec("AT+CIPSTAMAC", query=_sta_q, set=_sta_s),
             CommandSpec("AT+CIPAPMAC", query=_ap_q, set=_ap_s),
         ]
+    if "net" in profile.features:
+        out.append(CommandSpec("AT+CIPMUX", query=_cipmux_q, set=_cipmux_s))
     return out
 
 
