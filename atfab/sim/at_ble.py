@@ -160,7 +160,7 @@ def _srv_q(ctx: "Ctx", p: Params) -> None:
     for s in _need_server(ctx):
         uuid = _uuid_digits(s.uuid)
         fmt = _gatt_fmt(ctx, "gattssrv", uuid)
-        if ctx.profile.gatts_auto_create:      # NimBLE: "1,<index>" (v3.3-v4.1) or "<index>,1" (v5.0.1+)
+        if len(_CONV.findall(fmt)) == 3:       # NimBLE: "1,<index>" (v3.3-v4.1) or "<index>,1" (v5.0.1+)
             line = cformat(fmt, "+BLEGATTSSRV", s.srv_index, uuid)
         else:                                  # Bluedroid: index, start, uuid
             line = cformat(fmt, "+BLEGATTSSRV", s.srv_index, 1 if s.srv_index in started else 0, uuid)
