@@ -8,7 +8,8 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
-from atfab.image.appimage import default_at_core, make_app_image
+from atfab.image.appimage import default_at_core, make_app_image, make_bootloader_image
+from atfab.image.build import synthetic_firmware_files
 from atfab.core.firmware import FirmwareProfile
 from atfab.image.gatt import cfg_strings, load_gatts_csv
 from atfab.image.mfg_nvs import UnitContent, build_mfg_nvs
@@ -64,17 +65,26 @@ def default_content(profile, **factory_overrides) -> UnitContent:
 
 
 def build_flash(profile=None, *, content: UnitContent | None = None, app: bool = True, mfg: bool = True,
-                app_version: str = "v3.3.0.0") -> NorFlash:
-    """A 4 MB flash laid out like a factory-flashed ESP32-C2 module."""
+                app_version: str = "v3.3.0.0", release: str | None = None, bootloader: bool = True) -> NorFlash:
+    """A 4 MB flash laid out like a factory-flashed ESP32-C2 module.
+
+    ``release``: the app is atfab's synthetic build of the module at that esp-at release (core
+    commit and command-set markers of the release); else a v3.3.0.0-core image without markers.
+    """
     profile = profile or c2_profile()
     flash = NorFlash(profile.flash_size)
+    if bootloader:
+        flash.program(profile.bootloader_offset, make_bootloader_image(chip=profile.chip))
     flash.program(profile.partition_table_offset, encode(profile.primary, md5=False))
     flash.program(profile.at_customize_offset, encode(profile.at_customize, md5=True))
     if mfg:
         content = content or default_content(profile)
         image = build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware).image
         flash.program(profile.mfg_nvs.offset, image)
-    if app:
+    if app and release:
+        offset, data = synthetic_firmware_files(profile, version=release)["app"]
+        flash.program(offset, data)
+    elif app:
         flash.program(profile.app_offset, make_app_image(
             chip=profile.chip, version=app_version, idf_ver="v5.0.6-dirty",
             at_core=default_at_core("3.3.0.0", "ESP32C2")))
@@ -206,7 +216,7 @@ def changed(fw: FirmwareProfile, **changes) -> FirmwareProfile:
 
 def new_host(flash: NorFlash | None = None, firmware: FirmwareProfile | None = None, **fw_changes) -> FakeHost:
     profile = c2_profile()
-    fw = firmware or profile.firmware
+    fw = firmware or profile.for_release("v3.3.0.0").firmware      # the build build_flash() flashes
     if fw_changes:
         fw = changed(fw, **fw_changes)
     return FakeHost(flash=flash or build_flash(profile), firmware=fw)

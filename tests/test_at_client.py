@@ -37,7 +37,8 @@ def guarded(fn):
 
 def start_module(**fw_changes) -> VirtualModule:
     profile = c2_profile()
-    fw = changed(profile.firmware, **fw_changes) if fw_changes else profile.firmware
+    base = profile.for_release("v3.3.0.0").firmware          # the build build_flash() flashes
+    fw = changed(base, **fw_changes) if fw_changes else base
     return VirtualModule(flash=build_flash(profile), firmware=fw).start()
 
 

@@ -6,10 +6,12 @@ from dataclasses import replace
 
 import pytest
 
+from atfab.image.profiles import load_profile
+
 from atfab.core.firmware import G3_DEFAULTS
 from atfab.sim.at_parser import AtCmdError, parse_line, split_params
 from atfab.sim.at_uart import actual_baud
-from tests.sim_at_support import MAC, Session, build_flash, c2_profile, new_host
+from tests.sim_at_support import MAC, FakeHost, Session, build_flash, c2_profile, new_host
 
 OK = b"\r\nOK\r\n"
 ERROR = b"\r\nERROR\r\n"
@@ -302,8 +304,9 @@ def test_rfpower_c2(quiet_sess):
 
 
 def test_rfpower_esp32_style():
-    fw = replace(G3_DEFAULTS["esp32"], download_mode_commands=("AT+RST=1",))
-    s = Session(new_host(firmware=fw))
+    wroom = load_profile("esp32-wroom-32")          # the sim serves what is flashed: an ESP32 build
+    s = Session(FakeHost(flash=build_flash(wroom, release=wroom.firmware.release), firmware=wroom.firmware,
+                         chip="esp32"))
     try:
         assert s.cmd("ATE0").endswith(OK)
         assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:78,0,0,0\r\n" + OK
@@ -376,8 +379,9 @@ def test_ble_c2_auto_create():
 
 
 def test_ble_full_style_needs_srvcre():
-    fw = G3_DEFAULTS["esp32c3"]
-    s = Session(new_host(firmware=fw))
+    mini = load_profile("esp32c3-mini-1")           # the sim serves what is flashed: a C3 build
+    s = Session(FakeHost(flash=build_flash(mini, release=mini.firmware.release), firmware=mini.firmware,
+                         chip="esp32c3"))
     try:
         assert s.cmd("ATE0").endswith(OK)
         assert s.cmd("AT+BLEINIT=2") == OK

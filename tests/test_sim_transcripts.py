@@ -24,9 +24,9 @@ TRANSCRIPTS = load_all()
 
 def flash_for(t: Transcript) -> tuple[NorFlash, object]:
     """A module flashed with the transcript's build (factory content), and its firmware profile."""
-    profile = load_profile(MODULE_PROFILES[t.module]).for_release(t.release)
-    flash = build_flash(profile, mfg=t.setup != "blank_mfg", app_version=t.release)
-    return flash, firmware_profile(t.release, t.chip, module=t.module)
+    profile = load_profile(MODULE_PROFILES[t.module])
+    flash = build_flash(profile.for_release(t.release), mfg=t.setup != "blank_mfg", release=t.release)
+    return flash, profile.firmware     # the module profile's default release: the sim must serve the flashed one
 
 
 def test_transcripts_cover_the_supported_releases():

@@ -132,8 +132,13 @@ def default_at_core(version: str, chip: str, *, core_hash: str = "3b13d04",
 def make_app_image(*, chip: str, version: str, at_core: str, idf_ver: str, project: str = "esp-at",
                    date: str = "May  8 2024", time: str = "08:50:59", commit: str = "be332568",
                    flash_mode: str = "dio", flash_size: str = "4MB", flash_freq: str | None = None,
-                   secure_version: int = 0) -> bytes:
-    """A valid ESP-IDF app image for ``chip`` carrying the app description and the AT-core record."""
+                   secure_version: int = 0, markers: tuple[str, ...] = ()) -> bytes:
+    """A valid ESP-IDF app image for ``chip`` carrying the app description and the AT-core record.
+
+    ``markers`` are the registration markers of the build's command sets
+    (:func:`atfab.core.firmware.feature_marker`), NUL-terminated in flash rodata as a real esp-at
+    image keeps them: the virtual module reads the build's features from them.
+    """
     rom = _rom(chip)
     if not at_core or "\x00" in at_core or len(at_core.encode()) > 200:
         raise InputError("AT core version must be 1..200 bytes without NUL", field="at_core")
@@ -147,6 +152,7 @@ def make_app_image(*, chip: str, version: str, at_core: str, idf_ver: str, proje
         _fixed(idf_ver, 32, "idf_ver"), elf_sha, 0, 99, 0, b"\x00" * 3, b"\x00" * 72,
     )
     record = ATCORE_MARKER + at_core.encode() + b"\x00" + ATCOMMIT_MARKER + commit.encode() + b"\x00"
+    record += b"".join(m.encode() + b"\x00" for m in markers if m)
     drom = rom.DROM_MAP_START + 0x20   # file offset 0x20 maps here (64 KB page aligned)
     dram = _ranges(rom, "DRAM")[0]
     iram = _ranges(rom, "IRAM")[0]

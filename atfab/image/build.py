@@ -30,7 +30,7 @@ from ..core.fsutil import atomic_write, staged_dir
 from .build_config import BuildConfig, find_sdkconfig, read_sdkconfig
 from .appimage import AppInfo, default_at_core, make_app_image, make_bootloader_image, read_app_info, \
     read_image_summary
-from ..core.firmware import FirmwareProfile, release_of_core
+from ..core.firmware import FirmwareProfile, chips, feature_marker, release_of_core, releases
 from .legacy_build import LegacyImages, build_legacy_images
 from .legacy_content import assemble_legacy
 from .mfg_nvs import MfgNvs, UnitContent, build_mfg_nvs, pki_key_names
@@ -122,8 +122,13 @@ def synthetic_firmware_files(profile: ModuleProfile, *, version: str = "v3.3.0.0
         profile = profile.for_release(version)
         at_core = at_core or legacy_at_core(profile.firmware)
         idf_ver = profile.firmware.sdk_version or idf_ver
+    fw = _release_firmware(profile, version)
+    if at_core is None and fw is not None:
+        at_core = f"{fw.at_version}({fw.core_commit} - {fw.gmr_chip} - {fw.core_date} {fw.core_time})"
+    markers = tuple(feature_marker(fw.release, f) for f in fw.features) if fw is not None else ()
     app = make_app_image(chip=profile.chip, version=version, idf_ver=idf_ver, commit=commit,
-                         at_core=at_core or default_at_core(version, profile.firmware.gmr_chip), **flash)
+                         at_core=at_core or default_at_core(version, profile.firmware.gmr_chip),
+                         markers=markers, **flash)
     files = {
         "bootloader": (profile.bootloader_offset, make_bootloader_image(chip=profile.chip, **flash)),
         "partition_table": (profile.partition_table_offset,
@@ -134,6 +139,21 @@ def synthetic_firmware_files(profile: ModuleProfile, *, version: str = "v3.3.0.0
     if otadata is not None:
         files["otadata"] = (otadata.offset, b"\xff" * otadata.size)
     return files
+
+
+def _release_firmware(profile: ModuleProfile, version: str) -> FirmwareProfile | None:
+    """The G3 firmware profile of ``profile``'s module built at release ``version`` (None: legacy or
+    a version that is no release atfab knows): what the synthetic app says it is."""
+    if profile.legacy:
+        return None
+    if version == profile.firmware.release:
+        return profile.firmware
+    if version in releases() and profile.chip in chips(version):
+        try:
+            return profile.for_release(version).firmware
+        except InputError:
+            return None
+    return None
 
 
 def legacy_at_core(fw: FirmwareProfile) -> str:

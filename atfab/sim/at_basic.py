@@ -140,7 +140,7 @@ def _sysram_q(ctx: "Ctx", p: Params) -> None:
                  .replace("%u", str(SYSRAM_MIN_FREE), 1), b"", b"")
 
 
-def init_basic(st: "RunState", host: Any) -> None:
+def init_basic(st: "RunState", host: Any, profile: Any) -> None:
     """Boot defaults of the basic settings."""
     sys_store = st.boot.typed("sys_store", "u8")
     st.sysstore = sys_store if sys_store in (0, 1) else 1
@@ -148,7 +148,7 @@ def init_basic(st: "RunState", host: Any) -> None:
     st.sysmsg = 0
     if st.boot.sys_nvs is not None:
         try:
-            ns, key, _kind = host.firmware.sysmsg_nvs
+            ns, key, _kind = profile.sysmsg_nvs
             entry = read_nvs_region(host.flash, st.boot.sys_nvs, "nvs").get(ns, key)
         except NVS_ERRORS:
             entry = None

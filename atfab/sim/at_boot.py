@@ -1,8 +1,13 @@
 """What the virtual module's AT firmware learns from flash at boot (§8, §3.3, §11).
 
-:func:`boot_from_flash` walks the same steps as the ESP-IDF bootloader and the esp-at init
-code, reading only what was really flashed:
+:func:`boot_from_flash` walks the same steps as the ROM, the ESP-IDF bootloader and the esp-at
+init code, reading only what was really flashed:
 
+0. The ROM loads the second-stage bootloader at the chip's offset (esptool's
+   ``BOOTLOADER_FLASH_OFFSET``: 0x0 on C2/C3, 0x1000 on ESP32). It must be a valid ESP image as
+   esptool's parser checks it (magic 0xE9, segments, checksum, SHA-256 digest when appended) and
+   for this chip; otherwise the ROM prints ``invalid header: 0x%08x`` (the first word) in a loop
+   on UART0 (``BootInfo.rom_log``) and nothing else runs.
 1. Primary partition table at ``firmware.partition_table_offset`` (0x8000). Missing or corrupt
    -> the bootloader cannot start anything: the module stays silent (``BootInfo.runs`` False).
 2. App selection: otadata (two 32-byte ``ota_select`` records, CRC32 over the sequence number)
@@ -80,6 +85,10 @@ class BootInfo:
 
     runs: bool = False
     reason: str = ""
+    #: What the ROM prints on UART0 (the download port) when it cannot start the bootloader.
+    rom_log: bytes = b""
+    #: The flashed app partition's bytes (the build identifies itself from them: at_build).
+    app_image: bytes = b""
     primary: PartitionTable | None = None
     secondary: PartitionTable | None = None      # at_customize
     app_partition: Partition | None = None       # the app booted from
@@ -194,7 +203,44 @@ def _load_app(flash: Any, table: Any, info: BootInfo, chip: str | None) -> bool:
             continue
         info.app = app
         info.app_partition = part
+        info.app_image = flash.read(part.offset, part.size)
         return True
+    return False
+
+
+# -- ROM: second-stage bootloader --------------------------------------------------------------
+#: Times the ROM's ``invalid header`` line is kept in ``BootInfo.rom_log`` (it loops forever).
+ROM_LOOP_LINES = 8
+
+
+def bootloader_offset(chip: str) -> int:
+    """Where the ROM looks for the second-stage bootloader (esptool's BOOTLOADER_FLASH_OFFSET)."""
+    from esptool.targets import CHIP_DEFS  # noqa: PLC0415 (slow import)
+
+    return int(getattr(CHIP_DEFS.get(chip), "BOOTLOADER_FLASH_OFFSET", 0))
+
+
+def _bootloader_ok(flash: Any, chip: str, pt_off: int, info: BootInfo) -> bool:
+    """True when a valid bootloader image for ``chip`` sits at its offset; else the ROM's loop."""
+    from ..image.appimage import read_image_summary  # noqa: PLC0415
+
+    off = bootloader_offset(chip)
+    end = pt_off if pt_off > off else min(flash.size, off + 0x10000)
+    data = flash.read(off, end - off)
+    problem = ""
+    try:
+        summary = read_image_summary(data, source="bootloader")
+        if summary.chip != chip:
+            problem = f"bootloader image is for {summary.chip}"
+        elif not summary.checksum_ok or summary.digest_ok is False:
+            problem = "bootloader checksum/digest mismatch"
+    except NVS_ERRORS as exc:
+        problem = str(exc)
+    if not problem:
+        return True
+    word = int.from_bytes(data[:4], "little")
+    info.reason = f"invalid header: 0x{word:08x} ({problem})"
+    info.rom_log = f"invalid header: 0x{word:08x}\r\n".encode() * ROM_LOOP_LINES
     return False
 
 
@@ -247,6 +293,8 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
     """Read partition tables, app, mfg_nvs and system NVS as the real boot does (see module doc)."""
     info = BootInfo()
     pt_off = getattr(firmware, "partition_table_offset", 0x8000)
+    if chip and not _bootloader_ok(flash, chip, pt_off, info):
+        return info
     try:
         info.primary = _decode_table(flash.read(pt_off, TABLE_BYTES), f"partition table @{pt_off:#x}")
     except NVS_ERRORS as exc:

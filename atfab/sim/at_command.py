@@ -75,6 +75,7 @@ class Interpreter(Protocol):
     host: ModuleHost
     state: RunState | None
     order: list[CommandSpec]
+    profile: FirmwareProfile
 
     def reboot(self, ctx: Ctx) -> str | None: ...
 
@@ -95,7 +96,8 @@ class Ctx:
 
     @property
     def profile(self) -> FirmwareProfile:
-        return self.fw.host.firmware
+        """The firmware build that booted (from the flashed app, :mod:`atfab.sim.at_build`)."""
+        return self.fw.profile
 
     @property
     def st(self) -> RunState:

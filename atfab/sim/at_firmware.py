@@ -31,6 +31,7 @@ from __future__ import annotations
 import threading
 
 from .at_boot import NVS_ERRORS, boot_from_flash
+from .at_build import identify, served_profile
 from .at_command import OK, ERROR, POLL, READY, After, CommandSpec, Ctx, RunState, StopServing
 from .at_parser import (
     MAX_COMMAND, SUB_CMD_PROCESSING, SUB_NO_AT, SUB_UNSUPPORT_CMD, AtCmdError,
@@ -46,6 +47,11 @@ class AtFirmware:
     def __init__(self, host: ModuleHost) -> None:
         self.host = host
         self.state: RunState | None = None
+        #: The build that booted (from the flashed app); the module profile's until a boot.
+        self.profile = host.firmware
+        #: What the last boot printed outside the AT port: the ROM's loop on UART0, why no app runs.
+        self.boot_log: list[str] = []
+        self.rom_log = b""
         self.commands: dict[str, CommandSpec] = {}
         self.order: list[CommandSpec] = []
         self._lock = threading.RLock()
@@ -61,13 +67,27 @@ class AtFirmware:
         """
         with self._lock:
             info = boot_from_flash(self.host.flash, self.host.firmware, getattr(self.host, "chip", None))
+            self.rom_log = info.rom_log
+            self.boot_log = [info.reason] if info.reason else []
             if not info.runs:
                 self.state = None
                 return b""
-            self.order = build_table(self.host.firmware)
+            assert info.app is not None
+            if self.host.firmware.legacy:           # G1/G2: served as the module profile says
+                self.profile = self.host.firmware
+            else:
+                ident = identify(info.app, info.app_image)
+                if ident.release is None:           # no recognisable description: the AT port stays silent
+                    self.boot_log.append(f"app not recognised: {ident.why}")
+                    self.state = None
+                    return b""
+                self.profile = served_profile(ident, info.app, self.host.firmware)
+                sets = ", ".join(ident.features) if ident.features else "the factory module's (no markers)"
+                self.boot_log.append(f"booted {self.profile.label} ({ident.why}); command sets: {sets}")
+            self.order = build_table(self.profile)
             self.commands = {c.name: c for c in self.order}
-            st = RunState(boot=info, echo=self.host.firmware.echo_default, uart_cur=info.uart_def)
-            init_run_state(st, self.host)
+            st = RunState(boot=info, echo=self.profile.echo_default, uart_cur=info.uart_def)
+            init_run_state(st, self.host, self.profile)
             self.state = st
             self.host.set_at_baud(info.uart_def.baud)
             return READY
@@ -132,7 +152,7 @@ class AtFirmware:
             faults.stall_reply_seconds = 0.0
             ctx.sleep(stall)
         is_ate0 = line.upper() == b"ATE0"
-        if st.echo and (not is_ate0 or self.host.firmware.ate0_echoed):
+        if st.echo and (not is_ate0 or self.profile.ate0_echoed):
             ctx.send(line + b"\r\n")
         ctx.info_lines = 0
         after: After | None = None
@@ -193,7 +213,7 @@ class AtFirmware:
         st = self.state
         if st is not None and st.syslog:
             ctx.send(f"ERR CODE:0x{err_code(SUB_CMD_PROCESSING):08x}\r\n".encode())
-        ctx.send(b"\r\n" + self.host.firmware.busy_text.encode() + b"\r\n")
+        ctx.send(b"\r\n" + self.profile.busy_text.encode() + b"\r\n")
 
     def _drain_busy(self, ctx: Ctx) -> None:
         """Discard input that arrived while the command ran: one busy line per received line."""

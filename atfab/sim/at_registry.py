@@ -15,10 +15,10 @@ def build_table(profile: FirmwareProfile) -> list[CommandSpec]:
             + at_uart.commands(profile) + at_wifi.commands(profile) + at_ble.commands(profile))
 
 
-def init_run_state(st: RunState, host: ModuleHost) -> None:
-    """Boot defaults of every group (after the flash was read)."""
-    at_basic.init_basic(st, host)
-    at_wifi.init_wifi(st, host)
+def init_run_state(st: RunState, host: ModuleHost, profile: FirmwareProfile) -> None:
+    """Boot defaults of every group (after the flash was read) for the build that booted."""
+    at_basic.init_basic(st, host, profile)
+    at_wifi.init_wifi(st, host, profile)
     at_ble.init_ble(st, host)
 
 

@@ -51,9 +51,8 @@ def parse_mac(text: str, index: int) -> bytes:
 WIFI_CHAIN = (("max_tx_power", "i8"), ("start_channel", "u8"), ("channel_num", "u8"), ("country_code", "string"))
 
 
-def init_wifi(st: "RunState", host: Any) -> None:
+def init_wifi(st: "RunState", host: Any, fw: Any) -> None:
     """Boot values of RF power, country, MACs, Wi-Fi mode and the multiple-connection flag."""
-    fw = host.firmware
     got: dict[str, Any] = {}
     for key, kind in WIFI_CHAIN:
         value = st.boot.typed(key, kind)
@@ -67,17 +66,17 @@ def init_wifi(st: "RunState", host: Any) -> None:
                                got["channel_num"])
     else:
         st.extra["country"] = (0, *IDF_DEFAULT_COUNTRY)
-    st.extra["sta_mac"] = _stored_sta_mac(st, host) or bytes(host.mac)
+    st.extra["sta_mac"] = _stored_sta_mac(st, host, fw) or bytes(host.mac)
     st.extra["ap_mac"] = mac_offset(bytes(host.mac), 1)
     st.extra["cwmode"] = 1            # esp_wifi_get_mode after esp-at's init: station
     st.extra["cipmux"] = 0
 
 
-def _stored_sta_mac(st: "RunState", host: Any) -> bytes | None:
+def _stored_sta_mac(st: "RunState", host: Any, fw: Any) -> bytes | None:
     """The station MAC ``AT+CIPSTAMAC=`` stored under SYSSTORE=1 (system NVS ``firmware.sta_mac_nvs``)."""
     if st.boot.sys_nvs is None:
         return None
-    ns, key, _kind = host.firmware.sta_mac_nvs
+    ns, key, _kind = fw.sta_mac_nvs
     try:
         entry = read_nvs_region(host.flash, st.boot.sys_nvs, "nvs").get(ns, key)
     except NVS_ERRORS:
