@@ -224,7 +224,8 @@ def test_sysmfg_write_survives_reboot_and_changes_gmr(sess):
     s.send(b"AT+RST\r\n")
     s.read_until(b"ready\r\n")
     assert s.cmd("ATE0").endswith(OK)
-    assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(TEST-MOD)\r\n" + OK)
+    # a custom name is not in the v3.3.0.0 C2 table: entry 0 is printed (ground truth §2)
+    assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(ESP32C2-2MB)\r\n" + OK)
     assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:60,0,0,0\r\n" + OK
 
 
@@ -322,7 +323,7 @@ def test_blank_mfg_nvs_defaults():
     host = new_host(build_flash(mfg=False))
     s = start(host)
     try:
-        assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0()\r\n" + OK)
+        assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(ESP32C2-2MB)\r\n" + OK)   # missing: entry 0
         assert s.cmd("AT+UART_DEF?") == b"+UART_DEF:115200,8,1,0,1\r\n" + OK
         assert s.cmd("AT+SYSMFG?") == ERROR                              # nvs_entry_find fails (ground truth §6)
         assert s.cmd('AT+SYSMFG=1,"factory_param","module_name"') == ERROR
@@ -340,7 +341,7 @@ def test_corrupt_mfg_nvs_gives_errors():
     flash.program(profile.mfg_nvs.offset, os.urandom(3 * 4096))
     s = start(new_host(flash))
     try:
-        assert s.cmd("AT+GMR").endswith(b"()\r\n" + OK)
+        assert s.cmd("AT+GMR").endswith(b"(ESP32C2-2MB)\r\n" + OK)
         assert s.cmd("AT+SYSMFG?") == ERROR
         assert s.cmd('AT+SYSMFG=2,"a","b",1,1') == ERROR
         assert s.cmd("AT+SYSFLASH?").startswith(b'+SYSFLASH:"mfg_nvs"')
@@ -357,7 +358,7 @@ def test_missing_at_customize():
         assert s.cmd("AT+SYSFLASH?") == OK                # a blank table lists nothing
         assert s.cmd('AT+SYSFLASH=2,"mfg_nvs",0,1') == ERROR
         assert s.cmd("AT+SYSMFG?") == ERROR
-        assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0()\r\n" + OK)
+        assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(ESP32C2-2MB)\r\n" + OK)
     finally:
         s.close()
 
@@ -369,7 +370,7 @@ def test_partial_factory_param():
     assert editor.erase_key("factory_param", "module_name") and editor.erase_key("factory_param", "country_code")
     s = start(new_host(flash))
     try:
-        assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0()\r\n" + OK)
+        assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(ESP32C2-2MB)\r\n" + OK)
         assert s.cmd("AT+CWCOUNTRY?") == b'+CWCOUNTRY:0,"01",1,11\r\n' + OK
         assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:78,0,0,0\r\n" + OK
     finally:
@@ -407,5 +408,32 @@ def test_partition_outside_the_chip_does_not_crash():
     try:
         assert s.cmd('AT+SYSFLASH=2,"far",0x1000,4') == ERROR
         assert s.cmd('AT+SYSFLASH=2,"far",0,4') == b"+SYSFLASH:4,\xff\xff\xff\xff" + OK
+    finally:
+        s.close()
+
+
+def test_known_module_name_is_printed():
+    s = start(new_host(build_flash(content=default_content(c2_profile(), module_name="ESP32C2-BLE-2MB"))))
+    try:
+        assert s.cmd("AT+GMR").endswith(b"Bin version:v3.3.0.0(ESP32C2-BLE-2MB)\r\n" + OK)
+    finally:
+        s.close()
+
+
+def test_factory_param_with_the_wrong_nvs_type_is_not_applied():
+    """Ground truth §11: nvs_get_i8 finds no i8 max_tx_power, the Wi-Fi chain returns early: neither the
+    power nor the country code are applied (driver defaults), the rest of the boot goes on."""
+    from atfab.sim.at_boot import nvs_editor
+
+    profile = c2_profile()
+    flash = build_flash(profile)
+    ed = nvs_editor(flash, profile.mfg_nvs)
+    ed.erase_key("factory_param", "max_tx_power")
+    ed.set("factory_param", "max_tx_power", "i32", 60)
+    s = start(new_host(flash))
+    try:
+        assert s.cmd("AT+RFPOWER?") == b"+RFPOWER:80,0,0,0\r\n" + OK
+        assert s.cmd("AT+CWCOUNTRY?") == b'+CWCOUNTRY:0,"01",1,11\r\n' + OK
+        assert s.cmd("AT+SYSSTORE?") == b"+SYSSTORE:1\r\n" + OK
     finally:
         s.close()

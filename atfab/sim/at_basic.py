@@ -11,7 +11,8 @@ SYSLOG, SYSMSG.
   AT+RESTORE erases it with the whole system NVS.
 * ``AT+GMR`` (§2.4, G3 ``at_init.c`` formats): the app description of the booted image gives
   the AT core version, IDF version, project commit, build date/time and app version; the module
-  name comes from ``factory_param/module_name`` read at boot ("" when missing).
+  name is the firmware's compiled-in table entry equal to ``factory_param/module_name`` (a string
+  read at boot), else entry 0 (ground truth §2: a custom or missing name prints entry 0).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def gmr_lines(ctx: "Ctx") -> list[str]:
         f"AT version:{core}",
         f"SDK version:{app.idf_ver}",
         f"compile time({commit}):{app.date} {app.time}",
-        f"Bin version:{app.version}({ctx.boot.module_name})",
+        f"Bin version:{app.version}({ctx.profile.printed_module_name(ctx.boot.typed('module_name', 'string'))})",
     ]
 
 
