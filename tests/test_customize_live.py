@@ -229,7 +229,7 @@ def test_customised_factory_image_flashes_and_verifies(factory, virtual_module):
     values, cert, gmr_name, power = run_with_timeout(check, T)
     assert values == {"module_name": "ACME-FAB", "max_tx_power": 66, "country_code": "JP", "uart_tx_pin": 7}
     assert cert == (RAW / "client_cert" / sorted(p.name for p in (RAW / "client_cert").iterdir())[0]).read_bytes()
-    assert gmr_name == "ACME-FAB" and power == 66
+    assert gmr_name == "ESP32C2-2MB" and power == 66     # a custom name prints table entry 0 (ground truth §2)
 
 
 def test_cli_live(module_with):

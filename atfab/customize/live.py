@@ -237,7 +237,11 @@ def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProf
                   current: Callable[[str, str], Any], out: list[Measurement]) -> None:
     fpv = request.factory_param
     if "module_name" in fpv:
-        out.append(evaluate(GMR_MODULE_NAME, fpv["module_name"], client.gmr().module_name))
+        # Bin version prints the firmware's table entry (entry 0 for a name not in it, ground truth §2)
+        name = fpv["module_name"]
+        printed = firmware.printed_module_name(name)
+        note = None if printed == name else f"{name!r} is not in the firmware's module-name table: it prints {printed!r}"
+        out.append(evaluate(GMR_MODULE_NAME, printed, client.gmr().module_name, detail=note))
     if uart is not None:
         d = client.uart_def()
         out.append(evaluate(UART_DEF, list(uart), [d.baud, d.databits, d.stopbits, d.parity, d.flow]))
