@@ -72,3 +72,26 @@ def test_esp32_wroom_recipe_passes_on_virtual_esp32_modules(tmp_path: Path) -> N
         assert by_name["gmr.module_name"]["measured"] == "WROOM-32"
         assert by_name["rf_power.wifi"]["outcome"] == "pass"              # ESP32 read-back steps
         assert by_name["gatt.services"]["outcome"] == by_name["gatt.chars"]["outcome"] == "pass"
+
+
+def test_slow_at_uart_recipe_passes_with_download_mode_at_esptools_baud(tmp_path: Path) -> None:
+    """A recipe whose AT UART runs at 9600 baud: the modules are paced at 9600 on the AT side,
+    but their ROM loader answers at the rate esptool opens at (115200, then its baud change):
+    the ROM auto-bauds to the download host, it never runs at the firmware's UART rate."""
+    (tmp_path / "recipes").mkdir()
+    text = (RECIPES / "esp32c2-4mb-default.toml").read_text()
+    assert "uart_baudrate = 115200" in text
+    recipe = tmp_path / "recipes" / "slow-uart.toml"
+    recipe.write_text(text.replace("uart_baudrate = 115200", "uart_baudrate = 9600"))
+    env = {"ATFAB_CA_PASSPHRASE": PASSPHRASE}
+    made = _invoke(["ca", "init", "--dir", tmp_path / "certs" / "demo-ca", "--cn", "Sim CA"], env=env)
+    assert made.exit_code == 0, made.output
+    work = tmp_path / "work"
+    res = _invoke(["run", recipe, "--sim", 1, "--workdir", work, "--json"], env=env)   # paced at 9600
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["counts"]["PASS"] == 1
+    (report,) = sorted((work / "reports" / "esp32c2-4mb-default").glob("*.json"))
+    rep = json.loads(report.read_text())
+    assert rep["outcome"] == "PASS", rep.get("error")
+    by_name = {m["name"]: m for m in rep["measurements"]}
+    assert any("9600" in str(m.get("measured")) for m in by_name.values() if m["name"].startswith("uart")), by_name.keys()

@@ -20,8 +20,8 @@ from ..sim.server import ModulePool
 @click.option("--count", "-n", type=click.IntRange(1, 256), default=1, show_default=True,
               help="Number of virtual modules.")
 @click.option("--baud", type=click.IntRange(300, 5_000_000), default=None,
-              help="Emulate UART pacing at this rate on both endpoints (default: unpaced). "
-                   "The flash endpoint follows esptool's baud-rate change.")
+              help="Pace the AT endpoint like a UART at this rate (default: unpaced). The flash "
+                   "endpoint is then paced too, at esptool's rate: 115200, then its baud-rate change.")
 @click.option("--state", "state_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Keep each module's flash in DIR/module-<i>.flash across restarts.")
 @click.option("--json", "as_json", is_flag=True, help="Print the module list as one JSON line.")

@@ -34,6 +34,11 @@ from .host import ModuleHost
 from .link import Link, LinkClosed
 from .rom_loader import CLOSED, RAM_APP, RUN_USER_CODE, DownloadSession, SessionStats
 
+#: The rate a host opens the ROM loader at (esptool ``ESPLoader.ESP_ROM_BAUD``). The ROM auto-bauds
+#: to the host's SYNC, so download mode runs at the host's rate, never at the AT firmware's UART
+#: baud; a ``socket://`` host cannot say its rate, and esptool (and atfab's flasher) open at this one.
+ROM_HOST_BAUD = 115200
+
 
 class AtFirmwareLike(Protocol):
     def boot(self) -> bytes: ...
@@ -94,8 +99,10 @@ class VirtualModule:
     """A simulated module (ESP32-C2 or ESP32 ROM + AT firmware) reachable over ``socket://`` URLs.
 
     ``chip`` is a model of :data:`atfab.sim.chip.CHIPS`; ``chip_revision`` None is its default
-    (C2 v2.0, ESP32 v3.0). ``seed`` makes the MAC deterministic (unless ``mac`` is given); ``baud`` paces both
-    endpoints like a UART at that rate (``None``: unpaced); ``state_dir`` keeps the flash in
+    (C2 v2.0, ESP32 v3.0). ``seed`` makes the MAC deterministic (unless ``mac`` is given);
+    ``baud`` paces the AT endpoint like a UART at that rate (``None``: both endpoints unpaced);
+    a paced flash endpoint runs at the download host's rate (:data:`ROM_HOST_BAUD`, then what
+    CHANGE_BAUDRATE sets), whatever the AT baud; ``state_dir`` keeps the flash in
     ``<state_dir>/<name>.flash`` across restarts; ``firmware_factory`` builds the AT firmware
     at each boot (default :class:`atfab.sim.at_firmware.AtFirmware`). A firmware that raises
     while booting makes :meth:`start` raise; later boots keep the error in ``boot_error`` and
@@ -326,7 +333,8 @@ class VirtualModule:
             self._flash_connection(sock)
 
     def _flash_connection(self, sock: socket.socket) -> None:
-        link = _Link(sock, self.baud, self.faults.live("flash"))  # type: ignore[arg-type]
+        rom_baud = ROM_HOST_BAUD if self.baud is not None else None   # paced: at the host's rate
+        link = _Link(sock, rom_baud, self.faults.live("flash"))  # type: ignore[arg-type]
         with self._power, self._cond:
             if self._stopped.is_set():
                 link.close()
@@ -335,8 +343,9 @@ class VirtualModule:
             token = self._set_state("download")
         try:
             while True:
-                session = DownloadSession(link, self.flash, self.identity, baud=self.baud or 115200,
-                                          paced=self.baud is not None)
+                link.set_baud(rom_baud)          # every ROM start auto-bauds to the host again
+                session = DownloadSession(link, self.flash, self.identity, baud=ROM_HOST_BAUD,
+                                          paced=rom_baud is not None)
                 result = session.serve()
                 self.last_session = session.stats
                 self.session_count += 1
