@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import hashlib
 import struct
+import time
 from dataclasses import dataclass, field
+
+from typing import TYPE_CHECKING
 
 from .efuse import ESP32_ROM_XTAL_ESTIMATE_HZ, efuse_words, embedded_flash_code, fixed_registers
 from .rom_protocol import (FLASH_BEGIN, FLASH_DATA, FLASH_END, MEM_BEGIN, MEM_DATA, MEM_END, READ_REG, SYNC,
                            WRITE_REG)
+
+if TYPE_CHECKING:
+    from .flash import NorFlash
 
 #: Espressif Systems organisationally unique identifiers (IEEE registry).
 ESPRESSIF_OUIS: tuple[bytes, ...] = (
@@ -117,6 +123,12 @@ class ChipSpec:
     #: boundary *and then* the whole requested count again (esptool ``ESP8266ROM.get_erase_size``
     #: sends a reduced size to make up for it).
     rom_erase_overshoot: bool = False
+    #: The ROM has the SPI flash attached from boot (the ESP8266 ROM has no SPI_ATTACH; its
+    #: FLASH_BEGIN attaches). Otherwise the flash answers only after SPI_ATTACH or the stub.
+    rom_attached_at_boot: bool = False
+    #: The stub writes FLASH_BEGIN(encrypted=1) data through the flash-encryption transform
+    #: (:mod:`atfab.sim.flash_crypt`: the classic ESP32's, with the blank chip's zero key).
+    stub_flash_encryption: bool = False
 
 
 CHIPS: dict[str, ChipSpec] = {
@@ -134,6 +146,7 @@ CHIPS: dict[str, ChipSpec] = {
         ram_ranges=((0x3FFAE000, 0x40000000), (0x40080000, 0x400BFFFC)),
         security_info=False, magic_value=0x00F01D83, rom_flash_begin_lengths=(16,),
         rom_unknown_replies=8, stub_uart_clk_hz=80_000_000, default_revision=(3, 0), max_minor=3,
+        stub_flash_encryption=True,
     ),
     # esptool targets/esp8266.py: magic 0xFFF0C101, OTP MAC words at 0x3FF00050.., UART_CLKDIV
     # 0x60000014 divided from 52 MHz (2 x the 26 MHz crystal), DRAM 0x3FFE8000.. and IRAM
@@ -146,7 +159,7 @@ CHIPS: dict[str, ChipSpec] = {
         ram_ranges=((0x3FFE8000, 0x40000000), (0x40100000, 0x40110000)),
         security_info=False, magic_value=0xFFF0C101, rom_flash_begin_lengths=(16,),
         stub_uart_clk_hz=52_000_000, default_revision=(0, 0), max_minor=0, max_major=0,
-        rom_status_len=2, rom_uart_clk_hz=52_000_000, rom_erase_overshoot=True,
+        rom_status_len=2, rom_uart_clk_hz=52_000_000, rom_erase_overshoot=True, rom_attached_at_boot=True,
         rom_ops=frozenset({SYNC, READ_REG, WRITE_REG, MEM_BEGIN, MEM_DATA, MEM_END, FLASH_BEGIN, FLASH_DATA,
                            FLASH_END}),
     ),
@@ -230,9 +243,19 @@ class ChipIdentity:
 # SPI1 bits (esptool loader.run_spiflash_command); offsets are the chip's SpiLayout.
 SPI_CMD_USR = 1 << 18
 SPI_USR_MISO = 1 << 28
+SPI_USR_MOSI = 1 << 27
 SPI_USR_ADDR_LEN_SHIFT = 26
 
 RDID, RDSFDP, RDSR, RDSR2, RDSR3 = 0x9F, 0x5A, 0x05, 0x35, 0x15
+WRSR, WRSR2, WRSR3, WREN, WEVSR, WRDI = 0x01, 0x31, 0x11, 0x06, 0x50, 0x04
+#: status register byte (shift) each read / write command reaches
+_STATUS_READ = {RDSR: 0, RDSR2: 8, RDSR3: 16}
+_STATUS_WRITE = {WRSR: 0, WRSR2: 8, WRSR3: 16}
+STATUS_WEL = 1 << 1
+
+#: RTC slow clock (the ~136-150 kHz internal RC) and the watchdog stage-0 timeout when none is set.
+RTC_SLOW_CLK_HZ = 150_000
+RTC_WDT_DEFAULT_TICKS = 2000
 
 
 class Registers:
@@ -240,19 +263,28 @@ class Registers:
 
     Plain RAM semantics (what was written reads back) except: eFuse words and the chip's fixed
     registers are read-only, UART_CLKDIV follows the current baud, and writing SPI_CMD_USR to
-    SPI1's CMD register runs the user command at once (RDID, RDSFDP, RDSR) and reads back as done.
+    SPI1's CMD register runs the user command at once and reads back as done: RDID, RDSFDP, the
+    status register (RDSR/RDSR2/RDSR3; WRSR 8 or 16 bits, WRSR2, WRSR3 after WREN or WEVSR, on
+    ``flash.status``). Until the SPI pins are attached (``attached``: SPI_ATTACH, the stub's
+    start, or a ROM that attaches at boot) nothing answers: RDID reads all ones, every other
+    read 0.
     """
 
-    def __init__(self, identity: ChipIdentity, *, clkdiv: int) -> None:
+    def __init__(self, identity: ChipIdentity, *, clkdiv: int, flash: "NorFlash | None" = None,
+                 attached: bool = False) -> None:
         self.identity = identity
         self.spec = identity.spec
         self.clkdiv = clkdiv
+        self.flash = flash
+        self.attached = attached
+        self._write_enabled = False
         self._fixed = identity.readonly_registers()
         self._sfdp = identity.sfdp()
         self._mem: dict[int, int] = {}
         self.spi_commands: list[int] = []   # command bytes run, for tests and debugging
-        #: Set when the RTC watchdog was armed: the chip resets (the session restarts its ROM).
-        self.reset_requested = False
+        #: monotonic time the RTC watchdog was armed at (None: not armed); it resets the chip
+        #: ``WDTCONFIG1`` slow-clock ticks later (esptool arms it with 2000, then locks it).
+        self._wdt_armed_at: float | None = None
 
     def read(self, addr: int) -> int:
         """Value at ``addr`` (32-bit)."""
@@ -273,12 +305,19 @@ class Registers:
         if mask != 0xFFFFFFFF:
             value = (value & mask) | (self._mem.get(addr, 0) & ~mask & 0xFFFFFFFF)
         self._mem[addr] = value
-        if addr == self.spec.rtc_wdt_config0 and value & (1 << 31):
-            self.reset_requested = True
+        if addr == self.spec.rtc_wdt_config0 and value & (1 << 31) and self._wdt_armed_at is None:
+            self._wdt_armed_at = time.monotonic()
         cmd = self.spec.spi1_base + self.spec.spi.cmd
         if addr == cmd and value & SPI_CMD_USR:
             self._run_spi_user_command()
             self._mem[addr] = value & ~SPI_CMD_USR
+
+    def watchdog_remaining(self) -> float | None:
+        """Seconds until the armed RTC watchdog resets the chip (None: not armed)."""
+        if self._wdt_armed_at is None:
+            return None
+        ticks = self._mem.get(self.spec.rtc_wdt_config0 + 4, 0) or RTC_WDT_DEFAULT_TICKS
+        return self._wdt_armed_at + ticks / RTC_SLOW_CLK_HZ - time.monotonic()
 
     def _spi_address(self) -> int:
         base, spi = self.spec.spi1_base, self.spec.spi
@@ -293,6 +332,10 @@ class Registers:
         command = self._mem.get(base + spi.usr2, 0) & 0xFF
         usr = self._mem.get(base + spi.usr, 0)
         self.spi_commands.append(command)
+        if not usr & (SPI_USR_MOSI | SPI_USR_MISO):
+            self._spi_plain_command(command)
+        if usr & SPI_USR_MOSI:
+            self._spi_write_command(command, self._mosi_bytes())
         if not usr & SPI_USR_MISO:
             return
         if spi.miso_dlen is None:
@@ -300,13 +343,16 @@ class Registers:
         else:
             miso_bits = (self._mem.get(base + spi.miso_dlen, 0) & 0xFFFFFF) + 1
         addr = self._spi_address()
-        if command == RDID:
+        if not self.attached:
+            reply = b"\xff" * 8 if command == RDID else b"\x00" * 8   # flash not on the bus yet
+        elif command == RDID:
             j = self.identity.jedec_id
             reply = bytes([j & 0xFF, (j >> 8) & 0xFF, (j >> 16) & 0xFF])
         elif command == RDSFDP:
             reply = self._sfdp[addr:addr + 8]
-        elif command in (RDSR, RDSR2, RDSR3):
-            reply = b"\x00"
+        elif command in _STATUS_READ:
+            status = self._status() | (STATUS_WEL if self._write_enabled else 0)
+            reply = bytes([(status >> _STATUS_READ[command]) & 0xFF])
         else:
             reply = b"\xff" * 8       # nothing drives MISO: the line idles high
         nbytes = min(4, (miso_bits + 7) // 8)
@@ -314,5 +360,39 @@ class Registers:
         if miso_bits < 32:
             word &= (1 << miso_bits) - 1
         self._mem[base + spi.w0] = word
+
+    def _status(self) -> int:
+        return self.flash.status if self.flash is not None else 0
+
+    def _mosi_bytes(self) -> bytes:
+        """The bytes a user command shifts out on MOSI (W0.. little-endian, MOSI bit length)."""
+        base, spi = self.spec.spi1_base, self.spec.spi
+        if spi.mosi_dlen is None:
+            bits = ((self._mem.get(base + spi.usr1, 0) >> 17) & 0x1FF) + 1
+        else:
+            bits = (self._mem.get(base + spi.mosi_dlen, 0) & 0xFFFFFF) + 1
+        n = (bits + 7) // 8
+        words = b"".join(self._mem.get(base + spi.w0 + 4 * i, 0).to_bytes(4, "little") for i in range(-(-n // 4)))
+        return words[:n]
+
+    def _spi_write_command(self, command: int, data: bytes) -> None:
+        """WREN/WEVSR/WRDI and the status register writes (a write needs WREN or WEVSR first)."""
+        if not self.attached or self.flash is None:
+            return
+        if command in (WREN, WEVSR):
+            self._write_enabled = True
+        elif command == WRDI:
+            self._write_enabled = False
+        elif command in _STATUS_WRITE and self._write_enabled:
+            shift = _STATUS_WRITE[command]
+            value = int.from_bytes(data[:2] if command == WRSR else data[:1], "little")
+            width = 16 if command == WRSR and len(data) >= 2 else 8
+            self.flash.write_status(value << shift, ((1 << width) - 1) << shift)
+            self._write_enabled = False          # the chip clears WEL when the write completes
+
+    def _spi_plain_command(self, command: int) -> None:
+        """A command without data phases (WREN 0x06, WEVSR 0x50, WRDI 0x04)."""
+        self._spi_write_command(command, b"")
+
 
 __all__ = ["ChipSpec", "CHIPS", "SpiLayout", "SPI_ESP8266_LAYOUT", "ChipIdentity", "Registers", "derive_mac", "ESPRESSIF_OUIS", "MB"]

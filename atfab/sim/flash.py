@@ -14,13 +14,22 @@ class FlashError(Exception):
     """An access outside the chip or a misaligned erase."""
 
 
+#: Status register bits a WRSR/WRSR2/WRSR3 can change: not WIP (bit 0) nor WEL (bit 1), which
+#: the chip drives itself (GD25Q/W25Q: SR1 BP0-4/SRP0, SR2 SRP1/QE/CMP, SR3 drive strength).
+STATUS_WRITABLE = 0xFFFFFC
+
+
 class NorFlash:
     """A flash chip of ``size`` bytes, in memory or backed by a file (``path``) that persists.
 
     ``program`` ANDs data into the array like real NOR flash: writing over unerased data does
     not silently succeed, it corrupts (and ``program`` reports whether every bit took).
+    ``status`` is the 24-bit status register (SR3:SR2:SR1) that RDSR/WRSR reach; it lives with
+    the chip, so it survives resets and reconnects (it is not kept in the flash file).
     Thread-safe: the ROM loader and the AT firmware of one module may touch it concurrently.
     """
+
+    status: int = 0
 
     def __init__(self, size: int, path: str | Path | None = None) -> None:
         if size <= 0 or size % SECTOR:
@@ -64,6 +73,12 @@ class NorFlash:
             if addr % SECTOR or length % SECTOR:
                 raise FlashError(f"erase {addr:#x}+{length:#x} is not sector aligned")
             self._mem[addr:addr + length] = b"\xff" * length
+
+    def write_status(self, value: int, mask: int) -> None:
+        """Set the status register bits in ``mask`` (only :data:`STATUS_WRITABLE` ones take)."""
+        mask &= STATUS_WRITABLE
+        with self._lock:
+            self.status = (self.status & ~mask) | (value & mask)
 
     def erase_all(self) -> None:
         """Erase the whole chip."""

@@ -14,12 +14,20 @@ esptool (CLI and Python API) drives it over ``socket://``:
   sector erase while writing, and replies to *_DATA sent *before* the data is written: a
   failure of that deferred work is answered to the next command, as the stub does.
 
+* Only esptool's own flasher stub (its text at its address and its entry, compared with the
+  stub JSON esptool ships for the chip) greets with ``OHAI``; any other RAM program started
+  with MEM_END ends the session with :data:`RAM_APP` (nothing here executes it). The flash
+  answers SPI user commands only once attached (SPI_ATTACH, or the stub's start); the status
+  register is read and written through them. The ESP32 stub writes FLASH_BEGIN(encrypted=1)
+  data through the flash-encryption transform with the blank chip's all-zero BLOCK1 key.
+
 Modelling choices where the ROM's behaviour is not documented: ROM FLASH_DATA writes block
-``seq`` at ``offset + seq * block_size``; FLASH_END value 0 ("reboot") and an armed RTC
-watchdog return to a fresh ROM session on the same connection (an open connection stands for
-the boot strap held in download mode; esp-flasher-stub leaves this reboot as a TODO); value 1
-("run user code") ends the session with :data:`RUN_USER_CODE` so the module boots its
-firmware. A RAM program started from the stub (``load-ram``) silences the port.
+``seq`` at ``offset + seq * block_size``; FLASH_END value 0 ("reboot") returns to a fresh ROM
+session on the same connection (an open connection stands for the boot strap held in download
+mode; esp-flasher-stub leaves this reboot as a TODO); value 1 ("run user code") and an armed
+RTC watchdog (a system reset that samples the released strap) end the session with
+:data:`RUN_USER_CODE` so the module boots from flash. A RAM program started from the stub
+(``load-ram``) silences the port.
 """
 
 from __future__ import annotations
@@ -41,13 +49,19 @@ from .rom_protocol import (  # noqa: F401 - opcodes and codes are re-exported fo
     SPI_ATTACH, SPI_FLASH_MD5, SPI_SET_PARAMS, STUB_BAD_CHECKSUM, STUB_BAD_DATA_LEN, STUB_FAILED_SPI_OP,
     STUB_INFLATE_ERROR, STUB_INVALID_COMMAND, STUB_NOT_ENOUGH_DATA, STUB_NOT_IN_FLASH_MODE,
     STUB_TOO_MUCH_DATA, SYNC, SYNC_PAYLOAD, WRITE_REG, CommandFail, checksum)
-from .rom_stub import StubCommands
+from .flash_crypt import BLOCK as CRYPT_BLOCK
+from .flash_crypt import esp32_flash_encrypt
+from .rom_stub import StubCommands, is_known_stub
 from .slip import SlipDecoder, encode
 
 #: :meth:`DownloadSession.serve` results
 CLOSED = "closed"              # the host went away (or the link was dropped)
 RUN_USER_CODE = "run"          # the ROM left download mode to run the firmware in flash
 RAM_APP = "ram_app"            # a RAM program other than the stub took over the port
+
+
+class _WatchdogReset(Exception):
+    """The armed RTC watchdog expired while the loader waited for a command."""
 
 
 @dataclass
@@ -75,6 +89,8 @@ class _FlashOp:
     inflater: "zlib._Decompress | None" = None
     written: int = 0       # ROM deflate: bytes written so far
     next_seq: int = 0      # the block number the next data command must carry
+    encrypted: bool = False  # stub: written through the flash-encryption transform
+    crypt_tail: bytes = b""  # plaintext not yet a whole 16-byte encryption block
 
 
 class DownloadSession(StubCommands):
@@ -104,16 +120,21 @@ class DownloadSession(StubCommands):
     def _reset_rom(self) -> None:
         """Power-on (or software reset) state of the ROM loader."""
         self.stub = False
-        self.regs = Registers(self.identity, clkdiv=(self.spec.rom_uart_clk_hz or self.spec.xtal_hz) // self._baud)
+        self.regs = Registers(self.identity, clkdiv=(self.spec.rom_uart_clk_hz or self.spec.xtal_hz) // self._baud,
+                              flash=self.flash, attached=self.spec.rom_attached_at_boot)
         self.flash_size_cfg = self.spec.rom_default_flash_size
         self._mem: dict | None = None
+        self._ram: dict[int, bytearray] = {}   # RAM segments loaded since the last MEM_END
         self._op: _FlashOp | None = None
         self._pending: int | None = None   # stub: error of deferred work, told to the next command
 
     # -- I/O ---------------------------------------------------------------------------------
     def _next_frame(self) -> bytes | None:
         while not self._frames:
-            data = self.link.recv(65536, timeout=1.0)
+            wait = self.regs.watchdog_remaining()
+            if wait is not None and wait <= 0:
+                raise _WatchdogReset()
+            data = self.link.recv(65536, timeout=1.0 if wait is None else wait)
             if data:
                 self._frames.extend(self._decoder.feed(data))
         return self._frames.popleft()
@@ -145,6 +166,10 @@ class DownloadSession(StubCommands):
                 result = self._handle(frame)
                 if result is not None:
                     return result
+        except _WatchdogReset:
+            # RTC watchdog (esptool --after watchdog-reset) expired: a system reset that samples
+            # the boot strap again; esptool has released it, so the chip boots from flash.
+            return RUN_USER_CODE
         except LinkClosed:
             return CLOSED
         finally:
@@ -231,15 +256,14 @@ class DownloadSession(StubCommands):
         (addr,) = struct.unpack("<I", payload)
         self._respond(op, value=self.regs.read(addr))
 
-    def _write_reg(self, op: int, payload: bytes, chk: int) -> None:
+    def _write_reg(self, op: int, payload: bytes, chk: int) -> str | None:
         if not payload or len(payload) % 16:
             raise CommandFail(ROM_INVALID_MSG, STUB_NOT_ENOUGH_DATA)
         for i in range(0, len(payload), 16):
             addr, value, mask, _delay_us = struct.unpack_from("<IIII", payload, i)
             self.regs.write(addr, value, mask)
         self._respond(op)
-        if self.regs.reset_requested:
-            self._reset_rom()      # watchdog reset; the straps (connection) keep download mode
+        return None
 
     def _security_info(self, op: int, payload: bytes, chk: int) -> None:
         if payload:
@@ -252,6 +276,7 @@ class DownloadSession(StubCommands):
         # The ROM takes an extra "is legacy" word; the stub only the pin word.
         if len(payload) != (4 if self.stub else 8):
             raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
+        self.regs.attached = True          # the SPI flash pins are routed to SPI1 from now on
         self._respond(op)
 
     def _spi_set_params(self, op: int, payload: bytes, chk: int) -> None:
@@ -289,6 +314,7 @@ class DownloadSession(StubCommands):
         if not self.stub and not any(lo <= addr and addr + size <= hi for lo, hi in self.spec.ram_ranges):
             raise CommandFail(ROM_BAD_RAM_ADDR, STUB_BAD_DATA_LEN, f"RAM load to {addr:#x}")
         self._mem = {"remaining": size, "addr": addr, "seq": 0}
+        self._ram[addr] = bytearray()
         self._respond(op)
 
     def _split_block(self, payload: bytes, begun: bool, begin_name: str) -> tuple[int, bytes]:
@@ -314,6 +340,7 @@ class DownloadSession(StubCommands):
             raise CommandFail(ROM_BAD_CRC, STUB_BAD_CHECKSUM)
         self._mem["remaining"] -= length
         self._mem["seq"] += 1
+        self._ram[self._mem["addr"]] += data
         self._respond(op)
 
     def _mem_end(self, op: int, payload: bytes, chk: int) -> str | None:
@@ -321,16 +348,18 @@ class DownloadSession(StubCommands):
             raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         if self._mem is None:
             raise CommandFail(ROM_FAILED, STUB_NOT_IN_FLASH_MODE, "no MEM_BEGIN")
-        no_execute, _entry = struct.unpack("<II", payload)
+        no_execute, entry = struct.unpack("<II", payload)
         self._mem = None
+        segments, self._ram = {a: bytes(d) for a, d in self._ram.items()}, {}
         self._respond(op)
         if no_execute:
             return None
-        if self.stub:
-            return RAM_APP
-        # The RAM program is taken to be esptool's flasher stub: it greets and takes over.
+        if self.stub or not is_known_stub(self.spec.name, segments, entry):
+            return RAM_APP           # some other program runs (nothing here executes it)
+        # esptool's flasher stub (its exact code at its address): it greets and takes over.
         self._send_frame(OHAI)
         self.stub = True
+        self.regs.attached = True            # the stub attaches the SPI flash when it starts
         if self.spec.stub_uart_clk_hz:       # same baud, now divided from the stub's UART clock
             self.regs.clkdiv = self.spec.stub_uart_clk_hz // self._baud
         self._op = None
@@ -349,16 +378,18 @@ class DownloadSession(StubCommands):
         if len(payload) not in ((16, 20) if self.stub else self.spec.rom_flash_begin_lengths):
             raise CommandFail(ROM_INVALID_MSG, STUB_BAD_DATA_LEN)
         size, blocks, block_size, offset = struct.unpack_from("<IIII", payload)
-        encrypted = len(payload) == 20 and struct.unpack_from("<I", payload, 16)[0]
-        if encrypted:
-            raise CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, "flash encryption is not enabled")
+        encrypted = bool(len(payload) == 20 and struct.unpack_from("<I", payload, 16)[0])
+        if encrypted and not (self.stub and self.spec.stub_flash_encryption):
+            raise CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, f"encrypted writes are not modelled on {self.spec.name}")
+        if encrypted and offset % CRYPT_BLOCK:
+            raise CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, "encrypted write not 16-byte aligned")
         compressed = op == FLASH_DEFL_BEGIN
         start = offset - offset % SECTOR
         end = -(-(offset + size) // SECTOR) * SECTOR
         if end > self._flash_limit():
             raise CommandFail(ROM_FAILED, STUB_FAILED_SPI_OP, f"region ends at {end:#x}, beyond flash")
         self._op = _FlashOp(offset=offset, size=size, blocks=blocks, block_size=block_size,
-                            compressed=compressed, end=end, next_erase=start,
+                            compressed=compressed, end=end, next_erase=start, encrypted=encrypted,
                             inflater=zlib.decompressobj() if compressed else None)
         if not self.stub and self.spec.rom_erase_overshoot:
             end = self._esp8266_rom_erase(offset, size)
@@ -435,8 +466,21 @@ class DownloadSession(StubCommands):
             self._pending = STUB_TOO_MUCH_DATA
             return
         self._erase_to(fop.offset + len(data))
-        if not self._program(fop.offset, data):
-            self.stats.errors.append(f"stub write mismatch at {fop.offset:#x}")
+        addr, stored = fop.offset, data
+        if fop.encrypted:
+            # The flash controller encrypts whole 16-byte blocks; a partial one waits for the rest.
+            plain = fop.crypt_tail + data
+            keep = len(plain) % CRYPT_BLOCK if fop.size > len(data) else 0
+            addr = fop.offset - len(fop.crypt_tail)
+            fop.crypt_tail = plain[len(plain) - keep:] if keep else b""
+            try:
+                stored = esp32_flash_encrypt(plain[:len(plain) - keep], addr)
+            except ValueError as exc:
+                self.stats.errors.append(str(exc))
+                self._pending = STUB_FAILED_SPI_OP
+                stored = b""
+        if stored and not self._program(addr, stored):
+            self.stats.errors.append(f"stub write mismatch at {addr:#x}")
             self._pending = STUB_FAILED_SPI_OP
         fop.offset += len(data)
         fop.size -= len(data)

@@ -8,14 +8,60 @@ loader and the commands ROM and stub share). The session provides ``flash``, ``_
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
+import json
 import struct
 from collections import deque
+from dataclasses import dataclass
+from importlib import resources
 
 from .flash import SECTOR, NorFlash
 from .rom_protocol import (READ_PACKET_MAX, ROM_FAILED, ROM_INVALID_MSG, STUB_BAD_DATA_LEN,
                            STUB_FAILED_SPI_OP, CommandFail)
 from .slip import SlipDecoder
+
+
+@dataclass(frozen=True)
+class StubImage:
+    """The code of one flasher stub as esptool uploads it: where its text goes, and its entry."""
+
+    text_start: int
+    text_sha256: bytes
+    entry: int
+
+
+@functools.lru_cache(maxsize=None)
+def known_stubs(chip: str) -> tuple[StubImage, ...]:
+    """The flasher stubs esptool ships for ``chip`` (``esptool/targets/stub_flasher/{1,2}/<chip>.json``).
+
+    A RAM program is the stub only when its text segment, load address and entry are one of
+    these: only then does the virtual chip greet with ``OHAI``. The data segment is not compared
+    (esptool's stub plugins patch it in place).
+    """
+    found = []
+    try:
+        root = resources.files("esptool") / "targets" / "stub_flasher"
+    except ModuleNotFoundError:        # no esptool installed: no RAM program is the stub
+        return ()
+    for subdir in ("1", "2"):
+        path = root / subdir / f"{chip}.json"
+        if not path.is_file():
+            continue
+        stub = json.loads(path.read_text())
+        text = base64.b64decode(stub["text"])
+        found.append(StubImage(stub["text_start"], hashlib.sha256(text).digest(), stub["entry"]))
+    return tuple(found)
+
+
+def is_known_stub(chip: str, segments: dict[int, bytes], entry: int) -> bool:
+    """True when the RAM ``segments`` (load address -> bytes) and ``entry`` are esptool's stub."""
+    for stub in known_stubs(chip):
+        text = segments.get(stub.text_start)
+        if entry == stub.entry and text is not None and hashlib.sha256(text).digest() == stub.text_sha256:
+            return True
+    return False
 
 
 class StubCommands:
@@ -86,4 +132,4 @@ class StubCommands:
         return None
 
 
-__all__ = ["StubCommands"]
+__all__ = ["StubCommands", "StubImage", "known_stubs", "is_known_stub"]
