@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from atfab.core.errors import InputError
-from atfab.station.ledger import Ledger, LedgerError
+from atfab.station.ledger import SCHEMA_VERSION, Ledger, LedgerError
 from atfab.core.mac import normalize_mac
 from atfab.station.serials import SerialScheme
 
@@ -282,7 +282,7 @@ def test_one_certificate_in_several_slots_of_one_unit(ledger: Ledger) -> None:
     with pytest.raises(LedgerError, match="already recorded"):
         ledger.record_certificate(mac(1), "client.0", issuer="CA", cert_serial=0x77, fingerprint="ff")
     with pytest.raises(sqlite3.IntegrityError):          # also below the API
-        ledger._conn.execute("INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, created)"
+        ledger._db._conn.execute("INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, created)"
                              " VALUES (?, 'client.0', 'CA', '77', 'ee', 'now')", (mac(2),))
     assert "client.0=ee;mqtt.0=ee;server.0=ee" in ledger.export_units_csv()
     assert [c.slot for c in ledger.unit_detail(mac(1)).certificates] == ["client.0", "mqtt.0", "server.0"]
@@ -332,7 +332,7 @@ def test_a_version_1_ledger_opens_and_is_migrated(tmp_path: Path) -> None:
         with pytest.raises(LedgerError):
             led.record_certificate(mac(2), "client.0", issuer="CA", cert_serial=0x5A, fingerprint="aa")
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == "2"
+    assert conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0] == str(SCHEMA_VERSION)
     assert conn.execute("SELECT COUNT(*) FROM certificate_slots").fetchone()[0] == 3
     conn.close()
     with Ledger(path, create=False) as led:       # opening a migrated file again changes nothing

@@ -153,7 +153,7 @@ def test_attempt_left_open_by_a_killed_run_is_closed_as_aborted(module_pool, tmp
     mac = pool[0].mac
     with Ledger(recipe.ledger) as led:                # what a SIGKILLed station leaves behind
         serial = led.reserve_identity(mac, recipe).serial
-        stale = led.begin_attempt(recipe=recipe.name, station="old", port="m0", mac=mac)
+        stale = led.begin_attempt(recipe=recipe.name, station="old", port="m0", mac=mac, lease_s=0)  # lease passed
     summary = run_with_timeout(station(pool, tmp_path, recipe=recipe).run, T)
     (result,) = summary.results
     assert result.outcome == "PASS" and result.retry_of == stale.id and result.serial == serial
@@ -164,6 +164,22 @@ def test_attempt_left_open_by_a_killed_run_is_closed_as_aborted(module_pool, tmp
     assert old["outcome"] == "ABORTED" and old["attempt_id"] == stale.id and "killed" in old["error"]
     reports = sorted(recipe.report.dir.glob("*.json"))
     assert [check_report(p)["outcome"] for p in reports].count("PASS") == 1
+
+
+def test_a_live_attempt_of_another_station_is_never_closed(module_pool, tmp_path: Path) -> None:
+    pool = module_pool(1)
+    recipe = load(tmp_path)
+    mac = pool[0].mac
+    with Ledger(recipe.ledger) as led:                # another station works on this MAC, lease renewed
+        led.reserve_identity(mac, recipe)
+        live = led.begin_attempt(recipe=recipe.name, station="other", port="p7", mac=mac, lease_s=600,
+                                 owner="other/elsewhere:1:abc")
+    summary = run_with_timeout(station(pool, tmp_path, recipe=recipe).run, T)
+    assert {r.outcome for r in summary.results} == {"ERROR"} and summary.exit_code == 3
+    assert "still running" in summary.results[0].error
+    with Ledger(recipe.ledger) as led:
+        assert led.attempt(live.id).open                          # untouched
+        led.end_attempt(live.id, "PASS")
 
 
 def test_a_unit_seen_again_keeps_its_serial_and_gets_a_new_certificate(module_pool, tmp_path: Path) -> None:

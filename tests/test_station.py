@@ -45,8 +45,8 @@ def test_four_ports_in_parallel_then_a_rerun_reuses_identities(tmp_path: Path) -
     assert len({d["certificates"][0]["fingerprint_sha256"] for d in docs}) == 4
     assert {d["station"]["port"] for d in docs} == {"sim0", "sim1", "sim2", "sim3"}
     out = recipe.report.dir
-    assert (out / "junit.xml").read_text().count("<testcase") == 4
-    assert len((out / "summary.csv").read_text().splitlines()) == 5
+    assert (out / "junit-s1.xml").read_text().count("<testcase") == 4
+    assert len((out / "summary-s1.csv").read_text().splitlines()) == 5
     again = run_with_timeout(run_sim, T, recipe, 4, ca=load_ca(tmp_path), station_id="s1")   # same seeds: same units
     assert {r.mac: r.serial for r in again.finals} == {r.mac: r.serial for r in first.finals}
     with Ledger(recipe.ledger) as led:

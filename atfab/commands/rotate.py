@@ -34,8 +34,8 @@ def _progress(port: str, slot: str, event: str) -> None:
 @click.option("--dry-run", is_flag=True, help="Only read: show what would change; no writes, no ledger change.")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder the recipe's output paths (ledger, reports) are relative to.")
-@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ledger file [recipe ledger.path].")
+@click.option("--ledger", "ledger_path", default=None, metavar="FILE|URL",
+              help="Ledger file or postgresql:// URL [recipe ledger.path / ledger.url].")
 @click.option("--report-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the rotation reports [<recipe report.dir>/rotations].")
 @click.option("--station", "station_id", default=None, help="Station id in reports [host name].")
@@ -58,7 +58,7 @@ def rotate(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], invent
     Exit status: 0 every module PASS, 1 a module FAIL (old pair kept), 3 a module ERROR
     (link/station trouble, or a unit state atfab will not guess about), 2 bad input.
     """
-    from ..station.ledger import Ledger
+    from ..station.ledger import Ledger, ledger_location
     from ..pki.ca import load_ca, read_passphrase
     from ..station.recipe import load_recipe
     from ..station.fleet import RotateOptions, rotate_fleet
@@ -73,8 +73,9 @@ def rotate(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], invent
         if recipe.pki is None or recipe.pki.ca_dir is None:
             raise InputError("rotation needs [pki] ca (the factory CA folder)", file=recipe_path, field="pki.ca")
         ca = load_ca(recipe.pki.ca_dir, read_passphrase(passphrase_env, passphrase_prompt("CA key passphrase")))
-    path = ledger_path or recipe.ledger
-    ledger = None if dry_run and not path.is_file() else Ledger(path, create=not dry_run)
+    path = ledger_location(ledger_path) if ledger_path else recipe.ledger
+    missing = isinstance(path, Path) and not path.is_file()
+    ledger = None if dry_run and missing else Ledger(path, create=not dry_run)
     options = RotateOptions(mode=mode, slots=slots, restart=restart, dry_run=dry_run, operator=operator,
                             report_dir=report_dir, baud=baud, timeout=timeout, workers=workers,
                             progress=_progress if verbose else None)

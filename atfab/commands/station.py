@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ import click
 
 from ..core.errors import OUTCOMES, InputError
 from ..core.fsutil import atomic_write
-from ..station.ledger import Ledger
+from ..station.ledger import Ledger, ledger_location
+from ..station.ledger_db import redact_url
 from ..core.outputs import check_output
 from ..station.recipe import check_recipe, load_recipe
 from ..station.recipe_warnings import recipe_warnings
@@ -198,16 +200,54 @@ def report_html(directory: Path, since: str | None, until: str | None, outcome: 
 
 
 @click.group("ledger")
-@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), envvar="ATFAB_LEDGER",
-              default=Path("ledger.sqlite"), show_default=True, help="Ledger file (or $ATFAB_LEDGER).")
+@click.option("--ledger", "ledger_path", envvar="ATFAB_LEDGER", default="ledger.sqlite", show_default=True,
+              metavar="FILE|URL", help="Ledger file, or a postgresql:// URL (or $ATFAB_LEDGER).")
 @click.pass_context
-def ledger(ctx: click.Context, ledger_path: Path) -> None:
-    """Inspect the unit ledger (units, attempts, certificates, rotations)."""
-    ctx.obj = ledger_path
+def ledger(ctx: click.Context, ledger_path: str) -> None:
+    """Inspect and maintain the unit ledger (units, attempts, certificates, rotations)."""
+    ctx.obj = ledger_location(ledger_path)
 
 
 def _open(ctx: click.Context) -> Ledger:
     return Ledger(ctx.obj, create=False)
+
+
+@ledger.command("migrate")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ledger_migrate(ctx: click.Context, as_json: bool) -> None:
+    """Create the ledger's tables, or bring an older ledger to this atfab's schema (one transaction)."""
+    before, after = Ledger.migrate(ctx.obj)
+    if as_json:
+        _echo_json({"ledger": str(ctx.obj) if isinstance(ctx.obj, Path) else redact_url(ctx.obj),
+                    "from": before, "to": after})
+    else:
+        click.echo(f"schema {before} -> {after}" if before != after else f"schema {after}: nothing to do")
+
+
+@ledger.command("close-stale")
+@click.option("--station", "station_id", default=None, help="Only attempts of this station id.")
+@click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Report folder for attempts that recorded none (ledgers older than schema 3).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def ledger_close_stale(ctx: click.Context, station_id: str | None, reports_dir: Path | None, as_json: bool) -> None:
+    """End attempts whose station died (lease passed): ABORTED, each with its report.
+
+    An attempt whose station still renews its lease is never touched. An attempt whose report was
+    sealed before the station died keeps that report's outcome.
+    """
+    from ..station.recorder import close_stale
+
+    with _open(ctx) as led:
+        closed = close_stale(led, reports_dir=reports_dir, station=station_id,
+                             detected_by=f"atfab ledger close-stale on {socket.gethostname()}")
+    if as_json:
+        _echo_json(closed)
+        return
+    for a in closed:
+        click.echo(f"attempt {a.id}  {a.mac or '-'}  {a.station}:{a.port}  -> {a.outcome}  {a.report_path or ''}")
+    click.echo(f"{len(closed)} stale attempt(s) closed", err=True)
 
 
 @ledger.command("list")
@@ -245,6 +285,7 @@ def ledger_show(ctx: click.Context, unit: str, as_json: bool) -> None:
     for a in detail.attempts:
         click.echo(f"  attempt {a.id} (#{a.attempt}{', retry of ' + str(a.retry_of) if a.retry_of else ''}) "
                    f"{a.outcome or 'OPEN'}  {a.started} .. {a.ended or ''}  {a.station}:{a.port}"
+                   + (f"  owner {a.owner}" if a.open and a.owner else "")
                    + (f"  {a.report_path}" if a.report_path else ""))
     for c in detail.certificates:
         click.echo(f"  cert {c.slot}: serial {c.cert_serial} issuer {c.issuer} sha256 {c.fingerprint}")
@@ -320,8 +361,8 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
               help="esptool baud rate for flashing [default: $ESPBAUD or 460800].")
 @click.option("--at-baud", type=click.IntRange(80, 5_000_000), default=None,
               help="AT port baud rate [default: the recipe's uart_baudrate].")
-@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ledger file [default: the recipe's ledger.path].")
+@click.option("--ledger", "ledger_path", default=None, metavar="FILE|URL",
+              help="Ledger file or postgresql:// URL [default: the recipe's ledger.path / ledger.url].")
 @click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder of the unit reports [default: the recipe's report.dir].")
 @click.option("--junit", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -352,7 +393,7 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (status goes to stderr).")
 @click.pass_context
 def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count: int | None, sim_baud: int | None,
-        sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: Path | None,
+        sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: str | None,
         reports_dir: Path | None, junit: Path | None, csv_path: Path | None, workdir: Path | None,
         station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, ui_url: str | None,
         publish: tuple[str, ...], publish_wait: float, batch: Path | None, as_json: bool) -> None:
@@ -377,7 +418,8 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
         from .prompting import passphrase_prompt
 
         ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, passphrase_prompt("Passphrase for the factory CA key")))
-    options: dict[str, Any] = dict(station_id=station_id, operator=operator, ledger=ledger_path,
+    options: dict[str, Any] = dict(station_id=station_id, operator=operator,
+                                   ledger=ledger_location(ledger_path) if ledger_path else None,
                                    reports_dir=reports_dir, junit=junit, csv=csv_path, ca=ca, at_baud=at_baud, ui=ui_url,
                                    flash_baud=resolve_baud(flash_baud, default=DEFAULT_FLASH_BAUD),
                                    publish=list(publish) if publish else None, publish_drain_s=publish_wait,

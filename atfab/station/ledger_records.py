@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -10,89 +9,9 @@ from typing import Any, Protocol
 from ..core.errors import OUTCOMES, DeviceError
 from .serials import SerialScheme
 
-#: 1: first schema. 2: ``certificate_slots`` (one certificate installed in several slots of its
-#: unit); a version-1 file is migrated when it is opened (:data:`MIGRATIONS`).
-SCHEMA_VERSION = 2
 ROTATION_CHAIN = ("intent", "key_written", "cert_written", "verified", "done")
 ROTATION_STATES = ROTATION_CHAIN + ("rolled_back",)
 ROTATION_FINAL = ("done", "rolled_back")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, next INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS units (
-    id INTEGER PRIMARY KEY,
-    mac TEXT NOT NULL UNIQUE,
-    serial TEXT NOT NULL UNIQUE,
-    recipe TEXT NOT NULL,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL,
-    last_outcome TEXT
-);
-CREATE TABLE IF NOT EXISTS attempts (
-    id INTEGER PRIMARY KEY,
-    mac TEXT,
-    serial TEXT,
-    attempt INTEGER NOT NULL,
-    recipe TEXT NOT NULL,
-    station TEXT NOT NULL,
-    port TEXT NOT NULL,
-    operator TEXT,
-    started TEXT NOT NULL,
-    ended TEXT,
-    outcome TEXT CHECK (outcome IS NULL OR outcome IN ('PASS', 'FAIL', 'ERROR', 'ABORTED')),
-    report_path TEXT,
-    retry_of INTEGER REFERENCES attempts(id),
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS attempts_by_mac ON attempts(mac);
-CREATE TABLE IF NOT EXISTS certificates (
-    id INTEGER PRIMARY KEY,
-    mac TEXT NOT NULL REFERENCES units(mac),
-    slot TEXT NOT NULL,
-    issuer TEXT NOT NULL,
-    cert_serial TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    key_fingerprint TEXT,
-    not_before TEXT,
-    not_after TEXT,
-    attempt_id INTEGER REFERENCES attempts(id),
-    created TEXT NOT NULL,
-    UNIQUE (issuer, cert_serial)
-);
-CREATE INDEX IF NOT EXISTS certificates_by_mac ON certificates(mac);
-CREATE TABLE IF NOT EXISTS certificate_slots (
-    certificate_id INTEGER NOT NULL REFERENCES certificates(id),
-    slot TEXT NOT NULL,
-    attempt_id INTEGER REFERENCES attempts(id),
-    created TEXT NOT NULL,
-    PRIMARY KEY (certificate_id, slot)
-);
-CREATE TABLE IF NOT EXISTS rotations (
-    id INTEGER PRIMARY KEY,
-    mac TEXT NOT NULL,
-    slot TEXT NOT NULL,
-    old_cert_fp TEXT,
-    old_key_fp TEXT,
-    new_cert_fp TEXT NOT NULL,
-    new_key_fp TEXT,
-    state TEXT NOT NULL,
-    created TEXT NOT NULL,
-    updated TEXT NOT NULL,
-    detail TEXT
-);
-CREATE UNIQUE INDEX IF NOT EXISTS rotations_one_pending ON rotations(mac, slot)
-    WHERE state NOT IN ('done', 'rolled_back');
-"""
-
-
-#: Statements that bring a ledger of schema N-1 to N (run in the transaction that opens it, after
-#: SCHEMA created any missing table). Version 2: every certificate of a version-1 file was
-#: recorded for exactly one slot, its ``certificates.slot``.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: ("INSERT OR IGNORE INTO certificate_slots (certificate_id, slot, attempt_id, created)"
-        " SELECT id, slot, attempt_id, created FROM certificates",),
-}
 
 #: One row per (certificate, slot) as a :class:`CertificateRecord`. ``certificates.slot`` (the
 #: first slot) stands in for a certificate without slot rows (written by a version-1 atfab).
@@ -102,7 +21,8 @@ CERT_SLOTS_SELECT = (
     " COALESCE(s.created, c.created) AS created"
     " FROM certificates c LEFT JOIN certificate_slots s ON s.certificate_id = c.id"
 )
-CERT_SLOTS_ORDER = " ORDER BY c.id, s.rowid"
+#: ``{seq}``: the slot rows' insertion order (:attr:`~atfab.station.ledger_db.Dialect.seq_column`).
+CERT_SLOTS_ORDER = " ORDER BY c.id, s.{seq}"
 
 
 class LedgerError(DeviceError):
@@ -156,6 +76,9 @@ class Attempt:
     report_path: str | None
     retry_of: int | None
     detail: str | None
+    owner: str | None = None             # the station process running it (``station/host:pid:token``)
+    lease_until: float | None = None     # database clock (s since 1970): past it, the attempt is stale
+    report_dir: str | None = None        # where its report goes
 
     @property
     def open(self) -> bool:
@@ -229,12 +152,14 @@ def when_text(value: datetime | str | None) -> str:
     return str(value)
 
 
-def from_row(cls: type, row: sqlite3.Row) -> Any:
+def from_row(cls: type, row: Any) -> Any:
+    """A record of type ``cls`` from a database row (by column name)."""
     return cls(**{f.name: row[f.name] for f in fields(cls)})
 
 
 __all__ = [
-    "SCHEMA", "SCHEMA_VERSION", "MIGRATIONS", "CERT_SLOTS_SELECT", "CERT_SLOTS_ORDER", "OUTCOMES", "ROTATION_CHAIN", "ROTATION_STATES", "ROTATION_FINAL",
+    "CERT_SLOTS_SELECT", "CERT_SLOTS_ORDER", "OUTCOMES", "ROTATION_CHAIN", "ROTATION_STATES",
+    "ROTATION_FINAL",
     "LedgerError", "HasSerialScheme", "UnitIdentity", "UnitRecord", "Attempt", "CertificateRecord",
     "Rotation", "UnitDetail", "utc_now", "when_text", "from_row",
 ]

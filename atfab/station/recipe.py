@@ -33,6 +33,7 @@ from .recipe_spec import (
     FIRMWARE_KINDS, ROTATE_MODES, SUBJECT_FIELDS, EscrowSpec, FirmwareSource,
     GattSpec, LabelSpec, PkiSpec, Recipe, ReportSpec, RetryPolicy, RotateSpec, VerifySpec, slot_name,
 )
+from .ledger_db import is_database_url
 from .serials import SCHEMES, SerialScheme
 from ..verify.checks import CHECKS
 
@@ -251,7 +252,15 @@ def _outputs(r: _Reader, data: dict, workdir: Path) -> tuple[ReportSpec, Path]:
         r.problems.append(exc)
     spec = ReportSpec(dir=out_dir, junit=where(junit, "junit.xml"), csv=where(csv_out, "summary.csv"),
                       transcript=r.get(t, "transcript", "report.transcript", bool, True), publish=publish)
-    lt = r.table(data, "ledger", ("path",))
+    lt = r.table(data, "ledger", ("path", "url"))
+    url = r.get(lt, "url", "ledger.url", str, None)
+    if url is not None:
+        if not is_database_url(url):
+            r.bad("ledger.url", f"{url!r} is not a postgresql:// URL (a SQLite ledger is ledger.path)")
+        elif "path" in lt:
+            r.bad("ledger.url", "give ledger.path (SQLite) or ledger.url (PostgreSQL), not both")
+        else:
+            return spec, url
     ledger = r.path(workdir, r.get(lt, "path", "ledger.path", str, "ledger.sqlite"))
     # a run must be able to write every output; `atfab check` says so before a unit is touched
     for field, path, what, kind in (("report.dir", spec.dir, "reports folder", "dir"),

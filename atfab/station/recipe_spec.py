@@ -185,7 +185,7 @@ class Recipe:
     verify: VerifySpec
     report: ReportSpec
     retry: RetryPolicy
-    ledger: Path
+    ledger: Path | str               # a SQLite file, or a postgresql:// URL ([ledger] url)
     rotate: RotateSpec = field(default_factory=RotateSpec)
     label: LabelSpec | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..core.errors import OUTCOMES
 from .events import STEP_OUTCOMES, Event, StepData
-from .ledger import Attempt, Ledger, utc_now
+from .ledger import Attempt, Ledger, LedgerError, utc_now
 from .report import ReportBuilder, UnitReport, read_report
 
 #: Events that are bookkeeping, not steps of the unit's state machine.
@@ -125,9 +125,17 @@ def sealed_report(out_dir: str | Path, attempt_id: int) -> tuple[Path, UnitRepor
     return None
 
 
-def close_stale_attempt(ledger: Ledger, attempt: Attempt, out_dir: str | Path, *, recipe_name: str,
+def close_stale_attempt(ledger: Ledger, attempt: Attempt, out_dir: str | Path | None, *, recipe_name: str,
                         recipe_hash: str, recipe_path: str | Path | None, detected_by: str) -> Attempt:
-    """End an attempt a killed station left open (see the module docstring); returns it ended."""
+    """End an attempt a killed station left open (see the module docstring); returns it ended.
+
+    The report goes to the folder the attempt was begun with (``attempt.report_dir``), else to
+    ``out_dir``.
+    """
+    if attempt.report_dir:
+        out_dir = attempt.report_dir
+    if out_dir is None:
+        raise LedgerError(f"attempt {attempt.id}: no report folder recorded for it; give one (--reports)")
     found = sealed_report(out_dir, attempt.id)
     if found is not None:
         path, rep = found
@@ -154,4 +162,23 @@ def close_stale_attempt(ledger: Ledger, attempt: Attempt, out_dir: str | Path, *
     return ledger.end_attempt(attempt.id, "ABORTED", report_path=path, detail=detail, ended=ended)
 
 
-__all__ = ["ReportRecorder", "close_stale_attempt", "sealed_report", "iso", "NOT_STEPS"]
+def close_stale(ledger: Ledger, *, reports_dir: str | Path | None, detected_by: str, station: str | None = None,
+                exclude_owner: str | None = None, recipe_name: str = "", recipe_hash: str = "unknown",
+                recipe_path: str | Path | None = None) -> list[Attempt]:
+    """Close every stale attempt (lease passed, or its process on this host is gone) of
+    ``station`` (or all), each with its report (:func:`close_stale_attempt`; the recipe named
+    describes attempts of that recipe). Live attempts — another station still renews their
+    lease — are left alone. Returns the closed attempts."""
+    closed = []
+    for attempt in ledger.stale_attempts(station=station, exclude_owner=exclude_owner):
+        try:
+            closed.append(close_stale_attempt(ledger, attempt, reports_dir, recipe_name=recipe_name,
+                                              recipe_hash=recipe_hash, recipe_path=recipe_path,
+                                              detected_by=detected_by))
+        except LedgerError as exc:
+            if "already ended" not in str(exc):    # another station closed it first
+                raise
+    return closed
+
+
+__all__ = ["ReportRecorder", "close_stale_attempt", "close_stale", "sealed_report", "iso", "NOT_STEPS"]

@@ -63,7 +63,7 @@ from ..pki.issue import UnitIdentity, issue_unit
 from ..pki.slots import UNIT, SlotPlan
 from .batch import BatchIndex, bind_preprogrammed
 from .events import STEPS, Event, EventBus, StepData
-from .ledger import Attempt, Ledger
+from .ledger import DEFAULT_LEASE_S, Attempt, Ledger
 from .recipe_spec import Recipe, slot_name
 from .recorder import ReportRecorder, close_stale_attempt, iso
 from ..verify.nonos import verify_nonos
@@ -143,6 +143,9 @@ class RunContext:
     ca_lock: threading.Lock = field(default_factory=threading.Lock)
     escrow: EscrowWriter | None = None   # when the recipe keeps unit keys ([pki] escrow)
     batch: BatchIndex | None = None      # pre-programmed units to recognise (atfab run --batch)
+    owner: str | None = None             # this station process in the ledger (leases); default station_id
+    lease_s: float = DEFAULT_LEASE_S
+    ledger_wait_s: float = 600.0         # how long a sealed attempt waits for the ledger to take its outcome
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,12 @@ class UnitRunner:
         policy = self.ctx.recipe.retry
         results: list[AttemptResult] = []
         retry_of: int | None = None
+        chain = 0                        # attempts on the unit now on the port (another MAC starts anew)
         while True:
             result = self.attempt(retry_of=retry_of)
             results.append(result)
-            if result.outcome == "PASS" or self.ctx.stop.aborted or not policy.should_retry(result.outcome, len(results)):
+            chain = chain + 1 if retry_of is not None and result.retry_of == retry_of else 1
+            if result.outcome == "PASS" or self.ctx.stop.aborted or not policy.should_retry(result.outcome, chain):
                 return results
             if policy.delay_s and self.ctx.stop.wait(policy.delay_s) and self.ctx.stop.aborted:
                 return results
@@ -299,7 +304,7 @@ class UnitRunner:
             ctx.bus.unsubscribe(rec)
         if rec.error is not None:
             outcome, error = "ERROR", f"report not written: {_describe(rec.error)}"
-        ctx.ledger.end_attempt(st.attempt_id, outcome, report_path=rec.path, detail=error)
+        self._end(st.attempt_id, outcome, rec.path, error)
         self.emit("report", outcome, detail=error, attempt_id=st.attempt_id,
                   data={"report": str(rec.path) if rec.path is not None else None, "serial": st.serial, "mac": st.mac})
         return AttemptResult(self.port.label, st.attempt_id, outcome, st.mac, st.serial, rec.path, error,
@@ -310,7 +315,17 @@ class UnitRunner:
         ctx = self.ctx
         return ctx.ledger.begin_attempt(recipe=ctx.recipe.name, station=ctx.station_id, port=self.port.label,
                                         mac=st.mac, serial=st.serial, operator=ctx.operator, retry_of=retry_of,
-                                        started=iso(started))
+                                        started=iso(started), owner=ctx.owner, lease_s=ctx.lease_s,
+                                        report_dir=ctx.reports_dir)
+
+    def _end(self, attempt_id: int, outcome: str, report: Path | None, error: str | None) -> None:
+        """The ledger takes the outcome of the report just sealed. Ordering: report first (the
+        durable record), then the ledger row, retried for ``ledger_wait_s`` while the ledger is
+        busy or away — the attempt's lease is renewed meanwhile, so no other station closes it,
+        and should this process die first, whoever closes the attempt finds the sealed report
+        and keeps its outcome (never ABORTED beside a PASS report)."""
+        ctx = self.ctx
+        ctx.ledger.end_attempt(attempt_id, outcome, report_path=report, detail=error, timeout=ctx.ledger_wait_s)
 
     # -- steps ----------------------------------------------------------------------------------
 
@@ -400,11 +415,17 @@ class UnitRunner:
             st.serial = ident.serial
             resumed = []
             for old in ctx.ledger.attempts_for(st.unit_mac):
-                if old.open:
-                    close_stale_attempt(ctx.ledger, old, ctx.reports_dir, recipe_name=recipe.name,
-                                        recipe_hash=recipe.hash, recipe_path=recipe.path,
-                                        detected_by=f"{ctx.station_id}:{self.port.label}")
-                    resumed.append(old.id)
+                if not old.open:
+                    continue
+                if ctx.ledger.is_live(old.id):      # its station still holds the lease: not ours to close
+                    raise DeviceError(f"unit {st.unit_mac} is in attempt {old.id} of {old.station}:{old.port}, "
+                                      "which is still running (lease held); not provisioning it here")
+                close_stale_attempt(ctx.ledger, old, ctx.reports_dir, recipe_name=recipe.name,
+                                    recipe_hash=recipe.hash, recipe_path=recipe.path,
+                                    detected_by=f"{ctx.station_id}:{self.port.label}")
+                resumed.append(old.id)
+            if retry_of is not None and _chain_mac(ctx.ledger, retry_of) not in (None, st.unit_mac):
+                retry_of = None                 # another unit is on the port: a new unit, not a retry
             if retry_of is None:
                 last = ctx.ledger.attempts_for(st.unit_mac)
                 if last and last[-1].outcome != "PASS":
@@ -540,6 +561,21 @@ class UnitRunner:
                              rf_power=power if isinstance(power, int) else None, checks=recipe.verify.checks,
                              at_version=recipe.verify.at_version)
         return result.measurements
+
+def _chain_mac(ledger: Ledger, attempt_id: int) -> str | None:
+    """The MAC of the unit a retry chain is about: the nearest attempt up the chain that knew it."""
+    seen: set[int] = set()
+    current: int | None = attempt_id
+    while current is not None and current not in seen:
+        seen.add(current)
+        row = ledger.attempt(current)
+        if row is None:
+            return None
+        if row.mac is not None:
+            return row.mac
+        current = row.retry_of
+    return None
+
 
 def _configure_nonos(at: AtClient, fp: dict[str, Any]) -> str:
     """G0: ``AT+UART=<baud>,8,1,0,0`` (v0.21 stores it; OK comes at the old baud, then the host follows)."""

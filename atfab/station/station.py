@@ -57,7 +57,9 @@ from .label import LabelWriter
 from .mes.publisher import ReportPublisher, spool_root
 from .mes.targets import parse_targets
 from .live.server import live_page, parse_ui_url
-from .ledger import Ledger, utc_now
+from .ledger import DEFAULT_LEASE_S, LeaseKeeper, Ledger, ledger_location, process_owner, utc_now
+from .ledger_db import redact_url
+from .recorder import close_stale
 from .recipe import Recipe, load_recipe
 from .report import ReportEntry, read_report
 from .report_export import write_batch_outputs
@@ -155,7 +157,7 @@ class StationSummary:
     ended: str
     seconds: float
     results: list[AttemptResult]
-    finals: list[AttemptResult]                  # last attempt of each unit
+    finals: list[AttemptResult]                  # final attempt of each unit (see final_attempts)
     reports_dir: str
     ledger: str
     outputs: list[str] = field(default_factory=list)
@@ -242,7 +244,8 @@ class Station:
                  csv: str | Path | bool | None = None, ca: Any = None, flash_baud: int = DEFAULT_FLASH_BAUD,
                  at_baud: int | None = None, flasher_options: dict[str, Any] | None = None,
                  bus: EventBus | None = None, ui: str | None = None, publish: list[str] | None = None,
-                 publish_drain_s: float = 5.0, batch: str | Path | None = None) -> None:
+                 publish_drain_s: float = 5.0, batch: str | Path | None = None,
+                 lease_s: float = DEFAULT_LEASE_S) -> None:
         if not ports:
             raise InputError("no ports: give --port FLASH[,AT] (or --sim N)", field="--port")
         labels = [p.label for p in ports]
@@ -256,13 +259,18 @@ class Station:
         self.ports = list(ports)
         self.station_id = station_id or _default_station_id()
         self.operator = operator
-        self.ledger_path = Path(ledger) if ledger is not None else recipe.ledger
+        self.ledger_path: Path | str = ledger_location(ledger) if ledger is not None else recipe.ledger
         self.reports_dir = Path(reports_dir) if reports_dir is not None else recipe.report.dir
-        self.junit = _output(junit, recipe.report.junit, recipe.report.dir, self.reports_dir, "junit.xml")
-        self.csv = _output(csv, recipe.report.csv, recipe.report.dir, self.reports_dir, "summary.csv")
+        self.junit = _output(junit, recipe.report.junit, recipe.report.dir, self.reports_dir, "junit.xml",
+                             self.station_id)
+        self.csv = _output(csv, recipe.report.csv, recipe.report.dir, self.reports_dir, "summary.csv",
+                           self.station_id)
+        self.owner = process_owner(self.station_id)
+        self.lease_s = lease_s
         # every output is checked before any unit is touched: a report that cannot be written at
         # the end of a unit would cost the unit a certificate and a serial for nothing
-        check_output(self.ledger_path, "ledger", field="--ledger")
+        if isinstance(self.ledger_path, Path):          # a postgresql:// URL is no output path
+            check_output(self.ledger_path, "ledger", field="--ledger")
         check_output(self.reports_dir, "reports folder", kind="dir", field="--reports")
         if self.junit is not None:
             check_output(self.junit, "JUnit file", field="--junit")
@@ -351,14 +359,20 @@ class Station:
         lock = threading.Lock()
         interrupted = False
         escrow = self._escrow_writer(started)
-        with Ledger(self.ledger_path) as ledger, self._labels(), self._publishing() as publisher, \
+        remove_orphan_temp_files(self.reports_dir)
+        with Ledger(self.ledger_path) as ledger, LeaseKeeper(ledger, self.owner, self.lease_s), self._labels(), \
+                self._publishing() as publisher, \
                 live_page(self, self.ui, station_id=self.station_id, recipe=self.recipe.name,
                           ports=[p.label for p in self.ports]):
+            # what a killed run of this station (or any dead station) left open: ABORTED, with its report
+            close_stale(ledger, reports_dir=self.reports_dir, detected_by=f"{self.station_id} (start)",
+                        exclude_owner=self.owner, recipe_name=self.recipe.name, recipe_hash=self.recipe.hash,
+                        recipe_path=self.recipe.path)
             ctx = RunContext(recipe=self.recipe, ledger=ledger, bus=self.bus, stop=self.stop_token,
                              reports_dir=self.reports_dir, station_id=self.station_id, firmware=self._firmware,
                              operator=self.operator, ca=self.ca, plan=self._plan, ble_rows=self._ble_rows,
                              flash_baud=self.flash_baud, at_baud=self.at_baud, flasher_options=self.flasher_options,
-                             escrow=escrow, batch=self.batch)
+                             escrow=escrow, batch=self.batch, owner=self.owner, lease_s=self.lease_s)
 
             def worker(port: PortSpec) -> None:
                 runner = UnitRunner(ctx, port)
@@ -379,7 +393,7 @@ class Station:
                         loop_on = loop
                     with lock:
                         results.extend(attempts)
-                        finals.append(attempts[-1])
+                        finals[:] = final_attempts(results)
                     previous = attempts[-1].mac or previous
                     if not loop_on:
                         break
@@ -398,7 +412,7 @@ class Station:
         summary = StationSummary(
             recipe=self.recipe.name, station_id=self.station_id, ports=[p.label for p in self.ports],
             started=started, ended=utc_now(), seconds=time.monotonic() - t0, results=results, finals=finals,
-            reports_dir=str(self.reports_dir), ledger=str(self.ledger_path),
+            reports_dir=str(self.reports_dir), ledger=ledger_display(self.ledger_path),
             interrupted=interrupted or self.stop_token.aborted,
         )
         if publisher is not None:
@@ -477,17 +491,55 @@ def _join(threads: list[threading.Thread]) -> None:
 
 
 def _output(given: str | Path | bool | None, default: Path | None, recipe_dir: Path, reports_dir: Path,
-            name: str) -> Path | None:
-    """A batch output path: the option if given, else the recipe's (following --reports when it is the default)."""
+            name: str, station_id: str) -> Path | None:
+    """A batch output path: the option if given (as it is), else the recipe's (following --reports
+    when it is the default) named for the station (``junit.xml`` → ``junit-<station>.xml``), so
+    stations sharing a report folder never write each other's file."""
     if given is False:
         return None
     if given is True:
-        return reports_dir / name
+        return station_file(reports_dir / name, station_id)
     if given is not None:
         return Path(given)
     if default is None:
         return None
-    return reports_dir / name if default == recipe_dir / name else default
+    return station_file(reports_dir / name if default == recipe_dir / name else default, station_id)
+
+
+def station_file(path: Path, station_id: str) -> Path:
+    """``path`` with ``-<station>`` before its suffix (``reports/junit.xml`` → ``reports/junit-st1.xml``)."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in station_id)
+    return path.with_name(f"{path.stem}-{safe}{path.suffix}")
+
+
+def final_attempts(results: list[AttemptResult]) -> list[AttemptResult]:
+    """Each unit's final attempt: every attempt no later attempt retries (an ERROR followed by
+    another unit on the port stays final — it is never hidden by the next unit's result)."""
+    retried = {r.retry_of for r in results if r.retry_of is not None}
+    return [r for r in results if r.attempt_id is None or r.attempt_id not in retried]
+
+
+def remove_orphan_temp_files(folder: Path, *, older_than_s: float = 600.0) -> list[Path]:
+    """Remove the half-written ``.<name>.*.tmp`` files a killed writer left in ``folder`` (and
+    below) — only those untouched for ``older_than_s``, so a live station's write in progress in a
+    shared folder is never taken away. Returns what was removed."""
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    cutoff = time.time() - older_than_s
+    for path in folder.rglob(".*.tmp"):
+        try:
+            if path.is_file() and not path.is_symlink() and path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            continue
+    return removed
+
+
+def ledger_display(location: Path | str) -> str:
+    """How summaries name a ledger (a URL without its password)."""
+    return redact_url(location) if isinstance(location, str) else str(location)
 
 
 def _default_station_id() -> str:
