@@ -55,8 +55,14 @@ DEFAULT_LEASE_S = 60.0
 
 
 def ledger_location(text: str | Path) -> str | Path:
-    """A ``--ledger`` value as the ledger takes it: a ``postgresql://`` URL as text, else a path."""
-    return str(text) if is_database_url(str(text)) else Path(text)
+    """A ``--ledger`` value as the ledger takes it: a ``postgresql://`` URL as text, else a path
+    (a folder there is refused: :class:`InputError`)."""
+    if is_database_url(str(text)):
+        return str(text)
+    path = Path(text)
+    if path.is_dir():
+        raise InputError("is a directory, not a ledger file", file=path, field="ledger")
+    return path
 
 
 def process_owner(station: str) -> str:

@@ -215,6 +215,9 @@ class SqliteDatabase(Database):
             raise DatabaseError(f"cannot open ledger {self.path}: {exc}") from exc
         self._conn.row_factory = sqlite3.Row
         try:
+            if not create and self._conn.execute(   # before WAL mode writes anything to a foreign file
+                    "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'").fetchone() is None:
+                raise InputError("not an atfab ledger (no ledger tables in it)", file=self.path)
             self._setup()
         except sqlite3.DatabaseError as exc:
             self._conn.close()
