@@ -375,6 +375,8 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
 @click.option("--operator", default=None, help="Operator name in reports and the ledger.")
 @click.option("--passphrase-env", default="ATFAB_CA_PASSPHRASE", show_default=True,
               help="Environment variable holding the factory CA key passphrase (prompted when unset).")
+@click.option("--stop-after", "stop_after_s", type=click.FloatRange(0.1, None), default=None, metavar="SECONDS",
+              help="Stop after this many seconds: the units in flight finish, no new one starts (--loop).")
 @click.option("--poll", "poll_s", type=click.FloatRange(0.05, 60), default=1.0, show_default=True,
               help="Seconds between looks for the next unit (--loop).")
 @click.option("--ui", "ui_url", metavar="URL", default=None,
@@ -395,8 +397,8 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
 def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count: int | None, sim_baud: int | None,
         sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: str | None,
         reports_dir: Path | None, junit: Path | None, csv_path: Path | None, workdir: Path | None,
-        station_id: str | None, operator: str | None, passphrase_env: str, poll_s: float, ui_url: str | None,
-        publish: tuple[str, ...], publish_wait: float, batch: Path | None, as_json: bool) -> None:
+        station_id: str | None, operator: str | None, passphrase_env: str, stop_after_s: float | None, poll_s: float,
+        ui_url: str | None, publish: tuple[str, ...], publish_wait: float, batch: Path | None, as_json: bool) -> None:
     """Provision units with RECIPE on every --port in parallel (or on --sim N virtual modules).
 
     Exit status: 0 all PASS, 1 a unit FAILed, 3 an ERROR, 130 interrupted (Ctrl-C or SIGTERM records
@@ -437,7 +439,7 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
     if sim_count:
         summary = run_sim(recipe, sim_count, sim_baud=baud, seed=sim_seed, loop=loop, bus=bus, **options)
     else:
-        summary = Station(recipe, specs, bus=bus, **options).run(loop=loop, poll_s=poll_s)
+        summary = Station(recipe, specs, bus=bus, **options).run(loop=loop, poll_s=poll_s, stop_after_s=stop_after_s)
     console.close()
     from ..station.console import summary_lines
 

@@ -163,6 +163,7 @@ class StationSummary:
     outputs: list[str] = field(default_factory=list)
     interrupted: bool = False
     publish: dict[str, Any] | None = None        # the MES spool at the end (ReportPublisher.status)
+    owner: str = ""                              # this run's owner name in the ledger (attempts.owner)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -187,6 +188,7 @@ class StationSummary:
             "ended": self.ended, "seconds": round(self.seconds, 3), "units": len(self.finals),
             "attempts": len(self.results), "counts": self.counts, "units_per_minute": self.units_per_minute,
             "interrupted": self.interrupted, "reports_dir": self.reports_dir, "ledger": self.ledger,
+            "owner": self.owner,
             "outputs": self.outputs, "publish": self.publish,
             "units_detail": [_result_dict(r) for r in self.finals],
             "attempts_detail": [_result_dict(r) for r in self.results],
@@ -236,6 +238,10 @@ class Station:
     :meth:`run` the spool gets up to ``publish_drain_s`` seconds to empty (the rest goes out on
     the next run). ``batch``: a batch folder or manifest (``atfab batch``) whose pre-programmed
     units are recognised by their mfg_nvs and bound to their MAC instead of getting a new identity.
+    ``ledger`` is a SQLite file or a ``postgresql://`` URL; every attempt
+    is owned by this station process with a lease of ``lease_s`` seconds, renewed while the run
+    lasts; ``ledger_timeout`` is how long one ledger transaction waits for a busy or absent
+    database (a sealed report waits much longer for its ledger row: see the runner).
     """
 
     def __init__(self, recipe: Recipe, ports: list[PortSpec], *, station_id: str | None = None,
@@ -245,7 +251,7 @@ class Station:
                  at_baud: int | None = None, flasher_options: dict[str, Any] | None = None,
                  bus: EventBus | None = None, ui: str | None = None, publish: list[str] | None = None,
                  publish_drain_s: float = 5.0, batch: str | Path | None = None,
-                 lease_s: float = DEFAULT_LEASE_S) -> None:
+                 lease_s: float = DEFAULT_LEASE_S, ledger_timeout: float = 30.0) -> None:
         if not ports:
             raise InputError("no ports: give --port FLASH[,AT] (or --sim N)", field="--port")
         labels = [p.label for p in ports]
@@ -267,6 +273,7 @@ class Station:
                            self.station_id)
         self.owner = process_owner(self.station_id)
         self.lease_s = lease_s
+        self.ledger_timeout = ledger_timeout
         # every output is checked before any unit is touched: a report that cannot be written at
         # the end of a unit would cost the unit a certificate and a serial for nothing
         if isinstance(self.ledger_path, Path):          # a postgresql:// URL is no output path
@@ -351,17 +358,33 @@ class Station:
                 self._controls.wait(0.5)
         return not self.stop_token.finishing
 
-    def run(self, *, loop: bool = False, poll_s: float = 1.0) -> StationSummary:
-        """Provision the units on every port (and, with ``loop``, the ones that follow)."""
+    def run(self, *, loop: bool = False, poll_s: float = 1.0, stop_after_s: float | None = None) -> StationSummary:
+        """Provision the units on every port (and, with ``loop``, the ones that follow).
+
+        ``stop_after_s``: after that many seconds, stop as :meth:`stop` with ``abort=False`` does
+        (the units in flight finish, no new one starts; e.g. the end of a shift).
+        """
         started, t0 = utc_now(), time.monotonic()
+        timer = None
+        if stop_after_s is not None:
+            timer = threading.Timer(stop_after_s, self.stop, kwargs={"abort": False})
+            timer.daemon = True
+            timer.start()
+        try:
+            return self._run(started, t0, loop=loop, poll_s=poll_s)
+        finally:
+            if timer is not None:
+                timer.cancel()
+
+    def _run(self, started: str, t0: float, *, loop: bool, poll_s: float) -> StationSummary:
         results: list[AttemptResult] = []
         finals: list[AttemptResult] = []
         lock = threading.Lock()
         interrupted = False
         escrow = self._escrow_writer(started)
         remove_orphan_temp_files(self.reports_dir)
-        with Ledger(self.ledger_path) as ledger, LeaseKeeper(ledger, self.owner, self.lease_s), self._labels(), \
-                self._publishing() as publisher, \
+        with Ledger(self.ledger_path, timeout=self.ledger_timeout) as ledger, LeaseKeeper(ledger, self.owner, self.lease_s), \
+                self._labels(), self._publishing() as publisher, \
                 live_page(self, self.ui, station_id=self.station_id, recipe=self.recipe.name,
                           ports=[p.label for p in self.ports]):
             # what a killed run of this station (or any dead station) left open: ABORTED, with its report
@@ -413,7 +436,7 @@ class Station:
             recipe=self.recipe.name, station_id=self.station_id, ports=[p.label for p in self.ports],
             started=started, ended=utc_now(), seconds=time.monotonic() - t0, results=results, finals=finals,
             reports_dir=str(self.reports_dir), ledger=ledger_display(self.ledger_path),
-            interrupted=interrupted or self.stop_token.aborted,
+            interrupted=interrupted or self.stop_token.aborted, owner=self.owner,
         )
         if publisher is not None:
             summary.publish = publisher.last_status
