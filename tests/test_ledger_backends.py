@@ -245,3 +245,21 @@ def test_batch_reservation_and_binding(where: str) -> None:
             led.bind_unit(placeholders[1], mac(9))
         assert led.release_batch(placeholders[1:]) == 2
         assert led.reserve_identity(mac(10), COUNTER).serial == "LN-000004"     # released serials are not reused
+
+
+def test_recipe_ledger_url(tmp_path: Path) -> None:
+    from atfab.core.errors import InputError
+    from atfab.station.recipe import check_recipe, load_recipe
+    from tests.station_support import write_recipe
+
+    path = write_recipe(tmp_path)
+    text = path.read_text()
+    url = "postgresql://ledger-host/atfab?options=-csearch_path%3Dline1"
+    path.write_text(text.replace('[ledger]\npath = "ledger.sqlite"', f'[ledger]\nurl = "{url}"'))
+    assert load_recipe(path, workdir=tmp_path).ledger == url
+    path.write_text(text.replace('[ledger]\npath = "ledger.sqlite"', '[ledger]\nurl = "mysql://x/y"'))
+    (problem,) = check_recipe(path, workdir=tmp_path)
+    assert problem.field == "ledger.url" and "postgresql://" in str(problem)
+    path.write_text(text.replace('[ledger]\npath = "ledger.sqlite"', f'[ledger]\npath = "l.sqlite"\nurl = "{url}"'))
+    with pytest.raises(InputError, match="not both"):
+        load_recipe(path, workdir=tmp_path)

@@ -151,8 +151,8 @@ class Ledger:
     def _write(self, work: Any, *, timeout: float | None = None) -> Any:
         return self._db.write(work, timeout=timeout)
 
-    def _read(self, work: Any) -> Any:
-        return self._db.read(work)
+    def _read(self, work: Any, *, snapshot: bool = False) -> Any:
+        return self._db.read(work, snapshot=snapshot)
 
     # -- units ----------------------------------------------------------------------------------
 
@@ -192,21 +192,24 @@ class Ledger:
             return self._write(work)
 
     def _next_counter_serial(self, c: Cursor, scheme: SerialScheme) -> str:
-        c.execute("INSERT INTO counters (name, next) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
-                  (scheme.counter_key, scheme.start))
-        row = c.execute("SELECT next FROM counters WHERE name = ?" + self._dialect.for_update,
-                        (scheme.counter_key,)).fetchone()
-        value = max(scheme.start, int(row["next"]))
+        """Take the next counter value: one ``UPDATE … RETURNING`` that locks the counter row
+        until the transaction ends (PostgreSQL; SQLite holds the file's write lock anyway)."""
+        greatest = self._dialect.greatest
+        take = (f"UPDATE counters SET next = {greatest}(next, ?) + 1 WHERE name = ? RETURNING next - 1 AS value")
         for _ in range(_MAX_SKIPS):
+            row = c.execute(take, (scheme.start, scheme.counter_key)).fetchone()
+            if row is None:                   # the counter's first use
+                c.execute("INSERT INTO counters (name, next) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                          (scheme.counter_key, scheme.start))
+                continue
+            value = int(row["value"])
             if value > scheme.max_counter:
                 raise LedgerError(
                     f"serial counter {scheme.counter_key!r} is exhausted ({scheme.width} digits)"
                 )
             serial = scheme.render(counter=value)
-            value += 1
             if c.execute("SELECT 1 FROM units WHERE serial = ?", (serial,)).fetchone() is None:
-                c.execute("UPDATE counters SET next = ? WHERE name = ?", (value, scheme.counter_key))
-                return serial
+                return serial                 # else: taken by hand; the counter moves past it
         raise LedgerError(f"no free serial found for counter {scheme.counter_key!r}")
 
     def unit(self, key: str) -> UnitRecord | None:
@@ -222,7 +225,7 @@ class Ledger:
                 row = c.execute("SELECT * FROM units WHERE mac = ?", (mac,)).fetchone()
             return row
 
-        row = self._read(work)
+        row = self._read(work, snapshot=True)
         return _row(UnitRecord, row) if row is not None else None
 
     def units(self, *, recipe: str | None = None, outcome: str | None = None,
@@ -256,7 +259,7 @@ class Ledger:
                 "SELECT * FROM rotations WHERE mac = ? ORDER BY id", (unit.mac,))]
             return UnitDetail(unit=unit, attempts=attempts, certificates=certs, rotations=rots)
 
-        return self._read(work)
+        return self._read(work, snapshot=True)
 
     @property
     def _cert_order(self) -> str:
@@ -280,7 +283,7 @@ class Ledger:
                              ";".join(f"{s}={fp}" for s, fp in sorted(latest.items()))])
             return rows
 
-        writer.writerows(self._read(work))
+        writer.writerows(self._read(work, snapshot=True))
         return out.getvalue()
 
     # -- attempts -------------------------------------------------------------------------------
