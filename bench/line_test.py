@@ -175,7 +175,7 @@ def private_postgres() -> Iterator[Postgres]:
         return f"private server restarted (pg_ctl restart -m fast, {time.monotonic() - t0:.1f} s)"
 
     try:
-        yield Postgres(_pg_url("127.0.0.1", port, "postgres"), restart)
+        yield Postgres(_pg_url("127.0.0.1", port, "postgres").replace("://", "://postgres@", 1), restart)
     finally:
         subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)
