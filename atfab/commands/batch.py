@@ -17,14 +17,14 @@ from ..station.recipe import load_recipe
               help="New folder for the images and the manifest (must not exist, or be empty).")
 @click.option("--merged", is_flag=True, help="Also write each unit's full flash image (flash-size bytes per unit).")
 @click.option("--workers", type=click.IntRange(1, 256), default=None, help="Processes [default: all cores].")
-@click.option("--ledger", "ledger_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Ledger file [default: the recipe's ledger.path].")
+@click.option("--ledger", "ledger_path", default=None, metavar="FILE|URL",
+              help="Ledger file or postgresql:// URL [default: the recipe's ledger.path / ledger.url].")
 @click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder the recipe's output paths are relative to [default: current folder].")
 @click.option("--passphrase-env", default="ATFAB_CA_PASSPHRASE", show_default=True,
               help="Environment variable holding the factory CA key passphrase (prompted when unset).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def batch(recipe_path: Path, count: int, out_dir: Path, merged: bool, workers: int | None, ledger_path: Path | None,
+def batch(recipe_path: Path, count: int, out_dir: Path, merged: bool, workers: int | None, ledger_path: str | None,
           workdir: Path | None, passphrase_env: str, as_json: bool) -> None:
     """Reserve COUNT identities in the ledger and write their per-unit images and a manifest.
 
@@ -35,14 +35,14 @@ def batch(recipe_path: Path, count: int, out_dir: Path, merged: bool, workers: i
     """
     from ..pki.ca import read_passphrase
     from ..station.batch import make_batch
-    from ..station.ledger import Ledger
+    from ..station.ledger import Ledger, ledger_location
     from ..station.station import firmware_images, load_recipe_ca
     from .prompting import passphrase_prompt
 
     recipe = load_recipe(recipe_path, workdir=workdir)
     ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, passphrase_prompt("Passphrase for the factory CA key")))
     firmware = firmware_images(recipe)
-    with Ledger(ledger_path or recipe.ledger) as ledger:
+    with Ledger(ledger_location(ledger_path) if ledger_path else recipe.ledger) as ledger:
         result = make_batch(recipe, count, out_dir, ca=ca, ledger=ledger, firmware=firmware, workers=workers,
                             merged=merged)
     if as_json:
