@@ -190,3 +190,56 @@ def many_namespaces(ws: Path) -> dict[str, Path]:
 
 
 GENERATORS["many_namespaces"] = many_namespaces
+
+
+# -- factory images whose layout customize cannot prove (nothing may be written) --
+
+
+def _image_case(name: str, make: Callable[[], bytes]) -> None:
+    def gen(ws: Path) -> dict[str, Path]:
+        path = ws / "in" / f"{name}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(make())
+        return {"file": path}
+    gen.__name__ = name
+    GENERATORS[name] = gen
+
+
+def _fi(module: str = "esp32c2-4mb") -> bytes:
+    from tests.bad_input_generators import _factory_image
+
+    return _factory_image(module)
+
+
+def _with_tables(primary_csv: str | None = None, secondary_csv: str | None = None) -> bytes:
+    """The esp32c2-4mb factory image with a table replaced by one encoded from CSV (valid MD5)."""
+    from atfab.image.partition_table import encode, parse_csv
+
+    data = bytearray(_fi())
+    if primary_csv is not None:
+        table = encode(parse_csv(primary_csv), md5=True)
+        data[0x8000:0x8000 + 0xC00] = table.ljust(0xC00, b"\xff")
+    if secondary_csv is not None:
+        table = encode(parse_csv(secondary_csv, table_offset=0x1E000), md5=True)
+        data[0x1E000:0x1E000 + 0xC00] = table.ljust(0xC00, b"\xff")
+    return bytes(data)
+
+
+PRIMARY = (REPO / "partitions" / "esp32c2-4mb" / "partitions_at.csv").read_text()
+SECONDARY = (REPO / "partitions" / "esp32c2-4mb" / "at_customize.csv").read_text()
+
+_image_case("cz_one_byte_more", lambda: _fi() + b"\xff")
+_image_case("cz_truncated_1mb", lambda: _fi()[:0x100000])
+_image_case("cz_truncated_3mb", lambda: _fi()[:0x300000])
+_image_case("cz_doubled", lambda: _fi() * 2)
+_image_case("cz_primary_garbage", lambda: _fi()[:0x8000] + bytes((i * 131 + 7) & 0xFF for i in range(0xC00))
+            + _fi()[0x8C00:])
+_image_case("cz_primary_blank", lambda: _fi()[:0x8000] + b"\xff" * 0xC00 + _fi()[0x8C00:])
+_image_case("cz_primary_zeros", lambda: _fi()[:0x8000] + b"\x00" * 0xC00 + _fi()[0x8C00:])
+_image_case("cz_partition_beyond_flash", lambda: _with_tables(
+    primary_csv=PRIMARY.replace("ota_1, app, ota_1, 0x230000, 0x1d0000", "ota_1, app, ota_1, 0x230000, 0x3d0000")))
+_image_case("cz_overlapping_partitions", lambda: _with_tables(
+    primary_csv=PRIMARY.replace("ota_1, app, ota_1, 0x230000, 0x1d0000", "ota_1, app, ota_1, 0x200000, 0x1d0000")))
+_image_case("cz_mfg_outside_at_customize", lambda: _with_tables(
+    secondary_csv=SECONDARY.replace("mfg_nvs, data, nvs, 0x1f000, 124K", "mfg_nvs, data, nvs, 0x70000, 124K")))
+_image_case("cz_other_module_layout", lambda: _fi("esp32c2-2mb") + b"\xff" * 0x200000)

@@ -21,6 +21,7 @@ from ..core.inputs import IMAGE_LIMIT, read_bytes, resolved
 from ..core.outputs import check_output
 from ..core.firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
 from ..core.fsutil import atomic_write
+from .layout import prove_layout, unchanged_outside
 from .legacy import customize_legacy_block
 from .nvs_edit import Change, customize_nvs
 from .plan import CustomizeRequest
@@ -74,6 +75,7 @@ def customize_image(data: bytes, request: CustomizeRequest, *, module: str | Mod
         table_offset = profile.partition_table_offset
     data = bytes(data)
     located = locate(data, table_offset=table_offset, source=source)
+    prove_layout(data, located, profile, source=source)
     chip, firmware = _chip_and_firmware(located, profile, chip, source)
     region = located.region(data)
     problems: list[str] = []
@@ -86,6 +88,8 @@ def customize_image(data: bytes, request: CustomizeRequest, *, module: str | Mod
         problems = list(before.problems)
         secret = any("_key" in ns for ns in read_nvs(new_region).namespaces())
     out = data[:located.offset] + new_region + data[located.offset + located.size:]
+    if len(new_region) != located.size or not unchanged_outside(data, out, located.offset, located.size):
+        raise AssertionError(f"{source}: a change outside the factory data region")   # never: by construction
     return out, ImageResult(source, located, chip, changes, problems, secret)
 
 

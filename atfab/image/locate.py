@@ -132,6 +132,11 @@ def locate(data: bytes, *, table_offset: int | None = None, source: str = "<imag
     for off in offsets:
         if len(data) >= off + 32 and looks_like_table(data[off:off + 32]):
             return locate_in_flash(data, off, source=source)
+    boot = next((o for o in (0x0, 0x1000, 0x2000) if len(data) > max(offsets) and data[o:o + 1] == bytes([IMAGE_MAGIC])), None)
+    if boot is not None:    # a flash image (a bootloader at 0x0/0x1000/0x2000) whose table is not where it must be
+        raise InputError(f"a flash image (bootloader at 0x{boot:x}) without a partition table at "
+                         + "/".join(f"0x{o:x}" for o in offsets) + ": its layout cannot be proven, nothing is changed",
+                         file=source, field="partition_table")
     if data[:2] == b"\xfc\xfc" and len(data) <= LEGACY_SIZE:
         return Located(BARE_LEGACY, LEGACY, 0, len(data))
     why = "size is not a multiple of 4 KB"
