@@ -23,6 +23,7 @@ GMR_MODULE_NAME = "gmr.module_name"      # AT+GMR Bin version module name
 UART_DEF = "uart_def"                    # AT+UART_DEF? [baud, databits, stopbits, parity, flow]
 RF_POWER_WIFI = "rf_power.wifi"          # AT+RFPOWER? Wi-Fi value as this firmware reads it back
 COUNTRY = "country"                      # AT+CWCOUNTRY? [code, start channel, channel count]
+MFG_NVS_NAMESPACES = "mfg_nvs.namespaces"  # AT+SYSMFG? namespaces (sorted), exactly the built ones
 
 
 def nvs_value_name(namespace: str, key: str) -> str:

@@ -8,6 +8,9 @@ module, :func:`verify_unit` checks:
 * ``gmr.*`` - ``AT+GMR``: AT core line, SDK, compile time (when the build knew the app) and
   ``Bin version:<app version>(<module_name>)``;
 * ``at_customize.partitions`` - ``AT+SYSFLASH?`` against the built at_customize table;
+* ``mfg_nvs.namespaces`` - ``AT+SYSMFG?`` lists exactly the built namespaces (sorted); every
+  namespace the build did not write (an injected trusted CA ``https_ca``, a custom namespace) FAILs
+  and gets its own ``mfg_nvs.<ns>.keys`` measurement (expected absent, measured its keys);
 * ``mfg_nvs.<ns>.keys`` - ``AT+SYSMFG=1,"<ns>"`` lists exactly the built keys and types (sorted);
 * ``factory_param.<key>`` (and ``<ns>.<key>`` of other text/number namespaces) - the value read
   back with ``AT+SYSMFG`` equals the built value;
@@ -48,7 +51,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,7 +60,8 @@ from ..core.inputs import load_json
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.mac import normalize_mac
 from ..core.measurement import (
-    COUNTRY, FAIL, GMR_MODULE_NAME, PASS, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
+    COUNTRY, FAIL, GMR_MODULE_NAME, MFG_NVS_NAMESPACES, PASS, RF_POWER_WIFI, UART_DEF, Measurement, evaluate,
+    nvs_value_name,
 )
 from ..image.gatt import expected_discovery_lines, rows_from_cfg_strings
 from ..image.nvs.reader import NvsImage, read_nvs
@@ -263,6 +267,27 @@ class _Verifier:
         self.check("at_customize.partitions", expected, lambda: [
             f"{p.name},{p.type},{p.subtype},0x{p.offset:x},0x{p.size:x}" for p in self.at.sysflash_partitions()])
 
+    def namespaces(self) -> None:
+        """``AT+SYSMFG?`` lists exactly the built namespaces: anything else on the unit (an injected
+        trusted CA ``https_ca``, a custom namespace) FAILs, and each extra namespace gets its own
+        ``mfg_nvs.<ns>.keys`` measurement (expected absent) naming it and its keys."""
+        built = sorted(dict.fromkeys(e.namespace for e in self.built.mfg_nvs.entries))
+        listed = self.check(MFG_NVS_NAMESPACES, built, lambda: sorted(dict.fromkeys(self.at.sysmfg_namespaces())))
+        if not isinstance(listed, list):
+            return
+        extra = [ns for ns in listed if ns not in built]
+        if extra:
+            self.out[-1] = replace(self.out[-1], detail=f"not in the build: {', '.join(extra)}" + (
+                f" (AT+SYSMFG? lists at most {self.fw.sysmfg_namespace_max})" if len(listed) >= self.fw.sysmfg_namespace_max
+                and self.fw.sysmfg_namespace_max else ""))
+        for ns in extra:
+            try:
+                keys: Any = sorted(f"{k.key}:{k.type}" for k in _ask(lambda ns=ns: self.at.sysmfg_keys(ns)))
+            except (_Refused, InputError) as exc:   # listed but unreadable (or a name AT cannot address)
+                keys = f"unreadable: {exc}"
+            self.out.append(Measurement(f"mfg_nvs.{ns}.keys", None, keys, "absent", FAIL,
+                                        detail=f"namespace {ns!r} is on the unit but not in the build"))
+
     def mfg_nvs(self, wanted: frozenset[str]) -> None:
         image = self.built.mfg_nvs
         for ns in dict.fromkeys(e.namespace for e in image.entries):
@@ -435,6 +460,7 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
             v.recipe_version(at_version)
     if "sysflash" in wanted:
         v.partitions()
+    v.namespaces()
     v.mfg_nvs(wanted)
     if "uart" in wanted:
         v.uart(uart)
