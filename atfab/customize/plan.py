@@ -31,6 +31,7 @@ from ..image.gatt_desc import load_description
 from ..image.mfg_nvs import pki_key_names
 from ..image.nvs import format as nf
 from ..image.nvs.reader import NvsImage
+from ..link.at.limits import sysmfg_length_problem
 from ..pki.checks import check_cert_file, check_key_file, check_pair, parse_pem_certs, parse_private_key
 
 FACTORY_NS = "factory_param"
@@ -379,7 +380,22 @@ def plan_edits(view: KeyView, request: CustomizeRequest, *, chip: str | None, fi
     edits = (_factory_edits(view, request, chip, target, noun) + _pki_edits(view, request, firmware, target, noun)
              + _gatt_edits(view, request, target, noun))
     _unread_check(view, edits, request, build, target, noun)
+    _length_check(edits, request, firmware, target)
     return edits
+
+
+def _length_check(edits: list[Edit], request: CustomizeRequest, firmware: FirmwareProfile, target: str) -> None:
+    """Every string/blob fits one AT+SYSMFG write (1..8191 bytes, ground truth §6): a larger one could
+    be written into an image, but never rotated or changed on the module again; refused up front."""
+    files = {c.option: c.file for c in request.pki}
+    for ed in edits:
+        if ed.action == "remove" or not isinstance(ed.value, (str, bytes)):
+            continue
+        size = len(ed.value.encode("utf-8") if isinstance(ed.value, str) else ed.value)
+        problem = sysmfg_length_problem(size, firmware)
+        if problem is not None:
+            raise InputError(f"{ed.namespace}/{ed.key} is {problem}", file=files.get(ed.option) or target,
+                             field=ed.option)
 
 
 __all__ = ["CustomizeRequest", "PkiChange", "Edit", "KeyView", "ImageView", "make_request", "plan_edits",

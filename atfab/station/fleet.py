@@ -43,6 +43,7 @@ from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
+from ..link.at.limits import check_sysmfg_length, sysmfg_length_problem
 from ..link.at.mac import read_base_mac
 from ..link.transport import open_port
 from ..pki.ca import CertificateAuthority
@@ -57,6 +58,7 @@ from ..rotation.inventory import RotateTarget
 from ..rotation.journal import JournalDetail, certificate_facts, pem_of, record_done, resume
 from ..rotation.results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
 from .ledger import Ledger, utc_now
+from .recipe_checks import PKI_SIZE_ESTIMATE
 from .recipe_spec import ROTATE_MODES, Recipe, slot_name
 from .report import ReportBuilder, StepHandle
 
@@ -114,6 +116,18 @@ def _factory_chain(recipe: Recipe, ca: CertificateAuthority | None) -> list:
                         if chain.is_file() else [])
 
 
+def _chain_fits(recipe: Recipe, ca: CertificateAuthority) -> None:
+    """A rotated certificate file (leaf + the CA's intermediates) must fit one AT+SYSMFG write
+    (1..8191 bytes, ground truth §6): refused before any unit is touched."""
+    assert recipe.pki is not None
+    leaf, _key = PKI_SIZE_ESTIMATE.get(recipe.pki.identity.key_type, PKI_SIZE_ESTIMATE["rsa-4096"])
+    chain = len(ca.intermediates_pem())
+    problem = sysmfg_length_problem(leaf + chain, recipe.profile.firmware)
+    if problem is not None:
+        raise InputError(f"a rotated certificate file (about {leaf} bytes of certificate + {chain} bytes of CA chain) "
+                         f"would be {problem}", file=recipe.path, field="pki.ca")
+
+
 def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: RotateOptions) -> _Plan:
     """Check the recipe and options; which slots are rotated and where they live."""
     if recipe.pki is None:
@@ -135,6 +149,8 @@ def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: Rota
                              f"{', '.join(places) or 'none'})", file=recipe.path, field="--slot")
         spec = specs[name]
         targets.append((places[name], tuple(spec.usage or (FAMILIES[spec.family][1],))))
+    if ca is not None:
+        _chain_fits(recipe, ca)
     restart = recipe.rotate.restart if options.restart is None else options.restart
     issuers = tuple(c.subject for c in _factory_chain(recipe, ca))
     return _Plan(recipe, ca, mode, tuple(targets), places, restart, options, factory_issuers=issuers)
@@ -355,6 +371,8 @@ class _ModuleRun:
             r.message = f"not rotated: the slot does not hold a valid pair ({state.problem or 'key mismatch'})"
             return
         new_cert, new_file, new_key = self._issue(slot, leaf_certificate(old_file), usages)
+        check_sysmfg_length(len(new_file), self.plan.recipe.profile.firmware, file=self.plan.recipe.path,
+                            field=f"pki.slot {slot}: new certificate file")     # before the journal and any write
         r.new_cert_fp, r.new_key_fp = cert_sha256(new_cert), spki_sha256(new_cert)
         p = io.place
         detail = JournalDetail(self.plan.mode, f"{p.cert_ns}/{p.cert_key}", f"{p.key_ns}/{p.key_key}",

@@ -25,7 +25,7 @@ from ..core.outputs import check_output
 from ..core.tomlfile import unknown_fields
 from ..pki.issue import IdentityTemplate
 from ..pki.slots import parse_slots, UNIT
-from . import recipe_checks
+from . import recipe_checks, recipe_limits
 from .label_template import DPIS, LABEL_FIELDS, LABEL_FORMATS, template_fields
 from .mes.targets import parse_targets
 from .recipe_spec import version_tuple
@@ -406,6 +406,8 @@ def _parse(path: str | Path, workdir: Path | None, passphrase: bytes | None = No
                 if pki is not None else None)
         if factory is not None:
             recipe_checks.mfg_nvs_fits(ctx, profile, factory, pki, plan, gatt)
+        if pki is not None and plan is not None:
+            recipe_limits.sysmfg_sizes(ctx, profile, pki, plan)
     if integrity:
         recipe_checks.ledger_integrity(ctx, ledger)
     if r.problems or profile is None or firmware is None or factory is None:

@@ -13,6 +13,7 @@ from ...core.errors import DeviceError, InputError
 from ...core.firmware import FirmwareProfile
 from .errors import AtBusy, AtError, AtResponseError
 from .framing import Reply
+from .limits import check_sysmfg_length
 from .parse import (
     SYSMFG_RANGES, CmdInfo, Country, GattsChar, GattsService, Gmr, SysflashEntry, SysmfgKey, UartConfig,
     build_command, parse_cmd_line, parse_country, parse_gatts_char, parse_gatts_service, parse_gmr, parse_mac,
@@ -281,7 +282,7 @@ class AtCommands:
         _check_name(namespace, "namespace")
         _check_name(key, "key")
         t = type_number(type)
-        if t in SYSMFG_RANGES:
+        if t in SYSMFG_RANGES:   # the firmware truncates, never range-checks: refuse what it would change
             lo, hi = SYSMFG_RANGES[t]
             number = _check_range(value, lo, hi, f"{namespace}.{key}")
             self.call(build_command("AT+SYSMFG", 2, namespace, key, t, number))
@@ -297,6 +298,7 @@ class AtCommands:
             if not isinstance(value, (bytes, bytearray, memoryview)):
                 raise InputError("a blob value must be bytes", field=f"{namespace}.{key}")
             data = bytes(value)
+        check_sysmfg_length(len(data), self.firmware, field=f"{namespace}.{key}")   # ERROR before the prompt
         cmd = build_command("AT+SYSMFG", 2, namespace, key, t, len(data))
         self.write_with_prompt(cmd, data)
 
