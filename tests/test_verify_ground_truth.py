@@ -93,3 +93,22 @@ def test_custom_module_name_unit_passes_with_a_note(tmp_path):
     assert "'ACME-SENSOR-7' is not in the ESP32C2 v4.1.0.0 module-name table" in m["detail"]
     assert m["outcome"] == "pass" and rep["outcome"] == "PASS", (m, res.output)
     assert res.exit_code == 0
+
+
+# -- ground truth §7: +RFPOWER field count per build ------------------------------------------------
+def test_rfpower_fields_follow_the_build():
+    """4 fields where a registered set stores at_ble_tx_power_get: BLE from v4.1.0.0 on, BluFi at every
+    release (v3.3/v4.0 too: at_blufi.c.obj defines the pointer and esp_at_blufi_cmd_regist+0x4..0x10
+    stores esp_ble_tx_power_get in it, read from the C2 cores of both tags), else 1."""
+    from atfab.link.at.errors import AtResponseError
+    from atfab.link.at.parse import parse_rfpower
+    cases = {("v3.3.0.0", "ESP32C2-4MB"): 4, ("v3.3.0.0", "ESP32C2-BLE-2MB"): 4, ("v4.0.0.0", "ESP32C2-4MB"): 4,
+             ("v4.1.0.0", "ESP32C2-4MB"): 4, ("v4.1.0.0", "ESP32C2-2MB-BLE"): 4, ("v4.1.0.0", "ESP32C2-2MB"): 1,
+             ("v5.0.1.0", "ESP32C2-4MB"): 4, ("master", "ESP32C2-2MB-BLE"): 4, ("master", "ESP32C2-2MB-G2"): 1}
+    for (release, module), want in cases.items():
+        fw = firmware_profile(release, "esp32c2", module=module)
+        assert fw.rfpower_fields == want, (release, module, fw.features)
+        line = "+RFPOWER:78,0,0,0" if want == 4 else "+RFPOWER:78"
+        assert parse_rfpower(line, fields=fw.rfpower_fields)[0] == 78
+        with pytest.raises(AtResponseError):
+            parse_rfpower("+RFPOWER:78" if want == 4 else "+RFPOWER:78,0,0,0", fields=fw.rfpower_fields)

@@ -154,7 +154,7 @@ class AtCommands:
     # -- RF / identity ---------------------------------------------------------------------------------
     def rf_power(self: AtLink) -> list[int]:
         """``AT+RFPOWER?`` → ``[wifi]`` or ``[wifi, adv, scan, conn]`` (0.25 dBm units, §6.1)."""
-        return parse_rfpower(_one(self.call("AT+RFPOWER?"), "+RFPOWER:"))
+        return parse_rfpower(_one(self.call("AT+RFPOWER?"), "+RFPOWER:"), fields=self.firmware.rfpower_fields)
 
     def set_rf_power(self: AtLink, wifi: int, ble: tuple[int, int, int] | None = None) -> None:
         """``AT+RFPOWER=<wifi>[,<adv>,<scan>,<conn>]`` (range checked against the firmware profile)."""

@@ -215,9 +215,12 @@ def parse_uart(line: str, prefix: str = "+UART_CUR:", *, command: str = "") -> U
 
 
 # -- RF -----------------------------------------------------------------------------------------------
-def parse_rfpower(line: str, *, command: str = "AT+RFPOWER?") -> list[int]:
-    """``+RFPOWER:78`` or ``+RFPOWER:78,9,9,9`` → list of ints (§6.1)."""
-    fs = _fields(line, "+RFPOWER:", (1, 2, 3, 4), command)
+def parse_rfpower(line: str, *, fields: int | None = None, command: str = "AT+RFPOWER?") -> list[int]:
+    """``+RFPOWER:78`` or ``+RFPOWER:78,9,9,9`` → list of ints (§6.1).
+
+    ``fields``: the count this firmware prints (``firmware.rfpower_fields``: 4 where a BLE or BluFi
+    set registers the BLE power getter, from v4.1.0.0 on; else 1); another count is an error."""
+    fs = _fields(line, "+RFPOWER:", (1, 2, 3, 4) if fields is None else (fields,), command)
     return [to_int(f, command=command, what="RF power") for f in fs]
 
 
