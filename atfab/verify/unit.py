@@ -28,7 +28,8 @@ module, :func:`verify_unit` checks:
   on BLE-only firmware (no Wi-Fi commands) ``mac.base`` instead: ``AT+BLEADDR?`` minus
   ``bt_mac_offset`` (BT = base + 2, §6.3; :func:`atfab.link.at.mac.read_module_mac`) equals it;
 * ``gatt.services`` / ``gatt.chars`` (BLE firmware with a ble_data table) - the discovery lines
-  the firmware prints against those the built table yields (:mod:`atfab.image.gatt`).
+  the firmware prints, read through its release's formats, against what the built table yields,
+  by meaning (indices, UUIDs, properties; :mod:`atfab.verify.gatt`).
 
 ``checks`` (names of :data:`atfab.verify.checks.CHECKS`) limits verification to those checks:
 ``boot`` (``at.*``), ``gmr`` (``gmr.*``), ``mac`` (``sta_mac`` / ``mac.base``), ``factory_param`` (the
@@ -63,16 +64,18 @@ from ..core.measurement import (
     COUNTRY, FAIL, GMR_MODULE_NAME, MFG_NVS_NAMESPACES, PASS, RF_POWER_WIFI, UART_DEF, Measurement, evaluate,
     nvs_value_name,
 )
-from ..image.gatt import expected_discovery_lines, rows_from_cfg_strings
+from ..image.gatt import rows_from_cfg_strings
 from ..image.nvs.reader import NvsImage, read_nvs
 from ..image.partition_table import PartitionTable, decode
 from ..image.profiles import load_profile
 from ..link.at.client import AtClient
+from ..link.at.gatt_lines import read_chars, read_services
 from ..link.at.errors import AtBusy, AtError, AtResponseError, AtTimeout, ModuleRestarted
 from ..link.at.mac import read_module_mac
 from ..link.at.parse import UartConfig
 from .checks import CHECKS, namespace_check
 from .expected import expected_module_name, firmware_of_app
+from .gatt import expected_items, meaning, prints_properties
 
 T = TypeVar("T")
 
@@ -202,14 +205,15 @@ class _Verifier:
         self.confirm(name, exc, read)
         self.out.append(_refused(name, expected, rule, exc))
 
-    def check(self, name: str, expected: Any, read: Callable[[], Any], rule: str = "equal") -> Any:
+    def check(self, name: str, expected: Any, read: Callable[[], Any], rule: str = "equal", *,
+              detail: str | None = None) -> Any:
         """Read, compare, and before a failing verdict read again (:meth:`confirm`)."""
         try:
             measured = _ask(read)
         except _Refused as exc:
             self.refused(name, expected, rule, exc, read)
             return None
-        self.add(name, expected, measured, rule, reread=read)
+        self.add(name, expected, measured, rule, detail, reread=read)
         return measured
 
     def confirm(self, name: str, first: Any, read: Callable[[], Any]) -> None:
@@ -372,7 +376,7 @@ class _Verifier:
             return
         cfgs.sort(key=lambda e: int(e.key[3:]) if e.key[3:].isdigit() else 0)
         rows = rows_from_cfg_strings([str(e.value) for e in cfgs], source=str(self.built.folder / "mfg_nvs.bin"))
-        lines = expected_discovery_lines(rows, self.fw)
+        services, chars = (meaning(x) for x in expected_items(rows, self.fw))
         started_here = False
         try:
             if _ask(self.at.ble_role) != 2:
@@ -380,11 +384,15 @@ class _Verifier:
                 started_here = True
                 _ask(self.at.gatts_create_and_start)
         except _Refused as exc:
-            self.out.append(_refused("gatt.services", lines.services, "equal", exc))
+            self.out.append(_refused("gatt.services", services, "equal", exc))
             return
+        note = (f"compared by meaning (index, UUID{', properties' if prints_properties(self.fw) else ''}) "
+                f"through the {self.fw.release} {self.fw.gmr_chip} line formats")
         try:
-            self.check("gatt.services", lines.services, lambda: self.at.command("AT+BLEGATTSSRV?"))
-            self.check("gatt.chars", lines.chars, lambda: self.at.command("AT+BLEGATTSCHAR?"))
+            self.check("gatt.services", services, lambda: meaning(read_services(self.at.command("AT+BLEGATTSSRV?"),
+                                                                                self.fw)), detail=note)
+            self.check("gatt.chars", chars, lambda: meaning(read_chars(self.at.command("AT+BLEGATTSCHAR?"), self.fw)),
+                       detail=note)
         finally:
             if started_here:  # leave BLE as we found it
                 try:
