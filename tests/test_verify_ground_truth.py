@@ -65,6 +65,20 @@ def test_the_app_names_the_release_verification_expects():
     assert firmware_of_app(base, None) is base
 
 
+# -- ground truth §2: compile time is at_init.c's stamp; only the commit comes from the same source --------
+def test_compile_time_compares_the_project_commit_only():
+    from atfab.link.at.parse import parse_gmr
+    from atfab.verify.unit import _compile_time
+    gmr = parse_gmr(["AT version:4.1.0.0(c861975 - ESP32C2 - Jul 18 2025 07:28:00)", "SDK version:v5.0.6",
+                     "compile time(be332568):Jul 18 2025 07:31:12", "Bin version:v4.1.0.0(ESP32C2-4MB)"])
+    app = {"commit": "be332568", "date": "Jul 18 2025", "time": "07:30:59"}   # esp_app_desc.c: another TU
+    m = _compile_time(app, gmr)
+    assert m.passed and (m.expected, m.measured) == ("be332568", "be332568") and "not compared" in m.detail
+    assert not _compile_time({**app, "commit": "deadbeef"}, gmr).passed
+    unknown = _compile_time({"date": "x", "time": "y"}, gmr)                    # a real image: no commit known
+    assert unknown.passed and unknown.rule == "present"
+
+
 # -- atfab check ------------------------------------------------------------------------------------
 def test_check_warns_once_when_module_name_is_never_printed(tmp_path):
     rainmaker = _recipe(tmp_path, "rm", 'module = "esp32c3-rainmaker"\n[firmware]\nsynthetic = "v4.1.0.0"\n')
