@@ -93,8 +93,6 @@ def test_check_warns_once_when_module_name_is_never_printed(tmp_path):
 
 
 # -- must show: a custom module_name PASSes with a clear note ---------------------------------------
-@pytest.mark.xfail(strict=False, reason="the virtual module prints the raw factory_param/module_name until the "
-                                        "simulator's module-name table lands (i13sim; /work/notes/i13ver-to-i13sim.md)")
 def test_custom_module_name_unit_passes_with_a_note(tmp_path):
     recipe = _recipe(tmp_path, "custom-name", 'module = "esp32c2-4mb"\n[firmware]\nsynthetic = "v4.1.0.0"\n'
                                               '[factory_param]\nmodule_name = "ACME-SENSOR-7"\n')
@@ -190,8 +188,6 @@ def test_expected_meaning_follows_the_release():
 
 
 # -- must show: a v5.0.1.0 BLE unit PASSes with a clear note -----------------------------------------
-@pytest.mark.xfail(strict=False, reason="the virtual module answers with its module profile's release (v4.1.0.0 lines), "
-                                        "not the flashed v5.0.1.0 app, until the simulator boots what was flashed (i13sim)")
 def test_v501_ble_unit_passes_with_gatt_compared_by_meaning(tmp_path):
     (tmp_path / "gatt").mkdir()
     from tests.paths import REPO
