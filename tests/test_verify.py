@@ -122,13 +122,10 @@ def test_a_read_that_disagrees_with_its_re_read_is_link_noise_not_a_fail(virtual
     assert result.passed, failed(result)
 
 
-@pytest.mark.xfail(strict=False, reason="i13ver: verify still expects the pre-ground-truth GATT lines "
-                   "('<index>,1' at v3.3) and the raw module name; the sim now prints what the v3.3.0.0 core "
-                   "prints ('1,<index>', table entry 0 for ESP32C2-2MB-BLE). Removed by i13ver's GATT-by-meaning work")
 def test_ble_build_checks_gatt_discovery(tmp_path):
     profile = load_profile("esp32c2-2mb-ble")
     out = tmp_path / "ble"
-    build(profile, out, synthetic_firmware="v4.1.0.0")
+    build(profile, out, synthetic_firmware="v3.3.0.0")   # v3.3 lines: '1,<index>', no properties
     module = VirtualModule(flash_size=2 * MB, firmware=profile.firmware).start()
     try:
         mac = provision(module, out)
@@ -138,6 +135,9 @@ def test_ble_build_checks_gatt_discovery(tmp_path):
             assert {"gatt.services", "gatt.chars"} <= names
             assert "rf_power.wifi" not in names and "sta_mac" not in names  # BLE-only firmware
             assert result.passed, [m.describe() for m in result.failed]
+            # v3.3's C2 table has ESP32C2-BLE-2MB, not the profile's ESP32C2-2MB-BLE: entry 0 is printed
+            (gm,) = [m for m in result.measurements if m.name == "gmr.module_name"]
+            assert gm.expected == gm.measured == "ESP32C2-2MB" and "entry 0" in gm.detail
             # verification leaves BLE de-initialised
             assert at.ble_role() == 0
             # the base MAC comes from AT+BLEADDR? (BT = base + 2) and is compared with esptool's
