@@ -125,3 +125,22 @@ def test_added_namespace_the_firmware_never_reads(built, tmp_path: Path) -> None
     assert not (tmp_path / "o.bin").exists()
     res = run(*args, "--allow-unread")
     assert res.exit_code == 0 and "mqtt_ca" in read_nvs((tmp_path / "o.bin").read_bytes()).namespaces()
+
+
+def test_customized_image_keeps_the_builds_page_layout(built, tmp_path: Path) -> None:
+    """at.py's embedded NVS generator (ESP-IDF 17451f1fb3d, "lightweight version") writes a header on every
+    page and marks all but the last page FULL (0xFC); esp-at's build (esp-idf-nvs-partition-gen) leaves the
+    last written page ACTIVE (0xFE) and unused pages erased. ``customize --image`` keeps the build's layout:
+    its output equals a fresh build with the same value, and at.py's pre-formatted pages are not imitated."""
+    res = run("customize", "--image", built["c3"], "-o", tmp_path / "o.bin", "--uart-num", 0)
+    assert res.exit_code == 0, res.output
+    data = (tmp_path / "o.bin").read_bytes()
+    params = tmp_path / "params.toml"
+    params.write_text("[factory_param]\nuart_port = 0\n")
+    build("esp32c3-mini-1", tmp_path / "rebuild", pki_dir=built["raw"], params=params)
+    assert data == (tmp_path / "rebuild" / "mfg_nvs.bin").read_bytes()
+    states = [data[i] for i in range(0, len(data), 4096)]
+    written = [s for s in states if s != 0xFF]
+    assert written[:-1] == [0xFC] * (len(written) - 1) and written[-1] == 0xFE
+    assert all(s == 0xFF for s in states[len(written):])
+    assert all(data[i:i + 4096] == b"\xff" * 4096 for i in range(len(written) * 4096, len(data), 4096))
