@@ -7,18 +7,14 @@ blobs as size + SHA-256.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
-
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from ..core.errors import InputError
 from ..core.inputs import IMAGE_LIMIT, read_bytes
 from .appimage import IMAGE_MAGIC, read_app_info, read_image_summary
+from .blob_summary import describe_blob
+from .inspect_legacy import describe_item, describe_legacy_items, looks_like_legacy_block, render_items
 from .nvs.reader import read_nvs
 from .partition_table import (
     APP, AT_CUSTOMIZE_TYPE, DATA, NVS_SUBTYPE, Partition, PartitionTable, decode, looks_like_table,
@@ -41,46 +37,6 @@ def _table(table: PartitionTable, offset: int | None) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------- NVS values
-
-
-def describe_blob(namespace: str, key: str, data: bytes) -> dict[str, Any]:
-    """What a blob is, without ever exposing private key material."""
-    secret = "_key" in namespace or "_key" in key or b"PRIVATE KEY" in data
-    if secret:
-        return {"kind": "private_key", "size": len(data), **_key_info(data)}
-    if b"-----BEGIN CERTIFICATE-----" in data:
-        certs = _certs(data)
-        if certs is not None:
-            return {"kind": "certificates", "size": len(data), "certificates": certs}
-    return {"kind": "blob", "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-
-
-def _key_info(data: bytes) -> dict[str, Any]:
-    try:
-        key = load_pem_private_key(data, password=None)
-    except Exception:  # noqa: BLE001 - encrypted, DER, garbage: say so, show nothing
-        return {"key_type": "unparsed"}
-    if isinstance(key, rsa.RSAPrivateKey):
-        return {"key_type": "RSA", "key_bits": key.key_size}
-    if isinstance(key, ec.EllipticCurvePrivateKey):
-        return {"key_type": f"EC {key.curve.name}", "key_bits": key.key_size}
-    if isinstance(key, dsa.DSAPrivateKey):
-        return {"key_type": "DSA", "key_bits": key.key_size}
-    if isinstance(key, ed25519.Ed25519PrivateKey):
-        return {"key_type": "Ed25519", "key_bits": 256}
-    if isinstance(key, ed448.Ed448PrivateKey):
-        return {"key_type": "Ed448", "key_bits": 456}
-    return {"key_type": type(key).__name__}
-
-
-def _certs(data: bytes) -> list[dict[str, Any]] | None:
-    try:
-        certs = x509.load_pem_x509_certificates(data)
-    except ValueError:
-        return None
-    return [{"subject": c.subject.rfc4514_string(), "issuer": c.issuer.rfc4514_string(),
-             "not_after": c.not_valid_after_utc.strftime("%Y-%m-%d"),
-             "sha256": c.fingerprint(hashes.SHA256()).hex()} for c in certs]
 
 
 def describe_nvs(data: bytes, *, source: str = "") -> dict[str, Any]:
@@ -161,6 +117,10 @@ def _flash_image(data: bytes, table_off: int, primary: PartitionTable, profile: 
                 out["at_customize"] = _table(secondary, region.offset)
             except InputError as exc:
                 problems.append(f"at_customize table at 0x{region.offset:x}: {exc.message}")
+    if secondary is not None:
+        legacy = describe_legacy_items(secondary, data, source=source, problems=problems)
+        if legacy:
+            out["legacy"] = legacy
     nvs_parts = primary.find_type(DATA, NVS_SUBTYPE) + (secondary.find_type(DATA, NVS_SUBTYPE) if secondary else [])
     out["nvs"] = [_nvs_part(p, data, source, problems) for p in nvs_parts]
     out["apps"] = []
@@ -251,10 +211,16 @@ def inspect_bytes(data: bytes, *, source: str = "<data>", profile: ModuleProfile
                                "flash_freq": s.flash_freq, "checksum_ok": s.checksum_ok, "digest_ok": s.digest_ok}}
     if _blank(data):
         return {**base, "kind": "blank"}
+    if looks_like_legacy_block(data):
+        item = describe_item(data, source=source)
+        if "problem" in item:
+            raise InputError(item["problem"], file=source, field=item["kind"] or "content")
+        return {**base, "kind": "legacy_partition", "legacy": [item]}
     if data[:4] in NVS_PAGE_STATES:   # a wrong size is reported by the NVS reader
         return {**base, "kind": "nvs", "nvs": [{"partition": None, "offset": None, "size": f"0x{len(data):x}",
                                                  "state": "nvs", **describe_nvs(data, source=source)}]}
-    raise InputError("not a flash image, partition table, app image or NVS image", file=source, field="content")
+    raise InputError("not a flash image, partition table, app image, NVS image or legacy factory_param/PKI/ble_data "
+                     "partition", file=source, field="content")
 
 
 def inspect_file(path: str | Path, *, module: str | None = None, search: list[Path] | None = None) -> dict[str, Any]:
@@ -304,7 +270,8 @@ def _render_app(app: dict[str, Any]) -> str:
 def render_text(report: dict[str, Any]) -> str:
     """The human-readable form of an :func:`inspect_bytes` report."""
     kinds = {"flash_image": "full flash image", "partition_table": "partition table", "nvs": "NVS image",
-             "app_image": "app image", "bootloader_image": "bootloader image", "blank": "blank (all 0xFF)"}
+             "app_image": "app image", "bootloader_image": "bootloader image",
+             "legacy_partition": "legacy partition image", "blank": "blank (all 0xFF)"}
     lines = [f"{report['source']}: {kinds.get(report['kind'], report['kind'])}, {report['size']} bytes"]
     boot = report.get("bootloader")
     if boot:
@@ -325,6 +292,7 @@ def render_text(report: dict[str, Any]) -> str:
         _render_table(title, report["partition_table"], lines)
     if report.get("at_customize"):
         _render_table("at_customize table", report["at_customize"], lines)
+    render_items(report.get("legacy", []), lines)
     for part in report.get("nvs", []):
         name = f"nvs {part['partition']}" if part.get("partition") else "nvs"
         where = f" at {part['offset']}" if part.get("offset") else ""
