@@ -25,6 +25,7 @@ from .layout import prove_layout, unchanged_outside
 from .legacy import customize_legacy_block
 from .nvs_edit import Change, customize_nvs
 from .plan import CustomizeRequest
+from ..image.appimage import read_app_info
 from ..image.locate import LEGACY, Located, locate
 from ..image.nvs.reader import read_nvs
 from ..image.profiles import ModuleProfile, load_profile
@@ -61,6 +62,22 @@ def _chip_and_firmware(located: Located, profile: ModuleProfile | None, chip: st
     return chip, firmware_for(chip if chip in G3_DEFAULTS else "esp32c2")
 
 
+def _generation(data: bytes, located: Located, profile: ModuleProfile | None) -> str | None:
+    """G1/G2 of the firmware a legacy block is for: ``profile``'s, else the image's app version
+    (esp32-at v1.x = G1, ESP-AT v2.x-v3.0 = G2), else None (a bare block without --module)."""
+    if profile is not None and profile.firmware.legacy:
+        return profile.firmware.generation
+    if located.primary is not None and located.app_partition is not None:
+        app = located.primary.find(located.app_partition)
+        if app is not None:
+            try:
+                version = read_app_info(data[app.offset:app.end], source=located.app_partition).version
+            except InputError:
+                return None
+            return "G1" if version.lstrip("vV").startswith("1.") else "G2"
+    return None
+
+
 def customize_image(data: bytes, request: CustomizeRequest, *, module: str | ModuleProfile | None = None,
                     chip: str | None = None, table_offset: int | None = None,
                     source: str = "<image>") -> tuple[bytes, ImageResult]:
@@ -80,7 +97,8 @@ def customize_image(data: bytes, request: CustomizeRequest, *, module: str | Mod
     region = located.region(data)
     problems: list[str] = []
     if located.param == LEGACY:
-        new_region, changes = customize_legacy_block(region, request, chip=chip, target=source)
+        new_region, changes = customize_legacy_block(region, request, chip=chip, target=source,
+                                                      generation=_generation(data, located, profile))
         secret = False
     else:
         new_region, changes, before = customize_nvs(region, request, chip=chip, firmware=firmware, target=source,

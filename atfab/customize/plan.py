@@ -127,6 +127,13 @@ def make_request(values: dict[str, Any] | None = None, *, pki_files: dict[tuple[
         if value is None:
             continue
         option = OPTION_KEYS.get(key, key)
+        if key == "max_tx_power":   # its range is the target's (0.25 dBm; a level 0..11 in a G1 legacy block)
+            power = fp.parse_int(value, field=option)
+            if not 0 <= power <= fp.TX_POWER_MAX:
+                raise InputError(f"{power} is out of range 0..{fp.TX_POWER_MAX} (0.25 dBm {fp.TX_POWER_MIN}.."
+                                 f"{fp.TX_POWER_MAX}; esp32-at v1.x blocks: a level 0..11)", field=option)
+            factory[key] = power
+            continue
         try:
             factory[key] = fp.validate_value(key, value)
         except InputError as exc:
