@@ -68,9 +68,27 @@ def gmr_lines(ctx: "Ctx") -> list[str]:
     return [
         f"AT version:{core}",
         f"SDK version:{app.idf_ver}",
-        f"compile time({commit}):{app.date} {app.time}",
-        f"Bin version:{app.version}({ctx.profile.printed_module_name(ctx.boot.typed('module_name', 'string'))})",
+        compile_line(ctx.profile, commit, app.date, app.time),
+        f"Bin version:{bin_version(ctx.profile, app.version)}"
+        f"({ctx.profile.printed_module_name(ctx.boot.typed('module_name', 'string'))})",
     ]
+
+
+def compile_line(profile: Any, commit: str, date: str, time: str) -> str:
+    """``compile time(<commit>):…`` (G2/G3) or the release's own format (G1: ``compile time:%s %s``)."""
+    if not profile.has_fmt("gmr_compile"):
+        return f"compile time({commit}):{date} {time}"
+    text = profile.fmt("gmr_compile").removesuffix("\r\n")
+    for value in [commit, date, time][-text.count("%s"):]:
+        text = text.replace("%s", value, 1)
+    return text
+
+
+def bin_version(profile: Any, app_version: str) -> str:
+    """What ``Bin version:`` prints: the app's version, or CONFIG_ESP_AT_FW_VERSION where the release did."""
+    if profile.bin_version_source == "CONFIG_ESP_AT_FW_VERSION" and profile.fw_version:
+        return profile.fw_version
+    return app_version
 
 
 def _gmr(ctx: "Ctx", p: Params) -> None:

@@ -15,8 +15,8 @@ init code, reading only what was really flashed:
    (bad checksum/digest, or built for another chip) falls back to the other app partitions
    like the IDF bootloader; no valid app -> silent.
 3. The type-0x40 ``at_customize`` partition holds the secondary table. A data/nvs entry named
-   ``mfg_nvs`` -> "param mode 1"; a type-0x40 ``factory_param`` entry -> mode 2 (legacy block,
-   not interpreted by the simulator: factory values then count as missing); else mode 0.
+   ``mfg_nvs`` -> "param mode 1"; a type-0x40 ``factory_param`` entry -> mode 2 (the legacy block,
+   applied as the release does: :mod:`atfab.sim.legacy_boot`); else mode 0.
 4. ``mfg_nvs`` is parsed as NVS. Blank flash is a valid, empty NVS. A region that is not NVS at
    all makes the firmware's mfg NVS init fail: every ``AT+SYSMFG`` answers ERROR and every
    factory value counts as missing.
@@ -42,6 +42,8 @@ from ..image.nvs.editor import NvsEditor
 from ..image.nvs.reader import NvsImage, read_nvs
 from ..image.partition_table import Partition, PartitionTable, decode
 from .flash import FlashError, NorFlash
+from .legacy_boot import legacy_factory_values
+from ..image.factory_param import KEY_TYPES as FACTORY_KEY_TYPES
 
 TYPE_APP = 0x00
 TYPE_DATA = 0x01
@@ -321,7 +323,9 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
             info.param_mode = 1
             info.mfg = mfg
         elif any(p.type == TYPE_AT_CUSTOMIZE and p.name == "factory_param" for p in info.secondary.entries):
-            info.param_mode = 2
+            info.param_mode = 2          # G1/G2: the legacy block, applied as the release does
+            info.factory = legacy_factory_values(flash.read, info.secondary, firmware, info.problems)
+            info.factory_types = {k: FACTORY_KEY_TYPES[k] for k in info.factory if k in FACTORY_KEY_TYPES}
     if info.mfg is not None:
         try:
             image = read_nvs_region(flash, info.mfg, "mfg_nvs")

@@ -205,7 +205,7 @@ class AtFirmware:
             ctx.send(OK)
             return
         st = self.state
-        if st is not None and st.syslog and error.code is not None:
+        if st is not None and (st.syslog or self.profile.err_code_always) and error.code is not None:
             ctx.send(f"ERR CODE:0x{error.code:08x}\r\n".encode())
         ctx.send(ERROR)
 

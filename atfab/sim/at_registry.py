@@ -11,8 +11,11 @@ from ..core.firmware import FirmwareProfile
 
 def build_table(profile: FirmwareProfile) -> list[CommandSpec]:
     """Every command this firmware build registers, in ``AT+CMD?`` order."""
-    return (at_basic.commands(profile) + at_sysflash.commands(profile) + at_sysmfg.commands(profile)
-            + at_uart.commands(profile) + at_wifi.commands(profile) + at_ble.commands(profile))
+    specs = (at_basic.commands(profile) + at_sysflash.commands(profile) + at_sysmfg.commands(profile)
+             + at_uart.commands(profile) + at_wifi.commands(profile) + at_ble.commands(profile))
+    if profile.legacy:   # G1/G2: only what the release's command tables register (no AT+CWCOUNTRY on v1.x)
+        specs = [s for s in specs if profile.has_command(s.name)]
+    return specs
 
 
 def init_run_state(st: RunState, host: ModuleHost, profile: FirmwareProfile) -> None:

@@ -77,6 +77,8 @@ def _set(ctx: "Ctx", p: Params) -> None:
         raise invalid(0, "operation")
     name = p.str(1)
     part = _table(ctx).find(name)
+    if part is not None and ctx.profile.sysflash_lookup == "type_0x40" and part.type != 0x40:
+        part = None                      # v1.0..v2.1 look up type-0x40 entries only (fatfs is not found)
     if part is None:
         raise exec_fail(f"no partition {name!r}", ext=0)
     flash = ctx.host.flash

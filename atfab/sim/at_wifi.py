@@ -109,7 +109,10 @@ def _rf_s(ctx: "Ctx", p: Params) -> None:
             p.count(fw.rfpower_fields)
     else:
         p.count(1)
-    wifi = p.int(0, fw.rfpower_min, fw.rfpower_max) if p.present(0) else None
+    if fw.rfpower_levels and p.present(0):   # G1: a power level, applied as its 0.25 dBm value
+        wifi = fw.rfpower_levels[p.int(0, 0, len(fw.rfpower_levels) - 1)]
+    else:
+        wifi = p.int(0, fw.rfpower_min, fw.rfpower_max) if p.present(0) else None
     if not fw.wifi and len(p) == 1:
         return                         # BLE-only build, Wi-Fi value only: OK, nothing set (§7)
     ble = None
