@@ -167,7 +167,7 @@ def at_py_rows(tags: Path, work: Path) -> list[tuple[str, str, str, str, str]]:
                                     timeout=120, check=False)
                 if r1.returncode != 0:
                     result = f"atfab refuses (exit {r1.returncode}): {(r1.stderr or r1.stdout).strip()[-90:]}"
-                elif r2.returncode != 0 or not theirs.exists():
+                elif r2.returncode != 0 or not theirs.exists() or "error occurred" in r2.stdout:
                     result = f"at.py fails (exit {r2.returncode})"
                 else:
                     a, b = mine.read_bytes(), theirs.read_bytes()

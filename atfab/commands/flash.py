@@ -88,6 +88,10 @@ def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | 
         _verify_batch(port, batch, ledger_path, baud, timeout, as_json)
         return
     assert expect is not None
+    from ..verify.legacy import is_legacy_build  # noqa: PLC0415
+    if is_legacy_build(expect):
+        _verify_legacy(port, expect, mac, mac_from, baud, timeout, as_json)
+        return
     built = load_built(expect)
     firmware = built.firmware()
     expected_mac = normalize_mac(mac, field="--mac") if mac else None
@@ -105,6 +109,40 @@ def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | 
         raise UnitFailed("verification failed: " + ", ".join(m.name for m in result.failed))
     if not as_json:
         click.echo(f"PASS  {len(result.measurements)} checks")
+
+
+def _print_result(result, expected_mac: str | None, as_json: bool) -> None:
+    from ..core.errors import UnitFailed  # noqa: PLC0415
+    if as_json:
+        click.echo(json.dumps({**result.to_dict(), "mac": expected_mac}, indent=2))
+    else:
+        for m in result.measurements:
+            click.echo(f"{m.outcome.upper():4}  {m.name:<34} {_short(m.measured)}")
+    if not result.passed:
+        raise UnitFailed("verification failed: " + ", ".join(m.name for m in result.failed))
+    if not as_json:
+        click.echo(f"PASS  {len(result.measurements)} checks")
+
+
+def _verify_legacy(port: str, expect: str, mac: str | None, mac_from: str | None, baud: int | None,
+                   timeout: float, as_json: bool) -> None:
+    """``atfab verify`` of a G1/G2 unit: per-item partitions read back with AT+SYSFLASH."""
+    from ..core.inputs import load_json  # noqa: PLC0415
+    from ..core.mac import normalize_mac  # noqa: PLC0415
+    from ..link.at.client import AtClient  # noqa: PLC0415
+    from ..link.flasher import Flasher  # noqa: PLC0415
+    from ..link.transport import open_port, resolve_port  # noqa: PLC0415
+    from ..verify.legacy import legacy_firmware, verify_legacy  # noqa: PLC0415
+    from ..verify.unit import wait_alive  # noqa: PLC0415
+    manifest = load_json(f"{expect}/manifest.json", "manifest", field="")
+    firmware = legacy_firmware(manifest, f"{expect}/manifest.json")
+    expected_mac = normalize_mac(mac, field="--mac") if mac else None
+    if mac_from:
+        expected_mac = Flasher(resolve_port(mac_from)).chip_info().mac
+    with AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
+        wait_alive(client)
+        result = verify_legacy(client, expect, mac=expected_mac)
+    _print_result(result, expected_mac, as_json)
 
 
 def _verify_batch(port: str, batch: str, ledger_path: str | None, baud: int | None, timeout: float,
