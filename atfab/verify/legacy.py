@@ -73,8 +73,8 @@ class _LegacyVerifier(_Verifier):
 
     def _module_name(self) -> str:
         names = tuple(self.fw.module_names) or ("",)
-        if self.block is None:
-            return ""
+        if self.block is None:                       # no factory_param partition (v1.0-v1.1): table entry 0
+            return self.fw.printed_module_name(None)
         if self.fw.factory_param_module == "id" or self.block["version"] <= 2:
             ident = self.block.get("module_id", 0)
             return names[ident] if 0 <= ident < len(names) else names[0]
