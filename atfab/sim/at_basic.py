@@ -86,7 +86,7 @@ def compile_line(profile: Any, commit: str, date: str, time: str) -> str:
 
 def bin_version(profile: Any, app_version: str) -> str:
     """What ``Bin version:`` prints: the app's version, or CONFIG_ESP_AT_FW_VERSION where the release did."""
-    if profile.bin_version_source == "CONFIG_ESP_AT_FW_VERSION" and profile.fw_version:
+    if profile.legacy and profile.bin_version_source == "CONFIG_ESP_AT_FW_VERSION" and profile.fw_version:
         return profile.fw_version
     return app_version
 
