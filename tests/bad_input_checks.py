@@ -243,3 +243,12 @@ _image_case("cz_overlapping_partitions", lambda: _with_tables(
 _image_case("cz_mfg_outside_at_customize", lambda: _with_tables(
     secondary_csv=SECONDARY.replace("mfg_nvs, data, nvs, 0x1f000, 124K", "mfg_nvs, data, nvs, 0x70000, 124K")))
 _image_case("cz_other_module_layout", lambda: _fi("esp32c2-2mb") + b"\xff" * 0x200000)
+
+
+# -- SANs rendered with the longest serial --
+
+SAN_AT = 'key_type = "ec-p256"'
+_register("san_dns_label_64", _sub(SAN_AT, SAN_AT + '\nsan_dns = ["' + "d" * 54 + '{serial}.devices.example.com"]'))
+_register("san_dns_253", _sub(SAN_AT, SAN_AT + '\nsan_dns = ["{serial}.' + ("a" * 60 + ".") * 4 + 'example.com"]'))
+_register("san_dns_bad_char", _sub(SAN_AT, SAN_AT + '\nsan_dns = ["{serial}.dev ices.example.com"]'))
+_register("san_uri_not_uri", _sub(SAN_AT, SAN_AT + '\nsan_ip = ["{serial}"]'))

@@ -325,6 +325,11 @@ def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | 
     esp-at's build does, "write"). On any error ``out_dir`` is left as it was.
     """
     check_output(out_dir, "output folder", kind="dir", field="-o")
+    if synthetic_firmware is not None:
+        known = [v for v in releases() if v.startswith("v")]
+        if synthetic_firmware not in known:
+            raise InputError(f"{synthetic_firmware} is not an esp-at release atfab knows (known: {', '.join(known)})",
+                             field="--synthetic-firmware")
     if firmware is not None and synthetic_firmware is not None:
         raise InputError("give either a firmware folder or a synthetic firmware version", field="firmware")
     profile = module if isinstance(module, ModuleProfile) else load_profile(module, search)

@@ -66,6 +66,20 @@ def identity_values(*, serial: str, mac: bytes | str | None = None, module: str 
     return values
 
 
+def _check_dns_name(text: str, *, source: str | None, field: str) -> None:
+    """A DNS name a TLS peer accepts: at most 253 characters, labels of 1..63 letters, digits, '-'
+    (and '_', which serials may hold)."""
+    name = text[2:] if text.startswith("*.") else text
+    if len(text) > 253:
+        raise InputError(f"renders to {len(text)} characters, a DNS name holds at most 253", file=source, field=field)
+    for label in name.rstrip(".").split("."):
+        if not 1 <= len(label) <= 63:
+            raise InputError(f"label {label[:24]!r}{'...' if len(label) > 24 else ''} has {len(label)} characters "
+                             "(a DNS label holds 1..63)", file=source, field=field)
+        if not all(c.isascii() and (c.isalnum() or c in "-_") for c in label):
+            raise InputError(f"label {label!r} is not a DNS label (letters, digits, '-')", file=source, field=field)
+
+
 def render(template: str, values: Mapping[str, str], *, source: str | None = None, field: str = "template") -> str:
     """Fill ``{name}`` placeholders (format specs allowed); unknown names are an InputError."""
     try:
@@ -156,6 +170,7 @@ class IdentityTemplate:
                 text = render(tmpl, values, source=self.source, field=fld)
                 try:
                     if kind == "san_dns":
+                        _check_dns_name(text, source=self.source, field=fld)
                         names.append(x509.DNSName(text))
                     elif kind == "san_uri":
                         names.append(x509.UniformResourceIdentifier(text))
