@@ -10,8 +10,9 @@
   missing or invalid then leaves the server without services (init still OK). Otherwise
   ``AT+BLEGATTSSRVCRE`` creates them (ERROR for a missing/invalid table) and
   ``AT+BLEGATTSSRVSTART[=<srv_index>]`` starts them.
-* Discovery lines come from :func:`atfab.image.gatt.discover` (the §7 derivation rule) and are printed
-  per ``firmware.gattschar_style``; ``AT+BLEGATTSSRV?`` shows ``<start>`` = 1 once started.
+* Discovery: the simulator's own reading of the rows (:func:`sim_discover`, ground truth §10:
+  0x2801 is no service, an 8th field overrides the flag, rows of 100 bytes or more are unusable),
+  printed with the release's formats (``gattssrv``/``gattschar``/``gattsdesc``/``*_uuid128``); ``AT+BLEGATTSSRV?`` shows ``<start>`` = 1 once started.
 * ``AT+BLEADDR?`` (after init): the public address (base MAC + ``firmware.bt_mac_offset``), or
   the random address once ``AT+BLEADDR=1,"<addr>"`` set one; quoted per
   ``firmware.bleaddr_quoted``. Not persisted.
@@ -20,9 +21,9 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..image.gatt import parse_cfg_string, validate_rows, discover
 from .at_boot import NVS_ERRORS, read_nvs_region
 from .at_command import CommandSpec, Ctx, RunState
 from .at_parser import Params, exec_fail, invalid
@@ -35,35 +36,111 @@ def init_ble(st: "RunState", host: Any) -> None:
     st.extra.update(ble_role=0, ble_services=None, ble_started=set(), ble_random=None, ble_addr_type=0)
 
 
-def load_rows(ctx: "Ctx") -> list[Any] | None:
-    """The ble_data GATT rows now in mfg_nvs (cfg0, cfg1, ... until a gap), None if unusable."""
+#: Stack buffer a ble_data row is read into (at_nimble_ble, ground truth §10): longer rows are unusable.
+ROW_BUFFER = 100
+PRIMARY, CHAR_DECL, CCCD = 0x2800, 0x2803, 0x2902
 
+
+@dataclass
+class SimChar:
+    srv_index: int
+    char_index: int
+    uuid: str
+    prop: int
+    descriptors: list[str] = field(default_factory=list)
+
+
+@dataclass
+class SimService:
+    srv_index: int
+    uuid: str
+    primary: bool = True
+    chars: list[SimChar] = field(default_factory=list)
+
+
+def load_rows(ctx: "Ctx") -> list[list[str]] | None:
+    """The ble_data rows now in mfg_nvs (``cfg0``, ``cfg1`` ... until the first missing key) split
+    into fields; None when there are none or one does not fit the core's buffers."""
     boot = ctx.boot
     if boot.mfg is None or not boot.mfg_ok:
         return None
     try:
         image = read_nvs_region(ctx.host.flash, boot.mfg, "mfg_nvs")
-        rows = []
-        i = 0
-        while True:
-            e = image.get("ble_data", f"cfg{i}")
-            if e is None or not isinstance(e.value, str):
-                break
-            rows.append(parse_cfg_string(e.value, source="ble_data", line=i))
-            i += 1
-        if not rows:
-            return None
-        validate_rows(rows, source="ble_data")
-        return rows
     except NVS_ERRORS:
         return None
+    rows = []
+    i = 0
+    while True:
+        e = image.get("ble_data", f"cfg{i}")
+        if e is None or not isinstance(e.value, str):
+            break
+        if len(e.value.encode()) >= ROW_BUFFER:
+            return None
+        fields_ = e.value.split(",")
+        if len(fields_) < 7:
+            return None
+        rows.append(fields_)
+        i += 1
+    return rows or None
+
+
+def _hex(text: str) -> int | None:
+    t = text.strip()
+    t = t[2:] if t[:2].lower() == "0x" else t
+    try:
+        return int(t, 16)
+    except ValueError:
+        return None
+
+
+def _uuid_text(value: str) -> str:
+    t = value.strip()
+    t = t[2:] if t[:2].lower() == "0x" else t
+    return "0x" + t.upper()
+
+
+def sim_discover(rows: list[list[str]], *, nimble: bool = True) -> list[SimService] | None:
+    """The services the core builds from ``rows`` (ground truth §10, the simulator's own reading):
+    0x2800 starts a service (UUID = its value); 0x2803 sets the next characteristic's flag (hex of
+    its value); an optional 8th field on the value row overrides it; 0x2902 rows are skipped (NimBLE
+    adds the CCCD); other 0x29xx rows are descriptors; every other row, 0x2801 included, is a
+    characteristic value row. None when a UUID is not hex. ``nimble`` False (Bluedroid, ESP32/C3):
+    0x2801 starts a (secondary) service and 0x2902 rows are descriptors."""
+    services: list[SimService] = []
+    flag = 0
+    for row in rows:
+        uuid = _hex(row[2])
+        if uuid is None:
+            return None
+        if uuid == PRIMARY or (uuid == 0x2801 and not nimble):
+            services.append(SimService(len(services) + 1, _uuid_text(row[6]), uuid == PRIMARY))
+            continue
+        if uuid == CHAR_DECL:
+            flag = _hex(row[6]) or 0
+            continue
+        if uuid == CCCD and nimble:
+            continue
+        if not services:
+            continue
+        srv = services[-1]
+        if 0x2900 <= uuid <= 0x29FF:
+            if srv.chars:
+                srv.chars[-1].descriptors.append(_uuid_text(row[2]))
+            continue
+        prop = flag
+        if len(row) >= 8 and _hex(row[7]) is not None:
+            prop = _hex(row[7]) or 0
+        srv.chars.append(SimChar(srv.srv_index, len(srv.chars) + 1, _uuid_text(row[2]), prop))
+        flag = 0
+    return services
 
 
 def _create(ctx: "Ctx") -> bool:
     rows = load_rows(ctx)
-    if rows is None:
+    services = sim_discover(rows, nimble=ctx.profile.ble_stack != "bluedroid") if rows is not None else None
+    if services is None:
         return False
-    ctx.st.extra["ble_services"] = discover(rows)
+    ctx.st.extra["ble_services"] = services
     ctx.st.extra["ble_started"] = set()
     return True
 
