@@ -34,12 +34,13 @@ def batch(recipe_path: Path, count: int, out_dir: Path, merged: bool, workers: i
     on first contact with `atfab run --batch OUT/manifest.json`. Nothing is left half-written.
     """
     from ..pki.ca import read_passphrase
-    from ..station.batch import make_batch
+    from ..station.batch import check_batch, make_batch
     from ..station.ledger import Ledger, ledger_location
     from ..station.station import firmware_images, load_recipe_ca
     from .prompting import passphrase_prompt
 
     recipe = load_recipe(recipe_path, workdir=workdir)
+    check_batch(recipe, count, out_dir)            # before the passphrase is asked for
     ca = load_recipe_ca(recipe, read_passphrase(passphrase_env, passphrase_prompt("Passphrase for the factory CA key")))
     firmware = firmware_images(recipe)
     with Ledger(ledger_location(ledger_path) if ledger_path else recipe.ledger) as ledger:

@@ -164,6 +164,17 @@ def _check_recipe(recipe: Recipe) -> None:
                          "does not have yet", file=recipe.path, field="pki.identity")
 
 
+def check_batch(recipe: Recipe, count: int, out_dir: str | Path) -> None:
+    """Refuse (InputError) a recipe, count or output folder a batch cannot be made with."""
+    _check_recipe(recipe)
+    if not 1 <= count <= 0xFFFFFF:
+        raise InputError(f"must be 1..{0xFFFFFF}, not {count}", field="--count")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise InputError("exists and is not an empty folder (a batch goes into a new folder)", file=out,
+                         field="--out")
+
+
 def _common_files(recipe: Recipe, firmware: Any, at_customize: bytes) -> list[tuple[str, int, bytes]]:
     profile = recipe.profile
     files = [(r.name, r.offset, r.data) for r in firmware.regions]
@@ -180,13 +191,8 @@ def make_batch(recipe: Recipe, count: int, out_dir: str | Path, *, ca: Any, ledg
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
-    _check_recipe(recipe)
-    if not 1 <= count <= 0xFFFFFF:
-        raise InputError(f"must be 1..{0xFFFFFF}, not {count}", field="--count")
+    check_batch(recipe, count, out_dir)
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise InputError("exists and is not an empty folder (a batch goes into a new folder)", file=out,
-                         field="--out")
     workers = max(1, min(workers or os.cpu_count() or 1, count))
     assert recipe.pki is not None
     plan = plan_slots(list(recipe.pki.slots), firmware=recipe.profile.firmware, factory_ca=ca.chain_certs(),
@@ -393,5 +399,5 @@ def bind_preprogrammed(ledger: Ledger, placeholder: str, mac: str) -> UnitIdenti
     return ledger.bind_unit(placeholder, mac)
 
 
-__all__ = ["MANIFEST_SCHEMA", "BatchResult", "BatchIndex", "make_batch", "placeholder_mac", "is_placeholder",
+__all__ = ["MANIFEST_SCHEMA", "BatchResult", "check_batch", "BatchIndex", "make_batch", "placeholder_mac", "is_placeholder",
            "bind_preprogrammed", "verify_preprogrammed"]
