@@ -544,3 +544,46 @@ def test_unknown_unit_with_a_foreign_certificate_is_registered(env, module_pool,
         assert fresh.unit(normalize_mac(m.mac)).serial == fleet.modules[0].serial == "ROT-000001"
     finally:
         fresh.close()
+
+
+def test_a_certificate_of_another_mac_is_refused(tmp_path, module_pool):
+    """The ledger knows the MAC with the right serial, but the certificate on the unit names another
+    MAC in its SAN (copied from another unit) and was never recorded for this one."""
+    e = Env(tmp_path)
+    text = (tmp_path / "r.toml").read_text().replace("days = 30", 'days = 30\nsan_uri = ["urn:atfab:mac:{mac_hex}"]')
+    (tmp_path / "r.toml").write_text(text)
+    e.recipe = load_recipe(tmp_path / "r.toml", workdir=tmp_path)
+    try:
+        (m,) = module_pool(1, firmware=e.profile.firmware, seed="san")
+        e.provision(m)
+        mac = normalize_mac(m.mac)
+        old = e.device_pair(m)
+        # a ledger that knows the MAC under the same serial but none of its certificates: only the
+        # template (subject and SAN) can vouch for the unit
+        bare = Ledger(tmp_path / "bare.sqlite")
+        e.ledger.close()
+        e.ledger = bare
+        assert bare.reserve_identity(mac, e.recipe).serial == "ROT-000001"
+        assert e.rotate([m.at_url]).exit_code == 0                   # its own MAC in the SAN: rotated
+        new = e.device_pair(m)
+        other_ledger_unit = Ledger(tmp_path / "bare2.sqlite")
+        e.ledger = other_ledger_unit
+        other_ledger_unit.reserve_identity(mac, e.recipe)
+        # now give the unit a certificate made for another MAC (same serial)
+        other = issue_unit(e.ca, e.recipe.pki.identity,
+                           e.recipe.identity_values(serial="ROT-000001", mac="02:00:00:00:00:99"))
+        e.keys.append(other.private_key_object_for_escrow())
+        client = AtClient(open_port(m.at_url), firmware=e.profile.firmware, timeout=3)
+        try:
+            client.sysmfg_write("client_key", "client_key", 8, other.private_key_pem_for_mfg())
+            client.sysmfg_write("client_cert", "client_cert", 8, other.cert_file_pem())
+        finally:
+            client.close()
+        bare.close()
+        fleet = e.rotate([m.at_url])
+        assert fleet.exit_code == 3
+        (res,) = fleet.modules
+        assert "not touched" in res.error and "urn:atfab:mac:020000000099" in res.error, res.error
+        assert e.device_pair(m)[0] == cert_sha256(other.cert) and new != old
+    finally:
+        e.ledger.close()

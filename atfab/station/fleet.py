@@ -457,6 +457,18 @@ class _ModuleRun:
                 f"unit {self.mac} holds a certificate for {holds}, but this ledger has serial {self.serial} for "
                 f"that MAC ({expected.rfc4514_string()}) and never recorded the unit's certificate: not touched "
                 f"(rotating against another line's ledger?)")
+        want_san = recipe.pki.identity.san(values)
+        if want_san is not None:
+            try:
+                san: object = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+            except x509.ExtensionNotFound:
+                san = None
+            if san != want_san:
+                shown = ", ".join(str(n.value) for n in san) if isinstance(san, x509.SubjectAlternativeName) else "none"
+                raise IdentityMismatch(
+                    f"unit {self.mac} holds a certificate whose subject alternative names ({shown}) are not the "
+                    f"ones of this MAC ({', '.join(str(n.value) for n in want_san)}), and the ledger never recorded "
+                    f"it: not touched (a certificate copied from another unit?)")
 
     def _left_pending(self, r: SlotResult, rotation_id: int, exc: BaseException, what: str | None = None) -> None:
         r.message = (f"{what or exc} at {r.state}: rotation {rotation_id} left pending, resolved on the next "
