@@ -200,3 +200,19 @@ def test_cli_verify_binds_a_preprogrammed_unit(tmp_path: Path, module_pool) -> N
     assert res.exit_code == 2 and "not in batch" in res.output, res.output
     with Ledger(recipe.ledger) as ledger:
         assert ledger.unit(other.mac.hex(":")) is None
+
+
+def test_merged_images_hold_every_region_at_its_offset(tmp_path: Path) -> None:
+    recipe, result = _batch(tmp_path, 2, merged=True, workers=2)
+    manifest = json.loads(result.manifest.read_text())
+    for u in manifest["units"]:
+        own, full = u["files"]
+        data = (result.out_dir / full["file"]).read_bytes()
+        assert full["offset"] == 0 and len(data) == recipe.profile.flash_size == full["size"]
+        assert stat.S_IMODE((result.out_dir / full["file"]).stat().st_mode) == 0o600
+        assert hashlib.sha256(data).hexdigest() == full["sha256"]
+        for f in manifest["common"] + [own]:
+            part = (result.out_dir / f["file"]).read_bytes()
+            assert data[f["offset"]:f["offset"] + len(part)] == part, f["file"]
+    rows = list(csv.DictReader((result.out_dir / "manifest.csv").open()))
+    assert {r["file"].rsplit(".", 2)[-2] for r in rows if r["file"].startswith("units/")} == {"mfg_nvs"}
