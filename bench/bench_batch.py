@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import shutil
 import tempfile
 import time
@@ -29,6 +30,12 @@ REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "esp32c2-4mb-default.toml"
 PASSPHRASE = b"bench passphrase only"
 GOAL_S = 15.0
+
+
+def _cpu() -> float:
+    """User + system CPU seconds of this process and its finished children (the workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main() -> None:
@@ -48,10 +55,12 @@ def main() -> None:
         firmware = firmware_images(recipe)
         with Ledger(tmp / "ledger.sqlite") as ledger:
             make_batch(recipe, 20, tmp / "warm-up", ca=ca, ledger=ledger, firmware=firmware, workers=1)
+            cpu0 = _cpu()
             start = time.perf_counter()
             result = make_batch(recipe, args.count, tmp / "batch", ca=ca, ledger=ledger, firmware=firmware,
                                 workers=args.workers, merged=args.merged)
             wall = time.perf_counter() - start
+            cpu = _cpu() - cpu0
         size = sum(f.stat().st_size for f in (tmp / "batch" / "units").iterdir())
         t = result.timings
         print(f"atfab bench_batch: {recipe.profile.name}, key {recipe.pki.identity.key_type}, "
@@ -65,6 +74,8 @@ def main() -> None:
         verdict = "met" if per_10k < GOAL_S else "NOT met"
         how = "measured" if args.count == 10_000 else f"extrapolated from {args.count}"
         print(f"  goal: -n 10000 under {GOAL_S:.0f} s on 2 cores -> {per_10k:.1f} s ({how}): {verdict}")
+        print(f"  CPU time {cpu:.2f} s ({cpu / args.count * 1000:.3f} ms/unit, this process + workers): "
+              f"{cpu * 10_000 / args.count / 2:.1f} s per 10000 units on 2 idle cores")
         load = os.getloadavg()
         print(f"  load average during the run: {load[0]:.1f} (other processes share these cores)")
     finally:
