@@ -132,6 +132,21 @@ def test_busy_when_bytes_arrive_during_a_command(quiet_sess):
     assert s.cmd("AT") == OK
 
 
+def test_at_rst_arriving_while_busy_forces_a_restart(quiet_sess):
+    """Ground truth "Busy": a line that arrives while a command runs and holds ``AT+RST\\r\\n`` is
+    not answered busy: the core prints ``Will force to restart!!!`` and restarts (no OK of the
+    running command); the module boots again (echo back on)."""
+    s = quiet_sess
+    boots = s.host.boot_count if hasattr(s.host, "boot_count") else None
+    s.send(b"AT+GMR\r\nAT+RST\r\n")
+    out = s.read_until(b"\r\nready\r\n")
+    assert out.endswith(b"Bin version:v3.3.0.0(ESP32C2-4MB)\r\n\r\nWill force to restart!!!\r\n\r\nready\r\n")
+    assert b"OK" not in out and b"busy" not in out
+    assert s.cmd("AT") == b"AT\r\n" + OK                 # a fresh boot: echo is on again
+    if boots is not None:
+        assert s.host.boot_count >= boots
+
+
 def test_busy_next_fault(quiet_sess):
     s = quiet_sess
     s.host.faults.busy_next = 1

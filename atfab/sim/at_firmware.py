@@ -177,7 +177,8 @@ class AtFirmware:
             self.errors.append(exc)
             self._finish(ctx, AtCmdError(None, 0, repr(exc)))
             return None
-        self._finish(ctx, None)
+        if self._finish(ctx, None):
+            return None                     # restarted by a forced AT+RST: the command's hook never runs
         if after is None:
             return None
         try:
@@ -188,9 +189,12 @@ class AtFirmware:
             self.errors.append(exc)
             return None
 
-    def _finish(self, ctx: Ctx, error: AtCmdError | None) -> None:
-        """Busy lines for input that arrived meanwhile, injected faults, then OK or ERROR."""
-        self._drain_busy(ctx)
+    def _finish(self, ctx: Ctx, error: AtCmdError | None) -> bool:
+        """Busy lines for input that arrived meanwhile, injected faults, then OK or ERROR.
+
+        True when a line that arrived meanwhile forced a restart (nothing more of the command is sent)."""
+        if self._drain_busy(ctx):
+            return True
         faults = self.host.faults
         if ctx.info_lines:
             garbage = getattr(faults, "garbage_between_lines", None)
@@ -203,11 +207,12 @@ class AtFirmware:
                 ctx.send(urc.encode() + b"\r\n")
         if error is None:
             ctx.send(OK)
-            return
+            return False
         st = self.state
         if st is not None and (st.syslog or self.profile.err_code_always) and error.code is not None:
             ctx.send(f"ERR CODE:0x{error.code:08x}\r\n".encode())
         ctx.send(ERROR)
+        return False
 
     def _send_busy(self, ctx: Ctx) -> None:
         st = self.state
@@ -215,15 +220,25 @@ class AtFirmware:
             ctx.send(f"ERR CODE:0x{err_code(SUB_CMD_PROCESSING):08x}\r\n".encode())
         ctx.send(b"\r\n" + self.profile.busy_text.encode() + b"\r\n")
 
-    def _drain_busy(self, ctx: Ctx) -> None:
-        """Discard input that arrived while the command ran: one busy line per received line."""
+    def _drain_busy(self, ctx: Ctx) -> bool:
+        """Discard input that arrived while the command ran: one busy line per received line.
+
+        A line holding ``AT+RST\\r\\n`` (ground truth "Busy": at_recv_task) prints the firmware's
+        ``Will force to restart!!!`` and restarts at once: True, the running command says nothing more."""
         if not ctx.link.has_pending():
-            return
+            return False
         data = bytearray()
         while ctx.link.has_pending():
             data += ctx.link.recv(4096, 0)
-        for _ in range(max(1, data.count(b"\r\n"))):
+        lines = bytes(data).split(b"\r\n")
+        complete = lines[:-1] or [bytes(data)]
+        for i, line in enumerate(complete):
+            if i < len(lines) - 1 and line.endswith(b"AT+RST"):
+                ctx.send(dict(self.host.firmware.formats)["force_restart"].encode())
+                self.reboot(ctx)
+                return True
             self._send_busy(ctx)
+        return False
 
     # -- used by handlers -----------------------------------------------------------------------
     def reboot(self, ctx: Ctx) -> str | None:
