@@ -100,15 +100,7 @@ def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | 
     with AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
         wait_alive(client)
         result = verify_unit(client, built, mac=expected_mac, firmware=firmware)
-    if as_json:
-        click.echo(json.dumps({**result.to_dict(), "mac": expected_mac}, indent=2))
-    else:
-        for m in result.measurements:
-            click.echo(f"{m.outcome.upper():4}  {m.name:<34} {_short(m.measured)}")
-    if not result.passed:
-        raise UnitFailed("verification failed: " + ", ".join(m.name for m in result.failed))
-    if not as_json:
-        click.echo(f"PASS  {len(result.measurements)} checks")
+    _print_result(result, expected_mac, as_json)
 
 
 def _print_result(result, expected_mac: str | None, as_json: bool) -> None:
