@@ -74,7 +74,7 @@ def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | 
            mac: str | None, baud: int | None, timeout: float, as_json: bool) -> None:
     """Check the running module on the AT port against what was built for it (exit 1 if a check fails)."""
     from ..link.at.client import AtClient  # noqa: PLC0415
-    from ..core.errors import InputError, UnitFailed
+    from ..core.errors import InputError
     from ..link.flasher import Flasher
     from ..link.transport import open_port, resolve_port
     from ..core.mac import normalize_mac
@@ -103,10 +103,12 @@ def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | 
     _print_result(result, expected_mac, as_json)
 
 
-def _print_result(result, expected_mac: str | None, as_json: bool) -> None:
+def _print_result(result, expected_mac: str | None, as_json: bool, *, serial: str | None = None) -> None:
+    """The measurements (or JSON with the MAC, and the serial when known); UnitFailed when one failed."""
     from ..core.errors import UnitFailed  # noqa: PLC0415
     if as_json:
-        click.echo(json.dumps({**result.to_dict(), "mac": expected_mac}, indent=2))
+        extra = {"mac": expected_mac, **({"serial": serial} if serial is not None else {})}
+        click.echo(json.dumps({**result.to_dict(), **extra}, indent=2))
     else:
         for m in result.measurements:
             click.echo(f"{m.outcome.upper():4}  {m.name:<34} {_short(m.measured)}")
@@ -140,7 +142,7 @@ def _verify_legacy(port: str, expect: str, mac: str | None, mac_from: str | None
 def _verify_batch(port: str, batch: str, ledger_path: str | None, baud: int | None, timeout: float,
                   as_json: bool) -> None:
     """``atfab verify --batch``: identify the pre-programmed unit, bind it, verify it."""
-    from ..core.errors import InputError, UnitFailed
+    from ..core.errors import InputError
     from ..image.profiles import load_profile
     from ..link.at.client import AtClient
     from ..link.transport import open_port
@@ -156,16 +158,9 @@ def _verify_batch(port: str, batch: str, ledger_path: str | None, baud: int | No
             AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
         wait_alive(client)
         result, ident = verify_preprogrammed(client, index, ledger)
-    if as_json:
-        click.echo(json.dumps({**result.to_dict(), "mac": ident.mac, "serial": ident.serial}, indent=2))
-    else:
-        click.echo(f"unit {ident.mac}: pre-programmed serial {ident.serial} (batch {index.batch_id}), bound")
-        for m in result.measurements:
-            click.echo(f"{m.outcome.upper():4}  {m.name:<34} {_short(m.measured)}")
-    if not result.passed:
-        raise UnitFailed("verification failed: " + ", ".join(m.name for m in result.failed))
     if not as_json:
-        click.echo(f"PASS  {len(result.measurements)} checks")
+        click.echo(f"unit {ident.mac}: pre-programmed serial {ident.serial} (batch {index.batch_id}), bound")
+    _print_result(result, ident.mac, as_json, serial=ident.serial)
 
 
 def _short(value: object, limit: int = 60) -> str:
