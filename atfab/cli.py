@@ -16,26 +16,28 @@ import click
 from . import __version__
 from .core.errors import EXIT_INPUT, AtfabError, exit_code_for
 
-#: (module under atfab.commands, attribute) of every command, in help order.
-COMMANDS: list[tuple[str, str]] = [
-    ("build", "build"),
-    ("inspect", "inspect"),
-    ("sim", "sim"),
-    ("device", "ports"),
-    ("device", "at"),
-    ("flash", "flash"),
-    ("flash", "verify"),
-    ("pki", "ca"),
-    ("gatt", "gatt"),
-    ("station", "check"),
-    ("station", "run"),
-    ("station", "demo"),
-    ("batch", "batch"),
-    ("station", "report"),
-    ("station", "ledger"),
-    ("rotate", "rotate"),
-    ("customize", "customize"),
-]
+#: command name -> (module under atfab.commands, attribute); help lists them by name. A command's module is
+#: imported only when that command runs (or ``--help`` lists it): ``atfab batch`` never loads the
+#: simulator, ``atfab --version`` loads no command at all.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("build", "build"),
+    "inspect": ("inspect", "inspect"),
+    "sim": ("sim", "sim"),
+    "ports": ("device", "ports"),
+    "at": ("device", "at"),
+    "flash": ("flash", "flash"),
+    "verify": ("flash", "verify"),
+    "ca": ("pki", "ca"),
+    "gatt": ("gatt", "gatt"),
+    "check": ("station", "check"),
+    "run": ("station", "run"),
+    "demo": ("station", "demo"),
+    "batch": ("batch", "batch"),
+    "report": ("station", "report"),
+    "ledger": ("station", "ledger"),
+    "rotate": ("rotate", "rotate"),
+    "customize": ("customize", "customize"),
+}
 
 
 class AtfabGroup(click.Group):
@@ -45,7 +47,20 @@ class AtfabGroup(click.Group):
     argument, an unknown command, a value click refuses) are bad input: one line, exit 2; Ctrl-C
     is 130; anything else is an unexpected error (exit 3, the station or the tool broke), with its
     traceback only under ``atfab --debug``. click's own exits (``--help``, ``--version``) pass through.
+    Commands are loaded lazily from :data:`COMMANDS` (click's documented lazy-group pattern).
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:  # type: ignore[override]
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:  # type: ignore[override]
+        if cmd_name not in COMMANDS:
+            return super().get_command(ctx, cmd_name)   # one added with add_command
+        module_name, attr = COMMANDS[cmd_name]
+        command = getattr(importlib.import_module(f"atfab.commands.{module_name}"), attr)
+        if command.name != cmd_name:  # pragma: no cover - a wrong COMMANDS row
+            raise RuntimeError(f"atfab.commands.{module_name}.{attr} is {command.name!r}, listed as {cmd_name!r}")
+        return command
 
     def make_context(self, info_name, args, parent=None, **extra):  # type: ignore[override]
         try:
@@ -95,14 +110,6 @@ def _usage_error(exc: click.UsageError) -> NoReturn:
 def main(debug: bool) -> None:
     """Provision and manufacture Espressif modules running ESP-AT firmware."""
 
-
-def _register() -> None:
-    for module_name, attr in COMMANDS:
-        module = importlib.import_module(f"atfab.commands.{module_name}")
-        main.add_command(getattr(module, attr))
-
-
-_register()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
