@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from ..core.errors import DeviceError
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError
+from ..link.at.limits import check_sysmfg_length
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import UNIT
 
@@ -159,6 +160,25 @@ def pair_state(cert_file: bytes | None, key: Secret | None, *, key_read: bool) -
     return replace(state, problem="; ".join(problems) or None)
 
 
+class SlotStore(Protocol):
+    """One slot's certificate and key on a unit, as rotation uses them: :class:`SlotIo` (mfg_nvs blobs,
+    AT+SYSMFG) or :class:`atfab.rotation.partition_io.PartitionSlotIo` (per-item PKI partitions,
+    AT+SYSFLASH); :func:`atfab.rotation.stores.open_slot` picks one from the firmware profile."""
+
+    place: SlotPlace
+
+    def read_cert(self) -> bytes: ...
+    def read_key(self) -> Secret: ...
+    def read_pair(self, *, with_key: bool = True) -> tuple[PairState, bytes | None, Secret | None]: ...
+    def write_cert(self, data: bytes) -> None: ...
+    def write_key(self, key: Secret) -> None: ...
+    def check_readback(self, cert: bytes, key: Secret | None = None, *,
+                       read_key: bool = True) -> tuple[list[str], PairState]: ...
+    def prepare(self, new_file: bytes, new_key: Secret | None, *, file: Any = None,
+                field: str | None = None) -> dict[str, Any]: ...
+    def repair(self, rot: Any, extra: dict[str, Any], *, dry_run: bool = False) -> list[str]: ...
+
+
 class SlotIo:
     """Reads and writes one slot's certificate and key through ``client`` (one port)."""
 
@@ -234,6 +254,17 @@ class SlotIo:
         """``AT+SYSMFG=2,<key ns>,<key>,8,<len>`` + the key bytes (redacted in the transcript)."""
         self.client.sysmfg_write(self.place.key_ns, self.place.key_key, BLOB, key.reveal())
 
+    def prepare(self, new_file: bytes, new_key: Secret | None, *, file: Any = None,
+                field: str | None = None) -> dict[str, Any]:
+        """Before the journal: the new certificate file must fit one AT+SYSMFG write (InputError).
+        Nothing more to journal: an NVS blob write is whole or not at all."""
+        check_sysmfg_length(len(new_file), self.client.firmware, file=file, field=field)
+        return {}
+
+    def repair(self, rot: Any, extra: dict[str, Any], *, dry_run: bool = False) -> list[str]:
+        """Nothing to repair: a cut NVS write leaves the old or the new blob."""
+        return []
+
     def check_readback(self, cert: bytes, key: Secret | None = None, *,
                        read_key: bool = True) -> tuple[list[str], PairState]:
         """Read the items back: the mismatches (empty when all is well) and the slot's state.
@@ -255,5 +286,5 @@ class SlotIo:
         return problems, state
 
 
-__all__ = ["Secret", "SlotMissing", "SlotPlace", "slot_places", "PairState", "pair_state", "SlotIo",
+__all__ = ["Secret", "SlotMissing", "SlotPlace", "slot_places", "PairState", "pair_state", "SlotIo", "SlotStore",
            "leaf_certificate", "key_fingerprint", "sha256_hex"]

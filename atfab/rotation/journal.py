@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives import serialization
 
 from ..link.at.errors import AtBusy, AtError, AtResponseError, LinkLost
 from ..pki.keys import cert_sha256, spki_sha256
-from .device import PairState, SlotIo, leaf_certificate
+from .device import PairState, SlotStore, leaf_certificate
 from .results import ERROR, PASS, SlotResult
 
 
@@ -164,7 +164,7 @@ def _short(fp: str | None) -> str:
     return fp[:16] + "…" if fp else "none"
 
 
-def resume(rot: Rotation, io: SlotIo, ledger: RotationJournal, *, dry_run: bool = False,
+def resume(rot: Rotation, io: SlotStore, ledger: RotationJournal, *, dry_run: bool = False,
            progress: Callable[[str], None] | None = None) -> SlotResult:
     """Resolve a pending rotation from what the unit holds now (see the module docstring).
 
@@ -185,11 +185,17 @@ def resume(rot: Rotation, io: SlotIo, ledger: RotationJournal, *, dry_run: bool 
         note("done")
         return result
 
+    # a store whose writes are not atomic (AT+SYSFLASH erase, then write) first puts back what a cut
+    # left unreadable, from what the unit and the journal hold; then the policy below decides
+    repaired = io.repair(rot, detail.extra if detail else {}, dry_run=dry_run)
+    if repaired:
+        note("repaired")
     state, _cert, key = io.read_pair(with_key=True)
     del key                                   # only its fingerprint is needed
     result.before = state
     verdict = result.unit_holds = classify(rot, state, current_certificate(ledger, rot.mac, rot.slot))
     seen = f"unit holds cert {_short(state.cert_fp)} / key {_short(state.key_fp)}"
+    result.repaired = repaired
     if verdict == "unknown":
         result.message = (f"rotation {rot.id} ({rot.state}): {seen}, which is neither the old pair "
                           f"({_short(rot.old_cert_fp)}) nor the new one ({_short(rot.new_cert_fp)}); "

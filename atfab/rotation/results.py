@@ -33,6 +33,8 @@ class SlotResult:
     message: str = ""
     #: For ``resume``: what the unit held (``new_pair``, ``old_pair``, ``new_key_old_cert``, ``unknown``).
     unit_holds: str | None = None
+    #: For ``resume``: what was put back on the unit before it was classified (a cut AT+SYSFLASH rewrite).
+    repaired: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"slot": self.slot, "action": self.action, "outcome": self.outcome, "state": self.state,
@@ -40,7 +42,8 @@ class SlotResult:
                 "before": self.before.to_json() if self.before else None,
                 "after": self.after.to_json() if self.after else None,
                 "new_cert_sha256": self.new_cert_fp, "new_key_spki_sha256": self.new_key_fp,
-                "certificate": self.certificate, "message": self.message, "unit_holds": self.unit_holds}
+                "certificate": self.certificate, "message": self.message, "unit_holds": self.unit_holds,
+                "repaired": self.repaired}
 
 
 @dataclass

@@ -14,14 +14,17 @@
 * ``=2,"<part>",<off>,<len>``: ``+SYSFLASH:<len>,<bytes>`` then the result code at once (no CR
   LF, ``firmware.sysflash_read_trailer``); ``len`` 0 is allowed.
 Faults: ``error_next_write`` / ``error_after_writes`` answer ERROR after the payload (nothing written);
-``corrupt_next_read`` flips one byte of the next read's payload.
+``corrupt_next_read`` flips one byte of the next read's payload; ``power_loss_after_flash_ops`` /
+``drop_after_flash_ops`` cut power / the AT link once N erases+writes were carried out (before the
+reply); ``drop_in_flash_write`` drops the link halfway through a write's payload (nothing written).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from .at_command import CommandSpec, Ctx
+from .at_command import CommandSpec, Ctx, StopServing
+from .link import LinkClosed
 from .at_parser import SUB_CMD_EXEC_FAIL, Params, err_code, exec_fail, invalid
 
 
@@ -59,6 +62,36 @@ def take_write_error(faults: Any) -> bool:
     return False
 
 
+def _countdown(faults: Any, name: str) -> bool:
+    """Count one event for the N-th-from-now fault ``name``; True (and cleared) when it fires."""
+    left = getattr(faults, name, None)
+    if left is None:
+        return False
+    if left > 1:
+        setattr(faults, name, left - 1)
+        return False
+    setattr(faults, name, None)
+    return True
+
+
+def _carried_out(ctx: "Ctx") -> None:
+    """An erase or write reached the flash: power loss / link drop faults that wait for it."""
+    if _countdown(ctx.faults, "power_loss_after_flash_ops"):
+        ctx.host.power_loss()
+        raise StopServing("state")
+    if _countdown(ctx.faults, "drop_after_flash_ops"):
+        ctx.link.close()
+        raise LinkClosed("fault: link dropped after an AT+SYSFLASH operation")
+
+
+def _payload(ctx: "Ctx", length: int) -> bytes:
+    if _countdown(ctx.faults, "drop_in_flash_write"):
+        ctx.read_payload(length // 2)
+        ctx.link.close()
+        raise LinkClosed("fault: link dropped in the middle of an AT+SYSFLASH write")
+    return ctx.read_payload(length)
+
+
 def _table(ctx: "Ctx") -> Any:
     table = ctx.boot.secondary
     if table is None:
@@ -84,6 +117,7 @@ def _set(ctx: "Ctx", p: Params) -> None:
     flash = ctx.host.flash
     if op == 0 and len(p) == 2:
         flash.erase(part.offset, part.size)
+        _carried_out(ctx)
         return
     p.count(4)
     off = p.int(2)
@@ -97,16 +131,18 @@ def _set(ctx: "Ctx", p: Params) -> None:
         if addr + length > flash.size:
             raise exec_fail("erase outside the flash", ext=2)
         flash.erase(addr, length)
+        _carried_out(ctx)
         return
     inside = off + length <= part.size
     if not inside:                     # printed, then the core carries on (ground truth §5)
         ctx.err_code(err_code(SUB_CMD_EXEC_FAIL, 1))
     if op == 1:
         ctx.send(ctx.profile.sysflash_prompt)
-        data = ctx.read_payload(length)
+        data = _payload(ctx, length)
         if take_write_error(ctx.faults) or not inside:
             raise exec_fail("write refused", ext=3)
         flash.program(addr, data)
+        _carried_out(ctx)
         return
     if not inside:
         raise exec_fail("read outside the partition", ext=2)

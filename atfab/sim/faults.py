@@ -43,6 +43,12 @@ class FaultPlan:
     error_after_writes: int | None = None
     #: Lose power after N more committed SYSMFG writes.
     power_loss_after_writes: int | None = None
+    #: Lose power once N more AT+SYSFLASH erases/writes were carried out (after the Nth, before its reply).
+    power_loss_after_flash_ops: int | None = None
+    #: The AT link drops at that same point instead (the module keeps running).
+    drop_after_flash_ops: int | None = None
+    #: The AT link drops halfway through the payload of the Nth AT+SYSFLASH write from now (nothing written).
+    drop_in_flash_write: int | None = None
 
     def live(self, side: str) -> "LiveLinkFaults":
         """A view of ``self.<side>`` for a :class:`Link` that follows later changes."""

@@ -43,7 +43,7 @@ from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
-from ..link.at.limits import check_sysmfg_length, sysmfg_length_problem
+from ..link.at.limits import sysmfg_length_problem
 from ..link.at.mac import read_base_mac
 from ..link.transport import open_port
 from ..pki.ca import CertificateAuthority
@@ -53,10 +53,11 @@ from ..pki.escrow_policy import ROTATION, escrow_identity, open_escrow
 from ..pki.issue import issue_unit, sign_unit_certificate
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import FAMILIES, UNIT, plan_slots
-from ..rotation.device import PairState, Secret, SlotIo, SlotPlace, leaf_certificate, slot_places
+from ..rotation.device import PairState, Secret, SlotPlace, SlotStore, leaf_certificate, slot_places
 from ..rotation.inventory import RotateTarget
 from ..rotation.journal import JournalDetail, certificate_facts, pem_of, record_done, resume
 from ..rotation.results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
+from ..rotation.stores import open_slot
 from .ledger import Ledger, utc_now
 from .recipe_checks import PKI_SIZE_ESTIMATE
 from .recipe_spec import ROTATE_MODES, Recipe, slot_name
@@ -290,7 +291,7 @@ class _ModuleRun:
                         f"say where it lives; left pending")))
                     done.add(rot.slot)
                     continue
-                result = resume(rot, SlotIo(client, place), self.ledger,  # type: ignore[arg-type]
+                result = resume(rot, open_slot(client, place), self.ledger,  # type: ignore[arg-type]
                                 dry_run=self.opts.dry_run, progress=lambda e, s=rot.slot: self._event(s, e))
                 self.res.slots.append(result)
                 if result.state == "done" or result.outcome != PASS or (
@@ -323,7 +324,7 @@ class _ModuleRun:
         self.res.slots.append(r)
         with self._step(f"rotate {place.slot}") as h:
             try:
-                self._rotate(client, SlotIo(client, place), r, usages)
+                self._rotate(client, open_slot(client, place), r, usages)
             finally:
                 h.detail = r.message or None
                 if r.outcome == FAIL:
@@ -351,7 +352,7 @@ class _ModuleRun:
                                      days=template.days, usages=usages, source=template.source)
         return cert, pem_of(cert) + ca.intermediates_pem(), None
 
-    def _rotate(self, client: AtClient, io: SlotIo, r: SlotResult, usages: tuple[str, ...]) -> None:
+    def _rotate(self, client: AtClient, io: SlotStore, r: SlotResult, usages: tuple[str, ...]) -> None:
         slot = r.slot
         state, old_file, old_key = io.read_pair(with_key=not self.opts.dry_run)
         r.before = state
@@ -371,12 +372,12 @@ class _ModuleRun:
             r.message = f"not rotated: the slot does not hold a valid pair ({state.problem or 'key mismatch'})"
             return
         new_cert, new_file, new_key = self._issue(slot, leaf_certificate(old_file), usages)
-        check_sysmfg_length(len(new_file), self.plan.recipe.profile.firmware, file=self.plan.recipe.path,
-                            field=f"pki.slot {slot}: new certificate file")     # before the journal and any write
+        extra = io.prepare(new_file, new_key, file=self.plan.recipe.path,        # before the journal and any write
+                           field=f"pki.slot {slot}: new certificate file")
         r.new_cert_fp, r.new_key_fp = cert_sha256(new_cert), spki_sha256(new_cert)
         p = io.place
         detail = JournalDetail(self.plan.mode, f"{p.cert_ns}/{p.cert_key}", f"{p.key_ns}/{p.key_key}",
-                               new_file.decode("ascii"))
+                               new_file.decode("ascii"), extra=extra)
         assert self.ledger is not None
         rot = self.ledger.journal_rotation(self.mac, slot, new_cert_fp=r.new_cert_fp, new_key_fp=r.new_key_fp,
                                            old_cert_fp=state.cert_fp, old_key_fp=state.key_fp,
@@ -475,12 +476,14 @@ class _ModuleRun:
                      f"contact")
         self._event(r.slot, "interrupted")
 
-    def _rollback(self, io: SlotIo, rotation_id: int, old_file: bytes, old_key: Secret | None,
+    def _rollback(self, io: SlotStore, rotation_id: int, old_file: bytes, old_key: Secret | None,
                   wrote_cert: bool, detail: JournalDetail, reason: str) -> PairState:
-        if old_key is not None:
-            io.write_key(old_key)
+        # certificate first: a cut between the two leaves "new key + old certificate", which the next
+        # contact completes from the journal; "old key + new certificate" could only be guessed at
         if wrote_cert:
             io.write_cert(old_file)
+        if old_key is not None:
+            io.write_key(old_key)
         problems, after = io.check_readback(old_file, old_key)
         if problems:
             raise DeviceError("; ".join(problems))

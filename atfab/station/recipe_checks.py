@@ -25,6 +25,7 @@ from ..image import appimage, factory_param as fp, partition_table as pt
 from ..image.build import load_firmware
 from ..image.build_config import find_sdkconfig, read_sdkconfig
 from ..image.gatt import cfg_strings
+from ..image.legacy_content import check_overrides as check_legacy_overrides
 from ..image.mfg_nvs import PkiFile, UnitContent, build_mfg_nvs
 from ..image.profiles import BUILTIN_DIR, ModuleProfile, load_profile
 from ..pki.ca import ca_problems
@@ -97,13 +98,19 @@ NONOS_PARAMS = ("uart_baudrate",)
 
 def firmware_release(ctx: Context, profile: "ModuleProfile | None", firmware: "FirmwareSource") -> bool:
     """A synthetic firmware's release suits the module: v3.1.0.0 or later (mfg_nvs) for an ESP-IDF
-    layout, the profile's own NONOS AT release for a G0 module. False (and a problem) otherwise."""
+    layout, one of the profile's releases for a legacy (G1/G2) or a G0 module. False (and a problem) otherwise."""
     if firmware.kind != "synthetic" or firmware.version is None:
         return True
     version = version_tuple(firmware.version)
     if profile is not None and profile.nonos is not None:
         if firmware.version not in profile.releases:
             ctx.bad("firmware.synthetic", f"{firmware.version}: module {profile.name} runs NONOS AT "
+                                          f"{', '.join(profile.releases)}")
+            return False
+        return True
+    if profile is not None and profile.legacy:
+        if firmware.version not in profile.releases:
+            ctx.bad("firmware.synthetic", f"{firmware.version}: module {profile.name} has the layout of esp-at "
                                           f"{', '.join(profile.releases)}")
             return False
         return True
@@ -117,6 +124,8 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
     """The merged factory_param set (profile defaults + recipe values), checked for the chip."""
     if profile is not None and profile.nonos is not None:
         return _nonos_params(ctx, profile, overrides)
+    if profile is not None and profile.legacy:
+        return _legacy_params(ctx, profile, overrides)
     chip = profile.chip if profile is not None else None
     bad_keys: set[str] = set()
     for key, value in overrides.items():
@@ -138,6 +147,17 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
     except InputError as exc:
         ctx.bad(f"factory_param.{exc.field}" if exc.field else "factory_param", exc.message)
         return None
+
+
+def _legacy_params(ctx: Context, profile: "ModuleProfile", overrides: dict[str, Any]) -> dict[str, int | str] | None:
+    """A G1/G2 module: the values its release's 0xFCFC block stores (the profile's row, checked when
+    the profile was loaded, plus the recipe's, checked against the block)."""
+    try:
+        checked = check_legacy_overrides(profile, overrides, file=ctx.source)
+    except InputError as exc:
+        ctx.bad(exc.field or "factory_param", exc.message)
+        return None
+    return {**profile.factory_param, **checked}
 
 
 def _nonos_params(ctx: Context, profile: "ModuleProfile", overrides: dict[str, Any]) -> dict[str, int | str] | None:

@@ -272,7 +272,7 @@ def firmware_profile(release: str, chip: str, *, module: str | None = None, modu
 _LEGACY_KEYS = ("factory_param_layout", "factory_param_module", "factory_param_tx_power", "factory_param_uart_port",
                 "pki_item_types", "partition_table_md5", "at_customize_md5", "ble_data_json_order", "ble_data_default",
                 "err_code_always",
-                "sysflash_lookup", "gmr_at_version_args")
+                "sysflash_lookup", "pki_store", "gmr_at_version_args")
 
 
 def _legacy_fields(rel: dict[str, Any]) -> dict[str, Any]:

@@ -112,6 +112,12 @@ class FirmwareProfile:
     err_code_always: bool = False
     #: AT+SYSFLASH partition lookup: "name" (any entry of at_customize) or "type_0x40" (v1.0..v2.1).
     sysflash_lookup: str = "name"
+    #: Where a TLS slot's certificate and key live and how they are rewritten: "sysmfg" (mfg_nvs blobs,
+    #: AT+SYSMFG, G3) or "partition" (the per-item 0xF1F1 PKI partitions, item id = slot index, rewritten
+    #: with AT+SYSFLASH erase + write, G1/G2).
+    pki_store: str = "sysmfg"
+    #: AT+SYSFLASH erase granularity: offset and length multiples of this (ground truth §5).
+    sysflash_sector: int = 4096
     #: AT+RFPOWER Wi-Fi power given as a level: the 0.25 dBm value of each level (G1); empty = 0.25 dBm.
     rfpower_levels: tuple[int, ...] = ()
     #: Arguments of the ``gmr_at_version`` format, in order (names the simulator fills in).

@@ -1,0 +1,27 @@
+"""Which :class:`~atfab.rotation.device.SlotStore` a unit's firmware keeps its TLS slots in.
+
+The firmware profile says it (:attr:`~atfab.core.firmware.FirmwareProfile.pki_store`): ``sysmfg``
+(G3: mfg_nvs blobs over AT+SYSMFG, :class:`~atfab.rotation.device.SlotIo`) or ``partition`` (G1/G2:
+items of the 0xF1F1 PKI partitions over AT+SYSFLASH, :class:`~atfab.rotation.partition_io.PartitionSlotIo`).
+This is the one place rotation looks at it.
+"""
+
+from __future__ import annotations
+
+from ..core.errors import InputError
+from ..link.at.client import AtClient
+from .device import SlotIo, SlotPlace, SlotStore
+from .partition_io import PartitionSlotIo
+
+STORES = {"sysmfg": SlotIo, "partition": PartitionSlotIo}
+
+
+def open_slot(client: AtClient, place: SlotPlace) -> SlotStore:
+    """The slot ``place`` on the unit behind ``client``, as its firmware stores it."""
+    kind = client.firmware.pki_store
+    if kind not in STORES:
+        raise InputError(f"unknown PKI store {kind!r} (known: {', '.join(STORES)})", field="pki_store")
+    return STORES[kind](client, place)
+
+
+__all__ = ["STORES", "open_slot"]
