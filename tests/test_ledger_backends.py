@@ -247,6 +247,34 @@ def test_batch_reservation_and_binding(where: str) -> None:
         assert led.reserve_identity(mac(10), COUNTER).serial == "LN-000004"     # released serials are not reused
 
 
+def test_batch_reservation_races_station_allocation(where: str) -> None:
+    """Two batches reserve blocks while four stations allocate serials one by one, all at once:
+    no serial twice, no gap, each batch one consecutive block, a serial taken by hand skipped."""
+    with Ledger(where) as led:
+        led._write(lambda c: c.execute("INSERT INTO units (mac, serial, recipe, created, updated) VALUES"
+                                       " ('24:0a:c4:ee:ee:ee', 'LN-000003', 'by-hand', 'x', 'x')"))
+    go = threading.Barrier(6, timeout=30)
+
+    def batch(k: int) -> list[tuple[str, str]]:
+        with Ledger(where, timeout=120) as own:
+            go.wait()
+            ids = own.reserve_batch([f"0f:00:{k:02x}:00:{i >> 8:02x}:{i & 0xFF:02x}" for i in range(400)], COUNTER)
+        numbers = [int(i.serial[3:]) for i in ids]
+        assert numbers == sorted(numbers) and set(range(numbers[0], numbers[-1] + 1)) - set(numbers) <= {3}
+        return [(i.mac, i.serial) for i in ids]
+
+    def station(w: int) -> list[tuple[str, str]]:
+        with Ledger(where, timeout=120) as own:
+            go.wait()
+            return [(mac(i, w + 1), own.reserve_identity(mac(i, w + 1), COUNTER).serial) for i in range(40)]
+
+    with ThreadPoolExecutor(6) as pool:
+        jobs = [pool.submit(batch, k) for k in range(2)] + [pool.submit(station, w) for w in range(4)]
+        results = [p for j in jobs for p in j.result(timeout=120)]
+    results.append(("24:0a:c4:ee:ee:ee", "LN-000003"))
+    check_unique(results, expected_units=2 * 400 + 4 * 40 + 1, where=where)
+
+
 def test_recipe_ledger_url(tmp_path: Path) -> None:
     from atfab.core.errors import InputError
     from atfab.station.recipe import check_recipe, load_recipe

@@ -596,50 +596,88 @@ class Ledger:
     # bit set, so never a real unit's base MAC) and moved to the unit's MAC on first contact.
 
     def reserve_batch(self, placeholders: Sequence[str | bytes], recipe: HasSerialScheme) -> list[UnitIdentity]:
-        """Reserve one counter serial per placeholder MAC, all in one transaction (all or none)."""
+        """Reserve one counter serial per placeholder MAC, all in one transaction (all or none).
+
+        The counter moves past the whole block in one ``UPDATE`` that locks its row until the
+        transaction commits, so a station allocating at the same time waits and then takes the
+        serial after the block; the unit rows go in with one pipelined statement.
+        """
         scheme = recipe.serial
         if scheme.scheme == "mac":
             raise LedgerError("a batch needs counter serials: serials made from the MAC cannot be reserved "
                               "before the unit is known")
         macs = [normalize_mac(p) for p in placeholders]
+        if len(set(macs)) != len(macs):
+            raise LedgerError("a batch names a placeholder twice")
         now = utc_now()
 
         def work(c: Cursor) -> list[UnitIdentity]:
-            out = []
-            for mac in macs:
-                if c.execute("SELECT 1 FROM units WHERE mac = ?", (mac,)).fetchone() is not None:
-                    raise LedgerError(f"placeholder {mac} is already reserved")
-                serial = self._next_counter_serial(c, scheme)
-                c.execute("INSERT INTO units (mac, serial, recipe, created, updated) VALUES (?, ?, ?, ?, ?)",
-                          (mac, serial, recipe.name, now, now))
-                out.append(UnitIdentity(serial=serial, mac=mac, new=True, recipe=recipe.name))
-            return out
+            taken = _existing(c, "SELECT mac AS v FROM units WHERE mac IN ({})", macs)
+            if taken:
+                raise LedgerError(f"placeholder {min(taken)} is already reserved")
+            serials = self._next_counter_serials(c, scheme, len(macs))
+            c.executemany("INSERT INTO units (mac, serial, recipe, created, updated) VALUES (?, ?, ?, ?, ?)",
+                          [(m, s, recipe.name, now, now) for m, s in zip(macs, serials)])
+            return [UnitIdentity(serial=s, mac=m, new=True, recipe=recipe.name) for m, s in zip(macs, serials)]
 
         return self._write(work)
+
+    def _next_counter_serials(self, c: Cursor, scheme: SerialScheme, count: int) -> list[str]:
+        """Take ``count`` consecutive counter values at once (the counter row stays locked until
+        the transaction ends) and skip the serials already taken by hand, taking more for them."""
+        greatest = self._dialect.greatest
+        take = (f"UPDATE counters SET next = {greatest}(next, ?) + ? WHERE name = ? RETURNING next - ? AS value")
+        out: list[str] = []
+        skipped = 0
+        while len(out) < count:
+            need = count - len(out)
+            row = c.execute(take, (scheme.start, need, scheme.counter_key, need)).fetchone()
+            if row is None:                   # the counter's first use
+                c.execute("INSERT INTO counters (name, next) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+                          (scheme.counter_key, scheme.start))
+                continue
+            first = int(row["value"])
+            if first + need - 1 > scheme.max_counter:
+                raise LedgerError(f"serial counter {scheme.counter_key!r} is exhausted ({scheme.width} digits): "
+                                  f"{need} serial(s) from {first} do not fit")
+            block = [scheme.render(counter=v) for v in range(first, first + need)]
+            used = _existing(c, "SELECT serial AS v FROM units WHERE serial IN ({})", block)
+            skipped += len(used)
+            if skipped > _MAX_SKIPS:
+                raise LedgerError(f"no free serial found for counter {scheme.counter_key!r}")
+            out.extend(s for s in block if s not in used)
+        return out
 
     def record_batch_certificates(self, records: Sequence[dict[str, Any]]) -> None:
         """Record the certificates of a batch in one transaction. Each record has the keyword
         arguments of :meth:`record_certificate` plus ``mac`` and ``slots``; every certificate is new."""
         now = utc_now()
+        certs, slots = [], []
+        for r in records:
+            serial_text = (format(r["cert_serial"], "x") if isinstance(r["cert_serial"], int)
+                           else str(r["cert_serial"]).lower())
+            nb, na = r.get("not_before"), r.get("not_after")
+            certs.append((normalize_mac(r["mac"]), r["slots"][0], r["issuer"], serial_text,
+                          r["fingerprint"].lower().replace(":", ""), r.get("key_fingerprint"),
+                          _when(nb) if nb is not None else None, _when(na) if na is not None else None, now))
+            slots.extend((name, now, r["issuer"], serial_text) for name in dict.fromkeys(r["slots"]))
+        by_issuer: dict[str, list[str]] = {}
+        for cert in certs:
+            by_issuer.setdefault(cert[2], []).append(cert[3])
+        for issuer, serials in by_issuer.items():
+            if len(set(serials)) != len(serials):
+                raise LedgerError(f"certificate serials of {issuer!r} repeat within the batch")
 
         def work(c: Cursor) -> None:
-            for r in records:
-                serial_text = (format(r["cert_serial"], "x") if isinstance(r["cert_serial"], int)
-                               else str(r["cert_serial"]).lower())
-                nb, na = r.get("not_before"), r.get("not_after")
-                if c.execute("SELECT 1 FROM certificates WHERE issuer = ? AND cert_serial = ?",
-                             (r["issuer"], serial_text)).fetchone() is not None:
-                    raise LedgerError(f"certificate serial {serial_text} of {r['issuer']!r}: already recorded")
-                cert_id = c.execute(
-                    "INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, key_fingerprint,"
-                    " not_before, not_after, attempt_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?) RETURNING id",
-                    (normalize_mac(r["mac"]), r["slots"][0], r["issuer"], serial_text,
-                     r["fingerprint"].lower().replace(":", ""), r.get("key_fingerprint"),
-                     _when(nb) if nb is not None else None, _when(na) if na is not None else None, now),
-                ).fetchone()["id"]
-                for name in r["slots"]:
-                    c.execute("INSERT INTO certificate_slots (certificate_id, slot, attempt_id, created)"
-                              " VALUES (?, ?, NULL, ?)", (cert_id, name, now))
+            for issuer, serials in by_issuer.items():
+                known = _existing(c, "SELECT cert_serial AS v FROM certificates WHERE issuer = ? AND cert_serial IN ({})",
+                                  serials, (issuer,))
+                if known:
+                    raise LedgerError(f"certificate serial {min(known)} of {issuer!r}: already recorded")
+            c.executemany("INSERT INTO certificates (mac, slot, issuer, cert_serial, fingerprint, key_fingerprint,"
+                          " not_before, not_after, attempt_id, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, ?)", certs)
+            c.executemany("INSERT INTO certificate_slots (certificate_id, slot, attempt_id, created)"
+                          " SELECT id, ?, NULL, ? FROM certificates WHERE issuer = ? AND cert_serial = ?", slots)
 
         self._write(work)
 
@@ -650,13 +688,13 @@ class Ledger:
 
         def work(c: Cursor) -> int:
             removed = 0
-            for mac in macs:
-                ids = [r["id"] for r in c.execute("SELECT id FROM certificates WHERE mac = ?", (mac,))]
-                for i in ids:
-                    c.execute("DELETE FROM certificate_slots WHERE certificate_id = ?", (i,))
-                c.execute("DELETE FROM certificates WHERE mac = ?", (mac,))
-                removed += c.execute("DELETE FROM units WHERE mac = ? AND NOT EXISTS "
-                                     "(SELECT 1 FROM attempts WHERE attempts.mac = units.mac)", (mac,)).rowcount
+            for part in _chunks(macs):
+                marks = ", ".join("?" * len(part))
+                c.execute(f"DELETE FROM certificate_slots WHERE certificate_id IN "
+                          f"(SELECT id FROM certificates WHERE mac IN ({marks}))", part)
+                c.execute(f"DELETE FROM certificates WHERE mac IN ({marks})", part)
+                removed += c.execute(f"DELETE FROM units WHERE mac IN ({marks}) AND NOT EXISTS "
+                                     "(SELECT 1 FROM attempts WHERE attempts.mac = units.mac)", part).rowcount
             return removed
 
         return self._write(work)
@@ -688,6 +726,22 @@ class Ledger:
             return UnitIdentity(serial=serial, mac=mac, new=True, recipe=row["recipe"])
 
         return self._write(work)
+
+
+#: Values per ``IN (...)`` list (SQLite allows 999 parameters per statement on old builds).
+_IN_CHUNK = 900
+
+
+def _chunks(values: Sequence[str]) -> list[Sequence[str]]:
+    return [values[i:i + _IN_CHUNK] for i in range(0, len(values), _IN_CHUNK)]
+
+
+def _existing(c: Cursor, sql: str, values: Sequence[str], before: Sequence[Any] = ()) -> set[str]:
+    """The ``values`` a query ``... IN ({})`` (column ``v``) finds, asked in chunks."""
+    found: set[str] = set()
+    for part in _chunks(values):
+        found.update(r["v"] for r in c.execute(sql.format(", ".join("?" * len(part))), (*before, *part)))
+    return found
 
 
 class _Restart(Exception):

@@ -97,6 +97,13 @@ class Cursor:
         self._raw.execute(self.dialect.sql(sql), tuple(args))
         return self
 
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> "Cursor":
+        """Run one statement for every row of ``rows``: in-process on SQLite, pipelined on
+        PostgreSQL (psycopg sends every row before it waits for the first answer)."""
+        if rows:
+            self._raw.executemany(self.dialect.sql(sql), [tuple(r) for r in rows])
+        return self
+
     def fetchone(self) -> Any:
         return self._raw.fetchone()
 
