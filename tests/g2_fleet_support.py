@@ -132,6 +132,18 @@ def unit_holds(profile: Any, module: Any) -> Holds:
 
 
 # -------------------------------------------------------------------------------------- the fleet
+def flash_legacy_unit(module: Any, profile: Any, content: UnitContent) -> None:
+    """Write what a legacy line writes (synthetic firmware of the profile's release, at_customize, the
+    per-item partitions of ``content``) straight into the virtual module's flash, then power it on."""
+    images = build_legacy_images(profile, content)
+    module.flash.erase_all()
+    for offset, data in synthetic_firmware_files(profile, version=profile.firmware.release).values():
+        module.flash.program(offset, data)
+    for offset, _name, data in images.regions(profile):
+        module.flash.program(offset, data)
+    module.power_cycle()
+
+
 class G2Fleet:
     """Recipe, CA, ledger and ``count`` provisioned G2 virtual modules under ``tmp``."""
 
@@ -161,13 +173,7 @@ class G2Fleet:
                                        cert_serial=ident.serial, fingerprint=ident.fingerprint_sha256,
                                        key_fingerprint=spki_sha256(ident.cert))
         content = UnitContent(factory_param=dict(r.factory_param), pki=self.plan.pki_for(ident), ble_rows=[])
-        images = build_legacy_images(self.profile, content)
-        module.flash.erase_all()
-        for offset, data in synthetic_firmware_files(self.profile, version=self.profile.firmware.release).values():
-            module.flash.program(offset, data)
-        for offset, _name, data in images.regions(self.profile):
-            module.flash.program(offset, data)
-        module.power_cycle()
+        flash_legacy_unit(module, self.profile, content)
 
     def rotate(self, **options: Any) -> Any:
         return rotate_fleet(self.recipe, targets_from_ports([m.at_url for m in self.pool]), ca=self.ca,
@@ -228,4 +234,4 @@ def run_campaign(tmp: Path, *, baud: int | None = None) -> tuple[G2Fleet, list[d
     return fleet, rows
 
 
-__all__ = ["FAULTS", "G2Fleet", "Holds", "unit_holds", "run_campaign", "describe"]
+__all__ = ["FAULTS", "G2Fleet", "flash_legacy_unit", "Holds", "unit_holds", "run_campaign", "describe"]

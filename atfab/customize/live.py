@@ -13,7 +13,7 @@ old values, read first; the old image) and raises :class:`CustomizeIncomplete`. 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..core.errors import DeviceError, InputError, UnitFailed
@@ -21,6 +21,7 @@ from ..core.firmware import FirmwareProfile, firmware_for, rfpower_readback
 from ..core.measurement import (
     COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
 )
+from . import live_legacy
 from .nvs_edit import Change, customize_nvs, show_value
 from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
 from ..image.build_config import BuildConfig
@@ -281,6 +282,8 @@ def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None
     result = ModuleResult(target, chip, whole_partition)
     client.note(f"atfab customize: {' '.join(request.options())}")
     client.at()
+    if firmware.factory_param_layout:          # G1/G2: the 0xFCFC block over AT+SYSFLASH, no AT+SYSMFG
+        return _legacy_module(client, request, chip, firmware, result, ready_timeout)
     _check_uart_port(LiveView(client), request, target)
     if whole_partition:
         result.changes, current = _whole_partition(client, request, chip, firmware, target, result.measurements,
@@ -296,6 +299,29 @@ def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None
         for c in result.changes:
             result.measurements.append(_reread(client, c.namespace, c.key, c.new, c.action == "removed"))
     _after_reboot(client, request, firmware, uart, current, result.measurements)
+    return result
+
+
+def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, firmware: FirmwareProfile,
+                   result: ModuleResult, ready_timeout: float) -> ModuleResult:
+    """:func:`customize_module` for a legacy module (:mod:`atfab.customize.live_legacy`)."""
+    if result.whole_partition:
+        raise InputError("a G1/G2 module's factory_param block is always rewritten whole; --whole-partition is "
+                         "for mfg_nvs", file=result.target, field="--whole-partition")
+
+    def incomplete(failed: str, cause: Exception, written: list[str], restored: bool,
+                   again: Exception | None) -> CustomizeIncomplete:
+        return CustomizeIncomplete(result.target, failed, cause, written, restored, again)
+
+    result.changes, before, new = live_legacy.customize_block(client, request, chip=chip, firmware=firmware,
+                                                              target=result.target, out=result.measurements,
+                                                              incomplete=incomplete)
+    levels = bool(firmware.rfpower_levels)     # G1: byte 4 and AT+RFPOWER are power levels; applied at boot only
+    now = request if not levels else replace(request, factory_param={
+        k: v for k, v in request.factory_param.items() if k != "max_tx_power"})
+    uart = _runtime(client, now, firmware, result.measurements)
+    client.restart(wait_ready=True, timeout=ready_timeout)
+    live_legacy.after_reboot(client, request, firmware, uart, before, new, result.measurements)
     return result
 
 

@@ -1,0 +1,106 @@
+"""``atfab customize --port`` on a G1/G2 module: its 0xFCFC factory_param block over ``AT+SYSFLASH``.
+
+ESP32 AT v1.1.3+ and ESP-AT v2.x-v3.0.0.0 have no mfg_nvs and no ``AT+SYSMFG``; their factory
+settings are the 4 KB ``factory_param`` partition (reference §10.4). The block is read with
+``AT+SYSFLASH=2``, changed exactly as ``customize --image`` changes the same block
+(:func:`atfab.customize.legacy.customize_legacy_block`: only the named fields' bytes), and written
+back: erase the partition's sector, write the 4096 bytes, read them back (measurement
+``factory_param.sha256``). A write that fails puts the old block back (:class:`CustomizeIncomplete`
+says whether that worked). Then ``AT+RST`` and the checks the firmware makes visible: the block
+read again, ``AT+GMR`` module name (version 3 blocks), ``AT+UART_DEF?`` after ``--baud``,
+``AT+RFPOWER?`` (0.25 dBm releases), ``AT+CWCOUNTRY?`` where the release has it.
+
+The partition is one sector, so there is no room to stage the new block beside the old one: a
+power cut between the erase and the write leaves no block (the firmware then boots with its
+built-in defaults) and the old values only in the error message of this run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from ..core.errors import InputError
+from ..core.firmware import FirmwareProfile, rfpower_readback
+from ..core.measurement import COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate
+from ..image import legacy_factory as lf
+from ..link.at.errors import AtError, AtTimeout, LinkLost
+from .legacy import customize_legacy_block
+from .nvs_edit import Change
+from .plan import CustomizeRequest
+
+FACTORY = "factory_param"
+_AT_FAULTS = (AtError, AtTimeout, LinkLost)
+
+
+def _write_block(client: Any, size: int, block: bytes) -> None:
+    client.sysflash_erase(FACTORY, 0, size)
+    client.sysflash_write(FACTORY, 0, block)
+
+
+def read_block(client: Any, target: str) -> tuple[bytes, int]:
+    """The module's factory_param partition (bytes, partition size); InputError when it has none."""
+    part = next((p for p in client.sysflash_partitions() if p.name == FACTORY), None)
+    if part is None:
+        raise InputError(f"the module lists no {FACTORY} partition in AT+SYSFLASH? (esp32-at v1.0/v1.1 have "
+                         "none: they use built-in defaults)", file=target, field=FACTORY)
+    size = min(part.size, lf.SIZE)
+    return client.sysflash_read(FACTORY, 0, size), size
+
+
+def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None, firmware: FirmwareProfile,
+                    target: str, out: list[Measurement],
+                    incomplete: Any) -> tuple[list[Change], dict[str, Any], bytes]:
+    """Change the module's block (module docstring); the changes, the old fields, the new block.
+    ``incomplete(failed, cause, written, restored, again)`` makes the error of a failed write."""
+    old, size = read_block(client, target)
+    if not lf.looks_like_block(old):
+        raise InputError(f"the module's {FACTORY} partition holds no 0xFCFC block (nothing to customise; "
+                         "write a whole one with atfab build + flash)", file=target, field=FACTORY)
+    new, changes = customize_legacy_block(old, request, chip=chip, target=target, generation=firmware.generation)
+    before = lf.decode_block(old, source=target)
+    want_port = request.factory_param.get("uart_port")
+    if want_port is not None and before.get("uart_port") not in (None, want_port):
+        raise InputError(f"the module answers AT on UART{before['uart_port']}; after its restart it would answer on "
+                         f"UART{want_port}, not on this port (change it in an image: --image)", file=target,
+                         field="--uart-num")
+    if new != old:
+        try:
+            _write_block(client, size, new)
+        except _AT_FAULTS as exc:
+            try:
+                _write_block(client, size, old)
+            except _AT_FAULTS as again:
+                raise incomplete(f"{FACTORY} (block)", exc, [f"{FACTORY} (partly)"], False, again) from exc
+            raise incomplete(f"{FACTORY} (block)", exc, [], True, None) from exc
+    back = client.sysflash_read(FACTORY, 0, size)
+    out.append(evaluate(f"{FACTORY}.sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
+    return changes, before, new
+
+
+def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, uart: Any, before: dict[str, Any],
+                 new: bytes, out: list[Measurement]) -> None:
+    """The checks after ``AT+RST`` (module docstring)."""
+    fpv = request.factory_param
+    size = len(new)
+    out.append(evaluate(f"{FACTORY}.after_reboot", hashlib.sha256(new).hexdigest(),
+                        hashlib.sha256(client.sysflash_read(FACTORY, 0, size)).hexdigest()))
+    if "module_name" in fpv:
+        name = fpv["module_name"]
+        printed = firmware.printed_module_name(name)
+        note = None if printed == name else f"{name!r} is not in the firmware's module-name table: it prints {printed!r}"
+        out.append(evaluate(GMR_MODULE_NAME, printed, client.gmr().module_name, detail=note))
+    if uart is not None:
+        d = client.uart_def()
+        out.append(evaluate(UART_DEF, list(uart), [d.baud, d.databits, d.stopbits, d.parity, d.flow]))
+    power = fpv.get("max_tx_power")
+    if isinstance(power, int) and not firmware.rfpower_levels:       # G1 takes a level: its readback is not known
+        out.append(evaluate(f"{RF_POWER_WIFI}.after_reboot", rfpower_readback(power, firmware), client.rf_power()[0]))
+    keys = ("country_code", "start_channel", "channel_num")
+    if firmware.wifi and set(keys) & set(fpv) and firmware.has_command("AT+CWCOUNTRY", "query"):
+        want = [fpv.get(k, before.get(k)) for k in keys]
+        c = client.country()
+        out.append(evaluate(COUNTRY, want, [c.code, c.start_channel, c.channel_count]))
+
+
+__all__ = ["customize_block", "after_reboot", "read_block"]

@@ -1,0 +1,75 @@
+"""``atfab customize --port`` on G1/G2 modules (the 0xFCFC factory_param block over AT+SYSFLASH), through the
+CLI against the virtual module: the block the module holds afterwards is byte for byte what
+``customize --image`` makes of the same block, the firmware shows the new values after its restart, and
+what the block cannot take is refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from atfab.cli import main
+from atfab.image.mfg_nvs import UnitContent
+from atfab.image.profiles import load_profile
+from atfab.sim.module import VirtualModule
+from tests.conftest import run_with_timeout
+from tests.g2_fleet_support import flash_legacy_unit
+
+CASES = {
+    # G2 (v3.0.0.0, version 3 block): 0.25 dBm power, module name, country with AT+CWCOUNTRY, baud
+    "esp32-at-v2": ["--country", "US", "--start-channel", "1", "--channel-num", "11", "--tx-power", "60",
+                    "--module-name", "WROVER-32", "--baud", "921600"],
+    # G1 (v1.2.0.0, version 1 block): a power level 0..11, no module name field, no AT+CWCOUNTRY
+    "esp32-at-v1.2": ["--tx-power", "3", "--country", "JP", "--start-channel", "2", "--channel-num", "12"],
+}
+
+
+def atfab(*args: object):
+    return run_with_timeout(CliRunner().invoke, 60, main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(params=list(CASES))
+def unit(request):
+    profile = load_profile(request.param)
+    vm = VirtualModule(chip=profile.chip, flash_size=profile.flash_size, firmware=profile.firmware).start()
+    try:
+        flash_legacy_unit(vm, profile, UnitContent(factory_param=dict(profile.factory_param), pki={}, ble_rows=[]))
+        yield request.param, profile, vm
+    finally:
+        vm.stop()
+
+
+def _block(profile, vm) -> bytes:
+    part = profile.at_customize.find("factory_param")
+    return vm.flash.read(part.offset, part.size)
+
+
+def test_live_customize_matches_image_customize(unit, tmp_path):
+    module, profile, vm = unit
+    opts = CASES[module]
+    (tmp_path / "before.bin").write_bytes(_block(profile, vm))
+    r = atfab("customize", "--image", tmp_path / "before.bin", "-o", tmp_path / "after.bin", "--module", module, *opts)
+    assert r.exit_code == 0, r.output
+    r = atfab("customize", "--port", vm.at_url, "--module", module, "--json", *opts)
+    assert r.exit_code == 0, r.output
+    result = json.loads(r.stdout)
+    assert result["passed"], result["measurements"]
+    names = {m["name"] for m in result["measurements"]}
+    assert {"factory_param.sha256", "factory_param.after_reboot"} <= names
+    if module == "esp32-at-v2":
+        assert {"gmr.module_name", "country", "uart_def"} <= names
+    assert _block(profile, vm) == (tmp_path / "after.bin").read_bytes()
+    assert {c["key"] for c in result["changes"]} >= {"max_tx_power", "country_code"}
+
+
+def test_live_customize_refuses_what_the_block_cannot_take(unit):
+    module, profile, vm = unit
+    before = _block(profile, vm)
+    bad = (["--uart-num", "0"] if module == "esp32-at-v2" else ["--module-name", "X"])
+    for args in (bad, ["--tx-power", "999"], ["--whole-partition", "--country", "US"]):
+        r = atfab("customize", "--port", vm.at_url, "--module", module, *args)
+        assert r.exit_code == 2, (args, r.output)
+        assert len(r.output.strip().splitlines()) == 1, r.output
+    assert _block(profile, vm) == before
