@@ -216,3 +216,31 @@ def test_merged_images_hold_every_region_at_its_offset(tmp_path: Path) -> None:
             assert data[f["offset"]:f["offset"] + len(part)] == part, f["file"]
     rows = list(csv.DictReader((result.out_dir / "manifest.csv").open()))
     assert {r["file"].rsplit(".", 2)[-2] for r in rows if r["file"].startswith("units/")} == {"mfg_nvs"}
+
+
+def test_batch_keys_are_escrowed_when_the_recipe_asks(tmp_path: Path, tmp_path_factory) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from atfab.pki import escrow
+    from atfab.pki.keys import spki_sha256
+    from tests.test_escrow_station import escrow_recipe, operator_files
+
+    pub, _priv, op_key = operator_files(tmp_path_factory.mktemp("operator"))
+    recipe_path = escrow_recipe(tmp_path, pub)
+    res = CliRunner().invoke(main, ["batch", str(recipe_path), "-n", "4", "-o", str(tmp_path / "b"), "--workers", "2",
+                                    "--workdir", str(tmp_path)], env={"ATFAB_CA_PASSPHRASE": PASSPHRASE},
+                             catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    path = tmp_path / "escrow" / f"{load(tmp_path).name}.escrow"
+    assert f"unit keys escrowed to {path}" in res.output and stat.S_IMODE(path.stat().st_mode) == 0o600
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    records = {r.unit: r for r in escrow.decrypt_records(path, op_key)}
+    assert sorted(records) == sorted(u["serial"] for u in manifest["units"])
+    for u in manifest["units"]:
+        rec = records[u["serial"]]
+        image = read_nvs((tmp_path / "b" / u["files"][0]["file"]).read_bytes())
+        key = serialization.load_pem_private_key(image.get("client_key", "client_key").value.rstrip(b"\0"), None)
+        assert spki_sha256(rec.key) == spki_sha256(key) == u["certificate"]["spki_sha256"]
+        assert (rec.info["context"], rec.info["mac"], rec.info["batch"]) == ("batch", u["placeholder"],
+                                                                             manifest["batch_id"])
+    assert_no_private_keys(path)

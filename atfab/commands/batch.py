@@ -52,3 +52,5 @@ def batch(recipe_path: Path, count: int, out_dir: Path, merged: bool, workers: i
     click.echo(f"{result.count} unit(s) {result.first_serial}..{result.last_serial} in {result.seconds:.1f} s "
                f"on {result.workers} process(es): {result.out_dir}")
     click.echo(f"manifest: {result.manifest} ({result.manifest_csv.name})")
+    if result.escrow is not None:
+        click.echo(f"unit keys escrowed to {result.escrow}")

@@ -40,7 +40,7 @@ import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,13 +179,27 @@ class EscrowWriter:
 
     def add(self, unit_id: str, identity: UnitIdentity, *, info: Mapping[str, str] | None = None) -> None:
         """Append the unit's record (one write + fsync); ``info``: text facts kept with it (serial, MAC…)."""
-        line = _line(_record(self.recipient, unit_id, identity, info)).encode()
+        self.append([self.record(unit_id, identity, info=info)])
+
+    def record(self, unit_id: str, identity: UnitIdentity, *, info: Mapping[str, str] | None = None) -> bytes:
+        """The unit's record as one encrypted line, not written yet (:meth:`append` writes many
+        at once; a batch encrypts on its worker processes)."""
+        return _line(_record(self.recipient, unit_id, identity, info)).encode()
+
+    def append(self, lines: Sequence[bytes]) -> None:
+        """Append whole record lines (from :meth:`record`) with one write and one fsync."""
+        data = b"".join(lines)
+        if any(not line.endswith(b"\n") or line.count(b"\n") != 1 for line in lines):
+            raise ValueError("escrow records are single lines")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)      # writers of other processes and _cut_torn_tail wait
-            written = os.write(fd, line)
-            if written != len(line):
-                raise OSError(f"short write to {self.path} ({written} of {len(line)} bytes)")
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:
+                    raise OSError(f"short write to {self.path}")
+                view = view[written:]
             os.fsync(fd)
         finally:
             os.close(fd)

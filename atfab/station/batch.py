@@ -9,6 +9,12 @@ factory CA) before any unit exists, and writes what a gang programmer needs:
 * ``manifest.json`` and ``manifest.csv``: per unit every file to program with its flash offset,
   size, SHA-256 and MD5, the serial and the certificate fingerprint.
 
+With ``[pki] escrow`` every unit key is also kept in the recipe's escrow file, encrypted to the
+operator's key (context ``batch``, the placeholder MAC and the batch id in its clear facts): the
+workers encrypt each record beside the image, and all of them are appended with one write and
+fsync before the images leave the staging folder (no key ever reaches a gang programmer
+without its escrow record).
+
 A batch unit has no MAC yet, so its identity is reserved under a *placeholder* MAC
 (:func:`placeholder_mac`: first octet ``0x0f``, the multicast bit set, which no unit's base MAC
 has) and moved to the unit's MAC on first contact (:func:`bind_preprogrammed`, called by the
@@ -47,6 +53,7 @@ from ..link.at.errors import AtError
 from ..link.at.mac import read_base_mac
 from ..rotation.device import leaf_certificate
 from ..verify.unit import BuiltUnit, VerifyResult, verify_unit
+from ..pki.escrow_policy import BATCH, escrow_record, open_escrow
 from ..pki.issue import issue_unit
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import UNIT, plan_slots
@@ -84,12 +91,14 @@ class BatchResult:
     manifest_csv: Path
     merged: bool = False
     timings: dict[str, float] = field(default_factory=dict)
+    escrow: Path | None = None                    # the key escrow file the batch's keys went to
 
     def to_dict(self) -> dict[str, Any]:
         return {"out_dir": str(self.out_dir), "batch_id": f"{self.batch_id:04x}", "count": self.count,
                 "first_serial": self.first_serial, "last_serial": self.last_serial,
                 "seconds": round(self.seconds, 3), "workers": self.workers, "merged": self.merged,
                 "manifest": str(self.manifest), "manifest_csv": str(self.manifest_csv),
+                "escrow": str(self.escrow) if self.escrow is not None else None,
                 "timings": {k: round(v, 3) for k, v in self.timings.items()}}
 
 
@@ -120,6 +129,9 @@ def _build_chunk(chunk: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
         name = f"{serial}.mfg_nvs.bin"
         _write_secret(units_dir / name, image)
         cert = ident.cert
+        escrow = _job.get("escrow")
+        sealed = (escrow_record(escrow, ident, serial=serial, mac=placeholder, slots=_job["slots"], context=BATCH,
+                                batch=_job["batch"], recipe=recipe.name) if escrow is not None else None)
         info = {"serial": f"{cert.serial_number:x}", "issuer": _job["issuer"],
                 "subject": cert.subject.rfc4514_string(), "sha256": ident.fingerprint_sha256,
                 "spki_sha256": spki_sha256(cert),
@@ -139,7 +151,8 @@ def _build_chunk(chunk: list[tuple[int, str, str]]) -> list[dict[str, Any]]:
         out.append({"index": index, "serial": serial, "placeholder": placeholder, "files": files,
                     "certificate": {"serial": info["serial"], "issuer": info["issuer"], "subject": info["subject"],
                                     "sha256": info["sha256"], "spki_sha256": info["spki_sha256"],
-                                    "not_before": info["not_before"], "not_after": info["not_after"]}})
+                                    "not_before": info["not_before"], "not_after": info["not_after"]},
+                    "escrow": sealed})
     return out
 
 
@@ -212,6 +225,7 @@ def make_batch(recipe: Recipe, count: int, out_dir: str | Path, *, ca: Any, ledg
     else:
         raise LedgerError("no free batch id found")
     placeholders = [placeholder_mac(batch_id, i) for i in range(count)]
+    escrow = open_escrow(recipe, station_id=f"batch-{batch_id:04x}", started=utc_now())
     t0 = time.perf_counter()
     identities: list[UnitIdentity] = ledger.reserve_batch(placeholders, recipe)
     timings["reserve"] = time.perf_counter() - t0
@@ -230,7 +244,7 @@ def make_batch(recipe: Recipe, count: int, out_dir: str | Path, *, ca: Any, ledg
         template = merge_factory_image(recipe.profile, [(off, data) for _n, off, data in common]) if merged else None
         _job.clear()
         _job.update(recipe=recipe, ca=ca, plan=plan, issuer=ca.cert.subject.rfc4514_string(), units_dir=stage / "units", ble_rows=ble_rows,
-                    merged_template=template)
+                    merged_template=template, escrow=escrow, slots=slots, batch=f"{batch_id:04x}")
         work = [(i, ident.serial, ident.mac) for i, ident in enumerate(identities)]
         size = max(1, min(256, count // (workers * 8) or 1))
         chunks = [work[i:i + size] for i in range(0, count, size)]
@@ -244,6 +258,10 @@ def make_batch(recipe: Recipe, count: int, out_dir: str | Path, *, ca: Any, ledg
         timings["build"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
+        if escrow is not None:      # every key kept, encrypted, before the images leave the staging folder
+            escrow.append([u["escrow"] for u in built])
+            timings["escrow"] = time.perf_counter() - t0
+            t0 = time.perf_counter()
         ledger.record_batch_certificates([
             {"mac": u["placeholder"], "slots": slots, "issuer": u["certificate"]["issuer"],
              "cert_serial": u["certificate"]["serial"], "fingerprint": u["certificate"]["sha256"],
@@ -266,7 +284,7 @@ def make_batch(recipe: Recipe, count: int, out_dir: str | Path, *, ca: Any, ledg
         raise
     return BatchResult(out, batch_id, count, identities[0].serial, identities[-1].serial,
                        time.perf_counter() - started, workers, out / "manifest.json", out / "manifest.csv",
-                       merged, timings)
+                       merged, timings, escrow.path if escrow is not None else None)
 
 
 def _at_customize(recipe: Recipe) -> bytes:
