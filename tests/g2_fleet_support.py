@@ -1,6 +1,7 @@
 """A G2 fleet (ESP-AT v3.0.0.0 on ESP32, per-item PKI partitions) rotated with faults injected into its
 AT+SYSFLASH rewrites, then rotated again: shared by tests/test_rotate_g2.py and bench/bench_rotate_g2.py.
 
+Between the two runs a ``--dry-run`` says what the second would do (and must change nothing).
 Each virtual module is provisioned with the partitions atfab builds for the profile (firmware,
 at_customize, factory_param, client_cert / client_key / client_ca), gets one fault of :data:`FAULTS`
 and is rotated through the real AT port (``socket://``). What a unit holds is read straight from
@@ -40,13 +41,13 @@ from atfab.station.recipe import load_recipe
 PASSPHRASE = b"g2 fleet passphrase, not a secret"
 RECIPE = """
 name = "rot-g2"
-module = "esp32-at-v2"
+module = "{module}"
 [firmware]
-synthetic = "v3.0.0.0"
+synthetic = "{release}"
 [pki]
 ca = "ca"
 [pki.identity]
-subject = { CN = "{serial}", O = "atfab g2" }
+subject = {{ CN = "{{serial}}", O = "atfab g2" }}
 days = 30
 [[pki.slot]]
 set = "client"
@@ -147,10 +148,11 @@ def flash_legacy_unit(module: Any, profile: Any, content: UnitContent) -> None:
 class G2Fleet:
     """Recipe, CA, ledger and ``count`` provisioned G2 virtual modules under ``tmp``."""
 
-    def __init__(self, tmp: Path, count: int, *, baud: int | None = None) -> None:
+    def __init__(self, tmp: Path, count: int, *, baud: int | None = None, module: str = "esp32-at-v2",
+                 release: str = "v3.0.0.0") -> None:
         self.tmp = tmp
         create_ca(tmp / "ca", common_name="G2 Rotation CA", passphrase=PASSPHRASE)
-        (tmp / "r.toml").write_text(RECIPE)
+        (tmp / "r.toml").write_text(RECIPE.format(module=module, release=release))
         self.recipe = load_recipe(tmp / "r.toml", workdir=tmp)
         self.ca = load_ca(tmp / "ca", PASSPHRASE)
         self.ledger = Ledger(self.recipe.ledger)
@@ -205,6 +207,8 @@ def run_campaign(tmp: Path, *, baud: int | None = None) -> tuple[G2Fleet, list[d
     first = fleet.rotate()
     mid = fleet.holds()
     first_states = [[r.state for r in fleet.ledger.rotations_for(normalize_mac(m.mac))] for m in fleet.pool]
+    dry = fleet.rotate(dry_run=True)
+    dry_holds = fleet.holds()
     second = fleet.rotate()
     after = fleet.holds()
     rows = []
@@ -221,6 +225,8 @@ def run_campaign(tmp: Path, *, baud: int | None = None) -> tuple[G2Fleet, list[d
             "unit": i, "fault": FAULTS[i][0], "mac": mac,
             "first": first.modules[i].outcome, "first_state": first_states[i][0] if first_states[i] else None,
             "mid": describe(mid[i], pairs),
+            "dry": dry.modules[i].outcome, "dry_said": [s.message for s in dry.modules[i].slots],
+            "dry_changed_nothing": dry_holds[i] == mid[i],
             "second": second.modules[i].outcome,
             "second_action": ",".join(f"{s.action}:{s.unit_holds or s.state}" for s in second.modules[i].slots),
             "repaired": [n for s in second.modules[i].slots for n in s.repaired],

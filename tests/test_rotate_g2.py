@@ -11,7 +11,7 @@ import json
 import pytest
 
 from tests.conftest import run_with_timeout
-from tests.g2_fleet_support import FAULTS, run_campaign
+from tests.g2_fleet_support import FAULTS, G2Fleet, run_campaign
 from tests.secret_scan import assert_no_private_keys, key_markers
 
 #: What the first run leaves (outcome, journal state, what the unit holds) per entry of FAULTS.
@@ -45,6 +45,10 @@ def test_g2_fleet_with_faults_ends_with_whole_pairs(campaign):
         # the first run's journal state is what the sim's rewrite reached (a cut after the key: the
         # journal's old/new fingerprints and the unit's read-back decide on the next contact)
         assert (row["first"], row["mid"]) == (outcome, mid), where
+        assert row["dry"] == "PASS" and row["dry_changed_nothing"], where
+        if "staged" in mid and "none" in mid:       # the dry run says the repair, then the completion
+            assert "would copy back the staged image" in row["dry_said"][0], where
+            assert row["dry_said"][0].endswith("then would write the journalled certificate and mark done"), where
         assert row["second"] == "PASS", where
         assert row["final_matched"] and not row["final_staged"], where     # a whole pair, no stray key copy
         assert row["final"] in ("new pair", "newer pair"), where
@@ -70,3 +74,19 @@ def test_g2_reports_name_the_repair_and_hold_no_key(campaign):
     assert key_bytes and all("<redacted " in t for t in key_bytes)
     markers = [m for k in fleet.keys for m in key_markers(k)]
     assert_no_private_keys(fleet.tmp, allow_encrypted=("ca.key",), secrets=markers)
+
+
+def test_g2_key_partition_without_room_to_stage_is_not_touched(tmp_path):
+    """ESP32-C2 2 MB v3.0.0.0: 4 KB PKI partitions leave no sector to stage the new key in, and rewriting the
+    only one in place could leave the unit without a key: refused before the journal or any write."""
+    fleet = G2Fleet(tmp_path, 1, module="esp32c2-2mb-at-v3.0")
+    try:
+        (m,) = fleet.pool
+        before = m.flash.read(0, m.flash.size)
+        result = run_with_timeout(fleet.rotate, 60)
+        (res,) = result.modules
+        assert res.outcome == "ERROR" and "no free 4096-byte sector" in res.error, res.line()
+        assert "pki.slot client.0" in res.error
+        assert fleet.ledger.rotations_for(res.mac) == [] and m.flash.read(0, m.flash.size) == before
+    finally:
+        fleet.close()

@@ -258,7 +258,8 @@ class SlotIo:
                 field: str | None = None) -> dict[str, Any]:
         """Before the journal: the new certificate file must fit one AT+SYSMFG write (InputError).
         Nothing more to journal: an NVS blob write is whole or not at all."""
-        check_sysmfg_length(len(new_file), self.client.firmware, file=file, field=field)
+        check_sysmfg_length(len(new_file), self.client.firmware, file=file,
+                            field=f"{field}: new certificate file" if field else "new certificate file")
         return {}
 
     def repair(self, rot: Any, extra: dict[str, Any], *, dry_run: bool = False) -> list[str]:

@@ -209,6 +209,8 @@ def resume(rot: Rotation, io: SlotStore, ledger: RotationJournal, *, dry_run: bo
                           "new_key_old_cert": "would write the journalled certificate and mark done",
                           "ledger_pair": "would mark rolled_back (superseded: the unit holds the ledger's "
                                          "current pair)"}[verdict]
+        if repaired:
+            result.message = f"{'; '.join(repaired)}, then {result.message}"
         return result
     if verdict == "ledger_pair":
         why = ("superseded: the unit holds the ledger's current pair (cert "

@@ -71,6 +71,7 @@ class PartitionSlotIo:
         self.item_rule = client.firmware.pki_item_types
         self._sizes: dict[str, int] | None = None
         self._heads: dict[str, bytes | None] = {}       # the last image read/written at offset 0
+        self._planned: dict[str, bytes] = {}             # dry-run repairs: what the head would hold
 
     # -- partitions -------------------------------------------------------------------------------
     def _size(self, part: str) -> int:
@@ -92,7 +93,7 @@ class PartitionSlotIo:
         return head + (self.client.sysflash_read(part, offset + HEADER.size, total) if total else b"")
 
     def _head(self, part: str) -> bytes | None:
-        image = self._image_at(part, 0)
+        image = self._planned[part] if part in self._planned else self._image_at(part, 0)
         self._heads[part] = image
         return image
 
@@ -226,6 +227,15 @@ class PartitionSlotIo:
             extra["key_stage"] = stage
         return extra
 
+    def _put_back(self, part: str, image: bytes, covers: int, dry_run: bool) -> None:
+        """Write ``image`` at the head of ``part`` (erasing ``covers`` bytes); a dry run only reads it
+        from now on as if it were there, so the policy classifies what the repair would leave."""
+        if dry_run:
+            self._planned[part] = image
+        else:
+            self._program(part, 0, image, covers=covers)
+        self._heads[part] = image
+
     def repair(self, rot: Any, extra: dict[str, Any], *, dry_run: bool = False) -> list[str]:
         """Put back a partition head that a cut left without a readable item (module docstring):
         the staged key image when its key is the journalled old or new one, the journalled old
@@ -242,13 +252,11 @@ class PartitionSlotIo:
             head_key = key_fingerprint(Secret(self._item_of(head, p.key_ns) or b""))
             staged_key = key_fingerprint(Secret(staged_item)) if staged_item else None
             if head_key is None and staged is not None and staged_key in journalled:
-                notes.append(f"{p.key_ns} held no readable key: copied back the staged image at {stage}")
-                if not dry_run:
-                    self._program(p.key_ns, 0, staged, covers=stage)
-                    self._heads[p.key_ns] = staged
+                notes.append(f"{p.key_ns} held no readable key: {'would copy' if dry_run else 'copied'} back the staged image at {stage}")
+                self._put_back(p.key_ns, staged, stage, dry_run)
                 head_key = staged_key
             if head_key in journalled and self.client.sysflash_read(p.key_ns, stage, HEADER.size) != b"\xff" * HEADER.size:
-                notes.append(f"erased the staging sectors of {p.key_ns}")
+                notes.append(f"{'would erase' if dry_run else 'erased'} the staging sectors of {p.key_ns}")
                 if not dry_run:
                     self._erase(p.key_ns, stage, self._size(p.key_ns) - stage)
         old_image = _unb64(extra.get("cert_image"))
@@ -257,10 +265,8 @@ class PartitionSlotIo:
         if cert is None and old_image is not None:
             old_cert = leaf_certificate(self._item_of(old_image, p.cert_ns) or b"")
             if old_cert is not None and cert_sha256(old_cert) == rot.old_cert_fp:
-                notes.append(f"{p.cert_ns} held no readable certificate: wrote back its journalled image")
-                if not dry_run:
-                    self._program(p.cert_ns, 0, old_image, covers=self._size(p.cert_ns))
-                    self._heads[p.cert_ns] = old_image
+                notes.append(f"{p.cert_ns} held no readable certificate: {'would write' if dry_run else 'wrote'} back its journalled image")
+                self._put_back(p.cert_ns, old_image, self._size(p.cert_ns), dry_run)
         return notes
 
 

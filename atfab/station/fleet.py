@@ -373,7 +373,7 @@ class _ModuleRun:
             return
         new_cert, new_file, new_key = self._issue(slot, leaf_certificate(old_file), usages)
         extra = io.prepare(new_file, new_key, file=self.plan.recipe.path,        # before the journal and any write
-                           field=f"pki.slot {slot}: new certificate file")
+                           field=f"pki.slot {slot}")
         r.new_cert_fp, r.new_key_fp = cert_sha256(new_cert), spki_sha256(new_cert)
         p = io.place
         detail = JournalDetail(self.plan.mode, f"{p.cert_ns}/{p.cert_key}", f"{p.key_ns}/{p.key_key}",
