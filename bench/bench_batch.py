@@ -33,7 +33,7 @@ from atfab.pki.ca import create_ca, load_ca
 from atfab.station.batch import make_batch
 from atfab.station.ledger import Ledger
 from atfab.station.recipe import load_recipe
-from atfab.station.station import firmware_images
+from atfab.station.firmware_images import firmware_images
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "esp32c2-4mb-default.toml"

@@ -57,7 +57,8 @@ from atfab.station.runner import PortSpec  # noqa: E402
 from atfab.core.mac import normalize_mac  # noqa: E402
 from atfab.sim.faults import FaultPlan  # noqa: E402
 from atfab.sim.module import VirtualModule  # noqa: E402
-from atfab.station.station import Station, firmware_images  # noqa: E402
+from atfab.station.firmware_images import firmware_images  # noqa: E402
+from atfab.station.station import Station  # noqa: E402
 from bench.campaign_lib import (  # noqa: E402
     CampaignFaults, Expected, Fault, Traffic, cert_fp, check_attempt_reports, check_duplicates, choose_fault,
     content_problems, instrumented_firmware, ledger_claims_good, read_device, report_problem,

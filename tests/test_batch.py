@@ -19,7 +19,8 @@ from atfab.rotation.device import leaf_certificate
 from atfab.station import batch as batch_mod
 from atfab.station.batch import BatchIndex, is_placeholder, make_batch, placeholder_mac
 from atfab.station.ledger import Ledger
-from atfab.station.station import Station, firmware_images, parse_port
+from atfab.station.firmware_images import firmware_images
+from atfab.station.station import Station, parse_port
 from tests.conftest import run_with_timeout
 from tests.secret_scan import assert_no_private_keys
 from tests.station_support import PASSPHRASE, check_report, load, load_ca, write_recipe

@@ -76,6 +76,10 @@ def test_shipped_recipes_load(path: Path, tmp_path: Path) -> None:
     if recipe.profile.nonos is not None:          # ESP8266 NONOS AT: only the UART baud (tests/test_nonos.py)
         assert set(recipe.factory_param) == {"uart_baudrate"} and recipe.verify.at_version == "v0.21.0.0"
         return
+    if recipe.profile.legacy:                     # G1/G2: the release's 0xFCFC block (tests/test_station_legacy.py)
+        assert recipe.profile.firmware.release == recipe.firmware.version == recipe.verify.at_version
+        assert {"module_id", "max_tx_power", "uart_baudrate"} <= set(recipe.factory_param)
+        return
     assert set(recipe.factory_param) >= {"module_name", "max_tx_power", "uart_baudrate", "sys_store"}
     assert recipe.firmware.kind == "synthetic" and recipe.verify.at_version == "v4.1.0.0"
     if recipe.pki is not None:

@@ -36,7 +36,8 @@ def batch(recipe_path: Path, count: int, out_dir: Path, merged: bool, workers: i
     from ..pki.ca import read_passphrase
     from ..station.batch import check_batch, make_batch
     from ..station.ledger import Ledger, ledger_location
-    from ..station.station import firmware_images, load_recipe_ca
+    from ..station.firmware_images import firmware_images
+    from ..station.station import load_recipe_ca
     from .prompting import passphrase_prompt
 
     recipe = load_recipe(recipe_path, workdir=workdir)

@@ -199,7 +199,7 @@ def make_batch(recipe: Recipe, count: int, out_dir: str | Path, *, ca: Any, ledg
                firmware: Any, workers: int | None = None, merged: bool = False) -> BatchResult:
     """Reserve ``count`` identities and write their images and manifest into ``out_dir`` (new).
 
-    ``firmware``: the recipe's :class:`~atfab.station.runner.FirmwareImages`. Raises InputError
+    ``firmware``: the recipe's :class:`~atfab.station.firmware_images.FirmwareImages`. Raises InputError
     for bad input (nothing reserved, nothing written), LedgerError for ledger trouble.
     """
     started = time.perf_counter()

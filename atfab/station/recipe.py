@@ -389,6 +389,7 @@ def _parse(path: str | Path, workdir: Path | None, passphrase: bytes | None = No
         firmware = None
     if profile is not None and firmware is not None:
         profile = recipe_checks.build_config(ctx, profile, firmware)
+        profile = recipe_checks.legacy_release(ctx, profile, firmware)
     factory = recipe_checks.factory_params(ctx, profile, overrides)
     if profile is not None and profile.nonos is not None:
         for table in ("pki", "gatt"):

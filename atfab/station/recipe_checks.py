@@ -22,7 +22,9 @@ from ..core.errors import InputError
 from ..core.outputs import check_output
 from ..core.inputs import IMAGE_LIMIT, PEM_LIMIT, not_a_regular_file, read_bytes, resolved
 from ..image import appimage, factory_param as fp, partition_table as pt
-from ..image.build import load_firmware
+from ..image.build import load_firmware, release_of_app
+from ..image.legacy_build import build_legacy_images
+from ..image.legacy_content import default_gatt, gatt_rows_of
 from ..image.build_config import find_sdkconfig, read_sdkconfig
 from ..image.gatt import cfg_strings
 from ..image.legacy_content import check_overrides as check_legacy_overrides
@@ -110,14 +112,43 @@ def firmware_release(ctx: Context, profile: "ModuleProfile | None", firmware: "F
         return True
     if profile is not None and profile.legacy:
         if firmware.version not in profile.releases:
-            ctx.bad("firmware.synthetic", f"{firmware.version}: module {profile.name} has the layout of esp-at "
-                                          f"{', '.join(profile.releases)}")
+            ctx.bad("firmware.synthetic", f"{firmware.version}: module {profile.name} ({profile.firmware.generation} "
+                                          f"layout) is built by esp-at {', '.join(profile.releases)}")
             return False
         return True
     if version is not None and version < (3, 1, 0, 0):
-        ctx.bad("firmware.synthetic", f"{firmware.version}: atfab provisions mfg_nvs firmware (v3.1.0.0 or later)")
+        ctx.bad("firmware.synthetic", f"{firmware.version}: module {profile.name if profile else '?'} has an mfg_nvs "
+                                      "layout (esp-at v3.1.0.0 or later; the legacy layouts have their own profiles, "
+                                      "partitions/README.md)")
         return False
     return True
+
+
+def legacy_release(ctx: Context, profile: ModuleProfile, firmware: "FirmwareSource") -> ModuleProfile:
+    """A G1/G2 module built from the recipe's firmware: the synthetic release, or the release the
+    app of a build folder / factory image names (its AT core commit). Unchanged for other layouts,
+    and when the firmware cannot be read (:func:`firmware_files` says why)."""
+    if not profile.legacy:
+        return profile
+    where = f"firmware.{firmware.kind}"
+    try:
+        if firmware.kind == "synthetic" and firmware.version is not None:
+            return profile.for_release(firmware.version)
+        assert firmware.path is not None
+        if firmware.kind == "build_dir":
+            if not firmware.path.is_dir():
+                return profile
+            fw = load_firmware(firmware.path, profile)
+            app, source = fw.app, fw.origin.get("app", str(firmware.path))
+        else:
+            if not_a_regular_file(firmware.path):
+                return profile
+            data = read_bytes(firmware.path, "factory image", limit=IMAGE_LIMIT)
+            app, source = appimage.read_app_info(data[profile.app_offset:], source=str(firmware.path)), str(firmware.path)
+        return profile.for_release(release_of_app(profile, app, source=source))
+    except InputError as exc:
+        ctx.add(exc, where)
+        return profile
 
 
 def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dict[str, Any]) -> dict[str, int | str] | None:
@@ -182,7 +213,10 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None", 
     if gatt is None:
         if not profile.build.ble_data:
             return None
-        gatt = GattSpec(file=BUILTIN_DIR / "gatts_data.csv", default=True)
+        default = default_gatt(profile) if profile.legacy else BUILTIN_DIR / "gatts_data.csv"
+        if default is None or (profile.legacy and profile.at_customize.find("ble_data") is None):
+            return None
+        gatt = GattSpec(file=default, default=True)
     elif not profile.build.ble_data and not allow_unread:
         ctx.bad("gatt", f"module {profile.name} has no BLE commands, its firmware never reads a GATT table: "
                         f"{profile.build.why_unread('ble_data')}; {ALLOW_UNREAD}")
@@ -194,12 +228,23 @@ def gatt_table(ctx: Context, profile: "ModuleProfile", gatt: "GattSpec | None", 
     if gatt.file.suffix not in (".toml", ".csv"):
         ctx.bad("gatt.file", "must be a .toml description or a gatts_data .csv")
         return None
+    if profile.legacy and profile.at_customize.find("ble_data") is None:
+        ctx.bad("gatt", f"module {profile.name} has no ble_data partition")
+        return None
     try:
-        gatt.rows()
+        gatt_rows(profile, gatt)
     except InputError as exc:
         ctx.add(exc, "gatt.file")
         return None
     return gatt
+
+
+def gatt_rows(profile: ModuleProfile, gatt: "GattSpec") -> list[Any]:
+    """The GATT rows of ``gatt`` as the module's build reads them: a legacy build takes its
+    release's example.csv format (or a G3 gatts_data.csv); TOML descriptions everywhere."""
+    if profile.legacy and gatt.file.suffix == ".csv":
+        return gatt_rows_of(gatt.file)
+    return gatt.rows()
 
 
 def default_checks(profile: "ModuleProfile", pki: "PkiSpec | None", gatt: "GattSpec | None") -> tuple[str, ...]:
@@ -249,7 +294,7 @@ def _app_partition_size(profile: "ModuleProfile") -> int | None:
 def firmware_files(ctx: Context, profile: "ModuleProfile", firmware: "FirmwareSource") -> None:
     """The firmware files exist, are for this chip and layout, and fit their partitions."""
     if firmware.kind == "synthetic" or profile.nonos is not None:
-        return          # a NONOS AT download map is read when the station starts (station.nonos_firmware_images)
+        return          # a NONOS AT download map is read when the station starts (firmware_images.nonos_firmware_images)
     where = f"firmware.{firmware.kind}"
     path = firmware.path
     assert path is not None
@@ -464,15 +509,16 @@ def ledger_integrity(ctx: Context, path: Path) -> None:
 
 def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int | str], pki: "PkiSpec | None",
                  plan: SlotPlan | None, gatt: "GattSpec | None") -> None:
-    """Build a stand-in mfg_nvs (unit certificate and key of the expected sizes) to prove the content fits."""
-    if profile.mfg_nvs is None:
-        return          # no mfg_nvs: a G1/G2 layout (per-item partitions) or a NONOS AT module
+    """Build a stand-in mfg_nvs (unit certificate and key of the expected sizes) to prove the content
+    fits; on a G1/G2 layout the stand-in per-item partitions (each must fit its partition)."""
+    if profile.nonos is not None:
+        return          # a NONOS AT module has no per-unit images
     if pki is not None and plan is None:
         return
     rows: list[str] = []
     if gatt is not None:
         try:
-            rows = cfg_strings(gatt.rows())
+            rows = cfg_strings(gatt_rows(profile, gatt))
         except InputError:
             return  # already reported by gatt_table
     content_pki: dict[str, list[Any]] = {}
@@ -484,6 +530,14 @@ def mfg_nvs_fits(ctx: Context, profile: "ModuleProfile", factory: dict[str, int 
         for (ns, index) in sorted(items, key=lambda k: k[1]):
             content_pki.setdefault(ns, []).append(items[(ns, index)])
     content = UnitContent(factory_param=dict(factory), pki=content_pki, ble_rows=rows)
+    if profile.mfg_nvs is None:     # G1/G2: one image per item partition
+        try:
+            build_legacy_images(profile, content, source=ctx.source)
+        except InputError as exc:
+            ctx.bad(exc.field if exc.field and exc.field.startswith("factory_param") else
+                    ("pki" if pki is not None else "gatt"),
+                    f"the unit's partitions do not fit module {profile.name}: {exc.message}")
+        return
     try:
         # size only: what the firmware never reads was reported by pki_material / gatt_table
         build_mfg_nvs(content, profile.mfg_nvs.size, firmware=profile.firmware, source=ctx.source)

@@ -9,12 +9,17 @@ Steps (each one ``start`` → ``ok``/``fail``/``error``/``aborted``/``skipped`` 
     identity     ledger: close attempts a killed station left open on this MAC, open this attempt,
                  reserve the unit's identity (a MAC seen before keeps its serial)
     certificate  key generated in memory, certificate issued by the factory CA, recorded in the ledger
-    build        mfg_nvs.bin + at_customize.bin for this unit (in memory)
+    build        the unit's own images (in memory): G3 at_customize.bin + mfg_nvs.bin, G1/G2 the
+                 at_customize table + one image per item partition, G0 none
     flash        esptool, same connection: stub, firmware + unit images (regions the unit already holds
                  are skipped by MD5), reset
     boot         the AT firmware boots (``ready``) and answers ``AT``
-    configure    AT+UART_DEF and AT+RFPOWER set to the recipe's values
-    verify       :func:`atfab.verify.unit.verify_unit` → measurements (``checks=`` the recipe's checks)
+    configure    what the recipe sets over AT (G3 AT+UART_DEF and AT+RFPOWER, G1/G2 AT+UART_DEF,
+                 G0 AT+UART=)
+    verify       the generation's verification → measurements (``checks=`` the recipe's checks)
+
+What build, configure and verify do per firmware generation is the recipe's
+:class:`~atfab.station.unit_plan.UnitPlan` (G0, G1/G2, G3 alike go through these steps).
 
 Outcome: **PASS** every measurement held; **FAIL** one did not (the unit is bad; not retried by
 default); **ERROR** the station, link or a tool failed (:class:`~atfab.core.errors.DeviceError`, a
@@ -33,7 +38,6 @@ unit is flashed.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Iterator
@@ -46,14 +50,9 @@ from esptool.targets import CHIP_DEFS
 
 from ..core.errors import Aborted, AtfabError, DeviceError, InputError, UnitFailed
 from ..core.measurement import Measurement, evaluate
-from ..image.build import UnitImages, build_unit_images
 from ..image.flash_set import FlashSet, Region
-from ..image.mfg_nvs import MfgNvs, UnitContent
-from ..image.partition_table import encode
-from ..image.nvs.reader import read_nvs
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError, AtTimeout
-from ..link.at.parse import UartConfig
 from ..link.flasher import Flasher, FlashSession
 from ..link.transport import open_port, resolve_port
 from ..pki.ca import CertificateAuthority
@@ -65,11 +64,9 @@ from .batch import BatchIndex, bind_preprogrammed
 from .events import STEPS, Event, EventBus, StepData
 from .ledger import DEFAULT_LEASE_S, Attempt, Ledger
 from .recipe_spec import Recipe, slot_name
+from .firmware_images import FirmwareImages
 from .recorder import ReportRecorder, close_stale_attempt, iso
-from ..verify.nonos import verify_nonos
-from ..verify.unit import BuiltUnit, verify_unit
-
-#: Step names in order (what the console shows and the reports list).
+from .unit_plan import MfgNvsPlan, UnitBuild, UnitPlan, unit_plan
 
 
 class StopToken:
@@ -113,15 +110,6 @@ class PortSpec:
     at: str | None = None
 
 
-@dataclass(frozen=True)
-class FirmwareImages:
-    """The firmware part of every unit's flash set (same for all units of a recipe)."""
-
-    regions: tuple[Region, ...]
-    info: dict[str, Any]                 # version / source for reports
-    app: dict[str, Any] | None           # app description (what AT+GMR will say), if known
-
-
 @dataclass
 class RunContext:
     """What all ports of one station run share. Read-only during a run (the ledger is thread-safe)."""
@@ -136,7 +124,8 @@ class RunContext:
     operator: str | None = None
     ca: CertificateAuthority | None = None
     plan: SlotPlan | None = None
-    ble_rows: list[str] = field(default_factory=list)
+    #: What build, configure and verify do for this recipe's generation (default: from the recipe).
+    unit_plan: UnitPlan | None = None
     flash_baud: int = 460800
     at_baud: int = 115200
     flasher_options: dict[str, Any] = field(default_factory=dict)
@@ -146,6 +135,15 @@ class RunContext:
     owner: str | None = None             # this station process in the ledger (leases); default station_id
     lease_s: float = DEFAULT_LEASE_S
     ledger_wait_s: float = 600.0         # how long a sealed attempt waits for the ledger to take its outcome
+
+    def __post_init__(self) -> None:
+        if self.unit_plan is None:
+            self.unit_plan = unit_plan(self.recipe, self.firmware)
+
+    @property
+    def unit(self) -> UnitPlan:
+        assert self.unit_plan is not None, "set in __post_init__"
+        return self.unit_plan
 
 
 @dataclass(frozen=True)
@@ -178,7 +176,7 @@ class _State:
         self.mac: str | None = None
         self.serial: str | None = None
         self.at: AtClient | None = None
-        self.images: UnitImages | None = None   # holds the private key: memory only
+        self.build: UnitBuild | None = None     # holds the private key: memory only
         self.session: FlashSession | None = None
         self.preprogrammed: dict[str, Any] | None = None   # the batch manifest's entry of this unit
         self.measurements: list[Measurement] = []
@@ -193,11 +191,6 @@ class _State:
     def unit_serial(self) -> str:
         assert self.serial is not None, "the identity step reserves the serial"
         return self.serial
-
-    @property
-    def unit_images(self) -> UnitImages:
-        assert self.images is not None, "the build step builds the images"
-        return self.images
 
     @property
     def client(self) -> AtClient:
@@ -293,7 +286,7 @@ class UnitRunner:
                 transcript = [e.to_json() for e in st.at.transcript] if st.at is not None else []
                 if st.at is not None:
                     st.at.close()
-                st.images = None
+                st.build = None
             facts: StepData = {"transcript": transcript}
             if st.attempt_id is None:       # failed before the identity step: still one row per attempt
                 row = self._begin(st, retry_of, started)
@@ -356,12 +349,11 @@ class UnitRunner:
                     s.status, s.detail = "skipped", "no AT port"
             return
         with self._step("boot") as s:
-            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s,
-                             announces=bool(dict(self.ctx.recipe.profile.firmware.formats).get("ready")))
+            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s, announces=self.ctx.unit.announces_ready)
         with self._step("configure") as s:
-            s.detail = self._configure(st.at)
+            s.detail = self.ctx.unit.configure(st.at)
         with self._step("verify") as s:
-            found = self._verify(st)
+            found = self.ctx.unit.verify(st.client, st.build, mac=st.mac, serial=st.serial)
             st.measurements += found
             failed = [m.name for m in st.measurements if not m.passed]
             s.data = {"measurements": found}
@@ -369,7 +361,7 @@ class UnitRunner:
                 f"; failed: {', '.join(failed)}" if failed else "")
             if failed:
                 s.status = "fail"
-        st.images = None
+        st.build = None
 
     def _connect(self, st: _State) -> Flasher:
         ctx, recipe = self.ctx, self.ctx.recipe
@@ -456,37 +448,26 @@ class UnitRunner:
         return f"pre-programmed, batch {batch.batch_id}: bound to this MAC"
 
     def _build(self, st: _State, identity: UnitIdentity | None) -> None:
-        ctx, recipe = self.ctx, self.ctx.recipe
-        if st.preprogrammed is not None and ctx.batch is not None:
-            with self._step("build") as s:          # the unit keeps the batch's mfg_nvs (its key is in it)
-                image = ctx.batch.mfg_nvs(st.preprogrammed)
-                st.images = UnitImages(encode(recipe.profile.at_customize, md5=True), MfgNvs(image, "", []))
-                s.data = {"images": {**{r.name: _sha256(r.data) for r in ctx.firmware.regions},
-                                     "at_customize.bin": _sha256(st.images.at_customize),
-                                     "mfg_nvs.bin": _sha256(image)}}
-                s.detail = f"mfg_nvs from batch {ctx.batch.batch_id} ({st.preprogrammed['serial']})"
-            return
+        ctx, plan = self.ctx, self.ctx.unit
         with self._step("build") as s:
-            if recipe.profile.nonos is not None:
-                s.status, s.detail = "skipped", "a NONOS AT module has no per-unit images (the download map as it is)"
+            if st.preprogrammed is not None and ctx.batch is not None:   # the unit keeps the batch's mfg_nvs
+                assert isinstance(plan, MfgNvsPlan), "batches are made for mfg_nvs recipes only"
+                st.build = plan.preprogrammed(ctx.batch.mfg_nvs(st.preprogrammed),
+                                              f"mfg_nvs from batch {ctx.batch.batch_id} ({st.preprogrammed['serial']})")
+            else:
+                st.build = plan.build(ctx.plan.pki_for(identity) if ctx.plan is not None else {})
+            if st.build is None:
+                s.status, s.detail = "skipped", plan.no_build
                 return
-            pki = ctx.plan.pki_for(identity) if ctx.plan is not None else {}
-            content = UnitContent(factory_param=dict(recipe.factory_param), pki=pki, ble_rows=list(ctx.ble_rows))
-            st.images = build_unit_images(recipe.profile, content, allow_unread=recipe.firmware.allow_unread,
-                                          source=str(recipe.path))
-            s.data = {"images": {**{r.name: _sha256(r.data) for r in ctx.firmware.regions},
-                                 "at_customize.bin": _sha256(st.images.at_customize),
-                                 "mfg_nvs.bin": _sha256(st.images.mfg_nvs.image)}}
-            s.detail = f"mfg_nvs {len(st.images.mfg_nvs.keys)} keys"
+            s.data = {"images": st.build.images}
+            s.detail = st.build.detail
 
     def _flash(self, st: _State, session: FlashSession, esptool: ExitStack) -> None:
         ctx, profile = self.ctx, self.ctx.recipe.profile
         with self._step("flash") as s:
             regions: tuple[Region, ...] = ctx.firmware.regions
-            if profile.nonos is None:
-                regions = (*regions,
-                           Region(profile.at_customize_offset, "at_customize.bin", st.unit_images.at_customize),
-                           Region(profile.nvs_partition.offset, "mfg_nvs.bin", st.unit_images.mfg_nvs.image))
+            if st.build is not None:
+                regions = (*regions, *st.build.regions)
             flash_set = FlashSet(tuple(sorted(regions, key=lambda r: r.offset)), flash_mode=profile.flash_mode,
                                  flash_freq=profile.flash_freq, flash_size=profile.flash_size_str,
                                  chip=profile.chip, source=str(ctx.recipe.path))
@@ -529,38 +510,6 @@ class UnitRunner:
                     + (f"; key escrowed to {ctx.escrow.path}" if ctx.escrow is not None else ""))
         return identity
 
-    def _configure(self, at: AtClient) -> str:
-        fp, fw = self.ctx.recipe.factory_param, self.ctx.recipe.profile.firmware
-        if self.ctx.recipe.profile.nonos is not None:
-            return _configure_nonos(at, fp)
-        done = []
-        baud = fp.get("uart_baudrate")
-        if isinstance(baud, int) and baud > 0 and fp.get("uart_port", 1) != -1:
-            at.set_uart_def(baud, 8, 1, 0, fw.uart_default_flow_control)
-            done.append(f"UART_DEF={baud},8,1,0,{fw.uart_default_flow_control}")
-        power = fp.get("max_tx_power")
-        if fw.wifi and isinstance(power, int):
-            at.set_rf_power(power)
-            done.append(f"RFPOWER={power}")
-        return ", ".join(done) or "nothing to set"
-
-    def _verify(self, st: _State) -> list[Measurement]:
-        recipe, fw = self.ctx.recipe, self.ctx.recipe.profile.firmware
-        fp = recipe.factory_param
-        if recipe.profile.nonos is not None:
-            baud = fp.get("uart_baudrate")
-            return verify_nonos(st.client, firmware=fw, app=self.ctx.firmware.app, mac=st.mac,
-                                uart_baud=baud if isinstance(baud, int) else None, checks=recipe.verify.checks,
-                                boot_timeout=recipe.verify.boot_timeout_s).measurements
-        built = BuiltUnit(Path(f"<unit {st.serial}>"), {"module": recipe.profile.name, "app": self.ctx.firmware.app},
-                          recipe.profile.at_customize, read_nvs(st.unit_images.mfg_nvs.image, source="mfg_nvs.bin"))
-        baud = fp.get("uart_baudrate")
-        uart = UartConfig(baud, 8, 1, 0, fw.uart_default_flow_control) if isinstance(baud, int) and baud > 0 else None
-        power = fp.get("max_tx_power")
-        result = verify_unit(st.client, built, mac=st.mac, firmware=fw, uart=uart,
-                             rf_power=power if isinstance(power, int) else None, checks=recipe.verify.checks,
-                             at_version=recipe.verify.at_version)
-        return result.measurements
 
 def _chain_mac(ledger: Ledger, attempt_id: int) -> str | None:
     """The MAC of the unit a retry chain is about: the nearest attempt up the chain that knew it."""
@@ -575,16 +524,6 @@ def _chain_mac(ledger: Ledger, attempt_id: int) -> str | None:
             return row.mac
         current = row.retry_of
     return None
-
-
-def _configure_nonos(at: AtClient, fp: dict[str, Any]) -> str:
-    """G0: ``AT+UART=<baud>,8,1,0,0`` (v0.21 stores it; OK comes at the old baud, then the host follows)."""
-    baud = fp.get("uart_baudrate")
-    if not isinstance(baud, int) or baud <= 0:
-        return "nothing to set"
-    at.call(f"AT+UART={baud},8,1,0,0")
-    at.apply_host_uart(UartConfig(baud, 8, 1, 0, 0))
-    return f"UART={baud},8,1,0,0"
 
 
 def _boot(at: AtClient, timeout: float, *, announces: bool = True) -> str:
@@ -613,14 +552,10 @@ def _esptool_chip_name(chip: str) -> str:
     return CHIP_DEFS[chip].CHIP_NAME
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, AtfabError):
         return " ".join(str(exc).split()) or type(exc).__name__
     return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
-__all__ = ["UnitRunner", "RunContext", "PortSpec", "FirmwareImages", "AttemptResult", "StopToken", "STEPS"]
+__all__ = ["UnitRunner", "RunContext", "PortSpec", "AttemptResult", "StopToken", "STEPS"]

@@ -37,14 +37,8 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import OUTCOMES, DeviceError, InputError, exit_code_for_outcomes
-from ..core.inputs import IMAGE_LIMIT, read_bytes
 from ..core.outputs import check_output
 from ..core.shipped import shipped_dir
-from ..image.appimage import read_app_info
-from ..image.build import OUT_NAMES, firmware_from_synthetic, load_firmware, nonos_download_map
-from ..image.flash_set import Region
-from ..image.gatt import cfg_strings
-from ..image.nonos import read_user1
 from ..link.flasher import Flasher
 from ..link.transport import is_url, resolve_port
 from ..pki.ca import CA_CERT, load_ca, create_ca
@@ -63,7 +57,9 @@ from .recorder import close_stale
 from .recipe import Recipe, load_recipe
 from .report import ReportEntry, read_report
 from .report_export import write_batch_outputs
-from .runner import AttemptResult, FirmwareImages, PortSpec, RunContext, StopToken, UnitRunner
+from .firmware_images import firmware_images
+from .runner import AttemptResult, PortSpec, RunContext, StopToken, UnitRunner
+from .unit_plan import unit_plan
 
 DEFAULT_FLASH_BAUD = 460800
 #: The recipe atfab demo runs unless told otherwise.
@@ -86,52 +82,6 @@ def parse_port(text: str, index: int = 0) -> PortSpec:
     if len(parts) > 2 or not parts[0] or (len(parts) == 2 and not parts[1]):
         raise InputError(f"{text!r}: expected FLASH[,AT] (e.g. /dev/ttyUSB0,/dev/ttyUSB1)", field=f"--port[{index}]")
     return PortSpec(label or parts[0], parts[0], parts[1] if len(parts) == 2 else None)
-
-
-def firmware_images(recipe: Recipe) -> FirmwareImages:
-    """The firmware regions every unit of ``recipe`` gets (synthetic, build folder or factory image)."""
-
-    profile, src = recipe.profile, recipe.firmware
-    if profile.nonos is not None:
-        return nonos_firmware_images(recipe)
-    if src.kind in ("synthetic", "build_dir"):
-        fw = firmware_from_synthetic(profile, src.version) if src.kind == "synthetic" else load_firmware(src.path, profile)
-        regions = tuple(Region(off, OUT_NAMES[role], data) for role, (off, data) in sorted(fw.files.items(),
-                                                                                         key=lambda kv: kv[1][0]))
-        info = {"version": fw.app.version, "source": src.kind}
-        if src.path is not None:
-            info["path"] = str(src.path)
-        return FirmwareImages(regions, info, fw.app.to_dict())
-    data = read_bytes(src.path, "factory image", limit=IMAGE_LIMIT)  # factory_image: everything except the unit's at_customize area
-    cut = profile.at_customize_partition
-    pieces = [(0, data[:cut.offset]), (cut.offset + cut.size, data[cut.offset + cut.size:])]
-    regions = tuple(Region(off, f"{src.path.name}@0x{off:x}", part) for off, part in pieces if part)
-    try:
-        app = read_app_info(data[profile.app_offset:], source=str(src.path)).to_dict()
-    except InputError:
-        app = None
-    return FirmwareImages(regions, {"version": app["version"] if app else None, "source": "factory_image",
-                                    "path": str(src.path)}, app)
-
-
-def nonos_firmware_images(recipe: Recipe) -> FirmwareImages:
-    """The download map of a G0 (ESP8266 NONOS AT) module: synthetic files, or the files of a build folder."""
-    profile, src = recipe.profile, recipe.firmware
-    if src.kind == "factory_image":
-        raise InputError("a NONOS AT module is flashed from its download map (synthetic or build_dir), "
-                         "not a factory image", file=recipe.path, field="firmware.factory_image")
-    try:
-        files = nonos_download_map(profile, firmware=src.path, synthetic_firmware=src.version)
-    except InputError as exc:
-        raise InputError(exc.message, file=exc.file or recipe.path, field=f"firmware.{src.kind}") from None
-    app = read_user1(next(data for _off, name, data in files if name == "user1.bin"))
-    version = app.at_version or profile.firmware.core_version
-    info: dict[str, Any] = {"version": version, "source": src.kind}
-    if src.path is not None:
-        info["path"] = str(src.path)
-    return FirmwareImages(tuple(Region(off, name, data) for off, name, data in files), info,
-                          {"version": version, "sdk_version": app.sdk_version or profile.firmware.sdk_version,
-                           "project_name": "nonos-at", "synthetic": app.synthetic})
 
 
 def load_recipe_ca(recipe: Recipe, passphrase: bytes) -> Any:
@@ -308,9 +258,7 @@ class Station:
         if pki is not None:
             self._plan = plan_slots(list(pki.slots), firmware=recipe.profile.firmware,
                                     factory_ca=ca.chain_certs() if ca is not None else None, source=str(recipe.path))
-        self._ble_rows: list[str] = []
-        if recipe.gatt is not None:
-            self._ble_rows = cfg_strings(recipe.gatt.rows())
+        self._unit_plan = unit_plan(recipe, self._firmware)    # a bad GATT table stops the run here
 
     def stop(self, *, abort: bool = True) -> None:
         """Stop the run: ``abort`` the units in flight (ABORTED), or let them finish first."""
@@ -393,7 +341,7 @@ class Station:
                         recipe_path=self.recipe.path)
             ctx = RunContext(recipe=self.recipe, ledger=ledger, bus=self.bus, stop=self.stop_token,
                              reports_dir=self.reports_dir, station_id=self.station_id, firmware=self._firmware,
-                             operator=self.operator, ca=self.ca, plan=self._plan, ble_rows=self._ble_rows,
+                             operator=self.operator, ca=self.ca, plan=self._plan, unit_plan=self._unit_plan,
                              flash_baud=self.flash_baud, at_baud=self.at_baud, flasher_options=self.flasher_options,
                              escrow=escrow, batch=self.batch, owner=self.owner, lease_s=self.lease_s)
 
@@ -638,5 +586,5 @@ def demo(out_dir: str | Path = "atfab-demo", *, recipe: str | Path | None = None
     return DemoResult(summary, out, ca_dir, path.resolve(), time.monotonic() - t0)
 
 
-__all__ = ["Station", "StationSummary", "PortSpec", "parse_port", "firmware_images", "load_recipe_ca", "run_sim",
+__all__ = ["Station", "StationSummary", "PortSpec", "parse_port", "load_recipe_ca", "run_sim",
            "demo", "DemoResult", "uart_baud", "wait_for_unit", "DEFAULT_FLASH_BAUD", "DEMO_RECIPE"]

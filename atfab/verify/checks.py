@@ -9,7 +9,7 @@ CHECKS = ("boot", "gmr", "mac", "factory_param", "uart", "rf_power", "country", 
 WIFI_CHECKS = ("rf_power", "country")
 #: Measurement name prefix → the check it belongs to (see :func:`check_of`).
 _CHECK_OF_PREFIX = (("at.", "boot"), ("gmr.", "gmr"), ("sta_mac", "mac"), ("mac.", "mac"),
-                    ("at_customize.", "sysflash"), ("mfg_nvs.factory_param.", "factory_param"),
+                    ("at_customize.", "sysflash"), ("sysflash.", "sysflash"), ("mfg_nvs.factory_param.", "factory_param"),
                     ("factory_param.", "factory_param"), ("uart_", "uart"), ("rf_power.", "rf_power"),
                     ("country", "country"), ("gatt.", "gatt"), ("mfg_nvs.ble_data.", "gatt"), ("ble_data.", "gatt"))
 
@@ -30,6 +30,8 @@ def check_of(measurement: str) -> str | None:
     for prefix, check in _CHECK_OF_PREFIX:
         if measurement.startswith(prefix):
             return check
+    if measurement.startswith("partition."):     # a legacy unit's item partition read back with AT+SYSFLASH
+        return namespace_check(measurement.removeprefix("partition."))
     return namespace_check(measurement.removeprefix("mfg_nvs.").split(".", 1)[0])
 
 

@@ -11,7 +11,7 @@ but the firmware, so the checks are what the v0.21 commands can show.
   wrong baud on a real line, leaves it silent.
 
 Reads that do not hold are read again first; a re-read that disagrees is link noise
-(:class:`~atfab.verify.unit.ReadDisagrees`, ERROR), never a FAIL.
+(:class:`~atfab.verify.reread.ReadDisagrees`, ERROR), never a FAIL.
 """
 
 from __future__ import annotations
@@ -25,17 +25,15 @@ from ..core.firmware import FirmwareProfile
 from ..core.mac import normalize_mac
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError, AtTimeout
-from .unit import VerifyResult, _Verifier
+from .reread import RereadVerifier
+from .unit import VerifyResult
 
 #: The checks of a G0 unit (a subset of :data:`atfab.verify.checks.CHECKS`).
 NONOS_CHECKS = ("boot", "gmr", "mac", "uart")
 
 
-class _NonosVerifier(_Verifier):
-    """The re-read discipline of :class:`~atfab.verify.unit._Verifier`, without a built mfg_nvs."""
-
-    def __init__(self, at: AtClient, firmware: FirmwareProfile) -> None:
-        super().__init__(at, None, firmware)  # type: ignore[arg-type]  # no BuiltUnit: G0 builds no partitions
+class _NonosVerifier(RereadVerifier):
+    """The G0 checks under the re-read discipline (G0 builds no partitions to compare)."""
 
     def nonos_gmr(self, at_version: str, sdk_version: str) -> None:
         gmr = self.check("gmr.at_version", at_version, lambda: self.at.gmr().at_version)

@@ -51,17 +51,17 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from ..core.errors import DeviceError, InputError
+from ..core.errors import InputError
 from ..core.inputs import load_json
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.mac import normalize_mac
 from ..core.measurement import (
-    COUNTRY, FAIL, GMR_MODULE_NAME, MFG_NVS_NAMESPACES, PASS, RF_POWER_WIFI, UART_DEF, Measurement, evaluate,
+    COUNTRY, FAIL, GMR_MODULE_NAME, MFG_NVS_NAMESPACES, RF_POWER_WIFI, UART_DEF, Measurement, evaluate,
     nvs_value_name,
 )
 from ..image.gatt import rows_from_cfg_strings
@@ -70,14 +70,14 @@ from ..image.partition_table import PartitionTable, decode
 from ..image.profiles import load_profile
 from ..link.at.client import AtClient
 from ..link.at.gatt_lines import read_chars, read_services
-from ..link.at.errors import AtBusy, AtError, AtResponseError, AtTimeout, ModuleRestarted
+from ..link.at.errors import AtTimeout, ModuleRestarted
 from ..link.at.mac import read_module_mac
 from ..link.at.parse import UartConfig
 from .checks import CHECKS, namespace_check
 from .expected import expected_module_name, firmware_of_app
 from .gatt import expected_items, meaning, prints_properties
+from .reread import ReadDisagrees, Refused, RereadVerifier, ask, refused_measurement
 
-T = TypeVar("T")
 
 UART_BAUD_TOLERANCE_PCT = 2.0
 @dataclass
@@ -147,101 +147,18 @@ class VerifyResult:
                 "measurements": [m.to_dict() for m in self.measurements]}
 
 
-class ReadDisagrees(DeviceError):
-    """A read did not hold and reading it again gave something else: the link, not the unit (exit 3)."""
+class _UnitVerifier(RereadVerifier):
+    """The checks of a G3 unit against what was built for it (:class:`BuiltUnit`)."""
 
-    def __init__(self, name: str, first: Any, second: Any) -> None:
-        super().__init__(f"{name}: the read-back disagrees with a re-read ({_short(first)} then {_short(second)}): "
-                         "link noise, not a unit verdict")
-        self.name, self.first, self.second = name, first, second
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-class _Refused(Exception):
-    """The module answered ERROR to a read: the unit, not the station, is at fault."""
-
-    def __init__(self, error: AtError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
-def _ask(fn: Callable[[], T]) -> T:
-    """Run one AT read; an ERROR reply becomes :class:`_Refused`, link/station trouble propagates."""
-    try:
-        return fn()
-    except (AtBusy, AtResponseError):
-        raise
-    except AtError as exc:
-        raise _Refused(exc) from exc
-
-
-def _refused(name: str, expected: Any, rule: str, exc: _Refused) -> Measurement:
-    return Measurement(name, expected, None, rule, FAIL, detail=f"module refused: {exc}")
-
-
-
-class _Verifier:
     def __init__(self, at: AtClient, built: BuiltUnit, firmware: FirmwareProfile) -> None:
-        self.at = at
+        super().__init__(at, firmware)
         self.built = built
-        self.fw = firmware
-        self.out: list[Measurement] = []
-        self.gmr_reply: Any = None          # AT+GMR as read by gmr() (recipe_version reuses it)
-
-    def add(self, name: str, expected: Any, measured: Any, rule: str = "equal", detail: str | None = None, *,
-            reread: Callable[[], Any] | None = None) -> None:
-        """A measurement of a value already read; ``reread`` reads it again before a failing verdict."""
-        m = evaluate(name, expected, measured, rule, detail=detail)
-        if not m.passed and reread is not None:
-            self.confirm(name, measured, reread)
-        self.out.append(m)
-
-    def refused(self, name: str, expected: Any, rule: str, exc: "_Refused", read: Callable[[], Any]) -> None:
-        """The module answered ERROR to ``read``: a failing measurement once a re-read is refused too."""
-        self.confirm(name, exc, read)
-        self.out.append(_refused(name, expected, rule, exc))
-
-    def check(self, name: str, expected: Any, read: Callable[[], Any], rule: str = "equal", *,
-              detail: str | None = None) -> Any:
-        """Read, compare, and before a failing verdict read again (:meth:`confirm`)."""
-        try:
-            measured = _ask(read)
-        except _Refused as exc:
-            self.refused(name, expected, rule, exc, read)
-            return None
-        self.add(name, expected, measured, rule, detail, reread=read)
-        return measured
-
-    def confirm(self, name: str, first: Any, read: Callable[[], Any]) -> None:
-        """A read that does not hold is read once more; :class:`ReadDisagrees` unless it reads the same."""
-        try:
-            second: Any = _ask(read)
-        except _Refused as exc:
-            second = exc
-        if isinstance(first, _Refused) and isinstance(second, _Refused):
-            return
-        if isinstance(first, _Refused) or isinstance(second, _Refused) or second != first:
-            raise ReadDisagrees(name, first, second)
 
     # -- checks --------------------------------------------------------------------------------
-    def basics(self) -> None:
-        self.check("at.alive", "OK", lambda: (self.at.at(), "OK")[1])
-        self.check("at.echo_off", "off", self._echo_after_ate0)
-
-    def _echo_after_ate0(self) -> str:
-        self.at.echo_off()
-        start = len(self.at.transcript)
-        self.at.at()
-        return "on" if any(e.direction == "rx" and e.kind == "echo" for e in self.at.transcript[start:]) else "off"
-
     def gmr(self) -> None:
         try:
-            gmr = self.gmr_reply = _ask(self.at.gmr)
-        except _Refused as exc:
+            gmr = self.gmr_reply = ask(self.at.gmr)
+        except Refused as exc:
             self.refused(GMR_MODULE_NAME, expected_module_name(self.fw, self.built.factory_param.get("module_name"))[0],
                          "equal", exc, self.at.gmr)
             return
@@ -286,8 +203,8 @@ class _Verifier:
                 and self.fw.sysmfg_namespace_max else ""))
         for ns in extra:
             try:
-                keys: Any = sorted(f"{k.key}:{k.type}" for k in _ask(lambda ns=ns: self.at.sysmfg_keys(ns)))
-            except (_Refused, InputError) as exc:   # listed but unreadable (or a name AT cannot address)
+                keys: Any = sorted(f"{k.key}:{k.type}" for k in ask(lambda ns=ns: self.at.sysmfg_keys(ns)))
+            except (Refused, InputError) as exc:   # listed but unreadable (or a name AT cannot address)
                 keys = f"unreadable: {exc}"
             self.out.append(Measurement(f"mfg_nvs.{ns}.keys", None, keys, "absent", FAIL,
                                         detail=f"namespace {ns!r} is on the unit but not in the build"))
@@ -319,8 +236,8 @@ class _Verifier:
         want = [expected.baud, expected.databits, expected.stopbits, expected.parity, expected.flow]
         self.check(UART_DEF, want, lambda: list(_uart_fields(self.at.uart_def())))
         try:
-            cur = _ask(self.at.uart_cur)
-        except _Refused as exc:
+            cur = ask(self.at.uart_cur)
+        except Refused as exc:
             self.refused("uart_cur.baud", [expected.baud, UART_BAUD_TOLERANCE_PCT], "tolerance_pct", exc,
                          self.at.uart_cur)
             return
@@ -348,23 +265,11 @@ class _Verifier:
             return
         self.check(COUNTRY, want, lambda: (lambda c: [c.code, c.start_channel, c.channel_count])(self.at.country()))
 
-    def recipe_version(self, expected: str) -> None:
-        gmr = self.gmr_reply
-        if gmr is None:
-            self.out.append(Measurement("gmr.recipe_version", expected, None, "prefix", FAIL,
-                                        detail="AT+GMR was refused"))
-            return
-        measured = gmr.bin_version or gmr.at_version
-        ok = measured is not None and measured.lstrip("vV").startswith(expected.lstrip("vV"))
-        if not ok:
-            self.confirm("gmr.recipe_version", measured, lambda: (lambda g: g.bin_version or g.at_version)(self.at.gmr()))
-        self.out.append(Measurement("gmr.recipe_version", expected, measured, "prefix", PASS if ok else FAIL))
-
     def mac(self, mac: str | None) -> None:
         name, rule = ("sta_mac" if self.fw.wifi else "mac.base"), ("equal" if mac else "present")
         try:
-            got = _ask(lambda: read_module_mac(self.at, self.fw))
-        except _Refused as exc:
+            got = ask(lambda: read_module_mac(self.at, self.fw))
+        except Refused as exc:
             self.refused(name, mac, rule, exc, lambda: read_module_mac(self.at, self.fw))
             return
         self.add(name, mac, got.base, rule, detail=got.detail if got.offset else None,
@@ -379,12 +284,12 @@ class _Verifier:
         services, chars = (meaning(x) for x in expected_items(rows, self.fw))
         started_here = False
         try:
-            if _ask(self.at.ble_role) != 2:
-                _ask(lambda: self.at.ble_init(2))
+            if ask(self.at.ble_role) != 2:
+                ask(lambda: self.at.ble_init(2))
                 started_here = True
-                _ask(self.at.gatts_create_and_start)
-        except _Refused as exc:
-            self.out.append(_refused("gatt.services", services, "equal", exc))
+                ask(self.at.gatts_create_and_start)
+        except Refused as exc:
+            self.out.append(refused_measurement("gatt.services", services, "equal", exc))
             return
         note = (f"compared by meaning (index, UUID{', properties' if prints_properties(self.fw) else ''}) "
                 f"through the {self.fw.release} {self.fw.gmr_chip} line formats")
@@ -396,8 +301,8 @@ class _Verifier:
         finally:
             if started_here:  # leave BLE as we found it
                 try:
-                    _ask(lambda: self.at.ble_init(0))
-                except _Refused:
+                    ask(lambda: self.at.ble_init(0))
+                except Refused:
                     pass
 
 
@@ -459,7 +364,7 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
                          field="checks")
     if not isinstance(built, BuiltUnit):
         built = load_built(built)
-    v = _Verifier(at, built, firmware_of_app(firmware or built.firmware(), built.app))
+    v = _UnitVerifier(at, built, firmware_of_app(firmware or built.firmware(), built.app))
     if "boot" in wanted:
         v.basics()
     if "gmr" in wanted:
