@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any, Callable, TypeVar
 
@@ -62,6 +63,14 @@ def module_pool():
     finally:
         for pool in pools:
             pool.stop()
+
+
+# --------------------------------------------------- pytest-xdist: how many workers `-n auto` starts
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """Cores + 1: most tests wait on paced virtual UARTs and timeouts rather than compute
+    (measured on 2 cores: 1 process 368 s, 3 workers 161 s for the same 1767 tests)."""
+    return (os.cpu_count() or 1) + 1
 
 
 # --------------------------------------------------- CI: a skipped test is a failed session

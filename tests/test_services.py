@@ -49,9 +49,10 @@ def test_missing_tool_and_data(monkeypatch, tmp_path):
     services.require(True, "never said")
 
 
-@pytest.mark.parametrize("ci, code", [("", 0), ("1", 1)])
-def test_a_ci_session_with_a_skip_fails(tmp_path: Path, ci: str, code: int):
-    """The conftest hook: the same suite passes locally (one skip) and fails under ATFAB_CI=1."""
+@pytest.mark.parametrize("ci, code, workers", [("", 0, "0"), ("1", 1, "0"), ("1", 1, "2")])
+def test_a_ci_session_with_a_skip_fails(tmp_path: Path, ci: str, code: int, workers: str):
+    """The conftest hook: the same suite passes locally (one skip) and fails under ATFAB_CI=1,
+    in one process and on pytest-xdist workers (the suite's default)."""
     tests = tmp_path / "tests"
     tests.mkdir()
     (tests / "__init__.py").write_text("")
@@ -64,7 +65,7 @@ def test_a_ci_session_with_a_skip_fails(tmp_path: Path, ci: str, code: int):
     """))
     env = {"PATH": "/usr/bin:/bin", "ATFAB_CI": ci, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                           "--rootdir", str(tmp_path), str(tests)],
+                           "-n", workers, "--rootdir", str(tmp_path), str(tests)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == code, proc.stdout + proc.stderr
     if code:
