@@ -112,3 +112,26 @@ def test_a_customized_block_is_what_the_module_applies(images, tmp_path):
         assert f"+RFPOWER:{levels[3]}".encode() in s.cmd("AT+RFPOWER?")  # the block's level, as 0.25 dBm
     finally:
         s.close()
+
+
+def test_the_release_served_is_the_flashed_apps_not_the_module_profiles(tmp_path):
+    """The module is started with esp32-at-v2's default build (v3.0.0.0) and flashed with a v2.0.0.0
+    build: it answers as v2.0.0.0 (GMR lines, the version-1 block read by module id), as a real one
+    would (it used to answer as the profile's release)."""
+    prof = load_profile("esp32-at-v2")
+    assert prof.firmware.release == "v3.0.0.0"
+    out = tmp_path / "v2.0"
+    params = tmp_path / "params.toml"
+    params.write_text("[factory_param]\nmodule_id = 2\n")       # WROVER-32 in v2.0's table
+    res = run("build", "-m", "esp32-at-v2", "--synthetic-firmware", "v2.0.0.0", "--params", params, "-o", out, "--json")
+    assert res.exit_code == 0, res.output
+    image = out / json.loads(res.output)["factory_image"]["name"]
+    s = _session("esp32-at-v2", image)
+    old = prof.for_release("v2.0.0.0").firmware
+    try:
+        lines = s.cmd("AT+GMR").decode().split("\r\n")
+        assert lines[1].startswith("AT version:2.0.0.0(") and old.core_commit in lines[1]
+        assert lines[4] == f"Bin version:{old.fw_version or 'v2.0.0.0'}({old.module_names[2]})"
+        assert s.fw.profile.release == "v2.0.0.0" and "AT core" in s.fw.boot_log[-1]
+    finally:
+        s.close()

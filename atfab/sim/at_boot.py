@@ -33,6 +33,7 @@ init code, reading only what was really flashed:
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,6 +106,10 @@ class BootInfo:
     sys_nvs: Partition | None = None             # the system nvs
     uart_def: UartConfig = field(default_factory=UartConfig)
     problems: list[str] = field(default_factory=list)
+    #: The firmware build that booted (``serve``'s answer for the flashed app; else the one given).
+    firmware: Any = None
+    #: How ``serve`` recognised the flashed app (empty without ``serve``).
+    served_why: str = ""
 
     # -- factory values with their init-failure fallbacks (§8.1) --------------------------
     def fint(self, key: str) -> int | None:
@@ -291,9 +296,14 @@ def store_uart_def(flash: Any, sys_nvs: Any, cfg: UartConfig) -> None:
 
 
 # -- the boot walk ----------------------------------------------------------------------------
-def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootInfo:
-    """Read partition tables, app, mfg_nvs and system NVS as the real boot does (see module doc)."""
-    info = BootInfo()
+def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None, *,
+                    serve: Callable[[AppInfo, bytes], tuple[Any, str]] | None = None) -> BootInfo:
+    """Read partition tables, app, mfg_nvs and system NVS as the real boot does (see module doc).
+
+    ``serve(app, image)``: the firmware build the flashed app is, and how that was found (None and
+    the reason: the app is not recognised and the module stays silent); the rest of the boot (the
+    factory block, UART defaults) follows that build. Without it ``firmware`` is the build."""
+    info = BootInfo(firmware=firmware)
     pt_off = getattr(firmware, "partition_table_offset", 0x8000)
     if chip and not _bootloader_ok(flash, chip, pt_off, info):
         return info
@@ -308,6 +318,14 @@ def boot_from_flash(flash: Any, firmware: Any, chip: str | None = None) -> BootI
     if not _load_app(flash, info.primary, info, chip):
         info.reason = "no bootable app image"
         return info
+    if serve is not None:
+        assert info.app is not None
+        served, why = serve(info.app, info.app_image)
+        if served is None:
+            info.reason = f"app not recognised: {why}"
+            return info
+        info.firmware = firmware = served
+        info.served_why = why
     info.runs = True
     info.sys_nvs = next((p for p in info.primary.entries if p.type == TYPE_DATA and p.subtype == SUBTYPE_NVS
                          and p.name == "nvs" and _fits(flash, p) and p.size % SECTOR == 0), None)

@@ -92,4 +92,19 @@ def served_profile(ident: BuildIdentity, app: AppInfo, module: FirmwareProfile) 
                                 fw_version=app.version)
 
 
-__all__ = ["BuildIdentity", "identify", "served_profile", "app_release", "app_features"]
+def legacy_profile(ident: BuildIdentity, app: AppInfo, module: FirmwareProfile) -> FirmwareProfile:
+    """The G1/G2 build a legacy module serves: ``module`` itself when the app is its release, else the
+    catalog's build of the app's release for the same esp-at module (its Bin version, block layout,
+    command tables and formats are that release's)."""
+    assert ident.release is not None
+    if ident.release == module.release:
+        return module
+    chip = app.chip or module.chip
+    try:
+        return firmware_profile(ident.release, chip, module_config=module.module_config or None,
+                                module=module.module or None)
+    except InputError:
+        return firmware_profile(ident.release, chip)
+
+
+__all__ = ["BuildIdentity", "identify", "served_profile", "legacy_profile", "app_release", "app_features"]

@@ -31,7 +31,9 @@ from __future__ import annotations
 import threading
 
 from .at_boot import NVS_ERRORS, boot_from_flash
-from .at_build import identify, served_profile
+from typing import Any
+
+from .at_build import identify, legacy_profile, served_profile
 from .at_command import OK, ERROR, POLL, READY, After, CommandSpec, Ctx, RunState, StopServing
 from .at_parser import (
     MAX_COMMAND, SUB_CMD_PROCESSING, SUB_NO_AT, SUB_UNSUPPORT_CMD, AtCmdError,
@@ -66,22 +68,25 @@ class AtFirmware:
         corrupt partition table, no valid app image).
         """
         with self._lock:
-            info = boot_from_flash(self.host.flash, self.host.firmware, getattr(self.host, "chip", None))
+            module = self.host.firmware
+            serve = self._legacy_build if module.legacy else None
+            info = boot_from_flash(self.host.flash, module, getattr(self.host, "chip", None), serve=serve)
             self.rom_log = info.rom_log
             self.boot_log = [info.reason] if info.reason else []
             if not info.runs:
                 self.state = None
                 return b""
             assert info.app is not None
-            if self.host.firmware.legacy:           # G1/G2: served as the module profile says
-                self.profile = self.host.firmware
+            if module.legacy:                       # G1/G2: the release the flashed app names
+                self.profile = info.firmware
+                self.boot_log.append(f"booted {self.profile.label} ({info.served_why})")
             else:
                 ident = identify(info.app, info.app_image)
                 if ident.release is None:           # no recognisable description: the AT port stays silent
                     self.boot_log.append(f"app not recognised: {ident.why}")
                     self.state = None
                     return b""
-                self.profile = served_profile(ident, info.app, self.host.firmware)
+                self.profile = served_profile(ident, info.app, module)
                 sets = ", ".join(ident.features) if ident.features else "the factory module's (no markers)"
                 self.boot_log.append(f"booted {self.profile.label} ({ident.why}); command sets: {sets}")
             self.order = build_table(self.profile)
@@ -96,6 +101,14 @@ class AtFirmware:
     def running(self) -> bool:
         """True when an AT firmware booted (False = silent module)."""
         return self.state is not None
+
+    def _legacy_build(self, app: Any, image: bytes) -> tuple[Any, str]:
+        """The G1/G2 build of the flashed app: its release (AT core commit, else app version), with
+        the module's build of that release; (None, why) when the app names no release."""
+        ident = identify(app, image)
+        if ident.release is None:
+            return None, ident.why
+        return legacy_profile(ident, app, self.host.firmware), ident.why
 
     # -- serving ------------------------------------------------------------------------------
     def serve(self, link: Link, token: int) -> str:
