@@ -4,6 +4,7 @@ server), through an on-disk spool that keeps them while the MES is down."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import threading
 import uuid
@@ -331,3 +332,86 @@ def test_cli_run_publish(tmp_path: Path, mes: Mes) -> None:
     assert summary["publish"]["targets"][0]["delivered"] == 2
     assert sorted(body["report_file"] for _, body in mes.got) == sorted(
         Path(u["report"]).name for u in summary["units_detail"])
+
+
+def test_close_stale_publishes_the_reports_it_seals_through_the_station_spool(tmp_path: Path) -> None:
+    """`atfab ledger close-stale --publish`: the ABORTED report it writes for a dead station's
+    attempt reaches the MES (real Mosquitto, PostgreSQL ledger) with the id that station would have
+    used; a message it could not deliver waits in that station's own spool."""
+    from atfab.station.ledger import Ledger
+    from tests.ledger_backends import pg_schema
+
+    host, port = require_mqtt()
+    topic = f"atfab/test/{uuid.uuid4().hex}"
+    sub = Subscriber(host, port, topic)
+    reports = tmp_path / "reports"
+    try:
+        with pg_schema() as url:
+            with Ledger(url) as led:
+                dead = led.begin_attempt(recipe="line", station="st-dead", port="p1", owner="st-dead/h:1:y",
+                                         lease_s=-1, report_dir=reports)
+            res = CliRunner().invoke(main, ["ledger", "--ledger", url, "close-stale", "--json", "--publish",
+                                            f"mqtt://{host}:{port}/{topic}", "--publish-wait", str(WAIT)],
+                                     catch_exceptions=False)
+            assert res.exit_code == 0, res.output
+            out = json.loads(res.stdout)
+            (closed,) = out["closed"]
+            assert closed["id"] == dead.id and out["publish"]["pending"] == 0
+            (msg,) = sub.wait_for(1)
+            assert msg["id"] == f"st-dead:{dead.id}" and msg["station"] == "st-dead" and msg["outcome"] == "ABORTED"
+            assert msg["report"] == json.loads(Path(closed["report_path"]).read_text())
+            (target,) = out["publish"]["targets"]
+            assert Path(target["spool"]).parent == spool_root(reports, "st-dead")
+    finally:
+        sub.close()
+
+
+_KILLED_WHILE_SPOOLING = """
+import os, signal, sys
+from atfab.station.mes import publisher
+publisher.ReportPublisher.publish_report = lambda self, *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+from atfab.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_kill_9_between_sealing_and_spooling_loses_no_message(tmp_path: Path) -> None:
+    """A station killed (SIGKILL, a real process) after sealing a report and before spooling it:
+    the ledger still holds the attempt open, so the station's next start finds the sealed report,
+    spools it and the MES (real Mosquitto) gets it, PASS, with the id of the first run; the ledger
+    is PostgreSQL."""
+    import subprocess
+    import sys
+
+    from atfab.station.ledger import Ledger
+    from tests.ledger_backends import pg_schema
+
+    host, port = require_mqtt()
+    topic = f"atfab/test/{uuid.uuid4().hex}"
+    sub = Subscriber(host, port, topic)
+    recipe = write_recipe(tmp_path)
+    reports = load_recipe(recipe, workdir=tmp_path).report.dir
+    args = ["run", str(recipe), "--sim", "1", "--sim-baud", "0", "--workdir", str(tmp_path), "--station-id", "st-k",
+            "--publish", f"mqtt://{host}:{port}/{topic}", "--publish-wait", str(WAIT)]
+    try:
+        with pg_schema() as url:
+            killed = subprocess.run([sys.executable, "-c", _KILLED_WHILE_SPOOLING, *args, "--ledger", url],
+                                    cwd=tmp_path, env={**os.environ, "ATFAB_CA_PASSPHRASE": PASSPHRASE},
+                                    capture_output=True, text=True, timeout=T)
+            assert killed.returncode == -9, killed.stderr
+            (sealed,) = _reports(reports).values()
+            assert sealed["outcome"] == "PASS" and not list(reports.glob("spool/*/*/*.msg"))
+            with Ledger(url) as led:
+                assert led.attempt(sealed["attempt_id"]).open           # the mark of a report maybe not spooled
+
+            res = CliRunner().invoke(main, [*args, "--ledger", url, "--json"],
+                                     env={"ATFAB_CA_PASSPHRASE": PASSPHRASE}, catch_exceptions=False)
+            assert res.exit_code == 0, res.output
+            got = {m["id"]: m for m in sub.wait_for(2)}
+            first = got[f"st-k:{sealed['attempt_id']}"]
+            assert first["outcome"] == "PASS" and first["report"] == sealed
+            with Ledger(url) as led:
+                assert led.attempt(sealed["attempt_id"]).outcome == "PASS"     # its outcome stands
+                assert led.attempts(open_only=True) == []
+    finally:
+        sub.close()

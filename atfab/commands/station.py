@@ -229,25 +229,57 @@ def ledger_migrate(ctx: click.Context, as_json: bool) -> None:
 @click.option("--station", "station_id", default=None, help="Only attempts of this station id.")
 @click.option("--reports", "reports_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report folder for attempts that recorded none (ledgers older than schema 3).")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="The line's recipe: its [report] publish addresses get the closing reports; its name and hash "
+                   "describe attempts of it.")
+@click.option("--publish", "publish", multiple=True, metavar="URL",
+              help="Publish each closing report to this MES address (mqtt://host/topic or http(s)://host/path) "
+                   "through the spool of the station that ran the attempt. Repeatable; replaces the recipe's.")
+@click.option("--publish-wait", "publish_wait", type=click.FloatRange(0, 3600), default=5.0, show_default=True,
+              help="Seconds to wait for delivery (the rest goes out with that station's next start).")
+@click.option("--workdir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder the recipe's output paths are relative to [default: current folder].")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
-def ledger_close_stale(ctx: click.Context, station_id: str | None, reports_dir: Path | None, as_json: bool) -> None:
+def ledger_close_stale(ctx: click.Context, station_id: str | None, reports_dir: Path | None, recipe_path: Path | None,
+                       publish: tuple[str, ...], publish_wait: float, workdir: Path | None, as_json: bool) -> None:
     """End attempts whose station died (lease passed): ABORTED, each with its report.
 
     An attempt whose station still renews its lease is never touched. An attempt whose report was
-    sealed before the station died keeps that report's outcome.
+    sealed before the station died keeps that report's outcome. With --publish (or a recipe's
+    [report] publish) each of these reports also goes to the MES, with the message id its station
+    would have used, so the MES can drop a repeat.
     """
+    from ..station.mes.publisher import StationSpools
+    from ..station.mes.targets import parse_targets
     from ..station.recorder import close_stale
 
-    with _open(ctx) as led:
-        closed = close_stale(led, reports_dir=reports_dir, station=station_id,
-                             detected_by=f"atfab ledger close-stale on {socket.gethostname()}")
+    recipe = load_recipe(recipe_path, workdir=workdir) if recipe_path is not None else None
+    if publish:
+        targets = parse_targets(publish, field="--publish")
+    else:
+        targets = (parse_targets(recipe.report.publish, file=recipe.path, field="report.publish")
+                   if recipe is not None else ())
+    spools = StationSpools(targets) if targets else None
+    described = ({"recipe_name": recipe.name, "recipe_hash": recipe.hash, "recipe_path": recipe.path}
+                 if recipe is not None else {})
+    try:
+        with _open(ctx) as led:
+            closed = close_stale(led, reports_dir=reports_dir, station=station_id,
+                                 detected_by=f"atfab ledger close-stale on {socket.gethostname()}",
+                                 publish=spools.publish_report if spools is not None else None, **described)
+    finally:
+        status = spools.stop(drain_s=publish_wait) if spools is not None else None
     if as_json:
-        _echo_json(closed)
+        _echo_json({"closed": closed, "publish": status} if status is not None else closed)
         return
     for a in closed:
         click.echo(f"attempt {a.id}  {a.mac or '-'}  {a.station}:{a.port}  -> {a.outcome}  {a.report_path or ''}")
     click.echo(f"{len(closed)} stale attempt(s) closed", err=True)
+    if status is not None:
+        delivered = sum(t["delivered"] for t in status["targets"])
+        click.echo(f"published: {delivered} delivered, {status['pending']} still spooled"
+                   + "".join(f"; {e}" for e in status["errors"]), err=True)
 
 
 @ledger.command("list")

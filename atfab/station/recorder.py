@@ -7,13 +7,16 @@ the attempt's outcome event seals it. Nothing else writes to the report.
 :func:`close_stale_attempt` ends an attempt that is still open in the ledger although no station
 is running it (the process was killed): if its report was already sealed (the kill came between
 sealing and the ledger update) that outcome stands; otherwise an ``ABORTED`` report is written
-for it now and the attempt is ended ``ABORTED``.
+for it now and the attempt is ended ``ABORTED``. Either report is handed to ``publish`` (the MES
+spool) *before* the ledger row is ended, the same order the runner keeps: an attempt still open
+in the ledger is the mark of a report that may not have reached the spool yet.
 """
 
 from __future__ import annotations
 
 import functools
 from datetime import datetime, timezone
+from collections.abc import Callable
 from pathlib import Path
 
 from ..core.errors import OUTCOMES
@@ -23,6 +26,10 @@ from .report import ReportBuilder, UnitReport, read_report
 
 #: Events that are bookkeeping, not steps of the unit's state machine.
 NOT_STEPS = ("unit", "attempt", "wait", "report", "pause", "run", "page")
+
+#: Hands a sealed report to the MES spool: ``publish(path, attempt_id=..., outcome=...)``
+#: (:meth:`atfab.station.mes.publisher.ReportPublisher.publish_report`).
+Publish = Callable[..., object]
 
 
 def iso(t: float) -> str:
@@ -126,11 +133,12 @@ def sealed_report(out_dir: str | Path, attempt_id: int) -> tuple[Path, UnitRepor
 
 
 def close_stale_attempt(ledger: Ledger, attempt: Attempt, out_dir: str | Path | None, *, recipe_name: str,
-                        recipe_hash: str, recipe_path: str | Path | None, detected_by: str) -> Attempt:
+                        recipe_hash: str, recipe_path: str | Path | None, detected_by: str,
+                        publish: Publish | None = None) -> Attempt:
     """End an attempt a killed station left open (see the module docstring); returns it ended.
 
     The report goes to the folder the attempt was begun with (``attempt.report_dir``), else to
-    ``out_dir``.
+    ``out_dir``; ``publish`` gets it before the ledger row is ended.
     """
     if attempt.report_dir:
         out_dir = attempt.report_dir
@@ -139,6 +147,8 @@ def close_stale_attempt(ledger: Ledger, attempt: Attempt, out_dir: str | Path | 
     found = sealed_report(out_dir, attempt.id)
     if found is not None:
         path, rep = found
+        if publish is not None:
+            publish(path, attempt_id=attempt.id, outcome=rep.outcome)
         return ledger.end_attempt(attempt.id, rep.outcome or "ABORTED", report_path=path, ended=rep.ended,
                                   detail=rep.error)
     detail = (f"interrupted: the station stopped (killed) before attempt {attempt.id} ended; "
@@ -159,22 +169,25 @@ def close_stale_attempt(ledger: Ledger, attempt: Attempt, out_dir: str | Path | 
                                         not_after=cert.not_after)
     ended = utc_now()
     path = builder.seal("ABORTED", error=detail, ended=ended)
+    if publish is not None:
+        publish(path, attempt_id=attempt.id, outcome="ABORTED")
     return ledger.end_attempt(attempt.id, "ABORTED", report_path=path, detail=detail, ended=ended)
 
 
 def close_stale(ledger: Ledger, *, reports_dir: str | Path | None, detected_by: str, station: str | None = None,
                 exclude_owner: str | None = None, recipe_name: str = "", recipe_hash: str = "unknown",
-                recipe_path: str | Path | None = None) -> list[Attempt]:
+                recipe_path: str | Path | None = None, publish: Publish | None = None) -> list[Attempt]:
     """Close every stale attempt (lease passed, or its process on this host is gone) of
     ``station`` (or all), each with its report (:func:`close_stale_attempt`; the recipe named
     describes attempts of that recipe). Live attempts — another station still renews their
-    lease — are left alone. Returns the closed attempts."""
+    lease — are left alone. Each report is handed to ``publish`` (the MES spool) before its
+    attempt ends. Returns the closed attempts."""
     closed = []
     for attempt in ledger.stale_attempts(station=station, exclude_owner=exclude_owner):
         try:
             closed.append(close_stale_attempt(ledger, attempt, reports_dir, recipe_name=recipe_name,
                                               recipe_hash=recipe_hash, recipe_path=recipe_path,
-                                              detected_by=detected_by))
+                                              detected_by=detected_by, publish=publish))
         except LedgerError as exc:
             if "already ended" not in str(exc):    # another station closed it first
                 raise

@@ -65,7 +65,7 @@ from .events import STEPS, Event, EventBus, StepData
 from .ledger import DEFAULT_LEASE_S, Attempt, Ledger
 from .recipe_spec import Recipe, slot_name
 from .firmware_images import FirmwareImages
-from .recorder import ReportRecorder, close_stale_attempt, iso
+from .recorder import Publish, ReportRecorder, close_stale_attempt, iso
 from .unit_plan import MfgNvsPlan, UnitBuild, UnitPlan, unit_plan
 
 
@@ -135,6 +135,7 @@ class RunContext:
     owner: str | None = None             # this station process in the ledger (leases); default station_id
     lease_s: float = DEFAULT_LEASE_S
     ledger_wait_s: float = 600.0         # how long a sealed attempt waits for the ledger to take its outcome
+    publish: Publish | None = None       # hands each sealed report to the MES spool, before the ledger ends it
 
     def __post_init__(self) -> None:
         if self.unit_plan is None:
@@ -297,6 +298,8 @@ class UnitRunner:
             ctx.bus.unsubscribe(rec)
         if rec.error is not None:
             outcome, error = "ERROR", f"report not written: {_describe(rec.error)}"
+        if rec.path is not None and ctx.publish is not None:
+            ctx.publish(rec.path, attempt_id=st.attempt_id, outcome=outcome)   # spooled while the attempt is open
         self._end(st.attempt_id, outcome, rec.path, error)
         self.emit("report", outcome, detail=error, attempt_id=st.attempt_id,
                   data={"report": str(rec.path) if rec.path is not None else None, "serial": st.serial, "mac": st.mac})
@@ -313,7 +316,7 @@ class UnitRunner:
 
     def _end(self, attempt_id: int, outcome: str, report: Path | None, error: str | None) -> None:
         """The ledger takes the outcome of the report just sealed. Ordering: report first (the
-        durable record), then the ledger row, retried for ``ledger_wait_s`` while the ledger is
+        durable record), then the MES spool, then the ledger row, retried for ``ledger_wait_s`` while the ledger is
         busy or away — the attempt's lease is renewed meanwhile, so no other station closes it,
         and should this process die first, whoever closes the attempt finds the sealed report
         and keeps its outcome (never ABORTED beside a PASS report)."""
@@ -414,7 +417,7 @@ class UnitRunner:
                                       "which is still running (lease held); not provisioning it here")
                 close_stale_attempt(ctx.ledger, old, ctx.reports_dir, recipe_name=recipe.name,
                                     recipe_hash=recipe.hash, recipe_path=recipe.path,
-                                    detected_by=f"{ctx.station_id}:{self.port.label}")
+                                    detected_by=f"{ctx.station_id}:{self.port.label}", publish=ctx.publish)
                 resumed.append(old.id)
             if retry_of is not None and _chain_mac(ctx.ledger, retry_of) not in (None, st.unit_mac):
                 retry_of = None                 # another unit is on the port: a new unit, not a retry

@@ -338,12 +338,14 @@ class Station:
             # what a killed run of this station (or any dead station) left open: ABORTED, with its report
             close_stale(ledger, reports_dir=self.reports_dir, detected_by=f"{self.station_id} (start)",
                         exclude_owner=self.owner, recipe_name=self.recipe.name, recipe_hash=self.recipe.hash,
-                        recipe_path=self.recipe.path)
+                        recipe_path=self.recipe.path,
+                        publish=publisher.publish_report if publisher is not None else None)
             ctx = RunContext(recipe=self.recipe, ledger=ledger, bus=self.bus, stop=self.stop_token,
                              reports_dir=self.reports_dir, station_id=self.station_id, firmware=self._firmware,
                              operator=self.operator, ca=self.ca, plan=self._plan, unit_plan=self._unit_plan,
                              flash_baud=self.flash_baud, at_baud=self.at_baud, flasher_options=self.flasher_options,
-                             escrow=escrow, batch=self.batch, owner=self.owner, lease_s=self.lease_s)
+                             escrow=escrow, batch=self.batch, owner=self.owner, lease_s=self.lease_s,
+                             publish=publisher.publish_report if publisher is not None else None)
 
             def worker(port: PortSpec) -> None:
                 runner = UnitRunner(ctx, port)
@@ -415,11 +417,9 @@ class Station:
             return
         publisher = ReportPublisher(self.publish, spool_root(self.reports_dir, self.station_id),
                                     station_id=self.station_id).start()
-        self.bus.subscribe(publisher)
         try:
             yield publisher
         finally:
-            self.bus.unsubscribe(publisher)
             publisher.stop(drain_s=self.publish_drain_s)
 
     def _escrow_writer(self, started: str) -> Any:

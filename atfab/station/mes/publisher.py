@@ -1,16 +1,21 @@
 """Publish every sealed unit report to the MES targets through an on-disk spool.
 
-:class:`ReportPublisher` subscribes to the station's event stream. On each ``report`` event
-(the report is sealed and the ledger row ended) it reads the sealed report, wraps it in an
+The runner hands :meth:`ReportPublisher.publish_report` each report right after sealing it and
+*before* the ledger ends the attempt; the publisher reads the sealed report, wraps it in an
 ``atfab.mes-message/1`` envelope and writes it into every target's spool — a local file write,
-so the unit's runner never waits on the network. One background thread per station drains the
+so the unit's runner never waits on the network. A station killed between sealing and spooling
+leaves the attempt open in the ledger, and whoever closes it (the station's next start, another
+station meeting the unit, ``atfab ledger close-stale``) finds the sealed report and spools it
+then (:func:`atfab.station.recorder.close_stale_attempt`): no sealed report goes unpublished.
+Delivery is at least once; the message ``id`` is the same whoever spools the report, so the MES
+drops a repeat. One background thread per station drains the
 spools, each oldest first, and retries a target that is down with a growing pause (up to
 ``max_backoff_s``). Messages left when the station stops stay in the spool and go out on the
 next start, before new ones.
 
 Envelope::
 
-    {"schema": "atfab.mes-message/1", "id": "<station>:<attempt id>", "station": "…",
+    {"schema": "atfab.mes-message/1", "id": "<report's station>:<attempt id>", "station": "…",
      "outcome": "PASS", "report_file": "….json", "report": {…the sealed unit report…}}
 
 The report never holds private keys (the report writer refuses them); the publisher checks the
@@ -19,6 +24,7 @@ envelope again and refuses to spool one that holds private-key armor.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -28,7 +34,6 @@ from pathlib import Path
 from typing import Any
 
 from ...core.keyguard import find_private_key
-from ..events import Event
 from .senders import DeliveryFailed, Rejected, Sender, sender_for
 from .spool import Spool
 from .targets import Target
@@ -63,8 +68,8 @@ class TargetState:
 class ReportPublisher:
     """Spools sealed reports for ``targets`` and delivers them from one background thread.
 
-    Use as an :class:`~atfab.station.events.EventBus` subscriber between :meth:`start` and
-    :meth:`stop`; :meth:`publish_report` spools one report directly.
+    :meth:`publish_report` spools one report (between :meth:`start` and :meth:`stop`, or
+    before: the thread delivers what it finds when it starts).
     """
 
     def __init__(self, targets: tuple[Target, ...], root: str | Path, *, station_id: str,
@@ -86,17 +91,18 @@ class ReportPublisher:
         self.last_status: dict[str, Any] | None = None   # the status :meth:`stop` returned
 
     # -- producer side (port threads) -----------------------------------------------------------
-    def __call__(self, event: Event) -> None:
-        if event.step != "report" or not event.data or not event.data.get("report"):
-            return
-        self.publish_report(Path(str(event.data["report"])), attempt_id=event.attempt_id, outcome=event.status)
-
     def publish_report(self, path: Path, *, attempt_id: int | None = None, outcome: str | None = None) -> bool:
-        """Spool the sealed report at ``path`` for every target; False (and :attr:`errors`) if not."""
+        """Spool the sealed report at ``path`` for every target; False (and :attr:`errors`) if not.
+
+        The message id is ``<station id of the report>:<attempt id>`` (this publisher's station
+        when the report names none), whoever spools it."""
         try:
             report = json.loads(path.read_text(encoding="utf-8"))
-            message = {"schema": SCHEMA, "id": f"{self.station_id}:{attempt_id if attempt_id is not None else path.stem}",
-                       "station": self.station_id, "outcome": outcome or report.get("outcome"),
+            station = report_station(report) or self.station_id
+            if attempt_id is None and isinstance(report.get("attempt_id"), int):
+                attempt_id = report["attempt_id"]
+            message = {"schema": SCHEMA, "id": f"{station}:{attempt_id if attempt_id is not None else path.stem}",
+                       "station": station, "outcome": outcome or report.get("outcome"),
                        "report_file": path.name, "report": report}
             where = find_private_key(message)
             if where is not None:
@@ -182,6 +188,8 @@ class ReportPublisher:
         try:
             body = path.read_bytes()
             message_id = str(json.loads(body).get("id", path.stem))
+        except FileNotFoundError:           # another process draining this spool took it
+            return True
         except (OSError, ValueError) as exc:
             state.spool.reject(path, f"unreadable message: {exc}")
             state.rejected += 1
@@ -192,7 +200,8 @@ class ReportPublisher:
         try:
             sender.send(body, message_id)
         except Rejected as exc:
-            state.spool.reject(path, str(exc))
+            with contextlib.suppress(FileNotFoundError):
+                state.spool.reject(path, str(exc))
             state.rejected, state.last_error = state.rejected + 1, str(exc)
             return True
         except DeliveryFailed as exc:
@@ -207,4 +216,47 @@ class ReportPublisher:
         return True
 
 
-__all__ = ["ReportPublisher", "TargetState", "SCHEMA", "spool_root"]
+def report_station(report: Any) -> str | None:
+    """The station id a unit report names (``station.id``), if any."""
+    station = report.get("station") if isinstance(report, dict) else None
+    sid = station.get("id") if isinstance(station, dict) else None
+    return sid if isinstance(sid, str) and sid else None
+
+
+class StationSpools:
+    """Reports of any station spooled where that station keeps its own:
+    ``<the report's folder>/spool/<its station id>/`` (``atfab ledger close-stale``: a message
+    not delivered before the command ends goes out with the station's next start). One
+    :class:`ReportPublisher` per such spool, started on first use."""
+
+    def __init__(self, targets: tuple[Target, ...], **options: Any) -> None:
+        self.targets = targets
+        self.options = options
+        self.publishers: dict[Path, ReportPublisher] = {}
+        self.errors: list[str] = []
+
+    def publish_report(self, path: Path, *, attempt_id: int | None = None, outcome: str | None = None) -> bool:
+        """Spool the sealed report at ``path`` in its station's spool (see the class)."""
+        try:
+            station = report_station(json.loads(path.read_text(encoding="utf-8"))) or "station"
+        except (OSError, ValueError) as exc:
+            self.errors.append(f"{path}: not published: {exc}")
+            return False
+        root = spool_root(path.parent, station)
+        publisher = self.publishers.get(root)
+        if publisher is None:
+            publisher = self.publishers[root] = ReportPublisher(self.targets, root, station_id=station,
+                                                                **self.options).start()
+        return publisher.publish_report(path, attempt_id=attempt_id, outcome=outcome)
+
+    def stop(self, *, drain_s: float = 0.0) -> dict[str, Any]:
+        """Give every spool up to ``drain_s`` seconds (together) to empty, stop; the status of all."""
+        deadline = time.monotonic() + drain_s
+        for publisher in self.publishers.values():
+            publisher.wait_drained(max(0.0, deadline - time.monotonic()))
+        states = [publisher.stop() for publisher in self.publishers.values()]
+        return {"targets": [t for s in states for t in s["targets"]], "pending": sum(s["pending"] for s in states),
+                "errors": self.errors + [e for s in states for e in s["errors"]]}
+
+
+__all__ = ["ReportPublisher", "StationSpools", "TargetState", "SCHEMA", "spool_root", "report_station"]
