@@ -1,4 +1,4 @@
-"""End to end through the CLI for every legacy (G1/G2) profile: build (with certificates and keys) -> flash with
+"""End to end through the CLI for every legacy (G1/G2) profile (the ESP32-C3 one on the virtual C3): build (with certificates and keys) -> flash with
 the real esptool to the virtual module -> verify PASS (per-item partitions read back with AT+SYSFLASH);
 an erased certificate partition is a FAIL naming it."""
 
@@ -20,9 +20,8 @@ from tests.conftest import run_with_timeout
 from tests.legacy_support import make_raw_data
 
 T = 120
-#: esp32c3-at-v2 is not here: the virtual module has no ESP32-C3 ROM for esptool (atfab/sim/chip.py CHIPS);
-#: its firmware side is covered by tests/test_sim_legacy.py.
-PROFILES = ("esp32-at-v1.1", "esp32-at-v1.2", "esp32-at-v2", "esp32c2-4mb-at-v3.0", "esp32c2-2mb-at-v3.0")
+PROFILES = ("esp32-at-v1.1", "esp32-at-v1.2", "esp32-at-v2", "esp32c3-at-v2", "esp32c2-4mb-at-v3.0",
+            "esp32c2-2mb-at-v3.0")
 
 
 def atfab(*args: object):

@@ -4,8 +4,9 @@
 revision, package, flash JEDEC id). :class:`Registers` is the memory-mapped register file that
 READ_REG/WRITE_REG reach: eFuse words, the UART clock divider esptool uses to guess the
 crystal, and the SPI1 "user command" sequence esptool drives to read the flash JEDEC id and
-SFDP table. Three chip models: ESP32-C2 (esptool ``targets/esp32c2.py``; the C2 class inherits
-the C3 SPI1 layout of ``targets/esp32c3.py``) and the classic ESP32 (``targets/esp32.py``: eFuse
+SFDP table. Four chip models: ESP32-C2 (esptool ``targets/esp32c2.py``; the C2 class inherits
+the C3 SPI1 layout of ``targets/esp32c3.py``), ESP32-C3 (``targets/esp32c3.py``: eFuse BLOCK1 MAC,
+package/revision/flash words, chip id 5 from GET_SECURITY_INFO) and the classic ESP32 (``targets/esp32.py``: eFuse
 BLK0, the chip magic register, APB_CTL_DATE, its own SPI1 layout), and the ESP8266
 (``targets/esp8266.py``: OTP MAC words, magic register, a ROM with few commands). The per-chip eFuse and fixed
 register images are in :mod:`atfab.sim.efuse`.
@@ -68,7 +69,7 @@ SPI_ESP8266_LAYOUT = SpiLayout(usr=0x1C, usr1=0x20, usr2=0x24, mosi_dlen=None, m
 
 @dataclass(frozen=True)
 class ChipSpec:
-    """Per-chip facts the ROM loader needs (ESP32-C2 and ESP32 are modelled)."""
+    """Per-chip facts the ROM loader needs (ESP32-C2, ESP32-C3, ESP32 and ESP8266 are modelled)."""
 
     name: str
     #: chip_id returned by GET_SECURITY_INFO (esptool's IMAGE_CHIP_ID).
@@ -137,6 +138,17 @@ CHIPS: dict[str, ChipSpec] = {
         spi1_base=0x60002000, uart_clkdiv_reg=0x60000014, xtal_hz=26_000_000, rom_assumed_xtal_hz=40_000_000,
         rom_default_flash_size=2 * MB,
         ram_ranges=((0x3FCA0000, 0x3FCE0000), (0x4037C000, 0x403C0000)), rtc_wdt_config0=0x60008084,
+    ),
+    # esptool targets/esp32c3.py: chip told apart by GET_SECURITY_INFO (IMAGE_CHIP_ID 5, no magic
+    # value), MAC in eFuse BLOCK1 (0x60008844..), the C3 SPI1 layout, a fixed 40 MHz crystal (the ROM
+    # divides 40 MHz on CHANGE_BAUDRATE: ESPLoader.change_baud), RTC WDT at 0x60008090; the stub's text
+    # at 0x40380000 (IRAM 0x4037C000..0x403E0000), data/bss at 0x3FC84000.. (DRAM 0x3FC80000..0x3FCE0000).
+    "esp32c3": ChipSpec(
+        name="esp32c3", chip_id=5, efuse_base=0x60008844, efuse_window=(0x60008800, 0x60008900),
+        spi1_base=0x60002000, uart_clkdiv_reg=0x60000014, xtal_hz=40_000_000, rom_assumed_xtal_hz=40_000_000,
+        rom_default_flash_size=2 * MB,
+        ram_ranges=((0x3FC80000, 0x3FCE0000), (0x4037C000, 0x403E0000)), rtc_wdt_config0=0x60008090,
+        default_revision=(0, 4), max_minor=15, max_major=3,
     ),
     "esp32": ChipSpec(
         name="esp32", chip_id=0, efuse_base=0x3FF5A000, efuse_window=(0x3FF5A000, 0x3FF5A100),

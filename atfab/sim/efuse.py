@@ -1,7 +1,7 @@
 """eFuse words and fixed read-only registers of each virtual chip model (what READ_REG sees).
 
-Bit positions are those esptool reads (``targets/esp32c2.py``, ``targets/esp32.py``,
-``targets/esp8266.py``) and, for
+Bit positions are those esptool reads (``targets/esp32c2.py``, ``targets/esp32c3.py``,
+``targets/esp32.py``, ``targets/esp8266.py``) and, for
 the ESP32 MAC CRC, espefuse's ``efuse/esp32/fields.py`` (``EfuseMacField.calc_crc``, the ROM's
 ``esp_crc8``) with the field map of ``efuse_defs/esp32.yaml``.
 """
@@ -89,6 +89,24 @@ def _esp32c2_words(ident: FuseSource) -> dict[int, int]:
     return {base: word0, base + 4: word1, base + 28: word7}
 
 
+def _esp32c3_words(ident: FuseSource) -> dict[int, int]:
+    """BLOCK1 words 0, 1, 3, 5 (esptool ``targets/esp32c3.py``, base ``EFUSE_BLOCK1_ADDR``).
+
+    word0 = MAC[2:6] big-endian, word1 [15:0] = MAC[0:2] (``read_mac`` packs ``>II`` of words 1, 0
+    and drops 2 bytes); word3: minor revision bits [2:0] at [20:18], package [23:21] = 0 (ESP32-C3,
+    QFN32), embedded flash capacity [29:27] = 0 (the flash is beside the chip, as on a WROOM-02;
+    word4's vendor bits stay 0 with it); word5: minor revision bit 3 at [23], major [25:24].
+    """
+    base = ident.spec.efuse_base
+    m = ident.mac
+    major, minor = ident.revision
+    word0 = int.from_bytes(m[2:6], "big")
+    word1 = (m[0] << 8) | m[1]
+    word3 = (minor & 7) << 18
+    word5 = ((minor >> 3) << 23) | (major << 24)
+    return {base: word0, base + 4: word1, base + 12: word3, base + 20: word5}
+
+
 #: ESP32 major revision -> (BLK0 word3 bit 15, word5 bit 20, APB_CTL_DATE bit 31); esptool
 #: ``get_major_chip_version`` maps the combined 3 bits 0/1/3/7 to v0/v1/v2/v3.
 _ESP32_REV_BITS = {0: (0, 0, 0), 1: (1, 0, 0), 2: (1, 1, 0), 3: (1, 1, 1)}
@@ -146,7 +164,7 @@ def _esp8266_fixed(ident: FuseSource) -> dict[int, int]:
 
 
 _EFUSE: dict[str, Callable[[FuseSource], dict[int, int]]] = {
-    "esp32c2": _esp32c2_words, "esp32": _esp32_words, "esp8266": _esp8266_words}
+    "esp32c2": _esp32c2_words, "esp32c3": _esp32c3_words, "esp32": _esp32_words, "esp8266": _esp8266_words}
 _FIXED: dict[str, Callable[[FuseSource], dict[int, int]]] = {"esp32": _esp32_fixed, "esp8266": _esp8266_fixed}
 
 
