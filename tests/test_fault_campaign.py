@@ -170,14 +170,14 @@ def test_module_answers_after_power_losses_during_an_idle_at_connection(unit) ->
 
 
 def test_a_bug_the_runner_swallows_counts_as_a_crash(campaign, unit, monkeypatch) -> None:
-    from atfab.station.runner import UnitRunner
+    from atfab.station.unit_plan import MfgNvsPlan
 
     slot, ledger, _ = unit
 
     def broken(self, at):
         raise TypeError("planted bug")
 
-    monkeypatch.setattr(UnitRunner, "_configure", broken)
+    monkeypatch.setattr(MfgNvsPlan, "configure", broken)
     before = campaign.tally.c["crashes"]
     res = run_with_timeout(campaign.step, 90, slot, "provision", NO_FAULT, ledger=ledger, station_id="test")
     assert res.outcome == "ERROR"
@@ -188,18 +188,18 @@ def test_a_bug_the_runner_swallows_counts_as_a_crash(campaign, unit, monkeypatch
 
 def test_a_planted_false_pass_is_counted(campaign, unit, monkeypatch) -> None:
     """A runner that builds the wrong content and verifies nothing: PASS report, wrong device."""
-    import atfab.station.runner
-    from atfab.station.runner import UnitRunner
+    import atfab.station.unit_plan
+    from atfab.station.unit_plan import MfgNvsPlan
 
     slot, ledger, _ = unit
-    real = atfab.station.runner.build_unit_images
+    real = atfab.station.unit_plan.build_unit_images
 
     def wrong(profile, content, **kw):
         content.factory_param["max_tx_power"] = 60
         return real(profile, content, **kw)
 
-    monkeypatch.setattr(atfab.station.runner, "build_unit_images", wrong)
-    monkeypatch.setattr(UnitRunner, "_verify", lambda self, st: [])
+    monkeypatch.setattr(atfab.station.unit_plan, "build_unit_images", wrong)
+    monkeypatch.setattr(MfgNvsPlan, "verify", lambda self, at, build, **kw: [])
     before = {k: campaign.tally.c[k] for k in ("false_pass", "unknown_mismatch")}
     res = run_with_timeout(campaign.step, 90, slot, "provision", NO_FAULT, ledger=ledger, station_id="test")
     assert res.outcome == "PASS"
