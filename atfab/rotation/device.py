@@ -186,6 +186,11 @@ class SlotIo:
         self.client = client
         self.place = place
 
+    @staticmethod
+    def longest_write(firmware: Any) -> int:
+        """The longest AT+SYSMFG blob payload (ground truth §6: 8191 bytes)."""
+        return int(firmware.sysmfg_value_max)
+
     # -- reads ----------------------------------------------------------------------------------
     def _read(self, kind: str) -> bytes:
         ns, key = self._item(kind)

@@ -33,6 +33,7 @@ from typing import Any
 from ..core.errors import InputError
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError
+from ..link.at.helpers import DEFAULT_CHUNK
 from ..image.legacy_pki import HEADER, decode_pki, item_type, looks_like_pki, replace_item
 from .device import PairState, Secret, SlotMissing, SlotPlace, key_fingerprint, leaf_certificate, pair_state, sha256_hex
 from ..pki.keys import cert_sha256
@@ -72,6 +73,11 @@ class PartitionSlotIo:
         self._sizes: dict[str, int] | None = None
         self._heads: dict[str, bytes | None] = {}       # the last image read/written at offset 0
         self._planned: dict[str, bytes] = {}             # dry-run repairs: what the head would hold
+
+    @staticmethod
+    def longest_write(firmware: Any) -> int:
+        """The longest AT+SYSFLASH write payload this store sends (one chunk of the write helper)."""
+        return DEFAULT_CHUNK
 
     # -- partitions -------------------------------------------------------------------------------
     def _size(self, part: str) -> int:

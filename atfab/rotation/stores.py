@@ -9,11 +9,18 @@ This is the one place rotation looks at it.
 from __future__ import annotations
 
 from ..core.errors import InputError
+from ..core.firmware import FirmwareProfile
+from ..link.at.helpers import DEFAULT_CHUNK
 from ..link.at.client import AtClient
 from .device import SlotIo, SlotPlace, SlotStore
 from .partition_io import PartitionSlotIo
 
 STORES = {"sysmfg": SlotIo, "partition": PartitionSlotIo}
+
+
+def longest_write(firmware: FirmwareProfile) -> int:
+    """Bytes of the longest write payload the unit's store takes (what a cut write may still wait for)."""
+    return STORES[firmware.pki_store].longest_write(firmware) if firmware.pki_store in STORES else DEFAULT_CHUNK
 
 
 def open_slot(client: AtClient, place: SlotPlace) -> SlotStore:
@@ -24,4 +31,4 @@ def open_slot(client: AtClient, place: SlotPlace) -> SlotStore:
     return STORES[kind](client, place)
 
 
-__all__ = ["STORES", "open_slot"]
+__all__ = ["STORES", "open_slot", "longest_write"]

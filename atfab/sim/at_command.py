@@ -61,6 +61,11 @@ class RunState:
     extra: dict[str, Any] = field(default_factory=dict)   # per command group (rf, country, ble ...)
 
 
+#: ``RunState.extra`` key of a command cut in the middle of its payload by a link drop: a callable
+#: ``(ctx) -> None`` that reads the rest from the next link and does the command's work.
+PENDING_PAYLOAD = "pending_payload"
+
+
 class StopServing(Exception):
     """Leave ``serve`` without a final result code (power loss, download mode)."""
 
@@ -160,4 +165,4 @@ class Ctx:
             time.sleep(min(left, POLL))
 
 
-__all__ = ["CommandSpec", "RunState", "Ctx", "Interpreter", "StopServing", "After", "Handler", "READY", "OK", "ERROR", "POLL"]
+__all__ = ["CommandSpec", "RunState", "Ctx", "Interpreter", "StopServing", "PENDING_PAYLOAD", "After", "Handler", "READY", "OK", "ERROR", "POLL"]

@@ -29,12 +29,13 @@ are applied by the SYSFLASH/SYSMFG handlers.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from .at_boot import NVS_ERRORS, boot_from_flash
 from typing import Any
 
 from .at_build import identify, legacy_profile, served_profile
-from .at_command import OK, ERROR, POLL, READY, After, CommandSpec, Ctx, RunState, StopServing
+from .at_command import OK, ERROR, PENDING_PAYLOAD, POLL, READY, After, CommandSpec, Ctx, RunState, StopServing
 from .at_parser import (
     MAX_COMMAND, SUB_CMD_PROCESSING, SUB_NO_AT, SUB_UNSUPPORT_CMD, AtCmdError,
     err_code, parse_line,
@@ -125,6 +126,10 @@ class AtFirmware:
         link = ctx.link
         buf = bytearray()
         overflow = False
+        if self.state is not None and PENDING_PAYLOAD in self.state.extra:
+            # a UART has no connections: a command still reading its payload when the host's link
+            # dropped takes the next bytes that arrive, from whoever sends them (ground truth §5)
+            self._resume(ctx, self.state.extra.pop(PENDING_PAYLOAD))
         while True:
             ctx.check_state()
             if self.state is None:  # no firmware runs: input is lost
@@ -151,6 +156,18 @@ class AtFirmware:
             result = self._run_line(ctx, line)
             if result is not None:
                 return result
+
+    def _resume(self, ctx: Ctx, pending: Callable[[Ctx], None]) -> None:
+        """Finish a command whose payload a link drop cut (its handler's continuation), then its result."""
+        try:
+            pending(ctx)
+        except AtCmdError as exc:
+            self._finish(ctx, exc)
+            return
+        except NVS_ERRORS as exc:
+            self._finish(ctx, AtCmdError(None, 0, str(exc)))
+            return
+        self._finish(ctx, None)
 
     def _run_line(self, ctx: Ctx, line: bytes) -> str | None:
         st = self.state

@@ -16,14 +16,17 @@
 Faults: ``error_next_write`` / ``error_after_writes`` answer ERROR after the payload (nothing written);
 ``corrupt_next_read`` flips one byte of the next read's payload; ``power_loss_after_flash_ops`` /
 ``drop_after_flash_ops`` cut power / the AT link once N erases+writes were carried out (before the
-reply); ``drop_in_flash_write`` drops the link halfway through a write's payload (nothing written).
+reply); ``drop_in_flash_write`` drops the link halfway through a write's payload. A write whose link
+drops before its payload is complete keeps waiting: the next link's first bytes complete it (a UART
+has no connections), then it is written and answered; a power loss ends it, nothing written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from .at_command import CommandSpec, Ctx, StopServing
+from .at_command import PENDING_PAYLOAD, POLL, CommandSpec, Ctx, StopServing
 from .link import LinkClosed
 from .at_parser import SUB_CMD_EXEC_FAIL, Params, err_code, exec_fail, invalid
 
@@ -84,12 +87,24 @@ def _carried_out(ctx: "Ctx") -> None:
         raise LinkClosed("fault: link dropped after an AT+SYSFLASH operation")
 
 
-def _payload(ctx: "Ctx", length: int) -> bytes:
-    if _countdown(ctx.faults, "drop_in_flash_write"):
-        ctx.read_payload(length // 2)
-        ctx.link.close()
-        raise LinkClosed("fault: link dropped in the middle of an AT+SYSFLASH write")
-    return ctx.read_payload(length)
+def _payload(ctx: "Ctx", length: int, got: bytes, finish: Callable[["Ctx", bytes], None]) -> bytes:
+    """The write's ``length`` payload bytes (``got`` of them already arrived). A link that drops
+    meanwhile does not end the command: like the core reading its UART, it waits for the rest on
+    the next link (``PENDING_PAYLOAD``), then ``finish`` gets the bytes; a power loss forgets it."""
+    data = bytearray(got)
+    cut = not got and length >= 2 and _countdown(ctx.faults, "drop_in_flash_write")
+    try:
+        while len(data) < length:
+            ctx.check_state()
+            data += ctx.link.recv((length // 2 if cut else length) - len(data), POLL)
+            if cut and len(data) >= length // 2:
+                ctx.link.close()
+                raise LinkClosed("fault: link dropped in the middle of an AT+SYSFLASH write")
+    except LinkClosed:
+        so_far = bytes(data)
+        ctx.st.extra[PENDING_PAYLOAD] = lambda c: finish(c, _payload(c, length, so_far, finish))
+        raise
+    return bytes(data)
 
 
 def _table(ctx: "Ctx") -> Any:
@@ -138,11 +153,14 @@ def _set(ctx: "Ctx", p: Params) -> None:
         ctx.err_code(err_code(SUB_CMD_EXEC_FAIL, 1))
     if op == 1:
         ctx.send(ctx.profile.sysflash_prompt)
-        data = _payload(ctx, length)
-        if take_write_error(ctx.faults) or not inside:
-            raise exec_fail("write refused", ext=3)
-        flash.program(addr, data)
-        _carried_out(ctx)
+
+        def write(c: "Ctx", data: bytes) -> None:
+            if take_write_error(c.faults) or not inside:
+                raise exec_fail("write refused", ext=3)
+            c.host.flash.program(addr, data)
+            _carried_out(c)
+
+        write(ctx, _payload(ctx, length, b"", write))
         return
     if not inside:
         raise exec_fail("read outside the partition", ext=2)

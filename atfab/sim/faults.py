@@ -47,7 +47,8 @@ class FaultPlan:
     power_loss_after_flash_ops: int | None = None
     #: The AT link drops at that same point instead (the module keeps running).
     drop_after_flash_ops: int | None = None
-    #: The AT link drops halfway through the payload of the Nth AT+SYSFLASH write from now (nothing written).
+    #: The AT link drops halfway through the payload of the Nth AT+SYSFLASH write from now; the write
+    #: then waits for the rest from the next link, as the core reading its UART does.
     drop_in_flash_write: int | None = None
 
     def live(self, side: str) -> "LiveLinkFaults":

@@ -57,7 +57,7 @@ from ..rotation.device import PairState, Secret, SlotPlace, SlotStore, leaf_cert
 from ..rotation.inventory import RotateTarget
 from ..rotation.journal import JournalDetail, certificate_facts, pem_of, record_done, resume
 from ..rotation.results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
-from ..rotation.stores import open_slot
+from ..rotation.stores import longest_write, open_slot
 from .ledger import Ledger, utc_now
 from .recipe_checks import PKI_SIZE_ESTIMATE
 from .recipe_spec import ROTATE_MODES, Recipe, slot_name
@@ -222,6 +222,8 @@ class _ModuleRun:
                 port = (self.opts.opener or _default_opener)(self.target.port, self.opts.baud)
                 client = AtClient(port, firmware=self.plan.recipe.profile.firmware,
                                   timeout=self.opts.timeout or self.plan.recipe.verify.command_timeout_s)
+                # a write an earlier contact left reading its payload is ended (not in a dry run: read only)
+                client.settle(longest_write(client.firmware), end_pending=not self.opts.dry_run)
             with self._step("identify") as h:
                 self._identify(client)
                 h.detail = {"mac": self.mac, "serial": self.serial}

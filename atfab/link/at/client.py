@@ -181,10 +181,39 @@ class AtClient(AtCommands):
         dropped += self._discard_until_quiet(quiet, max_wait)
         self._resync = None
         probe = next(p for p in self._sync_probes() if after is None or command_name(p) != command_name(after))
-        dropped += self._probe(probe, max_wait, min(quiet, 0.05))
+        dropped += self._probe(probe, max_wait, min(quiet, 0.05))[1]
         if dropped:
             self._log("rx", "note", f"resync discarded {len(dropped)} bytes")
         return bytes(dropped)
+
+    def settle(self, max_payload: int, *, wait: float | None = None, end_pending: bool = True) -> bool:
+        """Before a contact's first command: make sure the module reads commands. True when it had to.
+
+        A module that stays silent to a probe query may still be reading the payload of a write an
+        earlier contact began (``>`` sent, then the host died): a cut link does not end it, the core
+        keeps reading its UART (ground truth §5, §6), and would take this contact's commands as
+        data. Up to ``max_payload`` 0xFF bytes and CR LF end such a write (programming 0xFF leaves
+        NOR flash as it is; the rest is one over-long line, answered ERROR); then the probe must be
+        answered. :class:`AtTimeout` when it still is not, or at once without ``end_pending`` (a
+        read-only contact must not complete a write). ``wait``: seconds for each answer (the reply timeout).
+        """
+        wait = self.timeout if wait is None else wait
+        probe = self._sync_probes()[0]
+        answered, seen = self._probe(probe, wait, 0.05)
+        if answered:
+            return False
+        if not end_pending:
+            raise AtTimeout(probe, seen, wait, waiting_for="reply (the module may still be reading an earlier "
+                                                           "write's payload; a contact that may write ends it)")
+        self._log("note", "note", f"the module does not answer {probe}: it may still read an earlier write's payload; "
+                                  f"sending {max_payload} 0xFF bytes and CR LF to end it")
+        self._write(b"\xff" * max_payload + b"\r\n", probe)
+        wait_more = wait + self.transfer_time(max_payload)
+        self._discard_until_quiet(0.1, wait_more)
+        answered, seen = self._probe(probe, wait_more, 0.05)
+        if not answered:
+            raise AtTimeout(probe, seen, wait_more, waiting_for="reply (after ending a pending write payload)")
+        return True
 
     def _sync_probes(self) -> tuple[str, ...]:
         """:data:`SYNC_PROBES` the firmware answers (ESP8266 NONOS AT 0.21 has no UART or SYSLOG query)."""
@@ -205,8 +234,9 @@ class AtClient(AtCommands):
                 time.sleep(min(0.01, quiet))
         return bytes(dropped)
 
-    def _probe(self, probe: str, max_wait: float, quiet: float) -> bytes:
-        """Send ``probe`` until its information line and final ``OK`` arrive; the bytes before them.
+    def _probe(self, probe: str, max_wait: float, quiet: float) -> tuple[bool, bytes]:
+        """Send ``probe`` until its information line and final ``OK`` arrive: whether they did, and
+        the bytes before them.
 
         It is sent again only when the module refused it (``busy p...``) or booted meanwhile
         (``ready``): a probe that is merely slow is waited for, so no second answer trails behind.
@@ -230,7 +260,7 @@ class AtClient(AtCommands):
             if seen_info and text == b"OK":
                 self._log("rx", "final", "OK")
                 self._buf[:0] = buf
-                return bytes(stale) + self._discard_until_quiet(quiet, max_wait)
+                return True, bytes(stale) + self._discard_until_quiet(quiet, max_wait)
             if text.startswith(prefix):
                 seen_info = True
                 self._log("rx", "info", text.decode("utf-8", "replace"))
@@ -242,7 +272,7 @@ class AtClient(AtCommands):
                 send = True
                 time.sleep(self.busy_delay)
         self._log("note", "note", f"resync: no answer to {probe} within {max_wait:.1f} s")
-        return bytes(stale + buf)
+        return False, bytes(stale + buf)
 
     def _hides(self, parser: ReplyParser, seen: bytes | bytearray, sensitive: bool) -> bool:
         """Whether bytes seen during ``parser``'s reply must not appear in an error."""
