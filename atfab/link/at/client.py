@@ -27,6 +27,11 @@ from .helpers import AtCommands
 MAX_COMMAND = 256  # bytes, including the CR LF terminator is not counted (§1.1)
 
 
+#: Seconds :meth:`AtClient.settle` waits for its first probe before it takes the module for one still
+#: reading a write's payload (the query's reply is a few dozen bytes).
+SETTLE_PROBE_S = 1.0
+
+
 def is_sensitive_name(name: str) -> bool:
     """Default redaction rule: a namespace, key or partition whose name contains ``_key``."""
     return "_key" in name.lower()
@@ -195,15 +200,18 @@ class AtClient(AtCommands):
         data. Up to ``max_payload`` 0xFF bytes and CR LF end such a write (programming 0xFF leaves
         NOR flash as it is; the rest is one over-long line, answered ERROR); then the probe must be
         answered. :class:`AtTimeout` when it still is not, or at once without ``end_pending`` (a
-        read-only contact must not complete a write). ``wait``: seconds for each answer (the reply timeout).
+        read-only contact must not complete a write). ``wait``: seconds for each answer (default: the first
+        probe :data:`SETTLE_PROBE_S` - a module at its prompt answers a short query at once - then the reply
+        timeout).
         """
+        first = min(self.timeout, SETTLE_PROBE_S) if wait is None else wait
         wait = self.timeout if wait is None else wait
         probe = self._sync_probes()[0]
-        answered, seen = self._probe(probe, wait, 0.05)
+        answered, seen = self._probe(probe, first, 0.05)
         if answered:
             return False
         if not end_pending:
-            raise AtTimeout(probe, seen, wait, waiting_for="reply (the module may still be reading an earlier "
+            raise AtTimeout(probe, seen, first, waiting_for="reply (the module may still be reading an earlier "
                                                            "write's payload; a contact that may write ends it)")
         self._log("note", "note", f"the module does not answer {probe}: it may still read an earlier write's payload; "
                                   f"sending {max_payload} 0xFF bytes and CR LF to end it")
