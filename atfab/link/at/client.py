@@ -207,7 +207,7 @@ class AtClient(AtCommands):
         first = min(self.timeout, SETTLE_PROBE_S) if wait is None else wait
         wait = self.timeout if wait is None else wait
         probe = self._sync_probes()[0]
-        answered, seen = self._probe(probe, first, 0.05)
+        answered, seen = self._probe(probe, first, 0.0)   # a prompt module: nothing follows its reply
         if answered:
             return False
         if not end_pending:
