@@ -381,6 +381,24 @@ class PostgresDatabase(Database):
                 self._conn.close()
 
 
+#: Values per ``IN (...)`` list (SQLite allows 999 parameters per statement on old builds).
+IN_CHUNK = 900
+
+
+def in_chunks(values: Sequence[Any]) -> list[Sequence[Any]]:
+    """``values`` cut into lists short enough for one ``IN (...)`` each."""
+    return [values[i:i + IN_CHUNK] for i in range(0, len(values), IN_CHUNK)]
+
+
+def select_in(c: Cursor, sql: str, values: Sequence[Any], before: Sequence[Any] = ()) -> set[Any]:
+    """The ``values`` a query ``... IN ({})`` finds (its one column named ``v``), asked in chunks;
+    ``before``: the arguments of the placeholders ahead of the list."""
+    found: set[Any] = set()
+    for part in in_chunks(values):
+        found.update(r["v"] for r in c.execute(sql.format(", ".join("?" * len(part))), (*before, *part)))
+    return found
+
+
 def open_database(location: str | Path, *, create: bool = True, timeout: float = 30.0) -> Database:
     """A :class:`Database` for a SQLite file path or a ``postgresql://`` URL."""
     if is_database_url(location):
@@ -392,4 +410,4 @@ def open_database(location: str | Path, *, create: bool = True, timeout: float =
 
 
 __all__ = ["Database", "DatabaseError", "Dialect", "Cursor", "SQLITE", "POSTGRESQL", "open_database",
-           "is_database_url", "redact_url", "URL_SCHEMES"]
+           "is_database_url", "redact_url", "URL_SCHEMES", "in_chunks", "select_in"]
