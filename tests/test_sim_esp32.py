@@ -224,6 +224,8 @@ def test_atfab_sim_serves_esp32_wroom32_modules():
                            capture_output=True, text=True, timeout=T)
         assert r.returncode == 0, r.stdout + r.stderr
         assert "ESP32-D0WD-V3 (revision v3.0)" in r.stdout and row["mac"] in r.stdout
+        # the same UART0 with reset lines (driven by esptool in tests/test_sim_reset_lines.py)
+        assert row["rfc2217_url"].startswith("rfc2217://127.0.0.1:")
     finally:
         proc.send_signal(signal.SIGINT)
         try:

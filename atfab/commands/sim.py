@@ -32,11 +32,17 @@ from ..sim.server import ModulePool
 @click.option("--chip-revision", default=None,
               help="Chip revision MAJOR.MINOR [default: the chip model's, C2 2.0, ESP32 3.0] "
                    "(0.0 makes esptool refuse its stub on the C2).")
+@click.option("--reset-lines/--no-reset-lines", default=True, show_default=True,
+              help="Also serve each module's UART0 as rfc2217:// with DTR/RTS wired like a devkit's "
+                   "auto-reset circuit (esptool's resets work; a running stub survives reconnects).")
 def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chip: str | None,
-        profile_name: str | None, seed: str, chip_revision: str | None) -> None:
-    """Serve virtual ESP-AT modules: one flash (download-mode) URL and one AT URL each.
+        profile_name: str | None, seed: str, chip_revision: str | None, reset_lines: bool) -> None:
+    """Serve virtual ESP-AT modules: flash (download-mode) URLs and one AT URL each.
 
-    Point esptool at the flash URL (``--port socket://127.0.0.1:P``) and an AT client at the AT
+    Point esptool at the flash URL: ``socket://127.0.0.1:P`` is a power-on into download mode on
+    every connection (esptool forces --before/--after no-reset there); ``rfc2217://127.0.0.1:R``
+    is UART0 behind a devkit's DTR/RTS reset circuit (esptool's default reset sequences, a stub
+    kept across connections, --after hard-reset booting the app). An AT client goes to the AT
     URL. Runs until Ctrl-C.
     """
     from ..core.errors import InputError
@@ -61,7 +67,7 @@ def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chi
     if state_dir is not None:
         check_output(state_dir, "state folder", kind="dir", field="--state")
     pool = ModulePool(count, chip=chip or "esp32c2", flash_size=flash_size, baud=baud, state_dir=state_dir,
-                      seed=seed, firmware=firmware, chip_revision=revision)
+                      seed=seed, firmware=firmware, chip_revision=revision, reset_lines=reset_lines)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -71,7 +77,8 @@ def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chi
                 click.echo(json.dumps(rows))
             else:
                 for r in rows:
-                    click.echo(f"{r['index']}  {r['mac']}  flash {r['flash_url']}  at {r['at_url']}")
+                    lines = f"  rfc2217 {r['rfc2217_url']}" if r["rfc2217_url"] else ""
+                    click.echo(f"{r['index']}  {r['mac']}  flash {r['flash_url']}{lines}  at {r['at_url']}")
             try:
                 while not stop.wait(0.5):
                     pass

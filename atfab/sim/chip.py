@@ -130,6 +130,18 @@ class ChipSpec:
     #: The stub writes FLASH_BEGIN(encrypted=1) data through the flash-encryption transform
     #: (:mod:`atfab.sim.flash_crypt`: the classic ESP32's, with the blank chip's zero key).
     stub_flash_encryption: bool = False
+    #: UART0 rate of the ROM's boot messages: 115200 from a 40 MHz crystal, 74880 from a 26 MHz
+    #: one (esptool's TestReset: "Mangled bytes are for C2 26 MHz when the baudrate doesn't match").
+    rom_log_baud: int = 115200
+    #: What the ROM prints on UART0 when it leaves reset, before the boot mode message (the
+    #: ESP32's date line; esptool docs, advanced-topics/boot-mode-selection.rst "Boot Log").
+    rom_banner: str = ""
+    #: ``boot:0xNN (...)`` = the GPIO_STRAP register with the boot strap low / high (same page:
+    #: ESP32 bits GPIO5 0x01, MTDO 0x02, GPIO0 0x10; C-series GPIO8 0x04, GPIO9 0x08).
+    rom_boot_download: str = "boot:0x4 (DOWNLOAD(USB/UART0))"
+    rom_boot_flash: str = "boot:0xc (SPI_FAST_FLASH_BOOT)"
+    #: The reset-reason name of a power-on/EN reset as the ROM prints it (``rst:0x1 (...)``).
+    rom_poweron_reason: str = "POWERON"
 
 
 CHIPS: dict[str, ChipSpec] = {
@@ -138,6 +150,7 @@ CHIPS: dict[str, ChipSpec] = {
         spi1_base=0x60002000, uart_clkdiv_reg=0x60000014, xtal_hz=26_000_000, rom_assumed_xtal_hz=40_000_000,
         rom_default_flash_size=2 * MB,
         ram_ranges=((0x3FCA0000, 0x3FCE0000), (0x4037C000, 0x403C0000)), rtc_wdt_config0=0x60008084,
+        rom_log_baud=74880,
     ),
     # esptool targets/esp32c3.py: chip told apart by GET_SECURITY_INFO (IMAGE_CHIP_ID 5, no magic
     # value), MAC in eFuse BLOCK1 (0x60008844..), the C3 SPI1 layout, a fixed 40 MHz crystal (the ROM
@@ -159,6 +172,9 @@ CHIPS: dict[str, ChipSpec] = {
         security_info=False, magic_value=0x00F01D83, rom_flash_begin_lengths=(16,),
         rom_unknown_replies=8, stub_uart_clk_hz=80_000_000, default_revision=(3, 0), max_minor=3,
         stub_flash_encryption=True,
+        rom_banner="ets Jun  8 2016 00:22:57\r\n\r\n",
+        rom_boot_download="boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))",
+        rom_boot_flash="boot:0x13 (SPI_FAST_FLASH_BOOT)", rom_poweron_reason="POWERON_RESET",
     ),
     # esptool targets/esp8266.py: magic 0xFFF0C101, OTP MAC words at 0x3FF00050.., UART_CLKDIV
     # 0x60000014 divided from 52 MHz (2 x the 26 MHz crystal), DRAM 0x3FFE8000.. and IRAM
@@ -174,6 +190,7 @@ CHIPS: dict[str, ChipSpec] = {
         rom_status_len=2, rom_uart_clk_hz=52_000_000, rom_erase_overshoot=True, rom_attached_at_boot=True,
         rom_ops=frozenset({SYNC, READ_REG, WRITE_REG, MEM_BEGIN, MEM_DATA, MEM_END, FLASH_BEGIN, FLASH_DATA,
                            FLASH_END}),
+        rom_log_baud=74880,
     ),
 }
 

@@ -48,7 +48,8 @@ class Link:
         self._send_lock = threading.Lock()
         self._pending = bytearray()
         self.closed = False
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if sock.family in (socket.AF_INET, socket.AF_INET6):   # the UART0 wire is a Unix socketpair
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     # -- pacing ---------------------------------------------------------------------------
     def byte_time(self) -> float:

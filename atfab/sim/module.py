@@ -32,6 +32,7 @@ from .flash import NorFlash
 from .g0_firmware import G0Firmware
 from .host import ModuleHost
 from .link import Link, LinkClosed
+from .reset_lines import ResetLineUart0
 from .rom_loader import CLOSED, RAM_APP, RUN_USER_CODE, DownloadSession, SessionStats
 
 #: The rate a host opens the ROM loader at (esptool ``ESPLoader.ESP_ROM_BAUD``). The ROM auto-bauds
@@ -114,7 +115,8 @@ class VirtualModule:
                  baud: int | None = None, state_dir: str | Path | None = None, name: str = "module",
                  flash: NorFlash | None = None, faults: FaultPlan | None = None,
                  firmware: FirmwareProfile | None = None,
-                 firmware_factory: FirmwareFactory | None = None, host: str = "127.0.0.1") -> None:
+                 firmware_factory: FirmwareFactory | None = None, host: str = "127.0.0.1",
+                 reset_lines: bool = False) -> None:
         self.name = name
         self.identity = ChipIdentity(chip=chip, mac=bytes(mac) if mac else derive_mac(seed),
                                      revision=tuple(chip_revision) if chip_revision else None,  # type: ignore[arg-type]
@@ -142,6 +144,10 @@ class VirtualModule:
         self.state_token = 0
         self.flash_url = ""
         self.at_url = ""
+        #: ``rfc2217://`` UART0 with DTR/RTS reset lines ("" unless ``reset_lines``).
+        self.rfc2217_url = ""
+        self._reset_lines = reset_lines
+        self._uart0: ResetLineUart0 | None = None
         self.last_session: SessionStats | None = None
         self.session_count = 0
         self.boot_count = 0
@@ -175,6 +181,9 @@ class VirtualModule:
                                  name=f"{self.name}-{target.__name__.strip('_')}")
             t.start()
             self._threads.append(t)
+        if self._reset_lines:
+            self._uart0 = ResetLineUart0(self, host=self._host).start()
+            self.rfc2217_url = self._uart0.url
         return self
 
     def _listen(self) -> socket.socket:
@@ -190,6 +199,8 @@ class VirtualModule:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        if self._uart0 is not None:
+            self._uart0.stop()
         with self._cond:
             links = [self._flash_link, self._at_link]
             self._set_state("off")
@@ -216,6 +227,8 @@ class VirtualModule:
         """AT+RST=1: the AT port goes silent until the next flash session ends."""
         with self._power, self._cond:
             self._set_state("download")
+        if self._uart0 is not None:          # the ROM loader also listens on the reset-line UART0
+            self._uart0.request("download")
 
     def power_cycle(self) -> None:
         """Power off and on: an open download session is cut; the AT host stays connected
@@ -227,6 +240,7 @@ class VirtualModule:
             if link is not None:
                 link.close()
             self._boot()
+        self._uart0_shows_boot()
 
     def power_loss(self) -> None:
         """Power lost: both connections drop, the module is off, then boots from flash."""
@@ -238,6 +252,7 @@ class VirtualModule:
                 if link is not None:
                     link.close()
             self._boot()
+        self._uart0_shows_boot()
 
     def set_at_baud(self, baud: int | None) -> None:
         """Pace the AT endpoint at ``baud`` (no effect on an unpaced module)."""
@@ -256,7 +271,49 @@ class VirtualModule:
         return {"name": self.name, "chip": self.chip, "mac": self.mac.hex(":"),
                 "chip_revision": f"v{self.chip_revision[0]}.{self.chip_revision[1]}",
                 "flash_size": self.flash.size, "flash_url": self.flash_url, "at_url": self.at_url,
-                "baud": self.baud, "flash_file": str(self.flash.path) if self.flash.path else None}
+                "baud": self.baud, "flash_file": str(self.flash.path) if self.flash.path else None,
+                "rfc2217_url": self.rfc2217_url or None}
+
+    # -- UART0 with reset lines (atfab.sim.reset_lines) ---------------------------------------
+    def rom_host_baud(self) -> int | None:
+        """The rate a download link is paced at when it starts (None: unpaced module)."""
+        return ROM_HOST_BAUD if self.baud is not None else None
+
+    def hold_in_reset(self) -> None:
+        """EN low: the chip stops (AT port silent, a ``socket://`` download session cut)."""
+        with self._power:
+            with self._cond:
+                self._set_state("off")
+                link = self._flash_link
+            if link is not None:
+                link.close()
+
+    def boot_from_reset(self) -> None:
+        """The chip left reset (or download mode) with the strap high: boot the firmware."""
+        self._boot()
+
+    def enter_wire_download(self, still_current: Callable[[], bool]) -> bool:
+        """The chip left reset with the strap low: download mode on UART0 (AT port silent)."""
+        with self._power, self._cond:
+            if self._stopped.is_set() or not still_current():
+                return False
+            self._set_state("download")
+            return True
+
+    def record_session(self, stats: SessionStats) -> None:
+        with self._cond:
+            self.last_session = stats
+            self.session_count += 1
+
+    def rom_loop_line(self) -> bytes:
+        """One line of the ROM's ``invalid header`` loop after the last boot (b"": none)."""
+        log = getattr(self._firmware_obj, "rom_log", b"") or b""
+        end = log.find(b"\r\n")
+        return log[:end + 2] if end >= 0 else log
+
+    def _uart0_shows_boot(self) -> None:
+        if self._uart0 is not None and not self._stopped.is_set():
+            self._uart0.request("log")
 
     # -- state -------------------------------------------------------------------------------
     def _set_state(self, state: str) -> int:
@@ -333,6 +390,8 @@ class VirtualModule:
             self._flash_connection(sock)
 
     def _flash_connection(self, sock: socket.socket) -> None:
+        if self._uart0 is not None:          # a power-on into download mode: it takes UART0
+            self._uart0.request(None)
         rom_baud = ROM_HOST_BAUD if self.baud is not None else None   # paced: at the host's rate
         link = _Link(sock, rom_baud, self.faults.live("flash"))  # type: ignore[arg-type]
         with self._power, self._cond:
@@ -369,6 +428,8 @@ class VirtualModule:
                     ours = self.state == "download" and self.state_token == token
                 if ours and not self._stopped.is_set():
                     self._boot()
+            if ours:
+                self._uart0_shows_boot()
 
     def _at_loop(self, lsock: socket.socket) -> None:
         while not self._stopped.is_set():

@@ -1,0 +1,118 @@
+"""The virtual module's UART0 behind ``rfc2217://`` with a devkit's DTR/RTS auto-reset circuit,
+driven by the real esptool API (its reset sequences, esptool/reset.py + esp_pylib.serial_reset):
+
+* the flasher stub keeps running across reconnects until a reset: ``--before no-reset`` finds
+  "Stub flasher is already running" (esptool ``TestStubReuse``); a DTR/RTS reset brings the ROM back;
+* ``--after hard-reset`` (EN pulsed with the strap high) boots the flashed app: the AT port,
+  silent in download mode, prints its boot output and answers;
+* the circuit's truth table (EN low only for RTS without DTR, strap low only for DTR without RTS).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from esptool import cmds
+
+from atfab.link.transport import port_for_url
+from atfab.sim.module import VirtualModule
+from atfab.sim.reset_circuit import en_low, strap_low
+from tests.conftest import run_with_timeout
+from tests.sim_at_support import StandInFirmware, build_flash
+
+T = 60
+
+
+def _connect(url: str, before: str):
+    """esptool's connect (detect_chip) with ``before``; returns (esp, stub already running?).
+
+    The port is atfab's (as the flasher opens it): pyserial's RFC 2217 client with line settings
+    negotiated only when they change; DTR/RTS changes still wait for the server's answer.
+    """
+    port = port_for_url(url, exclusive=True, baudrate=115200)
+    port.open()
+    esp = cmds.detect_chip(port, connect_mode=before)
+    return esp, esp.sync_stub_detected
+
+
+def test_circuit_truth_table():
+    #       (dtr,   rts)  -> EN low, strap low
+    assert [(en_low(d, r), strap_low(d, r)) for d, r in
+            [(False, False), (True, True), (False, True), (True, False)]] == \
+        [(False, False), (False, False), (True, False), (False, True)]
+
+
+def test_stub_survives_a_reconnect_and_is_gone_after_a_reset():
+    m = VirtualModule(chip="esp32c2", seed="reset-lines", reset_lines=True, firmware_factory=StandInFirmware).start()
+    try:
+        def work():
+            esp, running = _connect(m.rfc2217_url, "default-reset")     # ClassicReset into the ROM
+            assert not running and m.state == "download"
+            stub = cmds.run_stub(esp)
+            jedec = stub.flash_id()
+            esp._port.close()                                          # --after no-reset-stub
+            esp, running = _connect(m.rfc2217_url, "no-reset")
+            assert running                                             # "Stub flasher is already running"
+            assert cmds.run_stub(esp).flash_id() == jedec
+            esp._port.close()
+            esp, running = _connect(m.rfc2217_url, "default-reset")     # DTR/RTS reset: the ROM again
+            esp._port.close()
+            return running
+        assert run_with_timeout(work, T) is False
+        assert m._uart0.circuit.download_boots == 2
+    finally:
+        m.stop()
+
+
+def _at_lines(sock: socket.socket, want: bytes, timeout: float = 10.0) -> bytes:
+    sock.settimeout(timeout)
+    got = b""
+    while want not in got:
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_hard_reset_boots_the_flashed_app():
+    m = VirtualModule(chip="esp32c2", seed="reset-lines-app", reset_lines=True, flash=build_flash()).start()
+    host, port = m.at_url.removeprefix("socket://").rsplit(":", 1)
+    at = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        boots = m.boot_count
+
+        def work():
+            esp, _ = _connect(m.rfc2217_url, "default-reset")
+            assert m.state == "download"
+            at.sendall(b"AT\r\n")                                     # the chip is in the ROM: silence
+            esp = cmds.run_stub(esp)
+            assert esp.flash_md5sum(0, 4096)
+            cmds.reset_chip(esp, "hard-reset")                        # EN pulsed, strap high
+            esp._port.close()
+        run_with_timeout(work, T)
+        assert _at_lines(at, b"ready\r\n").endswith(b"\r\nready\r\n")   # boot output only: no OK for the AT
+        at.sendall(b"AT\r\n")
+        assert _at_lines(at, b"OK\r\n").endswith(b"OK\r\n")
+        assert m.state == "at" and m.boot_count == boots + 1 and m._uart0.mode == "flash"
+    finally:
+        at.close()
+        m.stop()
+
+
+@pytest.mark.parametrize("chip", ["esp32"])
+def test_socket_endpoint_is_still_a_power_on_per_connection(chip):
+    """``socket://`` keeps its meaning beside the reset lines: each connection is the ROM, fresh."""
+    m = VirtualModule(chip=chip, seed="reset-lines-socket", reset_lines=True, firmware_factory=StandInFirmware).start()
+    try:
+        def work():
+            esp = cmds.run_stub(cmds.detect_chip(m.flash_url))
+            esp._port.close()
+            esp, running = _connect(m.flash_url, "no-reset")
+            esp._port.close()
+            return running
+        assert run_with_timeout(work, T) is False
+        assert m.state == "at"                                        # the connection's end booted it
+    finally:
+        m.stop()
