@@ -174,6 +174,55 @@ def test_station_provisions_and_verifies_esp8266_units(tmp_path, monkeypatch):
     assert names["gmr.at_version"]["expected"] == "0.21.0.0" and names["uart.after_reset"]["measured"] == 115200
     steps = {s["name"]: s for s in report["steps"]}
     assert steps["build"]["outcome"] == "skipped" and steps["certificate"]["outcome"] == "skipped"
+    # one UART0 per unit, as on a real ESP8266 line: esptool's port handed to the AT client
+    assert "one UART0" in steps["connect"]["detail"] and report["station"]["port"] == "sim0"
+
+
+def test_one_port_hand_over_and_two_ports_still_work(tmp_path):
+    """The sim serves UART0 on one endpoint: after the ROM's "run user code" the firmware answers on
+    the download connection (the AT endpoint stays silent meanwhile). A unit given FLASH,AT (two
+    endpoints, e.g. a jig with a second adapter) is still provisioned the old way."""
+    from atfab.link.at.client import AtClient
+    from atfab.link.flasher import FlashError, Flasher
+    from atfab.station.recipe import load_recipe
+    from atfab.station.station import Station, parse_port
+
+    prof = load_profile(PROFILE)
+    with VirtualModule(chip="esp8266", flash_size=prof.flash_size, firmware=prof.firmware, seed="g0-one") as m:
+        recipe = load_recipe(RECIPE, workdir=tmp_path)
+        summary = run_with_timeout(Station(recipe, [parse_port(f"one={m.flash_url}")], station_id="t",
+                                           reports_dir=tmp_path / "r1").run, T)
+        assert summary.counts["PASS"] == 1, summary.to_dict()
+
+        def stub_refuses():
+            with Flasher(m.flash_url, firmware=prof.firmware).session() as s:
+                s.md5(0, 4096)                                   # uploads the stub
+                with pytest.raises(FlashError, match="stub cannot start"):
+                    s.hand_over(115200)
+
+        def hand_over():
+            with Flasher(m.flash_url, firmware=prof.firmware, stub=False).session() as s:
+                port = s.hand_over(115200)
+            try:
+                at = AtClient(port, firmware=prof.firmware, timeout=5)
+                deadline = time.monotonic() + 5
+                while True:
+                    try:
+                        at.call("AT", timeout=0.3)
+                        break
+                    except Exception:
+                        assert time.monotonic() < deadline
+                return at.gmr().at_version
+            finally:
+                port.close()
+
+        run_with_timeout(stub_refuses, T)
+        with serial.serial_for_url(m.at_url, timeout=0.05) as side:
+            assert run_with_timeout(hand_over, T) == "0.21.0.0"
+            assert b"OK" not in talk(side, b"AT", 0.3)          # UART0 carried the firmware, not the AT endpoint
+        two = run_with_timeout(Station(recipe, [parse_port(f"two={m.flash_url},{m.at_url}")], station_id="t",
+                                       reports_dir=tmp_path / "r2").run, T)
+        assert two.counts["PASS"] == 1, two.to_dict()
 
 
 def test_demo_with_the_esp8266_recipe(tmp_path):

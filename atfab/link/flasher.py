@@ -168,6 +168,7 @@ class Flasher:
         self.trace = trace
         self.progress = progress
         self.sink = EsptoolSink(on_line=on_line)
+        self._keep_open = False          # the open session's port was handed over (FlashSession.hand_over)
 
     # ------------------------------------------------------------------ public operations
 
@@ -198,13 +199,14 @@ class Flasher:
             try:
                 yield sess
             except BaseException as exc:
-                if not isinstance(exc, FlashError):      # a broken link cannot take a reset
+                if not isinstance(exc, FlashError) and not sess.handed_over:   # a broken link cannot take a reset
                     try:
                         self._finish(sess._esp)
                     except Exception:  # noqa: BLE001 - best effort; the body's error is the news
                         pass
                 raise
-            self._finish(sess._esp)
+            if not sess.handed_over:
+                self._finish(sess._esp)
 
     def _write_set(self, esp: ESPLoader, info: ChipInfo, flash_set: FlashSet, *, force: bool,
                    started: float) -> FlashResult:
@@ -243,6 +245,7 @@ class Flasher:
     def _session(self, *, fast: bool, expect_chip: str | None = None,
                  source: str = "") -> Iterator[tuple[ESPLoader, ChipInfo]]:
         with routed(self.sink):
+            self._keep_open = False
             if self.at_port:
                 self._enter_download_mode_via_at()
             try:
@@ -277,7 +280,8 @@ class Flasher:
                 yield esp, info
             finally:
                 try:
-                    ser.close()
+                    if not self._keep_open:
+                        ser.close()
                 except Exception:  # noqa: BLE001 - closing a port that failed is best effort
                     pass
 
@@ -394,6 +398,34 @@ class FlashSession:
         self._esp = esp
         self._fast = False
         self.chip_info = info
+        self.handed_over = False
+
+    def hand_over(self, baud: int, *, timeout: float = 0.05) -> serial.SerialBase:
+        """Start the unit's firmware on this very connection and give the open port to the caller,
+        at ``baud`` (the firmware's UART rate): an ESP8266's download and AT port are one UART0.
+
+        The ROM loader is told to run the user code (esptool's soft reset: FLASH_END(run)); no RTS
+        pulse, so a board without auto-reset circuit works the same. esptool 5's flasher stub
+        cannot run user code, so the session must not have uploaded it (``Flasher(stub=False)``):
+        :class:`FlashError` otherwise. The session then neither resets nor closes the port: the
+        caller owns it (and closes it)."""
+        f = self._flasher
+        port = self._esp._port
+        if self._esp.IS_STUB:
+            raise FlashError(f.port, "hand over the port", "the flasher stub cannot start the firmware on this "
+                             "connection (open the session with stub=False)")
+        with routed(f.sink):
+            with f._step("run user code", port, f.step_timeout):
+                cmds.reset_chip(self._esp, "soft-reset")
+        try:
+            port.baudrate = baud
+            port.timeout = timeout
+            port.reset_input_buffer()            # what the loader sent last, at the download rate
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise FlashError(f.port, "hand over the port", str(exc)) from exc
+        self.handed_over = True
+        f._keep_open = True
+        return port
 
     def write(self, flash_set: FlashSet, *, force: bool = False) -> FlashResult:
         """Write ``flash_set`` over this connection; regions the unit holds are skipped unless ``force``."""

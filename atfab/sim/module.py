@@ -6,6 +6,12 @@
   discards). When it closes the module boots its AT firmware from flash; a connected AT host
   receives the boot output (``\\r\\nready\\r\\n``).
 * ``at_url`` is UART1 with the AT firmware. One host at a time; others wait in the backlog.
+* ``shared_uart0`` (default: on for an ESP8266 NONOS AT module, whose download and AT port are
+  both UART0): when the download session ends with "run user code" (esptool ``--after
+  soft-reset``: the ROM's FLASH_END(run) or the stub's RUN_USER_CODE), the firmware boots and
+  answers on *that* connection, at its UART baud (the 74880-baud boot log as noise, then AT), as
+  on the one UART0 line of a real board; meanwhile ``at_url`` stays silent. A new connection is
+  still a power-on with the strap held (download mode).
 
 State machine: ``"at"`` (firmware running) / ``"download"`` / ``"off"``; ``state_token``
 changes on every transition and every boot. ``AT+RST=1`` calls :meth:`enter_download_mode`.
@@ -116,7 +122,7 @@ class VirtualModule:
                  flash: NorFlash | None = None, faults: FaultPlan | None = None,
                  firmware: FirmwareProfile | None = None,
                  firmware_factory: FirmwareFactory | None = None, host: str = "127.0.0.1",
-                 reset_lines: bool = False) -> None:
+                 reset_lines: bool = False, shared_uart0: bool | None = None) -> None:
         self.name = name
         self.identity = ChipIdentity(chip=chip, mac=bytes(mac) if mac else derive_mac(seed),
                                      revision=tuple(chip_revision) if chip_revision else None,  # type: ignore[arg-type]
@@ -127,6 +133,8 @@ class VirtualModule:
         self.baud = baud
         self.faults = faults if faults is not None else FaultPlan()
         self.firmware = firmware if firmware is not None else firmware_for(chip)
+        self.shared_uart0 = self.firmware.generation == "G0" if shared_uart0 is None else shared_uart0
+        self._uart0_link: Link | None = None       # the download link while it carries the firmware
         self._own_flash = flash is None
         if flash is None:
             path = Path(state_dir) / f"{name}.flash" if state_dir is not None else None
@@ -258,8 +266,9 @@ class VirtualModule:
         """Pace the AT endpoint at ``baud`` (no effect on an unpaced module)."""
         with self._cond:
             self._at_baud = baud if self.baud is not None else None
-            if self._at_link is not None:
-                self._at_link.set_baud(self._at_baud)
+            for link in (self._at_link, self._uart0_link):
+                if link is not None:
+                    link.set_baud(self._at_baud)
 
     def wait_state(self, state: str, timeout: float) -> bool:
         """Wait until the module is in ``state``; False on timeout."""
@@ -408,6 +417,16 @@ class VirtualModule:
                 result = session.serve()
                 self.last_session = session.stats
                 self.session_count += 1
+                if result == RUN_USER_CODE and self.shared_uart0:
+                    # one UART0: the firmware boots and answers on this very connection
+                    with self._cond:
+                        self._uart0_link = link        # before the boot: the AT endpoint stays silent
+                    self._boot()
+                    if self._serve_uart0(link) == CLOSED:
+                        break
+                    with self._cond:
+                        token = self.state_token
+                    continue
                 if result == RUN_USER_CODE:
                     # The ROM jumped to the firmware; UART0 now carries its log (discarded).
                     self._boot()
@@ -431,6 +450,39 @@ class VirtualModule:
             if ours:
                 self._uart0_shows_boot()
 
+    def _serve_uart0(self, link: Link) -> str:
+        """The firmware on the download link (``shared_uart0``) until the link closes
+        (:data:`CLOSED`) or the module enters download mode ("state")."""
+        with self._cond:
+            self._uart0_link = link
+            seen = self._boot_seq
+            output = self._boot_output
+        link.set_baud(self._at_baud)
+        try:
+            if output:
+                link.send(output)
+            while not link.closed and not self._stopped.is_set():
+                with self._cond:
+                    state, token = self.state, self.state_token
+                    firmware, boot_seq, output = self._firmware_obj, self._boot_seq, self._boot_output
+                if state == "download":
+                    return "state"
+                if state == "at" and firmware is not None:
+                    if boot_seq != seen:
+                        seen = boot_seq
+                        if output:
+                            link.send(output)
+                    if firmware.serve(link, token) == CLOSED:
+                        return CLOSED
+                elif self._idle(link, self._wake_flash, lambda: self.state != "off") == CLOSED:
+                    return CLOSED
+            return CLOSED
+        except LinkClosed:
+            return CLOSED
+        finally:
+            with self._cond:
+                self._uart0_link = None
+
     def _at_loop(self, lsock: socket.socket) -> None:
         while not self._stopped.is_set():
             sock = self._accept(lsock, self._wake_at)
@@ -451,7 +503,7 @@ class VirtualModule:
                 with self._cond:
                     state, token = self.state, self.state_token
                     firmware, boot_seq, output = self._firmware_obj, self._boot_seq, self._boot_output
-                if state == "at" and firmware is not None:
+                if state == "at" and firmware is not None and self._uart0_link is None:
                     if boot_seq != seen_boot:
                         seen_boot = boot_seq
                         if output:
@@ -460,7 +512,8 @@ class VirtualModule:
                         break
                 else:
                     woke = self._idle(link, self._wake_at,
-                                      lambda: self.state == "at" and self._firmware_obj is not None)
+                                      lambda: self.state == "at" and self._firmware_obj is not None
+                                      and self._uart0_link is None)
                     if woke == CLOSED:
                         break
         except LinkClosed:

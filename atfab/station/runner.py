@@ -180,6 +180,7 @@ class _State:
         self.build: UnitBuild | None = None     # holds the private key: memory only
         self.session: FlashSession | None = None
         self.preprogrammed: dict[str, Any] | None = None   # the batch manifest's entry of this unit
+        self.one_port = False                   # flash and AT on one UART0 (the AT client takes esptool's port)
         self.measurements: list[Measurement] = []
 
     # The steps run in order: each accessor below is set by an earlier step than those that use it.
@@ -371,6 +372,15 @@ class UnitRunner:
         firmware = recipe.profile.firmware
         with self._step("connect") as s:
             flash_dev = resolve_port(self.port.flash)
+            st.one_port = ctx.unit.one_uart and self.port.at in (None, self.port.flash)
+            if st.one_port:
+                # the ROM, not the stub, starts the flashed firmware on the same connection (esptool's
+                # stub cannot run user code): the unit is written by the ROM loader, every region
+                # (no MD5 in the ESP8266 ROM), then handed over (FlashSession.hand_over)
+                s.detail = (f"flash and AT {flash_dev} (one UART0: ROM loader, then handed from esptool to AT at "
+                            f"{ctx.at_baud} baud)")
+                return Flasher(flash_dev, baud=ctx.flash_baud, firmware=firmware, progress=self._progress,
+                               **{**ctx.flasher_options, "stub": False})
             if self.port.at is not None:
                 st.at = AtClient(open_port(self.port.at, ctx.at_baud), firmware=firmware,
                                  timeout=recipe.verify.command_timeout_s)
@@ -477,8 +487,11 @@ class UnitRunner:
             if st.at is not None:
                 st.at.drain()               # anything the unit printed before it entered download mode
             self._last_progress = -1.0
-            result = session.write(flash_set)
-            esptool.close()                 # reset: the unit boots its new firmware
+            result = session.write(flash_set, force=st.one_port)
+            if st.one_port:                 # the unit runs its firmware on this port: the AT client takes it
+                st.at = AtClient(session.hand_over(ctx.at_baud), firmware=profile.firmware,
+                                 timeout=ctx.recipe.verify.command_timeout_s)
+            esptool.close()                 # reset (or, handed over, nothing): the unit boots its new firmware
             if result.chip.mac != st.mac:
                 raise DeviceError(f"port {self.port.label}: unit changed during the attempt "
                                   f"(MAC {st.mac}, now {result.chip.mac})")

@@ -536,7 +536,8 @@ def run_sim(recipe: Recipe, count: int, *, sim_baud: int | None = None, seed: st
     pool = ModulePool(count, chip=profile.chip, flash_size=profile.flash_size, firmware=profile.firmware,
                       baud=sim_baud, seed=seed, state_dir=state_dir)
     with pool:
-        ports = [PortSpec(f"sim{i}", m.flash_url, m.at_url) for i, m in enumerate(pool)]
+        # an ESP8266 has one UART0 for download and AT: one port per unit, as on a real line
+        ports = [PortSpec(f"sim{i}", m.flash_url, None if m.shared_uart0 else m.at_url) for i, m in enumerate(pool)]
         station = Station(recipe, ports, **station_options)
         return station.run(loop=loop)
 

@@ -65,6 +65,9 @@ class UnitPlan(ABC):
     generation: str = ""
     #: Why a plan builds nothing per unit (None: it builds).
     no_build: str | None = None
+    #: Download and AT port are one UART0 (ESP8266): given one port, the runner hands it from
+    #: esptool to the AT client after flashing (:meth:`atfab.link.flasher.FlashSession.hand_over`).
+    one_uart: bool = False
 
     def __init__(self, recipe: Recipe, firmware: FirmwareImages) -> None:
         self.recipe = recipe
@@ -192,6 +195,7 @@ class NonosPlan(UnitPlan):
 
     generation = "G0"
     no_build = "a NONOS AT module has no per-unit images (the download map as it is)"
+    one_uart = True
 
     def build(self, pki: dict[str, list[PkiFile]]) -> None:
         return None
