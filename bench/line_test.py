@@ -3,6 +3,7 @@ own fixture of virtual modules whose units are swapped and pulled mid-attempt, o
 ``kill -9``ed and restarted, the database restarted mid-run; then the line's books are checked.
 
     python bench/line_test.py [--stations 3] [--ports 8] [--seconds 120] [--pg private|URL]
+                              [--mqtt 127.0.0.1:1883 | --mqtt none]
 
 ``--pg private`` (default) runs a PostgreSQL server of its own (initdb in a temporary folder, as
 the ``postgres`` user, on a free port) so restarting it disturbs nobody; ``--pg URL`` uses a
@@ -16,11 +17,17 @@ its own: ``line_test.py fixture``) puts a :class:`atfab.sim.slot.UnitSlot` in fr
 port; an "operator" per slot swaps in a fresh unit (a new MAC), pulls the unit for a moment,
 or re-seats a unit it pulled before, at random moments — often mid-flash.
 
+Every station also publishes its sealed reports to the MES, an MQTT topic of its own on the
+broker ``--mqtt`` (default 127.0.0.1:1883; ``none``: no MES), through its spool; a subscriber
+collects what arrives.
+
 Checked at the end (printed; all but the first row must be 0):
 units / attempts / swaps / pulls; duplicate serials; duplicate certificate serials or
 fingerprints; attempts left open; attempts without an owner; attempts without a report file;
-reports whose outcome differs from the ledger; per station run: attempts missing from its
-summary, final ERRORs the summary does not count, exit status not 3 although an ERROR is final.
+reports whose outcome differs from the ledger; sealed reports whose MES message never arrived
+(by message id ``<station>:<attempt>``; a repeat is allowed: at least once); per station run:
+attempts missing from its summary, final ERRORs the summary does not count, exit status not 3
+although an ERROR is final.
 """
 
 from __future__ import annotations
@@ -212,6 +219,45 @@ def shared_postgres(conninfo: str, restart_cmd: str | None = None) -> Iterator[P
         close()
 
 
+# ------------------------------------------------------------------------------------ the MES
+
+
+class MesTopic:
+    """A subscriber to one fresh topic of the broker at ``host:port``: the line's MES."""
+
+    def __init__(self, host: str, port: int) -> None:
+        import paho.mqtt.client as mqtt
+
+        self.url = f"mqtt://{host}:{port}/atfab/line/{secrets.token_hex(6)}"
+        self.ids: list[str] = []
+        self._cond = threading.Condition()
+        ready = threading.Event()
+        topic = self.url.split("/", 3)[3]
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"line-mes-{secrets.token_hex(4)}")
+        self.client.on_connect = lambda c, u, f, rc, p=None: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_message = self._message
+        self.client.connect(host, port)
+        self.client.loop_start()
+        if not ready.wait(30):
+            raise RuntimeError(f"no SUBACK from the MQTT broker {host}:{port}")
+
+    def _message(self, client: Any, userdata: Any, msg: Any) -> None:
+        with self._cond:
+            self.ids.append(str(json.loads(msg.payload).get("id")))
+            self._cond.notify_all()
+
+    def wait_for(self, wanted: set[str], timeout: float) -> set[str]:
+        """Wait until every id in ``wanted`` arrived (or ``timeout`` s); the ids still missing."""
+        with self._cond:
+            self._cond.wait_for(lambda: wanted <= set(self.ids), timeout)
+            return wanted - set(self.ids)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
 # ------------------------------------------------------------------------------------ the line
 
 
@@ -247,11 +293,13 @@ class Line:
 
     def __init__(self, work: Path, pg: Postgres, *, stations: int = 3, ports: int = 8, seconds: float = 120,
                  kill_at: float | None = 0.35, pg_restart_at: float | None = 0.55, swap_s: str = "3,9",
-                 seed: str = "0", baud: int = 230400) -> None:
+                 seed: str = "0", baud: int = 230400, mqtt: tuple[str, int] | None = None) -> None:
         self.work, self.pg = work, pg
         self.stations, self.ports, self.seconds = stations, ports, seconds
         self.kill_at, self.pg_restart_at, self.swap_s, self.seed = kill_at, pg_restart_at, swap_s, seed
         self.baud = baud
+        self.mqtt = mqtt
+        self.mes: MesTopic | None = None
         self.reports = work / "reports"                  # one folder shared by all stations
         self.events: list[str] = []
         self.t0 = 0.0
@@ -296,6 +344,8 @@ class Line:
         args = [sys.executable, "-m", "atfab.cli", "run", str(recipe), "--loop", "--station-id", station_id,
                 "--ledger", self.pg.url, "--reports", str(self.reports), "--workdir", str(self.work),
                 "--json", "--stop-after", f"{seconds:.1f}", "--poll", "0.3"]
+        if self.mes is not None:
+            args += ["--publish", self.mes.url]
         for p in ports:
             args += ["--port", p]
         proc = subprocess.Popen(args, env=self._env(), cwd=self.work, stdout=open(out, "w"),
@@ -315,6 +365,14 @@ class Line:
                 time.sleep(0.05)
 
     def run(self) -> LineResult:
+        self.mes = MesTopic(*self.mqtt) if self.mqtt is not None else None
+        try:
+            return self._run()
+        finally:
+            if self.mes is not None:
+                self.mes.close()
+
+    def _run(self) -> LineResult:
         from atfab.station.ledger import Ledger
 
         self.work.mkdir(parents=True, exist_ok=True)
@@ -392,6 +450,8 @@ class Line:
                 continue
             if read_report(Path(a.report_path)).outcome != a.outcome:
                 mismatch += 1
+        sealed_ids = {f"{a.station}:{a.id}" for a in attempts if a.report_path and Path(a.report_path).is_file()}
+        unpublished = len(self.mes.wait_for(sealed_ids, 30.0)) if self.mes is not None else 0
         retried = {a.retry_of for a in attempts if a.retry_of is not None}
         missing_in_summary = errors_hidden = bad_exit = no_summary = 0
         for r in runs:
@@ -418,6 +478,8 @@ class Line:
             "unit swaps / pulls / re-seats (all fixtures)": 0,
             "attempts of the killed station closed ABORTED": len(killed_owner_attempts),
         }
+        if self.mes is not None:
+            figures["MES messages received / distinct ids"] = f"{len(self.mes.ids)} / {len(set(self.mes.ids))}"  # type: ignore[assignment]
         outcomes = [sum(1 for a in attempts if a.outcome == o) for o in ("PASS", "FAIL", "ERROR", "ABORTED")]
         figures["attempts PASS / FAIL / ERROR / ABORTED"] = " / ".join(map(str, outcomes))  # type: ignore[assignment]
         figures["unit swaps / pulls / re-seats (all fixtures)"] = " / ".join(  # type: ignore[assignment]
@@ -435,6 +497,7 @@ class Line:
             "attempts without an owner": sum(1 for a in attempts if not a.owner),
             "attempts without a report file": no_report,
             "reports whose outcome differs from the ledger": mismatch,
+            "sealed reports the MES never got": unpublished,
             "station runs without a summary": no_summary,
             "attempts missing from their station's summary": missing_in_summary,
             "final ERRORs not counted in the summary": errors_hidden,
@@ -457,6 +520,7 @@ def main() -> None:
     ap.add_argument("--pg", default="private", help="'private' or a libpq conninfo of an existing server")
     ap.add_argument("--pg-restart", default=None, help="shell command restarting the --pg server")
     ap.add_argument("--keep", type=Path, default=None, help="work folder to keep (default: a temporary one)")
+    ap.add_argument("--mqtt", default="127.0.0.1:1883", help="host:port of the MES broker, or 'none'")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO))
     work = args.keep or Path(tempfile.mkdtemp(prefix="atfab-line-"))
@@ -465,7 +529,9 @@ def main() -> None:
     with pg_cm as pg:
         print(f"PostgreSQL ready after {time.monotonic() - t0:.1f} s", flush=True)
         result = Line(work, pg, stations=args.stations, ports=args.ports, seconds=args.seconds,
-                      swap_s=args.swap_s, baud=args.baud).run()
+                      swap_s=args.swap_s, baud=args.baud,
+                      mqtt=None if args.mqtt == "none" else (args.mqtt.rsplit(":", 1)[0], int(args.mqtt.rsplit(":", 1)[1]))
+                      ).run()
     print(f"line test: {args.stations} stations x {args.ports} ports, {args.seconds:.0f} s, "
           f"PostgreSQL {args.pg}; wall {time.monotonic() - t0:.0f} s; work folder {work}")
     for line in result.lines():
