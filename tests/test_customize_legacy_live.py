@@ -11,11 +11,12 @@ import pytest
 from click.testing import CliRunner
 
 from atfab.cli import main
-from atfab.image.mfg_nvs import UnitContent
+from atfab.image.mfg_nvs import PkiFile, UnitContent
 from atfab.image.profiles import load_profile
 from atfab.sim.module import VirtualModule
 from tests.conftest import run_with_timeout
 from tests.g2_fleet_support import flash_legacy_unit
+from tests.legacy_support import make_pair
 
 CASES = {
     # G2 (v3.0.0.0, version 3 block): 0.25 dBm power, module name, country with AT+CWCOUNTRY, baud
@@ -73,3 +74,42 @@ def test_live_customize_refuses_what_the_block_cannot_take(unit):
         assert r.exit_code == 2, (args, r.output)
         assert len(r.output.strip().splitlines()) == 1, r.output
     assert _block(profile, vm) == before
+
+
+def test_live_pki_items_match_image_customize(tmp_path):
+    """--client-cert0/--client-key0 on a G2 module holding two sets: item 0 of client_cert and client_key
+    replaced (item 1 kept), over AT+SYSFLASH exactly as customize --image rewrites the flash image."""
+    profile = load_profile("esp32-at-v2")
+    ca = make_pair("Legacy Test CA")[2]
+    sets = [make_pair(f"unit-{i}", ca) for i in range(2)]
+    content = UnitContent(factory_param=dict(profile.factory_param), ble_rows=[], pki={
+        "client_cert": [PkiFile(f"cert_{i}.crt", c) for i, (c, _k, _o) in enumerate(sets)],
+        "client_key": [PkiFile(f"key_{i}.key", k) for i, (_c, k, _o) in enumerate(sets)]})
+    cert, key, _obj = make_pair("unit-new", ca)
+    (tmp_path / "new.crt").write_bytes(cert)
+    (tmp_path / "new.key").write_bytes(key)
+    opts = ["--client-cert0", tmp_path / "new.crt", "--client-key0", tmp_path / "new.key"]
+    vm = VirtualModule(chip=profile.chip, flash_size=profile.flash_size, firmware=profile.firmware).start()
+    try:
+        flash_legacy_unit(vm, profile, content)
+        (tmp_path / "flash.bin").write_bytes(vm.flash.read(0, vm.flash.size))
+        r = atfab("customize", "--image", tmp_path / "flash.bin", "-o", tmp_path / "out.bin", "--module", "esp32-at-v2",
+                  *opts)
+        assert r.exit_code == 0, r.output
+        r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--json", *opts)
+        assert r.exit_code == 0, r.output
+        result = json.loads(r.stdout)
+        assert result["passed"], result["measurements"]
+        assert [(c["namespace"], c["key"], c["action"]) for c in result["changes"]] == [
+            ("client_cert", "item 0", "changed"), ("client_key", "item 0", "changed")]
+        assert "PRIVATE" not in r.stdout
+        out = (tmp_path / "out.bin").read_bytes()
+        for name in ("client_cert", "client_key", "factory_param"):
+            part = profile.at_customize.find(name)
+            assert vm.flash.read(part.offset, part.size) == out[part.offset:part.offset + part.size], name
+        head = vm.flash.read(profile.at_customize.find("client_key").offset, 8 + 4 + len(key))
+        assert head[12:12 + len(key)] == key and head[:4] == b"\xf1\xf1\x02\x00"     # item 0, two items
+        r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--server-cert0", tmp_path / "new.crt")
+        assert r.exit_code == 2 and "server_cert holds 0 item(s)" in r.output, r.output
+    finally:
+        vm.stop()

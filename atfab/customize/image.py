@@ -23,9 +23,11 @@ from ..core.firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
 from ..core.fsutil import atomic_write
 from .layout import prove_layout, unchanged_outside
 from .legacy import customize_legacy_block
+from .legacy_items import plan_items, rewrite_span, without_pki
 from .nvs_edit import Change, customize_nvs
 from .plan import CustomizeRequest
 from ..image.appimage import read_app_info
+from ..image.legacy_pki import image_length, looks_like_pki
 from ..image.locate import LEGACY, Located, locate
 from ..image.nvs.reader import read_nvs
 from ..image.profiles import ModuleProfile, load_profile
@@ -96,19 +98,54 @@ def customize_image(data: bytes, request: CustomizeRequest, *, module: str | Mod
     chip, firmware = _chip_and_firmware(located, profile, chip, source)
     region = located.region(data)
     problems: list[str] = []
+    writes: list[tuple[int, bytes]] = []          # (offset, bytes) outside the factory data region
     if located.param == LEGACY:
-        new_region, changes = customize_legacy_block(region, request, chip=chip, target=source,
+        block_request = without_pki(request)
+        new_region, changes = (customize_legacy_block(region, block_request, chip=chip, target=source,
                                                       generation=_generation(data, located, profile))
-        secret = False
+                               if not block_request.is_empty() else (region, []))
+        writes, pki_changes = _legacy_items(data, located, request, firmware, source)
+        changes += pki_changes
+        secret = any(c.namespace.endswith("_key") for c in pki_changes)
     else:
         new_region, changes, before = customize_nvs(region, request, chip=chip, firmware=firmware, target=source,
                                                     build=profile.build if profile is not None else None)
         problems = list(before.problems)
         secret = any("_key" in ns for ns in read_nvs(new_region).namespaces())
-    out = data[:located.offset] + new_region + data[located.offset + located.size:]
-    if len(new_region) != located.size or not unchanged_outside(data, out, located.offset, located.size):
+    out = bytearray(data[:located.offset] + new_region + data[located.offset + located.size:])
+    if len(new_region) != located.size or not unchanged_outside(data, bytes(out), located.offset, located.size):
         raise AssertionError(f"{source}: a change outside the factory data region")   # never: by construction
+    for offset, chunk in writes:                  # the legacy PKI partitions named by the request
+        out[offset:offset + len(chunk)] = chunk
+    out = bytes(out)
     return out, ImageResult(source, located, chip, changes, problems, secret)
+
+
+def _legacy_items(data: bytes, located: Located, request: CustomizeRequest, firmware: FirmwareProfile,
+                  source: str) -> tuple[list[tuple[int, bytes]], list[Change]]:
+    """Certificates/keys of a legacy image: item rewrites of its PKI partitions (:mod:`.legacy_items`),
+    each the new image padded with 0xFF over the sectors a live rewrite erases."""
+    if not request.pki:
+        return [], []
+    if located.secondary is None:
+        raise InputError(f"{source} is a bare factory_param block: certificates and keys live in their own "
+                         "partitions (give the whole flash image)", file=source, field=request.pki[0].option)
+    parts = {p.name: p for p in located.secondary.entries}
+
+    def head(name: str) -> bytes | None:
+        p = parts[name]
+        chunk = data[p.offset:p.offset + p.size]
+        if not looks_like_pki(chunk) or len(chunk) < 8 or image_length(chunk) > len(chunk):
+            return None
+        return bytes(chunk[:image_length(chunk)])
+
+    new, old, changes = plan_items(request, firmware, sizes={n: p.size for n, p in parts.items()}, head=head,
+                                   target=source)
+    writes = []
+    for name, image in new.items():
+        span = min(rewrite_span(old[name], image), parts[name].size)
+        writes.append((parts[name].offset, image + b"\xff" * (span - len(image))))
+    return writes, changes
 
 
 def customize_file(image: str | Path, request: CustomizeRequest, *, output: str | Path | None = None,

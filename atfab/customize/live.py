@@ -313,15 +313,26 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
                    again: Exception | None) -> CustomizeIncomplete:
         return CustomizeIncomplete(result.target, failed, cause, written, restored, again)
 
-    result.changes, before, new = live_legacy.customize_block(client, request, chip=chip, firmware=firmware,
-                                                              target=result.target, out=result.measurements,
-                                                              incomplete=incomplete)
+    planned = (live_legacy.plan_module_items(client, request, firmware=firmware, target=result.target)
+               if request.pki else None)     # every refusal before the first write
+    block = None
+    if request.factory_param or request.gatt is not None or request.gatt_rows:    # (GATT: refused by the block)
+        result.changes, before, new = live_legacy.customize_block(client, request, chip=chip, firmware=firmware,
+                                                                  target=result.target, out=result.measurements,
+                                                                  incomplete=incomplete)
+        block = (before, new)
+    images: dict[str, bytes] = {}
+    if planned is not None:
+        images = live_legacy.write_items(client, planned, out=result.measurements, incomplete=incomplete)
+        result.changes += planned[3]
     levels = bool(firmware.rfpower_levels)     # G1: byte 4 and AT+RFPOWER are power levels; applied at boot only
     now = request if not levels else replace(request, factory_param={
         k: v for k, v in request.factory_param.items() if k != "max_tx_power"})
     uart = _runtime(client, now, firmware, result.measurements)
     client.restart(wait_ready=True, timeout=ready_timeout)
-    live_legacy.after_reboot(client, request, firmware, uart, before, new, result.measurements)
+    if block is not None:
+        live_legacy.after_reboot(client, request, firmware, uart, *block, result.measurements)
+    live_legacy.items_after_reboot(client, images, result.measurements)
     return result
 
 

@@ -9,6 +9,8 @@ back: erase the partition's sector, write the 4096 bytes, read them back (measur
 says whether that worked). Then ``AT+RST`` and the checks the firmware makes visible: the block
 read again, ``AT+GMR`` module name (version 3 blocks), ``AT+UART_DEF?`` after ``--baud``,
 ``AT+RFPOWER?`` (0.25 dBm releases), ``AT+CWCOUNTRY?`` where the release has it.
+Certificates and keys (``--client-cert0`` ...) are items of the PKI partitions: :func:`plan_module_items`,
+:func:`write_items`, planned before anything is written.
 
 The partition is one sector, so there is no room to stage the new block beside the old one: a
 power cut between the erase and the write leaves no block (the firmware then boots with its
@@ -24,8 +26,10 @@ from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.measurement import COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate
 from ..image import legacy_factory as lf
+from ..image.legacy_pki import HEADER, looks_like_pki
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .legacy import customize_legacy_block
+from .legacy_items import plan_items, rewrite_span, without_pki
 from .nvs_edit import Change
 from .plan import CustomizeRequest
 
@@ -57,7 +61,8 @@ def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None,
     if not lf.looks_like_block(old):
         raise InputError(f"the module's {FACTORY} partition holds no 0xFCFC block (nothing to customise; "
                          "write a whole one with atfab build + flash)", file=target, field=FACTORY)
-    new, changes = customize_legacy_block(old, request, chip=chip, target=target, generation=firmware.generation)
+    new, changes = customize_legacy_block(old, without_pki(request), chip=chip, target=target,
+                                          generation=firmware.generation)
     before = lf.decode_block(old, source=target)
     want_port = request.factory_param.get("uart_port")
     if want_port is not None and before.get("uart_port") not in (None, want_port):
@@ -76,6 +81,66 @@ def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None,
     back = client.sysflash_read(FACTORY, 0, size)
     out.append(evaluate(f"{FACTORY}.sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
     return changes, before, new
+
+
+def _head(client: Any, part: str, size: int) -> bytes | None:
+    """The 0xF1F1 image at offset 0 of ``part`` (None: no magic, or longer than the partition)."""
+    head = client.sysflash_read(part, 0, HEADER.size)
+    if not looks_like_pki(head):
+        return None
+    total = HEADER.unpack(head)[2]
+    if HEADER.size + total > size:
+        return None
+    return head + (client.sysflash_read(part, HEADER.size, total) if total else b"")
+
+
+def _rewrite(client: Any, part: str, old: bytes | None, image: bytes, size: int) -> None:
+    client.sysflash_erase(part, 0, min(rewrite_span(old, image), size))
+    client.sysflash_write(part, 0, image)
+
+
+def plan_module_items(client: Any, request: CustomizeRequest, *, firmware: FirmwareProfile,
+                      target: str) -> tuple[dict[str, int], dict[str, bytes], dict[str, bytes | None], list[Change]]:
+    """Read the PKI partitions ``request.pki`` names and plan their new images (nothing written):
+    ``(sizes, new images, old images, changes)`` (:func:`atfab.customize.legacy_items.plan_items`,
+    the planning ``--image`` uses)."""
+    sizes = {p.name: p.size for p in client.sysflash_partitions()}
+    new, old, changes = plan_items(request, firmware, sizes=sizes, head=lambda n: _head(client, n, sizes[n]),
+                                   target=target)
+    return sizes, new, old, changes
+
+
+def write_items(client: Any, planned: tuple[dict[str, int], dict[str, bytes], dict[str, bytes | None], list[Change]],
+                *, out: list[Measurement], incomplete: Any) -> dict[str, bytes]:
+    """Write :func:`plan_module_items`' images: each partition erased over the sectors of its old and
+    new image, written, read back (``partition.<name>.sha256``). A failed write puts back the old
+    images of the partitions already touched. Returns the new images."""
+    sizes, new, old, _changes = planned
+    done: list[str] = []
+    for part, image in new.items():
+        done.append(part)
+        try:
+            _rewrite(client, part, old[part], image, sizes[part])
+        except _AT_FAULTS as exc:
+            try:
+                for back in reversed(done):
+                    if old[back] is not None:
+                        _rewrite(client, back, new[back], old[back], sizes[back])   # type: ignore[arg-type]
+            except _AT_FAULTS as again:
+                raise incomplete(part, exc, done[:-1], False, again) from exc
+            raise incomplete(part, exc, done[:-1], all(old[b] is not None for b in done), None) from exc
+        got = client.sysflash_read(part, 0, len(image))
+        out.append(evaluate(f"partition.{part}.sha256", hashlib.sha256(image).hexdigest(),
+                            hashlib.sha256(got).hexdigest()))
+    return new
+
+
+def items_after_reboot(client: Any, images: dict[str, bytes], out: list[Measurement]) -> None:
+    """Each rewritten PKI partition read again after ``AT+RST``."""
+    for part, image in images.items():
+        got = client.sysflash_read(part, 0, len(image))
+        out.append(evaluate(f"partition.{part}.after_reboot", hashlib.sha256(image).hexdigest(),
+                            hashlib.sha256(got).hexdigest()))
 
 
 def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, uart: Any, before: dict[str, Any],
@@ -103,4 +168,4 @@ def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfi
         out.append(evaluate(COUNTRY, want, [c.code, c.start_channel, c.channel_count]))
 
 
-__all__ = ["customize_block", "after_reboot", "read_block"]
+__all__ = ["customize_block", "after_reboot", "read_block", "plan_module_items", "write_items", "items_after_reboot"]
