@@ -11,12 +11,14 @@ import pytest
 from click.testing import CliRunner
 
 from atfab.cli import main
+from atfab.image.gatt import cfg_strings
+from atfab.image.legacy_ble import parse_legacy_csv
 from atfab.image.mfg_nvs import PkiFile, UnitContent
 from atfab.image.profiles import load_profile
 from atfab.sim.module import VirtualModule
 from tests.conftest import run_with_timeout
 from tests.g2_fleet_support import flash_legacy_unit
-from tests.legacy_support import make_pair
+from tests.legacy_support import GATT_CSV, make_pair
 
 CASES = {
     # G2 (v3.0.0.0, version 3 block): 0.25 dBm power, module name, country with AT+CWCOUNTRY, baud
@@ -111,5 +113,36 @@ def test_live_pki_items_match_image_customize(tmp_path):
         assert head[12:12 + len(key)] == key and head[:4] == b"\xf1\xf1\x02\x00"     # item 0, two items
         r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--server-cert0", tmp_path / "new.crt")
         assert r.exit_code == 2 and "server_cert holds 0 item(s)" in r.output, r.output
+    finally:
+        vm.stop()
+
+
+def test_live_gatt_rows_match_image_customize(tmp_path):
+    """--gatts-cfgN on a G2 module: the ble_data image (0x2795 + JSON in the release's key order) rewritten
+    over AT+SYSFLASH, the same bytes customize --image writes; a row past the end needs --add-missing."""
+    profile = load_profile("esp32-at-v2")
+    rows = cfg_strings(parse_legacy_csv(GATT_CSV))
+    content = UnitContent(factory_param=dict(profile.factory_param), pki={}, ble_rows=rows)
+    opts = ["--gatts-cfg2", "2,16,0xC301,0x01,4,2,BEEF", "--gatts-cfg3", "3,16,0x2803,0x01,1,1,02",
+            "--gatts-cfg4", "4,16,0xC302,0x01,4,1,AA", "--add-missing"]
+    vm = VirtualModule(chip=profile.chip, flash_size=profile.flash_size, firmware=profile.firmware).start()
+    try:
+        flash_legacy_unit(vm, profile, content)
+        (tmp_path / "flash.bin").write_bytes(vm.flash.read(0, vm.flash.size))
+        r = atfab("customize", "--image", tmp_path / "flash.bin", "-o", tmp_path / "out.bin", "--module", "esp32-at-v2",
+                  *opts)
+        assert r.exit_code == 0, r.output
+        r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--json", *opts)
+        assert r.exit_code == 0, r.output
+        result = json.loads(r.stdout)
+        assert result["passed"], result["measurements"]
+        assert [(c["key"], c["action"]) for c in result["changes"]] == [("cfg2", "changed"), ("cfg3", "added"),
+                                                                        ("cfg4", "added")]
+        part = profile.at_customize.find("ble_data")
+        got = vm.flash.read(part.offset, part.size)
+        assert got == (tmp_path / "out.bin").read_bytes()[part.offset:part.offset + part.size]
+        assert b'"uuid": "C301"' in got and got[2:4] == b"\x27\x95"
+        r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--gatts-cfg9", "9,16,0xC303,0x01,1,1,01")
+        assert r.exit_code == 2 and "cfg9 must be an existing row" in r.output, r.output
     finally:
         vm.stop()

@@ -23,10 +23,11 @@ from ..core.firmware import G3_DEFAULTS, FirmwareProfile, firmware_for
 from ..core.fsutil import atomic_write
 from .layout import prove_layout, unchanged_outside
 from .legacy import customize_legacy_block
-from .legacy_items import plan_items, rewrite_span, without_pki
+from .legacy_items import BLE, plan_ble, plan_items, rewrite_span, without_pki
 from .nvs_edit import Change, customize_nvs
 from .plan import CustomizeRequest
 from ..image.appimage import read_app_info
+from ..image import legacy_ble
 from ..image.legacy_pki import image_length, looks_like_pki
 from ..image.locate import LEGACY, Located, locate
 from ..image.nvs.reader import read_nvs
@@ -125,22 +126,30 @@ def _legacy_items(data: bytes, located: Located, request: CustomizeRequest, firm
                   source: str) -> tuple[list[tuple[int, bytes]], list[Change]]:
     """Certificates/keys of a legacy image: item rewrites of its PKI partitions (:mod:`.legacy_items`),
     each the new image padded with 0xFF over the sectors a live rewrite erases."""
-    if not request.pki:
+    if not request.pki and request.gatt is None and not request.gatt_rows:
         return [], []
     if located.secondary is None:
-        raise InputError(f"{source} is a bare factory_param block: certificates and keys live in their own "
-                         "partitions (give the whole flash image)", file=source, field=request.pki[0].option)
+        option = request.pki[0].option if request.pki else "--gatt"
+        raise InputError(f"{source} is a bare factory_param block: certificates, keys and GATT data live in "
+                         "their own partitions (give the whole flash image)", file=source, field=option)
     parts = {p.name: p for p in located.secondary.entries}
 
     def head(name: str) -> bytes | None:
         p = parts[name]
-        chunk = data[p.offset:p.offset + p.size]
+        chunk = bytes(data[p.offset:p.offset + p.size])
+        if name == BLE:
+            ok = legacy_ble.looks_like_ble_data(chunk) and legacy_ble.image_length(chunk) <= len(chunk)
+            return chunk[:legacy_ble.image_length(chunk)] if ok else None
         if not looks_like_pki(chunk) or len(chunk) < 8 or image_length(chunk) > len(chunk):
             return None
-        return bytes(chunk[:image_length(chunk)])
+        return chunk[:image_length(chunk)]
 
-    new, old, changes = plan_items(request, firmware, sizes={n: p.size for n, p in parts.items()}, head=head,
-                                   target=source)
+    sizes = {n: p.size for n, p in parts.items()}
+    new, old, changes = plan_items(request, firmware, sizes=sizes, head=head, target=source)
+    ble, ble_old, ble_changes = plan_ble(request, firmware, sizes=sizes, head=head, target=source)
+    if ble is not None:
+        new[BLE], old[BLE] = ble, ble_old
+        changes += ble_changes
     writes = []
     for name, image in new.items():
         span = min(rewrite_span(old[name], image), parts[name].size)

@@ -17,9 +17,13 @@ from dataclasses import replace
 
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
+from ..image.gatt import cfg_strings, rows_from_cfg_strings, validate_rows
+from ..image.legacy_ble import decode_ble_data, encode_ble_data
 from ..image.legacy_pki import decode_pki, item_type, looks_like_pki, replace_item
 from .nvs_edit import Change
-from .plan import CustomizeRequest, pki_namespace
+from .plan import CustomizeRequest, gatt_row_option, pki_namespace
+
+BLE = "ble_data"
 
 SECTOR = 4096
 
@@ -84,13 +88,61 @@ def plan_items(request: CustomizeRequest, firmware: FirmwareProfile, *, sizes: d
     return new, old, changes
 
 
+def plan_ble(request: CustomizeRequest, firmware: FirmwareProfile, *, sizes: dict[str, int],
+             head: Callable[[str], bytes | None], target: str) -> tuple[bytes | None, bytes | None, list[Change]]:
+    """The new ``ble_data`` image for ``--gatt`` (the whole table) or ``--gatts-cfgN`` (single rows:
+    an existing row replaced, with ``add_missing`` the next one appended), JSON keys in the release's
+    order (:attr:`~atfab.core.firmware.FirmwareProfile.ble_data_json_order`): ``(new, old, changes)``;
+    ``new`` None when nothing changes."""
+    if request.gatt is None and not request.gatt_rows:
+        return None, None, []
+    option = "--gatt" if request.gatt is not None else gatt_row_option(min(request.gatt_rows))
+    if BLE not in sizes:
+        raise InputError(f"{target} has no {BLE} partition", file=target, field=option)
+    old = head(BLE)
+    try:
+        table = cfg_strings(decode_ble_data(old, source=BLE)) if old is not None else []
+    except InputError as exc:
+        if request.gatt is None:
+            raise InputError(f"{BLE} holds a broken image ({exc.message}); give the whole table with --gatt",
+                             file=target, field=option) from None
+        table = []
+    rows = list(request.gatt) if request.gatt is not None else list(table)
+    for index, row in sorted(request.gatt_rows.items()):
+        if index < len(rows):
+            rows[index] = row
+        elif index == len(rows) and request.add_missing:
+            rows.append(row)
+        else:
+            have = f"cfg0..cfg{len(rows) - 1}" if rows else "no rows"
+            raise InputError(f"{BLE} has {have}: cfg{index} must be an existing row"
+                             + (f" (--add-missing appends cfg{len(rows)})" if not request.add_missing else ""),
+                             file=target, field=gatt_row_option(index))
+    try:
+        parsed = rows_from_cfg_strings(rows, source=target)
+        validate_rows(parsed, source=target)
+        image = encode_ble_data(parsed, firmware.ble_data_json_order)
+    except InputError as exc:
+        raise InputError(f"the GATT table: {exc.message}", file=target, field=option) from None
+    if len(image) > sizes[BLE]:
+        raise InputError(f"the new {BLE} image is {len(image)} bytes, the partition holds {sizes[BLE]}", file=target,
+                         field=option)
+    if image == old:
+        return None, old, []
+    changes = [Change(BLE, f"cfg{i}", "gatt", "changed" if i < len(table) else "added",
+                      table[i] if i < len(table) else None, row)
+               for i, row in enumerate(rows) if i >= len(table) or table[i] != row]
+    changes += [Change(BLE, f"cfg{i}", "gatt", "removed", table[i], None) for i in range(len(rows), len(table))]
+    return image, old, changes
+
+
 def looks_pki_name(name: str) -> bool:
     return name.endswith(("_cert", "_key", "_ca"))
 
 
 def without_pki(request: CustomizeRequest) -> CustomizeRequest:
-    """The request's factory_param part (what the 0xFCFC block takes)."""
-    return replace(request, pki=[])
+    """The request's factory_param part (what the 0xFCFC block takes; PKI and GATT are partitions)."""
+    return replace(request, pki=[], gatt=None, gatt_rows={})
 
 
-__all__ = ["plan_items", "rewrite_span", "without_pki", "SECTOR"]
+__all__ = ["plan_items", "plan_ble", "rewrite_span", "without_pki", "SECTOR", "BLE"]

@@ -313,10 +313,11 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
                    again: Exception | None) -> CustomizeIncomplete:
         return CustomizeIncomplete(result.target, failed, cause, written, restored, again)
 
+    items = bool(request.pki or request.gatt is not None or request.gatt_rows)
     planned = (live_legacy.plan_module_items(client, request, firmware=firmware, target=result.target)
-               if request.pki else None)     # every refusal before the first write
+               if items else None)           # every refusal before the first write
     block = None
-    if request.factory_param or request.gatt is not None or request.gatt_rows:    # (GATT: refused by the block)
+    if request.factory_param:
         result.changes, before, new = live_legacy.customize_block(client, request, chip=chip, firmware=firmware,
                                                                   target=result.target, out=result.measurements,
                                                                   incomplete=incomplete)

@@ -26,10 +26,11 @@ from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.measurement import COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate
 from ..image import legacy_factory as lf
+from ..image import legacy_ble
 from ..image.legacy_pki import HEADER, looks_like_pki
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .legacy import customize_legacy_block
-from .legacy_items import plan_items, rewrite_span, without_pki
+from .legacy_items import BLE, plan_ble, plan_items, rewrite_span, without_pki
 from .nvs_edit import Change
 from .plan import CustomizeRequest
 
@@ -84,7 +85,13 @@ def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None,
 
 
 def _head(client: Any, part: str, size: int) -> bytes | None:
-    """The 0xF1F1 image at offset 0 of ``part`` (None: no magic, or longer than the partition)."""
+    """The 0xF1F1 (``ble_data``: 0x2795) image at offset 0 of ``part`` (None: no magic, or longer than
+    the partition)."""
+    if part == BLE:
+        head = client.sysflash_read(part, 0, 4)
+        if not legacy_ble.looks_like_ble_data(head) or legacy_ble.image_length(head) > size:
+            return None
+        return head + client.sysflash_read(part, 4, legacy_ble.image_length(head) - 4)
     head = client.sysflash_read(part, 0, HEADER.size)
     if not looks_like_pki(head):
         return None
@@ -107,6 +114,11 @@ def plan_module_items(client: Any, request: CustomizeRequest, *, firmware: Firmw
     sizes = {p.name: p.size for p in client.sysflash_partitions()}
     new, old, changes = plan_items(request, firmware, sizes=sizes, head=lambda n: _head(client, n, sizes[n]),
                                    target=target)
+    ble, ble_old, ble_changes = plan_ble(request, firmware, sizes=sizes, head=lambda n: _head(client, n, sizes[n]),
+                                         target=target)
+    if ble is not None:
+        new[BLE], old[BLE] = ble, ble_old
+        changes += ble_changes
     return sizes, new, old, changes
 
 
