@@ -74,7 +74,7 @@ def test_shipped_recipes_load(path: Path, tmp_path: Path) -> None:
     assert recipe.path.is_absolute() and recipe.hash.startswith("sha256:")
     assert recipe.report.dir.is_relative_to(tmp_path) and recipe.ledger == tmp_path / "ledger.sqlite"
     if recipe.profile.nonos is not None:          # ESP8266 NONOS AT: only the UART baud (tests/test_nonos.py)
-        assert set(recipe.factory_param) == {"uart_baudrate"} and recipe.verify.at_version == "v0.21.0.0"
+        assert set(recipe.factory_param) == {"uart_baudrate"} and recipe.verify.at_version == recipe.profile.firmware.release
         return
     if recipe.profile.legacy:                     # G1/G2: the release's 0xFCFC block (tests/test_station_legacy.py)
         assert recipe.profile.firmware.release == recipe.firmware.version == recipe.verify.at_version

@@ -44,6 +44,9 @@ _AT_VERSION = re.compile(rb"AT version:([0-9][0-9A-Za-z.\-]{0,31})\x00")
 #: NONOS SDK 3.0's AT 1.7): the format string is there, the version is not readable from the bytes.
 _AT_FORMAT = rb"AT version:%"
 _SDK_VERSION = re.compile(rb"SDK version:([0-9][0-9A-Za-z.()\-]{0,31})\x00")
+#: The AT application's custom GMR text of NONOS AT 1.x (``at_set_custom_info``: ``compile time:``
+#: ``__DATE__ __TIME__`` and the build's ESP_AT_FW_VERSION, one literal in the image).
+_CUSTOM_INFO = re.compile(rb"(compile time:[ -~\r\n]{1,160})\x00")
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class NonosApp:
     flash_size_freq: int
     synthetic: bool
     sha256: str
+    #: NONOS AT 1.x: the application's custom AT+GMR text ("compile time:…\r\nBin version(…):…"); "" on v0.21.
+    custom_info: str = ""
 
 
 def _header_byte(flash_size: int, flash_freq: str) -> int:
@@ -95,6 +100,11 @@ def synthetic_user1_bin(firmware: FirmwareProfile, *, flash_size: int = 512 * KB
         raise InputError(f"{firmware.release} ({firmware.chip}) is not a NONOS AT firmware", field="synthetic")
     strings = (SYNTHETIC_MARK + b"\x00" + f"AT version:{firmware.core_version}".encode() + b"\x00"
                + f"SDK version:{firmware.sdk_version}".encode() + b"\x00")
+    if dict(firmware.formats).get("gmr_compile"):      # NONOS AT 1.x: the application's custom GMR text
+        info = f"compile time:{firmware.core_date} {firmware.core_time}"
+        if firmware.fw_version:
+            info += f"\r\n{firmware.fw_version}"
+        strings += info.encode() + b"\x00"
     img = ESP8266V2FirmwareImage()
     img.flash_mode = FLASH_MODES[flash_mode]
     img.flash_size_freq = _header_byte(flash_size, flash_freq)
@@ -124,11 +134,13 @@ def read_user1(data: bytes) -> NonosApp:
     irom = b"".join(bytes(s.data) for s in img.segments)
     at = _AT_VERSION.search(irom)
     sdk = _SDK_VERSION.search(irom)
+    custom = _CUSTOM_INFO.search(irom)
     if at is None and _AT_FORMAT not in irom:
         raise InputError("the application image names no AT version (not an AT firmware)", field="user1")
     return NonosApp(at.group(1).decode() if at else "", sdk.group(1).decode() if sdk else "", img.entrypoint,
                     img.flash_mode,
-                    img.flash_size_freq, SYNTHETIC_MARK in irom, hashlib.sha256(data).hexdigest())
+                    img.flash_size_freq, SYNTHETIC_MARK in irom, hashlib.sha256(data).hexdigest(),
+                    custom.group(1).decode("ascii") if custom else "")
 
 
 def read_boot(data: bytes) -> ESP8266ROMFirmwareImage:

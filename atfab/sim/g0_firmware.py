@@ -1,4 +1,10 @@
-"""ESP8266 NONOS AT (generation G0, v0.21) on a virtual ESP8266: boots from the flashed bytes.
+"""ESP8266 NONOS AT (generation G0: v0.21 and the later 1.x) on a virtual ESP8266: boots from the flashed bytes.
+
+The release's data says what differs (``g0_*`` facts and formats of ``data/v0.21.0.0.toml`` /
+``data/v1.7.6.0.toml``): v0.21 sets the UART with ``AT+UART=`` only and prints two GMR lines;
+1.x has ``AT+UART_CUR``/``AT+UART_DEF`` (query and set; ``_DEF`` stored, ``AT+UART`` kept as the
+stored form), prints ``ready`` and adds the application's custom GMR text (compile time, Bin
+version) read from the flashed user1.bin.
 
 UART0 is both the download port and the AT port (reference §0, §3.4); the module's AT endpoint
 stands for UART0 while the chip runs from flash. At boot:
@@ -206,9 +212,12 @@ class G0Firmware:
     def _at_gmr_exec(self, link: Link, params: list[str]) -> None:
         assert self.state is not None
         formats = dict(self.fw.formats)
-        version = self.state.app.at_version or self.fw.core_version   # a real build: the profile's
-        out = formats["gmr_at_version"].replace("%s", version, 1)
-        out += formats["gmr_sdk"].replace("%s", self.state.app.sdk_version or self.fw.sdk_version, 1)
+        app = self.state.app
+        version = app.at_version or self.fw.core_version   # a real build: the profile's
+        out = _fill(formats["gmr_at_version"], version, self.fw.core_date, self.fw.core_time)
+        out += _fill(formats["gmr_sdk"], app.sdk_version or self.fw.sdk_version)
+        if formats.get("gmr_compile") and app.custom_info:  # 1.x: at_set_custom_info's text as the app has it
+            out += app.custom_info + "\r\n"
         link.send(out.encode() + OK)
 
     def _at_rst_exec(self, link: Link, params: list[str]) -> str | None:
@@ -222,7 +231,7 @@ class G0Firmware:
         link.send(self.boot())
         return None
 
-    def _at_uart_set(self, link: Link, params: list[str]) -> None:
+    def _at_uart_set(self, link: Link, params: list[str], *, store: bool = True) -> None:
         if len(params) != 5:
             raise ValueError("AT+UART takes 5 values")
         baud, databits, stopbits, parity, flow = (int(p) for p in params)
@@ -231,12 +240,32 @@ class G0Firmware:
                 and 0 <= flow <= 3):
             raise ValueError("out of range")
         new = G0Uart(baud, databits, stopbits, parity, flow)
-        self.host.flash.erase(self._param, 0x1000)
-        self.host.flash.program(self._param, new.pack())
+        if store:
+            self.host.flash.erase(self._param, 0x1000)
+            self.host.flash.program(self._param, new.pack())
         link.send(OK)                        # at the old settings, then the UART switches
         assert self.state is not None
         self.state.uart = new
         self.host.set_at_baud(baud)
+
+    def _at_uart_def_set(self, link: Link, params: list[str]) -> None:
+        self._at_uart_set(link, params)
+
+    def _at_uart_cur_set(self, link: Link, params: list[str]) -> None:
+        self._at_uart_set(link, params, store=False)
+
+    def _uart_line(self, name: str, u: G0Uart) -> bytes:
+        return f"{name}:{u.baud},{u.databits},{u.stopbits},{u.parity},{u.flow}\r\n".encode()
+
+    def _at_uart_cur_query(self, link: Link, params: list[str]) -> None:
+        assert self.state is not None
+        link.send(self._uart_line("+UART_CUR", self.state.uart) + OK)
+
+    def _at_uart_def_query(self, link: Link, params: list[str]) -> None:
+        link.send(self._uart_line("+UART_DEF", self._saved_uart()) + OK)
+
+    def _at_uart_query(self, link: Link, params: list[str]) -> None:
+        link.send(self._uart_line("+UART", self._saved_uart()) + OK)
 
     def _at_cwmode_query(self, link: Link, params: list[str]) -> None:
         assert self.state is not None
@@ -272,6 +301,15 @@ class G0Firmware:
     def _at_cipapmac_query(self, link: Link, params: list[str]) -> None:
         m = self.host.mac
         link.send(self._mac_line("+CIPAPMAC", bytes([m[0] | 0x02, *m[1:]])) + OK)
+
+
+def _fill(fmt: str, *args: str) -> str:
+    """``fmt`` with its ``%s`` placeholders taken by ``args`` in order (extra args are ignored)."""
+    for arg in args:
+        if "%s" not in fmt:
+            break
+        fmt = fmt.replace("%s", arg, 1)
+    return fmt
 
 
 def _parse(text: str) -> tuple[str, str, list[str]]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.firmware.catalog import release_data
 from ..core.measurement import Measurement
 from ..image.build import build_unit_images
 from ..image.flash_set import Region
@@ -201,13 +202,15 @@ class NonosPlan(UnitPlan):
         return None
 
     def configure(self, at: AtClient) -> str:
-        """``AT+UART=<baud>,8,1,0,0`` (v0.21 stores it; OK comes at the old baud, then the host follows)."""
+        """The release's stored UART form, ``AT+UART=<baud>,8,1,0,0`` on v0.21, ``AT+UART_DEF=`` on 1.x
+        (OK comes at the old baud, then the host follows)."""
         baud = self.recipe.factory_param.get("uart_baudrate")
         if not isinstance(baud, int) or baud <= 0:
             return "nothing to set"
-        at.call(f"AT+UART={baud},8,1,0,0")
+        command = str(release_data(self.recipe.profile.firmware.release)["release"].get("g0_uart_command", "AT+UART"))
+        at.call(f"{command}={baud},8,1,0,0")
         at.apply_host_uart(UartConfig(baud, 8, 1, 0, 0))
-        return f"UART={baud},8,1,0,0"
+        return f"{command.removeprefix('AT+')}={baud},8,1,0,0"
 
     def verify(self, at: AtClient, build: UnitBuild | None, *, mac: str | None, serial: str | None) -> list[Measurement]:
         recipe = self.recipe

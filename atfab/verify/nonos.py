@@ -8,7 +8,8 @@ but the firmware, so the checks are what the v0.21 commands can show.
 * ``uart``: v0.21 has no UART query (``AT+UART=`` is set-only and stored in the user parameter
   area), so the check restarts the unit (``AT+RST``) and measures that it answers ``AT`` at the
   baud the configure step stored (``uart.after_reset``): a setting that was not stored, or a
-  wrong baud on a real line, leaves it silent.
+  wrong baud on a real line, leaves it silent. NONOS AT 1.x also answers ``AT+UART_DEF?``
+  (``uart_def.baud``, before the restart).
 
 Reads that do not hold are read again first; a re-read that disagrees is link noise
 (:class:`~atfab.verify.reread.ReadDisagrees`, ERROR), never a FAIL.
@@ -79,6 +80,8 @@ def verify_nonos(at: AtClient, *, firmware: FirmwareProfile, app: dict[str, Any]
     if "mac" in wanted:
         v.nonos_mac(normalize_mac(mac) if mac is not None else None)
     if "uart" in wanted and uart_baud:
+        if firmware.has_command("AT+UART_DEF", "query"):     # NONOS AT 1.x: the stored setting can be read
+            v.check("uart_def.baud", uart_baud, lambda: v.at.uart_def().baud)
         v.nonos_uart(uart_baud, boot_timeout)
     return VerifyResult(v.out)
 
