@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from click.testing import CliRunner
 
+from atfab.cli import main
 from tests.conftest import run_with_timeout
-from tests.g2_fleet_support import FAULTS, G2Fleet, run_campaign
+from tests.g2_fleet_support import FAULTS, PASSPHRASE, G2Fleet, run_campaign
 from tests.secret_scan import assert_no_private_keys, key_markers
 
 #: What the first run leaves (outcome, journal state, what the unit holds) per entry of FAULTS.
@@ -79,17 +81,19 @@ def test_g2_reports_name_the_repair_and_hold_no_key(campaign):
     assert_no_private_keys(fleet.tmp, allow_encrypted=("ca.key",), secrets=markers)
 
 
-def test_g2_key_partition_without_room_to_stage_is_not_touched(tmp_path):
+def test_g2_key_partition_without_room_to_stage_is_refused(tmp_path):
     """ESP32-C2 2 MB v3.0.0.0: 4 KB PKI partitions leave no sector to stage the new key in, and rewriting the
-    only one in place could leave the unit without a key: refused before the journal or any write."""
+    only one in place could leave the unit without a key: the recipe is refused (exit 2, one line) before any
+    unit is touched (a unit whose own table differs from the recipe's is checked again before its journal)."""
     fleet = G2Fleet(tmp_path, 1, module="esp32c2-2mb-at-v3.0")
     try:
         (m,) = fleet.pool
         before = m.flash.read(0, m.flash.size)
-        result = run_with_timeout(fleet.rotate, 60)
-        (res,) = result.modules
-        assert res.outcome == "ERROR" and "no free 4096-byte sector" in res.error, res.line()
-        assert "pki.slot client.0" in res.error
-        assert fleet.ledger.rotations_for(res.mac) == [] and m.flash.read(0, m.flash.size) == before
+        r = run_with_timeout(CliRunner().invoke, 60, main, ["rotate", "--recipe", str(tmp_path / "r.toml"),
+                                                            "--workdir", str(tmp_path), "--port", m.at_url],
+                             env={"ATFAB_CA_PASSPHRASE": PASSPHRASE.decode()})
+        assert r.exit_code == 2 and len(r.output.strip().splitlines()) == 1, r.output
+        assert "client_key partition is 4096 bytes" in r.output and "pki.slot client.0" in r.output
+        assert m.flash.read(0, m.flash.size) == before
     finally:
         fleet.close()

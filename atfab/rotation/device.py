@@ -191,6 +191,10 @@ class SlotIo:
         """The longest AT+SYSMFG blob payload (ground truth §6: 8191 bytes)."""
         return int(firmware.sysmfg_value_max)
 
+    @staticmethod
+    def check_layout(profile: Any, places: list[SlotPlace], *, file: Any = None) -> None:
+        """Nothing to check before the units: mfg_nvs keys are written whole."""
+
     # -- reads ----------------------------------------------------------------------------------
     def _read(self, kind: str) -> bytes:
         ns, key = self._item(kind)

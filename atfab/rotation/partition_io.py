@@ -79,6 +79,23 @@ class PartitionSlotIo:
         """The longest AT+SYSFLASH write payload this store sends (one chunk of the write helper)."""
         return DEFAULT_CHUNK
 
+    @staticmethod
+    def check_layout(profile: Any, places: list[SlotPlace], *, file: Any = None) -> None:
+        """Before any unit is touched: the module profile's at_customize table has each slot's
+        partitions, and every key partition a sector to stage the new key in beside the image."""
+        sector = profile.firmware.sysflash_sector
+        for place in places:
+            for part in (place.cert_ns, place.key_ns):
+                if profile.at_customize.find(part) is None:
+                    raise InputError(f"module {profile.name} has no {part} partition for slot {place.slot}",
+                                     file=file, field=f"pki.slot {place.slot}")
+            size = profile.at_customize.find(place.key_ns).size
+            if size < 2 * sector:
+                raise InputError(f"module {profile.name}'s {place.key_ns} partition is {size} bytes: no free "
+                                 f"{sector}-byte sector beside the key image to stage the new key in, and "
+                                 "rewriting it in place would leave the unit without a key if cut between erase "
+                                 "and write (not rotated)", file=file, field=f"pki.slot {place.slot}")
+
     # -- partitions -------------------------------------------------------------------------------
     def _size(self, part: str) -> int:
         if self._sizes is None:

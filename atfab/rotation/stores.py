@@ -8,6 +8,8 @@ This is the one place rotation looks at it.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile
 from ..link.at.helpers import DEFAULT_CHUNK
@@ -23,6 +25,13 @@ def longest_write(firmware: FirmwareProfile) -> int:
     return STORES[firmware.pki_store].longest_write(firmware) if firmware.pki_store in STORES else DEFAULT_CHUNK
 
 
+def check_layout(profile: Any, places: list[SlotPlace], *, file: Any = None) -> None:
+    """InputError when the module profile's layout cannot take a rotation of ``places`` (before any unit)."""
+    kind = profile.firmware.pki_store
+    if kind in STORES:
+        STORES[kind].check_layout(profile, places, file=file)
+
+
 def open_slot(client: AtClient, place: SlotPlace) -> SlotStore:
     """The slot ``place`` on the unit behind ``client``, as its firmware stores it."""
     kind = client.firmware.pki_store
@@ -31,4 +40,4 @@ def open_slot(client: AtClient, place: SlotPlace) -> SlotStore:
     return STORES[kind](client, place)
 
 
-__all__ = ["STORES", "open_slot", "longest_write"]
+__all__ = ["STORES", "open_slot", "longest_write", "check_layout"]

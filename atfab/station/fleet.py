@@ -57,7 +57,7 @@ from ..rotation.device import PairState, Secret, SlotPlace, SlotStore, leaf_cert
 from ..rotation.inventory import RotateTarget
 from ..rotation.journal import JournalDetail, certificate_facts, pem_of, record_done, resume
 from ..rotation.results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
-from ..rotation.stores import longest_write, open_slot
+from ..rotation.stores import check_layout, longest_write, open_slot
 from .ledger import Ledger, utc_now
 from .recipe_checks import PKI_SIZE_ESTIMATE
 from .recipe_spec import ROTATE_MODES, Recipe, slot_name
@@ -150,6 +150,7 @@ def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: Rota
                              f"{', '.join(places) or 'none'})", file=recipe.path, field="--slot")
         spec = specs[name]
         targets.append((places[name], tuple(spec.usage or (FAMILIES[spec.family][1],))))
+    check_layout(recipe.profile, [p for p, _u in targets], file=recipe.path)
     if ca is not None:
         _chain_fits(recipe, ca)
     restart = recipe.rotate.restart if options.restart is None else options.restart
