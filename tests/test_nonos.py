@@ -289,6 +289,8 @@ def test_nonos_at_1x_demo_and_its_custom_gmr_text(tmp_path):
     names = {m["name"]: m for m in report["measurements"]}
     assert report["outcome"] == "PASS" and names["gmr.at_version"]["measured"] == "1.7.6.0"
     assert names["uart_def.baud"]["measured"] == 115200 and names["uart.after_reset"]["outcome"] == "pass"
-    assert {s["name"]: s["detail"] for s in report["steps"]}["configure"] == "UART_DEF=115200,8,1,0,0"
+    details = {s["name"]: s["detail"] for s in report["steps"]}
+    assert details["configure"] == "UART_DEF=115200,8,1,0,0"
+    assert details["boot"].startswith("ready after")     # the boot output reached the AT client through the hand-over
     lines = [t.get("text") for t in report["transcript"]]
     assert "Bin version(Wroom 02):1.7.6" in lines and "AT version:1.7.6.0(Jan 24 2022 08:56:02)" in lines

@@ -417,10 +417,9 @@ class FlashSession:
         with routed(f.sink):
             with f._step("run user code", port, f.step_timeout):
                 cmds.reset_chip(self._esp, "soft-reset")
-        try:
+        try:                                     # what follows is the firmware's output: the caller reads it
             port.baudrate = baud
             port.timeout = timeout
-            port.reset_input_buffer()            # what the loader sent last, at the download rate
         except (serial.SerialException, OSError, ValueError) as exc:
             raise FlashError(f.port, "hand over the port", str(exc)) from exc
         self.handed_over = True
