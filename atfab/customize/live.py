@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..core.errors import DeviceError, InputError, UnitFailed
-from ..core.firmware import FirmwareProfile, firmware_for, rfpower_readback
+from ..core.firmware import FirmwareProfile, firmware_for, firmware_profile, release_of_core, rfpower_readback
 from ..core.measurement import (
     COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
 )
@@ -341,7 +341,8 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
                 location: str | None = None, connect_baud: int | None = None, module: str | None = None,
                 chip: str | None = None, whole_partition: bool = False, timeout: float = 3.0) -> ModuleResult:
     """Open the AT port, run :func:`customize_module`, close the port. The firmware behaviour is
-    the ``module`` profile's, else that of ``chip`` (default esp32c2)."""
+    the ``module`` profile's, else the G1/G2 release the module's GMR names (:func:`legacy_firmware_of`),
+    else that of ``chip`` (default esp32c2)."""
 
     if module is not None:
         profile = load_profile(module)
@@ -353,8 +354,25 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
     selector = selector_from_options(port, usb_serial, location)
     serial_port = open_port(selector, connect_baud)
     with AtClient(serial_port, firmware=firmware, timeout=timeout) as client:
+        if module is None:
+            legacy = legacy_firmware_of(client, chip)
+            if legacy is not None:            # a G1/G2 module: no AT+SYSMFG, its partitions over AT+SYSFLASH
+                client.firmware, chip = legacy, legacy.chip
         return customize_module(client, request, chip=chip, whole_partition=whole_partition,
                                 target=str(selector or serial_port.portstr), build=build)
 
 
-__all__ = ["customize_module", "run_on_port", "ModuleResult", "LiveView", "CustomizeIncomplete"]
+def legacy_firmware_of(client: Any, chip: str | None) -> FirmwareProfile | None:
+    """The G1/G2 release a module runs, by the AT core commit its ``AT+GMR`` prints (None: not a
+    legacy release atfab knows). ``chip``: the one given, else the one GMR names, else ESP32 (the
+    only G1 chip, whose v1.x GMR names none)."""
+    gmr = client.gmr()
+    chip = chip or (gmr.chip.lower() if gmr.chip else "esp32")
+    release = release_of_core(chip, gmr.at_core_hash or "")
+    if release is None:
+        return None
+    fw = firmware_profile(release, chip)
+    return fw if fw.legacy else None
+
+
+__all__ = ["customize_module", "run_on_port", "legacy_firmware_of", "ModuleResult", "LiveView", "CustomizeIncomplete"]
