@@ -11,9 +11,10 @@ factory CA) before any unit exists, and writes what a gang programmer needs:
 
 With ``[pki] escrow`` every unit key is also kept in the recipe's escrow file, encrypted to the
 operator's key (context ``batch``, the placeholder MAC and the batch id in its clear facts): the
-workers encrypt each record beside the image, and all of them are appended with one write and
-fsync before the images leave the staging folder (no key ever reaches a gang programmer
-without its escrow record).
+workers encrypt each record beside the image, and once the ledger holds the certificates all of
+them are appended with one write and fsync, before the images leave the staging folder (no key
+ever reaches a gang programmer without its escrow record; a batch the ledger refused leaves no
+escrow records).
 
 A batch unit has no MAC yet, so its identity is reserved under a *placeholder* MAC
 (:func:`placeholder_mac`: first octet ``0x0f``, the multicast bit set, which no unit's base MAC
@@ -258,16 +259,16 @@ def make_batch(recipe: Recipe, count: int, out_dir: str | Path, *, ca: Any, ledg
         timings["build"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        if escrow is not None:      # every key kept, encrypted, before the images leave the staging folder
-            escrow.append([u["escrow"] for u in built])
-            timings["escrow"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
         ledger.record_batch_certificates([
             {"mac": u["placeholder"], "slots": slots, "issuer": u["certificate"]["issuer"],
              "cert_serial": u["certificate"]["serial"], "fingerprint": u["certificate"]["sha256"],
              "key_fingerprint": u["certificate"]["spki_sha256"], "not_before": u["certificate"]["not_before"],
              "not_after": u["certificate"]["not_after"]} for u in built])
         timings["record"] = time.perf_counter() - t0
+        if escrow is not None:      # every key kept, encrypted, before the images leave the staging folder
+            t0 = time.perf_counter()
+            escrow.append([u["escrow"] for u in built])
+            timings["escrow"] = time.perf_counter() - t0
         manifest = _manifest(recipe, batch_id, common, built, slots, merged)
         atomic_write(stage / "manifest.json", json.dumps(manifest, separators=(",", ":")) + "\n")
         atomic_write(stage / "manifest.csv", _manifest_csv(manifest))
