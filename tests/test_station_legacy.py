@@ -105,3 +105,16 @@ def test_a_partition_that_does_not_hold_is_fail_and_a_flipped_read_back_is_error
     (m,) = [m for m in data["measurements"] if m["outcome"] == "fail"]
     assert m["name"] == "partition.client_cert" and m["measured"] != m["expected"]
     assert summary.exit_code == 1 and not bus.errors
+
+
+def test_a_build_folder_or_factory_image_names_the_release_the_recipe_is_checked_for(tmp_path: Path) -> None:
+    """No synthetic version: the release is the one the app's AT core commit names (v2.1.0.0 here, not the
+    profile's default v3.0.0.0), so [factory_param] is checked against v2.1's version-2 block."""
+    out = tmp_path / "fw"
+    assert _invoke(["build", "-m", "esp32-at-v2", "--synthetic-firmware", "v2.1.0.0", "-o", out]).exit_code == 0
+    for kind, value in (("build_dir", out), ("factory_image", out / "factory_WROOM-32.bin")):
+        path = tmp_path / f"{kind}.toml"
+        path.write_text(f'module = "esp32-at-v2"\n[firmware]\n{kind} = "{value}"\n[factory_param]\nmodule_id = 2\n')
+        recipe = load_recipe(path, workdir=tmp_path)
+        assert recipe.profile.firmware.release == "v2.1.0.0", kind
+        assert recipe.profile.firmware.factory_param_layout != load_profile("esp32-at-v2").firmware.factory_param_layout
