@@ -18,7 +18,7 @@ from .at_boot import BootInfo, UartConfig
 from .at_parser import Params
 from .faults import FaultPlan
 from .host import ModuleHost
-from .link import Link
+from .link import Link, LinkClosed
 
 READY = b"\r\nready\r\n"
 OK = b"\r\nOK\r\n"
@@ -152,6 +152,27 @@ class Ctx:
         while len(data) < n:
             self.check_state()
             data += self.link.recv(n - len(data), POLL)
+        return bytes(data)
+
+    def payload_across_links(self, length: int, finish: Callable[["Ctx", bytes], None], *, got: bytes = b"",
+                             cut_at: int | None = None) -> bytes:
+        """A write's ``length`` payload bytes (``got`` of them already arrived), as the core reads its
+        UART: a link that drops meanwhile does not end the command - it waits for the rest on the next
+        link (:data:`PENDING_PAYLOAD`: the interpreter resumes it, ``finish`` then gets the bytes); a
+        power loss forgets it. ``cut_at``: the fault "drop the link after this many payload bytes"."""
+        data = bytearray(got)
+        try:
+            while len(data) < length:
+                self.check_state()
+                want = (cut_at if cut_at is not None else length) - len(data)
+                data += self.link.recv(max(1, want), POLL)
+                if cut_at is not None and len(data) >= cut_at:
+                    self.link.close()
+                    raise LinkClosed("fault: link dropped in the middle of a write payload")
+        except LinkClosed:
+            so_far = bytes(data)
+            self.st.extra[PENDING_PAYLOAD] = lambda c: finish(c, c.payload_across_links(length, finish, got=so_far))
+            raise
         return bytes(data)
 
     def sleep(self, seconds: float) -> None:

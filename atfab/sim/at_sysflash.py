@@ -23,10 +23,9 @@ has no connections), then it is written and answered; a power loss ends it, noth
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
-from .at_command import PENDING_PAYLOAD, POLL, CommandSpec, Ctx, StopServing
+from .at_command import CommandSpec, Ctx, StopServing
 from .link import LinkClosed
 from .at_parser import SUB_CMD_EXEC_FAIL, Params, err_code, exec_fail, invalid
 
@@ -87,26 +86,6 @@ def _carried_out(ctx: "Ctx") -> None:
         raise LinkClosed("fault: link dropped after an AT+SYSFLASH operation")
 
 
-def _payload(ctx: "Ctx", length: int, got: bytes, finish: Callable[["Ctx", bytes], None]) -> bytes:
-    """The write's ``length`` payload bytes (``got`` of them already arrived). A link that drops
-    meanwhile does not end the command: like the core reading its UART, it waits for the rest on
-    the next link (``PENDING_PAYLOAD``), then ``finish`` gets the bytes; a power loss forgets it."""
-    data = bytearray(got)
-    cut = not got and length >= 2 and _countdown(ctx.faults, "drop_in_flash_write")
-    try:
-        while len(data) < length:
-            ctx.check_state()
-            data += ctx.link.recv((length // 2 if cut else length) - len(data), POLL)
-            if cut and len(data) >= length // 2:
-                ctx.link.close()
-                raise LinkClosed("fault: link dropped in the middle of an AT+SYSFLASH write")
-    except LinkClosed:
-        so_far = bytes(data)
-        ctx.st.extra[PENDING_PAYLOAD] = lambda c: finish(c, _payload(c, length, so_far, finish))
-        raise
-    return bytes(data)
-
-
 def _table(ctx: "Ctx") -> Any:
     table = ctx.boot.secondary
     if table is None:
@@ -160,7 +139,8 @@ def _set(ctx: "Ctx", p: Params) -> None:
             c.host.flash.program(addr, data)
             _carried_out(c)
 
-        write(ctx, _payload(ctx, length, b"", write))
+        cut = length // 2 if length >= 2 and _countdown(ctx.faults, "drop_in_flash_write") else None
+        write(ctx, ctx.payload_across_links(length, write, cut_at=cut))
         return
     if not inside:
         raise exec_fail("read outside the partition", ext=2)

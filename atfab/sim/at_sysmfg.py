@@ -156,18 +156,26 @@ def _write(ctx: "Ctx", p: Params) -> None:
         value: int | str | bytes = truncate(p.int(4), tname)   # no range check (ground truth §6)
         if take_write_error(ctx.faults):
             raise exec_fail("fault: write refused")
-    else:
-        length = p.int(4, 1, ctx.profile.sysmfg_value_max)     # 1..8191, before any prompt
-        ctx.send(ctx.profile.sysmfg_prompt)
-        payload = ctx.read_payload(length)
-        if take_write_error(ctx.faults):
+        _store(ctx, boot, ns, key, tname, value)
+        return
+    length = p.int(4, 1, ctx.profile.sysmfg_value_max)     # 1..8191, before any prompt
+    ctx.send(ctx.profile.sysmfg_prompt)
+
+    def finish(c: "Ctx", payload: bytes) -> None:
+        if take_write_error(c.faults):
             raise exec_fail("fault: write refused")
         if tname == "string":
             if b"\x00" in payload:
                 raise exec_fail("string holds a NUL")
-            if len(payload) + 1 > ctx.profile.nvs_string_max:
+            if len(payload) + 1 > c.profile.nvs_string_max:
                 raise exec_fail("nvs_set_str: value too long")
-        value = payload.decode("utf-8", "surrogateescape") if tname == "string" else payload
+        _store(c, c.boot, ns, key, tname, payload.decode("utf-8", "surrogateescape") if tname == "string" else payload)
+
+    # a link cut inside the payload leaves the command reading the next link's bytes (ground truth §6)
+    finish(ctx, ctx.payload_across_links(length, finish))
+
+
+def _store(ctx: "Ctx", boot: Any, ns: str, key: str, tname: str, value: int | str | bytes) -> None:
     try:
         nvs_editor(ctx.host.flash, boot.mfg).set(ns, key, tname, value)
     except NVS_ERRORS as exc:
