@@ -362,6 +362,18 @@ def test_close_stale_publishes_the_reports_it_seals_through_the_station_spool(tm
             assert msg["report"] == json.loads(Path(closed["report_path"]).read_text())
             (target,) = out["publish"]["targets"]
             assert Path(target["spool"]).parent == spool_root(reports, "st-dead")
+
+            recipe = write_recipe(tmp_path)             # the addresses may come from the line's recipe
+            recipe.write_text(recipe.read_text().replace(
+                "[report]\n", f'[report]\npublish = ["mqtt://{host}:{port}/{topic}"]\n', 1))
+            with Ledger(url) as led:
+                again = led.begin_attempt(recipe="line", station="st-dead", port="p2", owner="st-dead/h:1:y",
+                                          lease_s=-1, report_dir=reports)
+            res = CliRunner().invoke(main, ["ledger", "--ledger", url, "close-stale", "--recipe", str(recipe),
+                                            "--workdir", str(tmp_path), "--publish-wait", str(WAIT)],
+                                     env={"ATFAB_CA_PASSPHRASE": PASSPHRASE}, catch_exceptions=False)
+            assert res.exit_code == 0 and "1 delivered, 0 still spooled" in res.output, res.output
+            assert sub.wait_for(2)[1]["id"] == f"st-dead:{again.id}"
     finally:
         sub.close()
 
