@@ -267,30 +267,3 @@ def test_recipe_synthetic_release_must_be_the_modules(tmp_path):
     res = CliRunner().invoke(main, ["check", str(bad)])
     assert res.exit_code == 2 and "firmware.synthetic" in res.output and "NONOS AT v0.21.0.0" in res.output
 
-
-def test_nonos_at_1x_demo_and_its_custom_gmr_text(tmp_path):
-    """NONOS AT 1.7.6.0 (NONOS SDK 3.0.6, the 2 MB 1024+1024 map): AT+UART_DEF= stores the baud,
-    AT+UART_DEF? reads it back, AT+GMR adds the application's custom text (compile time, Bin version)
-    as the SDK's examples/at sets it, and the firmware prints ready."""
-    prof = load_profile("esp8266-nonos-at-2mb")
-    files = synthetic_files(prof.nonos, prof.firmware, flash_size=prof.flash_size, flash_mode=prof.flash_mode,
-                            flash_freq=prof.flash_freq)
-    assert [(off, name) for off, name, _ in files] == [
-        (0x0, "boot.bin"), (0x1000, "user1.bin"), (0xFE000, "blank.bin@0xfe000"),
-        (0x1FC000, "esp_init_data_default.bin"), (0x1FE000, "blank.bin@0x1fe000")]
-    app = read_user1(next(data for _o, name, data in files if name == "user1.bin"))
-    assert app.custom_info == "compile time:Jan 24 2022 08:56:02\r\nBin version(Wroom 02):1.7.6"
-    recipe = RECIPE.with_name("esp8266-nonos-at-1.7.toml")
-    res = CliRunner().invoke(main, ["demo", "--recipe", str(recipe), "--out", str(tmp_path / "d"), "--count", "1",
-                                    "--sim-baud", "0"])
-    assert res.exit_code == 0, res.output
-    (path,) = (tmp_path / "d" / "reports" / "esp8266-nonos-at-1.7").glob("*.json")
-    report = json.loads(path.read_text())
-    names = {m["name"]: m for m in report["measurements"]}
-    assert report["outcome"] == "PASS" and names["gmr.at_version"]["measured"] == "1.7.6.0"
-    assert names["uart_def.baud"]["measured"] == 115200 and names["uart.after_reset"]["outcome"] == "pass"
-    details = {s["name"]: s["detail"] for s in report["steps"]}
-    assert details["configure"] == "UART_DEF=115200,8,1,0,0"
-    assert details["boot"].startswith("ready after")     # the boot output reached the AT client through the hand-over
-    lines = [t.get("text") for t in report["transcript"]]
-    assert "Bin version(Wroom 02):1.7.6" in lines and "AT version:1.7.6.0(Jan 24 2022 08:56:02)" in lines

@@ -35,7 +35,7 @@ def _no_env(monkeypatch):
 #: The legacy (G1/G2) layouts: tests/test_legacy_images.py and test_legacy_build.py.
 LEGACY = {"esp32-at-v1.1", "esp32-at-v1.2", "esp32-at-v2", "esp32c3-at-v2", "esp32c2-4mb-at-v3.0", "esp32c2-2mb-at-v3.0"}
 #: The ESP8266 NONOS AT (G0) profiles, with no partition tables: tests/test_nonos.py.
-NONOS = {"esp8266-nonos-512k", "esp8266-nonos-at-2mb"}
+NONOS = {"esp8266-nonos-512k", "esp8266-nonos-at-2mb", "esp8266-nonos-at-1mb"}
 
 
 def test_twenty_builtin_profiles():

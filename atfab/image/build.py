@@ -31,6 +31,7 @@ from .build_config import BuildConfig, find_sdkconfig, read_sdkconfig
 from .appimage import AppInfo, default_at_core, make_app_image, make_bootloader_image, read_app_info, \
     read_image_summary
 from ..core.firmware import FirmwareProfile, chips, feature_marker, release_of_core, releases
+from ..core.firmware.catalog import is_release_name
 from .legacy_build import LegacyImages, build_legacy_images
 from .legacy_content import assemble_legacy
 from .mfg_nvs import MfgNvs, UnitContent, build_mfg_nvs, pki_key_names
@@ -326,7 +327,7 @@ def build(module: str | ModuleProfile, out_dir: str | Path, *, params: Params | 
     """
     check_output(out_dir, "output folder", kind="dir", field="-o")
     if synthetic_firmware is not None:
-        known = [v for v in releases() if v.startswith("v")]
+        known = [v for v in releases() if is_release_name(v)]
         if synthetic_firmware not in known:
             raise InputError(f"{synthetic_firmware} is not an esp-at release atfab knows (known: {', '.join(known)})",
                              field="--synthetic-firmware")

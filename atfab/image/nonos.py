@@ -28,6 +28,7 @@ from esptool.targets import ESP8266ROM
 from ..core.errors import InputError
 from ..core.esptool_log import EsptoolSink, routed
 from ..core.firmware import FirmwareProfile
+from ..core.firmware.catalog import chip_data
 
 KB = 1024
 BOOT_OFFSET = 0x00000
@@ -44,9 +45,10 @@ _AT_VERSION = re.compile(rb"AT version:([0-9][0-9A-Za-z.\-]{0,31})\x00")
 #: NONOS SDK 3.0's AT 1.7): the format string is there, the version is not readable from the bytes.
 _AT_FORMAT = rb"AT version:%"
 _SDK_VERSION = re.compile(rb"SDK version:([0-9][0-9A-Za-z.()\-]{0,31})\x00")
-#: The AT application's custom GMR text of NONOS AT 1.x (``at_set_custom_info``: ``compile time:``
-#: ``__DATE__ __TIME__`` and the build's ESP_AT_FW_VERSION, one literal in the image).
-_CUSTOM_INFO = re.compile(rb"(compile time:[ -~\r\n]{1,160})\x00")
+#: The custom info a NONOS AT 1.x user_init hands to at_set_custom_info (ESP8266_NONOS_SDK
+#: examples/at/user/user_main.c:182: "compile time:" __DATE__ " " __TIME__ "\r\n" ESP_AT_FW_VERSION); a
+#: literal string in the image, which AT+GMR prints after the SDK line.
+_CUSTOM_INFO = re.compile(rb"compile time:[ -~]{1,40}(?:\r\n[ -~]{1,63})?\x00")
 
 
 @dataclass(frozen=True)
@@ -61,14 +63,25 @@ class NonosApp:
     flash_size_freq: int
     synthetic: bool
     sha256: str
-    #: NONOS AT 1.x: the application's custom AT+GMR text ("compile time:…\r\nBin version(…):…"); "" on v0.21.
-    custom_info: str = ""
+    custom_info: str = ""       # NONOS AT 1.x: "compile time:…\r\nBin version(…):…" ("" = none, v0.21)
 
 
-def _header_byte(flash_size: int, flash_freq: str) -> int:
+def _header_byte(flash_size: int, flash_freq: str, size_name: str = "") -> int:
+    """Header byte 3: the flash size code (esptool's ``ESP8266ROM.FLASH_SIZES``, by name when given:
+    ``2MB-c1`` = 0x50, the NONOS SDK's 1024+1024 map) and the frequency."""
+    if size_name:
+        if size_name not in ESP8266ROM.FLASH_SIZES:
+            raise InputError(f"an ESP8266 image cannot say flash size {size_name}", field="flash_size")
+        return ESP8266ROM.FLASH_SIZES[size_name] | FLASH_FREQS[flash_freq]
     if flash_size not in FLASH_SIZE_CODES:
         raise InputError(f"an ESP8266 image cannot say flash size {flash_size:#x}", field="flash_size")
     return FLASH_SIZE_CODES[flash_size] | FLASH_FREQS[flash_freq]
+
+
+def size_name_of(header_byte: int) -> str | None:
+    """esptool's name of the flash size an ESP8266 image header byte 3 says (None: no such code)."""
+    code = header_byte & 0xF0
+    return next((name for name, c in ESP8266ROM.FLASH_SIZES.items() if c == code), None)
 
 
 def _filler(seed: str, size: int) -> bytes:
@@ -80,11 +93,12 @@ def _filler(seed: str, size: int) -> bytes:
     return bytes(out[:size])
 
 
-def synthetic_boot_bin(*, flash_size: int = 512 * KB, flash_mode: str = "qio", flash_freq: str = "40m") -> bytes:
+def synthetic_boot_bin(*, flash_size: int = 512 * KB, flash_mode: str = "qio", flash_freq: str = "40m",
+                       size_name: str = "") -> bytes:
     """A valid second-stage boot.bin ("v1" image with one IRAM and one DRAM segment)."""
     img = ESP8266ROMFirmwareImage()
     img.flash_mode = FLASH_MODES[flash_mode]
-    img.flash_size_freq = _header_byte(flash_size, flash_freq)
+    img.flash_size_freq = _header_byte(flash_size, flash_freq, size_name)
     img.entrypoint = 0x40100004
     img.segments = [ImageSegment(0x40100000, _filler("boot.iram", 1856)),
                     ImageSegment(0x3FFE8000, b"atfab synthetic 2nd stage boot\x00".ljust(776, b"\x00"))]
@@ -94,20 +108,21 @@ def synthetic_boot_bin(*, flash_size: int = 512 * KB, flash_mode: str = "qio", f
 
 
 def synthetic_user1_bin(firmware: FirmwareProfile, *, flash_size: int = 512 * KB, flash_mode: str = "qio",
-                        flash_freq: str = "40m") -> bytes:
-    """A valid user1.bin ("v2" image) of the NONOS AT build ``firmware`` describes."""
+                        flash_freq: str = "40m", size_name: str = "") -> bytes:
+    """A valid user1.bin ("v2" image) of the NONOS AT build ``firmware`` describes: its AT and SDK
+    version strings and, for a 1.x build, the custom info its user_init registers (release data
+    ``compile_date``/``compile_time``/``bin_version``)."""
     if firmware.generation != "G0":
         raise InputError(f"{firmware.release} ({firmware.chip}) is not a NONOS AT firmware", field="synthetic")
     strings = (SYNTHETIC_MARK + b"\x00" + f"AT version:{firmware.core_version}".encode() + b"\x00"
                + f"SDK version:{firmware.sdk_version}".encode() + b"\x00")
-    if dict(firmware.formats).get("gmr_compile"):      # NONOS AT 1.x: the application's custom GMR text
-        info = f"compile time:{firmware.core_date} {firmware.core_time}"
-        if firmware.fw_version:
-            info += f"\r\n{firmware.fw_version}"
-        strings += info.encode() + b"\x00"
+    build = chip_data(firmware.release, firmware.chip)
+    if build.get("compile_date"):
+        info = f"compile time:{build['compile_date']} {build['compile_time']}"
+        strings += (info + (f"\r\n{build['bin_version']}" if build.get("bin_version") else "")).encode() + b"\x00"
     img = ESP8266V2FirmwareImage()
     img.flash_mode = FLASH_MODES[flash_mode]
-    img.flash_size_freq = _header_byte(flash_size, flash_freq)
+    img.flash_size_freq = _header_byte(flash_size, flash_freq, size_name)
     img.entrypoint = 0x40100004
     irom = ImageSegment(ESP8266ROM.IROM_MAP_START + USER1_OFFSET + 0x10, strings + _filler("user1.irom", 4096))
     img.segments = [irom, ImageSegment(0x40100000, _filler("user1.iram", 2048)),
@@ -134,13 +149,13 @@ def read_user1(data: bytes) -> NonosApp:
     irom = b"".join(bytes(s.data) for s in img.segments)
     at = _AT_VERSION.search(irom)
     sdk = _SDK_VERSION.search(irom)
-    custom = _CUSTOM_INFO.search(irom)
+    info = _CUSTOM_INFO.search(irom)
     if at is None and _AT_FORMAT not in irom:
         raise InputError("the application image names no AT version (not an AT firmware)", field="user1")
     return NonosApp(at.group(1).decode() if at else "", sdk.group(1).decode() if sdk else "", img.entrypoint,
                     img.flash_mode,
                     img.flash_size_freq, SYNTHETIC_MARK in irom, hashlib.sha256(data).hexdigest(),
-                    custom.group(1).decode("ascii") if custom else "")
+                    info.group(0)[:-1].decode() if info else "")
 
 
 def read_boot(data: bytes) -> ESP8266ROMFirmwareImage:
@@ -186,9 +201,11 @@ def synthetic_init_data() -> bytes:
 def synthetic_files(layout: "NonosLayoutLike", firmware: FirmwareProfile, *, flash_size: int, flash_mode: str,
                     flash_freq: str) -> list[tuple[int, str, bytes]]:
     """(offset, file name, bytes) of the synthetic NONOS AT firmware for a download map, by offset."""
-    data = {"boot.bin": synthetic_boot_bin(flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq),
+    size_name = getattr(layout, "size_name", "")
+    data = {"boot.bin": synthetic_boot_bin(flash_size=flash_size, flash_mode=flash_mode, flash_freq=flash_freq,
+                                           size_name=size_name),
             "user1.bin": synthetic_user1_bin(firmware, flash_size=flash_size, flash_mode=flash_mode,
-                                             flash_freq=flash_freq),
+                                             flash_freq=flash_freq, size_name=size_name),
             "esp_init_data_default.bin": synthetic_init_data()}
     return [(off, name, data.get(name.split("@")[0], b"\xff" * SECTOR)) for name, off in layout.regions()]
 
@@ -200,4 +217,4 @@ class NonosLayoutLike(Protocol):
 
 
 __all__ = ["synthetic_files", "synthetic_init_data", "NonosLayoutLike", "NonosApp", "synthetic_boot_bin", "synthetic_user1_bin", "read_user1", "read_boot", "BOOT_OFFSET",
-           "USER1_OFFSET", "SYNTHETIC_MARK", "FLASH_SIZE_CODES"]
+           "USER1_OFFSET", "SYNTHETIC_MARK", "FLASH_SIZE_CODES", "size_name_of"]

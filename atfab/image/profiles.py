@@ -16,6 +16,7 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, firmware_for
+from ..core.firmware.catalog import release_data
 from ..core.shipped import shipped_dir
 from ..core.inputs import not_a_regular_file
 from ..core.tomlfile import check_fields, read_toml
@@ -47,6 +48,9 @@ class NonosLayout:
     user1: int
     init_data: int
     blank: tuple[int, ...]
+    #: esptool's name of the flash size the header at 0x0 carries (``1MB``, ``2MB-c1``): the NONOS SDK
+    #: reads its flash map from it (16Mbit "-C1" = the 1024 KB + 1024 KB map of a 2 MB flash).
+    size_name: str = ""
 
     def regions(self) -> tuple[tuple[str, int], ...]:
         """(file name, offset) of every file of the download map, by offset."""
@@ -115,7 +119,9 @@ class ModuleProfile:
 
     @property
     def flash_size_str(self) -> str:
-        """esptool spelling of the flash size (``4MB``)."""
+        """esptool spelling of the flash size (``4MB``; ``2MB-c1`` for a NONOS SDK 1024+1024 map)."""
+        if self.nonos is not None and self.nonos.size_name:
+            return self.nonos.size_name
         return flash_size_text(self.flash_size)
 
     @property
@@ -232,9 +238,12 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     firmware = firmware_for(chip, firmware_tbl, source=src, module_config=_str(data, "esp_at_module", src, "") or None,
                             module=_str(data, "module_name", src, "") or None, release=release)
 
-    flash_size = parse_flash_size(_str(data, "flash_size", src), source=src)
-    if flash_size_text(flash_size) not in rom.FLASH_SIZES:
-        raise InputError(f"{chip} does not support flash size {flash_size_text(flash_size)} "
+    size_text = _str(data, "flash_size", src)
+    c1 = layout == "nonos" and size_text.lower().endswith("-c1")
+    flash_size = parse_flash_size(size_text[:-3] if c1 else size_text, source=src)
+    size_name = flash_size_text(flash_size) + ("-c1" if c1 else "")
+    if size_name not in rom.FLASH_SIZES:
+        raise InputError(f"{chip} does not support flash size {size_name} "
                          f"(esptool knows {', '.join(rom.FLASH_SIZES)})", file=src, field="flash_size")
     flash_mode = _str(data, "flash_mode", src, "dio").lower()
     from esptool.cmds import FLASH_MODES  # noqa: PLC0415 (esptool import is slow)
@@ -247,7 +256,7 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
                          f"(esptool knows {', '.join(rom.FLASH_FREQUENCY)})", file=src, field="flash_freq")
     if layout == "nonos":
         return _nonos_profile(data, profile_name, chip, flash_size, flash_mode, flash_freq, firmware, toml_path,
-                              releases, firmware_tbl)
+                              releases, firmware_tbl, size_name)
     boot_offset = _int(data, "bootloader_offset", src, rom.BOOTLOADER_FLASH_OFFSET)
     if boot_offset != rom.BOOTLOADER_FLASH_OFFSET:
         raise InputError(f"{chip} boots from 0x{rom.BOOTLOADER_FLASH_OFFSET:x}, not 0x{boot_offset:x}",
@@ -336,8 +345,25 @@ def load_profile(name: str, search: list[Path] | None = None) -> ModuleProfile:
     )
 
 
+def _check_nonos_map(nonos: NonosLayout, release: str, src: str) -> None:
+    """The download map is one the release's SDK builds for (``[release.g0_maps]``, when its data has them)."""
+    maps = release_data(release)["release"].get("g0_maps")
+    if not maps:
+        return
+    known = maps.get(nonos.size_name)
+    if known is None:
+        raise InputError(f"NONOS AT {release} has no build for a {nonos.size_name} flash map (its SDK's maps: "
+                         f"{', '.join(k + ' = ' + v['name'] for k, v in maps.items())})", file=src, field="flash_size")
+    want = (known["init_data"], tuple(known["blank"]))
+    if (nonos.init_data, tuple(sorted(nonos.blank))) != want:
+        raise InputError(f"the {known['name']} map of NONOS AT {release} has esp_init_data_default.bin at "
+                         f"0x{want[0]:x} and blank.bin at {' & '.join(f'0x{b:x}' for b in want[1])}", file=src,
+                         field="nonos")
+
+
 def _nonos_profile(data: dict, name: str, chip: str, flash_size: int, flash_mode: str, flash_freq: str,
-                   firmware: FirmwareProfile, toml_path: Path, releases: list, firmware_tbl: dict) -> ModuleProfile:
+                   firmware: FirmwareProfile, toml_path: Path, releases: list, firmware_tbl: dict,
+                   size_name: str) -> ModuleProfile:
     """A G0 profile: the ``[nonos]`` download map instead of partition tables."""
     src = str(toml_path)
     if firmware.generation != "G0":
@@ -354,7 +380,9 @@ def _nonos_profile(data: dict, name: str, chip: str, flash_size: int, flash_mode
     if not isinstance(blank, list) or not all(isinstance(b, int) and not isinstance(b, bool) for b in blank):
         raise InputError("must be a list of offsets", file=src, field="nonos.blank")
     nonos = NonosLayout(_int(tbl, "boot", src, 0), _int(tbl, "user1", src, 0x1000),
-                        _int(tbl, "init_data", src, flash_size - 0x4000), tuple(blank))
+                        _int(tbl, "init_data", src, flash_size - 0x4000), tuple(blank), size_name)
+    for release in releases:
+        _check_nonos_map(nonos, release, src)
     for fname, off in nonos.regions():
         if off % SECTOR or off >= flash_size:
             raise InputError(f"{fname} at 0x{off:x}: must be 4 KB aligned inside the {flash_size_text(flash_size)} "

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.errors import OUTCOMES, InputError
 from ..core import inputs
-from ..core.firmware.catalog import releases as firmware_releases
+from ..core.firmware.catalog import is_release_name, releases as firmware_releases
 from ..core.outputs import check_output
 from ..core.tomlfile import unknown_fields
 from ..pki.issue import IdentityTemplate
@@ -140,11 +140,11 @@ def _firmware(r: _Reader, data: dict, base: Path) -> FirmwareSource | None:
     if value is None:
         return None
     if kind == "synthetic":
-        version = version_tuple(value)
-        if version is None:
-            r.bad("firmware.synthetic", f"{value!r} is not an esp-at version like v4.1.0.0")
+        if version_tuple(value) is None and not (value in firmware_releases() and is_release_name(value)):
+            r.bad("firmware.synthetic", f"{value!r} is not an esp-at version like v4.1.0.0 "
+                                        "(or a NONOS AT release like nonos-v1.7.6.0)")
             return None
-        known = [v for v in firmware_releases() if version_tuple(v) is not None]
+        known = [v for v in firmware_releases() if is_release_name(v)]
         if value not in known:
             r.bad("firmware.synthetic", f"{value} is not an esp-at release atfab knows (known: {', '.join(known)})")
             return None

@@ -1,15 +1,19 @@
 """On-device checks of an ESP8266 NONOS AT (G0) unit: there is nothing in its flash to compare
-but the firmware, so the checks are what the v0.21 commands can show.
+but the firmware, so the checks are what the release's commands can show (v0.21 or NONOS AT 1.x).
 
 * ``boot``: ``at.alive`` (``AT`` → OK) and ``at.echo_off`` (``ATE0`` holds).
-* ``gmr``: ``gmr.at_version`` and ``gmr.sdk_version``, the two lines 0.21 prints (reference §2.4),
-  against what was flashed (the download map's user1.bin, else the firmware profile).
+* ``gmr``: ``gmr.at_version`` and ``gmr.sdk_version`` (the first two lines of every NONOS AT GMR,
+  reference §2.4; 1.x: ``AT version:1.7.6.0(<libat date time>)``), against what was flashed (the
+  download map's user1.bin, else the firmware profile).
 * ``mac``: ``sta_mac`` (``AT+CIPSTAMAC?``) equals the MAC esptool read from the OTP.
-* ``uart``: v0.21 has no UART query (``AT+UART=`` is set-only and stored in the user parameter
-  area), so the check restarts the unit (``AT+RST``) and measures that it answers ``AT`` at the
-  baud the configure step stored (``uart.after_reset``): a setting that was not stored, or a
-  wrong baud on a real line, leaves it silent. NONOS AT 1.x also answers ``AT+UART_DEF?``
-  (``uart_def.baud``, before the restart).
+* ``uart``: a release with ``AT+UART_DEF?`` (1.x) is asked what it stored (``uart_def``, the five
+  values); then, on every release, the check restarts the unit (``AT+RST``) and measures that it
+  answers ``AT`` at the baud the configure step stored (``uart.after_reset``; v0.21's ``AT+UART=`` is
+  set-only, so this is all it can show): a setting that was not stored, or a wrong baud on a real
+  line, leaves it silent.
+
+The configure step (:class:`atfab.station.unit_plan.NonosPlan`) stores the baud with the release's
+``g0_uart_command`` (``AT+UART=`` on v0.21, ``AT+UART_DEF=`` on 1.x).
 
 Reads that do not hold are read again first; a re-read that disagrees is link noise
 (:class:`~atfab.verify.reread.ReadDisagrees`, ERROR), never a FAIL.
@@ -26,11 +30,16 @@ from ..core.firmware import FirmwareProfile
 from ..core.mac import normalize_mac
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError, AtTimeout
+from ..link.at.parse import UartConfig
 from .reread import RereadVerifier
 from .unit import VerifyResult
 
 #: The checks of a G0 unit (a subset of :data:`atfab.verify.checks.CHECKS`).
 NONOS_CHECKS = ("boot", "gmr", "mac", "uart")
+
+
+def _fields(cfg: UartConfig) -> list[int]:
+    return [cfg.baud, cfg.databits, cfg.stopbits, cfg.parity, cfg.flow]
 
 
 class _NonosVerifier(RereadVerifier):
@@ -40,6 +49,10 @@ class _NonosVerifier(RereadVerifier):
         gmr = self.check("gmr.at_version", at_version, lambda: self.at.gmr().at_version)
         if gmr is not None:
             self.check("gmr.sdk_version", sdk_version, lambda: self.at.gmr().sdk_version)
+
+    def nonos_uart_def(self, baud: int) -> None:
+        """``AT+UART_DEF?`` (1.x) equals what the configure step stored."""
+        self.check("uart_def", [baud, 8, 1, 0, 0], lambda: _fields(self.at.uart_def()))
 
     def nonos_mac(self, mac: str | None) -> None:
         self.check("sta_mac", mac, lambda: normalize_mac(self.at.sta_mac()))
@@ -80,8 +93,8 @@ def verify_nonos(at: AtClient, *, firmware: FirmwareProfile, app: dict[str, Any]
     if "mac" in wanted:
         v.nonos_mac(normalize_mac(mac) if mac is not None else None)
     if "uart" in wanted and uart_baud:
-        if firmware.has_command("AT+UART_DEF", "query"):     # NONOS AT 1.x: the stored setting can be read
-            v.check("uart_def.baud", uart_baud, lambda: v.at.uart_def().baud)
+        if firmware.has_command("AT+UART_DEF", "query"):
+            v.nonos_uart_def(uart_baud)
         v.nonos_uart(uart_baud, boot_timeout)
     return VerifyResult(v.out)
 

@@ -53,11 +53,22 @@ def _release_names() -> tuple[str, ...]:
     return tuple(sorted(names, key=_release_key))
 
 
+#: Prefix of a release of another product line than esp-at (``nonos-v1.7.6.0``: ESP8266 NONOS AT 1.x),
+#: so that its version never sorts among (or clashes with) esp-at's own ``v1.x`` releases.
+LINE_PREFIXES = ("nonos-",)
+
+
 def _release_key(name: str) -> tuple[int, ...]:
-    digits = name.lstrip("vV").split(".")
+    line = next((i + 1 for i, p in enumerate(LINE_PREFIXES) if name.startswith(p)), 0)
+    digits = name[len(LINE_PREFIXES[line - 1]) if line else 0:].lstrip("vV").split(".")
     if all(d.isdigit() for d in digits):
-        return tuple(int(d) for d in digits)
-    return (1 << 30,)        # "master" after every numbered release
+        return (1 << 29, line, *(int(d) for d in digits)) if line else tuple(int(d) for d in digits)
+    return (1 << 30,)        # "master" after every numbered release (another line's releases just before it)
+
+
+def is_release_name(name: str) -> bool:
+    """``v4.1.0.0`` (esp-at) or ``nonos-v1.7.6.0`` (a release of another line): a numbered release name."""
+    return _release_key(name) != (1 << 30,)
 
 
 def releases() -> tuple[str, ...]:
@@ -163,6 +174,17 @@ def release_of_core(chip: str, commit: str) -> str | None:
     for name in _release_names():
         core = release_data(name).get("chip", {}).get(chip)
         if core is not None and core.get("core_commit") == commit:
+            return name
+    return None
+
+
+def release_of_version(chip: str, generation: str, version: str) -> str | None:
+    """The ``generation`` release whose ``chip`` build prints AT version ``version`` (how a NONOS AT
+    image, which carries no core commit, is named), else None."""
+    for name in _release_names():
+        data = release_data(name)
+        core = data.get("chip", {}).get(chip)
+        if core is not None and data["release"].get("generation") == generation and core.get("core_version") == version:
             return name
     return None
 
@@ -310,6 +332,6 @@ def known_chips() -> tuple[str, ...]:
     return tuple(sorted({c for r in _release_names() for c in chips(r)}))
 
 
-__all__ = ["DEFAULT_RELEASE", "ModuleBuild", "common", "releases", "release_data", "chips", "chip_data",
+__all__ = ["DEFAULT_RELEASE", "LINE_PREFIXES", "is_release_name", "ModuleBuild", "common", "releases", "release_data", "chips", "chip_data",
            "modules", "find_module", "default_module", "command_set", "marker_name", "feature_marker",
-           "release_of_core", "core_commits", "firmware_profile", "firmware_for", "known_chips", "default_release"]
+           "release_of_core", "release_of_version", "core_commits", "firmware_profile", "firmware_for", "known_chips", "default_release"]
