@@ -19,12 +19,15 @@ from cryptography.hazmat.primitives import serialization
 
 from ..core.errors import DeviceError
 from ..link.at.client import AtClient
-from ..link.at.errors import AtBusy, AtError
+from ..link.at.errors import AtBusy, AtError, AtResponseError
 from ..link.at.limits import check_sysmfg_length
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import UNIT
 
 BLOB = 8
+#: Where :meth:`SlotIo.write_key` stages a key: an mfg_nvs namespace no firmware opens (names hold
+#: ``_key``, so the AT transcript redacts them).
+STAGE_NS, STAGE_KEY = "atfab_key", "stage_key"
 
 
 class Secret:
@@ -259,21 +262,62 @@ class SlotIo:
         """``AT+SYSMFG=2,<cert ns>,<key>,8,<len>`` + the bytes."""
         self.client.sysmfg_write(self.place.cert_ns, self.place.cert_key, BLOB, bytes(data))
 
+    def _staged(self) -> Secret | None:
+        try:
+            value = self.client.sysmfg_read(STAGE_NS, STAGE_KEY)
+        except AtBusy:
+            raise
+        except AtError:
+            return None
+        return Secret(value) if isinstance(value, bytes) else None
+
     def write_key(self, key: Secret) -> None:
-        """``AT+SYSMFG=2,<key ns>,<key>,8,<len>`` + the key bytes (redacted in the transcript)."""
+        """The key item, through a staged copy (:data:`STAGE_NS`): a blob whose payload a cut link
+        left unfinished is completed by the next contact's bytes (AtClient.settle: 0xFF), so the item
+        would hold neither key; the staged copy (read back first) lets :meth:`repair` put it back.
+        ``AT+SYSMFG=2,<ns>,<key>,8,<len>`` + the bytes (redacted in the transcript), then the copy erased."""
+        self.client.sysmfg_write(STAGE_NS, STAGE_KEY, BLOB, key.reveal())
+        staged = self._staged()
+        if staged is None or staged.reveal() != key.reveal():
+            raise AtResponseError(f'AT+SYSMFG=1,"{STAGE_NS}","{STAGE_KEY}"', "the staged key reads back otherwise")
         self.client.sysmfg_write(self.place.key_ns, self.place.key_key, BLOB, key.reveal())
+        self.client.sysmfg_erase(STAGE_NS)
 
     def prepare(self, new_file: bytes, new_key: Secret | None, *, file: Any = None,
                 field: str | None = None) -> dict[str, Any]:
-        """Before the journal: the new certificate file must fit one AT+SYSMFG write (InputError).
-        Nothing more to journal: an NVS blob write is whole or not at all."""
+        """Before the journal: the new certificate file must fit one AT+SYSMFG write (InputError); the
+        journal notes where the key is staged."""
         check_sysmfg_length(len(new_file), self.client.firmware, file=file,
                             field=f"{field}: new certificate file" if field else "new certificate file")
-        return {}
+        return {"key_stage": f"{STAGE_NS}/{STAGE_KEY}"} if new_key is not None else {}
 
     def repair(self, rot: Any, extra: dict[str, Any], *, dry_run: bool = False) -> list[str]:
-        """Nothing to repair: a cut NVS write leaves the old or the new blob."""
-        return []
+        """A key item left unreadable by a cut write gets the staged copy back when its public key is
+        the journalled old or new one; a staged copy left behind is erased (the journal policy then
+        classifies what the unit holds). Journals without ``key_stage`` (older rotations): nothing."""
+        if not extra.get("key_stage"):
+            return []
+        staged = self._staged()
+        if staged is None:
+            return []
+        notes = []
+        journalled = {rot.old_key_fp, rot.new_key_fp} - {None}
+        try:
+            current = key_fingerprint(self.read_key())
+        except SlotMissing:
+            current = None
+        staged_fp = key_fingerprint(staged)
+        if current is None and staged_fp in journalled:
+            notes.append(f"{self.place.key_ns}/{self.place.key_key} held no readable key: "
+                         f"{'would write' if dry_run else 'wrote'} back the staged copy")
+            if not dry_run:
+                self.client.sysmfg_write(self.place.key_ns, self.place.key_key, BLOB, staged.reveal())
+            current = staged_fp
+        if current in journalled:
+            notes.append(f"{'would erase' if dry_run else 'erased'} the staged copy ({STAGE_NS})")
+            if not dry_run:
+                self.client.sysmfg_erase(STAGE_NS)
+        return notes
 
     def check_readback(self, cert: bytes, key: Secret | None = None, *,
                        read_key: bool = True) -> tuple[list[str], PairState]:

@@ -64,7 +64,7 @@ def take_write_error(faults: Any) -> bool:
     return False
 
 
-def _countdown(faults: Any, name: str) -> bool:
+def countdown(faults: Any, name: str) -> bool:
     """Count one event for the N-th-from-now fault ``name``; True (and cleared) when it fires."""
     left = getattr(faults, name, None)
     if left is None:
@@ -78,10 +78,10 @@ def _countdown(faults: Any, name: str) -> bool:
 
 def _carried_out(ctx: "Ctx") -> None:
     """An erase or write reached the flash: power loss / link drop faults that wait for it."""
-    if _countdown(ctx.faults, "power_loss_after_flash_ops"):
+    if countdown(ctx.faults, "power_loss_after_flash_ops"):
         ctx.host.power_loss()
         raise StopServing("state")
-    if _countdown(ctx.faults, "drop_after_flash_ops"):
+    if countdown(ctx.faults, "drop_after_flash_ops"):
         ctx.link.close()
         raise LinkClosed("fault: link dropped after an AT+SYSFLASH operation")
 
@@ -139,7 +139,7 @@ def _set(ctx: "Ctx", p: Params) -> None:
             c.host.flash.program(addr, data)
             _carried_out(c)
 
-        cut = length // 2 if length >= 2 and _countdown(ctx.faults, "drop_in_flash_write") else None
+        cut = length // 2 if length >= 2 and countdown(ctx.faults, "drop_in_flash_write") else None
         write(ctx, ctx.payload_across_links(length, write, cut_at=cut))
         return
     if not inside:
@@ -154,4 +154,4 @@ def commands(profile: Any) -> list[CommandSpec]:
     return [CommandSpec("AT+SYSFLASH", query=_query, set=_set)]
 
 
-__all__ = ["commands", "corrupt", "take_fault", "take_write_error"]
+__all__ = ["commands", "corrupt", "countdown", "take_fault", "take_write_error"]

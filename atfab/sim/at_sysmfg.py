@@ -31,7 +31,7 @@ from typing import Any
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_command import CommandSpec, Ctx, StopServing
 from .at_parser import Params, exec_fail, invalid
-from .at_sysflash import corrupt, take_fault, take_write_error
+from .at_sysflash import corrupt, countdown, take_fault, take_write_error
 
 #: AT+SYSMFG type numbers (§5) <-> NVS type names.
 TYPE_NUMBERS = {"u8": 1, "i8": 2, "u16": 3, "i16": 4, "u32": 5, "i32": 6, "string": 7, "blob": 8}
@@ -172,7 +172,8 @@ def _write(ctx: "Ctx", p: Params) -> None:
         _store(c, c.boot, ns, key, tname, payload.decode("utf-8", "surrogateescape") if tname == "string" else payload)
 
     # a link cut inside the payload leaves the command reading the next link's bytes (ground truth §6)
-    finish(ctx, ctx.payload_across_links(length, finish))
+    cut = length // 2 if length >= 2 and countdown(ctx.faults, "drop_in_sysmfg_write") else None
+    finish(ctx, ctx.payload_across_links(length, finish, cut_at=cut))
 
 
 def _store(ctx: "Ctx", boot: Any, ns: str, key: str, tname: str, value: int | str | bytes) -> None:

@@ -43,6 +43,9 @@ class FaultPlan:
     error_after_writes: int | None = None
     #: Lose power after N more committed SYSMFG writes.
     power_loss_after_writes: int | None = None
+    #: The AT link drops halfway through the payload of the Nth AT+SYSMFG string/blob write from now;
+    #: the write then waits for the rest from the next link (ground truth §6).
+    drop_in_sysmfg_write: int | None = None
     #: Lose power once N more AT+SYSFLASH erases/writes were carried out (after the Nth, before its reply).
     power_loss_after_flash_ops: int | None = None
     #: The AT link drops at that same point instead (the module keeps running).
