@@ -482,6 +482,7 @@ class VirtualModule:
         finally:
             with self._cond:
                 self._uart0_link = None
+            self._wake_at.notify()               # the AT endpoint (the same UART0) may answer again
 
     def _at_loop(self, lsock: socket.socket) -> None:
         while not self._stopped.is_set():
