@@ -74,11 +74,14 @@ def flash_with_esptool(m: VirtualModule, files, flash_size: str = "keep") -> Non
 
 
 def talk(port, command: bytes, wait: float = 0.3) -> bytes:
+    """Send a line; what comes back until the result code (then a short quiet spell), or ``wait`` s."""
     port.write(command + b"\r\n")
     deadline = time.monotonic() + wait
     out = b""
     while time.monotonic() < deadline:
         out += port.read(4096)
+        if out.endswith((b"\r\nOK\r\n", b"\r\nERROR\r\n")) and command != b"AT+RST":
+            return out + port.read(4096)     # nothing more may follow (timeout 0.05 s)
     return out
 
 
