@@ -14,6 +14,7 @@ import socket
 
 import pytest
 from esptool import cmds
+from esptool.targets import ESP32C2ROM
 
 from atfab.link.transport import port_for_url
 from atfab.sim.module import VirtualModule
@@ -54,6 +55,12 @@ def test_stub_survives_a_reconnect_and_is_gone_after_a_reset():
             esp._port.close()                                          # --after no-reset-stub
             esp, running = _connect(m.rfc2217_url, "no-reset")
             assert running                                             # "Stub flasher is already running"
+            assert cmds.run_stub(esp).flash_id() == jedec
+            esp._port.close()
+            port = port_for_url(m.rfc2217_url, exclusive=True, baudrate=115200)   # no-reset-no-sync: no
+            port.open()                                                        # sync, so esptool uploads
+            esp = ESP32C2ROM(port)                                             # the stub to the running
+            esp.connect("no-reset-no-sync")                                    # one, which restarts
             assert cmds.run_stub(esp).flash_id() == jedec
             esp._port.close()
             esp, running = _connect(m.rfc2217_url, "default-reset")     # DTR/RTS reset: the ROM again

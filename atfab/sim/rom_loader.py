@@ -27,7 +27,7 @@ session on the same connection (an open connection stands for the boot strap hel
 mode; esp-flasher-stub leaves this reboot as a TODO); value 1 ("run user code") and an armed
 RTC watchdog (a system reset that samples the released strap) end the session with
 :data:`RUN_USER_CODE` so the module boots from flash. A RAM program started from the stub
-(``load-ram``) silences the port.
+(``load-ram``) silences the port, unless it is the stub itself (it starts afresh and greets).
 """
 
 from __future__ import annotations
@@ -354,9 +354,11 @@ class DownloadSession(StubCommands):
         self._respond(op)
         if no_execute:
             return None
-        if self.stub or not is_known_stub(self.spec.name, segments, entry):
+        if not is_known_stub(self.spec.name, segments, entry):
             return RAM_APP           # some other program runs (nothing here executes it)
-        # esptool's flasher stub (its exact code at its address): it greets and takes over.
+        # esptool's flasher stub (its exact code at its address): it greets and takes over. A
+        # running stub loaded with it again (esptool --before no-reset-no-sync cannot know the stub
+        # runs, so it uploads it) jumps to the fresh copy, which greets the same way.
         self._send_frame(OHAI)
         self.stub = True
         self.regs.attached = True            # the stub attaches the SPI flash when it starts
