@@ -120,6 +120,6 @@ def test_socket_endpoint_is_still_a_power_on_per_connection(chip):
             esp._port.close()
             return running
         assert run_with_timeout(work, T) is False
-        assert m.state == "at"                                        # the connection's end booted it
+        assert m.wait_state("at", 10)                                 # the connection's end boots it
     finally:
         m.stop()
