@@ -11,14 +11,16 @@ folder holding one extracted tree per tag, e.g.::
     for t in v1.1.0.0 v1.2.0.0 v2.0.0.0_esp32 v2.1.0.0_esp32 v2.2.0.0_esp32 v2.4.0.0 v3.0.0.0; do
         mkdir -p TAGS/$t && git --git-dir=$G archive $t tools components/customized_partitions | tar -x -C TAGS/$t
     done
+    ~/.pyenv/versions/2.7.18/bin/python -m pip install --target PY2LIB 'PyYAML<6'   # 5.4.1
+    mkdir -p STUB && touch STUB/xlrd.py
     python bench/legacy_parity.py --tags TAGS --python2 ~/.pyenv/versions/2.7.18/bin/python \\
-        --pythonpath2 PY2LIB:STUB --pythonpath3 STUB
+        --pythonpath2 PY2LIB:STUB --pythonpath3 STUB --at-py
 
 The v1.x-v2.1 generators are shell scripts that call ``python`` (Python 2 on the build hosts of
 that time: BLEService.py of v2.0/v2.1 breaks under Python 3); v2.2.0.0+ call ``sys.executable``
 (Python 3). BLEService.py imports ``yaml`` and ``xlrd`` (xlrd only for .xls input: an empty stub
-module is enough). Prints one row per (tag, profile, partition) and exits 1 on any difference
-that is not a documented one.
+module is enough). Prints one row per (tag, profile, partition), a summary line, and exits 1 on any
+difference that is not a documented one.
 
 ``--at-py`` adds the customisation check: esp-at's ``tools/at.py modify_bin`` of v2.4.0.0 and
 v3.0.0.0 against ``atfab customize --image`` on the same factory images, option by option.
@@ -134,6 +136,19 @@ AT_PY_CASES = [
     (["--start-channel", "3", "--channel-num", "9"], ["--start_channel", "3", "--channel_number", "9"],
      "byte 7 is the last channel for the firmware (§10.4): atfab 11, at.py 9"),
 ]
+#: Releases whose factory_param block is version 1 or 2 (no PLATFORM_ESP string in it).
+OLD_BLOCKS = ("v1.2.0.0", "v2.0.0.0", "v2.1.0.0")
+
+
+def _why(release: str, tag: str, ours_opts: list[str], why: str, result: str) -> str:
+    """The documented reason for a row, where the case's own reason does not cover the image."""
+    if tag == "v2.4.0.0" and release in OLD_BLOCKS and result.startswith("at.py fails"):
+        return "v2.4 at.py cannot edit a v1/v2 block: no PLATFORM_ESP string ('NoneType' ... 'span')"
+    if release.startswith("v1.") and ours_opts[:1] == ["--tx-power"] and result.startswith("atfab refuses"):
+        return "esp32-at v1.x takes a power level 0..11 (partitions/README.md), at.py writes the byte"
+    return why
+
+
 #: factory images to customise: (tag of the release, profile)
 AT_PY_IMAGES = [("v1.2.0.0", "esp32-at-v1.2"), ("v2.0.0.0", "esp32-at-v2"), ("v2.1.0.0", "esp32-at-v2"),
                 ("v2.4.0.0", "esp32-at-v2"), ("v3.0.0.0", "esp32-at-v2"), ("v3.0.0.0", "esp32c3-at-v2"),
@@ -174,7 +189,8 @@ def at_py_rows(tags: Path, work: Path) -> list[tuple[str, str, str, str, str]]:
                     diff = [i for i in range(len(a)) if a[i] != b[i]] if len(a) == len(b) else None
                     result = ("identical" if diff == [] else "DIFFERENT length" if diff is None else
                               "differs at " + ", ".join(f"0x{i - block_off:x}" for i in diff[:6]) + " of the block")
-                rows.append((f"{release} {profile}", tag, " ".join(ours_opts), result, why))
+                rows.append((f"{release} {profile}", tag, " ".join(ours_opts), result,
+                             _why(release, tag, ours_opts, why, result)))
     return rows
 
 
@@ -188,6 +204,7 @@ def main() -> int:
     ap.add_argument("--no-partitions", action="store_true", help="skip the generator comparison")
     args = ap.parse_args()
     bad = 0
+    parts = {"identical": 0, "documented": 0, "different": 0}
     cases = {} if args.no_partitions else CASES
     print(f"{'tag':<16} {'profile':<22} {'partition':<14} result")
     for tag, (release, profiles) in cases.items():
@@ -203,8 +220,11 @@ def main() -> int:
                 theirs = run_esp_at(tag_dir, names, platform, module, python, path, Path(tmp))
                 for name in names:
                     result = compare(name, ours.get(name), theirs.get(name))
-                    bad += result.startswith(("DIFFERENT", "only"))
+                    different = result.startswith(("DIFFERENT", "only"))
+                    bad += different
+                    parts["different" if different else "identical" if result == "identical" else "documented"] += 1
                     print(f"{tag:<16} {profile:<22} {name:<14} {result}")
+    at_py = {"identical": 0, "documented": 0, "undocumented": 0}
     if args.at_py:
         print()
         print(f"{'image':<34} {'at.py':<9} {'atfab options':<44} result")
@@ -212,8 +232,12 @@ def main() -> int:
             for image, tag, opts, result, why in at_py_rows(args.tags, Path(tmp)):
                 undocumented = result != "identical" and not why
                 bad += undocumented
+                at_py["identical" if result == "identical" else "undocumented" if undocumented else "documented"] += 1
                 note = f"  [{why}]" if why and result != "identical" else ""
                 print(f"{image:<34} {tag:<9} {opts:<44} {result}{note}")
+    print(f"summary: partitions {parts['identical']} identical, {parts['documented']} identical except documented "
+          f"bytes, {parts['different']} different" + (f"; at.py {at_py['identical']} identical, {at_py['documented']} "
+          f"differ for a documented reason, {at_py['undocumented']} undocumented" if args.at_py else ""))
     return 1 if bad else 0
 
 
