@@ -118,3 +118,19 @@ def test_a_build_folder_or_factory_image_names_the_release_the_recipe_is_checked
         recipe = load_recipe(path, workdir=tmp_path)
         assert recipe.profile.firmware.release == "v2.1.0.0", kind
         assert recipe.profile.firmware.factory_param_layout != load_profile("esp32-at-v2").firmware.factory_param_layout
+
+
+def test_a_release_without_a_factory_param_block_gets_baud_and_power_over_at(tmp_path: Path) -> None:
+    """esp32-at v1.1.0.0 reads no factory_param partition: the recipe's baud and power level are set with
+    AT+UART_DEF and AT+RFPOWER=<level> by the configure step and verified; other keys are refused."""
+    recipe = tmp_path / "v11.toml"
+    recipe.write_text('module = "esp32-at-v1.1"\n[firmware]\nsynthetic = "v1.1.0.0"\n'
+                      '[factory_param]\nuart_baudrate = 230400\nmax_tx_power = 4\n')
+    res = _invoke(["run", recipe, "--sim", 1, "--sim-baud", 0, "--workdir", tmp_path, "--json"])
+    assert res.exit_code == 0, res.output
+    (unit,) = json.loads(res.stdout)["units_detail"]
+    data = check_report(Path(unit["report"]))
+    by_name = {m["name"]: m for m in data["measurements"]}
+    levels = load_profile("esp32-at-v1.1").firmware.rfpower_levels
+    assert by_name["uart_def.baud"]["measured"] == 230400 and by_name["rf_power.wifi"]["measured"] == levels[4]
+    assert "RFPOWER=4" in {s["name"]: s["detail"] for s in data["steps"]}["configure"]

@@ -25,6 +25,7 @@ from ..image import appimage, factory_param as fp, partition_table as pt
 from ..image.build import load_firmware, release_of_app
 from ..image.legacy_build import build_legacy_images
 from ..image.legacy_content import default_gatt, gatt_rows_of
+from ..image.legacy_layout import tx_power_range
 from ..image.build_config import find_sdkconfig, read_sdkconfig
 from ..image.gatt import cfg_strings
 from ..image.legacy_content import check_overrides as check_legacy_overrides
@@ -183,12 +184,49 @@ def factory_params(ctx: Context, profile: "ModuleProfile | None", overrides: dic
 def _legacy_params(ctx: Context, profile: "ModuleProfile", overrides: dict[str, Any]) -> dict[str, int | str] | None:
     """A G1/G2 module: the values its release's 0xFCFC block stores (the profile's row, checked when
     the profile was loaded, plus the recipe's, checked against the block)."""
+    if not profile.firmware.factory_param_layout:
+        return _over_at_params(ctx, profile, overrides)
     try:
         checked = check_legacy_overrides(profile, overrides, file=ctx.source)
     except InputError as exc:
         ctx.bad(exc.field or "factory_param", exc.message)
         return None
     return {**profile.factory_param, **checked}
+
+
+#: What a recipe may set on a legacy release without a factory_param block (esp32-at v1.0/v1.1): the
+#: station sets them over AT (AT+UART_DEF, AT+RFPOWER) in the configure step.
+OVER_AT_PARAMS = ("uart_baudrate", "max_tx_power")
+
+
+def _over_at_params(ctx: Context, profile: "ModuleProfile", overrides: dict[str, Any]) -> dict[str, int | str] | None:
+    """esp32-at v1.0/v1.1 read no factory_param partition: a recipe's UART baud and Wi-Fi power level
+    are set over AT by the configure step (and verified); any other key is refused."""
+    fw = profile.firmware
+    out = dict(profile.factory_param)
+    for key, value in overrides.items():
+        where = f"factory_param.{key}"
+        if key not in OVER_AT_PARAMS:
+            ctx.bad(where, f"esp-at {fw.release} has no factory_param partition: the firmware uses its built-in "
+                           f"defaults; a recipe sets only {', '.join(OVER_AT_PARAMS)} (over AT)")
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            ctx.bad(where, f"must be a TOML integer, not {type(value).__name__} {value!r}")
+            return None
+        if key == "max_tx_power":
+            lo, hi = tx_power_range(fw)
+            if not lo <= value <= hi:
+                unit = "a power level (AT+RFPOWER=<level>)" if fw.rfpower_levels else "0.25 dBm"
+                ctx.bad(where, f"{value} is out of range {lo}..{hi} ({unit})")
+                return None
+        else:
+            try:
+                fp.validate_value(key, value, chip=profile.chip, file=ctx.source)
+            except InputError as exc:
+                ctx.bad(where, exc.message)
+                return None
+        out[key] = value
+    return out
 
 
 def _nonos_params(ctx: Context, profile: "ModuleProfile", overrides: dict[str, Any]) -> dict[str, int | str] | None:

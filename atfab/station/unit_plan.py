@@ -180,15 +180,34 @@ class LegacyPlan(UnitPlan):
         if baud is not None and fw.has_command("AT+UART_DEF", "set"):
             at.set_uart_def(baud, 8, 1, 0, fw.uart_default_flow_control)
             done.append(f"UART_DEF={baud},8,1,0,{fw.uart_default_flow_control}")
-        note = ("RF power and country: the factory_param block's, applied at boot" if fw.factory_param_layout
-                else f"esp-at {fw.release} has no factory_param block: RF power and country are the firmware's defaults")
-        return "; ".join([*done, note])
+        if fw.factory_param_layout:
+            return "; ".join([*done, "RF power and country: the factory_param block's, applied at boot"])
+        level = self._over_at_power()
+        if level is not None:       # no block (v1.0/v1.1): the recipe's power is set over AT, as a level on G1
+            at.call(f"AT+RFPOWER={level}")
+            done.append(f"RFPOWER={level}")
+        return "; ".join([*done, f"esp-at {fw.release} has no factory_param block: country is the firmware's default"])
+
+    def _over_at_power(self) -> int | None:
+        """A block-less release's recipe power (set by configure, verified), None when the recipe gives none."""
+        if self.recipe.profile.firmware.factory_param_layout or "max_tx_power" not in self.recipe.raw.get(
+                "factory_param", {}):
+            return None
+        power = self.recipe.factory_param.get("max_tx_power")
+        return power if isinstance(power, int) else None
 
     def verify(self, at: AtClient, build: UnitBuild | None, *, mac: str | None, serial: str | None) -> list[Measurement]:
         assert build is not None and isinstance(build.expect, LegacyBuilt), "the build step built the unit"
-        recipe = self.recipe
+        recipe, fw = self.recipe, self.recipe.profile.firmware
+        over_at: dict[str, int] = {}
+        if not fw.factory_param_layout:        # what configure set over AT is what verify expects
+            baud, level = self._uart_baud(), self._over_at_power()
+            if baud is not None and fw.has_command("AT+UART_DEF", "query"):
+                over_at["uart_baudrate"] = baud
+            if level is not None:
+                over_at["max_tx_power"] = level
         return verify_legacy(at, build.expect, mac=mac, checks=recipe.verify.checks,
-                             at_version=recipe.verify.at_version).measurements
+                             at_version=recipe.verify.at_version, over_at=over_at).measurements
 
 
 class NonosPlan(UnitPlan):

@@ -141,8 +141,16 @@ class _LegacyVerifier(RereadVerifier):
                 self.check(f"partition.{name}", _sha(data),
                            lambda n=name, d=data: _sha(self.at.sysflash_read(n, 0, len(d))))
 
-    def values(self, wanted: frozenset[str]) -> None:
+    def values(self, wanted: frozenset[str], over_at: dict[str, int]) -> None:
         fw = (self.block or {}).get("firmware") or {}
+        if self.block is None and over_at:    # no block (v1.0/v1.1): what the station set over AT
+            if "uart" in wanted and "uart_baudrate" in over_at:
+                self.check("uart_def.baud", over_at["uart_baudrate"], lambda: self.at.uart_def().baud)
+            if "rf_power" in wanted and "max_tx_power" in over_at:
+                raw, levels = over_at["max_tx_power"], tuple(self.fw.rfpower_levels)
+                expected = levels[raw] if levels and raw < len(levels) else raw
+                self.check("rf_power.wifi", expected, lambda: self.at.rf_power()[0])
+            return
         if "uart" in wanted and fw.get("uart_baudrate") is not None:
             self.check("uart_def.baud", fw["uart_baudrate"], lambda: self.at.uart_def().baud)
         if "rf_power" in wanted and fw.get("max_tx_power") is not None:
@@ -162,11 +170,13 @@ class _LegacyVerifier(RereadVerifier):
 
 
 def verify_legacy(at: AtClient, built: LegacyBuilt | str | Path, *, mac: str | bytes | None = None,
-                  checks: Iterable[str] | None = None, at_version: str | None = None) -> VerifyResult:
+                  checks: Iterable[str] | None = None, at_version: str | None = None,
+                  over_at: dict[str, int] | None = None) -> VerifyResult:
     """Check the running legacy unit on ``at`` against ``built`` (a :class:`LegacyBuilt` or an ``atfab
     build`` folder; see the module doc). ``checks``: :data:`LEGACY_CHECKS` names, or the recipe
     checks ``factory_param``/``pki``/``gatt`` (the partitions of that kind); ``at_version``: the
-    esp-at version the unit must report (``gmr.recipe_version``)."""
+    esp-at version the unit must report (``gmr.recipe_version``); ``over_at``: on a release without a
+    factory_param block, the ``uart_baudrate`` / ``max_tx_power`` (a G1 level) the station set over AT."""
     wanted = frozenset(LEGACY_CHECKS if checks is None else checks)
     unknown = wanted - set(LEGACY_CHECKS) - set(_PARTITION_CHECK.values())
     if unknown:
@@ -184,7 +194,7 @@ def verify_legacy(at: AtClient, built: LegacyBuilt | str | Path, *, mac: str | b
     if "sysflash" in wanted:
         v.table()
     v.partitions(wanted)
-    v.values(wanted)
+    v.values(wanted, over_at or {})
     if "mac" in wanted and mac is not None:
         v.legacy_mac(normalize_mac(mac))
     return VerifyResult(v.out)
