@@ -6,6 +6,7 @@ what the block cannot take is refused before anything is written."""
 from __future__ import annotations
 
 import json
+import socket
 
 import pytest
 from click.testing import CliRunner
@@ -147,3 +148,20 @@ def test_live_gatt_rows_match_image_customize(tmp_path):
         assert r.exit_code == 2 and "cfg9 must be an existing row" in r.output, r.output
     finally:
         vm.stop()
+
+
+def test_live_customize_ends_a_write_an_earlier_contact_cut(unit):
+    """A module still reading the payload of a write whose host died answers nothing: customize --port
+    first ends that write (0xFF, AtClient.settle), then customizes as usual."""
+    module, profile, vm = unit
+    host, port = vm.at_url.removeprefix("socket://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.settimeout(5)
+        s.sendall(b'AT+SYSFLASH=1,"server_ca",0,300\r\n')   # empty; v1.x finds type-0x40 entries only
+        got = b""
+        while b">" not in got:
+            got += s.recv(100)
+        s.sendall(b"x" * 10)
+    r = atfab("customize", "--port", vm.at_url, "--module", module, "--country", "US", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["passed"]
