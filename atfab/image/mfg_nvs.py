@@ -114,7 +114,7 @@ def load_pki_dir(path: str | Path, *, namespace: str | None = None) -> list[PkiF
         if not entry.name.endswith(PKI_FILE_SUFFIXES) or not entry.is_file():
             kind = "folder" if entry.is_dir() else "file"
             raise InputError(f"stray {kind} in a PKI folder: only {'/'.join(PKI_FILE_SUFFIXES)} files belong here "
-                             "(esp-at's build would ignore it but still count it, renaming the keys "
+                             "(when it reads the folder, esp-at's build ignores it but counts it, renaming the keys "
                              f"{namespace or folder.name}.0, ...); remove it", file=str(entry),
                              field=namespace or folder.name)
     return [PkiFile(p.name, read_bytes(p, "PKI file", limit=PEM_LIMIT, field=namespace or folder.name), str(p))
