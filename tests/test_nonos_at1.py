@@ -156,6 +156,7 @@ def test_station_run_and_demo_on_the_16mbit_c1_map(tmp_path, monkeypatch):
     names = {m["name"]: m for m in report["measurements"]}
     assert names["gmr.at_version"]["expected"] == names["gmr.at_version"]["measured"] == "1.7.6.0"
     assert names["gmr.sdk_version"]["measured"] == "3.0.6-dev(072755c)"
+    assert names["gmr.compile_time"]["measured"] == "Jun 17 2024 07:37:40" and names["gmr.bin_version"]["measured"] == "1.7.6"
     assert names["uart_def"]["measured"] == [115200, 8, 1, 0, 0] and names["uart.after_reset"]["outcome"] == "pass"
     details = {s["name"]: s["detail"] for s in report["steps"]}
     assert details["configure"] == "UART_DEF=115200,8,1,0,0"

@@ -78,7 +78,19 @@ def nonos_firmware_images(recipe: Recipe) -> FirmwareImages:
         info["path"] = str(src.path)
     return FirmwareImages(tuple(Region(off, name, data) for off, name, data in files), info,
                           {"version": version, "sdk_version": app.sdk_version or profile.firmware.sdk_version,
-                           "project_name": "nonos-at", "synthetic": app.synthetic})
+                           "project_name": "nonos-at", "synthetic": app.synthetic,
+                           **_custom_info_facts(app.custom_info)})
+
+
+def _custom_info_facts(custom_info: str) -> dict[str, str]:
+    """NONOS AT 1.x: the compile time and Bin version the flashed app's custom GMR text carries."""
+    out: dict[str, str] = {}
+    for line in custom_info.split("\r\n"):
+        if line.startswith("compile time:"):
+            out["compile_time"] = line[len("compile time:"):].strip()
+        elif line.startswith("Bin version(") and "):" in line:
+            out["bin_version"] = line.split("):", 1)[1].strip()
+    return out
 
 
 __all__ = ["FirmwareImages", "firmware_images", "nonos_firmware_images"]

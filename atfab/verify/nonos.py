@@ -5,6 +5,8 @@ but the firmware, so the checks are what the release's commands can show (v0.21 
 * ``gmr``: ``gmr.at_version`` and ``gmr.sdk_version`` (the first two lines of every NONOS AT GMR,
   reference §2.4; 1.x: ``AT version:1.7.6.0(<libat date time>)``), against what was flashed (the
   download map's user1.bin, else the firmware profile).
+  On 1.x also ``gmr.compile_time`` and ``gmr.bin_version``, from the custom text the flashed
+  user1.bin carries (``compile time:…`` / ``Bin version(…):…``): the very build, not only its release.
 * ``mac``: ``sta_mac`` (``AT+CIPSTAMAC?``) equals the MAC esptool read from the OTP.
 * ``uart``: a release with ``AT+UART_DEF?`` (1.x) is asked what it stored (``uart_def``, the five
   values); then, on every release, the check restarts the unit (``AT+RST``) and measures that it
@@ -45,10 +47,15 @@ def _fields(cfg: UartConfig) -> list[int]:
 class _NonosVerifier(RereadVerifier):
     """The G0 checks under the re-read discipline (G0 builds no partitions to compare)."""
 
-    def nonos_gmr(self, at_version: str, sdk_version: str) -> None:
+    def nonos_gmr(self, at_version: str, sdk_version: str, app: dict[str, Any]) -> None:
         gmr = self.check("gmr.at_version", at_version, lambda: self.at.gmr().at_version)
         if gmr is not None:
             self.check("gmr.sdk_version", sdk_version, lambda: self.at.gmr().sdk_version)
+            # 1.x: the app's custom text (compile time, Bin version) names the very build that was flashed
+            if app.get("compile_time"):
+                self.check("gmr.compile_time", app["compile_time"], lambda: self.at.gmr().compile_time)
+            if app.get("bin_version"):
+                self.check("gmr.bin_version", app["bin_version"], lambda: self.at.gmr().bin_version)
 
     def nonos_uart_def(self, baud: int) -> None:
         """``AT+UART_DEF?`` (1.x) equals what the configure step stored."""
@@ -89,7 +96,8 @@ def verify_nonos(at: AtClient, *, firmware: FirmwareProfile, app: dict[str, Any]
     if "boot" in wanted:
         v.basics()
     if "gmr" in wanted:
-        v.nonos_gmr(str(app.get("version") or firmware.core_version), str(app.get("sdk_version") or firmware.sdk_version))
+        v.nonos_gmr(str(app.get("version") or firmware.core_version), str(app.get("sdk_version") or firmware.sdk_version),
+                    app)
     if "mac" in wanted:
         v.nonos_mac(normalize_mac(mac) if mac is not None else None)
     if "uart" in wanted and uart_baud:

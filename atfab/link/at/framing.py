@@ -17,7 +17,7 @@ from .errors import AtBusy, AtError, AtResponseError, ModuleRestarted
 
 #: Information-line prefixes of commands whose lines are not ``+NAME:`` (§2.4).
 SPECIAL_INFO: dict[str, tuple[str, ...]] = {
-    "AT+GMR": ("AT version:", "SDK version:", "compile time", "Bin version:"),
+    "AT+GMR": ("AT version:", "SDK version:", "compile time", "Bin version:", "Bin version("),  # "Bin version(": NONOS AT 1.x
 }
 
 _RAW_HEADERS = {

@@ -147,6 +147,10 @@ def _split_paren(text: str) -> tuple[str, str | None]:
     return text, None
 
 
+#: A C ``__DATE__ __TIME__`` stamp (``Jan 24 2022 08:56:02``, ``May  8 2024 …``).
+_BUILD_STAMP = re.compile(r"^[A-Z][a-z]{2} [ \d]\d \d{4} \d\d:\d\d:\d\d$")
+
+
 def parse_gmr(lines: list[str], *, command: str = "AT+GMR") -> Gmr:
     """Parse the lines of ``AT+GMR`` of any generation (G1 three lines, G2/G3 four)."""
     at_version = sdk = compile_time = bin_version = module = None
@@ -155,7 +159,9 @@ def parse_gmr(lines: list[str], *, command: str = "AT+GMR") -> Gmr:
         s = line.strip()
         if s.startswith("AT version:"):
             at_version, detail = _split_paren(s[len("AT version:"):])
-            if detail is not None:
+            if detail is not None and _BUILD_STAMP.match(detail):
+                build_time = detail          # NONOS AT 1.x: "1.7.6.0(Jan 24 2022 08:56:02)", no hash
+            elif detail is not None:
                 parts = [p.strip() for p in detail.split(" - ")]
                 core_hash = parts[0] or None
                 if len(parts) >= 3:
@@ -171,6 +177,10 @@ def parse_gmr(lines: list[str], *, command: str = "AT+GMR") -> Gmr:
             commit, compile_time = m.group(1), m.group(2).strip()
         elif s.startswith("Bin version:"):
             bin_version, module = _split_paren(s[len("Bin version:"):])
+        elif s.startswith("Bin version("):      # NONOS AT 1.x ESP_AT_FW_VERSION: "Bin version(Wroom 02):1.7.6"
+            m = re.match(r"Bin version\(([^)]*)\):(.*)$", s)
+            if m:
+                module, bin_version = m.group(1).strip(), m.group(2).strip()
     if at_version is None:
         raise AtResponseError(command, "no 'AT version:' line", lines)
     return Gmr(at_version, sdk, compile_time, bin_version, module, list(lines), core_hash, chip,
