@@ -92,6 +92,8 @@ def test_live_pki_items_match_image_customize(tmp_path):
     cert, key, _obj = make_pair("unit-new", ca)
     (tmp_path / "new.crt").write_bytes(cert)
     (tmp_path / "new.key").write_bytes(key)
+    (tmp_path / "cert_1.crt").write_bytes(sets[1][0])
+    (tmp_path / "key_1.key").write_bytes(sets[1][1])
     opts = ["--client-cert0", tmp_path / "new.crt", "--client-key0", tmp_path / "new.key"]
     vm = VirtualModule(chip=profile.chip, flash_size=profile.flash_size, firmware=profile.firmware).start()
     try:
@@ -113,6 +115,13 @@ def test_live_pki_items_match_image_customize(tmp_path):
             assert vm.flash.read(part.offset, part.size) == out[part.offset:part.offset + part.size], name
         head = vm.flash.read(profile.at_customize.find("client_key").offset, 8 + 4 + len(key))
         assert head[12:12 + len(key)] == key and head[:4] == b"\xf1\xf1\x02\x00"     # item 0, two items
+        # a refused item write after the block went in: the items and the block are put back (exit 3)
+        before = vm.flash.read(0, 0x40000)
+        vm.faults.error_after_writes = 1           # the block's write passes, the certificate's is refused
+        r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--country", "JP",
+                  "--client-cert0", tmp_path / "cert_1.crt", "--client-key0", tmp_path / "key_1.key")
+        assert r.exit_code == 3 and "restored to its previous values" in r.output, r.output
+        assert vm.flash.read(0, 0x40000) == before
         r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--server-cert0", tmp_path / "new.crt")
         assert r.exit_code == 2 and "server_cert holds 0 item(s)" in r.output, r.output
     finally:

@@ -319,13 +319,24 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
                if items else None)           # every refusal before the first write
     block = None
     if request.factory_param:
-        result.changes, before, new = live_legacy.customize_block(client, request, chip=chip, firmware=firmware,
-                                                                  target=result.target, out=result.measurements,
-                                                                  incomplete=incomplete)
-        block = (before, new)
+        result.changes, before, new, old_block = live_legacy.customize_block(
+            client, request, chip=chip, firmware=firmware, target=result.target, out=result.measurements,
+            incomplete=incomplete)
+        block = (before, new, old_block)
     images: dict[str, bytes] = {}
     if planned is not None:
-        images = live_legacy.write_items(client, planned, out=result.measurements, incomplete=incomplete)
+        try:
+            images = live_legacy.write_items(client, planned, out=result.measurements, incomplete=incomplete)
+        except CustomizeIncomplete as exc:
+            if block is None or not exc.restored or block[2] == block[1]:
+                raise
+            try:                        # the block of this run went in first: put it back too
+                live_legacy.put_back_block(client, block[2])
+            except _AT_FAULTS as again:
+                raise CustomizeIncomplete(result.target, exc.failed, exc.cause, ["factory_param (block)", *exc.written],
+                                          False, again) from exc
+            raise CustomizeIncomplete(result.target, exc.failed, exc.cause, ["factory_param (block)", *exc.written],
+                                      True) from exc
         result.changes += planned[3]
     levels = bool(firmware.rfpower_levels)     # G1: byte 4 and AT+RFPOWER are power levels; applied at boot only
     now = request if not levels else replace(request, factory_param={
@@ -333,7 +344,7 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
     uart = _runtime(client, now, firmware, result.measurements)
     client.restart(wait_ready=True, timeout=ready_timeout)
     if block is not None:
-        live_legacy.after_reboot(client, request, firmware, uart, *block, result.measurements)
+        live_legacy.after_reboot(client, request, firmware, uart, block[0], block[1], result.measurements)
     live_legacy.items_after_reboot(client, images, result.measurements)
     return result
 

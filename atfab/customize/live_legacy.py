@@ -55,8 +55,8 @@ def read_block(client: Any, target: str) -> tuple[bytes, int]:
 
 def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None, firmware: FirmwareProfile,
                     target: str, out: list[Measurement],
-                    incomplete: Any) -> tuple[list[Change], dict[str, Any], bytes]:
-    """Change the module's block (module docstring); the changes, the old fields, the new block.
+                    incomplete: Any) -> tuple[list[Change], dict[str, Any], bytes, bytes]:
+    """Change the module's block (module docstring); the changes, the old fields, the new block, the old one.
     ``incomplete(failed, cause, written, restored, again)`` makes the error of a failed write."""
     old, size = read_block(client, target)
     if not lf.looks_like_block(old):
@@ -81,7 +81,7 @@ def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None,
             raise incomplete(f"{FACTORY} (block)", exc, [], True, None) from exc
     back = client.sysflash_read(FACTORY, 0, size)
     out.append(evaluate(f"{FACTORY}.sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
-    return changes, before, new
+    return changes, before, new, old
 
 
 def _head(client: Any, part: str, size: int) -> bytes | None:
@@ -120,6 +120,11 @@ def plan_module_items(client: Any, request: CustomizeRequest, *, firmware: Firmw
         new[BLE], old[BLE] = ble, ble_old
         changes += ble_changes
     return sizes, new, old, changes
+
+
+def put_back_block(client: Any, old: bytes) -> None:
+    """Write the block read before (after a later write of the same run failed)."""
+    _write_block(client, len(old), old)
 
 
 def write_items(client: Any, planned: tuple[dict[str, int], dict[str, bytes], dict[str, bytes | None], list[Change]],
@@ -180,4 +185,4 @@ def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfi
         out.append(evaluate(COUNTRY, want, [c.code, c.start_channel, c.channel_count]))
 
 
-__all__ = ["customize_block", "after_reboot", "read_block", "plan_module_items", "write_items", "items_after_reboot"]
+__all__ = ["put_back_block", "customize_block", "after_reboot", "read_block", "plan_module_items", "write_items", "items_after_reboot"]
