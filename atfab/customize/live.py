@@ -8,6 +8,11 @@ read with ``AT+SYSFLASH=2``, rebuilt offline (:func:`atfab.customize.nvs_edit.cu
 rewritten and read back. A write that fails part-way puts back what was already written (the
 old values, read first; the old image) and raises :class:`CustomizeIncomplete`. Then ``AT+RST`` and the production checks: ``AT+GMR`` module name,
 ``AT+UART_DEF?``, ``AT+RFPOWER?``, ``AT+CWCOUNTRY?``, as the request makes them applicable.
+
+A G1/G2 module (its firmware profile has a 0xFCFC ``factory_param_layout``; without ``--module`` the
+release its AT+GMR names) has no AT+SYSMFG: :mod:`atfab.customize.live_legacy` rewrites its
+factory_param block, PKI items and ble_data over AT+SYSFLASH. Every contact first ends a write an
+earlier one left reading its payload (:meth:`atfab.link.at.client.AtClient.settle`).
 """
 
 from __future__ import annotations
