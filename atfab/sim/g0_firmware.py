@@ -98,6 +98,9 @@ class G0Firmware:
         self._lock = threading.RLock()
         self._rom_baud = int(_release_fact(self.fw, "g0_rom_log_baud", 74880))   # type: ignore[arg-type]
         self._param = int(_release_fact(self.fw, "g0_user_param_offset", 0x3E000))  # type: ignore[arg-type]
+        #: Wire time of the last boot's 74880-baud logs: a real receiver gets the app's first byte
+        #: (``ready``) no sooner (the module waits this long before the boot output on a shared UART0).
+        self.boot_seconds = 0.0
 
     def _serve_release(self, app: NonosApp) -> FirmwareProfile:
         """The profile of the release the flashed app names (its AT version), else the module's."""
@@ -184,6 +187,7 @@ class G0Firmware:
                 self.state = G0State(app=app, uart=uart)
             self.host.set_at_baud(uart.baud)
             noise = resample(log, self._rom_baud, uart.baud)
+            self.boot_seconds = len(log) * 10 / self._rom_baud
             ready = dict(self.fw.formats).get("ready", "").encode()
             return noise + (ready if self.state is not None else b"")
 

@@ -460,6 +460,9 @@ class VirtualModule:
         link.set_baud(self._at_baud)
         try:
             if output:
+                # the boot logs go out at 74880 baud after the ROM's last reply: the firmware's first
+                # bytes cannot follow that reply at once (and a host still reading it would swallow them)
+                self._stopped.wait(float(getattr(self._firmware_obj, "boot_seconds", 0.0)))
                 link.send(output)
             while not link.closed and not self._stopped.is_set():
                 with self._cond:
