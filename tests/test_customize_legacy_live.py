@@ -115,6 +115,34 @@ def test_live_pki_items_match_image_customize(tmp_path):
             assert vm.flash.read(part.offset, part.size) == out[part.offset:part.offset + part.size], name
         head = vm.flash.read(profile.at_customize.find("client_key").offset, 8 + 4 + len(key))
         assert head[12:12 + len(key)] == key and head[:4] == b"\xf1\xf1\x02\x00"     # item 0, two items
+        # power lost between the erase and the write of the key partition's head (its staged copy
+        # holds the new image): the same command run again puts the copy back and finishes
+        base = vm.flash.read(0, vm.flash.size)
+        # client_cert first (erase stage, write stage, erase head, write head, erase stage), then client_key:
+        # its staged copy written, its head erased, then the power goes
+        vm.faults.power_loss_after_flash_ops = 8
+        r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--client-key0", tmp_path / "key_1.key",
+                  "--client-cert0", tmp_path / "cert_1.crt")
+        assert r.exit_code == 3, r.output
+        key_part = profile.at_customize.find("client_key")
+        assert vm.flash.read(key_part.offset, 4) == b"\xff" * 4            # no image at the head now
+        r = atfab("customize", "--port", vm.at_url, "--module", "esp32-at-v2", "--client-key0", tmp_path / "key_1.key",
+                  "--client-cert0", tmp_path / "cert_1.crt", "--json")
+        assert r.exit_code == 0, r.output
+        assert any("put back the copy staged" in p for p in json.loads(r.stdout)["problems"]), r.stdout
+        (tmp_path / "now.bin").write_bytes(base)
+        r = atfab("customize", "--image", tmp_path / "now.bin", "-o", tmp_path / "want.bin", "--module", "esp32-at-v2",
+                  "--client-key0", tmp_path / "key_1.key", "--client-cert0", tmp_path / "cert_1.crt")
+        assert r.exit_code == 0, r.output
+        want = (tmp_path / "want.bin").read_bytes()
+        for name in ("client_cert", "client_key"):
+            part = profile.at_customize.find(name)
+            assert vm.flash.read(part.offset, part.size) == want[part.offset:part.offset + part.size], name
+        for name in ("client_cert", "client_key"):      # back to the first customisation for what follows
+            part = profile.at_customize.find(name)
+            vm.flash.erase(part.offset, part.size)
+            vm.flash.program(part.offset, out[part.offset:part.offset + part.size])
+        vm.power_cycle()
         # a refused item write after the block went in: the items and the block are put back (exit 3)
         before = vm.flash.read(0, 0x40000)
         vm.faults.error_after_writes = 1           # the block's write passes, the certificate's is refused

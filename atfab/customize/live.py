@@ -320,7 +320,8 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
         return CustomizeIncomplete(result.target, failed, cause, written, restored, again)
 
     items = bool(request.pki or request.gatt is not None or request.gatt_rows)
-    planned = (live_legacy.plan_module_items(client, request, firmware=firmware, target=result.target)
+    planned = (live_legacy.plan_module_items(client, request, firmware=firmware, target=result.target,
+                                             problems=result.problems)
                if items else None)           # every refusal before the first write
     block = None
     if request.factory_param:

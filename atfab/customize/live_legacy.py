@@ -9,6 +9,9 @@ back: erase the partition's sector, write the 4096 bytes, read them back (measur
 says whether that worked). Then ``AT+RST`` and the checks the firmware makes visible: the block
 read again, ``AT+GMR`` module name (version 3 blocks), ``AT+UART_DEF?`` after ``--baud``,
 ``AT+RFPOWER?`` (0.25 dBm releases), ``AT+CWCOUNTRY?`` where the release has it.
+Certificates, keys and ble_data go through a staged copy in the partition's last sector(s) when
+there is room (:class:`atfab.link.at.partition_head.PartitionHead`): a cut between an erase and its
+write leaves a whole copy, which the next run puts back before it plans (:func:`recover_staged`).
 Certificates and keys (``--client-cert0`` ...) are items of the PKI partitions: :func:`plan_module_items`,
 :func:`write_items`, planned before anything is written.
 
@@ -26,13 +29,12 @@ from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.measurement import COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate
 from ..image import legacy_factory as lf
-from ..image import legacy_ble
-from ..image.legacy_pki import HEADER, looks_like_pki
+from ..link.at.partition_head import BLE as BLE_IMAGE, PKI as PKI_IMAGE, PartitionHead
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .legacy import customize_legacy_block
 from .legacy_items import BLE, plan_ble, plan_items, rewrite_span, without_pki
 from .nvs_edit import Change
-from .plan import CustomizeRequest
+from .plan import CustomizeRequest, pki_namespace
 
 FACTORY = "factory_param"
 _AT_FAULTS = (AtError, AtTimeout, LinkLost)
@@ -84,34 +86,49 @@ def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None,
     return changes, before, new, old
 
 
+def _part(client: Any, part: str, size: int) -> PartitionHead:
+    return PartitionHead(client, part, size, BLE_IMAGE if part == BLE else PKI_IMAGE, client.firmware.sysflash_sector)
+
+
 def _head(client: Any, part: str, size: int) -> bytes | None:
-    """The 0xF1F1 (``ble_data``: 0x2795) image at offset 0 of ``part`` (None: no magic, or longer than
-    the partition)."""
-    if part == BLE:
-        head = client.sysflash_read(part, 0, 4)
-        if not legacy_ble.looks_like_ble_data(head) or legacy_ble.image_length(head) > size:
-            return None
-        return head + client.sysflash_read(part, 4, legacy_ble.image_length(head) - 4)
-    head = client.sysflash_read(part, 0, HEADER.size)
-    if not looks_like_pki(head):
-        return None
-    total = HEADER.unpack(head)[2]
-    if HEADER.size + total > size:
-        return None
-    return head + (client.sysflash_read(part, HEADER.size, total) if total else b"")
+    """The 0xF1F1 (``ble_data``: 0x2795) image at offset 0 of ``part`` (None: none, or longer than the
+    partition)."""
+    return _part(client, part, size).image_at(0)
 
 
 def _rewrite(client: Any, part: str, old: bytes | None, image: bytes, size: int) -> None:
-    client.sysflash_erase(part, 0, min(rewrite_span(old, image), size))
-    client.sysflash_write(part, 0, image)
+    """Through a staged copy in the partition's last sector(s) when there is room (a cut between the
+    erase and the write then leaves a whole copy, put back on the next run: :func:`recover_staged`)."""
+    ph = _part(client, part, size)
+    ph.rewrite(old, image, staged=ph.stage_offset(len(old or b""), len(image)) is not None)
 
 
-def plan_module_items(client: Any, request: CustomizeRequest, *, firmware: FirmwareProfile,
-                      target: str) -> tuple[dict[str, int], dict[str, bytes], dict[str, bytes | None], list[Change]]:
+def recover_staged(client: Any, parts: list[str], sizes: dict[str, int], *, problems: list[str]) -> None:
+    """Before planning: a partition whose head a cut rewrite left without an image gets the staged copy
+    back; a staged copy left beside a whole head is erased (it may hold a key). Said in ``problems``."""
+    for part in parts:
+        if part not in sizes:
+            continue
+        ph = _part(client, part, sizes[part])
+        found = ph.find_staged()
+        if found is None:
+            continue
+        stage, image = found
+        if ph.image_at(0) is None:
+            ph.program(0, image, covers=stage)
+            problems.append(f"{part} held no image (a cut rewrite): put back the copy staged at {stage}")
+        ph.erase(stage, sizes[part] - stage)
+
+
+def plan_module_items(client: Any, request: CustomizeRequest, *, firmware: FirmwareProfile, target: str,
+                      problems: list[str]) -> tuple[dict[str, int], dict[str, bytes], dict[str, bytes | None], list[Change]]:
     """Read the PKI partitions ``request.pki`` names and plan their new images (nothing written):
     ``(sizes, new images, old images, changes)`` (:func:`atfab.customize.legacy_items.plan_items`,
     the planning ``--image`` uses)."""
     sizes = {p.name: p.size for p in client.sysflash_partitions()}
+    named = [pki_namespace(c.family, c.kind, firmware) for c in request.pki]
+    recover_staged(client, named + ([BLE] if request.gatt is not None or request.gatt_rows else []), sizes,
+                   problems=problems)
     new, old, changes = plan_items(request, firmware, sizes=sizes, head=lambda n: _head(client, n, sizes[n]),
                                    target=target)
     ble, ble_old, ble_changes = plan_ble(request, firmware, sizes=sizes, head=lambda n: _head(client, n, sizes[n]),

@@ -32,19 +32,11 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..link.at.client import AtClient
-from ..link.at.errors import AtError
 from ..link.at.helpers import DEFAULT_CHUNK
-from ..image.legacy_pki import HEADER, decode_pki, item_type, looks_like_pki, replace_item
+from ..link.at.partition_head import PKI, PartitionHead, ReadbackMismatch
+from ..image.legacy_pki import decode_pki, item_type, replace_item
 from .device import PairState, Secret, SlotMissing, SlotPlace, key_fingerprint, leaf_certificate, pair_state, sha256_hex
 from ..pki.keys import cert_sha256
-
-
-class ReadbackMismatch(AtError):
-    """A partition read back after a write holds other bytes than were written (the unit is bad)."""
-
-
-def _sectors(length: int, sector: int) -> int:
-    return -(-length // sector) * sector
 
 
 def _b64(data: bytes | None) -> str | None:
@@ -104,16 +96,12 @@ class PartitionSlotIo:
             raise SlotMissing(f"slot {self.place.slot}: the unit's at_customize table has no {part} partition")
         return self._sizes[part]
 
+    def _ph(self, part: str) -> PartitionHead:
+        return PartitionHead(self.client, part, self._size(part), PKI, self.sector)
+
     def _image_at(self, part: str, offset: int) -> bytes | None:
         """The 0xF1F1 image at ``offset`` of ``part`` (None: no magic, or longer than the room)."""
-        room = self._size(part) - offset
-        head = self.client.sysflash_read(part, offset, HEADER.size)
-        if not looks_like_pki(head):
-            return None
-        total = HEADER.unpack(head)[2]
-        if HEADER.size + total > room:
-            return None
-        return head + (self.client.sysflash_read(part, offset + HEADER.size, total) if total else b"")
+        return self._ph(part).image_at(offset)
 
     def _head(self, part: str) -> bytes | None:
         image = self._planned[part] if part in self._planned else self._image_at(part, 0)
@@ -130,25 +118,15 @@ class PartitionSlotIo:
         return items[self.place.index].data if self.place.index < len(items) else None
 
     def _erase(self, part: str, offset: int, length: int) -> None:
-        if length:
-            self.client.sysflash_erase(part, offset, length)
+        self._ph(part).erase(offset, length)
 
     def _program(self, part: str, offset: int, image: bytes, *, covers: int) -> None:
         """Erase the sectors of ``max(len(image), covers)`` bytes at ``offset``, write ``image``, read it back."""
-        self._erase(part, offset, _sectors(max(len(image), covers), self.sector))
-        self.client.sysflash_write(part, offset, image)
-        got = self.client.sysflash_read(part, offset, len(image))
-        if got != image:
-            raise ReadbackMismatch(f'AT+SYSFLASH=2,"{part}",{offset},{len(image)}', message=(
-                f"{part} read back at {offset} has sha256 {sha256_hex(got)[:16]}..., wrote {sha256_hex(image)[:16]}..."))
+        self._ph(part).program(offset, image, covers=covers)
 
     def _stage_offset(self, part: str, old_len: int, new_len: int) -> int | None:
         """Where the staged copy of a ``new_len`` image goes (the partition's last sectors), None: no room."""
-        size = self._size(part)
-        stage = size - _sectors(new_len, self.sector)
-        if stage <= 0 or max(old_len, new_len) > stage:
-            return None
-        return stage
+        return self._ph(part).stage_offset(old_len, new_len)
 
     # -- reads ----------------------------------------------------------------------------------
     def _read(self, kind: str) -> bytes:
@@ -193,13 +171,10 @@ class PartitionSlotIo:
         part = self.place.key_ns
         old = self._heads[part] if part in self._heads else self._head(part)
         image = self._new_image(part, key.reveal(), old)
-        stage = self._stage_offset(part, len(old or b""), len(image))
-        if stage is None:
+        if self._stage_offset(part, len(old or b""), len(image)) is None:
             raise SlotMissing(f"slot {self.place.slot}: no room in {part} to stage the new key image")
-        self._program(part, stage, image, covers=self._size(part) - stage)
-        self._program(part, 0, image, covers=len(old or b""))
+        self._ph(part).rewrite(old, image, staged=True)
         self._heads[part] = image
-        self._erase(part, stage, self._size(part) - stage)
 
     def write_cert(self, data: bytes) -> None:
         """The certificate partition with item ``index`` replaced: erase its sectors, write, read back."""
@@ -278,7 +253,7 @@ class PartitionSlotIo:
                 notes.append(f"{p.key_ns} held no readable key: {'would copy' if dry_run else 'copied'} back the staged image at {stage}")
                 self._put_back(p.key_ns, staged, stage, dry_run)
                 head_key = staged_key
-            if head_key in journalled and self.client.sysflash_read(p.key_ns, stage, HEADER.size) != b"\xff" * HEADER.size:
+            if head_key in journalled and not self._ph(p.key_ns).stage_blank(stage):
                 notes.append(f"{'would erase' if dry_run else 'erased'} the staging sectors of {p.key_ns}")
                 if not dry_run:
                     self._erase(p.key_ns, stage, self._size(p.key_ns) - stage)
