@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from ..core.errors import DeviceError
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
-from ..link.at.limits import check_sysmfg_length
+from ..link.at.limits import check_sysmfg_length, sysmfg_length_problem
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import UNIT
 
@@ -197,6 +197,11 @@ class SlotIo:
     @staticmethod
     def check_layout(profile: Any, places: list[SlotPlace], *, file: Any = None) -> None:
         """Nothing to check before the units: mfg_nvs keys are written whole."""
+
+    @staticmethod
+    def cert_file_problem(profile: Any, places: list[SlotPlace], length: int) -> str | None:
+        """One AT+SYSMFG blob write takes 1..8191 bytes (ground truth §6)."""
+        return sysmfg_length_problem(length, profile.firmware)
 
     # -- reads ----------------------------------------------------------------------------------
     def _read(self, kind: str) -> bytes:

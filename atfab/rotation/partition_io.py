@@ -88,6 +88,18 @@ class PartitionSlotIo:
                                  "rewriting it in place would leave the unit without a key if cut between erase "
                                  "and write (not rotated)", file=file, field=f"pki.slot {place.slot}")
 
+    @staticmethod
+    def cert_file_problem(profile: Any, places: list[SlotPlace], length: int) -> str | None:
+        """The certificate file is one item (4-byte header, padded to 4) of an image (8-byte header)
+        that must fit each slot's certificate partition (other items of it are checked per unit)."""
+        need = 8 + 4 + length + (-length % 4)
+        for place in places:
+            part = profile.at_customize.find(place.cert_ns)
+            if part is not None and need > part.size:
+                return (f"{length} bytes: as an item of {place.cert_ns} it needs {need} bytes, the partition "
+                        f"holds {part.size}")
+        return None
+
     # -- partitions -------------------------------------------------------------------------------
     def _size(self, part: str) -> int:
         if self._sizes is None:

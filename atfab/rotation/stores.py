@@ -32,6 +32,12 @@ def check_layout(profile: Any, places: list[SlotPlace], *, file: Any = None) -> 
         STORES[kind].check_layout(profile, places, file=file)
 
 
+def cert_file_problem(profile: Any, places: list[SlotPlace], length: int) -> str | None:
+    """Why a ``length``-byte certificate file cannot be stored for ``places`` (None: it can)."""
+    kind = profile.firmware.pki_store
+    return STORES[kind].cert_file_problem(profile, places, length) if kind in STORES else None
+
+
 def open_slot(client: AtClient, place: SlotPlace) -> SlotStore:
     """The slot ``place`` on the unit behind ``client``, as its firmware stores it."""
     kind = client.firmware.pki_store
@@ -40,4 +46,4 @@ def open_slot(client: AtClient, place: SlotPlace) -> SlotStore:
     return STORES[kind](client, place)
 
 
-__all__ = ["STORES", "open_slot", "longest_write", "check_layout"]
+__all__ = ["STORES", "open_slot", "longest_write", "check_layout", "cert_file_problem"]

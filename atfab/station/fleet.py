@@ -43,7 +43,6 @@ from ..core.inputs import PEM_LIMIT, read_bytes
 from ..core.measurement import FAIL as M_FAIL, Measurement, evaluate
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
-from ..link.at.limits import sysmfg_length_problem
 from ..link.at.mac import read_base_mac
 from ..link.transport import open_port
 from ..pki.ca import CertificateAuthority
@@ -57,7 +56,7 @@ from ..rotation.device import PairState, Secret, SlotPlace, SlotStore, leaf_cert
 from ..rotation.inventory import RotateTarget
 from ..rotation.journal import JournalDetail, certificate_facts, pem_of, record_done, resume
 from ..rotation.results import ERROR, FAIL, PASS, FleetResult, ModuleResult, SlotResult
-from ..rotation.stores import check_layout, longest_write, open_slot
+from ..rotation.stores import cert_file_problem, check_layout, longest_write, open_slot
 from .ledger import Ledger, utc_now
 from .recipe_checks import PKI_SIZE_ESTIMATE
 from .recipe_spec import ROTATE_MODES, Recipe, slot_name
@@ -117,13 +116,14 @@ def _factory_chain(recipe: Recipe, ca: CertificateAuthority | None) -> list:
                         if chain.is_file() else [])
 
 
-def _chain_fits(recipe: Recipe, ca: CertificateAuthority) -> None:
-    """A rotated certificate file (leaf + the CA's intermediates) must fit one AT+SYSMFG write
-    (1..8191 bytes, ground truth §6): refused before any unit is touched."""
+def _chain_fits(recipe: Recipe, ca: CertificateAuthority, places: list[SlotPlace]) -> None:
+    """A rotated certificate file (leaf + the CA's intermediates) must fit where the unit's firmware
+    keeps it (one AT+SYSMFG write of 1..8191 bytes, ground truth §6; a G1/G2 certificate partition):
+    refused before any unit is touched."""
     assert recipe.pki is not None
     leaf, _key = PKI_SIZE_ESTIMATE.get(recipe.pki.identity.key_type, PKI_SIZE_ESTIMATE["rsa-4096"])
     chain = len(ca.intermediates_pem())
-    problem = sysmfg_length_problem(leaf + chain, recipe.profile.firmware)
+    problem = cert_file_problem(recipe.profile, places, leaf + chain)
     if problem is not None:
         raise InputError(f"a rotated certificate file (about {leaf} bytes of certificate + {chain} bytes of CA chain) "
                          f"would be {problem}", file=recipe.path, field="pki.ca")
@@ -152,7 +152,7 @@ def plan_rotation(recipe: Recipe, ca: CertificateAuthority | None, options: Rota
         targets.append((places[name], tuple(spec.usage or (FAMILIES[spec.family][1],))))
     check_layout(recipe.profile, [p for p, _u in targets], file=recipe.path)
     if ca is not None:
-        _chain_fits(recipe, ca)
+        _chain_fits(recipe, ca, [p for p, _u in targets])
     restart = recipe.rotate.restart if options.restart is None else options.restart
     issuers = tuple(c.subject for c in _factory_chain(recipe, ca))
     return _Plan(recipe, ca, mode, tuple(targets), places, restart, options, factory_issuers=issuers)
