@@ -215,7 +215,8 @@ class PartitionSlotIo:
         return problems, state
 
     # -- the journal ------------------------------------------------------------------------------
-    def prepare(self, new_file: bytes, new_key: Secret | None, *, file: Any = None, field: str | None = None) -> dict[str, Any]:
+    def prepare(self, new_file: bytes, new_key: Secret | None, *, file: Any = None,
+                field: str | None = None) -> dict[str, Any]:
         """Before the journal: check the new items fit (InputError otherwise) and say what the journal
         must keep to repair a cut (the certificate partition's current image, the staging offset)."""
         p = self.place
@@ -262,7 +263,8 @@ class PartitionSlotIo:
             head_key = key_fingerprint(Secret(self._item_of(head, p.key_ns) or b""))
             staged_key = key_fingerprint(Secret(staged_item)) if staged_item else None
             if head_key is None and staged is not None and staged_key in journalled:
-                notes.append(f"{p.key_ns} held no readable key: {'would copy' if dry_run else 'copied'} back the staged image at {stage}")
+                verb = "would copy" if dry_run else "copied"
+                notes.append(f"{p.key_ns} held no readable key: {verb} back the staged image at {stage}")
                 self._put_back(p.key_ns, staged, stage, dry_run)
                 head_key = staged_key
             if head_key in journalled and not self._ph(p.key_ns).stage_blank(stage):
@@ -275,7 +277,8 @@ class PartitionSlotIo:
         if cert is None and old_image is not None:
             old_cert = leaf_certificate(self._item_of(old_image, p.cert_ns) or b"")
             if old_cert is not None and cert_sha256(old_cert) == rot.old_cert_fp:
-                notes.append(f"{p.cert_ns} held no readable certificate: {'would write' if dry_run else 'wrote'} back its journalled image")
+                verb = "would write" if dry_run else "wrote"
+                notes.append(f"{p.cert_ns} held no readable certificate: {verb} back its journalled image")
                 self._put_back(p.cert_ns, old_image, self._size(p.cert_ns), dry_run)
         return notes
 
