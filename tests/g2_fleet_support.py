@@ -76,7 +76,7 @@ FAULTS: list[tuple[str, dict[str, Any]]] = [
 
 
 # -------------------------------------------------------------- what a unit holds, from its flash
-def _pki_items(data: bytes) -> list[bytes] | None:
+def pki_items(data: bytes) -> list[bytes] | None:
     """Item contents of a §10.2 image (F1F1 | count u16 | total u32 | type,id,len u16,data,pad), or None."""
     if data[:2] != b"\xf1\xf1":
         return None
@@ -89,7 +89,7 @@ def _pki_items(data: bytes) -> list[bytes] | None:
     return out if len(out) == count and pos == end else None
 
 
-def _fp_cert(data: bytes) -> tuple[str, str] | None:
+def cert_fingerprints(data: bytes) -> tuple[str, str] | None:
     try:
         cert = x509.load_pem_x509_certificates(data)[0]
         return cert.fingerprint(hashes.SHA256()).hex(), spki_sha256(cert)
@@ -97,7 +97,7 @@ def _fp_cert(data: bytes) -> tuple[str, str] | None:
         return None
 
 
-def _fp_key(data: bytes) -> str | None:
+def key_fingerprint(data: bytes) -> str | None:
     try:
         return spki_sha256(serialization.load_pem_private_key(data, None))
     except Exception:  # noqa: BLE001
@@ -125,9 +125,9 @@ def unit_holds(profile: Any, module: Any) -> Holds:
 
     cert_img, _ = head("client_cert")
     key_img, key_size = head("client_key")
-    certs, keys = _pki_items(cert_img), _pki_items(key_img)
-    cert = _fp_cert(certs[0]) if certs else None
-    key = _fp_key(keys[0]) if keys else None
+    certs, keys = pki_items(cert_img), pki_items(key_img)
+    cert = cert_fingerprints(certs[0]) if certs else None
+    key = key_fingerprint(keys[0]) if keys else None
     staged = key_img[key_size - 4096:] != b"\xff" * 4096
     return Holds(cert[0] if cert else None, cert[1] if cert else None, key, staged)
 
@@ -240,4 +240,4 @@ def run_campaign(tmp: Path, *, baud: int | None = None) -> tuple[G2Fleet, list[d
     return fleet, rows
 
 
-__all__ = ["FAULTS", "G2Fleet", "flash_legacy_unit", "Holds", "unit_holds", "run_campaign", "describe"]
+__all__ = ["FAULTS", "G2Fleet", "flash_legacy_unit", "pki_items", "cert_fingerprints", "key_fingerprint", "Holds", "unit_holds", "run_campaign", "describe"]
