@@ -97,3 +97,28 @@ def test_g2_key_partition_without_room_to_stage_is_refused(tmp_path):
         assert m.flash.read(0, m.flash.size) == before
     finally:
         fleet.close()
+
+
+def test_g2_a_damaged_read_is_link_noise_not_a_fail(tmp_path):
+    """One corrupted AT+SYSFLASH read (a flipped byte) before the rotation, in the staged copy's read-back
+    and in the final read-back: each is read again and the rotation passes; the transcript says so."""
+    fleet = G2Fleet(tmp_path, 3)
+    try:
+        arm = {fleet.pool[1].at_url: "intent", fleet.pool[2].at_url: "key_written"}
+        fleet.pool[0].faults.corrupt_next_read = True
+
+        def progress(port, slot, event):
+            if arm.get(port) == event:
+                next(m for m in fleet.pool if m.at_url == port).faults.corrupt_next_read = True
+
+        result = run_with_timeout(fleet.rotate, 60, progress=progress)
+        assert result.counts == {"PASS": 3, "FAIL": 0, "ERROR": 0}, [m.line() for m in result.modules]
+        for res in result.modules:
+            notes = [t for t in fleet_transcript(res) if "link noise" in t]
+            assert notes, res.line()
+    finally:
+        fleet.close()
+
+
+def fleet_transcript(module_result) -> list[str]:
+    return [t["text"] for t in json.loads(open(module_result.report_path).read())["transcript"]]
