@@ -44,7 +44,14 @@ BOTH = ["TestStubReuse"]
 #: Failures the simulator cannot remove, and why (matched on the test id's tail).
 KNOWN_REASONS = {
     "TestLoadRAM::test_load_ram": "needs a CPU executing the loaded program (it prints 'Hello world!')",
-    "TestLoadRAM::test_load_ram_and_verify": "needs a CPU executing the loaded program",
+    "TestLoadRAM::test_load_ram_hex": "needs a CPU executing the loaded program (it prints 'Hello world!')",
+    # rfc2217 only (over socket:// the reconnect of verify_output is a power-on into download mode)
+    "TestReset::test_watchdog_reset": (
+        "pyserial's RFC 2217 client spends ~200 ms between commands (it renegotiates the line settings, "
+        "polling every 50 ms, whenever esptool changes the timeout): the RTC watchdog armed with 2000 slow-clock "
+        "ticks (~15 ms) resets the chip before esptool's 'lock' write, whose reply esptool then reads from the "
+        "ROM's boot noise ('Invalid head of packet (0x8C)'); a devkit behind an RFC 2217 server does the same. "
+        "With a port that does not stall (atfab's Rfc2217Port) it passes: tests/test_sim_reset_lines.py"),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import socket
 
 import pytest
+import serial
 from esptool import cmds
 from esptool.targets import ESP32C2ROM
 
@@ -121,5 +122,27 @@ def test_socket_endpoint_is_still_a_power_on_per_connection(chip):
             return running
         assert run_with_timeout(work, T) is False
         assert m.wait_state("at", 10)                                 # the connection's end boots it
+    finally:
+        m.stop()
+
+
+def test_watchdog_reset_shows_the_rom_loop_on_uart0():
+    """esptool's TestReset::test_watchdog_reset with a port that does not stall between commands:
+    the bootloader erased, ``watchdog-reset`` boots from flash and UART0 carries the ROM's
+    ``invalid header`` loop at 74880 baud, read at 115200 as the bytes esptool's test expects."""
+    m = VirtualModule(chip="esp32c2", seed="reset-lines-wdt", reset_lines=True, flash=build_flash()).start()
+    try:
+        def work():
+            esp, _ = _connect(m.rfc2217_url, "default-reset")
+            esp = cmds.run_stub(esp)
+            cmds.erase_region(esp, 0x0, 0x4000)
+            cmds.reset_chip(esp, "watchdog-reset")
+            esp._port.close()
+            with serial.serial_for_url(m.rfc2217_url, 115200, rtscts=True) as p:   # as verify_output opens it
+                p.timeout = 5
+                return p.read(200)
+        out = run_with_timeout(work, T)
+        assert b"\x02b\xe2n\x9e\xe0p\x12n\x9c\x0cn" in out                # esptool: "Mangled bytes [...] C2 26 MHz"
+        assert m._uart0.mode == "flash" and m.state == "at"
     finally:
         m.stop()
