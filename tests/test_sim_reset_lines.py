@@ -2,7 +2,9 @@
 driven by the real esptool API (its reset sequences, esptool/reset.py + esp_pylib.serial_reset):
 
 * the flasher stub keeps running across reconnects until a reset: ``--before no-reset`` finds
-  "Stub flasher is already running" (esptool ``TestStubReuse``); a DTR/RTS reset brings the ROM back;
+  "Stub flasher is already running" (esptool ``TestStubReuse``); ``--after no-reset`` hands back to
+  the ROM loader (esptool's "Staying in bootloader"; ``no-reset-stub`` is the mode that keeps the
+  stub); a DTR/RTS reset brings the ROM back;
 * ``--after hard-reset`` (EN pulsed with the strap high) boots the flashed app: the AT port,
   silent in download mode, prints its boot output and answers;
 * the circuit's truth table (EN low only for RTS without DTR, strap low only for DTR without RTS).
@@ -62,7 +64,13 @@ def test_stub_survives_a_reconnect_and_is_gone_after_a_reset():
             port.open()                                                        # sync, so esptool uploads
             esp = ESP32C2ROM(port)                                             # the stub to the running
             esp.connect("no-reset-no-sync")                                    # one, which restarts
-            assert cmds.run_stub(esp).flash_id() == jedec
+            stub = cmds.run_stub(esp)
+            assert stub.flash_id() == jedec
+            cmds.reset_chip(stub, "no-reset")          # --after no-reset: the stub hands back to the ROM
+            esp._port.close()
+            esp, running = _connect(m.rfc2217_url, "no-reset")
+            assert not running                         # the ROM answers (no reset happened)
+            cmds.run_stub(esp)
             esp._port.close()
             esp, running = _connect(m.rfc2217_url, "default-reset")     # DTR/RTS reset: the ROM again
             esp._port.close()
