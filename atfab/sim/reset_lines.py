@@ -176,7 +176,8 @@ class ResetLineUart0:
         burst = loop * ROM_LOOP_BURST
         while self._current(epoch):
             self._send_log(link, burst)
-            link.recv(65536, timeout=ROM_LOOP_PERIOD_S)     # input is discarded
+            # input is discarded; with no host on the port nothing is sent, so wake up rarely
+            link.recv(65536, timeout=ROM_LOOP_PERIOD_S if self.wire.host_attached else 0.5)
 
     def _idle(self, link: Link, epoch: int) -> None:
         while self._current(epoch):

@@ -111,7 +111,7 @@ class Uart0Wire:
                 end = self._host_end
             watch = [self._wake_r] + ([end] if end is not None else [])
             try:
-                ready, _, _ = select.select(watch, [], [], 0.5)
+                ready, _, _ = select.select(watch, [], [])      # attach/cut/stop wake it
             except (OSError, ValueError):
                 continue                      # the end was closed under us: take the new one
             if self._wake_r in ready:
