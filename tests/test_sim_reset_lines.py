@@ -154,3 +154,25 @@ def test_watchdog_reset_shows_the_rom_loop_on_uart0():
         assert m._uart0.mode == "flash" and m.state == "at"
     finally:
         m.stop()
+
+
+def test_atfab_flasher_over_reset_lines_boots_what_it_flashed(tmp_path):
+    """atfab's own Flasher (esptool API, default-reset / hard-reset) on a blank module over
+    rfc2217://: the ROM is reached by DTR/RTS, the hard reset after the write boots the flashed AT
+    firmware from flash (no socket close involved), and the AT port answers."""
+    from atfab.image.build import build
+    from tests.flash_support import flash_url
+
+    out = tmp_path / "unit"
+    build("esp32c2-4mb", out, synthetic_firmware="v3.3.0.0")
+    m = VirtualModule(chip="esp32c2", seed="reset-lines-flasher", reset_lines=True).start()
+    host, port = m.at_url.removeprefix("socket://").rsplit(":", 1)
+    try:
+        result = flash_url(m.rfc2217_url, out)
+        assert result.stub and m._uart0.circuit.download_boots == 1
+        assert m.wait_state("at", 10) and m._uart0.mode == "flash"
+        with socket.create_connection((host, int(port)), timeout=5) as at:
+            at.sendall(b"AT\r\n")
+            assert _at_lines(at, b"OK\r\n").endswith(b"OK\r\n")
+    finally:
+        m.stop()
