@@ -176,3 +176,32 @@ def test_atfab_flasher_over_reset_lines_boots_what_it_flashed(tmp_path):
             assert _at_lines(at, b"OK\r\n").endswith(b"OK\r\n")
     finally:
         m.stop()
+
+
+def test_classic_reset_prints_the_download_boot_message():
+    """esptool's own ClassicReset sequence (esp_pylib.serial_reset) on an ESP32: the ROM prints its
+    boot mode message at 115200, which esptool's boot-log check reads as download mode."""
+    import re
+
+    from esp_pylib.serial_reset import classic_bootloader_reset, hard_reset
+
+    m = VirtualModule(chip="esp32", seed="reset-lines-log", reset_lines=True, firmware_factory=StandInFirmware).start()
+    try:
+        def work():
+            port = port_for_url(m.rfc2217_url, baudrate=115200, timeout=0.5)
+            port.open()
+            try:
+                classic_bootloader_reset(port)
+                download = port.read(200)
+                hard_reset(port)
+                flash = port.read(200)
+            finally:
+                port.close()
+            return download, flash
+        download, flash = run_with_timeout(work, T)
+        found = re.search(rb"boot:(0x[0-9a-fA-F]+)(.*waiting for download)?", download, re.DOTALL)  # esptool loader.py
+        assert found and found.group(1) == b"0x3" and found.group(2)
+        assert b"boot:0x13 (SPI_FAST_FLASH_BOOT)" in flash and b"waiting for download" not in flash
+        assert m.state == "at"
+    finally:
+        m.stop()

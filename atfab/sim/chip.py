@@ -133,15 +133,13 @@ class ChipSpec:
     #: UART0 rate of the ROM's boot messages: 115200 from a 40 MHz crystal, 74880 from a 26 MHz
     #: one (esptool's TestReset: "Mangled bytes are for C2 26 MHz when the baudrate doesn't match").
     rom_log_baud: int = 115200
-    #: What the ROM prints on UART0 when it leaves reset, before the boot mode message (the
-    #: ESP32's date line; esptool docs, advanced-topics/boot-mode-selection.rst "Boot Log").
-    rom_banner: str = ""
-    #: ``boot:0xNN (...)`` = the GPIO_STRAP register with the boot strap low / high (same page:
-    #: ESP32 bits GPIO5 0x01, MTDO 0x02, GPIO0 0x10; C-series GPIO8 0x04, GPIO9 0x08).
-    rom_boot_download: str = "boot:0x4 (DOWNLOAD(USB/UART0))"
-    rom_boot_flash: str = "boot:0xc (SPI_FAST_FLASH_BOOT)"
-    #: The reset-reason name of a power-on/EN reset as the ROM prints it (``rst:0x1 (...)``).
-    rom_poweron_reason: str = "POWERON"
+    #: What the ROM prints on UART0 when it leaves an EN reset: (strap low = download, strap high =
+    #: flash boot). ``boot:0xNN`` is the GPIO_STRAP register (esptool docs,
+    #: advanced-topics/boot-mode-selection.rst "Boot Log": ESP32 bits GPIO5 0x01, MTDO 0x02, GPIO0
+    #: 0x10; C-series GPIO8 0x04, GPIO9 0x08; ESP8266 "boot mode:(1,x)" download, "(3,x)" flash).
+    rom_boot_log: tuple[str, str] = (
+        "rst:0x1 (POWERON),boot:0x4 (DOWNLOAD(USB/UART0))\r\nwaiting for download\r\n",
+        "rst:0x1 (POWERON),boot:0xc (SPI_FAST_FLASH_BOOT)\r\n")
 
 
 CHIPS: dict[str, ChipSpec] = {
@@ -172,9 +170,10 @@ CHIPS: dict[str, ChipSpec] = {
         security_info=False, magic_value=0x00F01D83, rom_flash_begin_lengths=(16,),
         rom_unknown_replies=8, stub_uart_clk_hz=80_000_000, default_revision=(3, 0), max_minor=3,
         stub_flash_encryption=True,
-        rom_banner="ets Jun  8 2016 00:22:57\r\n\r\n",
-        rom_boot_download="boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/SDIO_REI_REO_V2))",
-        rom_boot_flash="boot:0x13 (SPI_FAST_FLASH_BOOT)", rom_poweron_reason="POWERON_RESET",
+        rom_boot_log=(
+            "ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x3 (DOWNLOAD_BOOT(UART0/UART1/"
+            "SDIO_REI_REO_V2))\r\nwaiting for download\r\n",
+            "ets Jun  8 2016 00:22:57\r\n\r\nrst:0x1 (POWERON_RESET),boot:0x13 (SPI_FAST_FLASH_BOOT)\r\n"),
     ),
     # esptool targets/esp8266.py: magic 0xFFF0C101, OTP MAC words at 0x3FF00050.., UART_CLKDIV
     # 0x60000014 divided from 52 MHz (2 x the 26 MHz crystal), DRAM 0x3FFE8000.. and IRAM
@@ -191,6 +190,8 @@ CHIPS: dict[str, ChipSpec] = {
         rom_ops=frozenset({SYNC, READ_REG, WRITE_REG, MEM_BEGIN, MEM_DATA, MEM_END, FLASH_BEGIN, FLASH_DATA,
                            FLASH_END}),
         rom_log_baud=74880,
+        rom_boot_log=("\r\n ets Jan  8 2013,rst cause:2, boot mode:(1,7)\r\n\r\n",
+                      "\r\n ets Jan  8 2013,rst cause:2, boot mode:(3,6)\r\n\r\n"),
     ),
 }
 

@@ -133,12 +133,7 @@ class ResetLineUart0:
             return epoch == self._epoch and not self._stopped.is_set()
 
     def _rom_message(self, download: bool) -> bytes:
-        spec = self.spec
-        text = (f"{spec.rom_banner}rst:0x1 ({spec.rom_poweron_reason}),"
-                f"{spec.rom_boot_download if download else spec.rom_boot_flash}\r\n")
-        if download:
-            text += "waiting for download\r\n"
-        return text.encode()
+        return self.spec.rom_boot_log[0 if download else 1].encode()
 
     def _send_log(self, link: Link, data: bytes) -> None:
         """``data`` sent at the ROM's log rate, as the host's receiver reads it."""
