@@ -167,6 +167,45 @@ def test_failed_check_is_unit_failed(module_with):
     assert info.value.exit_code == 1
 
 
+class _DamageReadBack(AtClient):
+    """Arms the virtual module's read corruption right after each AT+SYSMFG write (its read-back)."""
+
+    module: VirtualModule
+    reads = 1
+
+    def sysmfg_write(self, *args, **kwargs):
+        out = super().sysmfg_write(*args, **kwargs)
+        self.module.faults.corrupt_next_reads = self.reads
+        return out
+
+
+@pytest.mark.parametrize("reads", [1, 2])
+def test_a_damaged_read_back_is_link_noise_not_a_fail(module_with, reads):
+    """One flipped byte on the read-back of a written key is read again: a clean re-read passes (noted);
+    a re-read that disagrees too is link noise (ReadDisagrees, exit 3), never a FAIL. The same wrong
+    value twice is the unit's: test_failed_check_is_unit_failed."""
+    from atfab.link.at.reread import ReadDisagrees
+
+    module = module_with("plain")
+
+    def run():
+        with _DamageReadBack(open_port(module.at_url), firmware=firmware_for("esp32c2")) as client:
+            client.module, client.reads = module, reads
+            try:
+                return customize_module(client, make_request({"module_name": "ACME-9"})), client
+            finally:
+                client.module.faults.corrupt_next_reads = 0
+
+    if reads == 2:
+        with pytest.raises(ReadDisagrees) as info:
+            run_with_timeout(run, T)
+        assert info.value.exit_code == 3 and "link noise" in str(info.value)
+        return
+    result, client = run_with_timeout(run, T)
+    assert result.passed, [m.describe() for m in result.measurements if not m.passed]
+    assert any("re-read did (link noise)" in e.text for e in client.transcript)
+
+
 def test_write_error_is_device_error(module_with):
     module = module_with("plain")
     module.faults.error_next_write = True

@@ -108,7 +108,8 @@ def test_unexpected_exception_text() -> None:
 @pytest.mark.parametrize("read", [1, 3])        # the key read before the writes, the key read-back
 def test_rotation_with_an_unreadable_key_still_writes_its_report(campaign, unit, read) -> None:
     """Regression: a corrupted key read-back made the rotation report say "readable private key",
-    which the report writer refuses (any case): the module ended ERROR without a report."""
+    which the report writer refuses (any case): the module ended ERROR without a report. Since the
+    one re-read rule (atfab.link.at.reread) one damaged read is read again: the rotation passes."""
     slot, ledger, _ = unit
 
     def arm(plan, link):
@@ -117,8 +118,8 @@ def test_rotation_with_an_unreadable_key_still_writes_its_report(campaign, unit,
     fault = Fault("corrupt_read", f"raw read {read}", trigger=Trigger(arm, nth=read, match=READS))
     res = run_with_timeout(campaign.step, 90, slot, "rotate", fault, ledger=ledger, station_id="test", mode="new-key")
     mr = res.module_result
-    assert res.fired and mr.outcome == "FAIL", (mr.outcome, mr.error, [s.message for s in mr.slots])
-    assert report_problem(mr.report_path, schema=ROTATION_SCHEMA, outcome="FAIL") is None
+    assert res.fired and mr.outcome == "PASS", (mr.outcome, mr.error, [s.message for s in mr.slots])
+    assert report_problem(mr.report_path, schema=ROTATION_SCHEMA, outcome="PASS") is None
     good, current = ledger_claims_good(ledger, normalize_mac(slot.module.mac))
     assert good and content_problems(_view(campaign, slot), campaign.expected, current) == []
 

@@ -17,17 +17,17 @@ earlier one left reading its payload (:meth:`atfab.link.at.client.AtClient.settl
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
 from ..core.errors import DeviceError, InputError, UnitFailed
 from ..core.firmware import FirmwareProfile, firmware_for, firmware_profile, release_of_core, rfpower_readback
 from ..core.measurement import (
-    COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate, nvs_value_name,
+    COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, nvs_value_name,
 )
 from . import live_legacy
 from .nvs_edit import Change, customize_nvs, show_value
+from .readback import measure, measure_bytes, refusable
 from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
 from ..image.build_config import BuildConfig
 from ..image.profiles import load_profile
@@ -101,15 +101,13 @@ class ModuleResult:
 
 
 def _reread(client: Any, namespace: str, key: str, expected: Any, removed: bool) -> Measurement:
+    """A changed key read back (read again before a failing measurement: :func:`measure`)."""
     name = nvs_value_name(namespace, key)
     if removed:
-        present = any(k.key == key for k in client.sysmfg_keys(namespace))
-        return evaluate(name, "absent", "present" if present else "absent")
-    try:
-        got = show_value(namespace, key, client.sysmfg_read(namespace, key))
-    except AtError as exc:
-        return evaluate(name, expected, None, detail=f"read failed: {exc}")
-    return evaluate(name, expected, got)
+        return measure(client, name, "absent", lambda: "present" if any(
+            k.key == key for k in client.sysmfg_keys(namespace)) else "absent")
+    return measure(client, name, expected,
+                   refusable(lambda: show_value(namespace, key, client.sysmfg_read(namespace, key))))
 
 
 class CustomizeIncomplete(DeviceError):
@@ -216,8 +214,7 @@ def _whole_partition(client: Any, request: CustomizeRequest, chip: str | None, f
             raise CustomizeIncomplete(target, f"{MFG_NVS} (whole partition)", exc, [f"{MFG_NVS} (partly)"],
                                       False, again) from exc
         raise CustomizeIncomplete(target, f"{MFG_NVS} (whole partition)", exc, [], True) from exc
-    back = client.sysflash_read(MFG_NVS, 0, part.size)
-    out.append(evaluate("mfg_nvs.sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
+    out.append(measure_bytes(client, "mfg_nvs.sha256", new, lambda: client.sysflash_read(MFG_NVS, 0, part.size)))
     problems.extend(before.problems)
     return changes, ImageView(before).value
 
@@ -229,7 +226,7 @@ def _runtime(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, 
     if isinstance(power, int):
         try:
             client.set_rf_power(power)
-            out.append(evaluate(RF_POWER_WIFI, rfpower_readback(power, firmware), client.rf_power()[0]))
+            out.append(measure(client, RF_POWER_WIFI, rfpower_readback(power, firmware), lambda: client.rf_power()[0]))
         except AtError as exc:
             client.note(f"AT+RFPOWER not applied now ({exc}); checked after the reboot")
     baud = request.factory_param.get("uart_baudrate")
@@ -248,17 +245,15 @@ def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProf
         name = fpv["module_name"]
         printed = firmware.printed_module_name(name)
         note = None if printed == name else f"{name!r} is not in the firmware's module-name table: it prints {printed!r}"
-        out.append(evaluate(GMR_MODULE_NAME, printed, client.gmr().module_name, detail=note))
+        out.append(measure(client, GMR_MODULE_NAME, printed, lambda: client.gmr().module_name, detail=note))
     if uart is not None:
-        d = client.uart_def()
-        out.append(evaluate(UART_DEF, list(uart), [d.baud, d.databits, d.stopbits, d.parity, d.flow]))
+        out.append(measure(client, UART_DEF, list(uart), lambda: live_legacy.uart_def_values(client)))
     if isinstance(fpv.get("max_tx_power"), int):
-        out.append(evaluate(f"{RF_POWER_WIFI}.after_reboot", rfpower_readback(int(fpv["max_tx_power"]), firmware),
-                            client.rf_power()[0]))
+        out.append(measure(client, f"{RF_POWER_WIFI}.after_reboot", rfpower_readback(int(fpv["max_tx_power"]), firmware),
+                           lambda: client.rf_power()[0]))
     if firmware.wifi and set(_COUNTRY_KEYS) & set(fpv):
         want = [fpv[k] if k in fpv else current(FACTORY_NS, k) for k in _COUNTRY_KEYS]
-        c = client.country()
-        out.append(evaluate(COUNTRY, want, [c.code, c.start_channel, c.channel_count]))
+        out.append(measure(client, COUNTRY, want, lambda: live_legacy.country_values(client)))
 
 
 def _check_uart_port(view: LiveView, request: CustomizeRequest, target: str) -> None:

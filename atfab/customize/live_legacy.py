@@ -22,18 +22,18 @@ built-in defaults) and the old values only in the error message of this run.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 from ..core.errors import InputError
 from ..core.firmware import FirmwareProfile, rfpower_readback
-from ..core.measurement import COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, evaluate
+from ..core.measurement import COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement
 from ..image import legacy_factory as lf
 from ..link.at.partition_head import BLE as BLE_IMAGE, PKI as PKI_IMAGE, PartitionHead
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .legacy import customize_legacy_block
 from .legacy_items import BLE, plan_ble, plan_items, rewrite_span, without_pki
 from .nvs_edit import Change
+from .readback import measure, measure_bytes
 from .plan import CustomizeRequest, pki_namespace
 
 FACTORY = "factory_param"
@@ -43,6 +43,18 @@ _AT_FAULTS = (AtError, AtTimeout, LinkLost)
 def _write_block(client: Any, size: int, block: bytes) -> None:
     client.sysflash_erase(FACTORY, 0, size)
     client.sysflash_write(FACTORY, 0, block)
+
+
+def uart_def_values(client: Any) -> list[Any]:
+    """``AT+UART_DEF?`` as ``[baud, databits, stopbits, parity, flow]``."""
+    d = client.uart_def()
+    return [d.baud, d.databits, d.stopbits, d.parity, d.flow]
+
+
+def country_values(client: Any) -> list[Any]:
+    """``AT+CWCOUNTRY?`` as ``[code, start channel, channel count]``."""
+    c = client.country()
+    return [c.code, c.start_channel, c.channel_count]
 
 
 def read_block(client: Any, target: str) -> tuple[bytes, int]:
@@ -81,8 +93,7 @@ def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None,
             except _AT_FAULTS as again:
                 raise incomplete(f"{FACTORY} (block)", exc, [f"{FACTORY} (partly)"], False, again) from exc
             raise incomplete(f"{FACTORY} (block)", exc, [], True, None) from exc
-    back = client.sysflash_read(FACTORY, 0, size)
-    out.append(evaluate(f"{FACTORY}.sha256", hashlib.sha256(new).hexdigest(), hashlib.sha256(back).hexdigest()))
+    out.append(measure_bytes(client, f"{FACTORY}.sha256", new, lambda: client.sysflash_read(FACTORY, 0, size)))
     return changes, before, new, old
 
 
@@ -163,18 +174,16 @@ def write_items(client: Any, planned: tuple[dict[str, int], dict[str, bytes], di
             except _AT_FAULTS as again:
                 raise incomplete(part, exc, done[:-1], False, again) from exc
             raise incomplete(part, exc, done[:-1], all(old[b] is not None for b in done), None) from exc
-        got = client.sysflash_read(part, 0, len(image))
-        out.append(evaluate(f"partition.{part}.sha256", hashlib.sha256(image).hexdigest(),
-                            hashlib.sha256(got).hexdigest()))
+        out.append(measure_bytes(client, f"partition.{part}.sha256", image,
+                                 lambda part=part, n=len(image): client.sysflash_read(part, 0, n)))
     return new
 
 
 def items_after_reboot(client: Any, images: dict[str, bytes], out: list[Measurement]) -> None:
     """Each rewritten PKI partition read again after ``AT+RST``."""
     for part, image in images.items():
-        got = client.sysflash_read(part, 0, len(image))
-        out.append(evaluate(f"partition.{part}.after_reboot", hashlib.sha256(image).hexdigest(),
-                            hashlib.sha256(got).hexdigest()))
+        out.append(measure_bytes(client, f"partition.{part}.after_reboot", image,
+                                 lambda part=part, n=len(image): client.sysflash_read(part, 0, n)))
 
 
 def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, uart: Any, before: dict[str, Any],
@@ -182,24 +191,22 @@ def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfi
     """The checks after ``AT+RST`` (module docstring)."""
     fpv = request.factory_param
     size = len(new)
-    out.append(evaluate(f"{FACTORY}.after_reboot", hashlib.sha256(new).hexdigest(),
-                        hashlib.sha256(client.sysflash_read(FACTORY, 0, size)).hexdigest()))
+    out.append(measure_bytes(client, f"{FACTORY}.after_reboot", new, lambda: client.sysflash_read(FACTORY, 0, size)))
     if "module_name" in fpv:
         name = fpv["module_name"]
         printed = firmware.printed_module_name(name)
         note = None if printed == name else f"{name!r} is not in the firmware's module-name table: it prints {printed!r}"
-        out.append(evaluate(GMR_MODULE_NAME, printed, client.gmr().module_name, detail=note))
+        out.append(measure(client, GMR_MODULE_NAME, printed, lambda: client.gmr().module_name, detail=note))
     if uart is not None:
-        d = client.uart_def()
-        out.append(evaluate(UART_DEF, list(uart), [d.baud, d.databits, d.stopbits, d.parity, d.flow]))
+        out.append(measure(client, UART_DEF, list(uart), lambda: uart_def_values(client)))
     power = fpv.get("max_tx_power")
     if isinstance(power, int) and not firmware.rfpower_levels:       # G1 takes a level: its readback is not known
-        out.append(evaluate(f"{RF_POWER_WIFI}.after_reboot", rfpower_readback(power, firmware), client.rf_power()[0]))
+        out.append(measure(client, f"{RF_POWER_WIFI}.after_reboot", rfpower_readback(power, firmware),
+                           lambda: client.rf_power()[0]))
     keys = ("country_code", "start_channel", "channel_num")
     if firmware.wifi and set(keys) & set(fpv) and firmware.has_command("AT+CWCOUNTRY", "query"):
         want = [fpv.get(k, before.get(k)) for k in keys]
-        c = client.country()
-        out.append(evaluate(COUNTRY, want, [c.code, c.start_channel, c.channel_count]))
+        out.append(measure(client, COUNTRY, want, lambda: country_values(client)))
 
 
 __all__ = ["put_back_block", "customize_block", "after_reboot", "read_block", "plan_module_items", "write_items", "items_after_reboot"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -21,6 +21,7 @@ from ..core.errors import DeviceError
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
 from ..link.at.limits import check_sysmfg_length, sysmfg_length_problem
+from ..link.at.reread import reread
 from ..pki.keys import cert_sha256, spki_sha256
 from ..pki.slots import UNIT
 
@@ -163,6 +164,24 @@ def pair_state(cert_file: bytes | None, key: Secret | None, *, key_read: bool) -
     return replace(state, problem="; ".join(problems) or None)
 
 
+def reread_pair(client: Any, slot: str, first: tuple[PairState, bytes | None, Secret | None],
+                read: Callable[[], tuple[PairState, bytes | None, Secret | None]]
+                ) -> tuple[PairState, bytes | None, Secret | None]:
+    """A slot that did not read as a whole pair, read once more under the one re-read rule
+    (:func:`atfab.link.at.reread.reread`): the same state twice is the unit's, a whole pair the
+    second time is taken (noted), anything else is link noise (ReadDisagrees, ERROR)."""
+    return reread(f"slot {slot}: read", first, read, holds=lambda r: r[0].problem is None,
+                  same=lambda r: r[0], note=client.note)
+
+
+def reread_readback(client: Any, slot: str, first: tuple[list[str], PairState],
+                    read: Callable[[], tuple[list[str], PairState]]) -> tuple[list[str], PairState]:
+    """A read-back with mismatches, read once more under the one re-read rule: the same mismatches
+    twice are the unit's (the caller rolls back: FAIL), a clean second read-back is taken (noted),
+    different answers are link noise (ReadDisagrees: ERROR, the rotation left pending)."""
+    return reread(f"slot {slot}: read-back", first, read, holds=lambda r: not r[0], note=client.note)
+
+
 class SlotStore(Protocol):
     """One slot's certificate and key on a unit, as rotation uses them: :class:`SlotIo` (mfg_nvs blobs,
     AT+SYSMFG) or :class:`atfab.rotation.partition_io.PartitionSlotIo` (per-item PKI partitions,
@@ -249,7 +268,14 @@ class SlotIo:
         return Secret(self._read("key"))
 
     def read_pair(self, *, with_key: bool = True) -> tuple[PairState, bytes | None, Secret | None]:
-        """What the slot holds: its state, the certificate bytes and (``with_key``) the key."""
+        """What the slot holds: its state, the certificate bytes and (``with_key``) the key; a slot
+        that does not read as a whole pair is read once more (:func:`reread_pair`)."""
+        first = self._read_pair(with_key)
+        if first[0].problem is None:
+            return first
+        return reread_pair(self.client, self.place.slot, first, lambda: self._read_pair(with_key))
+
+    def _read_pair(self, with_key: bool) -> tuple[PairState, bytes | None, Secret | None]:
         try:
             cert = self.read_cert()
         except SlotMissing:
@@ -329,8 +355,16 @@ class SlotIo:
         """Read the items back: the mismatches (empty when all is well) and the slot's state.
 
         The certificate item must equal ``cert``; the key item (read when ``key`` is given or
-        ``read_key``) must equal ``key`` when given, and be the certificate's private key.
+        ``read_key``) must equal ``key`` when given, and be the certificate's private key. Read
+        once more when they differ (:func:`reread_readback`: one damaged read is link noise).
         """
+        first = self._check_readback(cert, key, read_key=read_key)
+        if not first[0]:
+            return first
+        return reread_readback(self.client, self.place.slot, first,
+                               lambda: self._check_readback(cert, key, read_key=read_key))
+
+    def _check_readback(self, cert: bytes, key: Secret | None, *, read_key: bool) -> tuple[list[str], PairState]:
         problems = []
         got_cert = self.read_cert()
         if sha256_hex(got_cert) != sha256_hex(cert):
@@ -346,4 +380,5 @@ class SlotIo:
 
 
 __all__ = ["Secret", "SlotMissing", "SlotPlace", "slot_places", "PairState", "pair_state", "SlotIo", "SlotStore",
+           "reread_pair", "reread_readback",
            "leaf_certificate", "key_fingerprint", "sha256_hex"]

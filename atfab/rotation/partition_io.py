@@ -32,11 +32,13 @@ from typing import Any
 
 from ..core.errors import InputError
 from ..link.at.client import AtClient
-from ..link.at.errors import AtResponseError
 from ..link.at.helpers import DEFAULT_CHUNK
 from ..link.at.partition_head import PKI, PartitionHead, ReadbackMismatch
 from ..image.legacy_pki import decode_pki, item_type, replace_item
-from .device import PairState, Secret, SlotMissing, SlotPlace, key_fingerprint, leaf_certificate, pair_state, sha256_hex
+from .device import (
+    PairState, Secret, SlotMissing, SlotPlace, key_fingerprint, leaf_certificate, pair_state, reread_pair, reread_readback,
+    sha256_hex,
+)
 from ..pki.keys import cert_sha256
 
 
@@ -160,19 +162,16 @@ class PartitionSlotIo:
     def read_pair(self, *, with_key: bool = True) -> tuple[PairState, bytes | None, Secret | None]:
         """What the slot holds: its state, the certificate bytes and (``with_key``) the key. A slot that
         does not read as a whole pair is read once more: different answers are link noise
-        (:class:`AtResponseError`, an ERROR), the same answer is what the unit holds."""
+        (ReadDisagrees, an ERROR), the same answer is what the unit holds (:func:`reread_pair`)."""
         first = self._read_pair(with_key)
         if first[0].problem is None:
             return first
-        self._heads.clear()
-        second = self._read_pair(with_key)
-        if second[0] != first[0]:
-            if second[0].problem is None:
-                self.client.note(f"slot {self.place.slot}: read again after a damaged read: whole (link noise)")
-                return second
-            raise AtResponseError(f'AT+SYSFLASH=2,"{self.place.cert_ns}"', "two reads of the slot differ: link "
-                                  "noise, nothing concluded about the unit")
-        return second
+
+        def again() -> tuple[PairState, bytes | None, Secret | None]:
+            self._heads.clear()
+            return self._read_pair(with_key)
+
+        return reread_pair(self.client, self.place.slot, first, again)
 
     def _read_pair(self, with_key: bool) -> tuple[PairState, bytes | None, Secret | None]:
         try:
@@ -219,17 +218,15 @@ class PartitionSlotIo:
                        read_key: bool = True) -> tuple[list[str], PairState]:
         """Read the items back: the mismatches (empty when all is well) and the slot's state. Read
         twice when they differ: see :meth:`read_pair` (different answers are link noise)."""
-        problems, state = self._check_readback(cert, key, read_key=read_key)
-        if not problems:
-            return problems, state
-        self._heads.clear()
-        again, state2 = self._check_readback(cert, key, read_key=read_key)
-        if again and (again != problems or state2 != state):
-            raise AtResponseError(f'AT+SYSFLASH=2,"{self.place.cert_ns}"', "two read-backs of the slot differ: "
-                                  "link noise, nothing concluded about the unit")
-        if not again:
-            self.client.note(f"slot {self.place.slot}: read back again after a damaged read: as written (link noise)")
-        return again, state2
+        first = self._check_readback(cert, key, read_key=read_key)
+        if not first[0]:
+            return first
+
+        def again() -> tuple[list[str], PairState]:
+            self._heads.clear()
+            return self._check_readback(cert, key, read_key=read_key)
+
+        return reread_readback(self.client, self.place.slot, first, again)
 
     def _check_readback(self, cert: bytes, key: Secret | None, *, read_key: bool) -> tuple[list[str], PairState]:
         problems = []

@@ -33,13 +33,24 @@ from .at_parser import SUB_CMD_EXEC_FAIL, Params, err_code, exec_fail, invalid
 SECTOR = 4096
 
 
-def corrupt(data: bytes) -> bytes:
-    """``data`` with one byte (the middle one) flipped: what ``corrupt_next_read`` does."""
+def corrupt(data: bytes, shift: int = 0) -> bytes:
+    """``data`` with one byte (the middle one, ``shift`` further on) flipped: what ``corrupt_next_read`` does."""
     if not data:
         return data
     buf = bytearray(data)
-    buf[len(buf) // 2] ^= 0x01
+    buf[(len(buf) // 2 + shift) % len(buf)] ^= 0x01
     return bytes(buf)
+
+
+def corrupt_read(faults: Any, data: bytes) -> bytes:
+    """``data`` as the next raw read returns it under ``corrupt_next_read`` / ``corrupt_next_reads``."""
+    if take_fault(faults, "corrupt_next_read"):
+        return corrupt(data)
+    left = getattr(faults, "corrupt_next_reads", 0)
+    if left > 0:
+        faults.corrupt_next_reads = left - 1
+        return corrupt(data, left)
+    return data
 
 
 def take_fault(faults: Any, name: str) -> bool:
@@ -144,9 +155,7 @@ def _set(ctx: "Ctx", p: Params) -> None:
         return
     if not inside:
         raise exec_fail("read outside the partition", ext=2)
-    data = flash.read(addr, length)
-    if take_fault(ctx.faults, "corrupt_next_read"):
-        data = corrupt(data)
+    data = corrupt_read(ctx.faults, flash.read(addr, length))
     ctx.info_raw(f"+SYSFLASH:{length},", data, ctx.profile.sysflash_read_trailer)
 
 

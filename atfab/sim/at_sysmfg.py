@@ -20,7 +20,8 @@ reboot - or a power loss between two writes - sees exactly what a chip would.
 * ``=0,"ns"`` erases every key of the namespace (OK even when empty); ``=0,"ns","key"`` erases
   one key, ERROR when it does not exist.
 Faults: ``error_next_write`` / ``error_after_writes`` (ERROR, nothing stored - after the payload for types 7/8),
-``corrupt_next_read`` (one byte of the next string/blob read), ``power_loss_after_writes``
+``corrupt_next_read`` (one byte of the next string/blob read), ``store_corrupt_next_write`` (one byte of
+the next blob stored), ``power_loss_after_writes``
 (after the N-th committed write the module loses power before answering).
 """
 
@@ -31,7 +32,7 @@ from typing import Any
 from .at_boot import NVS_ERRORS, nvs_editor, read_nvs_region
 from .at_command import CommandSpec, Ctx, StopServing
 from .at_parser import Params, exec_fail, invalid
-from .at_sysflash import corrupt, countdown, take_fault, take_write_error
+from .at_sysflash import corrupt, corrupt_read, countdown, take_fault, take_write_error
 
 #: AT+SYSMFG type numbers (§5) <-> NVS type names.
 TYPE_NUMBERS = {"u8": 1, "i8": 2, "u16": 3, "i16": 4, "u32": 5, "i32": 6, "string": 7, "blob": 8}
@@ -122,9 +123,7 @@ def _read(ctx: "Ctx", p: Params) -> None:
         length = len(data) - off
     if length < 0 or off + length > len(data):
         raise invalid(4, "range beyond the value")
-    data = data[off:off + length]
-    if take_fault(ctx.faults, "corrupt_next_read"):
-        data = corrupt(data)
+    data = corrupt_read(ctx.faults, data[off:off + length])
     ctx.info_raw(f"{head}{len(data)},", data, ctx.profile.sysmfg_read_trailer)
 
 
@@ -169,6 +168,8 @@ def _write(ctx: "Ctx", p: Params) -> None:
                 raise exec_fail("string holds a NUL")
             if len(payload) + 1 > c.profile.nvs_string_max:
                 raise exec_fail("nvs_set_str: value too long")
+        if tname == "blob" and take_fault(c.faults, "store_corrupt_next_write"):
+            payload = corrupt(payload)
         _store(c, c.boot, ns, key, tname, payload.decode("utf-8", "surrogateescape") if tname == "string" else payload)
 
     # a link cut inside the payload leaves the command reading the next link's bytes (ground truth §6)

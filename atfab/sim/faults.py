@@ -37,6 +37,12 @@ class FaultPlan:
     stall_reply_seconds: float = 0.0
     #: Flip one byte in the next SYSFLASH/SYSMFG raw read.
     corrupt_next_read: bool = False
+    #: Flip a byte in each of the next N SYSFLASH/SYSMFG raw reads, another byte each time (reads that
+    #: disagree with each other: link noise).
+    corrupt_next_reads: int = 0
+    #: Store the next AT+SYSMFG blob write with one byte flipped (a unit that keeps other bytes than it
+    #: was sent: every read-back shows the same wrong bytes).
+    store_corrupt_next_write: bool = False
     #: Answer ERROR to the next SYSMFG/SYSFLASH write.
     error_next_write: bool = False
     #: Let N more SYSMFG/SYSFLASH writes through, then answer ERROR to the one after them.

@@ -2,7 +2,8 @@
 
 A wrong value is a failing measurement only once it is read twice alike: a read that does not
 hold is read again, and a re-read that disagrees with the first read (a byte flipped on the wire)
-raises :class:`ReadDisagrees` (link noise: ERROR, never FAIL). An ``ERROR`` answer to a read,
+raises :class:`ReadDisagrees` (link noise: ERROR, never FAIL) - the project's one re-read rule,
+:func:`atfab.link.at.reread.reread`. An ``ERROR`` answer to a read,
 given again to the re-read, is a failing measurement of the unit (:class:`Refused`); timeouts,
 busy and garbled replies propagate as the :class:`~atfab.core.errors.DeviceError` they are.
 """
@@ -12,27 +13,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ..core.errors import DeviceError
 from ..core.firmware import FirmwareProfile
 from ..core.measurement import FAIL, PASS, Measurement, evaluate
 from ..link.at.client import AtClient
 from ..link.at.errors import AtBusy, AtError, AtResponseError
+from ..link.at.reread import ReadDisagrees, reread
 
 T = TypeVar("T")
-
-
-class ReadDisagrees(DeviceError):
-    """A read did not hold and reading it again gave something else: the link, not the unit (exit 3)."""
-
-    def __init__(self, name: str, first: Any, second: Any) -> None:
-        super().__init__(f"{name}: the read-back disagrees with a re-read ({_short(first)} then {_short(second)}): "
-                         "link noise, not a unit verdict")
-        self.name, self.first, self.second = name, first, second
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 class Refused(Exception):
@@ -97,15 +84,16 @@ class RereadVerifier:
         return measured
 
     def confirm(self, name: str, first: Any, read: Callable[[], Any]) -> None:
-        """A read that does not hold is read once more; :class:`ReadDisagrees` unless it reads the same."""
-        try:
-            second: Any = ask(read)
-        except Refused as exc:
-            second = exc
-        if isinstance(first, Refused) and isinstance(second, Refused):
-            return
-        if isinstance(first, Refused) or isinstance(second, Refused) or second != first:
-            raise ReadDisagrees(name, first, second)
+        """A read that does not hold is read once more (:func:`atfab.link.at.reread.reread`, no second
+        answer taken): :class:`ReadDisagrees` unless it reads the same. A refusal counts as an answer."""
+
+        def again() -> Any:
+            try:
+                return ask(read)
+            except Refused as exc:
+                return exc
+
+        reread(name, first, again, same=lambda v: ("refused",) if isinstance(v, Refused) else ("read", v))
 
     def basics(self) -> None:
         self.check("at.alive", "OK", lambda: (self.at.at(), "OK")[1])

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ...image import legacy_ble, legacy_pki
-from .errors import AtError, AtResponseError
+from .errors import AtError
+from .reread import reread
 
 #: (header bytes, image length from the header or None when the magic is missing) of an image kind.
 ImageKind = tuple[int, Callable[[bytes], int | None]]
@@ -82,21 +83,17 @@ class PartitionHead:
     def check(self, offset: int, image: bytes) -> None:
         """``image`` is at ``offset``: read back, and once more when it differs. Link noise (the second
         read matches, or the two differ from each other) is not the unit's fault: the first is noted,
-        the second raises :class:`AtResponseError`; only the same other bytes twice are
+        the second raises :class:`~atfab.link.at.reread.ReadDisagrees`; only the same other bytes twice are
         :class:`ReadbackMismatch` (the unit stored them)."""
         command = f'AT+SYSFLASH=2,"{self.name}",{offset},{len(image)}'
         got = self.client.sysflash_read(self.name, offset, len(image))
         if got == image:
             return
-        again = self.client.sysflash_read(self.name, offset, len(image))
-        if again == image:
-            self.client.note(f"{command}: the read-back differed once, then matched (link noise)")
-            return
-        if again != got:
-            raise AtResponseError(command, "two read-backs differ from each other and from the bytes written: "
-                                           "link noise, nothing concluded about the unit")
-        raise ReadbackMismatch(command, message=f"{self.name} read back at {offset} differs from the {len(image)} "
-                                                "bytes written (twice the same)")
+        got = reread(command, got, lambda: self.client.sysflash_read(self.name, offset, len(image)),
+                     holds=lambda b: b == image, same=bytes, note=self.client.note)
+        if got != image:
+            raise ReadbackMismatch(command, message=f"{self.name} read back at {offset} differs from the "
+                                                    f"{len(image)} bytes written (twice the same)")
 
     def rewrite(self, old: bytes | None, new: bytes, *, staged: bool) -> None:
         """Put ``new`` at the head (``old``: what it holds now). ``staged``: through a staged copy,
