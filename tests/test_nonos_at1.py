@@ -159,7 +159,7 @@ def test_station_run_and_demo_on_the_16mbit_c1_map(tmp_path, monkeypatch):
     assert names["gmr.compile_time"]["measured"] == "Jun 17 2024 07:37:40" and names["gmr.bin_version"]["measured"] == "1.7.6"
     assert names["uart_def"]["measured"] == [115200, 8, 1, 0, 0] and names["uart.after_reset"]["outcome"] == "pass"
     details = {s["name"]: s["detail"] for s in report["steps"]}
-    assert details["configure"] == "UART_DEF=115200,8,1,0,0"
+    assert details["configure"] == "UART_DEF=115200,8,1,0,0; AT answered at 115200 baud"
     assert details["boot"].startswith("ready after")     # the boot output reached the AT client through the hand-over
     lines = [t.get("text") for t in report["transcript"]]
     assert "AT version:1.7.6.0(Jan 24 2022 08:56:02)" in lines and "Bin version(Wroom 02):1.7.6" in lines

@@ -3,6 +3,12 @@
 A real UART moves 10 bits per byte (8N1). :class:`Link` holds both directions to that rate, so
 a virtual module at 115200 baud takes as long as a real one, and injects the link-level faults
 of a :class:`LinkFaults` (drop, stall, corrupt) at exact byte counts.
+
+Two rates are kept apart: the module's UART rate (:attr:`Link.uart_baud`, what its transmitter
+and receiver run at) and the host port's (``host_baud``, when the transport tells it: RFC 2217
+SET_BAUDRATE; a ``socket://`` host has none). When both are known and differ, each side receives
+what an 8N1 receiver at its own rate makes of the other's frames (:func:`atfab.sim.uart_noise.resample`):
+framing noise, never the bytes that were sent. Pacing (:attr:`Link.baud`) is a separate choice.
 """
 
 from __future__ import annotations
@@ -11,6 +17,9 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
+
+from .uart_noise import resample
 
 BITS_PER_BYTE = 10
 
@@ -37,9 +46,13 @@ class LinkFaults:
 class Link:
     """A paced, fault-injecting byte pipe over a connected socket."""
 
-    def __init__(self, sock: socket.socket, baud: int | None = None, faults: LinkFaults | None = None) -> None:
+    def __init__(self, sock: socket.socket, baud: int | None = None, faults: LinkFaults | None = None, *,
+                 uart_baud: int | None = None, host_baud: Callable[[], int | None] | None = None) -> None:
         self.sock = sock
         self.baud = baud
+        #: The module's UART rate (None: it follows the host, as the ROM loader's auto-baud does).
+        self.uart_baud = uart_baud
+        self._host_baud = host_baud
         self.faults = faults or LinkFaults()
         self.tx_count = 0
         self.rx_count = 0
@@ -59,6 +72,21 @@ class Link:
     def set_baud(self, baud: int | None) -> None:
         """Change the emulated rate (after CHANGE_BAUDRATE or AT+UART_CUR)."""
         self.baud = baud
+
+    def set_uart_baud(self, baud: int | None) -> None:
+        """The module's UART now runs at ``baud`` (None: at whatever rate the host sends)."""
+        self.uart_baud = baud
+
+    def host_baud(self) -> int | None:
+        """The rate the host's port is set to, when the transport says (None: unknown)."""
+        return self._host_baud() if self._host_baud is not None else None
+
+    def _mismatch(self) -> tuple[int, int] | None:
+        """(module rate, host rate) when both are known and differ: each side reads noise."""
+        host, uart = self.host_baud(), self.uart_baud
+        if host and uart and host != uart:
+            return uart, host
+        return None
 
     @staticmethod
     def _sleep_until(t: float) -> None:
@@ -87,6 +115,9 @@ class Link:
             if not chunk:
                 self.close()
                 raise LinkClosed("host closed the connection")
+            rates = self._mismatch()
+            if rates is not None:           # the module's receiver frames the host's bits at its own rate
+                chunk = resample(chunk, rates[1], rates[0])
             self._pending += chunk
         data = bytes(self._pending[:max_bytes])
         del self._pending[:len(data)]
@@ -128,6 +159,9 @@ class Link:
             if self.closed:
                 raise LinkClosed("link closed")
             f = self.faults
+            rates = self._mismatch()
+            if rates is not None:           # what the host's receiver makes of the module's frames
+                data = resample(data, rates[0], rates[1])
             data = bytearray(data)
             if f.corrupt_tx_at is not None and self.tx_count <= f.corrupt_tx_at < self.tx_count + len(data):
                 data[f.corrupt_tx_at - self.tx_count] ^= 0x20

@@ -6,6 +6,10 @@
   discards). When it closes the module boots its AT firmware from flash; a connected AT host
   receives the boot output (``\\r\\nready\\r\\n``).
 * ``at_url`` is UART1 with the AT firmware. One host at a time; others wait in the backlog.
+* ``serial_server=True``: both URLs are ``rfc2217://`` instead (:class:`~atfab.sim.serial_server.SerialServer`
+  in front of each endpoint, same semantics): the host's port baud reaches the module, and while it
+  differs from the UART's current rate each side reads framing noise (:class:`~atfab.sim.link.Link`).
+  Over ``socket://`` the host's baud is unknown and bytes pass clean.
 * ``shared_uart0`` (default: on for an ESP8266 NONOS AT module, whose download and AT port are
   both UART0): when the download session ends with "run user code" (esptool ``--after
   soft-reset``: the ROM's FLASH_END(run) or the stub's RUN_USER_CODE), the firmware boots and
@@ -39,6 +43,7 @@ from .g0_firmware import G0Firmware
 from .host import ModuleHost
 from .link import Link, LinkClosed
 from .reset_lines import ResetLineUart0
+from .serial_server import SerialServer
 from .rom_loader import CLOSED, RAM_APP, RUN_USER_CODE, DownloadSession, SessionStats
 
 #: The rate a host opens the ROM loader at (esptool ``ESPLoader.ESP_ROM_BAUD``). The ROM auto-bauds
@@ -122,7 +127,8 @@ class VirtualModule:
                  flash: NorFlash | None = None, faults: FaultPlan | None = None,
                  firmware: FirmwareProfile | None = None,
                  firmware_factory: FirmwareFactory | None = None, host: str = "127.0.0.1",
-                 reset_lines: bool = False, shared_uart0: bool | None = None) -> None:
+                 reset_lines: bool = False, shared_uart0: bool | None = None,
+                 serial_server: bool = False) -> None:
         self.name = name
         self.identity = ChipIdentity(chip=chip, mac=bytes(mac) if mac else derive_mac(seed),
                                      revision=tuple(chip_revision) if chip_revision else None,  # type: ignore[arg-type]
@@ -164,6 +170,10 @@ class VirtualModule:
         self._boot_output = b""
         self._boot_seq = 0
         self._at_baud = baud
+        #: The AT UART's current rate (kept when unpaced too: a host at another rate reads noise).
+        self._uart_baud: int | None = baud
+        self._serial_server = serial_server
+        self._servers: list[SerialServer] = []
         self._flash_link: Link | None = None
         self._at_link: Link | None = None
         self._stopped = threading.Event()
@@ -180,15 +190,21 @@ class VirtualModule:
             error = self.boot_error
             self.stop()
             raise error
-        flash_l = self._listen()
-        at_l = self._listen()
-        self.flash_url = f"socket://{self._host}:{flash_l.getsockname()[1]}"
-        self.at_url = f"socket://{self._host}:{at_l.getsockname()[1]}"
-        for target, lsock in ((self._flash_loop, flash_l), (self._at_loop, at_l)):
-            t = threading.Thread(target=target, args=(lsock,), daemon=True,
-                                 name=f"{self.name}-{target.__name__.strip('_')}")
-            t.start()
-            self._threads.append(t)
+        if self._serial_server:
+            flash_s = SerialServer(self._flash_connection, host=self._host, name=f"{self.name}-flash").start()
+            at_s = SerialServer(self._at_connection, host=self._host, name=f"{self.name}-at").start()
+            self._servers = [flash_s, at_s]
+            self.flash_url, self.at_url = flash_s.url, at_s.url
+        else:
+            flash_l = self._listen()
+            at_l = self._listen()
+            self.flash_url = f"socket://{self._host}:{flash_l.getsockname()[1]}"
+            self.at_url = f"socket://{self._host}:{at_l.getsockname()[1]}"
+            for target, lsock in ((self._flash_loop, flash_l), (self._at_loop, at_l)):
+                t = threading.Thread(target=target, args=(lsock,), daemon=True,
+                                     name=f"{self.name}-{target.__name__.strip('_')}")
+                t.start()
+                self._threads.append(t)
         if self._reset_lines:
             self._uart0 = ResetLineUart0(self, host=self._host).start()
             self.rfc2217_url = self._uart0.url
@@ -215,6 +231,8 @@ class VirtualModule:
         for link in links:
             if link is not None:
                 link.close()
+        for server in self._servers:
+            server.stop()
         for t in self._threads:
             t.join(timeout)
         for s in self._lsocks:
@@ -263,12 +281,15 @@ class VirtualModule:
         self._uart0_shows_boot()
 
     def set_at_baud(self, baud: int | None) -> None:
-        """Pace the AT endpoint at ``baud`` (no effect on an unpaced module)."""
+        """The AT UART now runs at ``baud``: the AT endpoint is paced at it (unless the module is
+        unpaced) and a host whose port is at another rate reads noise."""
         with self._cond:
+            self._uart_baud = baud
             self._at_baud = baud if self.baud is not None else None
             for link in (self._at_link, self._uart0_link):
                 if link is not None:
                     link.set_baud(self._at_baud)
+                    link.set_uart_baud(baud)
 
     def wait_state(self, state: str, timeout: float) -> bool:
         """Wait until the module is in ``state``; False on timeout."""
@@ -398,11 +419,12 @@ class VirtualModule:
                 return
             self._flash_connection(sock)
 
-    def _flash_connection(self, sock: socket.socket) -> None:
+    def _flash_connection(self, sock: socket.socket, host_baud: Callable[[], int | None] | None = None) -> None:
         if self._uart0 is not None:          # a power-on into download mode: it takes UART0
             self._uart0.request(None)
         rom_baud = ROM_HOST_BAUD if self.baud is not None else None   # paced: at the host's rate
-        link = _Link(sock, rom_baud, self.faults.live("flash"))  # type: ignore[arg-type]
+        # uart_baud None: the ROM auto-bauds to the host's SYNC (and CHANGE_BAUDRATE moves both sides)
+        link = _Link(sock, rom_baud, self.faults.live("flash"), host_baud=host_baud)  # type: ignore[arg-type]
         with self._power, self._cond:
             if self._stopped.is_set():
                 link.close()
@@ -412,6 +434,7 @@ class VirtualModule:
         try:
             while True:
                 link.set_baud(rom_baud)          # every ROM start auto-bauds to the host again
+                link.set_uart_baud(None)
                 session = DownloadSession(link, self.flash, self.identity, baud=ROM_HOST_BAUD,
                                           paced=rom_baud is not None)
                 result = session.serve()
@@ -457,7 +480,8 @@ class VirtualModule:
             self._uart0_link = link
             seen = self._boot_seq
             output = self._boot_output
-        link.set_baud(self._at_baud)
+            link.set_baud(self._at_baud)
+            link.set_uart_baud(self._uart_baud)
         try:
             if output:
                 # the boot logs go out at 74880 baud after the ROM's last reply: the firmware's first
@@ -494,9 +518,11 @@ class VirtualModule:
                 return
             self._at_connection(sock)
 
-    def _at_connection(self, sock: socket.socket) -> None:
-        link = _Link(sock, self._at_baud, self.faults.live("at"))  # type: ignore[arg-type]
+    def _at_connection(self, sock: socket.socket, host_baud: Callable[[], int | None] | None = None) -> None:
+        link = _Link(sock, self._at_baud, self.faults.live("at"), host_baud=host_baud)  # type: ignore[arg-type]
         with self._cond:
+            link.set_baud(self._at_baud)
+            link.set_uart_baud(self._uart_baud)
             if self._stopped.is_set():
                 link.close()
                 return

@@ -3,10 +3,10 @@
 * ``factory_param.module_name`` not in the firmware's compiled-in module-name table: ``AT+GMR``
   will print table entry 0 instead (ground truth §2); verification expects what is printed, so the
   unit still passes, but the name the recipe asks for never shows on the module.
-* ``factory_param.uart_baudrate`` other than the firmware's boot default on a module whose firmware
-  does not take its baud from a factory partition (G0 NONOS AT, esp32-at v1.0/v1.1): the station
-  opens the AT port at the recipe's baud from the start, but a fresh unit answers at the default
-  until the configure step stores the recipe's, so on a real line its first boot is not heard.
+
+(A recipe baud other than the boot rate of a firmware that reads its UART from no factory partition
+needs no warning: the station finds the unit at the profile's ``uart_boot_baud`` and follows it to
+the recipe's rate after configure, :func:`atfab.station.runner._find_rate`.)
 """
 
 from __future__ import annotations
@@ -31,14 +31,6 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
         line = module_name_warning(recipe_firmware(recipe), recipe.factory_param.get("module_name"))
         if line is not None:
             out.append(f"{recipe.path}: factory_param.module_name: warning: {line}")
-    baud = recipe.factory_param.get("uart_baudrate")
-    default = 115200
-    boots_at_default = recipe.profile.nonos is not None or (recipe.profile.legacy and
-                                                            not recipe.profile.firmware.factory_param_layout)
-    if boots_at_default and isinstance(baud, int) and baud != default:
-        out.append(f"{recipe.path}: factory_param.uart_baudrate: warning: the station listens at {baud} baud, but a "
-                   f"fresh {recipe.profile.name} unit answers at {default} until the configure step stores {baud} "
-                   "(its firmware reads no factory partition): on a real line its first boot is not heard")
     return out
 
 

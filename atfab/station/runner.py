@@ -13,9 +13,13 @@ Steps (each one ``start`` → ``ok``/``fail``/``error``/``aborted``/``skipped`` 
                  at_customize table + one image per item partition, G0 none
     flash        esptool, same connection: stub, firmware + unit images (regions the unit already holds
                  are skipped by MD5), reset
-    boot         the AT firmware boots (``ready``) and answers ``AT``
+    boot         the AT firmware boots (``ready``) and answers ``AT``, at the rate it boots at
+                 (:meth:`~atfab.station.unit_plan.UnitPlan.contact_bauds`: a firmware that reads its UART
+                 from no factory partition answers at its profile's ``uart_boot_baud`` until configure
+                 stores the recipe's; a unit that already holds the recipe's rate is found there)
     configure    what the recipe sets over AT (G3 AT+UART_DEF and AT+RFPOWER, G1/G2 AT+UART_DEF,
-                 G0 AT+UART=)
+                 G0 AT+UART=); the host follows to the stored rate and the unit must answer ``AT`` there
+                 (no answer: ERROR, the link, never FAIL)
     verify       the generation's verification → measurements (``checks=`` the recipe's checks)
 
 What build, configure and verify do per firmware generation is the recipe's
@@ -208,6 +212,8 @@ class UnitRunner:
         self.port = port
         self._unit: str | None = None
         self._last_progress = -1.0
+        #: Rates the booted unit may answer at, the one listened at first (the unit plan's data).
+        self._bauds = ctx.unit.contact_bauds(ctx.at_baud)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -353,9 +359,11 @@ class UnitRunner:
                     s.status, s.detail = "skipped", "no AT port"
             return
         with self._step("boot") as s:
-            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s, announces=self.ctx.unit.announces_ready)
+            s.detail = _boot(st.at, self.ctx.recipe.verify.boot_timeout_s, announces=self.ctx.unit.announces_ready,
+                             bauds=self._bauds)
         with self._step("configure") as s:
             s.detail = self.ctx.unit.configure(st.at)
+            s.detail += "; " + _prove_contact(st.at, self.ctx.recipe.verify.command_timeout_s)
         with self._step("verify") as s:
             found = self.ctx.unit.verify(st.client, st.build, mac=st.mac, serial=st.serial)
             st.measurements += found
@@ -378,16 +386,16 @@ class UnitRunner:
                 # stub cannot run user code): the unit is written by the ROM loader, every region
                 # (no MD5 in the ESP8266 ROM), then handed over (FlashSession.hand_over)
                 s.detail = (f"flash and AT {flash_dev} (one UART0: ROM loader, then handed from esptool to AT at "
-                            f"{ctx.at_baud} baud)")
+                            f"{self._bauds[0]} baud)")
                 return Flasher(flash_dev, baud=ctx.flash_baud, firmware=firmware, progress=self._progress,
                                **{**ctx.flasher_options, "stub": False})
             if self.port.at is not None:
-                st.at = AtClient(open_port(self.port.at, ctx.at_baud), firmware=firmware,
+                st.at = AtClient(open_port(self.port.at, self._bauds[0]), firmware=firmware,
                                  timeout=recipe.verify.command_timeout_s)
             elif recipe.verify.checks:
                 raise InputError(f"port {self.port.label}: no AT port to verify the unit on (--port FLASH,AT)",
                                  field="port")
-            s.detail = f"flash {flash_dev}" + (f", AT {self.port.at} at {ctx.at_baud} baud" if st.at else "")
+            s.detail = f"flash {flash_dev}" + (f", AT {self.port.at} at {self._bauds[0]} baud" if st.at else "")
         return Flasher(flash_dev, baud=ctx.flash_baud, firmware=firmware, progress=self._progress,
                        **ctx.flasher_options)
 
@@ -489,7 +497,7 @@ class UnitRunner:
             self._last_progress = -1.0
             result = session.write(flash_set, force=st.one_port)
             if st.one_port:                 # the unit runs its firmware on this port: the AT client takes it
-                st.at = AtClient(session.hand_over(ctx.at_baud), firmware=profile.firmware,
+                st.at = AtClient(session.hand_over(self._bauds[0]), firmware=profile.firmware,
                                  timeout=ctx.recipe.verify.command_timeout_s)
             esptool.close()                 # reset (or, handed over, nothing): the unit boots its new firmware
             if result.chip.mac != st.mac:
@@ -542,9 +550,20 @@ def _chain_mac(ledger: Ledger, attempt_id: int) -> str | None:
     return None
 
 
-def _boot(at: AtClient, timeout: float, *, announces: bool = True) -> str:
+#: With a second rate to try, how long ``ready`` is awaited at the first before the unit is looked for
+#: with ``AT`` probes (a booting unit prints it well within this: the virtual module at once, a real
+#: ESP32 AT / ESP8266 NONOS AT unit within about a second of its reset).
+READY_WINDOW_S = 2.0
+#: How long one ``AT`` probe waits while the unit's rate is not known yet.
+PROBE_S = 0.5
+
+
+def _boot(at: AtClient, timeout: float, *, announces: bool = True, bauds: tuple[int, ...] = ()) -> str:
     """Wait for ``ready``; without it (output missed, or a firmware that prints none) poll ``AT``
-    until ``timeout``."""
+    until ``timeout``. With more than one rate in ``bauds`` (the port is at ``bauds[0]``), see
+    :func:`_find_rate`."""
+    if len(bauds) > 1:
+        return _find_rate(at, timeout, announces=announces, bauds=bauds)
     start = time.monotonic()
     how = "answered AT (the firmware prints no ready)"
     if announces:
@@ -562,6 +581,58 @@ def _boot(at: AtClient, timeout: float, *, announces: bool = True) -> str:
         except (AtTimeout, AtError):
             if time.monotonic() - start > timeout:
                 raise
+
+
+def _find_rate(at: AtClient, timeout: float, *, announces: bool, bauds: tuple[int, ...]) -> str:
+    """The unit's rate is one of ``bauds``: ``ready`` is awaited at the first (the rate a fresh unit
+    boots at, the line's common case) for :data:`READY_WINDOW_S`; then ``AT`` is probed at each rate in
+    turn, the others first (no ``ready`` at the first suggests the unit holds another), every probe
+    :data:`PROBE_S`, until ``timeout``. An ``ERROR`` reply is contact at that rate (what a wrong-rate
+    probe left in the unit's input) and is asked again there. The port is left at the rate that answered."""
+    start = time.monotonic()
+    deadline = start + timeout
+    first = bauds[0]
+    if announces:
+        try:
+            at.wait_ready(min(timeout, READY_WINDOW_S))
+            at.call("AT", timeout=min(timeout, PROBE_S * 2))
+            return f"ready at {first} baud (the firmware's boot rate) after {time.monotonic() - start:.2f} s"
+        except (AtTimeout, AtError):
+            pass
+    order = (*bauds[1:], first) if announces else bauds
+    tried: list[str] = []
+    while True:
+        for baud in order:
+            at.set_host_baud(baud)
+            at.note(f"looking for the unit at {baud} baud")
+            heard = False
+            while True:
+                try:
+                    at.call("AT", timeout=PROBE_S)
+                    why = "the firmware's boot rate" if baud == first else "the unit already holds the recipe's rate"
+                    return (f"{'no ready at ' + str(first) + ' baud; ' if announces else ''}answered AT at {baud} "
+                            f"baud ({why}) after {time.monotonic() - start:.2f} s")
+                except AtError:
+                    if heard or time.monotonic() > deadline:
+                        break
+                    heard = True          # legible ERROR: this is the rate, the probe before left noise
+                except AtTimeout:
+                    break
+            tried.append(str(baud))
+            if time.monotonic() > deadline:
+                raise DeviceError(f"no answer to AT at {' or '.join(dict.fromkeys(tried))} baud within {timeout:.1f} s "
+                                  "of the boot (a unit at another rate reads noise)")
+
+
+def _prove_contact(at: AtClient, timeout: float) -> str:
+    """After configure: the unit answers ``AT`` at the rate the port now runs at (the one configure stored
+    and the host followed to); no answer is link trouble, an ERROR of the attempt, never a FAIL."""
+    try:
+        at.call("AT", timeout=timeout)
+    except (AtTimeout, AtError) as exc:
+        raise DeviceError(f"the unit does not answer AT at {at.host_baud} baud after configure: "
+                          f"{' '.join(str(exc).split())}") from exc
+    return f"AT answered at {at.host_baud} baud"
 
 
 def _esptool_chip_name(chip: str) -> str:

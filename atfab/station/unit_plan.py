@@ -81,6 +81,14 @@ class UnitPlan(ABC):
         """The firmware prints a ``ready`` line when it has booted."""
         return bool(dict(self.recipe.profile.firmware.formats).get("ready"))
 
+    def contact_bauds(self, at_baud: int) -> tuple[int, ...]:
+        """Rates the booted unit may answer at, the one to listen at first: ``(at_baud,)`` when its
+        firmware takes its UART from the factory_param the station flashes; else the firmware's boot
+        rate (``uart_boot_baud``: a fresh unit, the line's common case), then ``at_baud`` (a unit that
+        already holds it: a retest, or a map without the parameter sector's blank)."""
+        boot = self.recipe.profile.firmware.uart_boot_baud
+        return (boot, at_baud) if boot and boot != at_baud else (at_baud,)
+
     def content(self, pki: dict[str, list[PkiFile]]) -> UnitContent:
         return UnitContent(factory_param=dict(self.recipe.factory_param), pki=pki, ble_rows=list(self.ble_rows))
 

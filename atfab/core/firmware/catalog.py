@@ -265,6 +265,7 @@ def firmware_profile(release: str, chip: str, *, module: str | None = None, modu
         pki_namespaces=tuple(rel.get("pki_namespaces", ())), default_dns=tuple(rel.get("default_dns", ())),
         factory_param_boot=rel.get("factory_param_boot", "split"),
         uart_missing_key=rel.get("uart_missing_key", "defaults"), marker=rel.get("marker", ""),
+        uart_boot_baud=int(rel.get("uart_boot_baud", 0)),
         ble_stack=core.get("ble_stack", "none"),
         rfpower_fields=4 if set(rf.get("four_fields_with", ())) & set(feats) else 1,
         rfpower_min=wifi_range[0], rfpower_max=wifi_range[1],

@@ -88,6 +88,11 @@ class FirmwareProfile:
     uart_missing_key: str = "defaults"
     #: Registration marker of a command set in the image (``{set}`` = its marker name).
     marker: str = "esp_at_{set}_cmd_regist"
+    #: Baud of the AT UART of a unit that never stored one (fresh, or factory-initialised), for a
+    #: release that reads its UART from no factory partition (G0 NONOS AT, esp32-at v1.0/v1.1): such a
+    #: unit answers at this rate until ``AT+UART=``/``AT+UART_DEF=`` stores another. 0: the UART comes
+    #: from the factory_param the station flashes, so the unit boots at the recipe's baud.
+    uart_boot_baud: int = 0
 
     # -- legacy generations (G1/G2: per-item partitions, no AT+SYSMFG); defaults = G3 -------------
     #: factory_param partition layout (atfab.image.legacy_factory.LAYOUTS); "" = none (G3: mfg_nvs).

@@ -141,6 +141,18 @@ class AtCommands:
         """Switch the host side of the port to ``cfg`` (after the module said OK at the old baud)."""
         _apply_host_uart(self.port, cfg)
 
+    def set_host_baud(self: AtLink, baud: int) -> None:
+        """Switch only the host side of the port to ``baud`` (finding a unit whose rate is not known)."""
+        try:
+            self.port.baudrate = baud
+        except (ValueError, OSError) as exc:
+            raise DeviceError(f"cannot switch the host port to {baud} baud: {exc}") from exc
+
+    @property
+    def host_baud(self: AtLink) -> int:
+        """The rate the host side of the port runs at."""
+        return int(self.port.baudrate)
+
     def set_uart_cur(self: AtLink, baud: int, databits: int = 8, stopbits: int = 1, parity: int = 0, flow: int = 0,
                      *, switch_host: bool = True) -> None:
         """``AT+UART_CUR=…``: OK comes at the old baud, then the host port switches."""

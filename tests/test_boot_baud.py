@@ -1,0 +1,108 @@
+"""A unit whose firmware reads no factory partition for its UART boots at the firmware's own rate
+(G0 NONOS AT, esp32-at v1.0/v1.1: 115200) until the configure step stores the recipe's. On virtual
+modules behind an RFC 2217 serial server (the host's baud reaches the module; a port at another rate
+reads framing noise) the station listens at the boot rate, configures, follows to the recipe's rate
+and proves contact before verify; a unit that already holds the recipe's rate (a retest) works too."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from atfab.link.transport import open_port
+from atfab.station.events import EventBus
+from atfab.station.recipe import load_recipe
+from atfab.station.runner import PortSpec
+from atfab.station.station import Station
+from tests.conftest import run_with_timeout
+from tests.paths import REPO
+
+T = 60
+BAUD = 921600
+G0 = REPO / "recipes" / "esp8266-nonos-at.toml"
+G0_1X = REPO / "recipes" / "esp8266-nonos-at-1.7.toml"
+
+
+def _read_until(port, want: bytes, seconds: float = 2.0) -> bytes:
+    got, end = b"", time.monotonic() + seconds
+    while want not in got and time.monotonic() < end:
+        got += port.read(256)
+    return got
+
+
+def _run(recipe, pool, *, one_port: bool, bus: EventBus | None = None):
+    ports = [PortSpec(f"m{i}", m.flash_url, None if one_port else m.at_url) for i, m in enumerate(pool)]
+    return run_with_timeout(Station(recipe, ports, station_id="t", bus=bus or EventBus()).run, T)
+
+
+def _details(result) -> dict:
+    data = json.loads(Path(result.report).read_text())
+    return {s["name"]: s.get("detail") or "" for s in data["steps"]}
+
+
+def test_the_serial_server_garbles_both_ways_while_the_rates_differ(module_pool, tmp_path: Path) -> None:
+    recipe = load_recipe(_g1(tmp_path), workdir=tmp_path)
+    pool = module_pool(1, chip="esp32", flash_size=recipe.profile.flash_size, firmware=recipe.profile.firmware,
+                       serial_server=True)
+    summary = _run(recipe, pool, one_port=False)               # flashes the unit; it now stores 921600
+    assert [r.outcome for r in summary.results] == ["PASS"], summary.results
+    url = pool[0].at_url
+    assert url.startswith("rfc2217://")
+    with open_port(url, 115200, timeout=0.05) as port:           # the host at the old rate
+        port.write(b"AT\r\n")
+        assert b"OK" not in _read_until(port, b"OK", 0.5)    # the module framed noise: no command, no reply
+    with open_port(url, BAUD, timeout=0.05) as port:
+        port.write(b"AT\r\n")
+        assert b"OK\r\n" in _read_until(port, b"OK\r\n")
+        port.write(b"AT+UART_CUR=115200,8,1,0,0\r\n")          # OK at 921600, then the module moves ...
+        assert b"OK\r\n" in _read_until(port, b"OK\r\n")
+        port.write(b"AT\r\n")                                   # ... and the host, still at 921600, is not heard
+        assert b"OK" not in _read_until(port, b"OK", 0.5)
+        port.baudrate = 115200
+        port.write(b"AT\r\n")                                   # legible now, after the noise it left: ERROR
+        assert _read_until(port, b"ERROR\r\n").endswith(b"\r\nERROR\r\n")
+        port.write(b"AT\r\n")
+        assert b"OK\r\n" in _read_until(port, b"OK\r\n")
+
+
+def _g1(tmp: Path) -> Path:
+    path = tmp / "v11.toml"
+    path.write_text('module = "esp32-at-v1.1"\n[firmware]\nsynthetic = "v1.1.0.0"\n'
+                    f'[factory_param]\nuart_baudrate = {BAUD}\n[retry]\nattempts = 1\n')
+    return path
+
+
+def _g0(tmp: Path, shipped: Path) -> Path:
+    path = tmp / "g0.toml"
+    path.write_text(shipped.read_text().replace("uart_baudrate = 115200", f"uart_baudrate = {BAUD}")
+                    .replace("attempts = 2", "attempts = 1"))
+    return path
+
+
+@pytest.mark.parametrize("shipped", [G0, G0_1X], ids=["v0.21", "1.7"])
+def test_g0_unit_at_a_non_default_baud_passes(module_pool, tmp_path: Path, shipped: Path) -> None:
+    recipe = load_recipe(_g0(tmp_path, shipped), workdir=tmp_path)
+    pool = module_pool(1, chip=recipe.profile.chip, flash_size=recipe.profile.flash_size,
+                       firmware=recipe.profile.firmware, serial_server=True)
+    first = _run(recipe, pool, one_port=True)
+    assert [r.outcome for r in first.results] == ["PASS"], first.results
+    steps = _details(first.results[0])
+    assert "at 115200 baud (the firmware's boot rate)" in steps["boot"], steps["boot"]   # v0.21 prints no ready
+    assert steps["boot"].startswith("ready") == (shipped == G0_1X)
+    assert steps["configure"].endswith(f"AT answered at {BAUD} baud"), steps["configure"]
+
+
+def test_g1_v1_1_unit_at_a_non_default_baud_passes_fresh_and_as_a_retest(module_pool, tmp_path: Path) -> None:
+    recipe = load_recipe(_g1(tmp_path), workdir=tmp_path)
+    pool = module_pool(1, chip="esp32", flash_size=recipe.profile.flash_size, firmware=recipe.profile.firmware,
+                       serial_server=True)
+    first = _run(recipe, pool, one_port=False)
+    assert [r.outcome for r in first.results] == ["PASS"], first.results
+    assert _details(first.results[0])["boot"].startswith("ready at 115200 baud")
+    again = _run(recipe, pool, one_port=False)                 # the unit's NVS keeps UART_DEF=921600
+    assert [r.outcome for r in again.results] == ["PASS"], again.results
+    boot = _details(again.results[0])["boot"]
+    assert f"answered AT at {BAUD} baud" in boot, boot
