@@ -43,7 +43,7 @@ def _details(result) -> dict:
     return {s["name"]: s.get("detail") or "" for s in data["steps"]}
 
 
-def test_the_serial_server_garbles_both_ways_while_the_rates_differ(module_pool, tmp_path: Path) -> None:
+def test_the_serial_server_garbles_both_ways_while_the_rates_differ_and_a_unit_at_neither_rate_is_error(module_pool, tmp_path: Path) -> None:
     recipe = load_recipe(_g1(tmp_path), workdir=tmp_path)
     pool = module_pool(1, chip="esp32", flash_size=recipe.profile.flash_size, firmware=recipe.profile.firmware,
                        serial_server=True)
@@ -53,25 +53,30 @@ def test_the_serial_server_garbles_both_ways_while_the_rates_differ(module_pool,
     assert url.startswith("rfc2217://")
     with open_port(url, 115200, timeout=0.05) as port:           # the host at the old rate
         port.write(b"AT\r\n")
-        assert b"OK" not in _read_until(port, b"OK", 0.5)    # the module framed noise: no command, no reply
+        assert b"OK" not in _read_until(port, b"OK", 0.3)    # the module framed noise: no command, no reply
     with open_port(url, BAUD, timeout=0.05) as port:
         port.write(b"AT\r\n")
         assert b"OK\r\n" in _read_until(port, b"OK\r\n")
         port.write(b"AT+UART_CUR=115200,8,1,0,0\r\n")          # OK at 921600, then the module moves ...
         assert b"OK\r\n" in _read_until(port, b"OK\r\n")
         port.write(b"AT\r\n")                                   # ... and the host, still at 921600, is not heard
-        assert b"OK" not in _read_until(port, b"OK", 0.5)
+        assert b"OK" not in _read_until(port, b"OK", 0.3)
         port.baudrate = 115200
         port.write(b"AT\r\n")                                   # legible now, after the noise it left: ERROR
         assert _read_until(port, b"ERROR\r\n").endswith(b"\r\nERROR\r\n")
         port.write(b"AT\r\n")
         assert b"OK\r\n" in _read_until(port, b"OK\r\n")
+        port.write(b"AT+UART_DEF=230400,8,1,0,0\r\n")          # stored: neither rate the station knows
+        assert b"OK\r\n" in _read_until(port, b"OK\r\n")
+    short = load_recipe(_g1(tmp_path, "[verify]\nboot_timeout_s = 1.5\n"), workdir=tmp_path)
+    (lost,) = _run(short, pool, one_port=False).results
+    assert lost.outcome == "ERROR" and "no answer to AT at 921600 or 115200 baud" in lost.error, lost
 
 
-def _g1(tmp: Path) -> Path:
+def _g1(tmp: Path, extra: str = "") -> Path:
     path = tmp / "v11.toml"
     path.write_text('module = "esp32-at-v1.1"\n[firmware]\nsynthetic = "v1.1.0.0"\n'
-                    f'[factory_param]\nuart_baudrate = {BAUD}\n[retry]\nattempts = 1\n')
+                    f'[factory_param]\nuart_baudrate = {BAUD}\n[retry]\nattempts = 1\n{extra}')
     return path
 
 

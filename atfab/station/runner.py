@@ -587,14 +587,15 @@ def _find_rate(at: AtClient, timeout: float, *, announces: bool, bauds: tuple[in
     """The unit's rate is one of ``bauds``: ``ready`` is awaited at the first (the rate a fresh unit
     boots at, the line's common case) for :data:`READY_WINDOW_S`; then ``AT`` is probed at each rate in
     turn, the others first (no ``ready`` at the first suggests the unit holds another), every probe
-    :data:`PROBE_S`, until ``timeout``. An ``ERROR`` reply is contact at that rate (what a wrong-rate
+    :data:`PROBE_S`, until ``timeout`` (each rate asked at least once; the ready window is at most half of
+    ``timeout``). An ``ERROR`` reply is contact at that rate (what a wrong-rate
     probe left in the unit's input) and is asked again there. The port is left at the rate that answered."""
     start = time.monotonic()
     deadline = start + timeout
     first = bauds[0]
     if announces:
         try:
-            at.wait_ready(min(timeout, READY_WINDOW_S))
+            at.wait_ready(min(timeout / 2, READY_WINDOW_S))
             at.call("AT", timeout=min(timeout, PROBE_S * 2))
             return f"ready at {first} baud (the firmware's boot rate) after {time.monotonic() - start:.2f} s"
         except (AtTimeout, AtError):
@@ -604,7 +605,6 @@ def _find_rate(at: AtClient, timeout: float, *, announces: bool, bauds: tuple[in
     while True:
         for baud in order:
             at.set_host_baud(baud)
-            at.note(f"looking for the unit at {baud} baud")
             heard = False
             while True:
                 try:
@@ -619,7 +619,7 @@ def _find_rate(at: AtClient, timeout: float, *, announces: bool, bauds: tuple[in
                 except AtTimeout:
                     break
             tried.append(str(baud))
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline and len(tried) >= len(order):     # every rate asked at least once
                 raise DeviceError(f"no answer to AT at {' or '.join(dict.fromkeys(tried))} baud within {timeout:.1f} s "
                                   "of the boot (a unit at another rate reads noise)")
 

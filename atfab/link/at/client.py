@@ -18,7 +18,7 @@ from typing import Any
 
 import serial
 
-from ...core.errors import InputError
+from ...core.errors import DeviceError, InputError
 from ...core.firmware import FirmwareProfile, firmware_for
 from .errors import AtBusy, AtError, AtResponseError, AtTimeout, LinkLost, ModuleRestarted
 from .framing import Reply, ReplyParser, command_name, info_prefixes, raw_kind
@@ -440,6 +440,19 @@ class AtClient(AtCommands):
             self.exchange(command, timeout=timeout, raw=None, prompt=True)
             return self.send_payload(command, data, timeout=timeout)
         return self._retry_busy(attempt)
+
+    def set_host_baud(self, baud: int) -> None:
+        """Switch only the host side of the port to ``baud`` (finding a unit whose rate is not known).
+        What arrived before, and any reply still owed, were at the old rate: forgotten, so the next
+        command starts without a resync."""
+        try:
+            self.port.baudrate = baud
+            self.port.reset_input_buffer()
+        except (ValueError, OSError) as exc:
+            raise DeviceError(f"cannot switch the host port to {baud} baud: {exc}") from exc
+        self._buf.clear()
+        self._resync = None
+        self._log("note", "note", f"host port now at {baud} baud")
 
     def wait_ready(self, timeout: float = 5.0) -> None:
         """Wait for ``ready`` after a reset/power-on; echo is then back at the firmware default."""

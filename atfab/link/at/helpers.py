@@ -141,13 +141,6 @@ class AtCommands:
         """Switch the host side of the port to ``cfg`` (after the module said OK at the old baud)."""
         _apply_host_uart(self.port, cfg)
 
-    def set_host_baud(self: AtLink, baud: int) -> None:
-        """Switch only the host side of the port to ``baud`` (finding a unit whose rate is not known)."""
-        try:
-            self.port.baudrate = baud
-        except (ValueError, OSError) as exc:
-            raise DeviceError(f"cannot switch the host port to {baud} baud: {exc}") from exc
-
     @property
     def host_baud(self: AtLink) -> int:
         """The rate the host side of the port runs at."""
