@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
+
+from atfab.cli import main
 
 from atfab.link.transport import open_port
 from atfab.station.events import EventBus
@@ -38,17 +41,51 @@ def _run(recipe, pool, *, one_port: bool, bus: EventBus | None = None):
     return run_with_timeout(Station(recipe, ports, station_id="t", bus=bus or EventBus()).run, T)
 
 
-def _details(result) -> dict:
-    data = json.loads(Path(result.report).read_text())
+def _details(report) -> dict:
+    data = json.loads(Path(report).read_text())
     return {s["name"]: s.get("detail") or "" for s in data["steps"]}
 
 
-def test_the_serial_server_garbles_both_ways_while_the_rates_differ_and_a_unit_at_neither_rate_is_error(module_pool, tmp_path: Path) -> None:
+def _g1(tmp: Path, extra: str = "") -> Path:
+    path = tmp / "v11.toml"
+    path.write_text('module = "esp32-at-v1.1"\n[firmware]\nsynthetic = "v1.1.0.0"\n'
+                    f'[factory_param]\nuart_baudrate = {BAUD}\n[retry]\nattempts = 1\n{extra}')
+    return path
+
+
+def _g0(tmp: Path, shipped: Path) -> Path:
+    path = tmp / "g0.toml"
+    path.write_text(shipped.read_text().replace("uart_baudrate = 115200", f"uart_baudrate = {BAUD}")
+                    .replace("attempts = 2", "attempts = 1"))
+    return path
+
+
+@pytest.mark.parametrize("shipped", [G0, G0_1X], ids=["v0.21", "1.7"])
+def test_g0_unit_at_a_non_default_baud_passes(tmp_path: Path, shipped: Path) -> None:
+    recipe = _g0(tmp_path, shipped)
+    res = run_with_timeout(CliRunner().invoke, T, main, ["run", str(recipe), "--sim", "1", "--sim-rfc2217",
+                                                           "--sim-baud", "0", "--workdir", str(tmp_path), "--json"])
+    assert res.exit_code == 0, res.output
+    (unit,) = json.loads(res.stdout)["units_detail"]
+    steps = _details(unit["report"])
+    assert "at 115200 baud (the firmware's boot rate)" in steps["boot"], steps["boot"]   # v0.21 prints no ready
+    assert steps["boot"].startswith("ready") == (shipped == G0_1X)
+    assert steps["configure"].endswith(f"AT answered at {BAUD} baud"), steps["configure"]
+
+
+def test_g1_v1_1_unit_at_a_non_default_baud_passes_fresh_and_as_a_retest_and_at_neither_rate_is_error(
+        module_pool, tmp_path: Path) -> None:
     recipe = load_recipe(_g1(tmp_path), workdir=tmp_path)
     pool = module_pool(1, chip="esp32", flash_size=recipe.profile.flash_size, firmware=recipe.profile.firmware,
                        serial_server=True)
-    summary = _run(recipe, pool, one_port=False)               # flashes the unit; it now stores 921600
-    assert [r.outcome for r in summary.results] == ["PASS"], summary.results
+    first = _run(recipe, pool, one_port=False)
+    assert [r.outcome for r in first.results] == ["PASS"], first.results
+    assert _details(first.results[0].report)["boot"].startswith("ready at 115200 baud")
+    again = _run(recipe, pool, one_port=False)                 # the unit's NVS keeps UART_DEF=921600
+    assert [r.outcome for r in again.results] == ["PASS"], again.results
+    boot = _details(again.results[0].report)["boot"]
+    assert f"answered AT at {BAUD} baud" in boot, boot
+    # the serial server garbles both ways while the rates differ
     url = pool[0].at_url
     assert url.startswith("rfc2217://")
     with open_port(url, 115200, timeout=0.05) as port:           # the host at the old rate
@@ -73,41 +110,3 @@ def test_the_serial_server_garbles_both_ways_while_the_rates_differ_and_a_unit_a
     assert lost.outcome == "ERROR" and "no answer to AT at 921600 or 115200 baud" in lost.error, lost
 
 
-def _g1(tmp: Path, extra: str = "") -> Path:
-    path = tmp / "v11.toml"
-    path.write_text('module = "esp32-at-v1.1"\n[firmware]\nsynthetic = "v1.1.0.0"\n'
-                    f'[factory_param]\nuart_baudrate = {BAUD}\n[retry]\nattempts = 1\n{extra}')
-    return path
-
-
-def _g0(tmp: Path, shipped: Path) -> Path:
-    path = tmp / "g0.toml"
-    path.write_text(shipped.read_text().replace("uart_baudrate = 115200", f"uart_baudrate = {BAUD}")
-                    .replace("attempts = 2", "attempts = 1"))
-    return path
-
-
-@pytest.mark.parametrize("shipped", [G0, G0_1X], ids=["v0.21", "1.7"])
-def test_g0_unit_at_a_non_default_baud_passes(module_pool, tmp_path: Path, shipped: Path) -> None:
-    recipe = load_recipe(_g0(tmp_path, shipped), workdir=tmp_path)
-    pool = module_pool(1, chip=recipe.profile.chip, flash_size=recipe.profile.flash_size,
-                       firmware=recipe.profile.firmware, serial_server=True)
-    first = _run(recipe, pool, one_port=True)
-    assert [r.outcome for r in first.results] == ["PASS"], first.results
-    steps = _details(first.results[0])
-    assert "at 115200 baud (the firmware's boot rate)" in steps["boot"], steps["boot"]   # v0.21 prints no ready
-    assert steps["boot"].startswith("ready") == (shipped == G0_1X)
-    assert steps["configure"].endswith(f"AT answered at {BAUD} baud"), steps["configure"]
-
-
-def test_g1_v1_1_unit_at_a_non_default_baud_passes_fresh_and_as_a_retest(module_pool, tmp_path: Path) -> None:
-    recipe = load_recipe(_g1(tmp_path), workdir=tmp_path)
-    pool = module_pool(1, chip="esp32", flash_size=recipe.profile.flash_size, firmware=recipe.profile.firmware,
-                       serial_server=True)
-    first = _run(recipe, pool, one_port=False)
-    assert [r.outcome for r in first.results] == ["PASS"], first.results
-    assert _details(first.results[0])["boot"].startswith("ready at 115200 baud")
-    again = _run(recipe, pool, one_port=False)                 # the unit's NVS keeps UART_DEF=921600
-    assert [r.outcome for r in again.results] == ["PASS"], again.results
-    boot = _details(again.results[0])["boot"]
-    assert f"answered AT at {BAUD} baud" in boot, boot

@@ -35,8 +35,12 @@ from ..sim.server import ModulePool
 @click.option("--reset-lines/--no-reset-lines", default=True, show_default=True,
               help="Also serve each module's UART0 as rfc2217:// with DTR/RTS wired like a devkit's "
                    "auto-reset circuit (esptool's resets work; a running stub survives reconnects).")
+@click.option("--rfc2217-ports", "serial_server", is_flag=True,
+              help="Serve the flash and AT URLs as rfc2217:// instead of socket:// (a serial server that tells "
+                   "the module the port's baud: at another rate than the module's UART each side reads noise).")
 def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chip: str | None,
-        profile_name: str | None, seed: str, chip_revision: str | None, reset_lines: bool) -> None:
+        profile_name: str | None, seed: str, chip_revision: str | None, reset_lines: bool,
+        serial_server: bool) -> None:
     """Serve virtual ESP-AT modules: flash (download-mode) URLs and one AT URL each.
 
     Point esptool at the flash URL: ``socket://127.0.0.1:P`` is a power-on into download mode on
@@ -67,7 +71,8 @@ def sim(count: int, baud: int | None, state_dir: Path | None, as_json: bool, chi
     if state_dir is not None:
         check_output(state_dir, "state folder", kind="dir", field="--state")
     pool = ModulePool(count, chip=chip or "esp32c2", flash_size=flash_size, baud=baud, state_dir=state_dir,
-                      seed=seed, firmware=firmware, chip_revision=revision, reset_lines=reset_lines)
+                      seed=seed, firmware=firmware, chip_revision=revision, reset_lines=reset_lines,
+                      serial_server=serial_server)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -387,6 +387,9 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
 @click.option("--sim-baud", type=click.IntRange(0, 5_000_000), default=None,
               help="Pace the virtual modules at this baud [default: the recipe's uart_baudrate; 0 = unpaced].")
 @click.option("--sim-seed", default="0", show_default=True, help="Seed of the virtual modules' MACs.")
+@click.option("--sim-rfc2217", "sim_rfc2217", is_flag=True,
+              help="Serve the virtual modules' ports as rfc2217:// (the port's baud reaches the module: a unit "
+                   "at another rate is heard as noise, as on a real line) instead of socket://.")
 @click.option("--loop", is_flag=True, help="Keep each port waiting for the next unit (a new MAC, or the port "
                                            "coming back) until Ctrl-C.")
 @click.option("--baud", "flash_baud", type=click.IntRange(9600, 5_000_000), default=None,
@@ -427,7 +430,7 @@ def _finish(summary_data: dict[str, Any], lines: list[str], as_json: bool) -> No
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON (status goes to stderr).")
 @click.pass_context
 def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count: int | None, sim_baud: int | None,
-        sim_seed: str, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: str | None,
+        sim_seed: str, sim_rfc2217: bool, loop: bool, flash_baud: int | None, at_baud: int | None, ledger_path: str | None,
         reports_dir: Path | None, junit: Path | None, csv_path: Path | None, workdir: Path | None,
         station_id: str | None, operator: str | None, passphrase_env: str, stop_after_s: float | None, poll_s: float,
         ui_url: str | None, publish: tuple[str, ...], publish_wait: float, batch: Path | None, as_json: bool) -> None:
@@ -469,7 +472,8 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
     bus = EventBus()
     console = bus.subscribe(_console(labels, as_json))
     if sim_count:
-        summary = run_sim(recipe, sim_count, sim_baud=baud, seed=sim_seed, loop=loop, bus=bus, **options)
+        summary = run_sim(recipe, sim_count, sim_baud=baud, seed=sim_seed, loop=loop, bus=bus,
+                          serial_server=sim_rfc2217, **options)
     else:
         summary = Station(recipe, specs, bus=bus, **options).run(loop=loop, poll_s=poll_s, stop_after_s=stop_after_s)
     console.close()

@@ -524,8 +524,12 @@ def uart_baud(recipe: Recipe) -> int:
 
 
 def run_sim(recipe: Recipe, count: int, *, sim_baud: int | None = None, seed: str = "0",
-            state_dir: str | Path | None = None, **station_options: Any) -> StationSummary:
+            state_dir: str | Path | None = None, serial_server: bool = False,
+            **station_options: Any) -> StationSummary:
     """Run a station on ``count`` in-process virtual modules (paced at ``sim_baud``; None = unpaced).
+
+    ``serial_server``: the modules' ports are ``rfc2217://`` (the port's baud reaches the module, which
+    is heard as noise at any other rate than its UART's, as on a real line) instead of ``socket://``.
 
     Module ``i`` has the MAC derived from ``seed`` and ``i`` (a re-run meets the same units), the
     port label ``sim<i>``. ``station_options`` go to :class:`Station` (``bus=`` to watch).
@@ -534,7 +538,7 @@ def run_sim(recipe: Recipe, count: int, *, sim_baud: int | None = None, seed: st
     loop = station_options.pop("loop", False)
     profile = recipe.profile
     pool = ModulePool(count, chip=profile.chip, flash_size=profile.flash_size, firmware=profile.firmware,
-                      baud=sim_baud, seed=seed, state_dir=state_dir)
+                      baud=sim_baud, seed=seed, state_dir=state_dir, serial_server=serial_server)
     with pool:
         # an ESP8266 has one UART0 for download and AT: one port per unit, as on a real line
         ports = [PortSpec(f"sim{i}", m.flash_url, None if m.shared_uart0 else m.at_url) for i, m in enumerate(pool)]
