@@ -262,3 +262,37 @@ def test_one_identity_in_two_slots_is_recorded_for_both(module_pool, tmp_path: P
     assert [(c.slot, c.cert_serial, c.attempt_id) for c in certs] == [
         ("client.0", data["certificates"][0]["serial"], result.attempt_id),
         ("mqtt.0", data["certificates"][0]["serial"], result.attempt_id)]
+
+
+def _cut_write(module) -> None:
+    """An earlier contact dies inside an AT+SYSMFG write payload: the module keeps reading it."""
+    from atfab.core.firmware import firmware_for
+    from atfab.link.at.client import AtClient
+    from atfab.link.at.errors import LinkLost
+    from atfab.link.transport import open_port
+
+    module.faults.drop_in_sysmfg_write = 1
+    with AtClient(open_port(module.at_url), firmware=firmware_for("esp32c2"), timeout=2) as at:
+        with pytest.raises(LinkLost):
+            at.sysmfg_write("client_cert", "client_cert", 8, b"x" * 200)
+
+
+def test_a_unit_left_reading_a_cut_write(module_pool, tmp_path: Path) -> None:
+    """A unit whose last contact was cut mid-write. The boot step's last resort: a module silent until the
+    boot timeout gets AtClient.settle (0xFF ends the payload), then it must answer. A station run on such a
+    unit: the flash step's reset ends the write (as on the real core), the unit passes."""
+    from atfab.core.firmware import firmware_for
+    from atfab.link.at.client import AtClient
+    from atfab.link.transport import open_port
+    from atfab.station.runner import _boot
+
+    pool = module_pool(1)
+    assert run_with_timeout(station(pool, tmp_path).run, T).counts["PASS"] == 1
+    _cut_write(pool[0])
+    with AtClient(open_port(pool[0].at_url), firmware=firmware_for("esp32c2"), timeout=1) as at:
+        how = run_with_timeout(_boot, T, at, 0.3, announces=False)
+        assert "ending a write payload" in how
+        at.at()
+    _cut_write(pool[0])
+    summary = run_with_timeout(station(pool, tmp_path).run, T)
+    assert summary.counts["PASS"] == 1, [r.error for r in summary.results]

@@ -201,3 +201,27 @@ def test_checks_select_measurements_country_and_recipe_version(virtual_module, b
         "gmr.module_name", "gmr.at_version", "gmr.sdk_version", "gmr.compile_time", "gmr.bin_version",
         "gmr.recipe_version"]
     assert [(m.name, m.measured) for m in moved.failed] == [("country", ["JP", 1, 13])]
+
+
+def test_a_write_an_earlier_contact_cut_is_ended_before_verifying(virtual_module, built_pki):
+    """A host that died inside an AT+SYSMFG write payload leaves the module reading it (ground truth §6);
+    `atfab verify` first ends it (AtClient.settle: 0xFF) instead of timing out (ERROR): the item that
+    cut write left is then measured like any content - a FAIL naming it, every other check passing."""
+    from click.testing import CliRunner
+
+    from atfab.cli import main
+    from atfab.link.at.errors import LinkLost
+
+    provision(virtual_module, built_pki)
+    with client(virtual_module, built_pki) as at:
+        key = at.sysmfg_keys("client_cert")[0].key
+        old = at.sysmfg_read("client_cert", key)
+        virtual_module.faults.drop_in_sysmfg_write = 1
+        with pytest.raises(LinkLost):
+            at.sysmfg_write("client_cert", key, 8, old[::-1])
+    r = run_with_timeout(CliRunner().invoke, T, main, ["verify", "--port", virtual_module.at_url,
+                                                       "--expect", str(built_pki), "--json"])
+    assert r.exit_code == 1, r.output
+    out, _ = json.JSONDecoder().raw_decode(r.output[r.output.index("{"):])
+    failed_names = [m["name"] for m in out["measurements"] if m["outcome"] != "pass"]
+    assert failed_names == [f"client_cert.{key}.sha256"], failed_names

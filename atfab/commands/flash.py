@@ -78,7 +78,7 @@ def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | 
     from ..link.flasher import Flasher
     from ..link.transport import open_port, resolve_port
     from ..core.mac import normalize_mac
-    from ..verify.unit import load_built, verify_unit, wait_alive
+    from ..verify.unit import first_contact, load_built, verify_unit
 
     if mac and mac_from:
         raise InputError("give either --mac or --mac-from", field="mac")
@@ -98,7 +98,7 @@ def verify(port: str, batch: str | None, ledger_path: str | None, expect: str | 
     if mac_from:
         expected_mac = Flasher(resolve_port(mac_from)).chip_info().mac
     with AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
-        wait_alive(client)
+        first_contact(client)
         result = verify_unit(client, built, mac=expected_mac, firmware=firmware)
     _print_result(result, expected_mac, as_json)
 
@@ -127,14 +127,14 @@ def _verify_legacy(port: str, expect: str, mac: str | None, mac_from: str | None
     from ..link.flasher import Flasher  # noqa: PLC0415
     from ..link.transport import open_port, resolve_port  # noqa: PLC0415
     from ..verify.legacy import legacy_firmware, verify_legacy  # noqa: PLC0415
-    from ..verify.unit import wait_alive  # noqa: PLC0415
+    from ..verify.unit import first_contact  # noqa: PLC0415
     manifest = load_json(f"{expect}/manifest.json", "manifest", field="")
     firmware = legacy_firmware(manifest, f"{expect}/manifest.json")
     expected_mac = normalize_mac(mac, field="--mac") if mac else None
     if mac_from:
         expected_mac = Flasher(resolve_port(mac_from)).chip_info().mac
     with AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
-        wait_alive(client)
+        first_contact(client)
         result = verify_legacy(client, expect, mac=expected_mac)
     _print_result(result, expected_mac, as_json)
 
@@ -148,7 +148,7 @@ def _verify_batch(port: str, batch: str, ledger_path: str | None, baud: int | No
     from ..link.transport import open_port
     from ..station.batch import BatchIndex, verify_preprogrammed
     from ..station.ledger import Ledger
-    from ..verify.unit import wait_alive
+    from ..verify.unit import first_contact
 
     if ledger_path is None:
         raise InputError("--batch needs the --ledger that holds the batch's reservations", field="--ledger")
@@ -156,7 +156,7 @@ def _verify_batch(port: str, batch: str, ledger_path: str | None, baud: int | No
     firmware = load_profile(index.module).firmware
     with Ledger(ledger_path, create=False) as ledger, \
             AtClient(open_port(port, baud), firmware=firmware, timeout=timeout) as client:
-        wait_alive(client)
+        first_contact(client)
         result, ident = verify_preprogrammed(client, index, ledger)
     if not as_json:
         click.echo(f"unit {ident.mac}: pre-programmed serial {ident.serial} (batch {index.batch_id}), bound")

@@ -32,7 +32,7 @@ from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_ed
 from ..image.build_config import BuildConfig
 from ..image.profiles import load_profile
 from ..link.at.client import AtClient
-from ..link.at.helpers import DEFAULT_CHUNK
+from ..link.at.helpers import longest_payload
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from ..link.transport import open_port, selector_from_options
 
@@ -368,7 +368,7 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
     serial_port = open_port(selector, connect_baud)
     with AtClient(serial_port, firmware=firmware, timeout=timeout) as client:
         # a write an earlier contact left reading its payload is ended first (AtClient.settle)
-        client.settle(max(client.firmware.sysmfg_value_max, DEFAULT_CHUNK))
+        client.settle(longest_payload(client.firmware))
         if module is None:
             legacy = legacy_firmware_of(client, chip)
             if legacy is not None:            # a G1/G2 module: no AT+SYSMFG, its partitions over AT+SYSFLASH

@@ -57,6 +57,7 @@ from ..core.measurement import Measurement, evaluate
 from ..image.flash_set import FlashSet, Region
 from ..link.at.client import AtClient
 from ..link.at.errors import AtError, AtTimeout
+from ..link.at.helpers import longest_payload
 from ..link.flasher import Flasher, FlashSession
 from ..link.transport import open_port, resolve_port
 from ..pki.ca import CertificateAuthority
@@ -560,8 +561,9 @@ PROBE_S = 0.5
 
 def _boot(at: AtClient, timeout: float, *, announces: bool = True, bauds: tuple[int, ...] = ()) -> str:
     """Wait for ``ready``; without it (output missed, or a firmware that prints none) poll ``AT``
-    until ``timeout``. With more than one rate in ``bauds`` (the port is at ``bauds[0]``), see
-    :func:`_find_rate`."""
+    until ``timeout``; a module silent that long gets :meth:`AtClient.settle` (a write payload
+    an earlier contact cut is ended, then it must answer). Costs nothing when the module answers.
+    With more than one rate in ``bauds`` (the port is at ``bauds[0]``), see :func:`_find_rate`."""
     if len(bauds) > 1:
         return _find_rate(at, timeout, announces=announces, bauds=bauds)
     start = time.monotonic()
@@ -580,7 +582,13 @@ def _boot(at: AtClient, timeout: float, *, announces: bool = True, bauds: tuple[
             return f"{how} after {time.monotonic() - start:.2f} s"
         except (AtTimeout, AtError):
             if time.monotonic() - start > timeout:
-                raise
+                break
+    # silent until the boot timeout: it may still read a write's payload an earlier contact cut
+    # (no reset ended it); settle ends it with 0xFF and must then be answered (AtTimeout otherwise)
+    if at.settle(longest_payload(at.firmware)):
+        return (f"answered after ending a write payload an earlier contact left unfinished "
+                f"({time.monotonic() - start:.2f} s)")
+    return f"answered AT after {time.monotonic() - start:.2f} s"
 
 
 def _find_rate(at: AtClient, timeout: float, *, announces: bool, bauds: tuple[int, ...]) -> str:

@@ -70,6 +70,7 @@ from ..image.partition_table import PartitionTable, decode
 from ..image.profiles import load_profile
 from ..link.at.client import AtClient
 from ..link.at.gatt_lines import read_chars, read_services
+from ..link.at.helpers import longest_payload
 from ..link.at.errors import AtTimeout, ModuleRestarted
 from ..link.at.mac import read_module_mac
 from ..link.at.parse import UartConfig
@@ -345,6 +346,19 @@ def wait_alive(at: AtClient, timeout: float = 10.0, *, per_try: float = 0.5) -> 
                 raise
 
 
+def first_contact(at: AtClient, timeout: float = 10.0) -> bool:
+    """Before verifying: end a write an earlier contact cut (:meth:`AtClient.settle`: a probe query,
+    answered at once by a module at its prompt; a silent one gets one write's worth of 0xFF and must
+    then answer), then :func:`wait_alive` (a module still booting). True when a pending write was ended
+    (the transcript notes it; what it left is then measured like any other content)."""
+    try:
+        ended = at.settle(longest_payload(at.firmware))
+    except AtTimeout:
+        ended = False                   # still booting (or gone): wait_alive decides
+    wait_alive(at, timeout)
+    return ended
+
+
 def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes | None = None,
                 firmware: FirmwareProfile | None = None, uart: UartConfig | None = None,
                 rf_power: int | None = None, checks: Iterable[str] | None = None,
@@ -388,5 +402,5 @@ def verify_unit(at: AtClient, built: BuiltUnit | str | Path, *, mac: str | bytes
     return VerifyResult(v.out)
 
 
-__all__ = ["BuiltUnit", "VerifyResult", "ReadDisagrees", "load_built", "verify_unit", "wait_alive",
+__all__ = ["BuiltUnit", "VerifyResult", "ReadDisagrees", "load_built", "verify_unit", "wait_alive", "first_contact",
            "UART_BAUD_TOLERANCE_PCT"]

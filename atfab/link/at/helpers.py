@@ -24,6 +24,12 @@ from .parse import (
 NVS_NAME_MAX = 15
 DEFAULT_CHUNK = 4096
 
+
+def longest_payload(firmware: FirmwareProfile) -> int:
+    """The longest write payload atfab sends this firmware (one AT+SYSMFG value, one AT+SYSFLASH chunk):
+    what :meth:`atfab.link.at.client.AtClient.settle` sends to end a write an earlier contact cut."""
+    return max(int(firmware.sysmfg_value_max or 0), DEFAULT_CHUNK)
+
 _PARITY = {0: "N", 1: "O", 2: "E"}
 _STOPBITS = {1: 1, 2: 1.5, 3: 2}
 
@@ -376,4 +382,4 @@ class AtCommands:
         raise last
 
 
-__all__ = ["AtCommands"]
+__all__ = ["AtCommands", "DEFAULT_CHUNK", "longest_payload"]
