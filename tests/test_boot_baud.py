@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from atfab.cli import main
 
 from atfab.link.transport import open_port
+from atfab.sim.uart_noise import resample
 from atfab.station.events import EventBus
 from atfab.station.recipe import load_recipe
 from atfab.station.runner import PortSpec
@@ -110,3 +111,23 @@ def test_g1_v1_1_unit_at_a_non_default_baud_passes_fresh_and_as_a_retest_and_at_
     assert lost.outcome == "ERROR" and "no answer to AT at 921600 or 115200 baud" in lost.error, lost
 
 
+
+
+def test_a_host_at_another_rate_reads_each_boot_part_as_its_receiver_frames_it(module_pool, tmp_path: Path) -> None:
+    """An ESP8266 whose UART stores 921600, read by a host at 115200: the 74880-baud logs as a 115200
+    receiver frames them, then ``ready`` (sent at 921600) as noise - not noise of the noise."""
+    recipe = load_recipe(_g0(tmp_path, G0_1X), workdir=tmp_path)
+    pool = module_pool(1, chip=recipe.profile.chip, flash_size=recipe.profile.flash_size,
+                       firmware=recipe.profile.firmware, serial_server=True)
+    assert [r.outcome for r in _run(recipe, pool, one_port=True).results] == ["PASS"]
+    module = pool[0]
+    with open_port(module.at_url, 115200, timeout=0.05) as port:
+        time.sleep(0.2)
+        port.reset_input_buffer()
+        module.power_cycle()
+        log, ready = module._firmware_obj.boot_segments                     # what went out, at which rate
+        assert (log[1], ready) == (74880, (b"\r\nready\r\n", BAUD))
+        want = resample(log[0], 74880, 115200) + resample(ready[0], BAUD, 115200)
+        assert want != resample(resample(log[0], 74880, BAUD) + ready[0], BAUD, 115200)
+        got = _read_until(port, want, 2.0)
+    assert got == want

@@ -101,6 +101,7 @@ class G0Firmware:
         #: Wire time of the last boot's 74880-baud logs: a real receiver gets the app's first byte
         #: (``ready``) no sooner (the module waits this long before the boot output on a shared UART0).
         self.boot_seconds = 0.0
+        self.boot_segments: tuple[tuple[bytes, int], ...] = ()
 
     def _serve_release(self, app: NonosApp) -> FirmwareProfile:
         """The profile of the release the flashed app names (its AT version), else the module's."""
@@ -188,8 +189,11 @@ class G0Firmware:
             self.host.set_at_baud(uart.baud)
             noise = resample(log, self._rom_baud, uart.baud)
             self.boot_seconds = len(log) * 10 / self._rom_baud
-            ready = dict(self.fw.formats).get("ready", "").encode()
-            return noise + (ready if self.state is not None else b"")
+            ready = dict(self.fw.formats).get("ready", "").encode() if self.state is not None else b""
+            #: The same output as sent: the logs at the ROM's rate, then the app's at the UART's.
+            self.boot_segments = tuple((data, baud) for data, baud in ((log, self._rom_baud), (ready, uart.baud))
+                                       if data)
+            return noise + ready
 
     @property
     def running(self) -> bool:

@@ -151,16 +151,17 @@ class Link:
             return False
 
     # -- send -----------------------------------------------------------------------------
-    def send(self, data: bytes) -> None:
-        """Send bytes to the host at the emulated rate, applying tx faults."""
+    def send(self, data: bytes, *, tx_baud: int | None = None) -> None:
+        """Send bytes to the host at the emulated rate, applying tx faults. ``tx_baud``: the rate they
+        go out at when not the UART's (a boot log), judged by the host's receiver when its rate is known."""
         if not data:
             return
         with self._send_lock:
             if self.closed:
                 raise LinkClosed("link closed")
             f = self.faults
-            rates = self._mismatch()
-            if rates is not None:           # what the host's receiver makes of the module's frames
+            rates = self._mismatch() if tx_baud is None else (tx_baud, self.host_baud() or tx_baud)
+            if rates is not None and rates[0] != rates[1]:   # what the host's receiver makes of the frames
                 data = resample(data, rates[0], rates[1])
             data = bytearray(data)
             if f.corrupt_tx_at is not None and self.tx_count <= f.corrupt_tx_at < self.tx_count + len(data):

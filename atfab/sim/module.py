@@ -168,6 +168,9 @@ class VirtualModule:
         self.boot_error: BaseException | None = None
         self._firmware_obj: AtFirmwareLike | None = None
         self._boot_output = b""
+        #: The last boot's output as sent, (bytes, rate) per part (a firmware's ``boot_segments``), for a
+        #: host whose rate is known; ``_boot_output`` is what a receiver at the UART's rate reads.
+        self._boot_segments: tuple[tuple[bytes, int], ...] = ()
         self._boot_seq = 0
         self._at_baud = baud
         #: The AT UART's current rate (kept when unpaced too: a host at another rate reads noise).
@@ -363,13 +366,15 @@ class VirtualModule:
             try:
                 firmware = self._factory(self)
                 output = firmware.boot()
+                segments = tuple(getattr(firmware, "boot_segments", ()) or ())
                 self.boot_error = None
             except Exception as exc:     # a firmware bug must not kill the module's threads
                 self.boot_error = exc
-                firmware, output = None, b""
+                firmware, output, segments = None, b"", ()
             with self._cond:
                 self._firmware_obj = firmware
                 self._boot_output = output
+                self._boot_segments = segments
                 self._boot_seq += 1
                 self.boot_count += 1
                 return self._set_state("at")
@@ -487,7 +492,7 @@ class VirtualModule:
                 # the boot logs go out at 74880 baud after the ROM's last reply: the firmware's first
                 # bytes cannot follow that reply at once (and a host still reading it would swallow them)
                 self._stopped.wait(float(getattr(self._firmware_obj, "boot_seconds", 0.0)))
-                link.send(output)
+                self._send_boot(link, output)
             while not link.closed and not self._stopped.is_set():
                 with self._cond:
                     state, token = self.state, self.state_token
@@ -498,7 +503,7 @@ class VirtualModule:
                     if boot_seq != seen:
                         seen = boot_seq
                         if output:
-                            link.send(output)
+                            self._send_boot(link, output)
                     if firmware.serve(link, token) == CLOSED:
                         return CLOSED
                 elif self._idle(link, self._wake_flash, lambda: self.state != "off") == CLOSED:
@@ -510,6 +515,18 @@ class VirtualModule:
             with self._cond:
                 self._uart0_link = None
             self._wake_at.notify()               # the AT endpoint (the same UART0) may answer again
+
+    def _send_boot(self, link: Link, output: bytes) -> None:
+        """The boot output: to a host whose rate is known, each part at the rate it went out at (the
+        ESP8266's 74880-baud logs framed by the host's receiver bit by bit); else as rendered for a
+        receiver at the UART's rate."""
+        with self._cond:
+            segments = self._boot_segments if output is self._boot_output else ()
+        if segments and link.host_baud() is not None:
+            for data, baud in segments:
+                link.send(data, tx_baud=baud)
+        else:
+            link.send(output)
 
     def _at_loop(self, lsock: socket.socket) -> None:
         while not self._stopped.is_set():
@@ -537,7 +554,7 @@ class VirtualModule:
                     if boot_seq != seen_boot:
                         seen_boot = boot_seq
                         if output:
-                            link.send(output)
+                            self._send_boot(link, output)
                     if firmware.serve(link, token) == CLOSED:
                         break
                 else:
