@@ -49,6 +49,12 @@ configured and built (``sdkconfig`` and ``build/module_info.json`` at its top, `
 then only that module runs, with that ``sdkconfig`` (given to atfab as ``--sdkconfig`` too), and
 ``--idf`` defaults to its ``esp-idf``. Prints one row per (profile, input set, image) and a summary;
 exits 1 on any difference.
+
+``--at-py`` also compares ``atfab customize --image`` with esp-at's own ``tools/at.py modify_bin`` on
+a factory image of every profile (``bench/esp_at_customize_parity.py``, which has the details;
+``--no-build`` skips the build comparison)::
+
+    python bench/esp_at_parity.py --esp-at EXT/esp-at --idf EXT/idf-v5.4.4 --idf EXT/idf-v5.5 --at-py --no-build
 """
 
 from __future__ import annotations
@@ -357,6 +363,9 @@ def main() -> int:
                     help="ESP-IDF tree (gen_esp32part.py, nvs_partition_gen.py); once per pinned version")
     ap.add_argument("--profile", action="append", default=[], help="only these profiles")
     ap.add_argument("--set", action="append", default=[], choices=SETS, help="only these input sets")
+    ap.add_argument("--at-py", action="store_true",
+                    help="also compare customize --image with esp-at's tools/at.py (bench/esp_at_customize_parity.py)")
+    ap.add_argument("--no-build", action="store_true", help="skip the build comparison (with --at-py)")
     args = ap.parse_args()
     esp_at = args.esp_at.resolve()
     built = (esp_at / "sdkconfig").is_file() and (esp_at / "build" / "module_info.json").is_file()
@@ -373,7 +382,7 @@ def main() -> int:
             ap.error(f"no shipped profile is esp-at's {module}")
     if args.profile:
         profiles = [(n, p) for n, p in profiles if n in args.profile]
-    sets = [s for s in SETS if not args.set or s in args.set]
+    sets = [s for s in SETS if not args.set or s in args.set] if not args.no_build else []
     dependency = esp_at / COMPONENT / "at_customized_config_dependency.txt"
     nvs_gen = dist_version("esp-idf-nvs-partition-gen")
     scripts = ", ".join(f"{f} {blob_id(esp_at / COMPONENT / f)}" for f in (
@@ -384,7 +393,8 @@ def main() -> int:
               f"{blob_id(p / 'components/partition_table/gen_esp32part.py')}, nvs_partition_gen.py "
               f"{blob_id(p / 'components/nvs_flash/nvs_partition_generator/nvs_partition_gen.py')})")
     print(f"esp-idf-nvs-partition-gen {nvs_gen} (PyPI); atfab {ROOT} ({revision(ROOT)})")
-    print(f"{'profile':<22} {'set':<9} {'image':<17} {'result':<24} note")
+    if sets:
+        print(f"{'profile':<22} {'set':<9} {'image':<17} {'result':<24} note")
     counts = {"identical": 0, "different": 0, "error": 0, "by design": 0}
     with tempfile.TemporaryDirectory(prefix="esp-at-parity-") as tmp:
         base = Path(tmp)
@@ -434,10 +444,19 @@ def main() -> int:
                                      ["same build"] if notes else [])
                     print(f"{name:<22} {set_name:<9} {image:<17} {result:<24} {note}")
     total = sum(counts.values())
-    print(f"summary: {counts['identical']}/{total} rows identical, {counts['different']} different, "
-          f"{counts['error']} errors, {counts['by design']} refused by design ({len(profiles)} profiles x "
-          f"{len(sets)} input sets; esp-idf-nvs-partition-gen {nvs_gen})")
-    return 0 if counts["different"] == counts["error"] == 0 else 1
+    if sets:
+        print(f"summary: {counts['identical']}/{total} rows identical, {counts['different']} different, "
+              f"{counts['error']} errors, {counts['by design']} refused by design ({len(profiles)} profiles x "
+              f"{len(sets)} input sets; esp-idf-nvs-partition-gen {nvs_gen})")
+    bad = counts["different"] + counts["error"]
+    if args.at_py:
+        if built:
+            ap.error("--at-py takes an extracted esp-at tree, not a built project")
+        import esp_at_customize_parity  # noqa: PLC0415 (it imports this module's helpers)
+
+        print()
+        bad += esp_at_customize_parity.run(esp_at, idfs, profiles)
+    return 1 if bad else 0
 
 
 if __name__ == "__main__":
