@@ -491,10 +491,13 @@ def run(ctx: click.Context, recipe_path: Path, ports: tuple[str, ...], sim_count
 @click.option("--count", type=click.IntRange(1, 64), default=4, show_default=True, help="Virtual modules.")
 @click.option("--sim-baud", type=click.IntRange(0, 5_000_000), default=None,
               help="Pace the virtual modules at this baud [default: the recipe's uart_baudrate; 0 = unpaced].")
+@click.option("--sim-rfc2217", "sim_rfc2217", is_flag=True,
+              help="Serve the virtual modules' ports as rfc2217:// (the port's baud reaches the module) instead of "
+                   "socket://.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (status goes to stderr).")
 @click.pass_context
 def demo(ctx: click.Context, out_dir: Path, recipe_path: Path | None, count: int, sim_baud: int | None,
-         as_json: bool) -> None:
+         sim_rfc2217: bool, as_json: bool) -> None:
     """Provision 4 virtual modules with a ready recipe and a throwaway CA; reports go to ./atfab-demo."""
     from ..station.console import summary_lines
     from ..station.events import EventBus
@@ -502,7 +505,7 @@ def demo(ctx: click.Context, out_dir: Path, recipe_path: Path | None, count: int
 
     bus = EventBus()
     console = bus.subscribe(_console([f"sim{i}" for i in range(count)], as_json))
-    result = run_demo(out_dir, recipe=recipe_path, count=count, sim_baud=sim_baud, bus=bus)
+    result = run_demo(out_dir, recipe=recipe_path, count=count, sim_baud=sim_baud, bus=bus, serial_server=sim_rfc2217)
     console.close()
     s = result.summary
     lines = summary_lines(s)
