@@ -38,6 +38,14 @@ def run_with_timeout(fn: Callable[..., T], seconds: float, *args: Any, **kwargs:
     return box["value"]
 
 
+@pytest.fixture(autouse=True)
+def _own_state_home(tmp_path_factory, monkeypatch):
+    """Host-side state (``atfab customize --port``'s block journal defaults to $XDG_STATE_HOME) stays in a
+    folder of its own per test: never the user's home, never shared by tests whose virtual modules have
+    the same MAC."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path_factory.mktemp("state")))
+
+
 @pytest.fixture
 def virtual_module():
     """One started :class:`VirtualModule` (unpaced, default AT firmware), stopped after the test."""

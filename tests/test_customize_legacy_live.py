@@ -5,6 +5,8 @@ what the block cannot take is refused before anything is written."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import socket
 
@@ -202,3 +204,39 @@ def test_live_customize_ends_a_write_an_earlier_contact_cut(unit):
     r = atfab("customize", "--port", vm.at_url, "--module", module, "--country", "US", "--json")
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout)["passed"]
+
+
+def test_a_power_cut_between_the_block_erase_and_write_is_put_back(unit, tmp_path):
+    """factory_param is one sector: a power cut between its erase and its write leaves no block. The old
+    block was journalled (host side, by MAC) before the erase; the next customize --port on that unit puts
+    it back, says so, and applies the request; nothing stays in the journal."""
+    module, profile, vm = unit
+    opts = CASES[module]
+    before = _block(profile, vm)
+    (tmp_path / "before.bin").write_bytes(before)
+    r = atfab("customize", "--image", tmp_path / "before.bin", "-o", tmp_path / "want.bin", "--module", module, *opts)
+    assert r.exit_code == 0, r.output
+    journal = tmp_path / "journal"
+    vm.faults.power_loss_after_flash_ops = 1          # the block's sector erased, then the power goes
+    r = atfab("customize", "--port", vm.at_url, "--journal", journal, *opts)
+    assert r.exit_code == 3, r.output
+    assert _block(profile, vm) == b"\xff" * len(before)
+    (entry,) = journal.glob("factory_param-*.json")
+    kept = json.loads(entry.read_text())
+    old = base64.b64decode(kept["old"])
+    assert old and before.startswith(old) and kept["old_sha256"] == hashlib.sha256(old).hexdigest()
+    r = atfab("customize", "--port", vm.at_url, "--journal", journal, "--json", *opts)
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert any("was erased" in p and "put back the journalled old block" in p for p in out["problems"]), out
+    assert _block(profile, vm) == (tmp_path / "want.bin").read_bytes()
+    assert list(journal.iterdir()) == []
+    # the power goes after the write landed, before its reply: the next run finds the planned block in place
+    vm.faults.power_loss_after_flash_ops = 2
+    r = atfab("customize", "--port", vm.at_url, "--journal", journal, "--channel-num", "13")
+    assert r.exit_code == 3, r.output
+    assert len(list(journal.iterdir())) == 1
+    r = atfab("customize", "--port", vm.at_url, "--journal", journal, "--json", "--channel-num", "13")
+    assert r.exit_code == 0, r.output
+    assert any("had finished (the planned block is in place)" in p for p in json.loads(r.stdout)["problems"])
+    assert list(journal.iterdir()) == []

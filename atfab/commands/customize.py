@@ -75,14 +75,17 @@ def _pki_options(func: Any) -> Any:
 @click.option("--whole-partition", is_flag=True,
               help="Live: rebuild mfg_nvs and rewrite it with AT+SYSFLASH instead of per-key AT+SYSMFG.")
 @click.option("--timeout", type=float, default=3.0, show_default=True, help="Live: seconds per AT reply.")
+@click.option("--journal", type=click.Path(file_okay=False),
+              help="Live G1/G2: folder of the factory_param block journal (a cut rewrite is put back on the next "
+                   "run on that unit) [default: $XDG_STATE_HOME/atfab/customize or ~/.local/state/atfab/customize].")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def customize(image: str | None, output: str | None, in_place: bool, port: str | None, usb_serial: str | None,
               location: str | None, connect_baud: int | None, module: str | None, chip: str | None,
               baud: int | None, tx_power: int | None, country: str | None, start_channel: int | None,
               channel_num: int | None, tx_pin: int | None, rx_pin: int | None, cts_pin: int | None,
               rts_pin: int | None, module_name: str | None, uart_num: int | None, gatt: str | None,
-              add_missing: bool, allow_unread: bool, whole_partition: bool, timeout: float, as_json: bool,
-              **more: str | None) -> None:
+              add_missing: bool, allow_unread: bool, whole_partition: bool, timeout: float, journal: str | None,
+              as_json: bool, **more: str | None) -> None:
     """Change factory settings of one module (--port) or of an image (--image ... -o NEW).
 
     Only the keys you name change; an option the target has no key for is refused unless
@@ -94,8 +97,8 @@ def customize(image: str | None, output: str | None, in_place: bool, port: str |
         raise click.UsageError("give either --image (offline) or --port/--usb-serial/--location (live module)")
     if live and (output or in_place):
         raise click.UsageError("-o/--in-place only go with --image")
-    if not live and (whole_partition or connect_baud):
-        raise click.UsageError("--whole-partition/--connect-baud only go with a live module")
+    if not live and (whole_partition or connect_baud or journal):
+        raise click.UsageError("--whole-partition/--connect-baud/--journal only go with a live module")
     values = {"uart_baudrate": baud, "max_tx_power": tx_power, "country_code": country,
               "start_channel": start_channel, "channel_num": channel_num, "uart_tx_pin": tx_pin,
               "uart_rx_pin": rx_pin, "uart_cts_pin": cts_pin, "uart_rts_pin": rts_pin, "module_name": module_name,
@@ -117,10 +120,12 @@ def customize(image: str | None, output: str | None, in_place: bool, port: str |
             click.echo(f"  {change.describe()}")
         click.echo(f"wrote {output or image} ({len(result.changes)} key(s) changed)")
         return
+    from ..customize.block_journal import default_folder  # noqa: PLC0415
     from ..customize.live import run_on_port  # noqa: PLC0415
 
     outcome = run_on_port(request, port=port, usb_serial=usb_serial, location=location, connect_baud=connect_baud,
-                          module=module, chip=chip, whole_partition=whole_partition, timeout=timeout)
+                          module=module, chip=chip, whole_partition=whole_partition, timeout=timeout,
+                          journal=journal or default_folder())
     if as_json:
         click.echo(json.dumps(outcome.to_dict(), indent=2))
     else:

@@ -18,6 +18,7 @@ earlier one left reading its payload (:meth:`atfab.link.at.client.AtClient.settl
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Callable
 
 from ..core.errors import DeviceError, InputError, UnitFailed
@@ -26,6 +27,7 @@ from ..core.measurement import (
     COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, nvs_value_name,
 )
 from . import live_legacy
+from .block_journal import BlockJournal
 from .nvs_edit import Change, customize_nvs, show_value
 from .readback import measure, measure_bytes, refusable
 from .plan import BLE_NS, FACTORY_NS, CustomizeRequest, Edit, ImageView, plan_edits
@@ -33,6 +35,7 @@ from ..image.build_config import BuildConfig
 from ..image.profiles import load_profile
 from ..link.at.client import AtClient
 from ..link.at.helpers import longest_payload
+from ..link.at.mac import read_module_mac
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from ..link.transport import open_port, selector_from_options
 
@@ -269,12 +272,14 @@ def _check_uart_port(view: LiveView, request: CustomizeRequest, target: str) -> 
 
 def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None = None,
                      whole_partition: bool = False, target: str | None = None,
-                     ready_timeout: float = 10.0, build: BuildConfig | None = None) -> ModuleResult:
+                     ready_timeout: float = 10.0, build: BuildConfig | None = None,
+                     journal: BlockJournal | None = None) -> ModuleResult:
     """Apply ``request`` to the module behind ``client`` (an :class:`atfab.link.at.client.AtClient`),
     reboot it and verify. Returns the changes and measurements (check ``result.passed`` or call
     ``result.require_pass()``); :class:`InputError` before anything is written when an option
     is invalid, the module lacks its key (without ``request.add_missing``), a namespace to add is
-    one its firmware (``build``, when known) never reads, or ``--uart-num`` would move the AT port."""
+    one its firmware (``build``, when known) never reads, or ``--uart-num`` would move the AT port.
+    ``journal``: where a G1/G2 block rewrite is journalled (:mod:`atfab.customize.block_journal`)."""
     if request.is_empty():
         raise InputError("nothing to change: give at least one option to customise", field="options")
     firmware = client.firmware
@@ -284,7 +289,7 @@ def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None
     client.note(f"atfab customize: {' '.join(request.options())}")
     client.at()
     if firmware.factory_param_layout:          # G1/G2: the 0xFCFC block over AT+SYSFLASH, no AT+SYSMFG
-        return _legacy_module(client, request, chip, firmware, result, ready_timeout)
+        return _legacy_module(client, request, chip, firmware, result, ready_timeout, journal)
     _check_uart_port(LiveView(client), request, target)
     if whole_partition:
         result.changes, current = _whole_partition(client, request, chip, firmware, target, result.measurements,
@@ -304,11 +309,16 @@ def customize_module(client: Any, request: CustomizeRequest, *, chip: str | None
 
 
 def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, firmware: FirmwareProfile,
-                   result: ModuleResult, ready_timeout: float) -> ModuleResult:
-    """:func:`customize_module` for a legacy module (:mod:`atfab.customize.live_legacy`)."""
+                   result: ModuleResult, ready_timeout: float, journal: BlockJournal | None) -> ModuleResult:
+    """:func:`customize_module` for a legacy module (:mod:`atfab.customize.live_legacy`): first a block
+    rewrite a cut left in ``journal`` for this unit (its base MAC) is settled (:func:`live_legacy.recover_block`)."""
     if result.whole_partition:
         raise InputError("a G1/G2 module's factory_param block is always rewritten whole; --whole-partition is "
                          "for mfg_nvs", file=result.target, field="--whole-partition")
+    unit_journal = None
+    if journal is not None:
+        unit_journal = live_legacy.UnitBlockJournal(journal, read_module_mac(client, firmware).base)
+        live_legacy.recover_block(client, unit_journal, target=result.target, problems=result.problems)
 
     def incomplete(failed: str, cause: Exception, written: list[str], restored: bool,
                    again: Exception | None) -> CustomizeIncomplete:
@@ -322,7 +332,7 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
     if request.factory_param:
         result.changes, before, new, old_block = live_legacy.customize_block(
             client, request, chip=chip, firmware=firmware, target=result.target, out=result.measurements,
-            incomplete=incomplete)
+            incomplete=incomplete, journal=unit_journal)
         block = (before, new, old_block)
     images: dict[str, bytes] = {}
     if planned is not None:
@@ -332,7 +342,7 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
             if block is None or not exc.restored or block[2] == block[1]:
                 raise
             try:                        # the block of this run went in first: put it back too
-                live_legacy.put_back_block(client, block[2])
+                live_legacy.put_back_block(client, block[2], unit_journal)
             except _AT_FAULTS as again:
                 raise CustomizeIncomplete(result.target, exc.failed, exc.cause, ["factory_param (block)", *exc.written],
                                           False, again) from exc
@@ -352,10 +362,12 @@ def _legacy_module(client: Any, request: CustomizeRequest, chip: str | None, fir
 
 def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_serial: str | None = None,
                 location: str | None = None, connect_baud: int | None = None, module: str | None = None,
-                chip: str | None = None, whole_partition: bool = False, timeout: float = 3.0) -> ModuleResult:
+                chip: str | None = None, whole_partition: bool = False, timeout: float = 3.0,
+                journal: str | Path | None = None) -> ModuleResult:
     """Open the AT port, run :func:`customize_module`, close the port. The firmware behaviour is
     the ``module`` profile's, else the G1/G2 release the module's GMR names (:func:`legacy_firmware_of`),
-    else that of ``chip`` (default esp32c2)."""
+    else that of ``chip`` (default esp32c2). ``journal``: the folder of the G1/G2 block journal
+    (:mod:`atfab.customize.block_journal`; None: no journal)."""
 
     if module is not None:
         profile = load_profile(module)
@@ -374,7 +386,8 @@ def run_on_port(request: CustomizeRequest, *, port: str | None = None, usb_seria
             if legacy is not None:            # a G1/G2 module: no AT+SYSMFG, its partitions over AT+SYSFLASH
                 client.firmware, chip = legacy, legacy.chip
         return customize_module(client, request, chip=chip, whole_partition=whole_partition,
-                                target=str(selector or serial_port.portstr), build=build)
+                                target=str(selector or serial_port.portstr), build=build,
+                                journal=BlockJournal(journal) if journal is not None else None)
 
 
 def legacy_firmware_of(client: Any, chip: str | None) -> FirmwareProfile | None:

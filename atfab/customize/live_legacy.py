@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..core.errors import InputError
+from ..core.errors import DeviceError, InputError
 from ..core.firmware import FirmwareProfile, rfpower_readback
 from ..core.measurement import COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement
 from ..image import legacy_factory as lf
@@ -32,6 +32,7 @@ from ..link.at.partition_head import BLE as BLE_IMAGE, PKI as PKI_IMAGE, Partiti
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .legacy import customize_legacy_block
 from .legacy_items import BLE, plan_ble, plan_items, rewrite_span, without_pki
+from .block_journal import BlockEntry, BlockJournal
 from .nvs_edit import Change
 from .readback import measure, measure_bytes
 from .plan import CustomizeRequest, pki_namespace
@@ -68,10 +69,11 @@ def read_block(client: Any, target: str) -> tuple[bytes, int]:
 
 
 def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None, firmware: FirmwareProfile,
-                    target: str, out: list[Measurement],
-                    incomplete: Any) -> tuple[list[Change], dict[str, Any], bytes, bytes]:
+                    target: str, out: list[Measurement], incomplete: Any,
+                    journal: UnitBlockJournal | None = None) -> tuple[list[Change], dict[str, Any], bytes, bytes]:
     """Change the module's block (module docstring); the changes, the old fields, the new block, the old one.
-    ``incomplete(failed, cause, written, restored, again)`` makes the error of a failed write."""
+    ``incomplete(failed, cause, written, restored, again)`` makes the error of a failed write. ``journal``:
+    the old and new block are kept there before the erase, the entry closed once a whole block reads back."""
     old, size = read_block(client, target)
     if not lf.looks_like_block(old):
         raise InputError(f"the module's {FACTORY} partition holds no 0xFCFC block (nothing to customise; "
@@ -85,16 +87,71 @@ def customize_block(client: Any, request: CustomizeRequest, *, chip: str | None,
                          f"UART{want_port}, not on this port (change it in an image: --image)", file=target,
                          field="--uart-num")
     if new != old:
+        if journal is not None:
+            journal.record(size, old, new)
         try:
             _write_block(client, size, new)
         except _AT_FAULTS as exc:
             try:
                 _write_block(client, size, old)
-            except _AT_FAULTS as again:
+            except _AT_FAULTS as again:     # the journal entry stays: the next run puts the old block back
                 raise incomplete(f"{FACTORY} (block)", exc, [f"{FACTORY} (partly)"], False, again) from exc
+            if journal is not None:
+                journal.close()
             raise incomplete(f"{FACTORY} (block)", exc, [], True, None) from exc
-    out.append(measure_bytes(client, f"{FACTORY}.sha256", new, lambda: client.sysflash_read(FACTORY, 0, size)))
+    m = measure_bytes(client, f"{FACTORY}.sha256", new, lambda: client.sysflash_read(FACTORY, 0, size))
+    out.append(m)
+    if journal is not None and m.passed:
+        journal.close()
     return changes, before, new, old
+
+
+class UnitBlockJournal:
+    """:class:`~atfab.customize.block_journal.BlockJournal` entries of the unit ``mac``."""
+
+    def __init__(self, journal: BlockJournal, mac: str) -> None:
+        self.journal, self.mac = journal, mac
+
+    def record(self, size: int, old: bytes, new: bytes) -> None:
+        self.journal.record(BlockEntry(self.mac, size, old, new))
+
+    def load(self) -> BlockEntry | None:
+        return self.journal.load(self.mac)
+
+    def close(self) -> None:
+        self.journal.close(self.mac)
+
+
+def recover_block(client: Any, journal: UnitBlockJournal, *, target: str, problems: list[str]) -> None:
+    """Before anything else: a block rewrite a cut left journalled (:mod:`atfab.customize.block_journal`).
+    The partition holding the journalled new or old block closes the entry; an erased or partial one
+    gets the journalled old block back (erase, write, read back). Said in ``problems``."""
+    entry = journal.load()
+    if entry is None:
+        return
+    held, _size = read_block(client, target)
+    where = journal.journal.path(journal.mac)
+    if held[:len(entry.new)] == entry.new:
+        problems.append(f"{FACTORY}: the journalled block rewrite had finished (the planned block is in place); "
+                        f"closed {where}")
+    elif held[:len(entry.old)] == entry.old:
+        problems.append(f"{FACTORY}: the journalled block rewrite had not started (the old block is in place); "
+                        f"closed {where}")
+    else:
+        state = "erased" if held == b"\xff" * len(held) else "partial"
+        _write_block(client, entry.size, entry.old)
+        m = measure_bytes(client, f"{FACTORY}.recovered", entry.old,
+                          lambda: client.sysflash_read(FACTORY, 0, len(entry.old)))
+        if not m.passed:
+            raise incomplete_recovery(target, m.describe())
+        problems.append(f"{FACTORY} was {state} (a cut block rewrite): put back the journalled old block "
+                        f"from {where}")
+    journal.close()
+
+
+def incomplete_recovery(target: str, what: str) -> DeviceError:
+    return DeviceError(f"{target}: putting back the journalled {FACTORY} block failed ({what}); the journal "
+                       "entry is kept")
 
 
 def _part(client: Any, part: str, size: int) -> PartitionHead:
@@ -150,9 +207,14 @@ def plan_module_items(client: Any, request: CustomizeRequest, *, firmware: Firmw
     return sizes, new, old, changes
 
 
-def put_back_block(client: Any, old: bytes) -> None:
-    """Write the block read before (after a later write of the same run failed)."""
+def put_back_block(client: Any, old: bytes, journal: UnitBlockJournal | None = None) -> None:
+    """Write the block read before (after a later write of the same run failed); journalled like the
+    rewrite (:func:`recover_block` puts it back after a cut)."""
+    if journal is not None:
+        journal.record(len(old), old, old)
     _write_block(client, len(old), old)
+    if journal is not None:
+        journal.close()
 
 
 def write_items(client: Any, planned: tuple[dict[str, int], dict[str, bytes], dict[str, bytes | None], list[Change]],
@@ -209,4 +271,4 @@ def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfi
         out.append(measure(client, COUNTRY, want, lambda: country_values(client)))
 
 
-__all__ = ["put_back_block", "customize_block", "after_reboot", "read_block", "plan_module_items", "write_items", "items_after_reboot"]
+__all__ = ["put_back_block", "customize_block", "recover_block", "UnitBlockJournal", "after_reboot", "read_block", "plan_module_items", "write_items", "items_after_reboot"]
