@@ -107,8 +107,11 @@ def _edit(name, *, opts=(), files=(), add=False, needs=(), present=False, varian
 
 #: Build configurations beside the module's own: no shipped module reads https_*/wss_* (their
 #: CONFIG_AT_* options are off everywhere), so their edits run on a build with them turned on.
+#: A build with CONFIG_AT_EAP_LEGACY_NAMESPACE_SUPPORT writes the enterprise set as wpa2_* (esp-at's
+#: mfg_nvs.py WPA_ENT_LEGACY_NAME_MAP), which at.py edits with --wpa2_*.
 VARIANTS = {"https+wss": ("AT_HTTPS_CLIENT_AUTH_SERVER", "AT_HTTPS_SERVER_AUTH_CLIENT", "AT_WSS_CLIENT_AUTH_SERVER",
-                          "AT_WSS_SERVER_AUTH_CLIENT")}
+                          "AT_WSS_SERVER_AUTH_CLIENT"),
+            "legacy EAP": ("AT_EAP_COMMAND_SUPPORT", "AT_EAP_LEGACY_NAMESPACE_SUPPORT")}
 
 
 EDITS: list[Edit] = [
@@ -129,6 +132,9 @@ EDITS: list[Edit] = [
     _edit("https set 0 (rebuild)", files=_pki("https", 0), variant="https+wss"),
     _edit("wss set 1 (rebuild)", files=_pki("wss", 1), variant="https+wss"),
     _edit("https+wss sets 1 (rebuild)", files=_pki("https", 1) + _pki("wss", 0), variant="https+wss"),
+    Edit("wpa2 set (legacy EAP)", files=tuple((o, a.replace("wpa_ent", "wpa2"), f, i) for o, a, f, i in
+                                              _pki("wpa_ent", None)),
+         needs=("wpa2_ca/wpa2_ca", "wpa2_cert/wpa2_cert", "wpa2_key/wpa2_key"), variant="legacy EAP"),
     _edit("add mqtt_ca (rebuild)", files=_pki("mqtt", None, ("ca",)), add=True),
     _edit("add client sets (rebuild)", files=_pki("client", 0) + _pki("client", 1), add=True),
 ]

@@ -144,3 +144,25 @@ def test_customized_image_keeps_the_builds_page_layout(built, tmp_path: Path) ->
     assert written[:-1] == [0xFC] * (len(written) - 1) and written[-1] == 0xFE
     assert all(s == 0xFF for s in states[len(written):])
     assert all(data[i:i + 4096] == b"\xff" * 4096 for i in range(len(written) * 4096, len(data), 4096))
+
+
+def test_enterprise_set_of_a_legacy_namespace_build(tmp_path: Path) -> None:
+    """A build with CONFIG_AT_EAP_LEGACY_NAMESPACE_SUPPORT stores the enterprise set as wpa2_* (esp-at's
+    mfg_nvs.py WPA_ENT_LEGACY_NAME_MAP; at.py edits it with --wpa2_*): --wpa-ent-* without --module
+    replaces those keys, as bench/esp_at_customize_parity.py's "wpa2 set" row compares with at.py."""
+    ent = {k: v for k, v in FULL.items() if k.startswith("wpa_ent")}
+    raw = raw_tree(tmp_path / "raw", ent, MATERIAL)
+    sdkconfig = tmp_path / "sdkconfig"
+    sdkconfig.write_text("CONFIG_AT_CUSTOMIZED_PARTITION_TABLE_SUPPORT=y\nCONFIG_AT_BLE_COMMAND_SUPPORT=y\n"
+                         "CONFIG_AT_EAP_COMMAND_SUPPORT=y\n"
+                         "CONFIG_AT_EAP_LEGACY_NAMESPACE_SUPPORT=y\n")
+    build("esp32c3-mini-1", tmp_path / "c3", pki_dir=raw, sdkconfig=sdkconfig)
+    image = tmp_path / "c3" / "mfg_nvs.bin"
+    assert {"wpa2_ca", "wpa2_cert", "wpa2_key"} <= set(read_nvs(image.read_bytes()).namespaces())
+    ca = tmp_path / "ca.pem"
+    ca.write_bytes(MATERIAL.file("wpa_ent_ca", "new-ca.pem"))
+    out = tmp_path / "o.bin"
+    res = run("customize", "--image", image, "-o", out, "--wpa-ent-ca0", ca)
+    assert res.exit_code == 0, res.output
+    assert _changed(image.read_bytes(), out.read_bytes()) == {("wpa2_ca", "wpa2_ca")}
+    assert read_nvs(out.read_bytes()).get("wpa2_ca", "wpa2_ca").value == ca.read_bytes()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -266,10 +266,23 @@ def _cross_check(view: KeyView, request: CustomizeRequest, edits: list[Edit]) ->
                 raise InputError(f"GPIO {pin} is also {other}", field=OPTION_KEYS[key])
 
 
+def enterprise_of_target(namespaces: list[str], firmware: FirmwareProfile) -> FirmwareProfile:
+    """``firmware`` with the enterprise set the target stores: a build with
+    ``CONFIG_AT_EAP_LEGACY_NAMESPACE_SUPPORT`` writes it as ``wpa2_*`` (esp-at's mfg_nvs.py
+    ``WPA_ENT_LEGACY_NAME_MAP``) and its firmware reads those; at.py edits them with ``--wpa2_*``. Only
+    a target holding ``wpa2_*`` and no ``wpa_ent_*`` namespace switches."""
+    old = any(n.startswith("wpa2_") for n in namespaces)
+    new = any(n.startswith("wpa_ent_") for n in namespaces)
+    if firmware.enterprise_namespace != "wpa2" and old and not new:
+        return replace(firmware, enterprise_namespace="wpa2")
+    return firmware
+
+
 def _pki_edits(view: KeyView, request: CustomizeRequest, firmware: FirmwareProfile, target: str,
                noun: str) -> list[Edit]:
     edits = []
     namespaces = view.namespaces()
+    firmware = enterprise_of_target(namespaces, firmware)
     wanted: dict[str, int] = {}
     for c in request.pki:
         ns = pki_namespace(c.family, c.kind, firmware)
