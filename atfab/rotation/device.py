@@ -201,6 +201,25 @@ class SlotStore(Protocol):
     def repair(self, rot: Any, extra: dict[str, Any], *, dry_run: bool = False) -> list[str]: ...
 
 
+def check_pair_readback(store: "SlotStore", cert: bytes, key: Secret | None, *,
+                        read_key: bool) -> tuple[list[str], PairState]:
+    """Read ``store``'s certificate (and key, when one was written or ``read_key``) back and compare
+    with what was written: the problems found (empty when it holds) and the pair read. One rule for
+    every store (AT+SYSMFG slots and G1/G2 partitions)."""
+    problems = []
+    got_cert = store.read_cert()
+    if sha256_hex(got_cert) != sha256_hex(cert):
+        problems.append(f"certificate read back has sha256 {sha256_hex(got_cert)[:16]}..., "
+                        f"wrote {sha256_hex(cert)[:16]}...")
+    got_key = store.read_key() if (key is not None or read_key) else None
+    if key is not None and got_key is not None and sha256_hex(got_key.reveal()) != sha256_hex(key.reveal()):
+        problems.append("key read back differs from the key written")
+    state = pair_state(got_cert, got_key, key_read=got_key is not None)
+    if got_key is not None and not state.matched:
+        problems.append(f"read-back pair: {state.problem}")
+    return problems, state
+
+
 class SlotIo:
     """Reads and writes one slot's certificate and key through ``client`` (one port)."""
 
@@ -365,20 +384,9 @@ class SlotIo:
                                lambda: self._check_readback(cert, key, read_key=read_key))
 
     def _check_readback(self, cert: bytes, key: Secret | None, *, read_key: bool) -> tuple[list[str], PairState]:
-        problems = []
-        got_cert = self.read_cert()
-        if sha256_hex(got_cert) != sha256_hex(cert):
-            problems.append(f"certificate read back has sha256 {sha256_hex(got_cert)[:16]}..., "
-                            f"wrote {sha256_hex(cert)[:16]}...")
-        got_key = self.read_key() if (key is not None or read_key) else None
-        if key is not None and got_key is not None and sha256_hex(got_key.reveal()) != sha256_hex(key.reveal()):
-            problems.append("key read back differs from the key written")
-        state = pair_state(got_cert, got_key, key_read=got_key is not None)
-        if got_key is not None and not state.matched:
-            problems.append(f"read-back pair: {state.problem}")
-        return problems, state
+        return check_pair_readback(self, cert, key, read_key=read_key)
 
 
-__all__ = ["Secret", "SlotMissing", "SlotPlace", "slot_places", "PairState", "pair_state", "SlotIo", "SlotStore",
+__all__ = ["Secret", "SlotMissing", "SlotPlace", "slot_places", "PairState", "pair_state", "check_pair_readback", "SlotIo", "SlotStore",
            "reread_pair", "reread_readback",
            "leaf_certificate", "key_fingerprint", "sha256_hex"]

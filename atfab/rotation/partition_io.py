@@ -36,8 +36,8 @@ from ..link.at.helpers import DEFAULT_CHUNK
 from ..link.at.partition_head import PKI, PartitionHead, ReadbackMismatch
 from ..image.legacy_pki import decode_pki, item_type, replace_item
 from .device import (
-    PairState, Secret, SlotMissing, SlotPlace, key_fingerprint, leaf_certificate, pair_state, reread_pair, reread_readback,
-    sha256_hex,
+    PairState, Secret, SlotMissing, SlotPlace, check_pair_readback, key_fingerprint, leaf_certificate, pair_state,
+    reread_pair, reread_readback,
 )
 from ..pki.keys import cert_sha256
 
@@ -229,18 +229,7 @@ class PartitionSlotIo:
         return reread_readback(self.client, self.place.slot, first, again)
 
     def _check_readback(self, cert: bytes, key: Secret | None, *, read_key: bool) -> tuple[list[str], PairState]:
-        problems = []
-        got_cert = self.read_cert()
-        if sha256_hex(got_cert) != sha256_hex(cert):
-            problems.append(f"certificate read back has sha256 {sha256_hex(got_cert)[:16]}..., "
-                            f"wrote {sha256_hex(cert)[:16]}...")
-        got_key = self.read_key() if (key is not None or read_key) else None
-        if key is not None and got_key is not None and sha256_hex(got_key.reveal()) != sha256_hex(key.reveal()):
-            problems.append("key read back differs from the key written")
-        state = pair_state(got_cert, got_key, key_read=got_key is not None)
-        if got_key is not None and not state.matched:
-            problems.append(f"read-back pair: {state.problem}")
-        return problems, state
+        return check_pair_readback(self, cert, key, read_key=read_key)
 
     # -- the journal ------------------------------------------------------------------------------
     def prepare(self, new_file: bytes, new_key: Secret | None, *, file: Any = None,
