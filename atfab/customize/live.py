@@ -24,7 +24,7 @@ from typing import Any, Callable
 from ..core.errors import DeviceError, InputError, UnitFailed
 from ..core.firmware import FirmwareProfile, firmware_for, firmware_profile, release_of_core, rfpower_readback
 from ..core.measurement import (
-    COUNTRY, GMR_MODULE_NAME, RF_POWER_WIFI, UART_DEF, Measurement, nvs_value_name,
+    COUNTRY, RF_POWER_WIFI, UART_DEF, Measurement, nvs_value_name,
 )
 from . import live_legacy
 from .block_journal import BlockJournal
@@ -244,11 +244,7 @@ def _after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProf
                   current: Callable[[str, str], Any], out: list[Measurement]) -> None:
     fpv = request.factory_param
     if "module_name" in fpv:
-        # Bin version prints the firmware's table entry (entry 0 for a name not in it, ground truth §2)
-        name = fpv["module_name"]
-        printed = firmware.printed_module_name(name)
-        note = None if printed == name else f"{name!r} is not in the firmware's module-name table: it prints {printed!r}"
-        out.append(measure(client, GMR_MODULE_NAME, printed, lambda: client.gmr().module_name, detail=note))
+        out.append(live_legacy.module_name_check(client, firmware, fpv["module_name"]))
     if uart is not None:
         out.append(measure(client, UART_DEF, list(uart), lambda: live_legacy.uart_def_values(client)))
     if isinstance(fpv.get("max_tx_power"), int):

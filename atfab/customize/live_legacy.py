@@ -248,6 +248,14 @@ def items_after_reboot(client: Any, images: dict[str, bytes], out: list[Measurem
                                  lambda part=part, n=len(image): client.sysflash_read(part, 0, n)))
 
 
+def module_name_check(client: Any, firmware: FirmwareProfile, name: str) -> Measurement:
+    """AT+GMR's Bin version line after a module_name change: it prints the firmware's table entry
+    (entry 0 for a name not in it, ground truth §2)."""
+    printed = firmware.printed_module_name(name)
+    note = None if printed == name else f"{name!r} is not in the firmware's module-name table: it prints {printed!r}"
+    return measure(client, GMR_MODULE_NAME, printed, lambda: client.gmr().module_name, detail=note)
+
+
 def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfile, uart: Any, before: dict[str, Any],
                  new: bytes, out: list[Measurement]) -> None:
     """The checks after ``AT+RST`` (module docstring)."""
@@ -255,10 +263,7 @@ def after_reboot(client: Any, request: CustomizeRequest, firmware: FirmwareProfi
     size = len(new)
     out.append(measure_bytes(client, f"{FACTORY}.after_reboot", new, lambda: client.sysflash_read(FACTORY, 0, size)))
     if "module_name" in fpv:
-        name = fpv["module_name"]
-        printed = firmware.printed_module_name(name)
-        note = None if printed == name else f"{name!r} is not in the firmware's module-name table: it prints {printed!r}"
-        out.append(measure(client, GMR_MODULE_NAME, printed, lambda: client.gmr().module_name, detail=note))
+        out.append(module_name_check(client, firmware, fpv["module_name"]))
     if uart is not None:
         out.append(measure(client, UART_DEF, list(uart), lambda: uart_def_values(client)))
     power = fpv.get("max_tx_power")
