@@ -269,8 +269,8 @@ def _cross_check(view: KeyView, request: CustomizeRequest, edits: list[Edit]) ->
 def enterprise_of_target(namespaces: list[str], firmware: FirmwareProfile) -> FirmwareProfile:
     """``firmware`` with the enterprise set the target stores: a build with
     ``CONFIG_AT_EAP_LEGACY_NAMESPACE_SUPPORT`` writes it as ``wpa2_*`` (esp-at's mfg_nvs.py
-    ``WPA_ENT_LEGACY_NAME_MAP``) and its firmware reads those; at.py edits them with ``--wpa2_*``. Only
-    a target holding ``wpa2_*`` and no ``wpa_ent_*`` namespace switches."""
+    ``WPA_ENT_LEGACY_NAME_MAP``, "backward compatible with old firmware"); at.py edits them with
+    ``--wpa2_*``. Only a target holding ``wpa2_*`` and no ``wpa_ent_*`` namespace switches."""
     old = any(n.startswith("wpa2_") for n in namespaces)
     new = any(n.startswith("wpa_ent_") for n in namespaces)
     if firmware.enterprise_namespace != "wpa2" and old and not new:
