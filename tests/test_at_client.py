@@ -6,7 +6,6 @@ import functools
 import hashlib
 import threading
 import time
-from dataclasses import replace
 
 import pytest
 

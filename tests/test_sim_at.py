@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 
 from atfab.image.profiles import load_profile
 
-from atfab.core.firmware import G3_DEFAULTS
 from atfab.sim.at_parser import AtCmdError, parse_line, split_params
 from atfab.sim.at_uart import actual_baud
 from tests.sim_at_support import MAC, FakeHost, Session, build_flash, c2_profile, new_host

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from atfab.core.firmware import firmware_profile
 from atfab.image.profiles import load_profile
 from atfab.sim.flash import NorFlash
 from tests.sim_at_support import FakeHost, Session, build_flash

@@ -31,7 +31,7 @@ from ..image import legacy_factory as lf
 from ..link.at.partition_head import BLE as BLE_IMAGE, PKI as PKI_IMAGE, PartitionHead
 from ..link.at.errors import AtError, AtTimeout, LinkLost
 from .legacy import customize_legacy_block
-from .legacy_items import BLE, plan_ble, plan_items, rewrite_span, without_pki
+from .legacy_items import BLE, plan_ble, plan_items, without_pki
 from .block_journal import BlockEntry, BlockJournal
 from .nvs_edit import Change
 from .readback import measure, measure_bytes

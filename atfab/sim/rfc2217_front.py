@@ -26,6 +26,7 @@ import serial
 import serial.rfc2217
 
 from .reset_circuit import AutoResetCircuit
+from .tcp_listener import OneHostListener
 
 
 class Uart0Wire:
@@ -208,7 +209,7 @@ class _Client:
         self.write(b"".join(self.manager.escape(data)))
 
 
-class Rfc2217Front:
+class Rfc2217Front(OneHostListener):
     """``rfc2217://host:P`` in front of a :class:`Uart0Wire` and its reset circuit."""
 
     def __init__(self, wire: Uart0Wire, circuit: AutoResetCircuit, *, host: str = "127.0.0.1",
@@ -217,61 +218,16 @@ class Rfc2217Front:
         self.circuit = circuit
         self.port = BridgePort(wire, circuit)
         self.connections = 0
-        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lsock.bind((host, 0))
-        self._lsock.listen(8)
-        self.url = f"rfc2217://{host}:{self._lsock.getsockname()[1]}"
-        self._stopped = threading.Event()
-        self._client: _Client | None = None
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"{name}-rfc2217")
-
-    def start(self) -> "Rfc2217Front":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        try:
-            self._wake_w.send(b"!")
-        except OSError:
-            pass
-        client = self._client
-        if client is not None:
-            try:
-                client.sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread.ident is not None:
-            self._thread.join(5)
-        self._lsock.close()
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def _serve(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                ready, _, _ = select.select([self._lsock, self._wake_r], [], [])
-            except (OSError, ValueError):
-                return
-            if self._stopped.is_set() or self._lsock not in ready:
-                continue
-            try:
-                sock, _ = self._lsock.accept()
-            except OSError:
-                return
-            self._serve_client(sock)
+        super().__init__(host=host, scheme="rfc2217", thread_name=f"{name}-rfc2217")
 
     def _serve_client(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.connections += 1
         try:
             client = _Client(sock, self.port)       # sends the initial telnet negotiation
         except OSError:
             sock.close()
             return
-        self._client = client
+        self._client_sock = sock
         self.wire.set_sink(client.send_data)
         try:
             while not self._stopped.is_set():
@@ -288,7 +244,7 @@ class Rfc2217Front:
             pass
         finally:
             self.wire.set_sink(None)
-            self._client = None
+            self._client_sock = None
             try:
                 sock.close()
             except OSError:

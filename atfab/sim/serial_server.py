@@ -26,6 +26,8 @@ from typing import Callable
 import serial
 import serial.rfc2217
 
+from .tcp_listener import OneHostListener
+
 Handler = Callable[[socket.socket, Callable[[], "int | None"]], None]
 
 
@@ -81,69 +83,24 @@ class _Connection:
             self.sock.sendall(data)
 
 
-class SerialServer:
+class SerialServer(OneHostListener):
     """``rfc2217://`` for one endpoint; ``handler`` serves each host's connection (see the module doc)."""
 
     def __init__(self, handler: Handler, *, host: str = "127.0.0.1", name: str = "module") -> None:
         self._handler = handler
         self._name = name
-        self._lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._lsock.bind((host, 0))
-        self._lsock.listen(8)
-        self.url = f"rfc2217://{host}:{self._lsock.getsockname()[1]}"
-        self._stopped = threading.Event()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._client: socket.socket | None = None
-        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"{name}-serial-server")
-
-    def start(self) -> "SerialServer":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stopped.set()
-        try:
-            self._wake_w.send(b"!")
-        except OSError:
-            pass
-        client = self._client
-        if client is not None:
-            try:
-                client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        if self._thread.ident is not None:
-            self._thread.join(5)
-        self._lsock.close()
-        self._wake_r.close()
-        self._wake_w.close()
-
-    def _serve(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                ready, _, _ = select.select([self._lsock, self._wake_r], [], [])
-            except (OSError, ValueError):
-                return
-            if self._stopped.is_set() or self._lsock not in ready:
-                continue
-            try:
-                sock, _ = self._lsock.accept()
-            except OSError:
-                return
-            self._serve_client(sock)
+        super().__init__(host=host, scheme="rfc2217", thread_name=f"{name}-serial-server")
 
     def _serve_client(self, sock: socket.socket) -> None:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         line = _LineSettings()
         module_end, our_end = socket.socketpair()
-        self._client = sock
+        self._client_sock = sock
         try:
             manager = serial.rfc2217.PortManager(line, _Connection(sock))   # sends the telnet options
         except OSError:
             for s in (sock, module_end, our_end):
                 s.close()
-            self._client = None
+            self._client_sock = None
             return
         worker = threading.Thread(target=self._handler, args=(module_end, lambda: line.host_baud), daemon=True,
                                   name=f"{self._name}-serial-client")
@@ -181,7 +138,7 @@ class SerialServer:
                     pass
                 s.close()
             worker.join(5)
-            self._client = None
+            self._client_sock = None
 
 
 __all__ = ["SerialServer"]
